@@ -1,0 +1,201 @@
+/**
+ * Mounting and unmounting a FUSE filesystem served by this process: open
+ * /dev/fuse, hand the descriptor to mount(8), serve it with a FuseSession.
+ * A watchdog process unmounts if we die without doing it ourselves, so a
+ * killed server never leaves a wedged mount point for the next run.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
+import { createLogger, type Logger } from '@dunix/proto';
+import { DevFuseChannel } from './channel.js';
+import type { FileSystem } from './filesystem.js';
+import type { SessionOptions } from './options.js';
+import { FuseSession } from './session.js';
+
+export interface MountOptions {
+  mountpoint: string;
+  /** Shown as the mount source in /proc/mounts. */
+  source: string;
+  /** Filesystem type is fuse.<subtype>. */
+  subtype: string;
+  allowOther: boolean;
+  /** Extra comma-separated kernel/VFS options (e.g. "ro,noatime"). */
+  extra?: string;
+  session?: Partial<SessionOptions>;
+  /** Start the watchdog that unmounts if this process dies (default true). */
+  watchdog?: boolean;
+}
+
+interface MountInfo {
+  id: number;
+  mountpoint: string;
+  fstype: string;
+  source: string;
+}
+
+function unescapeMountField(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+export function readMountInfo(): MountInfo[] {
+  const out: MountInfo[] = [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'latin1').split('\n')) {
+    if (!line) continue;
+    const [pre, post] = line.split(' - ');
+    if (!pre || !post) continue;
+    const a = pre.split(' ');
+    const b = post.split(' ');
+    out.push({
+      id: Number(a[0]),
+      mountpoint: unescapeMountField(a[4] ?? ''),
+      fstype: b[0] ?? '',
+      source: unescapeMountField(b[1] ?? ''),
+    });
+  }
+  return out;
+}
+
+/** The topmost mount at exactly this path, if any. */
+export function mountAt(path: string): MountInfo | undefined {
+  const all = readMountInfo().filter((m) => m.mountpoint === path);
+  return all[all.length - 1];
+}
+
+/**
+ * If a FUSE server died and left `path` mounted but dead (ENOTCONN), detach it.
+ * Returns true if it did.
+ */
+export function clearStaleMount(path: string, log?: Logger): boolean {
+  try {
+    statSync(path);
+    return false;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTCONN' && code !== 'ECONNABORTED') return false;
+  }
+  const m = mountAt(path);
+  if (!m?.fstype.startsWith('fuse')) return false;
+  log?.warn('detaching a dead FUSE mount left by an earlier server', { path, fstype: m.fstype });
+  spawnSync('umount', ['-l', path], { stdio: 'ignore' });
+  return true;
+}
+
+export function unmount(path: string, lazy = false): boolean {
+  const r = spawnSync('umount', lazy ? ['-l', path] : [path], { encoding: 'utf8' });
+  return r.status === 0;
+}
+
+function escapeOption(v: string): string {
+  if (/[,\\]/.test(v)) throw new Error(`mount option value may not contain ',' or '\\': ${v}`);
+  return v;
+}
+
+export class FuseMount {
+  readonly session: FuseSession;
+  private readonly channel: DevFuseChannel;
+  private readonly log: Logger;
+  private mounted = false;
+  private stopped = false;
+  private watchdogPipe: NodeJS.WritableStream | undefined;
+
+  private constructor(
+    readonly options: MountOptions,
+    fs: FileSystem,
+    log: Logger,
+  ) {
+    this.log = log;
+    this.channel = DevFuseChannel.open();
+    this.session = new FuseSession(fs, this.channel, options.session, log);
+  }
+
+  /** Mounts fs at options.mountpoint and starts serving it. */
+  static async start(fs: FileSystem, options: MountOptions, log = createLogger('mount')): Promise<FuseMount> {
+    clearStaleMount(options.mountpoint, log);
+    const m = new FuseMount(options, fs, log);
+    try {
+      await m.mount();
+    } catch (err) {
+      m.channel.close();
+      throw err;
+    }
+    return m;
+  }
+
+  private async mount(): Promise<void> {
+    const o = this.options;
+    const opts = [
+      'fd=3',
+      'rootmode=40000',
+      `user_id=${process.getuid?.() ?? 0}`,
+      `group_id=${process.getgid?.() ?? 0}`,
+    ];
+    if (o.allowOther) opts.push('allow_other');
+    if (this.session.options.defaultPermissions) opts.push('default_permissions');
+    if (o.extra) opts.push(o.extra);
+    const args = [
+      '-i',
+      '-t',
+      `fuse.${escapeOption(o.subtype)}`,
+      '-o',
+      opts.join(','),
+      o.source,
+      o.mountpoint,
+    ];
+    const child = spawn('mount', args, { stdio: ['ignore', 'ignore', 'pipe', this.channel.fd] });
+    let stderr = '';
+    child.stderr?.on('data', (d) => {
+      stderr += String(d);
+    });
+    const code: number = await new Promise((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (c) => resolve(c ?? -1));
+    });
+    if (code !== 0) throw new Error(`mount ${args.join(' ')} failed (${code}): ${stderr.trim()}`);
+    this.mounted = true;
+    // /dev/fuse refuses reads (EPERM) until mount(2) has attached it; mount(2)
+    // does not wait for INIT, so readers start now and answer it.
+    this.session.start();
+    this.log.info('mounted', { mountpoint: o.mountpoint, source: o.source, type: `fuse.${o.subtype}` });
+    if (o.watchdog !== false) this.startWatchdog();
+  }
+
+  /**
+   * A tiny shell process that waits for our end of a pipe to close (which
+   * happens however we die, SIGKILL included) and then detaches the mount if
+   * the very same mount (by mount id) is still there.
+   */
+  private startWatchdog(): void {
+    const m = mountAt(this.options.mountpoint);
+    if (!m) return;
+    const script =
+      'cat >/dev/null; ' +
+      'if awk -v id="$1" \'$1==id {found=1} END {exit !found}\' /proc/self/mountinfo; then umount -l "$2"; fi';
+    const child = spawn('sh', ['-c', script, 'dunixfs-watchdog', String(m.id), this.options.mountpoint], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true,
+    });
+    child.unref();
+    const pipe = child.stdin;
+    if (pipe) {
+      (pipe as unknown as { unref?: () => void }).unref?.();
+      pipe.on('error', () => {});
+      this.watchdogPipe = pipe;
+    }
+  }
+
+  /** Unmounts (lazily if busy) and waits for the session to end. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return this.session.closed;
+    this.stopped = true;
+    if (this.mounted) {
+      if (!unmount(this.options.mountpoint)) {
+        this.log.warn('mount point busy; detaching lazily', { mountpoint: this.options.mountpoint });
+        unmount(this.options.mountpoint, true);
+      }
+      this.mounted = false;
+    }
+    await this.session.closed;
+    this.watchdogPipe?.end();
+    this.log.info('unmounted', { mountpoint: this.options.mountpoint });
+  }
+}
