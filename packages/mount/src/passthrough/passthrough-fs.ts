@@ -103,6 +103,10 @@ export class PassthroughFs implements FileSystem {
     readonly sourceDir: string,
     private readonly options: PassthroughOptions = {},
   ) {
+    // The kernel has already applied the caller's umask to every mode it sends
+    // us; ours must not mask it a second time. (Process-wide: a passthrough
+    // owns its process.)
+    process.umask(0);
     this.rootFd = sys.openat(sys.AT_FDCWD, sourceDir, sys.O_PATH | sys.O_DIRECTORY);
     const st = sys.statx(this.rootFd);
     const root: Inode = { nodeid: ROOT, fd: this.rootFd, key: keyOf(st), isSymlink: false, nlookup: 1n };
