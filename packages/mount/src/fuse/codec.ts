@@ -209,6 +209,9 @@ export const Out = {
 
 export type AttrValue = StructValue<typeof attrFields>;
 
+/** fuse_init_in before protocol 7.36: major, minor, max_readahead, flags. */
+export const INIT_IN_COMPAT_BYTES = 16;
+
 /** What follows the header of each request the kernel may send. */
 export interface RequestLayout {
   readonly body?: Struct<Record<string, never>> | Struct<never> | { size: number; name: string };
@@ -249,7 +252,8 @@ export const requestLayout: Partial<Record<OpcodeName, RequestLayout>> = {
   LISTXATTR: L(In.getxattr),
   REMOVEXATTR: L(undefined, 1),
   FLUSH: L(In.flush),
-  INIT: L(In.init),
+  // Kernels before 7.36 send only the first 16 bytes (no flags2); doInit pads.
+  INIT: L({ size: INIT_IN_COMPAT_BYTES, name: 'fuse_init_in (7.x prefix)' }),
   OPENDIR: L(In.open),
   READDIR: L(In.read),
   READDIRPLUS: L(In.read),

@@ -80,9 +80,16 @@ export function clearStaleMount(path: string, log?: Logger): boolean {
   return true;
 }
 
-export function unmount(path: string, lazy = false): boolean {
-  const r = spawnSync('umount', lazy ? ['-l', path] : [path], { encoding: 'utf8' });
-  return r.status === 0;
+/**
+ * umount(8), run asynchronously: unmounting may need requests answered by the
+ * very process that serves the mount, so its event loop must keep running.
+ */
+export function unmount(path: string, lazy = false): Promise<boolean> {
+  return new Promise((resolve) => {
+    const child = spawn('umount', lazy ? ['-l', path] : [path], { stdio: 'ignore' });
+    child.on('error', () => resolve(false));
+    child.on('close', (code) => resolve(code === 0));
+  });
 }
 
 function escapeOption(v: string): string {
@@ -188,9 +195,9 @@ export class FuseMount {
     if (this.stopped) return this.session.closed;
     this.stopped = true;
     if (this.mounted) {
-      if (!unmount(this.options.mountpoint)) {
+      if (!(await unmount(this.options.mountpoint))) {
         this.log.warn('mount point busy; detaching lazily', { mountpoint: this.options.mountpoint });
-        unmount(this.options.mountpoint, true);
+        await unmount(this.options.mountpoint, true);
       }
       this.mounted = false;
     }

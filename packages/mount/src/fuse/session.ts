@@ -317,11 +317,23 @@ export class FuseSession {
     let len = Size.outHeader;
     for (const b of body) len += b.length;
     const head = OutHeader.build({ len, error: 0, unique });
-    this.channel.write([head, ...body]);
+    this.write(unique, [head, ...body]);
   }
 
   private replyError(unique: bigint, errno: number): void {
-    this.channel.write([OutHeader.build({ len: Size.outHeader, error: -errno, unique })]);
+    // The kernel accepts errors in 1..511 only; anything else would be refused.
+    if (!(errno > 0 && errno < 512)) errno = errnoOf('IO');
+    this.write(unique, [OutHeader.build({ len: Size.outHeader, error: -errno, unique })]);
+  }
+
+  /** A reply the kernel refuses is logged, never retried: retrying could answer twice. */
+  private write(unique: bigint, parts: Buffer[]): void {
+    try {
+      this.channel.write(parts);
+    } catch (err) {
+      this.stats.bugs++;
+      this.log.error('kernel refused a reply', { unique, err });
+    }
   }
 
   private interrupt(req: RawRequest): void {
@@ -585,7 +597,10 @@ export class FuseSession {
   }
 
   private doInit(req: RawRequest): Buffer {
-    const k = In.init.decode(req.buf, req.bodyAt);
+    // Older kernels send a shorter fuse_init_in; the fields they lack read as zero.
+    const body = Buffer.alloc(In.init.size);
+    req.buf.copy(body, 0, req.bodyAt, Math.min(req.buf.length, req.bodyAt + In.init.size));
+    const k = In.init.decode(body, 0);
     if (k.major < FUSE_KERNEL_VERSION)
       throw new FsError('NOT_SUPPORTED', `kernel FUSE ${k.major}.${k.minor}`);
     if (k.major > FUSE_KERNEL_VERSION) {
