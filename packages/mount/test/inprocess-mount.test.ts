@@ -144,7 +144,6 @@ async function mountBig(t: Test) {
     source: 'bigino',
     subtype: 'dunixfs-test',
     allowOther: true,
-    watchdog: false,
   });
   t.teardown(async () => {
     await m.stop();
