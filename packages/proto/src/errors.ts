@@ -125,7 +125,12 @@ export const errorTable = {
 export class FsError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, detail?: string) {
+    // Expected failures (ENOENT on every negative lookup) are hot; a stack
+    // trace would cost more than the operation. Bugs are other Error types.
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(detail ? `${errorTable[code].summary}: ${detail}` : errorTable[code].summary);
+    Error.stackTraceLimit = limit;
     this.name = 'FsError';
     this.code = code;
   }

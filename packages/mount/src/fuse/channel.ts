@@ -3,6 +3,7 @@
  * /dev/fuse; tests use an in-memory one that plays the kernel.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 
 export interface FuseChannel {
   /** True if every outstanding read parks a libuv threadpool thread. */
@@ -22,14 +23,14 @@ export interface FuseChannel {
 /** Errors that mean "this request is gone" rather than "the channel broke". */
 const GONE = new Set(['ENOENT', 'EINTR']);
 
-export class DevFuseChannel implements FuseChannel {
+/**
+ * /dev/fuse read with blocking reads on the libuv threadpool: works on any
+ * Node, but every request crosses from a pool thread to the main thread.
+ */
+export class ThreadpoolFuseChannel implements FuseChannel {
   private closed = false;
   readonly blocksThreads = true;
   constructor(readonly fd: number) {}
-
-  static open(): DevFuseChannel {
-    return new DevFuseChannel(fs.openSync('/dev/fuse', fs.constants.O_RDWR));
-  }
 
   read(buf: Buffer): Promise<number> {
     return new Promise((resolve, reject) => {
@@ -84,4 +85,128 @@ export class DevFuseChannel implements FuseChannel {
       // already closed by the kernel side going away; nothing to release
     }
   }
+}
+
+interface PipeBinding {
+  Pipe: new (type: number) => { open(fd: number): number };
+  constants: { SOCKET: number };
+}
+
+function pipeBinding(): PipeBinding | undefined {
+  try {
+    const binding = (process as unknown as { binding(name: string): unknown }).binding;
+    return binding('pipe_wrap') as PipeBinding;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * /dev/fuse watched by the main event loop (epoll) and read without
+ * blocking, straight into one request-sized buffer: no thread hop per
+ * request. /dev/fuse is pollable and returns exactly one request per read(),
+ * which is all libuv's stream reader needs; Node exposes that reader for an
+ * arbitrary fd only through its pipe binding, hence the fallback below.
+ */
+export class EventLoopFuseChannel implements FuseChannel {
+  readonly blocksThreads = false;
+  private closed = false;
+  private socket: net.Socket | undefined;
+  private failure: NodeJS.ErrnoException | undefined;
+  private readonly queue: Buffer[] = [];
+  private readonly waiting: { buf: Buffer; resolve: (n: number) => void; reject: (e: Error) => void }[] = [];
+  private readonly inner: ThreadpoolFuseChannel;
+
+  private constructor(
+    readonly fd: number,
+    private readonly bufferBytes: number,
+    private readonly binding: PipeBinding,
+  ) {
+    this.inner = new ThreadpoolFuseChannel(fd);
+  }
+
+  /** The event-loop reader for fd, or undefined if this Node lacks the pipe binding. */
+  static tryCreate(fd: number, bufferBytes: number): EventLoopFuseChannel | undefined {
+    const binding = pipeBinding();
+    return binding ? new EventLoopFuseChannel(fd, bufferBytes, binding) : undefined;
+  }
+
+  /** Reads start on the first read(): /dev/fuse refuses them until mounted. */
+  private attach(): void {
+    if (this.socket || this.closed) return;
+    const handle = new this.binding.Pipe(this.binding.constants.SOCKET);
+    const rc = handle.open(this.fd);
+    if (rc !== 0) throw new Error(`cannot watch /dev/fuse (uv error ${rc})`);
+    const scratch = Buffer.allocUnsafe(this.bufferBytes);
+    this.socket = new net.Socket({
+      handle,
+      readable: true,
+      writable: false,
+      onread: { buffer: scratch, callback: (n: number, buf: Uint8Array) => this.deliver(n, buf as Buffer) },
+    } as unknown as net.SocketConstructorOpts);
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
+    this.socket.on('end', () => this.fail(Object.assign(new Error('end of /dev/fuse'), { code: 'ENODEV' })));
+  }
+
+  private deliver(n: number, buf: Buffer): boolean {
+    const reader = this.waiting.shift();
+    if (reader) {
+      if (n > reader.buf.length) reader.reject(new Error(`request of ${n} bytes exceeds the read buffer`));
+      else {
+        buf.copy(reader.buf, 0, 0, n);
+        reader.resolve(n);
+      }
+    } else {
+      this.queue.push(Buffer.from(buf.subarray(0, n)));
+    }
+    return true;
+  }
+
+  private fail(err: NodeJS.ErrnoException): void {
+    if (this.failure) return;
+    this.failure = err.code === 'ENODEV' ? err : Object.assign(err, { code: err.code ?? 'EIO' });
+    for (const r of this.waiting.splice(0)) r.reject(this.failure);
+  }
+
+  read(buf: Buffer): Promise<number> {
+    const queued = this.queue.shift();
+    if (queued) {
+      if (queued.length > buf.length) return Promise.reject(new Error('request exceeds the read buffer'));
+      queued.copy(buf);
+      return Promise.resolve(queued.length);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(Object.assign(new Error('channel closed'), { code: 'ENODEV' }));
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ buf, resolve, reject });
+      try {
+        this.attach();
+      } catch (err) {
+        this.fail(err as NodeJS.ErrnoException);
+      }
+    });
+  }
+
+  write(parts: readonly Buffer[]): boolean {
+    return this.inner.write(parts);
+  }
+
+  notify(parts: readonly Buffer[]): Promise<void> {
+    return this.inner.notify(parts);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.fail(Object.assign(new Error('channel closed'), { code: 'ENODEV' }));
+    // Destroying the socket closes the fd it owns; the inner channel must not close it again.
+    if (this.socket) this.socket.destroy();
+    else this.inner.close();
+  }
+}
+
+/** Opens /dev/fuse with the fastest reader this Node offers. */
+export function openFuseDevice(bufferBytes: number): FuseChannel & { readonly fd: number } {
+  const fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR);
+  return EventLoopFuseChannel.tryCreate(fd, bufferBytes) ?? new ThreadpoolFuseChannel(fd);
 }

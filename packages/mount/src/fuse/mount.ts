@@ -7,9 +7,14 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { createLogger, type Logger } from '@dunix/proto';
-import { DevFuseChannel } from './channel.js';
+import { type FuseChannel, openFuseDevice } from './channel.js';
 import type { FileSystem } from './filesystem.js';
-import type { SessionOptions } from './options.js';
+import {
+  requestBufferBytes,
+  type SessionOptions,
+  sessionDefaults,
+  validateSessionOptions,
+} from './options.js';
 import { FuseSession } from './session.js';
 
 export interface MountOptions {
@@ -99,7 +104,7 @@ function escapeOption(v: string): string {
 
 export class FuseMount {
   readonly session: FuseSession;
-  private readonly channel: DevFuseChannel;
+  private readonly channel: FuseChannel & { readonly fd: number };
   private readonly log: Logger;
   private mounted = false;
   private stopped = false;
@@ -111,8 +116,9 @@ export class FuseMount {
     log: Logger,
   ) {
     this.log = log;
-    this.channel = DevFuseChannel.open();
-    this.session = new FuseSession(fs, this.channel, options.session, log);
+    const sessionOptions = validateSessionOptions({ ...sessionDefaults, ...options.session });
+    this.channel = openFuseDevice(requestBufferBytes(sessionOptions));
+    this.session = new FuseSession(fs, this.channel, sessionOptions, log);
   }
 
   /** Mounts fs at options.mountpoint and starts serving it. */

@@ -32,6 +32,7 @@ const fsFsync = promisify(nodefs.fsync);
 const fsFdatasync = promisify(nodefs.fdatasync);
 
 const S_IFMT = 0o170000;
+const O_DIRECT = nodefs.constants.O_DIRECT;
 const S_IFLNK = 0o120000;
 const ROOT = 1n;
 const NO_ID = 0xffffffff;
@@ -288,16 +289,21 @@ export class PassthroughFs implements FileSystem {
     return this.lookupInode(p, newName);
   }
 
-  private openReply(fd: number): OpenReply {
+  /**
+   * O_DIRECT is honoured at the FUSE level (the kernel page cache is bypassed
+   * for this open file) but not passed to the backing file: its alignment
+   * rules would apply to our own buffers, which the caller never sees.
+   */
+  private openReply(fd: number, flags: number): OpenReply {
     const fh = this.nextFh++;
     this.files.set(fh, fd);
-    return { fh, directIo: this.options.directIo === true };
+    return { fh, directIo: this.options.directIo === true || (flags & O_DIRECT) !== 0 };
   }
 
   async open(_caller: Caller, ino: bigint, flags: number): Promise<OpenReply> {
     const i = this.inode(ino);
-    const clean = flags & ~(sys.O_NOFOLLOW | sys.O_CREAT | sys.O_EXCL | nodefs.constants.O_NOCTTY);
-    return this.openReply(sys.openat(sys.AT_FDCWD, this.procPath(i), clean));
+    const clean = flags & ~(sys.O_NOFOLLOW | sys.O_CREAT | sys.O_EXCL | nodefs.constants.O_NOCTTY | O_DIRECT);
+    return this.openReply(sys.openat(sys.AT_FDCWD, this.procPath(i), clean), flags);
   }
 
   async create(
@@ -319,7 +325,7 @@ export class PassthroughFs implements FileSystem {
       sys.close(fd);
       throw err;
     }
-    return { entry, open: this.openReply(fd) };
+    return { entry, open: this.openReply(fd, flags) };
   }
 
   async read(_caller: Caller, _ino: bigint, fh: bigint, offset: bigint, size: number): Promise<Buffer> {
