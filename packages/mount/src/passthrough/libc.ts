@@ -9,6 +9,7 @@
  * restored before returning to the event loop, so no other request sees them.
  */
 import { constants as fsConstants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { fsErrorFromErrno } from '@dunix/proto';
 import koffi from 'koffi';
 
@@ -31,6 +32,8 @@ export const UTIME_OMIT = (1 << 30) - 2;
 export const STATX_BASIC_STATS = 0x7ff;
 const STATX_SIZE_BYTES = 256;
 const XATTR_SIZE_MAX = 65536;
+const EAGAIN = osConstants.errno.EAGAIN;
+const EOPNOTSUPP = osConstants.errno.EOPNOTSUPP;
 
 /** syscall numbers for the raw calls (glibc's wrappers would act on every thread). */
 const SYS = (() => {
@@ -44,7 +47,14 @@ const SYS = (() => {
   }
 })();
 
+/** preadv2/pwritev2 flag: fail with EAGAIN instead of waiting for the disk. */
+const RWF_NOWAIT = 0x8;
+
 const c = {
+  // The iovec is built by hand in a reused buffer: koffi's struct-array
+  // marshalling costs more than the syscall itself.
+  preadv2: lib.func('long preadv2(int fd, const uint8_t *iov, int iovcnt, int64_t offset, int flags)'),
+  pwritev2: lib.func('long pwritev2(int fd, const uint8_t *iov, int iovcnt, int64_t offset, int flags)'),
   openat: lib.func('int openat(int dirfd, const char *path, int flags, uint32_t mode)'),
   close: lib.func('int close(int fd)'),
   statx: lib.func('int statx(int dirfd, const char *path, int flags, uint32_t mask, _Out_ uint8_t *buf)'),
@@ -292,6 +302,37 @@ export function fstatfs(fd: number): FsStat {
     namelen: Number(b.readBigInt64LE(64)),
     frsize: Number(b.readBigInt64LE(72)),
   };
+}
+
+/**
+ * Reads at offset only what can be had without waiting for the disk (page
+ * cache hits): bytes read, 0 at end of file, or -1 if it would block (the
+ * caller then reads on the threadpool). May return fewer bytes than asked.
+ */
+const iov = Buffer.alloc(16);
+function oneIovec(buf: Buffer, length: number): Buffer {
+  if (length > buf.length) throw new RangeError('iovec longer than its buffer');
+  // Node buffers live outside the V8 heap and never move while referenced.
+  iov.writeBigUInt64LE(koffi.address(buf), 0);
+  iov.writeBigUInt64LE(BigInt(length), 8);
+  return iov;
+}
+
+export function preadNowait(fd: number, buf: Buffer, length: number, offset: bigint): number {
+  const r = Number(c.preadv2(fd, oneIovec(buf, length), 1, offset, RWF_NOWAIT));
+  if (r >= 0) return r;
+  const e = koffi.errno();
+  if (e === EAGAIN || e === EOPNOTSUPP) return -1;
+  throw fsErrorFromErrno(e, 'preadv2');
+}
+
+/** Like preadNowait, for writes into the page cache. */
+export function pwriteNowait(fd: number, buf: Buffer, length: number, offset: bigint): number {
+  const r = Number(c.pwritev2(fd, oneIovec(buf, length), 1, offset, RWF_NOWAIT));
+  if (r >= 0) return r;
+  const e = koffi.errno();
+  if (e === EAGAIN || e === EOPNOTSUPP) return -1;
+  throw fsErrorFromErrno(e, 'pwritev2');
 }
 
 export function fsync(fd: number, dataOnly: boolean): void {
