@@ -5,7 +5,20 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 
+/** Receives requests from a push-mode channel. */
+export interface ChannelSink {
+  /** One whole request; the buffer belongs to the receiver. */
+  message(msg: Buffer): void;
+  /** No more requests: unmounted (code ENODEV) or the device failed. */
+  end(err?: NodeJS.ErrnoException): void;
+}
+
 export interface FuseChannel {
+  /**
+   * Push mode, if the channel has it: deliver every request to sink as it
+   * arrives (the session then makes no read() calls).
+   */
+  start?(sink: ChannelSink): void;
   /** True if every outstanding read parks a libuv threadpool thread. */
   readonly blocksThreads: boolean;
   /**
@@ -148,7 +161,25 @@ export class EventLoopFuseChannel implements FuseChannel {
     this.socket.on('end', () => this.fail(Object.assign(new Error('end of /dev/fuse'), { code: 'ENODEV' })));
   }
 
+  private sink: ChannelSink | undefined;
+
+  start(sink: ChannelSink): void {
+    this.sink = sink;
+    // Anything queued before start (none in practice) goes first.
+    for (const m of this.queue.splice(0)) sink.message(m);
+    try {
+      this.attach();
+    } catch (err) {
+      this.fail(err as NodeJS.ErrnoException);
+    }
+  }
+
   private deliver(n: number, buf: Buffer): boolean {
+    if (this.sink) {
+      // libuv reuses buf for the next read as soon as we return.
+      this.sink.message(Buffer.from(buf.subarray(0, n)));
+      return true;
+    }
     const reader = this.waiting.shift();
     if (reader) {
       if (n > reader.buf.length) reader.reject(new Error(`request of ${n} bytes exceeds the read buffer`));
@@ -166,6 +197,7 @@ export class EventLoopFuseChannel implements FuseChannel {
     if (this.failure) return;
     this.failure = err.code === 'ENODEV' ? err : Object.assign(err, { code: err.code ?? 'EIO' });
     for (const r of this.waiting.splice(0)) r.reject(this.failure);
+    this.sink?.end(this.failure);
   }
 
   read(buf: Buffer): Promise<number> {

@@ -176,6 +176,21 @@ export class FuseSession {
           `start the process with at least ${threadpoolSizeFor(this.options)}`,
       );
     }
+    if (this.channel.start) {
+      // Push mode: the channel calls us for each request as it is read, on
+      // the main thread, without a promise hop in between.
+      this.readersRunning = 1;
+      this.channel.start({
+        message: (msg) => void this.handle(msg),
+        end: (err) => {
+          if (err && err.code !== 'ENODEV') this.log.error('device read failed; ending session', { err });
+          this.stopping = true;
+          this.readersRunning = 0;
+          void this.finish();
+        },
+      });
+      return;
+    }
     for (let i = 0; i < this.options.readersMax; i++) {
       this.readersRunning++;
       void this.readerLoop();
@@ -503,6 +518,7 @@ export class FuseSession {
         return [Out.write.build({ size: n })];
       }
       case 'FLUSH': {
+        if (!fs.flush) throw new FsError('UNIMPLEMENTED');
         const b = In.flush.decode(req.buf, at);
         await fs.flush(caller, ino, b.fh, b.lockOwner);
         return [];

@@ -28,80 +28,78 @@ export function assertLittleEndian(): void {
   if (endianness() !== 'LE') throw new Error('FUSE codec supports little-endian hosts only');
 }
 
+/**
+ * Declares a struct. Its decoder and encoder are generated once as straight-line
+ * code (one read or write per field at a constant offset): they run for every
+ * request and reply, and a generic loop over the fields costs several times more.
+ */
 export function struct<F extends Fields>(name: string, fields: F): Struct<F> {
   const layout: { key: string; type: FieldType; at: number }[] = [];
   let size = 0;
   for (const [key, type] of Object.entries(fields)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new Error(`${name}: bad field name ${key}`);
     layout.push({ key, type, at: size });
     size += width[type];
   }
+  const reads: string[] = [];
+  const writes: string[] = [];
+  for (const f of layout) {
+    const at = `o + ${f.at}`;
+    switch (f.type) {
+      case 'u16':
+        reads.push(`${f.key}: b.readUInt16LE(${at})`);
+        writes.push(`b.writeUInt16LE(v.${f.key} ?? 0, ${at});`);
+        break;
+      case 'u32':
+        reads.push(`${f.key}: b.readUInt32LE(${at})`);
+        writes.push(`b.writeUInt32LE(v.${f.key} ?? 0, ${at});`);
+        break;
+      case 'i32':
+        reads.push(`${f.key}: b.readInt32LE(${at})`);
+        writes.push(`b.writeInt32LE(v.${f.key} ?? 0, ${at});`);
+        break;
+      case 'u64':
+        reads.push(`${f.key}: b.readBigUInt64LE(${at})`);
+        writes.push(`b.writeBigUInt64LE(BigInt.asUintN(64, v.${f.key} ?? 0n), ${at});`);
+        break;
+      case 'i64':
+        reads.push(`${f.key}: b.readBigInt64LE(${at})`);
+        writes.push(`b.writeBigInt64LE(BigInt.asIntN(64, v.${f.key} ?? 0n), ${at});`);
+        break;
+      case 'pad16':
+        writes.push(`b.writeUInt16LE(0, ${at});`);
+        break;
+      case 'pad32':
+        writes.push(`b.writeUInt32LE(0, ${at});`);
+        break;
+    }
+  }
+  const tooShort = (buf: Buffer, offset: number) =>
+    new RangeError(`${name}: need ${size} bytes at ${offset}, have ${buf.length - offset}`);
+  const decodeAt = new Function('b', 'o', `return { ${reads.join(', ')} };`) as (
+    b: Buffer,
+    o: number,
+  ) => StructValue<F>;
+  const encodeAt = new Function('v', 'b', 'o', `${writes.join('\n')}\nreturn o + ${size};`) as (
+    v: Partial<StructValue<F>>,
+    b: Buffer,
+    o: number,
+  ) => number;
   return {
     name,
     size,
     fields,
     decode(buf, offset) {
-      if (offset + size > buf.length) {
-        throw new RangeError(`${name}: need ${size} bytes at ${offset}, have ${buf.length - offset}`);
-      }
-      const out: Record<string, number | bigint> = {};
-      for (const f of layout) {
-        const at = offset + f.at;
-        switch (f.type) {
-          case 'u16':
-            out[f.key] = buf.readUInt16LE(at);
-            break;
-          case 'u32':
-            out[f.key] = buf.readUInt32LE(at);
-            break;
-          case 'i32':
-            out[f.key] = buf.readInt32LE(at);
-            break;
-          case 'u64':
-            out[f.key] = buf.readBigUInt64LE(at);
-            break;
-          case 'i64':
-            out[f.key] = buf.readBigInt64LE(at);
-            break;
-          default:
-            break;
-        }
-      }
-      return out as StructValue<F>;
+      if (offset < 0 || offset + size > buf.length) throw tooShort(buf, offset);
+      return decodeAt(buf, offset);
     },
     encode(value, buf, offset) {
-      const v = value as Record<string, number | bigint | undefined>;
-      for (const f of layout) {
-        const at = offset + f.at;
-        const x = v[f.key];
-        switch (f.type) {
-          case 'u16':
-            buf.writeUInt16LE((x as number | undefined) ?? 0, at);
-            break;
-          case 'u32':
-            buf.writeUInt32LE((x as number | undefined) ?? 0, at);
-            break;
-          case 'i32':
-            buf.writeInt32LE((x as number | undefined) ?? 0, at);
-            break;
-          case 'u64':
-            buf.writeBigUInt64LE(BigInt.asUintN(64, (x as bigint | undefined) ?? 0n), at);
-            break;
-          case 'i64':
-            buf.writeBigInt64LE(BigInt.asIntN(64, (x as bigint | undefined) ?? 0n), at);
-            break;
-          case 'pad16':
-            buf.writeUInt16LE(0, at);
-            break;
-          case 'pad32':
-            buf.writeUInt32LE(0, at);
-            break;
-        }
-      }
-      return offset + size;
+      if (offset < 0 || offset + size > buf.length) throw tooShort(buf, offset);
+      return encodeAt(value, buf, offset);
     },
     build(value) {
       const b = Buffer.allocUnsafe(size);
-      this.encode(value, b, 0);
+      encodeAt(value, b, 0);
       return b;
     },
   };
