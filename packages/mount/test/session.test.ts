@@ -388,6 +388,7 @@ function withoutOptional(fs: MemFs): MemFs {
     lseek: undefined,
     copyFileRange: undefined,
     syncfs: undefined,
+    flush: undefined,
   });
 }
 
@@ -1204,6 +1205,8 @@ t.test('optional methods a backend lacks', async (t) => {
   t.equal(c.error, -E.ENOSYS!, 'COPY_FILE_RANGE: ENOSYS');
   const s = await h.ask(Opcode.SYNCFS, { nodeid: 1n, body: Buffer.alloc(8) });
   t.equal(s.error, 0, 'SYNCFS: nothing to do');
+  const fl = await h.ask(Opcode.FLUSH, { nodeid: 7n, body: In.flush.build({ fh: 3n }) });
+  t.equal(fl.error, -E.ENOSYS!, 'FLUSH: ENOSYS (the kernel stops sending it)');
   t.equal(h.s.stats.bugs, 0);
 });
 

@@ -7,8 +7,11 @@ import * as net from 'node:net';
 
 /** Receives requests from a push-mode channel. */
 export interface ChannelSink {
-  /** One whole request; the buffer belongs to the receiver. */
-  message(msg: Buffer): void;
+  /**
+   * One whole request. The buffer belongs to the receiver; if `release` is
+   * given, the receiver calls it once done with the buffer (it is pooled).
+   */
+  message(msg: Buffer, release?: () => void): void;
   /** No more requests: unmounted (code ENODEV) or the device failed. */
   end(err?: NodeJS.ErrnoException): void;
 }
@@ -32,6 +35,11 @@ export interface FuseChannel {
   notify(parts: readonly Buffer[]): Promise<void>;
   close(): void;
 }
+
+/** Requests above this size are copied into pooled buffers instead of fresh ones. */
+const LARGE_REQUEST_BYTES = 64 * 1024;
+/** Pooled large buffers kept; more are allocated under load and dropped after. */
+const LARGE_POOL_MAX = 16;
 
 /** Errors that mean "this request is gone" rather than "the channel broke". */
 const GONE = new Set(['ENOENT', 'EINTR']);
@@ -174,10 +182,24 @@ export class EventLoopFuseChannel implements FuseChannel {
     }
   }
 
+  /**
+   * Large requests (WRITE data) are copied into recycled buffers: a fresh
+   * megabyte costs a page fault per 4 KiB, several times the copy itself.
+   */
+  private readonly largePool: Buffer[] = [];
+
   private deliver(n: number, buf: Buffer): boolean {
     if (this.sink) {
       // libuv reuses buf for the next read as soon as we return.
-      this.sink.message(Buffer.from(buf.subarray(0, n)));
+      if (n <= LARGE_REQUEST_BYTES) {
+        this.sink.message(Buffer.from(buf.subarray(0, n)));
+        return true;
+      }
+      const big = this.largePool.pop() ?? Buffer.allocUnsafeSlow(this.bufferBytes);
+      buf.copy(big, 0, 0, n);
+      this.sink.message(big.subarray(0, n), () => {
+        if (this.largePool.length < LARGE_POOL_MAX) this.largePool.push(big);
+      });
       return true;
     }
     const reader = this.waiting.shift();

@@ -181,7 +181,10 @@ export class FuseSession {
       // the main thread, without a promise hop in between.
       this.readersRunning = 1;
       this.channel.start({
-        message: (msg) => void this.handle(msg),
+        message: (msg, release) => {
+          const done = this.handle(msg);
+          if (release) void done.finally(release);
+        },
         end: (err) => {
           if (err && err.code !== 'ENODEV') this.log.error('device read failed; ending session', { err });
           this.stopping = true;

@@ -35,6 +35,8 @@ const S_IFMT = 0o170000;
 const O_DIRECT = nodefs.constants.O_DIRECT;
 const S_IFLNK = 0o120000;
 const ROOT = 1n;
+/** Consecutive writes that could not be done without waiting before we stop trying. */
+const NOWAIT_MISSES_MAX = 64;
 const NO_ID = 0xffffffff;
 
 interface Inode {
@@ -97,6 +99,8 @@ export class PassthroughFs implements FileSystem {
   private readonly files = new Map<bigint, number>();
   private readonly dirs = new Map<bigint, DirHandle>();
   private nextNodeid = 2n;
+  private nowaitWrites = true;
+  private nowaitWriteMisses = 0;
   private nextFh = 1n;
   private readonly rootFd: number;
 
@@ -347,8 +351,13 @@ export class PassthroughFs implements FileSystem {
 
   async write(_caller: Caller, _ino: bigint, fh: bigint, offset: bigint, data: Buffer): Promise<number> {
     const fd = this.fileFd(fh);
-    let done = sys.pwriteNowait(fd, data, data.length, offset);
-    if (done < 0) done = 0;
+    // Buffered writes without waiting are not offered by every filesystem
+    // (ext4 refuses them); stop asking once the backing fs has said no.
+    let done = this.nowaitWrites ? sys.pwriteNowait(fd, data, data.length, offset) : -1;
+    if (done < 0) {
+      if (++this.nowaitWriteMisses >= NOWAIT_MISSES_MAX) this.nowaitWrites = false;
+      done = 0;
+    } else this.nowaitWriteMisses = 0;
     while (done < data.length) {
       const { bytesWritten } = await fsWrite(
         fd,
