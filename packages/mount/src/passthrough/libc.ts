@@ -318,21 +318,22 @@ function oneIovec(buf: Buffer, length: number): Buffer {
   return iov;
 }
 
-export function preadNowait(fd: number, buf: Buffer, length: number, offset: bigint): number {
-  const r = Number(c.preadv2(fd, oneIovec(buf, length), 1, offset, RWF_NOWAIT));
-  if (r >= 0) return r;
+/** -1 for "would have to wait", the byte count otherwise; other errors throw. */
+function nowaitResult(r: number | bigint, what: string): number {
+  const n = Number(r);
+  if (n >= 0) return n;
   const e = koffi.errno();
   if (e === EAGAIN || e === EOPNOTSUPP) return -1;
-  throw fsErrorFromErrno(e, 'preadv2');
+  throw fsErrorFromErrno(e, what);
+}
+
+export function preadNowait(fd: number, buf: Buffer, length: number, offset: bigint): number {
+  return nowaitResult(c.preadv2(fd, oneIovec(buf, length), 1, offset, RWF_NOWAIT), 'preadv2');
 }
 
 /** Like preadNowait, for writes into the page cache. */
 export function pwriteNowait(fd: number, buf: Buffer, length: number, offset: bigint): number {
-  const r = Number(c.pwritev2(fd, oneIovec(buf, length), 1, offset, RWF_NOWAIT));
-  if (r >= 0) return r;
-  const e = koffi.errno();
-  if (e === EAGAIN || e === EOPNOTSUPP) return -1;
-  throw fsErrorFromErrno(e, 'pwritev2');
+  return nowaitResult(c.pwritev2(fd, oneIovec(buf, length), 1, offset, RWF_NOWAIT), 'pwritev2');
 }
 
 export function fsync(fd: number, dataOnly: boolean): void {
