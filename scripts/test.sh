@@ -22,7 +22,23 @@ npm run check
 # in-process need room for them (bins set this themselves).
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-24}
 
-if [ "$#" -gt 0 ]; then
-  exec npx tap "$@"
+if [ "$#" -eq 0 ]; then set -- 'packages/*/dist/test/**/*.test.js'; fi
+
+# tap's own summary is "# { total: N, pass: P, fail: F }"; CI also gets the
+# plain "P passed, F failed" line.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+npx tap "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+summary=$(grep -E '^# \{ total: [0-9]+' "$log" | tail -n 1)
+pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
+fail=$(sed -nE 's/.*fail: ([0-9]+).*/\1/p' <<<"$summary")
+if [ -n "$summary" ]; then
+  echo "tests: ${pass:-0} passed, ${fail:-0} failed"
+elif [ "$rc" = 0 ]; then
+  echo "tap printed no summary" >&2
+  rc=1
 fi
-exec npx tap 'packages/*/dist/test/**/*.test.js'
+exit "$rc"
