@@ -74,7 +74,8 @@ export class ThreadpoolFuseChannel implements FuseChannel {
   write(parts: readonly Buffer[]): boolean {
     if (this.closed) return false;
     try {
-      fs.writevSync(this.fd, parts as Buffer[]);
+      if (parts.length === 1) fs.writeSync(this.fd, parts[0]!);
+      else fs.writevSync(this.fd, parts as Buffer[]);
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? '';

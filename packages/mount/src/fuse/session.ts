@@ -54,6 +54,8 @@ const NS_PER_S = 1_000_000_000n;
 /** The interrupt request's unique id has this bit set. */
 const INT_REQ_BIT = 1n;
 const XATTR_LIST_MAX = 65536;
+/** Replies up to this size are assembled into one buffer before writing. */
+const SMALL_REPLY_BYTES = 64 * 1024;
 
 export interface NegotiatedInit {
   kernelMinor: number;
@@ -334,6 +336,14 @@ export class FuseSession {
   private reply(unique: bigint, body: readonly Buffer[]): void {
     let len = Size.outHeader;
     for (const b of body) len += b.length;
+    if (len <= SMALL_REPLY_BYTES) {
+      // One contiguous buffer: a plain write(2) instead of writev with an iovec array.
+      const out = Buffer.allocUnsafe(len);
+      let at = OutHeader.encode({ len, error: 0, unique }, out, 0);
+      for (const b of body) at += b.copy(out, at);
+      this.write(unique, [out]);
+      return;
+    }
     const head = OutHeader.build({ len, error: 0, unique });
     this.write(unique, [head, ...body]);
   }
