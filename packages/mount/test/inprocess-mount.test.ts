@@ -21,6 +21,7 @@ import type {
   OpenReply,
   StatFs,
 } from '../src/fuse/filesystem.js';
+import type { DeviceReader } from '../src/fuse/channel.js';
 import { FuseMount, mountAt } from '../src/fuse/mount.js';
 
 const sh = promisify(execFile);
@@ -39,6 +40,12 @@ interface Node {
 class BigInodeFs implements FileSystem {
   readonly files = new Map<string, Node>();
   forgotten = 0n;
+  /** Reads of 'slow' wait until 'fast' has been read: only concurrent serving finishes both. */
+  private openGate!: () => void;
+  readonly gate = new Promise<void>((r) => {
+    this.openGate = r;
+  });
+  readOrder: string[] = [];
   constructor() {
     this.add('big', 0xfedc_ba98_7654_3210n, 0xffff_ffff_ffff_fff0n, 'hello\n');
     this.add('small', 2n, 0x0001_0000_0000_0002n, 'x\n');
@@ -85,6 +92,9 @@ class BigInodeFs implements FileSystem {
   }
   async read(_c: Caller, ino: bigint, _fh: bigint, offset: bigint, size: number): Promise<Buffer> {
     const n = this.byId(ino);
+    if (n?.name === 'slow' && offset === 0n) await this.gate;
+    if (n?.name === 'fast' && offset === 0n) this.openGate();
+    if (n && offset === 0n) this.readOrder.push(n.name);
     return n ? n.data.subarray(Number(offset), Number(offset) + size) : Buffer.alloc(0);
   }
   async release(): Promise<void> {}
@@ -136,7 +146,7 @@ class BigInodeFs implements FileSystem {
   removexattr = this.unsupported;
 }
 
-async function mountBig(t: Test) {
+async function mountBig(t: Test, reader?: DeviceReader) {
   const mnt = mkdtempSync(join(tmpdir(), 'dunix-big-'));
   const fs = new BigInodeFs();
   const m = await FuseMount.start(fs, {
@@ -144,6 +154,7 @@ async function mountBig(t: Test) {
     source: 'bigino',
     subtype: 'dunixfs-test',
     allowOther: true,
+    ...(reader ? { reader } : {}),
   });
   t.teardown(async () => {
     await m.stop();
@@ -219,3 +230,20 @@ t.test('unmounting ends the session and releases every kernel reference', async 
   t.ok(m.session.stats.requests > 0, 'requests were served');
   t.equal(m.session.stats.bugs, 0, 'no bugs logged');
 });
+
+for (const reader of ['event-loop', 'threadpool'] as const) {
+  t.test(`requests are served concurrently and answered out of order (${reader} reader)`, async (t) => {
+    const { fs, m, mnt } = await mountBig(t, reader);
+    fs.add('slow', 10n, 10n, 'slow\n');
+    fs.add('fast', 11n, 11n, 'fast\n');
+    // The slow read cannot finish before the fast one has been served: a
+    // session that handled one request at a time would hang here.
+    const slow = sh('dd', [`if=${join(mnt, 'slow')}`, 'iflag=direct', 'bs=4096', 'status=none']);
+    await new Promise((r) => setTimeout(r, 100));
+    const fast = await sh('dd', [`if=${join(mnt, 'fast')}`, 'iflag=direct', 'bs=4096', 'status=none']);
+    t.equal(fast.stdout, 'fast\n');
+    t.equal((await slow).stdout, 'slow\n');
+    t.strictSame(fs.readOrder.slice(-2), ['fast', 'slow'], 'the later request was answered first');
+    t.ok(m.session.stats.inflightMax >= 2, `requests in flight at once: ${m.session.stats.inflightMax}`);
+  });
+}

@@ -260,8 +260,14 @@ export class EventLoopFuseChannel implements FuseChannel {
   }
 }
 
-/** Opens /dev/fuse with the fastest reader this Node offers. */
-export function openFuseDevice(bufferBytes: number): FuseChannel & { readonly fd: number } {
+export type DeviceReader = 'event-loop' | 'threadpool';
+
+/** Opens /dev/fuse with the fastest reader this Node offers, or the one asked for. */
+export function openFuseDevice(
+  bufferBytes: number,
+  reader: DeviceReader = 'event-loop',
+): FuseChannel & { readonly fd: number } {
   const fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR);
-  return EventLoopFuseChannel.tryCreate(fd, bufferBytes) ?? new ThreadpoolFuseChannel(fd);
+  const fast = reader === 'event-loop' ? EventLoopFuseChannel.tryCreate(fd, bufferBytes) : undefined;
+  return fast ?? new ThreadpoolFuseChannel(fd);
 }

@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { createLogger, type Logger } from '@dunix/proto';
-import { type FuseChannel, openFuseDevice } from './channel.js';
+import { type DeviceReader, type FuseChannel, openFuseDevice } from './channel.js';
 import type { FileSystem } from './filesystem.js';
 import {
   requestBufferBytes,
@@ -29,6 +29,8 @@ export interface MountOptions {
   session?: Partial<SessionOptions>;
   /** Start the watchdog that unmounts if this process dies (default true). */
   watchdog?: boolean;
+  /** How /dev/fuse is read (default: the event loop, falling back to the threadpool). */
+  reader?: DeviceReader;
 }
 
 interface MountInfo {
@@ -117,7 +119,7 @@ export class FuseMount {
   ) {
     this.log = log;
     const sessionOptions = validateSessionOptions({ ...sessionDefaults, ...options.session });
-    this.channel = openFuseDevice(requestBufferBytes(sessionOptions));
+    this.channel = openFuseDevice(requestBufferBytes(sessionOptions), options.reader);
     this.session = new FuseSession(fs, this.channel, sessionOptions, log);
   }
 
