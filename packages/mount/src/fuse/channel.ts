@@ -25,10 +25,11 @@ export interface FuseChannel {
   /** True if every outstanding read parks a libuv threadpool thread. */
   readonly blocksThreads: boolean;
   /**
-   * Reads one whole request into buf and resolves with its length. Rejects
-   * with code ENODEV once the filesystem is unmounted, which ends the session.
+   * Pull mode, for channels without start(): reads one whole request into
+   * buf and resolves with its length. Rejects with code ENODEV once the
+   * filesystem is unmounted, which ends the session.
    */
-  read(buf: Buffer): Promise<number>;
+  read?(buf: Buffer): Promise<number>;
   /** Writes one reply as a single message. Returns false if the kernel no longer waits for it. */
   write(parts: readonly Buffer[]): boolean;
   /** Writes a notification off the main thread: the kernel may block it on locks held by requests we serve. */
@@ -134,17 +135,22 @@ export class EventLoopFuseChannel implements FuseChannel {
   readonly blocksThreads = false;
   private closed = false;
   private socket: net.Socket | undefined;
-  private failure: NodeJS.ErrnoException | undefined;
-  private readonly queue: Buffer[] = [];
-  private readonly waiting: { buf: Buffer; resolve: (n: number) => void; reject: (e: Error) => void }[] = [];
-  private readonly inner: ThreadpoolFuseChannel;
+  private sink: ChannelSink | undefined;
+  private ended = false;
+  /**
+   * Large requests (WRITE data) are copied into recycled buffers: a fresh
+   * megabyte costs a page fault per 4 KiB, several times the copy itself.
+   */
+  private readonly largePool: Buffer[] = [];
+  /** Replies and notices are plain writes; the threadpool channel has them. */
+  private readonly writer: ThreadpoolFuseChannel;
 
   private constructor(
     readonly fd: number,
     private readonly bufferBytes: number,
     private readonly binding: PipeBinding,
   ) {
-    this.inner = new ThreadpoolFuseChannel(fd);
+    this.writer = new ThreadpoolFuseChannel(fd);
   }
 
   /** The event-loop reader for fd, or undefined if this Node lacks the pipe binding. */
@@ -153,12 +159,20 @@ export class EventLoopFuseChannel implements FuseChannel {
     return binding ? new EventLoopFuseChannel(fd, bufferBytes, binding) : undefined;
   }
 
-  /** Reads start on the first read(): /dev/fuse refuses them until mounted. */
-  private attach(): void {
-    if (this.socket || this.closed) return;
+  /** Call only once mounted: /dev/fuse refuses reads (EPERM) before. */
+  start(sink: ChannelSink): void {
+    if (this.sink) throw new Error('channel already started');
+    this.sink = sink;
+    if (this.closed) {
+      this.end(Object.assign(new Error('channel closed'), { code: 'ENODEV' }));
+      return;
+    }
     const handle = new this.binding.Pipe(this.binding.constants.SOCKET);
     const rc = handle.open(this.fd);
-    if (rc !== 0) throw new Error(`cannot watch /dev/fuse (uv error ${rc})`);
+    if (rc !== 0) {
+      this.end(Object.assign(new Error(`cannot watch /dev/fuse (uv error ${rc})`), { code: 'EIO' }));
+      return;
+    }
     const scratch = Buffer.allocUnsafe(this.bufferBytes);
     this.socket = new net.Socket({
       handle,
@@ -166,97 +180,46 @@ export class EventLoopFuseChannel implements FuseChannel {
       writable: false,
       onread: { buffer: scratch, callback: (n: number, buf: Uint8Array) => this.deliver(n, buf as Buffer) },
     } as unknown as net.SocketConstructorOpts);
-    this.socket.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
-    this.socket.on('end', () => this.fail(Object.assign(new Error('end of /dev/fuse'), { code: 'ENODEV' })));
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.end(err));
+    this.socket.on('end', () => this.end(Object.assign(new Error('end of /dev/fuse'), { code: 'ENODEV' })));
   }
-
-  private sink: ChannelSink | undefined;
-
-  start(sink: ChannelSink): void {
-    this.sink = sink;
-    // Anything queued before start (none in practice) goes first.
-    for (const m of this.queue.splice(0)) sink.message(m);
-    try {
-      this.attach();
-    } catch (err) {
-      this.fail(err as NodeJS.ErrnoException);
-    }
-  }
-
-  /**
-   * Large requests (WRITE data) are copied into recycled buffers: a fresh
-   * megabyte costs a page fault per 4 KiB, several times the copy itself.
-   */
-  private readonly largePool: Buffer[] = [];
 
   private deliver(n: number, buf: Buffer): boolean {
-    if (this.sink) {
-      // libuv reuses buf for the next read as soon as we return.
-      if (n <= LARGE_REQUEST_BYTES) {
-        this.sink.message(Buffer.from(buf.subarray(0, n)));
-        return true;
-      }
-      const big = this.largePool.pop() ?? Buffer.allocUnsafeSlow(this.bufferBytes);
-      buf.copy(big, 0, 0, n);
-      this.sink.message(big.subarray(0, n), () => {
-        if (this.largePool.length < LARGE_POOL_MAX) this.largePool.push(big);
-      });
+    const sink = this.sink!;
+    // libuv reuses buf for the next read as soon as we return.
+    if (n <= LARGE_REQUEST_BYTES) {
+      sink.message(Buffer.from(buf.subarray(0, n)));
       return true;
     }
-    const reader = this.waiting.shift();
-    if (reader) {
-      if (n > reader.buf.length) reader.reject(new Error(`request of ${n} bytes exceeds the read buffer`));
-      else {
-        buf.copy(reader.buf, 0, 0, n);
-        reader.resolve(n);
-      }
-    } else {
-      this.queue.push(Buffer.from(buf.subarray(0, n)));
-    }
+    const big = this.largePool.pop() ?? Buffer.allocUnsafeSlow(this.bufferBytes);
+    buf.copy(big, 0, 0, n);
+    sink.message(big.subarray(0, n), () => {
+      if (this.largePool.length < LARGE_POOL_MAX) this.largePool.push(big);
+    });
     return true;
   }
 
-  private fail(err: NodeJS.ErrnoException): void {
-    if (this.failure) return;
-    this.failure = err.code === 'ENODEV' ? err : Object.assign(err, { code: err.code ?? 'EIO' });
-    for (const r of this.waiting.splice(0)) r.reject(this.failure);
-    this.sink?.end(this.failure);
-  }
-
-  read(buf: Buffer): Promise<number> {
-    const queued = this.queue.shift();
-    if (queued) {
-      if (queued.length > buf.length) return Promise.reject(new Error('request exceeds the read buffer'));
-      queued.copy(buf);
-      return Promise.resolve(queued.length);
-    }
-    if (this.failure) return Promise.reject(this.failure);
-    if (this.closed) return Promise.reject(Object.assign(new Error('channel closed'), { code: 'ENODEV' }));
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ buf, resolve, reject });
-      try {
-        this.attach();
-      } catch (err) {
-        this.fail(err as NodeJS.ErrnoException);
-      }
-    });
+  private end(err: NodeJS.ErrnoException): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.sink?.end(err.code ? err : Object.assign(err, { code: 'EIO' }));
   }
 
   write(parts: readonly Buffer[]): boolean {
-    return this.inner.write(parts);
+    return this.writer.write(parts);
   }
 
   notify(parts: readonly Buffer[]): Promise<void> {
-    return this.inner.notify(parts);
+    return this.writer.notify(parts);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.fail(Object.assign(new Error('channel closed'), { code: 'ENODEV' }));
-    // Destroying the socket closes the fd it owns; the inner channel must not close it again.
+    this.end(Object.assign(new Error('channel closed'), { code: 'ENODEV' }));
+    // The socket owns the fd once started; otherwise close it ourselves.
     if (this.socket) this.socket.destroy();
-    else this.inner.close();
+    else this.writer.close();
   }
 }
 

@@ -196,9 +196,11 @@ export class FuseSession {
       });
       return;
     }
+    const read = this.channel.read?.bind(this.channel);
+    if (!read) throw new Error('FUSE channel offers neither start() nor read()');
     for (let i = 0; i < this.options.readersMax; i++) {
       this.readersRunning++;
-      void this.readerLoop();
+      void this.readerLoop(read);
     }
   }
 
@@ -240,13 +242,13 @@ export class FuseSession {
     if (this.spare.length < this.options.spareBuffersMax) this.spare.push(b);
   }
 
-  private async readerLoop(): Promise<void> {
+  private async readerLoop(read: (buf: Buffer) => Promise<number>): Promise<void> {
     try {
       while (!this.stopping) {
         const buf = this.takeBuffer();
         let n: number;
         try {
-          n = await this.channel.read(buf);
+          n = await read(buf);
         } catch (err) {
           this.giveBuffer(buf);
           const code = (err as NodeJS.ErrnoException).code;
