@@ -52,7 +52,7 @@ export async function main(argv: string[]): Promise<number> {
   };
   let fs: PassthroughFs;
   try {
-    fs = new PassthroughFs(source!, { directIo: o.directIo });
+    fs = new PassthroughFs(source!, { directIo: o.directIo, writebackCache: o.writebackCache });
   } catch (err) {
     log.error('cannot open source directory', { source, err: (err as Error).message });
     return 1;

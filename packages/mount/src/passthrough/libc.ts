@@ -61,6 +61,7 @@ const c = {
   fchownat: lib.func('int fchownat(int dirfd, const char *path, uint32_t uid, uint32_t gid, int flags)'),
   fchmodat: lib.func('int fchmodat(int dirfd, const char *path, uint32_t mode, int flags)'),
   utimensat: lib.func('int utimensat(int dirfd, const char *path, const uint8_t *times, int flags)'),
+  futimens: lib.func('int futimens(int fd, const uint8_t *times)'),
   mknodat: lib.func('int mknodat(int dirfd, const char *path, uint32_t mode, uint64_t dev)'),
   mkdirat: lib.func('int mkdirat(int dirfd, const char *path, uint32_t mode)'),
   symlinkat: lib.func('int symlinkat(const char *target, int dirfd, const char *path)'),
@@ -169,14 +170,8 @@ export function chmodPath(path: string, mode: number): void {
   check(c.fchmodat(AT_FDCWD, path, mode, 0), 'fchmodat');
 }
 
-/** Times in ns since epoch, 'now', or undefined to leave alone. */
-export function utimensat(
-  dirfd: number,
-  path: Path | null,
-  atime: bigint | 'now' | undefined,
-  mtime: bigint | 'now' | undefined,
-  flags: number,
-): void {
+/** Two struct timespec for utimensat/futimens: ns since epoch, 'now', or undefined to leave alone. */
+function timespecs(atime: bigint | 'now' | undefined, mtime: bigint | 'now' | undefined): Buffer {
   const t = Buffer.alloc(32);
   const put = (at: number, v: bigint | 'now' | undefined) => {
     if (v === undefined) t.writeBigInt64LE(BigInt(UTIME_OMIT), at + 8);
@@ -195,8 +190,27 @@ export function utimensat(
   };
   put(0, atime);
   put(16, mtime);
-  const pathArg = path === null ? null : path.length === 0 ? EMPTY : p(path);
-  check(c.utimensat(dirfd, pathArg as never, t, flags), 'utimensat');
+  return t;
+}
+
+export function utimensat(
+  dirfd: number,
+  path: Path,
+  atime: bigint | 'now' | undefined,
+  mtime: bigint | 'now' | undefined,
+  flags: number,
+): void {
+  const pathArg = path.length === 0 ? EMPTY : p(path);
+  check(c.utimensat(dirfd, pathArg, timespecs(atime, mtime), flags), 'utimensat');
+}
+
+/** Times of an open file (glibc's utimensat refuses a NULL path; this is the fd form). */
+export function futimens(
+  fd: number,
+  atime: bigint | 'now' | undefined,
+  mtime: bigint | 'now' | undefined,
+): void {
+  check(c.futimens(fd, timespecs(atime, mtime)), 'futimens');
 }
 
 export function mknodat(dirfd: number, name: Buffer, mode: number, dev: bigint): void {

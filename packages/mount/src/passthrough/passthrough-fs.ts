@@ -33,6 +33,8 @@ const fsFdatasync = promisify(nodefs.fdatasync);
 
 const S_IFMT = 0o170000;
 const O_DIRECT = nodefs.constants.O_DIRECT;
+/** Access-mode bits of open flags (Node does not export O_ACCMODE). */
+const O_ACCMODE = 3;
 const S_IFLNK = 0o120000;
 const ROOT = 1n;
 /** Consecutive writes that could not be done without waiting before we stop trying. */
@@ -58,6 +60,12 @@ interface DirHandle {
 export interface PassthroughOptions {
   /** Pass O_DIRECT-like behaviour: bypass the kernel page cache on every open. */
   directIo?: boolean;
+  /**
+   * The mount uses the kernel's write-back cache: the kernel then reads pages
+   * of files opened write-only and keeps the file size itself, so backing
+   * files are opened read-write and without O_APPEND.
+   */
+  writebackCache?: boolean;
 }
 
 /** Linux 32-bit dev_t encoding (new_encode_dev) that FUSE carries in st_rdev. */
@@ -223,7 +231,7 @@ export class PassthroughFs implements FileSystem {
       }
     }
     if (c.atimeNs !== undefined || c.mtimeNs !== undefined) {
-      if (fd !== undefined) sys.utimensat(fd, null, c.atimeNs, c.mtimeNs, 0);
+      if (fd !== undefined) sys.futimens(fd, c.atimeNs, c.mtimeNs);
       else if (i.isSymlink)
         sys.utimensat(i.fd, '', c.atimeNs, c.mtimeNs, sys.AT_EMPTY_PATH | sys.AT_SYMLINK_NOFOLLOW);
       else sys.utimensat(sys.AT_FDCWD, this.procPath(i), c.atimeNs, c.mtimeNs, 0);
@@ -293,6 +301,13 @@ export class PassthroughFs implements FileSystem {
     return this.lookupInode(p, newName);
   }
 
+  private forWriteback(flags: number): number {
+    if (!this.options.writebackCache) return flags;
+    const { O_WRONLY, O_RDWR, O_APPEND } = nodefs.constants;
+    const access = (flags & O_ACCMODE) === O_WRONLY ? O_RDWR : flags & O_ACCMODE;
+    return (flags & ~(O_ACCMODE | O_APPEND)) | access;
+  }
+
   /**
    * O_DIRECT is honoured at the FUSE level (the kernel page cache is bypassed
    * for this open file) but not passed to the backing file: its alignment
@@ -307,7 +322,7 @@ export class PassthroughFs implements FileSystem {
   async open(_caller: Caller, ino: bigint, flags: number): Promise<OpenReply> {
     const i = this.inode(ino);
     const clean = flags & ~(sys.O_NOFOLLOW | sys.O_CREAT | sys.O_EXCL | nodefs.constants.O_NOCTTY | O_DIRECT);
-    return this.openReply(sys.openat(sys.AT_FDCWD, this.procPath(i), clean), flags);
+    return this.openReply(sys.openat(sys.AT_FDCWD, this.procPath(i), this.forWriteback(clean)), flags);
   }
 
   async create(
