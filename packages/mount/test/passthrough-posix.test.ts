@@ -298,3 +298,27 @@ for (const mode of [['--writeback-cache'], ['--direct-io'], ['--attr-ttl-ms', '0
     t.equal(readFileSync(join(m.src, 'wo'), 'utf8'), 'abcdef', 'append by a write-only user');
   });
 }
+
+t.test('bad input from callers gets clear errors and loses nothing', async (t) => {
+  const m = await mountPassthrough(t);
+  ok('sh', ['-c', `echo keep > ${join(m.mnt, 'keep')}`]);
+  const long = 'n'.repeat(256);
+  const tooLong = run('touch', [join(m.mnt, long)]);
+  t.match(tooLong.stderr, /File name too long/, '256-byte name: ENAMETOOLONG');
+  t.ok(existsSync(join(m.mnt, 'n'.repeat(255))) === false, 'nothing half-created');
+  ok('touch', [join(m.mnt, 'n'.repeat(255))]);
+  t.ok(existsSync(join(m.src, 'n'.repeat(255))), '255-byte name works');
+  const py = (code: string) => run('python3', ['-c', `import os,errno\n${code}`]);
+  const efbig = py(`fd=os.open("${join(m.mnt, 'big')}",os.O_CREAT|os.O_WRONLY,0o644)
+try:
+  os.pwrite(fd,b"x",(1<<63)-1); print("wrote")
+except OSError as e: print(errno.errorcode[e.errno])`);
+  t.match(efbig.stdout.trim(), /^(EFBIG|EINVAL)$/, `write at 2^63-1: ${efbig.stdout.trim()}`);
+  const rmNonEmpty = run('rmdir', [m.mnt]);
+  t.not(rmNonEmpty.status, 0, 'rmdir of the busy mount root fails');
+  const xattr = run('setfattr', ['-n', 'user.' + 'x'.repeat(300), '-v', '1', join(m.mnt, 'keep')]);
+  t.not(xattr.status, 0, 'xattr name over 255 bytes is refused');
+  t.equal(ok('cat', [join(m.mnt, 'keep')]), 'keep\n', 'existing data untouched');
+  t.equal(m.proc.exitCode, null, 'server still running');
+  t.notMatch(m.log(), /"level":"error"/, 'no bug logged by the server');
+});
