@@ -4,7 +4,7 @@
  * NUL-terminated names come after it, and whether raw data follows.
  */
 import { type OpcodeName, opcodeName, Size } from './abi.js';
-import { type Struct, type StructValue, struct } from './struct.js';
+import { type StructValue, struct } from './struct.js';
 
 const attrFields = {
   ino: 'u64',
@@ -214,7 +214,8 @@ export const INIT_IN_COMPAT_BYTES = 16;
 
 /** What follows the header of each request the kernel may send. */
 export interface RequestLayout {
-  readonly body?: Struct<Record<string, never>> | Struct<never> | { size: number; name: string };
+  /** The fixed struct after the header (only its size and name matter for splitting). */
+  readonly body?: { readonly size: number; readonly name: string };
   /** Number of NUL-terminated names after the fixed struct. */
   readonly names: number;
   /** Raw bytes follow (WRITE data, SETXATTR value, BATCH_FORGET entries). */

@@ -137,7 +137,10 @@ class RequestCaller implements Caller {
 export class FuseSession {
   readonly options: SessionOptions;
   private readonly log: Logger;
-  private readonly inflight = new Map<bigint, { opcode: number; interrupted: boolean }>();
+  /** Uniques of requests being served. */
+  private readonly inflight = new Set<bigint>();
+  /** Called when the last in-flight request is answered, while the session ends. */
+  private onDrained: (() => void) | undefined;
   private readonly spare: Buffer[] = [];
   private readonly bufferBytes: number;
   private readersRunning = 0;
@@ -272,7 +275,11 @@ export class FuseSession {
   }
 
   private async finish(): Promise<void> {
-    while (this.inflight.size > 0) await new Promise((r) => setTimeout(r, 5));
+    if (this.inflight.size > 0) {
+      await new Promise<void>((r) => {
+        this.onDrained = r;
+      });
+    }
     await this.callDestroy();
     this.channel.close();
     this.resolveClosed();
@@ -315,7 +322,7 @@ export class FuseSession {
       this.forget(req);
       return;
     }
-    this.inflight.set(unique, { opcode: req.header.opcode, interrupted: false });
+    this.inflight.add(unique);
     if (this.inflight.size > this.stats.inflightMax) this.stats.inflightMax = this.inflight.size;
     try {
       const body = await this.dispatch(req);
@@ -332,6 +339,7 @@ export class FuseSession {
       this.replyError(unique, errno);
     } finally {
       this.inflight.delete(unique);
+      if (this.inflight.size === 0) this.onDrained?.();
     }
   }
 
@@ -368,11 +376,9 @@ export class FuseSession {
 
   private interrupt(req: RawRequest): void {
     const target = In.interrupt.decode(req.buf, req.bodyAt).unique;
-    const entry = this.inflight.get(target);
-    if (entry) {
-      // Backends finish what they started; the reply (or its error) reaches the
-      // interrupted caller. We only record it, so long waits can check it.
-      entry.interrupted = true;
+    if (this.inflight.has(target)) {
+      // Backends finish what they started (none blocks indefinitely: locks are
+      // the kernel's); the reply reaches the interrupted caller. Nothing to do.
       return;
     }
     // Not seen yet (another reader holds it) or already answered: the kernel
