@@ -71,7 +71,10 @@ export type ErrorCode =
   | 'OVERFLOW'
   | 'NO_MEMORY'
   | 'TOO_MANY_OPEN'
-  | 'NO_DATA_AT_OFFSET';
+  | 'NO_DATA_AT_OFFSET'
+  | 'NOT_PRIMARY'
+  | 'CONFLICT'
+  | 'NOT_INLINE';
 
 export interface ErrorMapping {
   /** errno name as in `os.constants.errno`; the number is looked up, never typed. */
@@ -119,6 +122,11 @@ export const errorTable = {
   NO_MEMORY: { errno: 'ENOMEM', grpc: 'RESOURCE_EXHAUSTED', summary: 'out of memory' },
   TOO_MANY_OPEN: { errno: 'EMFILE', grpc: 'RESOURCE_EXHAUSTED', summary: 'too many open files' },
   NO_DATA_AT_OFFSET: { errno: 'ENXIO', grpc: 'OUT_OF_RANGE', summary: 'no data or hole past offset' },
+  // Internal codes: the client acts on them (refresh the placement map, retry)
+  // and reports the errno only when its retries run out.
+  NOT_PRIMARY: { errno: 'EAGAIN', grpc: 'FAILED_PRECONDITION', summary: 'brick does not serve this PG' },
+  CONFLICT: { errno: 'EAGAIN', grpc: 'ABORTED', summary: 'conflicting transaction in progress' },
+  NOT_INLINE: { errno: 'EAGAIN', grpc: 'FAILED_PRECONDITION', summary: 'file data is no longer inline' },
 } as const satisfies Record<ErrorCode, ErrorMapping>;
 
 /** An expected, mapped failure. Throw it from any layer; every boundary knows how to render it. */

@@ -1,0 +1,127 @@
+import type { DirentRecord, InodeRecord } from '../store/records.js';
+import type { MetaTxn } from './txn.js';
+
+/** Who a namespace operation acts for. uid 0 is the superuser. */
+export interface Cred {
+  uid: number;
+  gid: number;
+  groups: readonly number[];
+}
+
+export interface EngineConfig {
+  pgCount: number;
+  inlineMaxBytes: number;
+  blockSizeBytes: number;
+}
+
+export interface RenameFlags {
+  noReplace: boolean;
+  exchange: boolean;
+}
+
+export interface SetAttrChanges {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: bigint;
+  atimeNs?: bigint | 'now';
+  mtimeNs?: bigint | 'now';
+  killSuidgid?: boolean;
+  /** ftruncate through a descriptor opened for writing: write access was checked at open. */
+  viaOpenFile?: boolean;
+}
+
+export interface EntryResult {
+  name: Buffer;
+  dirent: DirentRecord;
+  inode: InodeRecord;
+}
+
+/** An inode that lost its last link: the client reclaims it (and its blocks) once no open file uses it. */
+export interface Unlinked {
+  ino: bigint;
+  nlink: number;
+  size: bigint;
+  /** Directories are reclaimed by the brick right after the commit. */
+  isDir: boolean;
+}
+
+/**
+ * The POSIX namespace rules, free of I/O: every operation reads and writes
+ * records through the MetaTxn it is given and throws FsError for expected
+ * failures. The caller commits the transaction (or drops it on a throw).
+ * Invariant violations throw plain Errors.
+ */
+export interface NamespaceOps {
+  /** Creates the root directory (ino 1, mode 0755, owner 0:0) if it is missing. */
+  ensureRoot(t: MetaTxn): Promise<void>;
+  lookup(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    name: Buffer,
+  ): Promise<{ dirent: DirentRecord; inode?: InodeRecord }>;
+  getattr(t: MetaTxn, ino: bigint): Promise<InodeRecord>;
+  /** The file's content when inline (else undefined). */
+  readInline(t: MetaTxn, ino: bigint): Promise<Buffer | undefined>;
+  /** `truncatedFrom`: old size when a block file shrank (the client trims blocks past the new size). */
+  setattr(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    changes: SetAttrChanges,
+  ): Promise<{ inode: InodeRecord; truncatedFrom?: bigint }>;
+  /** Regular files, FIFOs, sockets, char/block devices. rdev is an encoded DeviceId word. */
+  mknod(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    name: Buffer,
+    mode: number,
+    rdev: bigint,
+    exclusive: boolean,
+  ): Promise<EntryResult & { existed: boolean }>;
+  mkdir(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer, mode: number): Promise<EntryResult>;
+  symlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer, target: Buffer): Promise<EntryResult>;
+  link(t: MetaTxn, cred: Cred, ino: bigint, newParent: bigint, newName: Buffer): Promise<EntryResult>;
+  unlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked>;
+  rmdir(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked>;
+  rename(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    name: Buffer,
+    newParent: bigint,
+    newName: Buffer,
+    flags: RenameFlags,
+  ): Promise<{ replaced?: Unlinked }>;
+  readlink(t: MetaTxn, ino: bigint): Promise<Buffer>;
+  readdir(
+    t: MetaTxn,
+    cred: Cred,
+    dir: bigint,
+    afterCookie: bigint,
+    limit: number,
+  ): Promise<{ entries: { name: Buffer; dirent: DirentRecord }[]; eof: boolean; parent: bigint }>;
+  setxattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer, value: Buffer, flags: number): Promise<void>;
+  getxattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<Buffer>;
+  listxattr(t: MetaTxn, cred: Cred, ino: bigint): Promise<Buffer[]>;
+  removexattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<void>;
+  /** Permission check for open(2) flags; returns the inode and its inline content. */
+  open(t: MetaTxn, cred: Cred, ino: bigint, flags: number): Promise<{ inode: InodeRecord; inline?: Buffer }>;
+  /** NOT_INLINE when the file is not inline or offset+length > inlineMaxBytes. */
+  writeInline(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    offset: bigint,
+    data: Buffer,
+    killSuidgid: boolean,
+  ): Promise<InodeRecord>;
+  /** After block writes: size = max(size, end); mtime = ctime = now; dataVersion + 1. */
+  extend(t: MetaTxn, cred: Cred, ino: bigint, end: bigint, killSuidgid: boolean): Promise<InodeRecord>;
+  /** inline → block file once the content is in block 0; CONFLICT if dataVersion moved on. */
+  convertInline(t: MetaTxn, ino: bigint, dataVersion: bigint): Promise<InodeRecord>;
+  /** Deletes an orphan (nlink 0) inode with its inline data and xattrs; no-op if gone. */
+  reclaim(t: MetaTxn, ino: bigint): Promise<void>;
+}

@@ -1,0 +1,186 @@
+import { pgOfIno } from '@dunix/proto';
+import { keys, pgOfKey } from '../store/keys.js';
+import type { KvEntry, KvRangeOptions, KvWrite } from '../store/kv.js';
+import { decodeRecord, encodeRecord, type DirentRecord, type InodeRecord } from '../store/records.js';
+
+/**
+ * What the namespace engine may touch: typed records of any PG, read through
+ * and written into one transaction. The engine never sees LevelDB, gRPC or a
+ * clock; the brick decides whether the transaction commits in one local
+ * batch or as a cross-PG intent (see tx/coordinator.ts).
+ */
+export interface MetaTxn {
+  /** The operation's one timestamp (ns since epoch), from the injected clock. */
+  readonly nowNs: bigint;
+  getInode(ino: bigint): Promise<InodeRecord | undefined>;
+  putInode(rec: InodeRecord): void;
+  deleteInode(ino: bigint): void;
+  getDirent(dir: bigint, name: Uint8Array): Promise<DirentRecord | undefined>;
+  /** Writes the entry and its readdir-cookie index. */
+  putDirent(dir: bigint, name: Uint8Array, rec: DirentRecord): void;
+  deleteDirent(dir: bigint, name: Uint8Array, cookie: bigint): void;
+  getInline(ino: bigint): Promise<Buffer | undefined>;
+  putInline(ino: bigint, data: Uint8Array): void;
+  deleteInline(ino: bigint): void;
+  getXattr(ino: bigint, name: Uint8Array): Promise<Buffer | undefined>;
+  putXattr(ino: bigint, name: Uint8Array, value: Uint8Array): void;
+  deleteXattr(ino: bigint, name: Uint8Array): void;
+  /** Names of the inode's xattrs as committed (the inode's PG must be local). */
+  listXattrNames(ino: bigint): Promise<Buffer[]>;
+  /** Entries of a directory after `afterCookie`, in cookie order, as committed (local PG only). */
+  listDirents(
+    dir: bigint,
+    afterCookie: bigint,
+    limit: number,
+  ): Promise<{ name: Buffer; rec: DirentRecord }[]>;
+  setOrphan(ino: bigint, orphan: boolean): void;
+  /** A fresh inode number in `pg` (never handed out before). */
+  allocIno(pg: number): Promise<bigint>;
+}
+
+/** Where a KvTxn reads committed values from. */
+export interface KvReader {
+  get(key: Buffer): Promise<Buffer | undefined>;
+  range(opts: KvRangeOptions): Promise<KvEntry[]>;
+}
+
+const k = (b: Buffer) => b.toString('latin1');
+
+/**
+ * A transaction over raw keys: remembers the first value it read of every key
+ * (the read set, validated when a cross-PG intent is prepared) and buffers
+ * writes (read-your-writes).
+ */
+export class KvTxn {
+  readonly reads = new Map<string, Buffer | undefined>();
+  readonly writes = new Map<string, Buffer | undefined>();
+  constructor(private readonly reader: KvReader) {}
+
+  async get(key: Buffer): Promise<Buffer | undefined> {
+    const s = k(key);
+    if (this.writes.has(s)) return this.writes.get(s);
+    if (this.reads.has(s)) return this.reads.get(s);
+    const v = await this.reader.get(key);
+    this.reads.set(s, v);
+    return v;
+  }
+
+  range(opts: KvRangeOptions): Promise<KvEntry[]> {
+    return this.reader.range(opts);
+  }
+
+  put(key: Buffer, value: Buffer): void {
+    this.writes.set(k(key), value);
+  }
+
+  del(key: Buffer): void {
+    this.writes.set(k(key), undefined);
+  }
+
+  /** The PGs this transaction read or wrote. */
+  pgs(): Set<number> {
+    const out = new Set<number>();
+    for (const s of [...this.reads.keys(), ...this.writes.keys()]) out.add(pgOfKey(Buffer.from(s, 'latin1')));
+    return out;
+  }
+
+  writeBatch(): KvWrite[] {
+    return [...this.writes].map(([s, value]) => ({ key: Buffer.from(s, 'latin1'), value }));
+  }
+}
+
+/** MetaTxn over a KvTxn: typed records, keys derived from inode numbers. */
+export class RecordTxn implements MetaTxn {
+  constructor(
+    readonly kv: KvTxn,
+    readonly nowNs: bigint,
+    private readonly alloc: (pg: number) => Promise<bigint>,
+  ) {}
+
+  async getInode(ino: bigint): Promise<InodeRecord | undefined> {
+    const v = await this.kv.get(keys.inode(pgOfIno(ino), ino));
+    return v && decodeRecord<InodeRecord>(v);
+  }
+  putInode(rec: InodeRecord): void {
+    if (rec.nlink < 0) throw new Error(`invariant: nlink of ${rec.ino} is negative`);
+    this.kv.put(keys.inode(pgOfIno(rec.ino), rec.ino), encodeRecord(rec));
+  }
+  deleteInode(ino: bigint): void {
+    this.kv.del(keys.inode(pgOfIno(ino), ino));
+  }
+  async getDirent(dir: bigint, name: Uint8Array): Promise<DirentRecord | undefined> {
+    const v = await this.kv.get(keys.dirent(pgOfIno(dir), dir, name));
+    return v && decodeRecord<DirentRecord>(v);
+  }
+  putDirent(dir: bigint, name: Uint8Array, rec: DirentRecord): void {
+    const pg = pgOfIno(dir);
+    this.kv.put(keys.dirent(pg, dir, name), encodeRecord(rec));
+    this.kv.put(keys.cookie(pg, dir, rec.cookie), Buffer.from(name));
+  }
+  deleteDirent(dir: bigint, name: Uint8Array, cookie: bigint): void {
+    const pg = pgOfIno(dir);
+    this.kv.del(keys.dirent(pg, dir, name));
+    this.kv.del(keys.cookie(pg, dir, cookie));
+  }
+  getInline(ino: bigint): Promise<Buffer | undefined> {
+    return this.kv.get(keys.inline(pgOfIno(ino), ino));
+  }
+  putInline(ino: bigint, data: Uint8Array): void {
+    this.kv.put(keys.inline(pgOfIno(ino), ino), Buffer.from(data));
+  }
+  deleteInline(ino: bigint): void {
+    this.kv.del(keys.inline(pgOfIno(ino), ino));
+  }
+  getXattr(ino: bigint, name: Uint8Array): Promise<Buffer | undefined> {
+    return this.kv.get(keys.xattr(pgOfIno(ino), ino, name));
+  }
+  putXattr(ino: bigint, name: Uint8Array, value: Uint8Array): void {
+    this.kv.put(keys.xattr(pgOfIno(ino), ino, name), Buffer.from(value));
+  }
+  deleteXattr(ino: bigint, name: Uint8Array): void {
+    this.kv.del(keys.xattr(pgOfIno(ino), ino, name));
+  }
+  async listXattrNames(ino: bigint): Promise<Buffer[]> {
+    const prefix = keys.xattrPrefix(pgOfIno(ino), ino);
+    const rows = await this.kv.range({ gte: prefix, lt: prefixEndOf(prefix) });
+    return rows.map((r) => r.key.subarray(prefix.length));
+  }
+  async listDirents(
+    dir: bigint,
+    afterCookie: bigint,
+    limit: number,
+  ): Promise<{ name: Buffer; rec: DirentRecord }[]> {
+    const pg = pgOfIno(dir);
+    const prefix = keys.cookiePrefix(pg, dir);
+    const rows = await this.kv.range({
+      gt: keys.cookie(pg, dir, afterCookie),
+      lt: prefixEndOf(prefix),
+      limit,
+    });
+    const out: { name: Buffer; rec: DirentRecord }[] = [];
+    for (const r of rows) {
+      const v = await this.kv.get(keys.dirent(pg, dir, r.value));
+      if (v) out.push({ name: r.value, rec: decodeRecord<DirentRecord>(v) });
+    }
+    return out;
+  }
+  setOrphan(ino: bigint, orphan: boolean): void {
+    const key = keys.orphan(pgOfIno(ino), ino);
+    if (orphan) this.kv.put(key, Buffer.alloc(0));
+    else this.kv.del(key);
+  }
+  allocIno(pg: number): Promise<bigint> {
+    return this.alloc(pg);
+  }
+}
+
+function prefixEndOf(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]!++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.alloc(prefix.length + 1, 0xff);
+}

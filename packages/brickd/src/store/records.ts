@@ -1,0 +1,88 @@
+/**
+ * Values of the brick store. Records are JSON with 64-bit integers as
+ * decimal strings: small, readable in a dump, and versioned by field names.
+ */
+
+export interface InodeRecord {
+  ino: bigint;
+  /** Type and permission bits (st_mode). */
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: bigint;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  /** Structured device id word (ids.ts encodeDeviceId); 0n for non-devices. */
+  rdev: bigint;
+  /** Bumped on every change of content or size. */
+  dataVersion: bigint;
+  /** Content is in the inline record (small regular files; symlink targets). */
+  inline: boolean;
+  /** Directories: the parent directory (".."). 0n otherwise. */
+  parent: bigint;
+  /** Directories: number of entries (emptiness without a scan). */
+  entries: number;
+  /** Directories: next readdir cookie to hand out. */
+  nextCookie: bigint;
+}
+
+export interface DirentRecord {
+  ino: bigint;
+  /** mode >> 12 */
+  type: number;
+  cookie: bigint;
+}
+
+export interface BlockRecord {
+  /** Bytes stored in the block file. */
+  length: number;
+  /** xxhash64 of each 64 KiB chunk, as 16-digit hex. */
+  sums: string[];
+}
+
+export interface PgMetaRecord {
+  /** Sequences below this may have been handed out; allocation resumes here after a restart. */
+  seqReserved: bigint;
+}
+
+const BIG_FIELDS = new Set([
+  'ino',
+  'size',
+  'atimeNs',
+  'mtimeNs',
+  'ctimeNs',
+  'rdev',
+  'dataVersion',
+  'parent',
+  'nextCookie',
+  'cookie',
+  'seqReserved',
+]);
+
+export function encodeRecord(rec: object): Buffer {
+  return Buffer.from(JSON.stringify(rec, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)));
+}
+
+export function decodeRecord<T>(buf: Uint8Array): T {
+  return JSON.parse(Buffer.from(buf).toString(), (k, v) =>
+    BIG_FIELDS.has(k) && typeof v === 'string' ? BigInt(v) : v,
+  ) as T;
+}
+
+export const S_IFMT = 0o170000;
+export const S_IFDIR = 0o040000;
+export const S_IFREG = 0o100000;
+export const S_IFLNK = 0o120000;
+export const S_IFIFO = 0o010000;
+export const S_IFSOCK = 0o140000;
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_ISUID = 0o4000;
+export const S_ISGID = 0o2000;
+export const S_ISVTX = 0o1000;
+
+export const isDir = (mode: number) => (mode & S_IFMT) === S_IFDIR;
+export const isReg = (mode: number) => (mode & S_IFMT) === S_IFREG;
+export const isLnk = (mode: number) => (mode & S_IFMT) === S_IFLNK;

@@ -1,0 +1,57 @@
+import { PG_COUNT_MAX } from './ids.js';
+import { limits } from './limits.js';
+
+/** A volume's fixed configuration, stored in etcd when it is created. */
+export interface VolumeConfig {
+  name: string;
+  /** Power of two, 1 .. 65536. Fixed for the volume's life. */
+  pgCount: number;
+  /** Copies of each PG. */
+  replicas: number;
+  blockSizeBytes: number;
+  /** Files up to this size keep their data in the inode. */
+  inlineMaxBytes: number;
+  createdAtMs: number;
+}
+
+export const volumeDefaults = {
+  pgCount: 256,
+  replicas: 1,
+  blockSizeBytes: 1024 * 1024,
+  inlineMaxBytes: 4096,
+} as const;
+
+export const VOLUME_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+export function validateVolumeConfig(c: VolumeConfig): VolumeConfig {
+  const problems: string[] = [];
+  if (!VOLUME_NAME_RE.test(c.name))
+    problems.push(`name ${JSON.stringify(c.name)} must match ${VOLUME_NAME_RE}`);
+  if (
+    !Number.isInteger(c.pgCount) ||
+    c.pgCount < 1 ||
+    c.pgCount > PG_COUNT_MAX ||
+    (c.pgCount & (c.pgCount - 1)) !== 0
+  ) {
+    problems.push(`pgCount ${c.pgCount} must be a power of two in 1..${PG_COUNT_MAX}`);
+  }
+  if (!Number.isInteger(c.replicas) || c.replicas < 1 || c.replicas > 5)
+    problems.push(`replicas ${c.replicas} must be 1..5`);
+  if (
+    !Number.isInteger(c.blockSizeBytes) ||
+    c.blockSizeBytes < limits.blockSizeMinBytes ||
+    c.blockSizeBytes > limits.blockSizeMaxBytes ||
+    c.blockSizeBytes % (64 * 1024) !== 0
+  ) {
+    problems.push(`blockSizeBytes ${c.blockSizeBytes} must be a multiple of 64 KiB in 64 KiB..16 MiB`);
+  }
+  if (
+    !Number.isInteger(c.inlineMaxBytes) ||
+    c.inlineMaxBytes < 0 ||
+    c.inlineMaxBytes > limits.inlineMaxBytesMax
+  ) {
+    problems.push(`inlineMaxBytes ${c.inlineMaxBytes} must be 0..${limits.inlineMaxBytesMax}`);
+  }
+  if (problems.length) throw new RangeError(`invalid volume config: ${problems.join('; ')}`);
+  return c;
+}
