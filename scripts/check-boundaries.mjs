@@ -1,12 +1,21 @@
 #!/usr/bin/env node
-// Import boundaries: brickd and mount never import each other; both may import proto.
+// Import boundaries: brickd and mount never import each other; both may import
+// proto and coord (the etcd control-plane client); proto imports no sibling.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const rules = {
   'packages/brickd': ['@dunix/mount', 'packages/mount'],
   'packages/mount': ['@dunix/brickd', 'packages/brickd'],
-  'packages/proto': ['@dunix/mount', '@dunix/brickd', 'packages/mount', 'packages/brickd'],
+  'packages/proto': [
+    '@dunix/mount',
+    '@dunix/brickd',
+    '@dunix/coord',
+    'packages/mount',
+    'packages/brickd',
+    'packages/coord',
+  ],
+  'packages/coord': ['@dunix/mount', '@dunix/brickd', 'packages/mount', 'packages/brickd'],
 };
 let bad = 0;
 function walk(dir, forbidden) {

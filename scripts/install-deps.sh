@@ -10,6 +10,7 @@ have python3 || need+=(python3)
 have mkfifo || need+=(coreutils)
 have bindfs || need+=(bindfs)
 have fio || need+=(fio)
+have etcd || need+=(etcd-server)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root to install them)" >&2

@@ -22,7 +22,7 @@ npm run check
 # in-process need room for them (bins set this themselves).
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-24}
 
-if [ "$#" -eq 0 ]; then set -- 'packages/*/dist/test/**/*.test.js'; fi
+if [ "$#" -eq 0 ]; then set -- 'packages/*/dist/test/**/*.test.js' 'test/dist/**/*.test.js'; fi
 
 # tap's own summary is "# { total: N, pass: P, fail: F }"; CI also gets the
 # plain "P passed, F failed" line.
