@@ -6,3 +6,4 @@ export * from './placement.js';
 export * from './limits.js';
 export * from './volume.js';
 export * from './rpc.js';
+export * from './router.js';

@@ -2,13 +2,16 @@
 // Original file: packages/proto/proto/brick.proto
 
 import type { Attr as _dunix_v1_Attr, Attr__Output as _dunix_v1_Attr__Output } from '../../dunix/v1/Attr.js';
+import type { Long } from '@grpc/proto-loader';
 
 export interface AttrReply {
   'attr'?: (_dunix_v1_Attr | null);
   'inlineData'?: (Buffer | Uint8Array | string);
+  'truncatedFrom'?: (number | string | Long);
 }
 
 export interface AttrReply__Output {
   'attr': (_dunix_v1_Attr__Output | null);
   'inlineData': (Buffer);
+  'truncatedFrom': (string);
 }

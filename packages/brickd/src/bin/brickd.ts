@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+import { createLogger } from '@dunix/proto';
+import { Command, InvalidArgumentError } from 'commander';
+import { BrickDaemon } from '../daemon.js';
+
+const log = createLogger('brickd');
+
+function intArg(name: string, min: number, max: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
+    return n;
+  };
+}
+
+function listenArg(v: string): string {
+  const m = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost|[0-9.]+):(\d{1,5})$/.exec(v);
+  if (!m || Number(m[2]) > 65535) throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7101');
+  return v;
+}
+
+const program = new Command('brickd')
+  .description('dunixfs storage daemon: serves the placement groups the volume map assigns to it')
+  .requiredOption('--data <dir>', 'data directory (LevelDB metadata and block files)')
+  .requiredOption('--listen <host:port>', 'gRPC listen address', listenArg)
+  .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379)')
+  .requiredOption('--volume <name>', 'volume this brick belongs to')
+  .option('--replicas <n>', 'copies per PG (1 in this release)', intArg('--replicas', 1, 5), 1)
+  .option('--host <name>', 'failure domain (default: hostname)')
+  .option('--weight <n>', 'relative capacity', intArg('--weight', 0, 1000), 1)
+  .option('--lease-ttl-ms <ms>', 'liveness lease in etcd', intArg('--lease-ttl-ms', 2000, 600000))
+  .action(async (opts) => {
+    const daemon = new BrickDaemon({
+      dataDir: opts.data,
+      listen: opts.listen,
+      etcdEndpoints: String(opts.etcd).split(',').filter(Boolean),
+      volume: opts.volume,
+      replicas: opts.replicas,
+      host: opts.host,
+      weight: opts.weight,
+      knobs: opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {},
+      log,
+    });
+    let stopping = false;
+    const shutdown = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info('stopping', { signal });
+      daemon.stop().then(
+        () => process.exit(0),
+        (err) => {
+          log.error('stop failed', { err });
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => shutdown('SIGTERM'));
+    process.on('SIGINT', () => shutdown('SIGINT'));
+    try {
+      await daemon.start();
+    } catch (err) {
+      log.error('start failed', { err: err instanceof Error ? err.message : String(err) });
+      process.exit(1);
+    }
+  });
+
+program.parseAsync().catch((err) => {
+  log.error('fatal', { err });
+  process.exit(1);
+});

@@ -1,0 +1,767 @@
+import { randomBytes } from 'node:crypto';
+import {
+  blockPg,
+  FsError,
+  firstSeq,
+  makeIno,
+  pgOfIno,
+  type Logger,
+  type PgAssignment,
+  type VolumeConfig,
+} from '@dunix/proto';
+import type { BrickKnobs } from './config.js';
+import type { Cred, NamespaceOps } from './namespace/api.js';
+import { KvTxn, RecordTxn, type KvReader, type MetaTxn } from './namespace/txn.js';
+import { PgState, type PreparedTx } from './pg/pg-state.js';
+import { KeyKind, keys, pgOfKey } from './store/keys.js';
+import { prefixEnd, type KvStore, type KvWrite } from './store/kv.js';
+import { decodeRecord, encodeRecord, type BlockRecord, type PgMetaRecord } from './store/records.js';
+import { KeyedMutex } from './util/serial.js';
+
+/** A key/value pair of a cross-PG transaction (value undefined: absent / delete). */
+export interface TxKeyValue {
+  key: Buffer;
+  value: Buffer | undefined;
+}
+
+export type TxState = 'active' | 'committed' | 'aborted';
+
+/**
+ * How a brick reaches a PG for transactions: itself when it serves the PG,
+ * a peer brick over gRPC otherwise.
+ */
+export interface PgEndpoint {
+  txRead(pg: number, keys: Buffer[]): Promise<(Buffer | undefined)[]>;
+  txPrepare(
+    pg: number,
+    txId: string,
+    coordinatorPg: number,
+    reads: TxKeyValue[],
+    writes: TxKeyValue[],
+  ): Promise<void>;
+  txCommit(pg: number, txId: string): Promise<void>;
+  txAbort(pg: number, txId: string): Promise<void>;
+  txStatus(pg: number, txId: string): Promise<TxState>;
+  allocIno(pg: number): Promise<bigint>;
+  reclaim(pg: number, ino: bigint): Promise<void>;
+}
+
+/** The block-file side of a brick (store/block-store.ts). */
+export interface BlockFiles {
+  read(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    offset: number,
+    length: number,
+    rec: BlockRecord | undefined,
+  ): Promise<Buffer>;
+  write(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    offset: number,
+    data: Buffer,
+    rec: BlockRecord | undefined,
+    blockSizeBytes: number,
+  ): Promise<BlockRecord>;
+  truncate(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    length: number,
+    rec: BlockRecord | undefined,
+  ): Promise<BlockRecord | undefined>;
+  delete(pg: number, ino: bigint, index: bigint): Promise<void>;
+}
+
+export interface BrickDeps {
+  brickId: string;
+  volume: VolumeConfig;
+  kv: KvStore;
+  blocks: BlockFiles;
+  engine: NamespaceOps;
+  knobs: BrickKnobs;
+  log: Logger;
+  /** Wall clock in ns (injected: simulation runs on a fake one). */
+  clockNs: () => bigint;
+  /** Peer access for PGs this brick does not serve. */
+  remote: PgEndpoint;
+  /** Crash points for fault-injection tests (DUNIX_FAULTS). */
+  fault?: (point: string) => void;
+}
+
+/** Thrown inside a single-PG attempt that needs another PG: the op is rerun as a transaction. */
+const NEEDS_REMOTE = Symbol('needs-remote');
+
+type Attempt<T> = { kind: 'done'; reply: T } | { kind: 'remote' } | { kind: 'wait' };
+
+interface StoredReply {
+  seq: string;
+  reply: unknown;
+}
+
+interface LogEntry {
+  epoch: number;
+  seq: string;
+  requestId: string;
+  kind: string;
+  /** The op's physical writes, base64 key → base64 value (null: delete); what a replica applies. */
+  writes: [string, string | null][];
+}
+
+interface DecisionRecord {
+  participants: number[];
+  createdAtMs: number;
+}
+
+interface PreparedRecord {
+  coordinatorPg: number;
+  writes: [string, string | null][];
+  lockedKeys: string[];
+  createdAtMs: number;
+}
+
+const latin1 = (b: Buffer) => b.toString('latin1');
+const fromLatin1 = (s: string) => Buffer.from(s, 'latin1');
+const sameValue = (a: Buffer | undefined, b: Buffer | undefined) =>
+  a === undefined || b === undefined ? a === b : a.equals(b);
+
+/**
+ * One brick's PGs: the mutation path (single-PG batches and cross-PG
+ * transactions), the transaction participant side, block I/O and recovery.
+ * RPC decoding lives in rpc/server.ts; this class sees typed values only.
+ */
+export class Brick implements PgEndpoint {
+  readonly pgs = new Map<number, PgState>();
+  private readonly blockLocks = new KeyedMutex();
+  private txCounter = 0;
+  private readonly txPrefix = randomBytes(4).toString('hex');
+  private recoveryTimer: NodeJS.Timeout | undefined;
+  private recovering = false;
+  private stopped = false;
+
+  constructor(private readonly d: BrickDeps) {}
+
+  get volume(): VolumeConfig {
+    return this.d.volume;
+  }
+
+  get engine(): NamespaceOps {
+    return this.d.engine;
+  }
+
+  // ---------------------------------------------------------------- placement
+
+  /**
+   * Takes the PGs the placement map gives this brick as primary. A newly served
+   * PG loads its op sequence, allocator and prepared transactions first.
+   */
+  async applyPlacement(assignments: readonly PgAssignment[]): Promise<void> {
+    const mine = assignments.filter((a) => a.bricks[0] === this.d.brickId);
+    const keep = new Set(mine.map((a) => a.pg));
+    for (const pg of [...this.pgs.keys()]) if (!keep.has(pg)) this.pgs.delete(pg);
+    for (const a of mine) {
+      const st = this.pgs.get(a.pg);
+      if (st) {
+        st.epoch = a.epoch;
+        continue;
+      }
+      this.pgs.set(a.pg, await this.loadPg(a.pg, a.epoch));
+    }
+    if (this.pgs.has(0)) {
+      await this.mutate(0, '', 'ensure-root', async (t) => {
+        await this.d.engine.ensureRoot(t);
+        return null;
+      });
+    }
+  }
+
+  private async loadPg(pg: number, epoch: number): Promise<PgState> {
+    const st = new PgState(pg, epoch);
+    const last = await this.d.kv.range({
+      gte: keys.kindPrefix(pg, KeyKind.log),
+      lt: prefixEnd(keys.kindPrefix(pg, KeyKind.log)),
+      reverse: true,
+      limit: 1,
+    });
+    if (last[0]) st.opSeq = last[0].key.readBigUInt64BE(3);
+    const meta = await this.d.kv.get(keys.meta(pg));
+    // Sequences up to the reservation may have been handed out before a crash: skip them.
+    st.seqNext = meta ? decodeRecord<PgMetaRecord>(meta).seqReserved : firstSeq(pg);
+    st.seqReserved = st.seqNext;
+    const prefix = keys.kindPrefix(pg, KeyKind.prepared);
+    for (const row of await this.d.kv.range({ gte: prefix, lt: prefixEnd(prefix) })) {
+      const rec = JSON.parse(row.value.toString()) as PreparedRecord;
+      st.lock({
+        txId: row.key.subarray(prefix.length).toString(),
+        coordinatorPg: rec.coordinatorPg,
+        writes: rec.writes.map(([k, v]) => ({
+          key: Buffer.from(k, 'base64'),
+          value: v === null ? undefined : Buffer.from(v, 'base64'),
+        })),
+        lockedKeys: rec.lockedKeys,
+        createdAtMs: rec.createdAtMs,
+      });
+    }
+    return st;
+  }
+
+  /** The PG's state if this brick serves it at `epoch` (0 = any), else NOT_PRIMARY / STALE_EPOCH. */
+  serving(pg: number, epoch = 0): PgState {
+    if (!Number.isInteger(pg) || pg < 0 || pg >= this.d.volume.pgCount) {
+      throw new FsError('INVALID_ARGUMENT', `pg ${pg} is not a PG of volume ${this.d.volume.name}`);
+    }
+    const st = this.pgs.get(pg);
+    if (!st) throw new FsError('NOT_PRIMARY', `brick ${this.d.brickId} does not serve pg ${pg}`);
+    if (epoch !== 0 && epoch !== st.epoch) {
+      throw new FsError('STALE_EPOCH', `pg ${pg} is at epoch ${st.epoch}, request has ${epoch}`);
+    }
+    return st;
+  }
+
+  start(): void {
+    this.recoveryTimer = setInterval(() => void this.recoverySweep(), this.d.knobs.recoveryIntervalMs);
+    this.recoveryTimer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.recoveryTimer);
+  }
+
+  // ---------------------------------------------------------------- mutations
+
+  /**
+   * Runs a namespace mutation homed at `pg`. It first runs inside the PG's
+   * queue reading only this PG; if it turns out to touch another PG it is
+   * rerun as a cross-PG transaction. `requestId` makes a retry return the
+   * stored reply instead of applying again.
+   */
+  async mutate<T>(pg: number, requestId: string, kind: string, op: (t: MetaTxn) => Promise<T>): Promise<T> {
+    const st = this.serving(pg);
+    const deadline = Date.now() + this.d.knobs.conflictWaitMaxMs;
+    for (;;) {
+      const attempt = await st.queue.run(async (): Promise<Attempt<T>> => {
+        const dup = await this.storedReply<T>(pg, requestId);
+        if (dup) return { kind: 'done', reply: dup.reply };
+        const kv = new KvTxn(this.singlePgReader(pg));
+        const t = new RecordTxn(kv, this.d.clockNs(), (p) =>
+          p === pg ? this.allocIno(p) : Promise.reject(NEEDS_REMOTE),
+        );
+        let reply: T;
+        try {
+          reply = await op(t);
+        } catch (err) {
+          if (err === NEEDS_REMOTE) return { kind: 'remote' };
+          throw err;
+        }
+        const pgs = kv.pgs();
+        if (pgs.size > 1 || (pgs.size === 1 && !pgs.has(pg))) return { kind: 'remote' };
+        if (this.lockedKey(st, kv, undefined)) return { kind: 'wait' };
+        await this.commitLocal(st, kv.writeBatch(), requestId, kind, reply);
+        return { kind: 'done', reply };
+      });
+      if (attempt.kind === 'done') return attempt.reply;
+      if (attempt.kind === 'remote') return this.crossMutate(pg, requestId, kind, op);
+      if (Date.now() > deadline)
+        throw new FsError('CONFLICT', `pg ${pg}: keys stayed locked by a transaction`);
+      await st.waitUnlock(50);
+    }
+  }
+
+  /** Reads of a read-only operation: local PGs directly, others from their primaries. */
+  async read<T>(pg: number, op: (t: MetaTxn) => Promise<T>): Promise<T> {
+    this.serving(pg);
+    const t = new RecordTxn(new KvTxn(this.anyPgReader()), this.d.clockNs(), () =>
+      Promise.reject(new Error('read-only operation allocated an inode')),
+    );
+    return op(t);
+  }
+
+  private singlePgReader(pg: number): KvReader {
+    return {
+      get: (key) => (pgOfKey(key) === pg ? this.d.kv.get(key) : Promise.reject(NEEDS_REMOTE)),
+      range: (opts) => (pgOfKey(opts.lt) === pg ? this.d.kv.range(opts) : Promise.reject(NEEDS_REMOTE)),
+    };
+  }
+
+  private anyPgReader(): KvReader {
+    return {
+      get: async (key) => {
+        const pg = pgOfKey(key);
+        if (this.pgs.has(pg)) return this.d.kv.get(key);
+        return (await this.d.remote.txRead(pg, [key]))[0];
+      },
+      range: (opts) => {
+        if (!this.pgs.has(pgOfKey(opts.lt)))
+          throw new Error('invariant: range read of a PG this brick does not serve');
+        return this.d.kv.range(opts);
+      },
+    };
+  }
+
+  private endpoint(pg: number): PgEndpoint {
+    return this.pgs.has(pg) ? this : this.d.remote;
+  }
+
+  /** A key of `kv` locked by a prepared transaction other than `ownTx`. */
+  private lockedKey(st: PgState, kv: KvTxn, ownTx: string | undefined): string | undefined {
+    if (st.locks.size === 0) return undefined;
+    for (const k of [...kv.reads.keys(), ...kv.writes.keys()]) {
+      const holder = st.lockedBy(k);
+      if (holder !== undefined && holder !== ownTx && pgOfKey(fromLatin1(k)) === st.pg) return k;
+    }
+    return undefined;
+  }
+
+  private async storedReply<T>(pg: number, requestId: string): Promise<{ reply: T } | undefined> {
+    if (!requestId) return undefined;
+    const v = await this.d.kv.get(keys.request(pg, requestId));
+    if (!v) return undefined;
+    return { reply: (JSON.parse(v.toString()) as StoredReply).reply as T };
+  }
+
+  /**
+   * Applies one op to a PG: its writes, its op-log entry (epoch, sequence,
+   * request id) and the stored reply, in one synced batch. The oldest log
+   * entry past the retention bound is dropped with its stored reply.
+   */
+  private async commitLocal(
+    st: PgState,
+    writes: KvWrite[],
+    requestId: string,
+    kind: string,
+    reply: unknown,
+  ): Promise<void> {
+    for (const w of writes) {
+      if (pgOfKey(w.key) !== st.pg)
+        throw new Error(`invariant: pg ${st.pg} op writes a key of pg ${pgOfKey(w.key)}`);
+    }
+    const seq = ++st.opSeq;
+    const entry: LogEntry = {
+      epoch: st.epoch,
+      seq: seq.toString(),
+      requestId,
+      kind,
+      writes: writes.map((w) => [
+        w.key.toString('base64'),
+        w.value === undefined ? null : w.value.toString('base64'),
+      ]),
+    };
+    const batch: KvWrite[] = [
+      ...writes,
+      { key: keys.log(st.pg, seq), value: Buffer.from(JSON.stringify(entry)) },
+    ];
+    if (requestId) {
+      const stored: StoredReply = { seq: seq.toString(), reply };
+      batch.push({
+        key: keys.request(st.pg, requestId),
+        value: Buffer.from(JSON.stringify(stored, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))),
+      });
+    }
+    const retain = BigInt(this.d.knobs.opLogRetain);
+    if (seq > retain) {
+      const oldKey = keys.log(st.pg, seq - retain);
+      const old = await this.d.kv.get(oldKey);
+      if (old) {
+        const oldEntry = JSON.parse(old.toString()) as LogEntry;
+        batch.push({ key: oldKey, value: undefined });
+        if (oldEntry.requestId)
+          batch.push({ key: keys.request(st.pg, oldEntry.requestId), value: undefined });
+      }
+    }
+    await this.d.kv.write(batch, true);
+  }
+
+  /**
+   * A mutation that touches several PGs, as an intent (two-phase commit with
+   * presumed abort): reads are taken from every PG, the engine computes the
+   * writes, every other PG prepares (validates what was read, locks the keys,
+   * persists its part), then the home PG commits its own part together with
+   * the decision record (the commit point), then the others commit. A crash
+   * before the decision aborts everywhere; after it, recovery finishes the
+   * commit everywhere. No step leaves an orphan or a doubly visible entry.
+   */
+  private async crossMutate<T>(
+    home: number,
+    requestId: string,
+    kind: string,
+    op: (t: MetaTxn) => Promise<T>,
+  ): Promise<T> {
+    const st = this.serving(home);
+    for (let attempt = 1; ; attempt++) {
+      const dup = await this.storedReply<T>(home, requestId);
+      if (dup) return dup.reply;
+      const txId = `${this.txPrefix}.${home}.${++this.txCounter}`;
+      const kv = new KvTxn({
+        get: async (key) => (await this.endpoint(pgOfKey(key)).txRead(pgOfKey(key), [key]))[0],
+        range: () => Promise.reject(new Error('invariant: range read inside a cross-PG transaction')),
+      });
+      const t = new RecordTxn(kv, this.d.clockNs(), (p) => this.endpoint(p).allocIno(p));
+      const reply = await op(t);
+
+      const reads = new Map<number, TxKeyValue[]>();
+      const writes = new Map<number, TxKeyValue[]>();
+      for (const [k, v] of kv.reads) push(reads, pgOfKey(fromLatin1(k)), { key: fromLatin1(k), value: v });
+      for (const [k, v] of kv.writes) push(writes, pgOfKey(fromLatin1(k)), { key: fromLatin1(k), value: v });
+      const participants = [...new Set([...reads.keys(), ...writes.keys()])].filter((p) => p !== home);
+
+      st.activeTx.add(txId);
+      try {
+        const prepared: number[] = [];
+        const results = await Promise.allSettled(
+          participants.map(async (p) => {
+            await this.endpoint(p).txPrepare(p, txId, home, reads.get(p) ?? [], writes.get(p) ?? []);
+            prepared.push(p);
+          }),
+        );
+        const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failure) {
+          await Promise.allSettled(prepared.map((p) => this.endpoint(p).txAbort(p, txId)));
+          if (
+            failure.reason instanceof FsError &&
+            failure.reason.code === 'CONFLICT' &&
+            attempt < this.d.knobs.txAttemptsMax
+          ) {
+            await backoff(attempt);
+            continue;
+          }
+          throw failure.reason;
+        }
+        this.d.fault?.('tx-after-prepare');
+
+        const homeReads = reads.get(home) ?? [];
+        const homeWrites = writes.get(home) ?? [];
+        const committed = await st.queue.run(async () => {
+          for (const r of [...homeReads, ...homeWrites]) {
+            const holder = st.lockedBy(latin1(r.key));
+            if (holder !== undefined && holder !== txId) return false;
+          }
+          const current = await this.d.kv.getMany(homeReads.map((r) => r.key));
+          if (homeReads.some((r, i) => !sameValue(r.value, current[i]))) return false;
+          const decision: DecisionRecord = { participants, createdAtMs: Date.now() };
+          await this.commitLocal(
+            st,
+            [...homeWrites, { key: keys.decision(home, txId), value: Buffer.from(JSON.stringify(decision)) }],
+            requestId,
+            kind,
+            reply,
+          );
+          return true;
+        });
+        if (!committed) {
+          await Promise.allSettled(participants.map((p) => this.endpoint(p).txAbort(p, txId)));
+          if (attempt >= this.d.knobs.txAttemptsMax)
+            throw new FsError('CONFLICT', `transaction on pg ${home} kept conflicting`);
+          await backoff(attempt);
+          continue;
+        }
+        this.d.fault?.('tx-after-decision');
+        await this.finishDecision(home, txId, participants);
+        return reply;
+      } finally {
+        st.activeTx.delete(txId);
+      }
+    }
+  }
+
+  /** Sends commit to every participant; drops the decision record once all have it. */
+  private async finishDecision(home: number, txId: string, participants: number[]): Promise<boolean> {
+    let first = true;
+    const results = await Promise.allSettled(
+      participants.map(async (p) => {
+        await this.endpoint(p).txCommit(p, txId);
+        if (first) {
+          first = false;
+          this.d.fault?.('tx-after-first-commit');
+        }
+      }),
+    );
+    if (results.some((r) => r.status === 'rejected')) return false;
+    await this.d.kv.write([{ key: keys.decision(home, txId), value: undefined }], false);
+    return true;
+  }
+
+  // ------------------------------------------------------ participant side
+
+  async txRead(pg: number, keyList: Buffer[]): Promise<(Buffer | undefined)[]> {
+    this.serving(pg);
+    for (const k of keyList)
+      if (pgOfKey(k) !== pg)
+        throw new FsError('INVALID_ARGUMENT', `key of pg ${pgOfKey(k)} sent to pg ${pg}`);
+    return this.d.kv.getMany(keyList);
+  }
+
+  async txPrepare(
+    pg: number,
+    txId: string,
+    coordinatorPg: number,
+    reads: TxKeyValue[],
+    writes: TxKeyValue[],
+  ): Promise<void> {
+    const st = this.serving(pg);
+    for (const kv of [...reads, ...writes]) {
+      if (pgOfKey(kv.key) !== pg)
+        throw new FsError('INVALID_ARGUMENT', `key of pg ${pgOfKey(kv.key)} sent to pg ${pg}`);
+    }
+    await st.queue.run(async () => {
+      if (st.prepared.has(txId)) return;
+      const lockedKeys = [...new Set([...reads, ...writes].map((r) => latin1(r.key)))];
+      for (const k of lockedKeys) {
+        const holder = st.lockedBy(k);
+        if (holder !== undefined && holder !== txId) throw new FsError('CONFLICT', `key locked by ${holder}`);
+      }
+      const current = await this.d.kv.getMany(reads.map((r) => r.key));
+      if (reads.some((r, i) => !sameValue(r.value, current[i])))
+        throw new FsError('CONFLICT', 'read set changed');
+      const tx: PreparedTx = { txId, coordinatorPg, writes, lockedKeys, createdAtMs: Date.now() };
+      const rec: PreparedRecord = {
+        coordinatorPg,
+        writes: writes.map((w) => [
+          w.key.toString('base64'),
+          w.value === undefined ? null : w.value.toString('base64'),
+        ]),
+        lockedKeys,
+        createdAtMs: tx.createdAtMs,
+      };
+      await this.d.kv.write(
+        [{ key: keys.prepared(pg, txId), value: Buffer.from(JSON.stringify(rec)) }],
+        true,
+      );
+      st.lock(tx);
+    });
+  }
+
+  async txCommit(pg: number, txId: string): Promise<void> {
+    const st = this.serving(pg);
+    await st.queue.run(async () => {
+      const tx = st.prepared.get(txId);
+      if (!tx) return; // already committed (a retried commit) or never prepared here
+      await this.commitLocal(
+        st,
+        [...tx.writes, { key: keys.prepared(pg, txId), value: undefined }],
+        '',
+        'tx-commit',
+        null,
+      );
+      st.unlock(txId);
+    });
+  }
+
+  async txAbort(pg: number, txId: string): Promise<void> {
+    const st = this.serving(pg);
+    await st.queue.run(async () => {
+      if (!st.prepared.has(txId)) return;
+      await this.d.kv.write([{ key: keys.prepared(pg, txId), value: undefined }], true);
+      st.unlock(txId);
+    });
+  }
+
+  async txStatus(pg: number, txId: string): Promise<TxState> {
+    const st = this.serving(pg);
+    if (await this.d.kv.get(keys.decision(pg, txId))) return 'committed';
+    return st.activeTx.has(txId) ? 'active' : 'aborted';
+  }
+
+  /** A fresh inode number of `pg`; reservations are persisted ahead so none is ever handed out twice. */
+  allocIno(pg: number): Promise<bigint> {
+    const st = this.serving(pg);
+    return st.allocQueue.run(async () => {
+      if (st.seqNext >= st.seqReserved) {
+        const reserved = st.seqNext + BigInt(this.d.knobs.seqReserveBatch);
+        await this.d.kv.write(
+          [{ key: keys.meta(pg), value: encodeRecord({ seqReserved: reserved } satisfies PgMetaRecord) }],
+          true,
+        );
+        st.seqReserved = reserved;
+      }
+      return makeIno(pg, st.seqNext++);
+    });
+  }
+
+  async reclaim(pg: number, ino: bigint): Promise<void> {
+    if (pgOfIno(ino) !== pg) throw new FsError('INVALID_ARGUMENT', `inode ${ino} is not in pg ${pg}`);
+    await this.mutate(pg, '', 'reclaim', async (t) => {
+      await this.d.engine.reclaim(t, ino);
+      return null;
+    });
+  }
+
+  // ------------------------------------------------------------------ blocks
+
+  private checkBlockPg(pg: number, ino: bigint, index: bigint): void {
+    const want = blockPg(ino, index, this.d.volume.pgCount);
+    if (want !== pg)
+      throw new FsError('INVALID_ARGUMENT', `block ${ino}/${index} belongs to pg ${want}, not ${pg}`);
+  }
+
+  private async blockRecord(pg: number, ino: bigint, index: bigint): Promise<BlockRecord | undefined> {
+    const v = await this.d.kv.get(keys.block(pg, ino, index));
+    return v && decodeRecord<BlockRecord>(v);
+  }
+
+  async readBlock(pg: number, ino: bigint, index: bigint, offset: number, length: number): Promise<Buffer> {
+    this.serving(pg);
+    this.checkBlockPg(pg, ino, index);
+    return this.d.blocks.read(pg, ino, index, offset, length, await this.blockRecord(pg, ino, index));
+  }
+
+  /** Block data is durable (fdatasync) and indexed (synced batch) before this returns. */
+  async writeBlock(pg: number, ino: bigint, index: bigint, offset: number, data: Buffer): Promise<void> {
+    const st = this.serving(pg);
+    this.checkBlockPg(pg, ino, index);
+    await this.blockLocks.run(`${ino}/${index}`, async () => {
+      const rec = await this.d.blocks.write(
+        pg,
+        ino,
+        index,
+        offset,
+        data,
+        await this.blockRecord(pg, ino, index),
+        this.d.volume.blockSizeBytes,
+      );
+      await this.commitLocal(
+        st,
+        [{ key: keys.block(pg, ino, index), value: encodeRecord(rec) }],
+        '',
+        'write-block',
+        null,
+      );
+    });
+  }
+
+  /** Keeps the first `size` bytes of the inode's blocks held in this PG. */
+  async truncateBlocks(pg: number, ino: bigint, size: bigint): Promise<void> {
+    const st = this.serving(pg);
+    const prefix = keys.blockPrefix(pg, ino);
+    const bs = BigInt(this.d.volume.blockSizeBytes);
+    for (const row of await this.d.kv.range({ gte: prefix, lt: prefixEnd(prefix) })) {
+      const index = row.key.readBigUInt64BE(11);
+      const start = index * bs;
+      if (start + bs <= size) continue;
+      await this.blockLocks.run(`${ino}/${index}`, async () => {
+        const rec = await this.blockRecord(pg, ino, index);
+        if (!rec) return;
+        const keep = size <= start ? 0 : Number(size - start);
+        if (keep >= rec.length) return;
+        const next = keep === 0 ? undefined : await this.d.blocks.truncate(pg, ino, index, keep, rec);
+        await this.commitLocal(
+          st,
+          [{ key: keys.block(pg, ino, index), value: next && encodeRecord(next) }],
+          '',
+          'truncate-block',
+          null,
+        );
+        if (!next) await this.d.blocks.delete(pg, ino, index);
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- recovery
+
+  /**
+   * Finishes what a crash interrupted: decisions whose participants have not
+   * all committed, and prepared transactions whose coordinator has decided
+   * (or forgotten: presumed abort). Also reclaims removed directories.
+   */
+  async recoverySweep(): Promise<void> {
+    if (this.recovering || this.stopped) return;
+    this.recovering = true;
+    try {
+      for (const [pg, st] of this.pgs) {
+        const dprefix = keys.kindPrefix(pg, KeyKind.decision);
+        for (const row of await this.d.kv.range({ gte: dprefix, lt: prefixEnd(dprefix) })) {
+          const txId = row.key.subarray(dprefix.length).toString();
+          if (st.activeTx.has(txId)) continue;
+          const rec = JSON.parse(row.value.toString()) as DecisionRecord;
+          await this.finishDecision(pg, txId, rec.participants).catch((err) =>
+            this.d.log.warn('tx commit resend failed', { txId, err: String(err) }),
+          );
+        }
+        for (const tx of [...st.prepared.values()]) {
+          if (Date.now() - tx.createdAtMs < this.d.knobs.txResolveAfterMs) continue;
+          try {
+            const state = await this.endpoint(tx.coordinatorPg).txStatus(tx.coordinatorPg, tx.txId);
+            if (state === 'committed') await this.txCommit(pg, tx.txId);
+            else if (state === 'aborted') await this.txAbort(pg, tx.txId);
+          } catch (err) {
+            this.d.log.warn('tx status unavailable', { txId: tx.txId, err: String(err) });
+          }
+        }
+        const oprefix = keys.kindPrefix(pg, KeyKind.orphan);
+        for (const row of await this.d.kv.range({ gte: oprefix, lt: prefixEnd(oprefix), limit: 256 })) {
+          const ino = row.key.readBigUInt64BE(3);
+          const inode = await this.read(pg, (t) => t.getInode(ino));
+          // Directories hold no data a process may still read; files wait for their last close.
+          if (!inode || (inode.mode & 0o170000) === 0o040000) await this.reclaim(pg, ino);
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof FsError)) this.d.log.error('recovery sweep failed', { err: String(err) });
+    } finally {
+      this.recovering = false;
+    }
+  }
+
+  /** Reclaims a removed directory in the background (the recovery sweep retries failures). */
+  reclaimSoon(ino: bigint): void {
+    const pg = pgOfIno(ino);
+    this.endpoint(pg)
+      .reclaim(pg, ino)
+      .catch((err) => this.d.log.warn('reclaim deferred to the recovery sweep', { ino, err: String(err) }));
+  }
+
+  private inodeCount = { value: 0, atMs: 0 };
+  /** Inodes in the PGs served here, recounted at most every 10 s (for statfs). */
+  async inodeCountCached(): Promise<number> {
+    if (Date.now() - this.inodeCount.atMs > 10_000) {
+      this.inodeCount = { value: (await this.counts()).inodes, atMs: Date.now() };
+    }
+    return this.inodeCount.value;
+  }
+
+  /** Counts for BrickStatus. */
+  async counts(): Promise<{ inodes: number; blocks: number }> {
+    let inodes = 0;
+    let blocks = 0;
+    for (const pg of this.pgs.keys()) {
+      const ip = keys.kindPrefix(pg, KeyKind.inode);
+      const bp = keys.kindPrefix(pg, KeyKind.block);
+      inodes += await this.countRange(ip);
+      blocks += await this.countRange(bp);
+    }
+    return { inodes, blocks };
+  }
+
+  private async countRange(prefix: Buffer): Promise<number> {
+    let n = 0;
+    let after: Buffer | undefined;
+    const lt = prefixEnd(prefix);
+    for (;;) {
+      const rows = await this.d.kv.range(
+        after ? { gt: after, lt, limit: 4096 } : { gte: prefix, lt, limit: 4096 },
+      );
+      n += rows.length;
+      if (rows.length < 4096) return n;
+      after = rows[rows.length - 1]!.key;
+    }
+  }
+
+  /** Caller identity of a request, as the engine wants it. */
+  static cred(c: { uid: number; gid: number; groups: readonly number[] } | null | undefined): Cred {
+    if (!c) throw new FsError('INVALID_ARGUMENT', 'missing caller');
+    return { uid: c.uid, gid: c.gid, groups: c.groups };
+  }
+}
+
+function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const list = m.get(k);
+  if (list) list.push(v);
+  else m.set(k, [v]);
+}
+
+function backoff(attempt: number): Promise<void> {
+  const ms = Math.min(200, 2 ** Math.min(attempt, 8)) * (0.5 + Math.random());
+  return new Promise((r) => setTimeout(r, ms));
+}

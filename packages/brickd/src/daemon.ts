@@ -1,0 +1,246 @@
+import * as grpc from '@grpc/grpc-js';
+import { EtcdCoordinator, type Coordinator, type Unsubscribe, type VolumeSnapshot } from '@dunix/coord';
+import {
+  brickProto,
+  createLogger,
+  FsError,
+  initHashing,
+  Router,
+  toServiceError,
+  type BrickHandlers,
+  type Logger,
+  type VolumeConfig,
+} from '@dunix/proto';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Brick } from './brick.js';
+import { brickDefaults, validateBrickKnobs, type BrickKnobs } from './config.js';
+import { NamespaceEngine } from './namespace/engine.js';
+import { RemotePeers } from './rpc/peers.js';
+import { brickHandlers, startBrickServer } from './rpc/server.js';
+import { BlockStore } from './store/block-store.js';
+import { LevelKv } from './store/leveldb-kv.js';
+
+export interface BrickdOptions {
+  dataDir: string;
+  /** host:port to listen on (port 0 picks a free one). */
+  listen: string;
+  etcdEndpoints: string[];
+  volume: string;
+  replicas: number;
+  /** Failure domain (default: this machine's hostname). */
+  host?: string;
+  weight?: number;
+  knobs?: Partial<BrickKnobs>;
+  log?: Logger;
+}
+
+interface Identity {
+  id: string;
+  volume: string;
+}
+
+/**
+ * The brick daemon: owns the store, the block files, the gRPC server and the
+ * control-plane session. start() brings them up in order (and undoes what it
+ * did if a step fails); stop() takes them down in reverse. SIGKILL at any
+ * point loses nothing acknowledged: every acknowledged change is in a synced
+ * batch.
+ */
+export class BrickDaemon {
+  private readonly log: Logger;
+  private readonly knobs: BrickKnobs;
+  private kv: LevelKv | undefined;
+  private blocks: BlockStore | undefined;
+  private server: grpc.Server | undefined;
+  private coord: Coordinator | undefined;
+  private unwatch: Unsubscribe | undefined;
+  private router = new Router();
+  private brick: Brick | undefined;
+  private handlers: BrickHandlers | undefined;
+  private identity: Identity | undefined;
+  private applying: Promise<void> = Promise.resolve();
+  port = 0;
+
+  constructor(private readonly o: BrickdOptions) {
+    this.log = o.log ?? createLogger('brickd');
+    this.knobs = validateBrickKnobs({ ...brickDefaults, ...o.knobs });
+    if (o.replicas !== 1) {
+      throw new RangeError(
+        `--replicas ${o.replicas}: this build keeps one copy per PG; replication comes with the failover work`,
+      );
+    }
+  }
+
+  get brickId(): string {
+    return this.identity?.id ?? '';
+  }
+
+  async start(): Promise<void> {
+    try {
+      await initHashing();
+      await mkdir(this.o.dataDir, { recursive: true });
+      this.identity = await this.loadIdentity();
+      this.kv = new LevelKv(join(this.o.dataDir, 'meta'));
+      await this.kv.open();
+      this.blocks = new BlockStore({ dataDir: this.o.dataDir });
+      await this.blocks.open();
+      const { server, port } = await startBrickServer(this.o.listen, this.delegatingHandlers());
+      this.server = server;
+      this.port = port;
+      const host = this.o.listen.slice(0, this.o.listen.lastIndexOf(':'));
+      const address = `${host}:${port}`;
+      this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
+      await this.coord.start();
+      await this.coord.registerBrick(
+        this.o.volume,
+        {
+          id: this.identity.id,
+          address,
+          host: this.o.host ?? hostname(),
+          weight: this.o.weight ?? 1,
+          dataDir: this.o.dataDir,
+        },
+        this.knobs.leaseTtlMs,
+      );
+      this.unwatch = await this.coord.watchVolume(this.o.volume, (s) => {
+        this.applying = this.applying
+          .then(() => this.applySnapshot(s))
+          .catch((err) => this.log.error('placement apply failed', { err }));
+      });
+      await this.applying;
+      this.log.info('brick started', {
+        brick: this.identity.id,
+        volume: this.o.volume,
+        address,
+        dataDir: this.o.dataDir,
+      });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  /** Resolves once the volume exists and this brick serves its PGs. */
+  async ready(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.brick) {
+      if (Date.now() > deadline) throw new Error('volume not created in time');
+      await new Promise((r) => setTimeout(r, 50));
+      await this.applying;
+    }
+  }
+
+  private async applySnapshot(s: VolumeSnapshot): Promise<void> {
+    if (!s.config) return;
+    const config: VolumeConfig = s.config;
+    this.router.update({ config, placement: s.placement, bricks: s.bricks });
+    if (!this.brick) {
+      const brick = new Brick({
+        brickId: this.brickId,
+        volume: config,
+        kv: this.kv!,
+        blocks: this.blocks!,
+        engine: new NamespaceEngine({
+          pgCount: config.pgCount,
+          inlineMaxBytes: config.inlineMaxBytes,
+          blockSizeBytes: config.blockSizeBytes,
+        }),
+        knobs: this.knobs,
+        log: this.log,
+        clockNs: () => BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n),
+        remote: new RemotePeers(this.router, this.knobs.peerCallTimeoutMs),
+        fault: faultInjector(this.log),
+      });
+      await brick.applyPlacement(s.placement);
+      this.handlers = brickHandlers({
+        brick,
+        brickId: this.brickId,
+        dataDir: this.o.dataDir,
+        log: this.log,
+        startedAtMs: Date.now(),
+      });
+      this.brick = brick;
+      brick.start();
+      void brick.recoverySweep();
+    } else {
+      await this.brick.applyPlacement(s.placement);
+    }
+  }
+
+  /** Handlers that answer UNAVAILABLE until the volume exists. */
+  private delegatingHandlers(): BrickHandlers {
+    const out: Record<string, grpc.handleUnaryCall<unknown, unknown>> = {};
+    for (const method of Object.keys(brickProto().dunix.v1.Brick.service)) {
+      out[method] = (call, callback) => {
+        const h = (
+          this.handlers as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>> | undefined
+        )?.[method];
+        if (!h)
+          callback(
+            toServiceError(
+              new FsError('UNAVAILABLE', `brick is waiting for volume ${this.o.volume} to be created`),
+            ),
+          );
+        else h(call, callback);
+      };
+    }
+    return out as unknown as BrickHandlers;
+  }
+
+  private async loadIdentity(): Promise<Identity> {
+    const path = join(this.o.dataDir, 'brick.json');
+    try {
+      const id = JSON.parse(await readFile(path, 'utf8')) as Identity;
+      if (id.volume !== this.o.volume) {
+        throw new Error(`data dir ${this.o.dataDir} belongs to volume ${id.volume}, not ${this.o.volume}`);
+      }
+      return id;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const id: Identity = { id: `brick-${randomBytes(6).toString('hex')}`, volume: this.o.volume };
+      await writeFile(`${path}.tmp`, JSON.stringify(id));
+      await rename(`${path}.tmp`, path);
+      return id;
+    }
+  }
+
+  private stopping: Promise<void> | undefined;
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.brick?.stop();
+      if (this.server) {
+        const server = this.server;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 3000);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
+      await this.unwatch?.().catch(() => {});
+      await this.coord?.stop().catch(() => {});
+      this.router.close();
+      await this.blocks?.close().catch(() => {});
+      await this.kv?.close().catch(() => {});
+    })();
+    return this.stopping;
+  }
+}
+
+/** DUNIX_FAULTS=point[,point]: crash (SIGKILL self) when a listed point is reached. For fault tests only. */
+function faultInjector(log: Logger): ((point: string) => void) | undefined {
+  const points = new Set((process.env.DUNIX_FAULTS ?? '').split(',').filter(Boolean));
+  if (points.size === 0) return undefined;
+  return (point) => {
+    if (!points.has(point)) return;
+    log.warn('fault injection: crashing', { point });
+    process.kill(process.pid, 'SIGKILL');
+  };
+}

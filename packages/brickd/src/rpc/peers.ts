@@ -1,0 +1,78 @@
+import { callUnary, FsError, type Router, type wire } from '@dunix/proto';
+import type { PgEndpoint, TxKeyValue, TxState } from '../brick.js';
+
+/**
+ * PgEndpoint for PGs served by other bricks: gRPC calls to the PG's primary,
+ * retried across placement changes until `timeoutMs`.
+ */
+export class RemotePeers implements PgEndpoint {
+  constructor(
+    private readonly router: Router,
+    private readonly timeoutMs: number,
+  ) {}
+
+  private async call<Rep>(pg: number, method: string, body: object): Promise<Rep> {
+    const deadline = Date.now() + this.timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = this.router.route(pg);
+        return await callUnary<object, Rep>(
+          r.client,
+          method,
+          { header: { pg, epoch: r.epoch, requestId: '' }, ...body },
+          Math.max(1, deadline - Date.now()),
+        );
+      } catch (err) {
+        const again =
+          err instanceof FsError &&
+          (err.code === 'NOT_PRIMARY' || err.code === 'STALE_EPOCH' || err.code === 'UNAVAILABLE');
+        if (!again || Date.now() >= deadline) throw err;
+        await this.router.waitForUpdate(Math.min(1000, 20 * 2 ** Math.min(attempt, 6)));
+      }
+    }
+  }
+
+  async txRead(pg: number, keys: Buffer[]): Promise<(Buffer | undefined)[]> {
+    const r = await this.call<wire.TxReadReply__Output>(pg, 'TxRead', { keys });
+    return r.values.map((v) => (v.present ? v.value : undefined));
+  }
+
+  async txPrepare(
+    pg: number,
+    txId: string,
+    coordinatorPg: number,
+    reads: TxKeyValue[],
+    writes: TxKeyValue[],
+  ): Promise<void> {
+    const enc = (kv: TxKeyValue) => ({
+      key: kv.key,
+      value: kv.value ?? Buffer.alloc(0),
+      present: kv.value !== undefined,
+    });
+    await this.call(pg, 'TxPrepare', { txId, coordinatorPg, reads: reads.map(enc), writes: writes.map(enc) });
+  }
+
+  async txCommit(pg: number, txId: string): Promise<void> {
+    await this.call(pg, 'TxCommit', { txId });
+  }
+
+  async txAbort(pg: number, txId: string): Promise<void> {
+    await this.call(pg, 'TxAbort', { txId });
+  }
+
+  async txStatus(pg: number, txId: string): Promise<TxState> {
+    const r = await this.call<wire.TxStatusReply__Output>(pg, 'TxStatus', { txId });
+    if (r.state !== 'active' && r.state !== 'committed' && r.state !== 'aborted')
+      throw new FsError('IO', `bad tx state ${r.state}`);
+    return r.state;
+  }
+
+  async allocIno(pg: number): Promise<bigint> {
+    const r = await this.call<wire.AllocInoReply__Output>(pg, 'AllocIno', {});
+    return BigInt(r.ino);
+  }
+
+  async reclaim(pg: number, ino: bigint): Promise<void> {
+    await this.call(pg, 'Reclaim', { ino: ino.toString() });
+  }
+}

@@ -1,0 +1,484 @@
+import * as grpc from '@grpc/grpc-js';
+import { statfs } from 'node:fs/promises';
+import {
+  brickProto,
+  channelOptions,
+  deviceFromLinuxRdev,
+  encodeDeviceId,
+  fsErrorFromErrno,
+  FsError,
+  limits,
+  OsError,
+  pgOfIno,
+  toServiceError,
+  validateDeviceId,
+  validateIno,
+  validateName,
+  validateXattrName,
+  type BrickHandlers,
+  type Logger,
+  type wire,
+} from '@dunix/proto';
+import { constants } from 'node:os';
+import { Brick, type TxKeyValue } from '../brick.js';
+import type { MetaTxn } from '../namespace/txn.js';
+import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
+import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
+
+export interface ServerDeps {
+  brick: Brick;
+  brickId: string;
+  dataDir: string;
+  log: Logger;
+  startedAtMs: number;
+}
+
+type Header = wire.Header__Output | null;
+
+/**
+ * The gRPC face of a brick: decodes and validates every field, routes to the
+ * Brick, and answers failures from the one error table. Nothing a client
+ * sends can crash the daemon: anything unexpected is logged as a bug and
+ * answered INTERNAL.
+ */
+export function brickHandlers(d: ServerDeps): BrickHandlers {
+  const { brick, log } = d;
+  const volume = () => brick.volume;
+  const ino = (v: string, field: string) => validateIno(u64(v, field), volume().pgCount);
+
+  /** Checks the header: PG in range, served here at that epoch, and the PG the request must go to. */
+  function route(
+    h: Header,
+    expectedPg: number | undefined,
+    mutation: boolean,
+  ): { pg: number; requestId: string } {
+    if (!h) throw new FsError('INVALID_ARGUMENT', 'missing header');
+    if (expectedPg !== undefined && h.pg !== expectedPg) {
+      throw new FsError('INVALID_ARGUMENT', `request belongs to pg ${expectedPg}, was sent to pg ${h.pg}`);
+    }
+    brick.serving(h.pg, Number(u64(h.epoch, 'epoch')));
+    return { pg: h.pg, requestId: requestId(h.requestId, mutation) };
+  }
+
+  function unary<Req, Rep>(method: string, fn: (req: Req) => Promise<Rep>): grpc.handleUnaryCall<Req, Rep> {
+    return (call, callback) => {
+      let p: Promise<Rep>;
+      try {
+        p = fn(call.request);
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      p.then(
+        (reply) => callback(null, reply),
+        (err: unknown) => callback(asServiceError(method, err)),
+      );
+    };
+  }
+
+  function asServiceError(method: string, err: unknown): Partial<grpc.StatusObject> {
+    if (err instanceof FsError) return toServiceError(err);
+    if (err instanceof OsError) return toServiceError(new FsError('IO', err.message));
+    if (
+      err &&
+      typeof err === 'object' &&
+      'code' in err &&
+      typeof err.code === 'string' &&
+      err.code in constants.errno
+    ) {
+      const e = fsErrorFromErrno(
+        (constants.errno as Record<string, number>)[err.code]!,
+        `${method}: ${String((err as unknown as Error).message)}`,
+      );
+      if (e instanceof FsError) return toServiceError(e);
+    }
+    log.error('bug while serving a request', { method, err });
+    return toServiceError(new FsError('IO', `internal error in ${method}`));
+  }
+
+  const cred = Brick.cred;
+  const name = (b: Buffer | null | undefined, field = 'name') =>
+    Buffer.from(validateName(bytes(b, field, limits.nameMaxBytes + 1)));
+  const attrReply = (inode: Parameters<typeof attrToWire>[0], inline?: Buffer): wire.AttrReply => ({
+    attr: attrToWire(inode),
+    inlineData: inline ?? Buffer.alloc(0),
+  });
+  const entryReply = (
+    r: { name: Buffer; dirent: Parameters<typeof direntToWire>[1]; inode: Parameters<typeof attrToWire>[0] },
+    existed = false,
+  ) => ({
+    entry: direntToWire(r.name, r.dirent, r.inode),
+    existed,
+  });
+
+  return {
+    Lookup: unary('Lookup', async (req: wire.LookupRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const { pg } = route(req.header, pgOfIno(parent), false);
+      const n = name(req.name);
+      const r = await brick.read(pg, (t) => brick.engine.lookup(t, cred(req.caller), parent, n));
+      let inode = r.inode;
+      if (!inode && brick.pgs.has(pgOfIno(r.dirent.ino)))
+        inode = await brick.read(pgOfIno(r.dirent.ino), (t) => t.getInode(r.dirent.ino));
+      return { entry: direntToWire(n, r.dirent, inode) };
+    }),
+
+    GetAttr: unary('GetAttr', async (req: wire.GetAttrRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      const inode = await brick.read(pg, (t) => brick.engine.getattr(t, i));
+      return attrReply(inode);
+    }),
+
+    SetAttr: unary('SetAttr', async (req: wire.SetAttrRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const changes = {
+        mode: req.setMode ? req.mode & 0o7777 : undefined,
+        uid: req.setUid ? req.uid : undefined,
+        gid: req.setGid ? req.gid : undefined,
+        size: req.setSize ? u64(req.size, 'size') : undefined,
+        atimeNs:
+          req.atimeHow === 2
+            ? ('now' as const)
+            : req.atimeHow === 1
+              ? i64(req.atimeNs, 'atime_ns')
+              : undefined,
+        mtimeNs:
+          req.mtimeHow === 2
+            ? ('now' as const)
+            : req.mtimeHow === 1
+              ? i64(req.mtimeNs, 'mtime_ns')
+              : undefined,
+        killSuidgid: req.killSuidgid,
+        viaOpenFile: req.viaOpenFile,
+      };
+      if (req.atimeHow > 2 || req.mtimeHow > 2)
+        throw new FsError('INVALID_ARGUMENT', 'time_how must be 0, 1 or 2');
+      return brick.mutate(pg, rid, 'setattr', async (t) => {
+        const r = await brick.engine.setattr(t, cred(req.caller), i, changes);
+        return { ...attrReply(r.inode), truncatedFrom: (r.truncatedFrom ?? 0n).toString() };
+      });
+    }),
+
+    Mknod: unary('Mknod', async (req: wire.MknodRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const n = name(req.name);
+      const type = req.mode & S_IFMT;
+      let rdev = 0n;
+      if (type === S_IFCHR || type === S_IFBLK) {
+        rdev = encodeDeviceId(validateDeviceId(req.rdev ?? deviceFromLinuxRdev(0)));
+      }
+      return brick.mutate(pg, rid, 'mknod', async (t) => {
+        const r = await brick.engine.mknod(t, cred(req.caller), parent, n, req.mode, rdev, req.exclusive);
+        return entryReply(r, r.existed);
+      });
+    }),
+
+    Mkdir: unary('Mkdir', async (req: wire.MkdirRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const n = name(req.name);
+      return brick.mutate(pg, rid, 'mkdir', async (t) =>
+        entryReply(await brick.engine.mkdir(t, cred(req.caller), parent, n, req.mode)),
+      );
+    }),
+
+    Symlink: unary('Symlink', async (req: wire.SymlinkRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const n = name(req.name);
+      const target = bytes(req.target, 'target', limits.symlinkMaxBytes + 1);
+      if (target.length > limits.symlinkMaxBytes)
+        throw new FsError('NAME_TOO_LONG', 'symlink target too long');
+      return brick.mutate(pg, rid, 'symlink', async (t) =>
+        entryReply(await brick.engine.symlink(t, cred(req.caller), parent, n, target)),
+      );
+    }),
+
+    Link: unary('Link', async (req: wire.LinkRequest__Output) => {
+      const target = ino(req.ino, 'ino');
+      const newParent = ino(req.newParent, 'new_parent');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(newParent), true);
+      const n = name(req.newName, 'new_name');
+      return brick.mutate(pg, rid, 'link', async (t) =>
+        entryReply(await brick.engine.link(t, cred(req.caller), target, newParent, n)),
+      );
+    }),
+
+    Unlink: unary('Unlink', async (req: wire.UnlinkRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const n = name(req.name);
+      return brick.mutate(pg, rid, 'unlink', async (t) => {
+        const u = await brick.engine.unlink(t, cred(req.caller), parent, n);
+        return { ino: u.ino.toString(), nlink: u.nlink, size: u.size.toString() };
+      });
+    }),
+
+    Rmdir: unary('Rmdir', async (req: wire.UnlinkRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const n = name(req.name);
+      const removed = await brick.mutate(pg, rid, 'rmdir', async (t) => {
+        const u = await brick.engine.rmdir(t, cred(req.caller), parent, n);
+        return u.ino.toString();
+      });
+      brick.reclaimSoon(BigInt(removed));
+      return {};
+    }),
+
+    Rename: unary('Rename', async (req: wire.RenameRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const newParent = ino(req.newParent, 'new_parent');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const n = name(req.name);
+      const nn = name(req.newName, 'new_name');
+      const flags = { noReplace: req.noReplace, exchange: req.exchange };
+      if (flags.noReplace && flags.exchange)
+        throw new FsError('INVALID_ARGUMENT', 'RENAME_NOREPLACE with RENAME_EXCHANGE');
+      const reply = await brick.mutate(pg, rid, 'rename', async (t) => {
+        const { replaced } = await brick.engine.rename(t, cred(req.caller), parent, n, newParent, nn, flags);
+        return {
+          replacedIno: replaced && replaced.nlink === 0 ? replaced.ino.toString() : '0',
+          replacedNlink: replaced?.nlink ?? 0,
+          replacedSize: replaced?.size.toString() ?? '0',
+          replacedDir: replaced?.isDir ?? false,
+        };
+      });
+      if (reply.replacedDir && reply.replacedIno !== '0') brick.reclaimSoon(BigInt(reply.replacedIno));
+      return {
+        replacedIno: reply.replacedIno,
+        replacedNlink: reply.replacedNlink,
+        replacedSize: reply.replacedSize,
+      };
+    }),
+
+    Readlink: unary('Readlink', async (req: wire.ReadlinkRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      return { target: await brick.read(pg, (t) => brick.engine.readlink(t, i)) };
+    }),
+
+    ReadDir: unary('ReadDir', async (req: wire.ReadDirRequest__Output) => {
+      const dir = ino(req.dir, 'dir');
+      const { pg } = route(req.header, pgOfIno(dir), false);
+      const limit = Math.min(Math.max(req.limit, 1), limits.readDirLimitMax);
+      const cookie = u64(req.cookie, 'cookie');
+      return brick.read(pg, async (t: MetaTxn) => {
+        const r = await brick.engine.readdir(t, cred(req.caller), dir, cookie, limit);
+        const entries: wire.Dirent[] = [];
+        for (const e of r.entries) {
+          const local = req.plus && brick.pgs.has(pgOfIno(e.dirent.ino));
+          entries.push(direntToWire(e.name, e.dirent, local ? await t.getInode(e.dirent.ino) : undefined));
+        }
+        return { entries, eof: r.eof, parent: r.parent.toString() };
+      });
+    }),
+
+    SetXattr: unary('SetXattr', async (req: wire.SetXattrRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', limits.xattrNameMaxBytes + 1)));
+      const value = bytes(req.value, 'value', limits.xattrValueMaxBytes);
+      if (req.flags & ~3) throw new FsError('INVALID_ARGUMENT', `xattr flags ${req.flags}`);
+      return brick.mutate(pg, rid, 'setxattr', async (t) => {
+        await brick.engine.setxattr(t, cred(req.caller), i, n, value, req.flags);
+        return {};
+      });
+    }),
+
+    GetXattr: unary('GetXattr', async (req: wire.GetXattrRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', limits.xattrNameMaxBytes + 1)));
+      return { value: await brick.read(pg, (t) => brick.engine.getxattr(t, cred(req.caller), i, n)) };
+    }),
+
+    ListXattr: unary('ListXattr', async (req: wire.ListXattrRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      return { names: await brick.read(pg, (t) => brick.engine.listxattr(t, cred(req.caller), i)) };
+    }),
+
+    RemoveXattr: unary('RemoveXattr', async (req: wire.RemoveXattrRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', limits.xattrNameMaxBytes + 1)));
+      return brick.mutate(pg, rid, 'removexattr', async (t) => {
+        await brick.engine.removexattr(t, cred(req.caller), i, n);
+        return {};
+      });
+    }),
+
+    Open: unary('Open', async (req: wire.OpenRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      const r = await brick.read(pg, (t) => brick.engine.open(t, cred(req.caller), i, req.flags));
+      return attrReply(r.inode, r.inline);
+    }),
+
+    WriteInline: unary('WriteInline', async (req: wire.WriteInlineRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const offset = u64(req.offset, 'offset');
+      const data = bytes(req.data, 'data', limits.inlineMaxBytesMax);
+      if (offset + BigInt(data.length) > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
+      return brick.mutate(pg, rid, 'write-inline', async (t) =>
+        attrReply(await brick.engine.writeInline(t, cred(req.caller), i, offset, data, req.killSuidgid)),
+      );
+    }),
+
+    Extend: unary('Extend', async (req: wire.ExtendRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const end = u64(req.end, 'end');
+      if (end > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
+      return brick.mutate(pg, rid, 'extend', async (t) =>
+        attrReply(await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid)),
+      );
+    }),
+
+    ConvertInline: unary('ConvertInline', async (req: wire.ConvertInlineRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const version = u64(req.dataVersion, 'data_version');
+      return brick.mutate(pg, rid, 'convert-inline', async (t) =>
+        attrReply(await brick.engine.convertInline(t, i, version)),
+      );
+    }),
+
+    Reclaim: unary('Reclaim', async (req: wire.ReclaimRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      await brick.reclaim(pg, i);
+      return {};
+    }),
+
+    ReadBlock: unary('ReadBlock', async (req: wire.ReadBlockRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, undefined, false);
+      const bs = volume().blockSizeBytes;
+      const index = u64(req.index, 'index');
+      if (index * BigInt(bs) >= BigInt(limits.fileSizeMaxBytes))
+        throw new FsError('FILE_TOO_LARGE', 'block index past the largest file');
+      if (req.offset > bs || req.length > bs || req.offset + req.length > bs)
+        throw new FsError('OUT_OF_RANGE', 'read past the block');
+      return { data: await brick.readBlock(pg, i, index, req.offset, req.length) };
+    }),
+
+    WriteBlock: unary('WriteBlock', async (req: wire.WriteBlockRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, undefined, false);
+      const bs = volume().blockSizeBytes;
+      const index = u64(req.index, 'index');
+      if (index * BigInt(bs) >= BigInt(limits.fileSizeMaxBytes))
+        throw new FsError('FILE_TOO_LARGE', 'block index past the largest file');
+      const data = bytes(req.data, 'data', bs);
+      if (req.offset + data.length > bs) throw new FsError('OUT_OF_RANGE', 'write past the block');
+      await brick.writeBlock(pg, i, index, req.offset, data);
+      return {};
+    }),
+
+    TruncateBlocks: unary('TruncateBlocks', async (req: wire.TruncateBlocksRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, undefined, false);
+      const size = u64(req.size, 'size');
+      if (size > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
+      await brick.truncateBlocks(pg, i, size);
+      return {};
+    }),
+
+    StatFs: unary('StatFs', async () => {
+      const s = await statfs(d.dataDir);
+      const counts = await brick.inodeCountCached();
+      return {
+        bytesTotal: (BigInt(s.blocks) * BigInt(s.bsize)).toString(),
+        bytesFree: (BigInt(s.bfree) * BigInt(s.bsize)).toString(),
+        bytesAvail: (BigInt(s.bavail) * BigInt(s.bsize)).toString(),
+        inodesUsed: counts.toString(),
+        inodesFree: (BigInt(s.ffree) * 16n).toString(),
+      };
+    }),
+
+    BrickStatus: unary('BrickStatus', async () => {
+      const counts = await brick.counts();
+      return {
+        brickId: d.brickId,
+        volume: volume().name,
+        pgs: [...brick.pgs.keys()].sort((a, b) => a - b),
+        inodes: counts.inodes.toString(),
+        blocks: counts.blocks.toString(),
+        uptimeMs: String(Date.now() - d.startedAtMs),
+        rssBytes: String(process.memoryUsage.rss()),
+      };
+    }),
+
+    TxRead: unary('TxRead', async (req: wire.TxReadRequest__Output) => {
+      const { pg } = route(req.header, undefined, false);
+      if (req.keys.length > limits.txKeysMax) throw new FsError('OUT_OF_RANGE', 'too many keys');
+      const values = await brick.txRead(pg, req.keys);
+      return {
+        values: values.map((v, i) => ({
+          key: req.keys[i]!,
+          value: v ?? Buffer.alloc(0),
+          present: v !== undefined,
+        })),
+      };
+    }),
+
+    TxPrepare: unary('TxPrepare', async (req: wire.TxPrepareRequest__Output) => {
+      const { pg } = route(req.header, undefined, false);
+      if (req.reads.length + req.writes.length > 2 * limits.txKeysMax)
+        throw new FsError('OUT_OF_RANGE', 'too many keys');
+      const kv = (k: wire.TxKey__Output): TxKeyValue => ({
+        key: k.key,
+        value: k.present ? k.value : undefined,
+      });
+      await brick.txPrepare(pg, txId(req.txId), req.coordinatorPg, req.reads.map(kv), req.writes.map(kv));
+      return {};
+    }),
+
+    TxCommit: unary('TxCommit', async (req: wire.TxIdRequest__Output) => {
+      const { pg } = route(req.header, undefined, false);
+      await brick.txCommit(pg, txId(req.txId));
+      return {};
+    }),
+
+    TxAbort: unary('TxAbort', async (req: wire.TxIdRequest__Output) => {
+      const { pg } = route(req.header, undefined, false);
+      await brick.txAbort(pg, txId(req.txId));
+      return {};
+    }),
+
+    TxStatus: unary('TxStatus', async (req: wire.TxIdRequest__Output) => {
+      const { pg } = route(req.header, undefined, false);
+      return { state: await brick.txStatus(pg, txId(req.txId)) };
+    }),
+
+    AllocIno: unary('AllocIno', async (req: wire.AllocInoRequest__Output) => {
+      const { pg } = route(req.header, undefined, false);
+      return { ino: (await brick.allocIno(pg)).toString() };
+    }),
+  };
+}
+
+function txId(v: string): string {
+  if (!/^[0-9a-z.]{1,64}$/.test(v)) throw new FsError('INVALID_ARGUMENT', 'bad transaction id');
+  return v;
+}
+
+/** Starts the gRPC server on `listen` (host:port); resolves with the bound port. */
+export async function startBrickServer(
+  listen: string,
+  handlers: BrickHandlers,
+): Promise<{ server: grpc.Server; port: number }> {
+  const server = new grpc.Server(channelOptions);
+  server.addService(brickProto().dunix.v1.Brick.service, handlers);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
+  );
+  return { server, port };
+}

@@ -1,0 +1,78 @@
+import { resolve } from 'node:path';
+import { EtcdCoordinator } from '@dunix/coord';
+import { createLogger, initHashing, Router } from '@dunix/proto';
+import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
+import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
+import { FuseMount } from '../fuse/mount.js';
+import { parseMountArgs } from './mount-args.js';
+
+/**
+ * dunixfs SPEC MOUNTPOINT [-o options]: mounts a volume and serves it in the
+ * foreground until it is unmounted (umount, SIGTERM, SIGINT). SPEC is
+ * ETCD_HOST:PORT[,HOST:PORT...]/VOLUME. /sbin/mount.dunixfs runs this in the
+ * background for mount(8) and fstab.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const log = createLogger('dunixfs');
+  let args;
+  try {
+    args = parseMountArgs(argv);
+  } catch (err) {
+    process.stderr.write(`dunixfs: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const mountpoint = resolve(args.mountpoint);
+  await initHashing();
+  const coord = new EtcdCoordinator({ endpoints: args.endpoints, log, dialTimeoutMs: args.dialTimeoutMs });
+  const router = new Router();
+  let unwatch: (() => Promise<void>) | undefined;
+  try {
+    await coord.start();
+    const config = await coord.getVolume(args.volume);
+    if (!config)
+      throw new Error(`volume ${args.volume} does not exist (dunixctl volume create ${args.volume})`);
+    unwatch = await coord.watchVolume(args.volume, (s) => {
+      if (s.config) router.update({ config: s.config, placement: s.placement, bricks: s.bricks });
+    });
+  } catch (err) {
+    log.error('cannot reach the volume', { spec: args.spec, err: (err as Error).message });
+    await coord.stop().catch(() => {});
+    return 1;
+  }
+  const fs = new DunixFs(new BrickApi(router, { ...brickApiDefaults }), log, {
+    ...dunixFsDefaults,
+    attrTtlMs: args.attrTtlMs,
+    entryTtlMs: args.entryTtlMs,
+  });
+  let mount: FuseMount;
+  try {
+    mount = await FuseMount.start(fs, {
+      mountpoint,
+      source: args.spec,
+      subtype: 'dunixfs',
+      allowOther: true,
+      ...(args.extra ? { extra: args.extra } : {}),
+      session: { attrTtlMs: args.attrTtlMs, entryTtlMs: args.entryTtlMs },
+    });
+  } catch (err) {
+    log.error('mount failed', { mountpoint, err: (err as Error).message });
+    await unwatch?.().catch(() => {});
+    await coord.stop().catch(() => {});
+    router.close();
+    return 1;
+  }
+  log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid });
+  const stop = (signal: string) => {
+    log.info('signal received; unmounting', { signal });
+    void mount.stop();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {});
+  await mount.session.closed;
+  log.info('session ended', { ...mount.session.stats });
+  await unwatch?.().catch(() => {});
+  await coord.stop().catch(() => {});
+  router.close();
+  return 0;
+}

@@ -1,0 +1,116 @@
+/**
+ * Arguments of dunixfs and mount.dunixfs: SPEC MOUNTPOINT [-o a,b=c] [-f]
+ * [-s -n -v (ignored, as mount(8) passes them)].
+ */
+export interface MountArgs {
+  spec: string;
+  endpoints: string[];
+  volume: string;
+  mountpoint: string;
+  foreground: boolean;
+  attrTtlMs: number;
+  entryTtlMs: number;
+  dialTimeoutMs: number;
+  /** Where mount.dunixfs sends the client's log. */
+  logFile: string | undefined;
+  /** Options passed on to the kernel mount (ro, noatime, ...). */
+  extra: string;
+}
+
+/** Options fstab/mount(8) may pass that concern mount(8) itself, not the kernel. */
+const USERSPACE_ONLY = new Set([
+  'defaults',
+  'auto',
+  'noauto',
+  'user',
+  'nouser',
+  'users',
+  '_netdev',
+  'nofail',
+  'rw',
+]);
+const KERNEL_PASSTHROUGH = new Set([
+  'ro',
+  'noatime',
+  'relatime',
+  'strictatime',
+  'nodiratime',
+  'nosuid',
+  'nodev',
+  'noexec',
+  'suid',
+  'dev',
+  'exec',
+  'sync',
+  'async',
+  'dirsync',
+]);
+
+function ms(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 86_400_000) throw new Error(`${name} must be 0..86400000 ms`);
+  return n;
+}
+
+export function parseSpec(spec: string): { endpoints: string[]; volume: string } {
+  // HOST:PORT[,HOST:PORT]/VOLUME, also HOST:PORT:/VOLUME (the design's form).
+  const m = /^([^/]+?):?\/([a-z0-9][a-z0-9_-]{0,62})$/.exec(spec);
+  if (!m) throw new Error(`bad source ${JSON.stringify(spec)}: expected HOST:PORT[,HOST:PORT...]/VOLUME`);
+  const endpoints = m[1]!.split(',').map((hp) => {
+    const h = /^(?:https?:\/\/)?([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(hp);
+    if (!h || Number(h[2]) > 65535) throw new Error(`bad etcd endpoint ${JSON.stringify(hp)}`);
+    return `http://${h[1]}:${h[2]}`;
+  });
+  return { endpoints, volume: m[2]! };
+}
+
+export function parseMountArgs(argv: string[]): MountArgs {
+  const positional: string[] = [];
+  const opts: string[] = [];
+  let foreground = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '-o') {
+      const v = argv[++i];
+      if (v === undefined) throw new Error('-o needs a value');
+      opts.push(...v.split(',').filter(Boolean));
+    } else if (a.startsWith('-o') && a.length > 2) opts.push(...a.slice(2).split(',').filter(Boolean));
+    else if (a === '-f' || a === '--foreground') foreground = true;
+    else if (a === '-s' || a === '-n' || a === '-v' || a === '-r' || a === '-w') {
+      if (a === '-r') opts.push('ro');
+    } else if (a.startsWith('-')) throw new Error(`unknown option ${a}`);
+    else positional.push(a);
+  }
+  if (positional.length !== 2)
+    throw new Error('usage: dunixfs HOST:PORT/VOLUME MOUNTPOINT [-o options] [-f]');
+  const [spec, mountpoint] = positional as [string, string];
+  const { endpoints, volume } = parseSpec(spec);
+  const out: MountArgs = {
+    spec,
+    endpoints,
+    volume,
+    mountpoint,
+    foreground,
+    attrTtlMs: 1000,
+    entryTtlMs: 1000,
+    dialTimeoutMs: 10_000,
+    logFile: undefined,
+    extra: '',
+  };
+  const extra: string[] = [];
+  for (const o of opts) {
+    const [k, v] = o.includes('=')
+      ? [o.slice(0, o.indexOf('=')), o.slice(o.indexOf('=') + 1)]
+      : [o, undefined];
+    if (k === 'attr_ttl_ms' && v !== undefined) out.attrTtlMs = ms(k, v);
+    else if (k === 'entry_ttl_ms' && v !== undefined) out.entryTtlMs = ms(k, v);
+    else if (k === 'dial_timeout_ms' && v !== undefined) out.dialTimeoutMs = ms(k, v);
+    else if (k === 'log' && v !== undefined) out.logFile = v;
+    else if (k === 'foreground') out.foreground = true;
+    else if (USERSPACE_ONLY.has(k!) || k!.startsWith('x-') || k!.startsWith('comment=')) continue;
+    else if (KERNEL_PASSTHROUGH.has(k!)) extra.push(o);
+    else throw new Error(`unknown mount option ${JSON.stringify(o)}`);
+  }
+  out.extra = extra.join(',');
+  return out;
+}

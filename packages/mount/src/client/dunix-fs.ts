@@ -1,0 +1,510 @@
+import { deviceFromLinuxRdev, FsError, limits, pgOfIno, type Logger, type wire } from '@dunix/proto';
+import { constants } from 'node:fs';
+import type {
+  AttrReply,
+  Caller,
+  CreateReply,
+  DirFiller,
+  Entry,
+  FileSystem,
+  OpenReply,
+  RenameFlags,
+  SetAttrChanges,
+  StatFs,
+} from '../fuse/filesystem.js';
+import { fuseAttr } from './attrs.js';
+import type { BrickApi } from './brick-api.js';
+import { dataDefaults, FileData, pgsOfBlocks, type DataOptions } from './file-data.js';
+
+export interface DunixFsOptions {
+  entryTtlMs: number;
+  attrTtlMs: number;
+  /** Entries asked per ReadDir call. */
+  readDirBatch: number;
+  data: DataOptions;
+}
+
+export const dunixFsDefaults: DunixFsOptions = {
+  entryTtlMs: 1000,
+  attrTtlMs: 1000,
+  readDirBatch: 512,
+  data: dataDefaults,
+};
+
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+/** READDIR offsets 1 and 2 are "." and ".."; an entry with cookie c continues at c + 2. */
+const DOT_OFFSETS = 2n;
+
+interface Handle {
+  ino: bigint;
+  data: FileData;
+}
+
+/**
+ * The dunixfs client: the FUSE FileSystem over bricks. Each inode operation
+ * goes to the PG named by the inode number (or, for names, the parent
+ * directory's); file data goes to each block's PG. Attributes and entries are
+ * cached by the kernel for short TTLs; open files see close-to-open
+ * consistency (attributes and inline content fetched at open, size published
+ * at close).
+ */
+export class DunixFs implements FileSystem {
+  private readonly handles = new Map<bigint, Handle>();
+  private readonly files = new Map<bigint, FileData>();
+  private nextFh = 1n;
+
+  constructor(
+    private readonly api: BrickApi,
+    private readonly log: Logger,
+    private readonly o: DunixFsOptions = dunixFsDefaults,
+  ) {}
+
+  private caller(c: Caller): wire.Caller {
+    return { uid: c.uid, gid: c.gid, groups: [...c.groups()], pid: c.pid };
+  }
+
+  private entry(a: wire.Attr__Output): Entry {
+    const ino = BigInt(a.ino);
+    const file = this.files.get(ino);
+    return {
+      nodeid: ino,
+      generation: 0n,
+      attr: fuseAttr(a, file?.size),
+      entryTtlMs: this.o.entryTtlMs,
+      attrTtlMs: this.o.attrTtlMs,
+    };
+  }
+
+  private async attrOf(ino: bigint): Promise<wire.AttrReply__Output> {
+    return this.api.read<wire.AttrReply__Output>(pgOfIno(ino), 'GetAttr', { ino: ino.toString() });
+  }
+
+  private async direntEntry(d: wire.Dirent__Output): Promise<Entry> {
+    return this.entry(d.attr ?? (await this.attrOf(BigInt(d.ino))).attr!);
+  }
+
+  async lookup(caller: Caller, parent: bigint, name: Buffer): Promise<Entry> {
+    const r = await this.api.read<wire.LookupReply__Output>(pgOfIno(parent), 'Lookup', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      name,
+    });
+    return this.direntEntry(r.entry!);
+  }
+
+  forget(): void {}
+
+  async getattr(_caller: Caller, ino: bigint): Promise<AttrReply> {
+    const r = await this.attrOf(ino);
+    const file = this.files.get(ino);
+    if (file && !file.hasUnpublished) file.refresh(r.attr!, r.inlineData);
+    return { attr: fuseAttr(r.attr!, file?.size), attrTtlMs: this.o.attrTtlMs };
+  }
+
+  async setattr(caller: Caller, ino: bigint, c: SetAttrChanges): Promise<AttrReply> {
+    const file = this.files.get(ino);
+    if (file && c.size !== undefined) await file.flush();
+    const now = (v: bigint | 'now' | undefined) => (v === undefined ? 0 : v === 'now' ? 2 : 1);
+    const r = await this.api.mutate<wire.AttrReply__Output>(pgOfIno(ino), 'SetAttr', {
+      caller: this.caller(caller),
+      ino: ino.toString(),
+      setMode: c.mode !== undefined,
+      mode: c.mode ?? 0,
+      setUid: c.uid !== undefined,
+      uid: c.uid ?? 0,
+      setGid: c.gid !== undefined,
+      gid: c.gid ?? 0,
+      setSize: c.size !== undefined,
+      size: (c.size ?? 0n).toString(),
+      atimeHow: now(c.atimeNs),
+      atimeNs: typeof c.atimeNs === 'bigint' ? c.atimeNs.toString() : '0',
+      mtimeHow: now(c.mtimeNs),
+      mtimeNs: typeof c.mtimeNs === 'bigint' ? c.mtimeNs.toString() : '0',
+      killSuidgid: c.killSuidgid ?? false,
+      viaOpenFile: c.fh !== undefined,
+    });
+    if (c.size !== undefined) {
+      const from = BigInt(r.truncatedFrom);
+      if (from > c.size) await this.trimBlocks(ino, c.size, from);
+      file?.truncated(c.size);
+    }
+    file?.refresh(r.attr!, r.attr!.inline ? r.inlineData : undefined);
+    return { attr: fuseAttr(r.attr!, file?.size), attrTtlMs: this.o.attrTtlMs };
+  }
+
+  /** Drops block bytes in [size, oldSize) on every PG that may hold them. */
+  private async trimBlocks(ino: bigint, size: bigint, oldSize: bigint): Promise<void> {
+    const bs = BigInt(this.api.config.blockSizeBytes);
+    const last = (oldSize + bs - 1n) / bs - 1n;
+    const pgs = pgsOfBlocks(ino, size / bs, last, this.api.pgCount);
+    await Promise.all(
+      pgs.map((pg) => this.api.read(pg, 'TruncateBlocks', { ino: ino.toString(), size: size.toString() })),
+    );
+  }
+
+  async readlink(_caller: Caller, ino: bigint): Promise<Buffer> {
+    const r = await this.api.read<wire.ReadlinkReply__Output>(pgOfIno(ino), 'Readlink', {
+      ino: ino.toString(),
+    });
+    return r.target;
+  }
+
+  async symlink(caller: Caller, parent: bigint, name: Buffer, target: Buffer): Promise<Entry> {
+    if (target.length > limits.symlinkMaxBytes) throw new FsError('NAME_TOO_LONG', 'symlink target');
+    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Symlink', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      name,
+      target,
+    });
+    return this.direntEntry(r.entry!);
+  }
+
+  async mknod(caller: Caller, parent: bigint, name: Buffer, mode: number, rdev: number): Promise<Entry> {
+    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      name,
+      mode,
+      rdev: deviceFromLinuxRdev(rdev),
+      exclusive: true,
+    });
+    return this.direntEntry(r.entry!);
+  }
+
+  async mkdir(caller: Caller, parent: bigint, name: Buffer, mode: number): Promise<Entry> {
+    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mkdir', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      name,
+      mode: (mode & 0o7777) | S_IFDIR,
+    });
+    return this.direntEntry(r.entry!);
+  }
+
+  async unlink(caller: Caller, parent: bigint, name: Buffer): Promise<void> {
+    const r = await this.api.mutate<wire.UnlinkReply__Output>(pgOfIno(parent), 'Unlink', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      name,
+    });
+    if (r.nlink === 0) this.lastLinkGone(BigInt(r.ino), BigInt(r.size));
+  }
+
+  async rmdir(caller: Caller, parent: bigint, name: Buffer): Promise<void> {
+    await this.api.mutate(pgOfIno(parent), 'Rmdir', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      name,
+    });
+  }
+
+  async rename(
+    caller: Caller,
+    parent: bigint,
+    name: Buffer,
+    newParent: bigint,
+    newName: Buffer,
+    flags: RenameFlags,
+  ): Promise<void> {
+    if (flags.whiteout) throw new FsError('INVALID_ARGUMENT', 'RENAME_WHITEOUT is not supported');
+    const r = await this.api.mutate<wire.RenameReply__Output>(pgOfIno(parent), 'Rename', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      name,
+      newParent: newParent.toString(),
+      newName,
+      noReplace: flags.noReplace,
+      exchange: flags.exchange,
+    });
+    if (r.replacedIno !== '0' && r.replacedNlink === 0)
+      this.lastLinkGone(BigInt(r.replacedIno), BigInt(r.replacedSize));
+  }
+
+  /** An inode lost its last name: reclaim it now, or at the last close if it is open here. */
+  private lastLinkGone(ino: bigint, size: bigint): void {
+    const file = this.files.get(ino);
+    if (file) {
+      file.reclaimOnClose = { size };
+      return;
+    }
+    void this.reclaim(ino, size);
+  }
+
+  private async reclaim(ino: bigint, size: bigint): Promise<void> {
+    try {
+      if (size > 0n) await this.trimBlocks(ino, 0n, size);
+      await this.api.read(pgOfIno(ino), 'Reclaim', { ino: ino.toString() });
+    } catch (err) {
+      this.log.warn('reclaim failed; the inode stays an orphan', { ino, err: String(err) });
+    }
+  }
+
+  async link(caller: Caller, ino: bigint, newParent: bigint, newName: Buffer): Promise<Entry> {
+    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(newParent), 'Link', {
+      caller: this.caller(caller),
+      ino: ino.toString(),
+      newParent: newParent.toString(),
+      newName,
+    });
+    return this.direntEntry(r.entry!);
+  }
+
+  private openHandle(ino: bigint, reply: wire.AttrReply__Output): OpenReply {
+    let file = this.files.get(ino);
+    if (!file) {
+      file = new FileData(ino, this.api, pgOfIno(ino), reply.attr!, reply.inlineData, this.o.data);
+      this.files.set(ino, file);
+    } else if (!file.hasUnpublished) {
+      file.refresh(reply.attr!, reply.inlineData);
+    }
+    file.opens++;
+    const fh = this.nextFh++;
+    this.handles.set(fh, { ino, data: file });
+    return { fh };
+  }
+
+  async open(caller: Caller, ino: bigint, flags: number): Promise<OpenReply> {
+    const r = await this.api.read<wire.AttrReply__Output>(pgOfIno(ino), 'Open', {
+      caller: this.caller(caller),
+      ino: ino.toString(),
+      flags,
+    });
+    return this.openHandle(ino, r);
+  }
+
+  async create(
+    caller: Caller,
+    parent: bigint,
+    name: Buffer,
+    mode: number,
+    flags: number,
+  ): Promise<CreateReply> {
+    let r: wire.EntryReply__Output;
+    try {
+      r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
+        caller: this.caller(caller),
+        parent: parent.toString(),
+        name,
+        mode: (mode & 0o7777) | S_IFREG,
+        rdev: null,
+        exclusive: true,
+      });
+    } catch (err) {
+      // Created by someone else since the kernel's lookup: open it like open(2) without O_EXCL would.
+      if (!(err instanceof FsError) || err.code !== 'ALREADY_EXISTS' || (flags & constants.O_EXCL) !== 0)
+        throw err;
+      const entry = await this.lookup(caller, parent, name);
+      if ((entry.attr.mode & S_IFMT) === S_IFDIR) throw new FsError('IS_A_DIRECTORY');
+      const open = await this.open(caller, entry.nodeid, flags);
+      if ((flags & constants.O_TRUNC) !== 0 && (flags & 3) !== constants.O_RDONLY) {
+        entry.attr = (await this.setattr(caller, entry.nodeid, { size: 0n, fh: open.fh })).attr;
+      }
+      return { entry, open };
+    }
+    const attr = r.entry!.attr ?? (await this.attrOf(BigInt(r.entry!.ino))).attr!;
+    const ino = BigInt(attr.ino);
+    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), truncatedFrom: '0' });
+    return { entry: this.entry(attr), open };
+  }
+
+  private handle(fh: bigint): Handle {
+    const h = this.handles.get(fh);
+    if (!h) throw new FsError('BAD_HANDLE', `file handle ${fh}`);
+    return h;
+  }
+
+  read(_caller: Caller, _ino: bigint, fh: bigint, offset: bigint, size: number): Promise<Buffer> {
+    return this.handle(fh).data.read(offset, size);
+  }
+
+  async write(
+    _caller: Caller,
+    _ino: bigint,
+    fh: bigint,
+    offset: bigint,
+    data: Buffer,
+    flags: number,
+  ): Promise<number> {
+    if (offset + BigInt(data.length) > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
+    return this.handle(fh).data.write(offset, data, (flags & FUSE_WRITE_KILL_SUIDGID) !== 0);
+  }
+
+  async flush(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
+    await this.handle(fh).data.flush();
+  }
+
+  async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
+    // Block writes are durable when acknowledged; publishing the size is the rest.
+    await this.handle(fh).data.flush();
+  }
+
+  async release(_caller: Caller, ino: bigint, fh: bigint): Promise<void> {
+    const h = this.handle(fh);
+    this.handles.delete(fh);
+    const file = h.data;
+    try {
+      await file.flush();
+    } finally {
+      file.opens--;
+      if (file.opens === 0) {
+        this.files.delete(ino);
+        if (file.reclaimOnClose)
+          void this.reclaim(ino, file.size > file.reclaimOnClose.size ? file.size : file.reclaimOnClose.size);
+      }
+    }
+  }
+
+  async opendir(_caller: Caller, ino: bigint): Promise<OpenReply> {
+    return { fh: ino };
+  }
+
+  async readdir(
+    caller: Caller,
+    ino: bigint,
+    _fh: bigint,
+    offset: bigint,
+    plus: boolean,
+    fill: DirFiller,
+  ): Promise<void> {
+    let parent = ino;
+    if (offset === 0n || offset === 1n) {
+      // "." and ".." come first; ".." needs the directory's parent, which ReadDir returns.
+      const first = await this.readDirBatch(caller, ino, 0n, plus, 1);
+      parent = first.parent === '0' ? ino : BigInt(first.parent);
+      if (offset === 0n && !fill({ name: Buffer.from('.'), ino, mode: S_IFDIR, nextOffset: 1n })) return;
+      if (!fill({ name: Buffer.from('..'), ino: parent, mode: S_IFDIR, nextOffset: 2n })) return;
+      offset = DOT_OFFSETS;
+    }
+    let cookie = offset - DOT_OFFSETS;
+    for (;;) {
+      const r = await this.readDirBatch(caller, ino, cookie, plus, this.o.readDirBatch);
+      const entries = plus
+        ? await Promise.all(
+            r.entries.map(async (e) => ({ e, entry: await this.direntEntry(e).catch(() => undefined) })),
+          )
+        : r.entries.map((e) => ({ e, entry: undefined }));
+      for (const { e, entry } of entries) {
+        const c = BigInt(e.cookie);
+        const accepted = fill({
+          name: e.name,
+          ino: BigInt(e.ino),
+          mode: e.type << 12,
+          nextOffset: c + DOT_OFFSETS,
+          ...(entry ? { entry } : {}),
+        });
+        if (!accepted) return;
+        cookie = c;
+      }
+      if (r.eof || r.entries.length === 0) return;
+    }
+  }
+
+  private readDirBatch(
+    caller: Caller,
+    dir: bigint,
+    cookie: bigint,
+    plus: boolean,
+    limit: number,
+  ): Promise<wire.ReadDirReply__Output> {
+    return this.api.read<wire.ReadDirReply__Output>(pgOfIno(dir), 'ReadDir', {
+      caller: this.caller(caller),
+      dir: dir.toString(),
+      cookie: cookie.toString(),
+      limit,
+      plus,
+    });
+  }
+
+  async releasedir(): Promise<void> {}
+
+  async fsyncdir(): Promise<void> {
+    // Every namespace change is in a synced batch before it is acknowledged.
+  }
+
+  async statfs(): Promise<StatFs> {
+    const replies = await Promise.all(
+      this.api.brickIds().map((id) =>
+        this.api.callBrick<wire.StatFsReply__Output>(id, 'StatFs', {}).catch((err: unknown) => {
+          this.log.warn('statfs: brick unavailable', { brick: id, err: String(err) });
+          return undefined;
+        }),
+      ),
+    );
+    const bsize = 4096n;
+    let blocks = 0n;
+    let bfree = 0n;
+    let bavail = 0n;
+    let used = 0n;
+    let ffree = 0n;
+    for (const r of replies) {
+      if (!r) continue;
+      blocks += BigInt(r.bytesTotal) / bsize;
+      bfree += BigInt(r.bytesFree) / bsize;
+      bavail += BigInt(r.bytesAvail) / bsize;
+      used += BigInt(r.inodesUsed);
+      ffree += BigInt(r.inodesFree);
+    }
+    return {
+      blocks,
+      bfree,
+      bavail,
+      files: used + ffree,
+      ffree,
+      bsize: 4096,
+      namelen: limits.nameMaxBytes,
+      frsize: 4096,
+    };
+  }
+
+  async setxattr(caller: Caller, ino: bigint, name: Buffer, value: Buffer, flags: number): Promise<void> {
+    await this.api.mutate(pgOfIno(ino), 'SetXattr', {
+      caller: this.caller(caller),
+      ino: ino.toString(),
+      name,
+      value,
+      flags,
+    });
+  }
+
+  async getxattr(caller: Caller, ino: bigint, name: Buffer): Promise<Buffer> {
+    const r = await this.api.read<wire.GetXattrReply__Output>(pgOfIno(ino), 'GetXattr', {
+      caller: this.caller(caller),
+      ino: ino.toString(),
+      name,
+    });
+    return r.value;
+  }
+
+  async listxattr(caller: Caller, ino: bigint): Promise<Buffer[]> {
+    const r = await this.api.read<wire.ListXattrReply__Output>(pgOfIno(ino), 'ListXattr', {
+      caller: this.caller(caller),
+      ino: ino.toString(),
+    });
+    return r.names;
+  }
+
+  async removexattr(caller: Caller, ino: bigint, name: Buffer): Promise<void> {
+    await this.api.mutate(pgOfIno(ino), 'RemoveXattr', {
+      caller: this.caller(caller),
+      ino: ino.toString(),
+      name,
+    });
+  }
+
+  /** Publishes every open file's buffered data (syncfs, unmount). */
+  async syncfs(): Promise<void> {
+    await Promise.all([...this.files.values()].map((f) => f.flush()));
+  }
+
+  async destroy(): Promise<void> {
+    await this.syncfs().catch((err) => this.log.error('unpublished data at unmount', { err: String(err) }));
+  }
+}
+
+export function fileType(mode: number): number {
+  return mode & S_IFMT;
+}

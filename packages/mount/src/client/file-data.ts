@@ -1,0 +1,325 @@
+import { blockPg, FsError, type wire } from '@dunix/proto';
+import type { BrickApi } from './brick-api.js';
+
+export interface DataOptions {
+  /** Dirty bytes one file may buffer before writes wait for flushes. */
+  dirtyPerFileMaxBytes: number;
+  /** Block writes of one file in flight at once. */
+  flushesInflightMax: number;
+}
+
+export const dataDefaults: DataOptions = {
+  dirtyPerFileMaxBytes: 32 * 1024 * 1024,
+  flushesInflightMax: 8,
+};
+
+interface DirtyBlock {
+  /** Bytes [start, end) of the block are valid in buf (buf[0] is block offset 0). */
+  buf: Buffer;
+  start: number;
+  end: number;
+}
+
+/** Blocks [first, last] of a file, as the set of PGs holding them (all PGs past a bound). */
+export function pgsOfBlocks(ino: bigint, first: bigint, last: bigint, pgCount: number): number[] {
+  if (last < first) return [];
+  if (last - first + 1n >= BigInt(pgCount) * 4n) return Array.from({ length: pgCount }, (_v, i) => i);
+  const out = new Set<number>();
+  for (let i = first; i <= last; i++) out.add(blockPg(ino, i, pgCount));
+  return [...out];
+}
+
+/**
+ * One file's data as this client sees it while it is open: the attributes
+ * from open (close-to-open consistency), inline content for small files, and
+ * buffered writes. Writes are collected per block and sent as whole extents
+ * to the block's PG; size and mtime are published on the inode's PG at
+ * flush, fsync and close. Read-your-writes: a read first flushes.
+ */
+export class FileData {
+  attr: wire.Attr__Output;
+  /** Known content of an inline file (undefined: not inline, or not fetched). */
+  inlineData: Buffer | undefined;
+  private inlineDirty = false;
+  /** Largest end offset written here and not yet published. */
+  private localEnd = 0n;
+  private needsExtend = false;
+  private killSuidgid = false;
+  private readonly dirty = new Map<bigint, DirtyBlock>();
+  private dirtyBytes = 0;
+  private readonly inflight = new Set<Promise<void>>();
+  private error: FsError | undefined;
+  opens = 0;
+  reclaimOnClose: { size: bigint } | undefined;
+
+  constructor(
+    readonly ino: bigint,
+    private readonly api: BrickApi,
+    private readonly pg: number,
+    attr: wire.Attr__Output,
+    inlineData: Buffer | undefined,
+    private readonly o: DataOptions = dataDefaults,
+  ) {
+    this.attr = attr;
+    this.inlineData = attr.inline ? (inlineData ?? Buffer.alloc(0)) : undefined;
+  }
+
+  get blockSize(): number {
+    return this.api.config.blockSizeBytes;
+  }
+
+  get inlineMax(): number {
+    return this.api.config.inlineMaxBytes;
+  }
+
+  /** Size including unpublished writes. */
+  get size(): bigint {
+    const s = BigInt(this.attr.size);
+    return this.localEnd > s ? this.localEnd : s;
+  }
+
+  get hasUnpublished(): boolean {
+    return this.inlineDirty || this.needsExtend || this.dirty.size > 0 || this.inflight.size > 0;
+  }
+
+  /** New attributes from the server (after open, setattr, publish). */
+  refresh(attr: wire.Attr__Output, inlineData?: Buffer): void {
+    this.attr = attr;
+    if (!attr.inline) this.inlineData = undefined;
+    else if (inlineData !== undefined && !this.inlineDirty) this.inlineData = inlineData;
+  }
+
+  async write(offset: bigint, data: Buffer, killSuidgid: boolean): Promise<number> {
+    this.throwDeferred();
+    if (killSuidgid) this.killSuidgid = true;
+    const end = offset + BigInt(data.length);
+    if (this.attr.inline && this.inlineData && end <= BigInt(this.inlineMax)) {
+      const off = Number(offset);
+      if (this.inlineData.length < off + data.length) {
+        const grown = Buffer.alloc(off + data.length);
+        this.inlineData.copy(grown);
+        this.inlineData = grown;
+      }
+      data.copy(this.inlineData, off);
+      this.inlineDirty = true;
+      if (end > this.localEnd) this.localEnd = end;
+      return data.length;
+    }
+    if (this.attr.inline) await this.convertToBlocks();
+    const bs = BigInt(this.blockSize);
+    let pos = offset;
+    let at = 0;
+    while (at < data.length) {
+      const index = pos / bs;
+      const inBlock = Number(pos % bs);
+      const n = Math.min(data.length - at, this.blockSize - inBlock);
+      await this.stage(index, inBlock, data.subarray(at, at + n));
+      pos += BigInt(n);
+      at += n;
+    }
+    if (end > this.localEnd) this.localEnd = end;
+    this.needsExtend = true;
+    while (this.dirtyBytes > this.o.dirtyPerFileMaxBytes) await this.flushSome();
+    return data.length;
+  }
+
+  private async stage(index: bigint, offset: number, chunk: Buffer): Promise<void> {
+    let db = this.dirty.get(index);
+    // One extent per block: a write that neither touches nor overlaps it sends the old one first.
+    if (db && (offset > db.end || offset + chunk.length < db.start)) {
+      this.startFlush(index);
+      db = undefined;
+    }
+    const end = offset + chunk.length;
+    if (!db) {
+      db = { buf: Buffer.allocUnsafe(Math.min(this.blockSize, roundUp(end, 64 * 1024))), start: offset, end };
+      this.dirty.set(index, db);
+    } else if (db.buf.length < end) {
+      const grown = Buffer.allocUnsafe(
+        Math.min(this.blockSize, Math.max(roundUp(end, 64 * 1024), db.buf.length * 2)),
+      );
+      db.buf.copy(grown, db.start, db.start, db.end);
+      db.buf = grown;
+    }
+    chunk.copy(db.buf, offset);
+    this.dirtyBytes -= db.end - db.start;
+    db.start = Math.min(db.start, offset);
+    db.end = Math.max(db.end, end);
+    this.dirtyBytes += db.end - db.start;
+    if (db.start === 0 && db.end === this.blockSize) this.startFlush(index);
+    while (this.inflight.size >= this.o.flushesInflightMax) await Promise.race(this.inflight);
+  }
+
+  private startFlush(index: bigint): void {
+    const db = this.dirty.get(index);
+    if (!db) return;
+    this.dirty.delete(index);
+    this.dirtyBytes -= db.end - db.start;
+    const pg = blockPg(this.ino, index, this.api.pgCount);
+    const p: Promise<void> = this.api
+      .read(pg, 'WriteBlock', {
+        ino: this.ino.toString(),
+        index: index.toString(),
+        offset: db.start,
+        data: db.buf.subarray(db.start, db.end),
+      })
+      .then(
+        () => {},
+        (err: unknown) => {
+          this.error ??= err instanceof FsError ? err : new FsError('IO', String(err));
+        },
+      )
+      .finally(() => this.inflight.delete(p));
+    this.inflight.add(p);
+  }
+
+  private async flushSome(): Promise<void> {
+    const first = this.dirty.keys().next();
+    if (!first.done) this.startFlush(first.value);
+    if (this.inflight.size) await Promise.race(this.inflight);
+  }
+
+  private throwDeferred(): void {
+    const e = this.error;
+    if (e) {
+      this.error = undefined;
+      throw e;
+    }
+  }
+
+  /** Moves an inline file's content into block 0 and flips the inode to block mode. */
+  private async convertToBlocks(): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const data = this.inlineData ?? Buffer.alloc(0);
+      if (data.length > 0) {
+        await this.api.read(blockPg(this.ino, 0n, this.api.pgCount), 'WriteBlock', {
+          ino: this.ino.toString(),
+          index: '0',
+          offset: 0,
+          data,
+        });
+      }
+      try {
+        const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'ConvertInline', {
+          ino: this.ino.toString(),
+          dataVersion: this.attr.dataVersion,
+        });
+        this.refresh(r.attr!);
+        if (this.inlineDirty) this.needsExtend = true;
+        this.inlineDirty = false;
+        this.inlineData = undefined;
+        return;
+      } catch (err) {
+        if (!(err instanceof FsError) || err.code !== 'CONFLICT') throw err;
+        // Another writer changed the inline content: take theirs, reapply ours on top if dirty.
+        const r = await this.api.read<wire.AttrReply__Output>(this.pg, 'GetAttr', {
+          ino: this.ino.toString(),
+        });
+        if (!this.inlineDirty) this.inlineData = r.attr!.inline ? r.inlineData : undefined;
+        this.attr = r.attr!;
+        if (!r.attr!.inline) return;
+      }
+    }
+    throw new FsError('CONFLICT', `inode ${this.ino}: inline conversion kept conflicting`);
+  }
+
+  /** Sends every buffered byte and publishes size and mtime. Reports a deferred write error once. */
+  async flush(): Promise<void> {
+    for (const index of [...this.dirty.keys()]) this.startFlush(index);
+    while (this.inflight.size) await Promise.all(this.inflight);
+    this.throwDeferred();
+    if (this.inlineDirty) {
+      const data = this.inlineData ?? Buffer.alloc(0);
+      try {
+        const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'WriteInline', {
+          ino: this.ino.toString(),
+          offset: '0',
+          data,
+          killSuidgid: this.killSuidgid,
+        });
+        this.inlineDirty = false;
+        this.killSuidgid = false;
+        this.localEnd = 0n;
+        this.refresh(r.attr!);
+        return;
+      } catch (err) {
+        if (!(err instanceof FsError) || err.code !== 'NOT_INLINE') throw err;
+        await this.convertToBlocks();
+      }
+    }
+    if (this.needsExtend) {
+      const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
+        ino: this.ino.toString(),
+        end: this.localEnd.toString(),
+        killSuidgid: this.killSuidgid,
+      });
+      this.needsExtend = false;
+      this.killSuidgid = false;
+      this.localEnd = 0n;
+      this.refresh(r.attr!);
+    }
+  }
+
+  async read(offset: bigint, size: number): Promise<Buffer> {
+    if (this.hasUnpublished) await this.flush();
+    const fileSize = this.size;
+    if (offset >= fileSize || size === 0) return Buffer.alloc(0);
+    const n = Number(fileSize - offset < BigInt(size) ? fileSize - offset : BigInt(size));
+    const out = Buffer.alloc(n);
+    if (this.attr.inline) {
+      const data = this.inlineData ?? Buffer.alloc(0);
+      const off = Number(offset);
+      if (off < data.length) data.copy(out, 0, off, Math.min(data.length, off + n));
+      return out;
+    }
+    const bs = BigInt(this.blockSize);
+    const reads: Promise<void>[] = [];
+    let pos = offset;
+    let at = 0;
+    while (at < n) {
+      const index = pos / bs;
+      const inBlock = Number(pos % bs);
+      const len = Math.min(n - at, this.blockSize - inBlock);
+      const dest = at;
+      reads.push(
+        this.api
+          .read<wire.ReadBlockReply__Output>(blockPg(this.ino, index, this.api.pgCount), 'ReadBlock', {
+            ino: this.ino.toString(),
+            index: index.toString(),
+            offset: inBlock,
+            length: len,
+          })
+          .then((r) => {
+            r.data.copy(out, dest, 0, Math.min(r.data.length, len));
+          }),
+      );
+      pos += BigInt(len);
+      at += len;
+    }
+    await Promise.all(reads);
+    return out;
+  }
+
+  /** After a truncate to `size`: drop buffered bytes past it and adjust inline content. */
+  truncated(size: bigint): void {
+    const bs = BigInt(this.blockSize);
+    for (const [index, db] of [...this.dirty]) {
+      const start = index * bs;
+      if (start >= size) {
+        this.dirty.delete(index);
+        this.dirtyBytes -= db.end - db.start;
+      } else if (start + BigInt(db.end) > size) {
+        const keep = Number(size - start);
+        this.dirtyBytes -= db.end - Math.max(db.start, keep);
+        db.end = Math.max(db.start, keep);
+      }
+    }
+    if (this.localEnd > size) this.localEnd = size;
+    if (this.inlineData && this.inlineData.length > Number(size))
+      this.inlineData = this.inlineData.subarray(0, Number(size));
+  }
+}
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
