@@ -1,0 +1,470 @@
+import { mkdir, open as openFile, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, xxh64 } from '@dunix/proto';
+import type { BlockRecord } from './records.js';
+
+const CHUNK = CHECKSUM_CHUNK_BYTES;
+
+export interface BlockStoreOptions {
+  /** The brick's data dir; block files live under `<dataDir>/blocks`. */
+  dataDir: string;
+  /** Open block files kept cached (closed least recently used first). */
+  fdCacheMax?: number;
+}
+
+export const blockStoreDefaults = { fdCacheMax: 256 } as const;
+
+/** Checksum of one chunk as stored in a BlockRecord: xxhash64, 16 hex digits. */
+export function chunkSum(chunk: Uint8Array): string {
+  return xxh64(chunk).toString(16).padStart(16, '0');
+}
+
+function assert(cond: unknown, msg: string): asserts cond {
+  if (!cond) throw new Error(`BlockStore invariant: ${msg}`);
+}
+
+function chunkCount(length: number): number {
+  return Math.ceil(length / CHUNK);
+}
+
+function checkRecord(rec: BlockRecord | undefined, where: string): void {
+  if (!rec) return;
+  assert(
+    Number.isSafeInteger(rec.length) && rec.length >= 0 && rec.sums.length === chunkCount(rec.length),
+    `${where}: record of length ${rec.length} has ${rec.sums.length} sums`,
+  );
+}
+
+function checkUint(name: string, v: number): void {
+  if (!Number.isSafeInteger(v) || v < 0) throw new FsError('INVALID_ARGUMENT', `${name} ${v}`);
+}
+
+interface FdEntry {
+  fh: FileHandle;
+  /** Operations using the handle now; a pinned handle is never closed by eviction. */
+  pins: number;
+}
+
+/** Per-block queue: the tail of its promise chain and the last record an op produced. */
+interface BlockQueue {
+  tail: Promise<void>;
+  /** Ops queued or running; the queue is dropped when it reaches 0. */
+  ops: number;
+  /** Set once an op in this busy period has produced a record. */
+  produced: boolean;
+  rec: BlockRecord | undefined;
+}
+
+/**
+ * Block data in files, one per block:
+ * `<dataDir>/blocks/<pg as 4 hex>/<ino as 16 hex>.<index as hex>`.
+ *
+ * The block's index record (length and a checksum per 64 KiB chunk) is owned
+ * by the caller, who stores it in the same LevelDB batch as the change that
+ * wrote the block. Each operation takes the current record and returns the
+ * new one. Contract:
+ *
+ * - Reads verify every chunk they touch before returning bytes (CORRUPT on a
+ *   mismatch or a short file); writes verify the old bytes they keep.
+ * - A write is durable (fdatasync) when it resolves; the caller then commits
+ *   the returned record. A crash in between leaves file bytes the old record
+ *   does not describe: reads of those chunks report CORRUPT (healed from a
+ *   replica), never wrong data. Bytes past a record's length are never
+ *   trusted: gaps are written as explicit zeros.
+ * - Operations on one block run one at a time in call order; different
+ *   blocks run in parallel. An operation queued behind another on the same
+ *   block uses the record its predecessor produced (the record its caller
+ *   held was read before that predecessor changed the file), so N writes
+ *   issued at once give the same result as applying them in call order.
+ */
+export class BlockStore {
+  readonly dataDir: string;
+  readonly blocksDir: string;
+  readonly fdCacheMax: number;
+  /** Open handles, least recently used first. */
+  private readonly fds = new Map<string, FdEntry>();
+  private readonly queues = new Map<string, BlockQueue>();
+  /** PG directories known to exist (created and made durable). */
+  private readonly dirs = new Set<string>();
+  private readonly closing = new Set<Promise<void>>();
+  private state: 'new' | 'open' | 'closed' = 'new';
+
+  constructor(opts: BlockStoreOptions) {
+    this.dataDir = opts.dataDir;
+    this.blocksDir = join(opts.dataDir, 'blocks');
+    this.fdCacheMax = opts.fdCacheMax ?? blockStoreDefaults.fdCacheMax;
+    assert(Number.isSafeInteger(this.fdCacheMax) && this.fdCacheMax >= 1, `fdCacheMax ${this.fdCacheMax}`);
+  }
+
+  async open(): Promise<void> {
+    if (this.state === 'open') return;
+    await initHashing();
+    await mkdir(this.blocksDir, { recursive: true });
+    this.state = 'open';
+  }
+
+  /** Waits for queued operations, then closes every cached handle. Idempotent. */
+  async close(): Promise<void> {
+    if (this.state !== 'open') {
+      this.state = 'closed';
+      return;
+    }
+    this.state = 'closed';
+    while (this.queues.size > 0) {
+      await Promise.all([...this.queues.values()].map((q) => q.tail));
+    }
+    for (const [key, e] of this.fds) {
+      this.fds.delete(key);
+      this.closeHandle(e.fh);
+    }
+    while (this.closing.size > 0) await Promise.all(this.closing);
+  }
+
+  /** Path of a block file. */
+  pathOf(pg: number, ino: bigint, index: bigint): string {
+    assert(ino >= 0n && ino < 1n << 64n && index >= 0n && index < 1n << 64n, `block ${ino}.${index}`);
+    return join(this.pgDir(pg), `${ino.toString(16).padStart(16, '0')}.${index.toString(16)}`);
+  }
+
+  /** Open handles (for tests of the cache bound). */
+  get openFiles(): number {
+    return this.fds.size;
+  }
+
+  /**
+   * The bytes stored in [offset, min(offset + length, rec.length)); empty
+   * past the end or without a record. Every chunk touched is read whole and
+   * verified first.
+   */
+  async read(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    offset: number,
+    length: number,
+    rec: BlockRecord | undefined,
+  ): Promise<Buffer> {
+    checkUint('offset', offset);
+    checkUint('length', length);
+    return this.serial(pg, ino, index, rec, async (cur) => {
+      checkRecord(cur, 'read');
+      if (!cur || offset >= cur.length || length === 0) return { result: Buffer.alloc(0), rec: cur };
+      const end = Math.min(offset + length, cur.length);
+      const first = Math.floor(offset / CHUNK);
+      const base = first * CHUNK;
+      const stop = Math.min(Math.ceil(end / CHUNK) * CHUNK, cur.length);
+      const path = this.pathOf(pg, ino, index);
+      const fd = await this.acquire(path, false);
+      if (!fd) throw new FsError('CORRUPT', `block file ${path} missing, record has ${cur.length} bytes`);
+      try {
+        const buf = await readExact(fd.fh, base, stop - base, path);
+        verifyChunks(buf, base, cur, path);
+        return { result: Buffer.from(buf.subarray(offset - base, end - base)), rec: cur };
+      } finally {
+        this.release(path, fd);
+      }
+    });
+  }
+
+  /**
+   * Writes `data` at `offset` (offset + data.length <= blockSizeBytes); bytes
+   * between the old length and offset read as zeros. Durable on return.
+   * `data` is read when the write runs (it may wait behind others on the
+   * same block): the caller must not change it until the promise settles.
+   */
+  async write(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    offset: number,
+    data: Uint8Array,
+    rec: BlockRecord | undefined,
+    blockSizeBytes: number,
+  ): Promise<BlockRecord> {
+    checkUint('offset', offset);
+    checkUint('blockSizeBytes', blockSizeBytes);
+    if (offset + data.length > blockSizeBytes) {
+      throw new FsError(
+        'OUT_OF_RANGE',
+        `write of ${data.length} at ${offset} past block size ${blockSizeBytes}`,
+      );
+    }
+    const bytes = Buffer.from(data.buffer, data.byteOffset, data.length);
+    return this.serial(pg, ino, index, rec, async (cur) => {
+      checkRecord(cur, 'write');
+      const oldLen = cur?.length ?? 0;
+      if (bytes.length === 0) {
+        const same = cur ? { length: cur.length, sums: [...cur.sums] } : { length: 0, sums: [] };
+        return { result: same, rec: cur };
+      }
+      const dataEnd = offset + bytes.length;
+      const newLen = Math.max(oldLen, dataEnd);
+      // Rewritten range: from the old end when the write leaves a gap (the gap
+      // is written as zeros: the file may hold stale bytes past the record).
+      const start = Math.min(offset, oldLen);
+      const first = Math.floor(start / CHUNK);
+      const last = Math.ceil(dataEnd / CHUNK) - 1;
+      const base = first * CHUNK;
+      const stop = Math.min((last + 1) * CHUNK, newLen);
+      const buf = Buffer.alloc(stop - base);
+      const path = this.pathOf(pg, ino, index);
+      const fd = await this.acquire(path, true);
+      assert(fd, 'created handle');
+      try {
+        // Keep the old bytes of the edge chunks the write only partly covers.
+        for (const i of new Set([first, last])) {
+          const oldStart = i * CHUNK;
+          const oldEnd = Math.min(oldStart + CHUNK, oldLen);
+          if (oldEnd <= oldStart || (start <= oldStart && dataEnd >= oldEnd)) continue;
+          const old = await readExact(fd.fh, oldStart, oldEnd - oldStart, path);
+          verifyChunks(old, oldStart, cur!, path);
+          old.copy(buf, oldStart - base);
+        }
+        bytes.copy(buf, offset - base);
+        // buf now holds exactly what the file holds in [base, stop) after this
+        // write (kept old bytes, the zero gap, the data): the sums below hash it.
+        await writeExact(fd.fh, buf.subarray(start - base, dataEnd - base), start);
+        const sums = cur ? [...cur.sums] : [];
+        for (let i = first; i <= last; i++) {
+          const cs = i * CHUNK - base;
+          const ce = Math.min((i + 1) * CHUNK, newLen) - base;
+          assert(ce > cs && ce <= buf.length, `chunk ${i} extent ${cs}..${ce} inside ${buf.length}`);
+          sums[i] = chunkSum(buf.subarray(cs, ce));
+        }
+        assert(sums.length === chunkCount(newLen), `${sums.length} sums for ${newLen} bytes`);
+        await fd.fh.datasync();
+        const next = { length: newLen, sums };
+        return { result: { length: newLen, sums: [...sums] }, rec: next };
+      } finally {
+        this.release(path, fd);
+      }
+    });
+  }
+
+  /**
+   * Sets the block's length: shrinking drops bytes, growing adds zeros;
+   * length 0 deletes the file and returns undefined. Durable on return.
+   */
+  async truncate(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    length: number,
+    rec: BlockRecord | undefined,
+  ): Promise<BlockRecord | undefined> {
+    checkUint('length', length);
+    return this.serial(pg, ino, index, rec, async (cur) => {
+      checkRecord(cur, 'truncate');
+      const path = this.pathOf(pg, ino, index);
+      if (length === 0) {
+        await this.unlinkBlock(path);
+        return { result: undefined, rec: undefined };
+      }
+      const oldLen = cur?.length ?? 0;
+      if (cur && length === oldLen) return { result: { length, sums: [...cur.sums] }, rec: cur };
+      const keep = Math.min(oldLen, length);
+      const edge = Math.floor(keep / CHUNK);
+      const fd = await this.acquire(path, true);
+      assert(fd, 'created handle');
+      try {
+        // The chunk holding the cut keeps a prefix of its old bytes: verify them.
+        let edgeBytes: Buffer = Buffer.alloc(0);
+        if (keep % CHUNK !== 0) {
+          const oldStart = edge * CHUNK;
+          const old = await readExact(fd.fh, oldStart, Math.min(oldStart + CHUNK, oldLen) - oldStart, path);
+          verifyChunks(old, oldStart, cur!, path);
+          edgeBytes = old.subarray(0, keep - oldStart);
+        }
+        // Cut to what is kept first, so growth reads as zeros whatever lay past the old end.
+        await fd.fh.truncate(keep);
+        if (length > keep) await fd.fh.truncate(length);
+        const sums = cur ? cur.sums.slice(0, edge) : [];
+        for (let i = edge; i < chunkCount(length); i++) {
+          const cs = i * CHUNK;
+          const chunk = Buffer.alloc(Math.min(cs + CHUNK, length) - cs);
+          if (i === edge) edgeBytes.copy(chunk);
+          sums.push(chunkSum(chunk));
+        }
+        assert(sums.length === chunkCount(length), `${sums.length} sums for ${length} bytes`);
+        await fd.fh.datasync();
+        const next = { length, sums };
+        return { result: { length, sums: [...sums] }, rec: next };
+      } finally {
+        this.release(path, fd);
+      }
+    });
+  }
+
+  /** Removes the block file (absent is fine). */
+  async delete(pg: number, ino: bigint, index: bigint): Promise<void> {
+    return this.serial(pg, ino, index, undefined, async () => {
+      await this.unlinkBlock(this.pathOf(pg, ino, index));
+      return { result: undefined, rec: undefined };
+    });
+  }
+
+  // --- per-block serialization ---
+
+  private serial<T>(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    rec: BlockRecord | undefined,
+    fn: (cur: BlockRecord | undefined) => Promise<{ result: T; rec: BlockRecord | undefined }>,
+  ): Promise<T> {
+    if (this.state !== 'open') return Promise.reject(new Error(`BlockStore is ${this.state}`));
+    const key = this.pathOf(pg, ino, index);
+    let q = this.queues.get(key);
+    if (!q) {
+      q = { tail: Promise.resolve(), ops: 0, produced: false, rec: undefined };
+      this.queues.set(key, q);
+    }
+    const queue = q;
+    queue.ops++;
+    const run = queue.tail.then(async () => {
+      const out = await fn(queue.produced ? queue.rec : rec);
+      queue.produced = true;
+      queue.rec = out.rec;
+      return out.result;
+    });
+    queue.tail = run.then(
+      () => {},
+      () => {},
+    );
+    void queue.tail.then(() => {
+      if (--queue.ops === 0 && this.queues.get(key) === queue) this.queues.delete(key);
+    });
+    return run;
+  }
+
+  // --- files and the handle cache ---
+
+  private pgDir(pg: number): string {
+    assert(Number.isInteger(pg) && pg >= 0 && pg <= 0xffff, `pg ${pg}`);
+    return join(this.blocksDir, pg.toString(16).padStart(4, '0'));
+  }
+
+  /** The cached or newly opened handle of `path`, pinned; undefined if absent and !create. */
+  private async acquire(path: string, create: boolean): Promise<FdEntry | undefined> {
+    let e = this.fds.get(path);
+    if (e) {
+      this.fds.delete(path);
+      this.fds.set(path, e);
+      e.pins++;
+      return e;
+    }
+    let fh: FileHandle;
+    try {
+      fh = await openFile(path, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (!create) return undefined;
+      await this.ensurePgDir(path);
+      // Serialized per block: no one else creates this file now.
+      fh = await openFile(path, 'w+', 0o644);
+      // Make the new directory entry durable along with the data.
+      await syncDir(join(path, '..'));
+    }
+    e = { fh, pins: 1 };
+    this.fds.set(path, e);
+    this.trim();
+    return e;
+  }
+
+  private release(path: string, e: FdEntry): void {
+    e.pins--;
+    assert(e.pins >= 0, `handle of ${path} released twice`);
+    this.trim();
+  }
+
+  /** Closes unpinned handles, least recently used first, down to fdCacheMax. */
+  private trim(): void {
+    if (this.fds.size <= this.fdCacheMax) return;
+    for (const [path, e] of this.fds) {
+      if (this.fds.size <= this.fdCacheMax) break;
+      if (e.pins > 0) continue;
+      this.fds.delete(path);
+      this.closeHandle(e.fh);
+    }
+  }
+
+  private closeHandle(fh: FileHandle): void {
+    const p = fh.close().finally(() => this.closing.delete(p));
+    this.closing.add(p);
+  }
+
+  private async ensurePgDir(path: string): Promise<void> {
+    const dir = join(path, '..');
+    if (this.dirs.has(dir)) return;
+    const made = await mkdir(dir, { recursive: true });
+    if (made !== undefined) await syncDir(this.blocksDir);
+    this.dirs.add(dir);
+  }
+
+  private async unlinkBlock(path: string): Promise<void> {
+    const e = this.fds.get(path);
+    if (e) {
+      assert(e.pins === 0, `deleting ${path} while in use`);
+      this.fds.delete(path);
+      this.closeHandle(e.fh);
+    }
+    try {
+      await unlink(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await openFile(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Exactly `length` bytes at `position`; a short file is corruption (the record says the bytes exist). */
+async function readExact(fh: FileHandle, position: number, length: number, path: string): Promise<Buffer> {
+  const buf = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
+    if (bytesRead === 0) {
+      throw new FsError(
+        'CORRUPT',
+        `block file ${path} ends at ${position + done}, record needs ${position + length}`,
+      );
+    }
+    done += bytesRead;
+  }
+  return buf;
+}
+
+async function writeExact(fh: FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    assert(bytesWritten > 0, `write at ${position + done} made no progress`);
+    done += bytesWritten;
+  }
+  assert(done === data.length, 'wrote every byte');
+}
+
+/** Checks whole chunks `buf` (starting at chunk-aligned `base`) against the record. */
+function verifyChunks(buf: Buffer, base: number, rec: BlockRecord, path: string): void {
+  assert(base % CHUNK === 0, `chunk-aligned base ${base}`);
+  for (let off = 0; off < buf.length; off += CHUNK) {
+    const i = (base + off) / CHUNK;
+    const end = Math.min(off + CHUNK, buf.length);
+    assert(
+      base + end === Math.min((i + 1) * CHUNK, rec.length),
+      `chunk ${i} read as ${base + off}..${base + end} of ${rec.length}`,
+    );
+    const sum = chunkSum(buf.subarray(off, end));
+    if (sum !== rec.sums[i]) {
+      throw new FsError('CORRUPT', `block file ${path} chunk ${i}: xxhash64 ${sum}, record ${rec.sums[i]}`);
+    }
+  }
+}
