@@ -125,8 +125,13 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     GetAttr: unary('GetAttr', async (req: wire.GetAttrRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const { pg } = route(req.header, pgOfIno(i), false);
-      const inode = await brick.read(pg, (t) => brick.engine.getattr(t, i));
-      return attrReply(inode);
+      return brick.read(pg, async (t) => {
+        const inode = await brick.engine.getattr(t, i);
+        return attrReply(
+          inode,
+          req.wantInline && inode.inline ? await brick.engine.readInline(t, i) : undefined,
+        );
+      });
     }),
 
     SetAttr: unary('SetAttr', async (req: wire.SetAttrRequest__Output) => {

@@ -100,7 +100,7 @@ export class DunixFs implements FileSystem {
   async getattr(_caller: Caller, ino: bigint): Promise<AttrReply> {
     const r = await this.attrOf(ino);
     const file = this.files.get(ino);
-    if (file && !file.hasUnpublished) file.refresh(r.attr!, r.inlineData);
+    if (file && !file.hasUnpublished) file.refresh(r.attr!);
     return { attr: fuseAttr(r.attr!, file?.size), attrTtlMs: this.o.attrTtlMs };
   }
 
@@ -131,7 +131,7 @@ export class DunixFs implements FileSystem {
       if (from > c.size) await this.trimBlocks(ino, c.size, from);
       file?.truncated(c.size);
     }
-    file?.refresh(r.attr!, r.attr!.inline ? r.inlineData : undefined);
+    file?.refresh(r.attr!);
     return { attr: fuseAttr(r.attr!, file?.size), attrTtlMs: this.o.attrTtlMs };
   }
 
@@ -322,7 +322,7 @@ export class DunixFs implements FileSystem {
   }
 
   async write(
-    _caller: Caller,
+    caller: Caller,
     _ino: bigint,
     fh: bigint,
     offset: bigint,
@@ -330,7 +330,8 @@ export class DunixFs implements FileSystem {
     flags: number,
   ): Promise<number> {
     if (offset + BigInt(data.length) > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
-    return this.handle(fh).data.write(offset, data, (flags & FUSE_WRITE_KILL_SUIDGID) !== 0);
+    const writer = { uid: caller.uid, gid: caller.gid, groups: [], pid: caller.pid };
+    return this.handle(fh).data.write(offset, data, (flags & FUSE_WRITE_KILL_SUIDGID) !== 0, writer);
   }
 
   async flush(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {

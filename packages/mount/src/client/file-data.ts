@@ -45,6 +45,8 @@ export class FileData {
   private localEnd = 0n;
   private needsExtend = false;
   private killSuidgid = false;
+  /** Who wrote last: publishing acts for them (permission was checked at open). */
+  private writer: wire.Caller = { uid: 0, gid: 0, groups: [], pid: 0 };
   private readonly dirty = new Map<bigint, DirtyBlock>();
   private dirtyBytes = 0;
   private readonly inflight = new Set<Promise<void>>();
@@ -82,17 +84,35 @@ export class FileData {
     return this.inlineDirty || this.needsExtend || this.dirty.size > 0 || this.inflight.size > 0;
   }
 
-  /** New attributes from the server (after open, setattr, publish). */
+  /**
+   * New attributes from the server (open, getattr, setattr, publish).
+   * `inlineData` only when the reply carried the content (Open, GetAttr with
+   * want_inline); otherwise a changed data version marks our copy stale.
+   */
   refresh(attr: wire.Attr__Output, inlineData?: Buffer): void {
+    const changed = attr.dataVersion !== this.attr.dataVersion;
     this.attr = attr;
     if (!attr.inline) this.inlineData = undefined;
     else if (inlineData !== undefined && !this.inlineDirty) this.inlineData = inlineData;
+    else if (changed && !this.inlineDirty) this.inlineData = undefined;
   }
 
-  async write(offset: bigint, data: Buffer, killSuidgid: boolean): Promise<number> {
+  /** Fetches inline content we do not have (or have stale). */
+  private async loadInline(): Promise<void> {
+    const r = await this.api.read<wire.AttrReply__Output>(this.pg, 'GetAttr', {
+      ino: this.ino.toString(),
+      wantInline: true,
+    });
+    this.attr = r.attr!;
+    this.inlineData = r.attr!.inline ? r.inlineData : undefined;
+  }
+
+  async write(offset: bigint, data: Buffer, killSuidgid: boolean, writer: wire.Caller): Promise<number> {
     this.throwDeferred();
+    this.writer = writer;
     if (killSuidgid) this.killSuidgid = true;
     const end = offset + BigInt(data.length);
+    if (this.attr.inline && !this.inlineData) await this.loadInline();
     if (this.attr.inline && this.inlineData && end <= BigInt(this.inlineMax)) {
       const off = Number(offset);
       if (this.inlineData.length < off + data.length) {
@@ -232,6 +252,7 @@ export class FileData {
       const data = this.inlineData ?? Buffer.alloc(0);
       try {
         const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'WriteInline', {
+          caller: this.writer,
           ino: this.ino.toString(),
           offset: '0',
           data,
@@ -240,7 +261,8 @@ export class FileData {
         this.inlineDirty = false;
         this.killSuidgid = false;
         this.localEnd = 0n;
-        this.refresh(r.attr!);
+        // Our copy is what the server now holds: keep it.
+        this.attr = r.attr!;
         return;
       } catch (err) {
         if (!(err instanceof FsError) || err.code !== 'NOT_INLINE') throw err;
@@ -249,6 +271,7 @@ export class FileData {
     }
     if (this.needsExtend) {
       const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
+        caller: this.writer,
         ino: this.ino.toString(),
         end: this.localEnd.toString(),
         killSuidgid: this.killSuidgid,
@@ -266,6 +289,7 @@ export class FileData {
     if (offset >= fileSize || size === 0) return Buffer.alloc(0);
     const n = Number(fileSize - offset < BigInt(size) ? fileSize - offset : BigInt(size));
     const out = Buffer.alloc(n);
+    if (this.attr.inline && !this.inlineData) await this.loadInline();
     if (this.attr.inline) {
       const data = this.inlineData ?? Buffer.alloc(0);
       const off = Number(offset);

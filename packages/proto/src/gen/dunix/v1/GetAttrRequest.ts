@@ -7,9 +7,11 @@ import type { Long } from '@grpc/proto-loader';
 export interface GetAttrRequest {
   'header'?: (_dunix_v1_Header | null);
   'ino'?: (number | string | Long);
+  'wantInline'?: (boolean);
 }
 
 export interface GetAttrRequest__Output {
   'header': (_dunix_v1_Header__Output | null);
   'ino': (string);
+  'wantInline': (boolean);
 }
