@@ -57,6 +57,14 @@ export class Fixture {
     return out;
   }
 
+  /** Runs a read-only operation: the clock does not move and nothing is committed. */
+  async read<T>(op: (t: MetaTxn) => Promise<T>): Promise<T> {
+    const kvt = new KvTxn(this.kv);
+    const out = await op(new RecordTxn(kvt, this.clockNs, (pg) => this.alloc(pg)));
+    if (kvt.writes.size) throw new Error('read-only operation wrote');
+    return out;
+  }
+
   /** The error code an operation fails with, or 'OK'. Non-FsErrors are rethrown (bugs). */
   async code(op: (t: MetaTxn) => Promise<unknown>): Promise<string> {
     try {
@@ -82,7 +90,7 @@ export class Fixture {
   }
 
   stat(ino: bigint): Promise<InodeRecord> {
-    return this.run((t) => this.engine.getattr(t, ino));
+    return this.read((t) => this.engine.getattr(t, ino));
   }
 
   async mkdir(parent: bigint, name: string, mode = 0o755, cred: Cred = root): Promise<bigint> {
@@ -108,7 +116,7 @@ export class Fixture {
     const out: string[] = [];
     let cookie = 0n;
     for (;;) {
-      const page = await this.run((t) => this.engine.readdir(t, root, dir, cookie, pageSize));
+      const page = await this.read((t) => this.engine.readdir(t, root, dir, cookie, pageSize));
       for (const e of page.entries) {
         out.push(e.name.toString());
         cookie = e.dirent.cookie;
@@ -118,7 +126,7 @@ export class Fixture {
   }
 
   async lookupIno(parent: bigint, name: string): Promise<bigint> {
-    const r = await this.run((t) => this.engine.lookup(t, root, parent, b(name)));
+    const r = await this.read((t) => this.engine.lookup(t, root, parent, b(name)));
     return r.dirent.ino;
   }
 
@@ -129,6 +137,12 @@ export class Fixture {
     return rows
       .filter((r) => r.key.length >= 11 && inoOfKey(r.key) === ino && kindOfKey(r.key) !== KeyKind.log)
       .map((r) => kinds.get(kindOfKey(r.key)) ?? '?');
+  }
+
+  /** Every inode with an orphan mark. */
+  async orphans(): Promise<Set<bigint>> {
+    const rows = await this.kv.range({ lt: Buffer.alloc(4, 0xff) });
+    return new Set(rows.filter((r) => kindOfKey(r.key) === KeyKind.orphan).map((r) => inoOfKey(r.key)));
   }
 
   async isOrphan(ino: bigint): Promise<boolean> {
