@@ -514,3 +514,19 @@ t.test('failing operations buffer no write before they throw', async (t) => {
   ];
   for (const [code, op] of cases) t.same(await f.failure(op), { code, writes: 0 }, code);
 });
+
+t.test('broken invariants throw plain Errors, not FsErrors', async (t) => {
+  const f = await Fixture.make();
+  const d = await f.mkdir(ROOT, 'd');
+  await f.create(d, 'f');
+  // A directory record whose entry count lost track: removing the entry would go negative.
+  await f.run(async (tx) => tx.putInode({ ...(await tx.getInode(d))!, entries: 0 }));
+  const e1 = await f.run((tx) => f.engine.unlink(tx, root, d, b('f'))).catch((e: unknown) => e);
+  t.ok(e1 instanceof Error && !('code' in e1), 'negative entries');
+  t.match(String(e1), /invariant/);
+  // An entry naming an inode that does not exist.
+  await f.run(async (tx) => tx.putDirent(d, b('ghost'), { ino: 0xdeadn, type: 8, cookie: 99n }));
+  const e2 = await f.run((tx) => f.engine.unlink(tx, root, d, b('ghost'))).catch((e: unknown) => e);
+  t.ok(e2 instanceof Error && !('code' in e2), 'dangling entry');
+  t.match(String(e2), /invariant/);
+});
