@@ -277,7 +277,18 @@ export class NamespaceEngine implements NamespaceOps {
     ) {
       throw new FsError('NOT_PERMITTED', `chown of ${ino} to gid ${changes.gid}`);
     }
-    if (changes.mode !== undefined && !isOwnerOrRoot(cred, inode)) {
+    // The kernel clears suid/sgid after a write by a non-owner with a chmod
+    // in the writer's name (FUSE without handle_killpriv): allowed when it
+    // only drops those bits, since the writer already had write access.
+    const onlyDropsSetId =
+      changes.mode !== undefined &&
+      (changes.mode & ~(S_ISUID | S_ISGID)) === (inode.mode & 0o7777 & ~(S_ISUID | S_ISGID)) &&
+      (changes.mode & (S_ISUID | S_ISGID) & ~inode.mode) === 0 &&
+      changes.uid === undefined &&
+      changes.gid === undefined &&
+      changes.size === undefined &&
+      mayAccess(cred, inode, W_OK);
+    if (changes.mode !== undefined && !isOwnerOrRoot(cred, inode) && !onlyDropsSetId) {
       throw new FsError('NOT_PERMITTED', `chmod of ${ino}`);
     }
     const explicitTime = typeof changes.atimeNs === 'bigint' || typeof changes.mtimeNs === 'bigint';
