@@ -1,0 +1,906 @@
+#!/usr/bin/env node
+/* global fetch, AbortSignal */
+/**
+ * The one-command local cluster: etcd + 3 bricks + a FUSE mount on this
+ * machine, every daemon detached, listening on 127.0.0.1 only.
+ *
+ *   node deploy/local-cluster.mjs start|stop|status [--json] [options]
+ *
+ * `start` installs what is missing, builds, starts whatever of ours is not
+ * running, creates the volume once, mounts it, prints the status table and
+ * returns leaving the daemons running. Running it again only reports.
+ * `stop` unmounts and SIGTERMs our daemons by the PIDs in our pid files
+ * (SIGKILL only after a timeout); data stays. Plain Node ESM: no build step.
+ * Usage and the state-dir layout: deploy/README.md.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = {
+  etcd: '/usr/bin/etcd',
+  brickd: join(REPO, 'packages/brickd/dist/src/bin/brickd.js'),
+  dunixctl: join(REPO, 'packages/coord/dist/src/bin/dunixctl.js'),
+  mountHelper: join(REPO, 'packages/mount/dist/src/bin/mount-helper.cjs'),
+};
+const MOUNT_WRAPPER = '/sbin/mount.dunixfs';
+const LOOPBACK = '127.0.0.1';
+const BRICKS = ['b1', 'b2', 'b3'];
+const FSTYPE = 'fuse.dunixfs';
+
+/** Bounds of every wait, in one place. */
+const limits = {
+  etcdReadyMs: 30_000,
+  bricksReadyMs: 60_000,
+  brickStopMs: 20_000,
+  etcdStopMs: 15_000,
+  umountTries: 5,
+  umountRetryMs: 1_000,
+  statMountMs: 5_000,
+  etcdRequestMs: 2_000,
+  dunixctlMs: 5_000,
+  pollMs: 100,
+  logTailLines: 8,
+};
+
+class UserError extends Error {}
+const fail = (msg) => {
+  throw new UserError(msg);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const say = (msg) => process.stdout.write(`[dunix] ${msg}\n`);
+
+// ---------------------------------------------------------------- config
+
+const USAGE = `usage: node deploy/local-cluster.mjs start|stop|status [options]
+  --state DIR        state dir          ($DUNIX_STATE, default /var/lib/dunix)
+  --mount DIR        mount point        ($DUNIX_MOUNT, default /mnt/dunix)
+  --volume NAME      volume name        ($DUNIX_VOLUME, default dunix)
+  --etcd-port N      etcd client port   ($DUNIX_ETCD_PORT, default 2379)
+  --etcd-peer-port N etcd peer port     ($DUNIX_ETCD_PEER_PORT, default client port + 1)
+  --brick-port N     first brick port; bricks use N, N+1, N+2 ($DUNIX_BRICK_PORT, default 7101)
+  --pgs N            PGs of a new volume ($DUNIX_PGS, default 256)
+  --no-install       start: skip apt and npm ci ($DUNIX_NO_INSTALL=1)
+  --no-build         start: skip npm run build ($DUNIX_NO_BUILD=1)
+  --json             status: print JSON
+Options not given reuse the values the state dir's last start recorded (STATE/cluster.json).`;
+
+function intValue(name, v, min, max) {
+  if (!/^[0-9]+$/.test(String(v)) || Number(v) < min || Number(v) > max) {
+    fail(`${name} must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
+  }
+  return Number(v);
+}
+
+function parseCli(argv) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        state: { type: 'string' },
+        mount: { type: 'string' },
+        volume: { type: 'string' },
+        'etcd-port': { type: 'string' },
+        'etcd-peer-port': { type: 'string' },
+        'brick-port': { type: 'string' },
+        pgs: { type: 'string' },
+        'no-install': { type: 'boolean' },
+        'no-build': { type: 'boolean' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    fail(`${e.message}\n${USAGE}`);
+  }
+  return parsed;
+}
+
+/** flag > environment > what the last start recorded > default. */
+function resolveConfig(values, env) {
+  const stateDir = resolve(values.state ?? env.DUNIX_STATE ?? '/var/lib/dunix');
+  let recorded = {};
+  try {
+    recorded = JSON.parse(readFileSync(join(stateDir, 'cluster.json'), 'utf8'));
+  } catch {
+    // none yet
+  }
+  const pick = (flag, envName, key, dflt) => values[flag] ?? env[envName] ?? recorded[key] ?? dflt;
+  const etcdPort = intValue('etcd port', pick('etcd-port', 'DUNIX_ETCD_PORT', 'etcdPort', 2379), 1, 65535);
+  const cfg = {
+    stateDir,
+    mountPoint: resolve(pick('mount', 'DUNIX_MOUNT', 'mountPoint', '/mnt/dunix')),
+    volume: String(pick('volume', 'DUNIX_VOLUME', 'volume', 'dunix')),
+    etcdPort,
+    // The peer port follows an explicitly chosen client port unless it is chosen too.
+    etcdPeerPort: intValue(
+      'etcd peer port',
+      values['etcd-peer-port'] ??
+        env.DUNIX_ETCD_PEER_PORT ??
+        ((values['etcd-port'] ?? env.DUNIX_ETCD_PORT) ? undefined : recorded.etcdPeerPort) ??
+        etcdPort + 1,
+      1,
+      65535,
+    ),
+    brickPort: intValue('brick port', pick('brick-port', 'DUNIX_BRICK_PORT', 'brickPort', 7101), 1, 65533),
+    pgs: intValue('PG count', pick('pgs', 'DUNIX_PGS', 'pgs', 256), 1, 65536),
+    install: !(values['no-install'] || env.DUNIX_NO_INSTALL === '1'),
+    build: !(values['no-build'] || env.DUNIX_NO_BUILD === '1'),
+    json: Boolean(values.json),
+  };
+  if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(cfg.volume)) fail(`bad volume name ${JSON.stringify(cfg.volume)}`);
+  if ((cfg.pgs & (cfg.pgs - 1)) !== 0) fail(`PG count ${cfg.pgs} is not a power of two`);
+  const ports = [cfg.etcdPort, cfg.etcdPeerPort, ...BRICKS.map((_, i) => cfg.brickPort + i)];
+  if (new Set(ports).size !== ports.length) fail(`ports overlap: ${ports.join(', ')}`);
+  cfg.endpoint = `http://${LOOPBACK}:${cfg.etcdPort}`;
+  cfg.spec = `${LOOPBACK}:${cfg.etcdPort}/${cfg.volume}`;
+  cfg.etcdDir = join(stateDir, 'etcd');
+  cfg.logDir = join(stateDir, 'logs');
+  cfg.runDir = join(stateDir, 'run');
+  cfg.bricks = BRICKS.map((name, i) => ({
+    name,
+    port: cfg.brickPort + i,
+    dataDir: join(stateDir, 'bricks', name),
+    pidFile: join(cfg.runDir, `brick-${name}.pid`),
+    logFile: join(cfg.logDir, `brick-${name}.log`),
+  }));
+  cfg.etcd = {
+    pidFile: join(cfg.runDir, 'etcd.pid'),
+    logFile: join(cfg.logDir, 'etcd.log'),
+  };
+  cfg.mountLog = join(cfg.logDir, 'mount.log');
+  return cfg;
+}
+
+function recordConfig(cfg) {
+  const keep = ['mountPoint', 'volume', 'etcdPort', 'etcdPeerPort', 'brickPort', 'pgs'];
+  writeAtomic(
+    join(cfg.stateDir, 'cluster.json'),
+    JSON.stringify(Object.fromEntries(keep.map((k) => [k, cfg[k]])), null, 2) + '\n',
+  );
+}
+
+function writeAtomic(path, text, mode = 0o644) {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text, { mode });
+  renameSync(tmp, path);
+}
+
+// ---------------------------------------------------------------- processes
+
+function readPid(pidFile) {
+  try {
+    const n = Number(readFileSync(pidFile, 'utf8').trim());
+    return Number.isInteger(n) && n > 1 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function cmdline(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Alive and not a zombie (a reparented daemon may wait for a reaper that never comes). */
+function alive(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+function exeName(pid) {
+  try {
+    return basename(readlinkSync(`/proc/${pid}/exe`));
+  } catch {
+    return undefined;
+  }
+}
+
+function isOurEtcd(pid, cfg) {
+  const argv = cmdline(pid);
+  return (
+    alive(pid) &&
+    argv !== undefined &&
+    (exeName(pid) === 'etcd' || basename(argv[0] ?? '') === 'etcd') &&
+    argv.includes(`--data-dir=${cfg.etcdDir}`)
+  );
+}
+
+function isOurBrick(pid, brick) {
+  const argv = cmdline(pid);
+  if (!alive(pid) || !argv) return false;
+  const i = argv.indexOf('--data');
+  return argv.some((a) => a.endsWith('/brickd.js')) && i >= 0 && argv[i + 1] === brick.dataDir;
+}
+
+/** The pid in the file when it is alive and ours; a stale file is removed. */
+function ourPid(pidFile, isOurs) {
+  const pid = readPid(pidFile);
+  if (pid === undefined) return undefined;
+  if (isOurs(pid)) return pid;
+  rmSync(pidFile, { force: true });
+  return undefined;
+}
+
+function argValue(argv, flag) {
+  const eq = argv.find((a) => a.startsWith(`${flag}=`));
+  if (eq) return eq.slice(flag.length + 1);
+  const i = argv.indexOf(flag);
+  return i >= 0 ? argv[i + 1] : undefined;
+}
+
+/** Starts a daemon in its own session, output appended to logFile; returns its pid. */
+function spawnDetached(cmd, args, { logFile, pidFile, env, cwd }) {
+  const fd = openSync(logFile, 'a');
+  writeFileSync(
+    fd,
+    `--- ${new Date().toISOString()} started by local-cluster.mjs: ${cmd} ${args.join(' ')}\n`,
+  );
+  let child;
+  try {
+    child = spawn(cmd, args, { detached: true, stdio: ['ignore', fd, fd], env, cwd });
+  } finally {
+    closeSync(fd);
+  }
+  if (!child.pid) fail(`could not start ${cmd}`);
+  child.on('error', () => undefined);
+  child.unref();
+  writeAtomic(pidFile, `${child.pid}\n`);
+  return child.pid;
+}
+
+function logTail(logFile, n = limits.logTailLines) {
+  try {
+    const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
+    return lines
+      .slice(-n)
+      .map((l) => `    ${l}`)
+      .join('\n');
+  } catch {
+    return '    (no log)';
+  }
+}
+
+async function terminate(name, pid, timeoutMs) {
+  if (!alive(pid)) return 'not running';
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) return 'stopped';
+    await sleep(limits.pollMs);
+  }
+  say(`${name} (pid ${pid}) ignored SIGTERM for ${timeoutMs / 1000} s; sending SIGKILL`);
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // exited meanwhile
+  }
+  for (let i = 0; i < 50 && alive(pid); i++) await sleep(limits.pollMs);
+  return alive(pid) ? 'still running after SIGKILL' : 'killed';
+}
+
+// ---------------------------------------------------------------- ports
+
+function portFree(port) {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once('error', () => res(false));
+    srv.listen(port, LOOPBACK, () => srv.close(() => res(true)));
+  });
+}
+
+/** "pid 123 (etcd)" of the listener on a TCP port, from ss; '' when unknown. */
+function portOwner(port) {
+  const r = spawnSync('ss', ['-Hltnp', `sport = :${port}`], { encoding: 'utf8' });
+  const m = /users:\(\("([^"]*)",pid=(\d+)/.exec(r.stdout ?? '');
+  return m ? `pid ${m[2]} (${m[1]})` : '';
+}
+
+async function requirePortFree(what, port, envName) {
+  if (await portFree(port)) return;
+  const owner = portOwner(port);
+  fail(
+    `${what} port ${port} is in use by ${owner || 'another process'}, not by this cluster; ` +
+      `stop it or choose another port (${envName})`,
+  );
+}
+
+// ---------------------------------------------------------------- etcd over HTTP
+
+const b64 = (s) => Buffer.from(s).toString('base64');
+const unb64 = (s) => Buffer.from(s ?? '', 'base64').toString();
+
+async function etcdHealthy(endpoint) {
+  try {
+    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(limits.etcdRequestMs) });
+    return res.ok && (await res.json()).health === 'true';
+  } catch {
+    return false;
+  }
+}
+
+/** Keys under a prefix, as {key: value}, via etcd's JSON gateway. */
+async function etcdPrefix(endpoint, prefix) {
+  const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+  const res = await fetch(`${endpoint}/v3/kv/range`, {
+    method: 'POST',
+    body: JSON.stringify({ key: b64(prefix), range_end: b64(end) }),
+    signal: AbortSignal.timeout(limits.etcdRequestMs),
+  });
+  if (!res.ok) throw new Error(`etcd range ${prefix}: HTTP ${res.status}`);
+  const body = await res.json();
+  return Object.fromEntries((body.kvs ?? []).map((kv) => [unb64(kv.key), unb64(kv.value)]));
+}
+
+const volumeKey = (volume) => `/dunix/v1/volumes/${volume}/`;
+
+function brickId(brick) {
+  try {
+    return JSON.parse(readFileSync(join(brick.dataDir, 'brick.json'), 'utf8')).id;
+  } catch {
+    return undefined;
+  }
+}
+
+function dunixctl(cfg, args) {
+  return spawnSync(
+    process.execPath,
+    [BIN.dunixctl, '--etcd', cfg.endpoint, '--timeout', String(limits.dunixctlMs), ...args],
+    { encoding: 'utf8', timeout: limits.dunixctlMs + 5_000 },
+  );
+}
+
+// ---------------------------------------------------------------- mounts
+
+const unescapeMount = (s) => s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+
+function mountsAt(path) {
+  const out = [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    if (!line) continue;
+    const [left, right] = line.split(' - ');
+    const mp = unescapeMount(left.split(' ')[4]);
+    const [fstype, source] = (right ?? '').split(' ');
+    if (path === undefined || mp === path)
+      out.push({ mountpoint: mp, fstype, source: unescapeMount(source) });
+  }
+  return out;
+}
+
+/** 'ok', 'stale' (ENOTCONN: the client is gone) or 'hung' (no answer in time). */
+async function probeMount(path) {
+  const timeout = sleep(limits.statMountMs).then(() => 'hung');
+  const probe = stat(path).then(
+    () => 'ok',
+    (e) => (e.code === 'ENOTCONN' ? 'stale' : 'ok'),
+  );
+  return Promise.race([probe, timeout]);
+}
+
+/** "pid (comm)" of processes whose cwd, root or an open file is under path: what keeps a mount busy. */
+function usersOf(path) {
+  const out = [];
+  const under = (p) => p === path || p.startsWith(`${path}/`);
+  for (const pid of readdirSync('/proc').filter((d) => /^[0-9]+$/.test(d))) {
+    const links = ['cwd', 'root'].map((l) => `/proc/${pid}/${l}`);
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) links.push(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      // gone, or not ours to read
+    }
+    const hit = links.some((l) => {
+      try {
+        return under(readlinkSync(l));
+      } catch {
+        return false;
+      }
+    });
+    if (hit) out.push(`${pid} (${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`);
+  }
+  return out;
+}
+
+function umount(args) {
+  const r = spawnSync('umount', args, { encoding: 'utf8' });
+  return { ok: r.status === 0, err: (r.stderr || '').trim() };
+}
+
+// ---------------------------------------------------------------- status
+
+async function collectStatus(cfg) {
+  const etcdPid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
+  const runningPort = etcdPid ? argValue(cmdline(etcdPid), '--listen-client-urls') : undefined;
+  const healthy = etcdPid ? await etcdHealthy(cfg.endpoint) : false;
+  const status = {
+    stateDir: cfg.stateDir,
+    etcd: {
+      pid: etcdPid ?? null,
+      port: cfg.etcdPort,
+      peerPort: cfg.etcdPeerPort,
+      alive: etcdPid !== undefined,
+      healthy,
+      endpoint: runningPort ?? cfg.endpoint,
+      log: cfg.etcd.logFile,
+    },
+    bricks: [],
+    volume: { name: cfg.volume, exists: false },
+    mount: { path: cfg.mountPoint, mounted: false, state: 'not mounted', source: null },
+    ok: false,
+  };
+  // One read of the volume's keys (layout: packages/coord/src/keys.ts) answers everything below.
+  const alive = {};
+  const members = {};
+  const placement = [];
+  let config;
+  if (healthy) {
+    try {
+      const kv = await etcdPrefix(cfg.endpoint, volumeKey(cfg.volume));
+      for (const [k, v] of Object.entries(kv)) {
+        const m = /\/(config|alive|members|placement)(?:\/([^/]+))?$/.exec(
+          k.slice(volumeKey(cfg.volume).length - 1),
+        );
+        if (!m) continue;
+        if (m[1] === 'config') config = JSON.parse(v);
+        else if (m[1] === 'alive') alive[m[2]] = true;
+        else if (m[1] === 'members') members[m[2]] = true;
+        else placement.push(JSON.parse(v));
+      }
+    } catch (e) {
+      status.volume.error = e.message;
+    }
+  }
+  for (const b of cfg.bricks) {
+    const pid = ourPid(b.pidFile, (p) => isOurBrick(p, b));
+    const id = brickId(b);
+    status.bricks.push({
+      name: b.name,
+      pid: pid ?? null,
+      port: b.port,
+      alive: pid !== undefined,
+      id: id ?? null,
+      registered: Boolean(id && members[id]),
+      live: Boolean(id && alive[id]),
+      dataDir: b.dataDir,
+      log: b.logFile,
+    });
+  }
+  if (config) {
+    const up = (pg) => pg.bricks.filter((id) => alive[id]).length;
+    Object.assign(status.volume, {
+      exists: true,
+      pgCount: config.pgCount,
+      replicas: config.replicas,
+      bricks: Object.keys(members).length,
+      bricksAlive: Object.keys(members).filter((id) => alive[id]).length,
+      pgsDegraded: placement.filter((pg) => up(pg) < pg.bricks.length).length,
+      pgsUnavailable:
+        placement.filter((pg) => up(pg) === 0).length + Math.max(0, config.pgCount - placement.length),
+    });
+  }
+  const m = mountsAt(cfg.mountPoint).filter((x) => x.fstype === FSTYPE);
+  if (m.length > 0) {
+    const probe = await probeMount(cfg.mountPoint);
+    Object.assign(status.mount, {
+      mounted: probe === 'ok',
+      state: probe === 'ok' ? 'mounted' : probe === 'stale' ? 'stale (client gone)' : 'not answering',
+      source: m[m.length - 1].source,
+    });
+  }
+  status.ok =
+    status.etcd.healthy &&
+    status.bricks.every((b) => b.alive && b.live) &&
+    status.volume.exists &&
+    status.volume.pgsUnavailable === 0 &&
+    status.mount.mounted;
+  return status;
+}
+
+function table(rows) {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => String(c).padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+function renderStatus(s) {
+  const yes = (b) => (b ? 'yes' : 'no');
+  const rows = [['COMPONENT', 'PID', 'PORT', 'ALIVE', 'DETAIL']];
+  rows.push([
+    'etcd',
+    s.etcd.pid ?? '-',
+    s.etcd.port,
+    yes(s.etcd.alive),
+    s.etcd.alive ? (s.etcd.healthy ? `healthy, ${s.etcd.endpoint}` : 'not healthy') : `log ${s.etcd.log}`,
+  ]);
+  for (const b of s.bricks) {
+    const detail = !b.alive
+      ? `log ${b.log}`
+      : b.live
+        ? `registered, id ${b.id}`
+        : `not registered in etcd yet${b.id ? `, id ${b.id}` : ''}`;
+    rows.push([`brick ${b.name}`, b.pid ?? '-', b.port, yes(b.alive), detail]);
+  }
+  const v = s.volume;
+  let vDetail = 'does not exist';
+  if (v.exists && v.pgCount !== undefined) {
+    vDetail =
+      `${v.pgCount} PGs, ${v.replicas} replica(s), bricks ${v.bricksAlive}/${v.bricks} alive, ` +
+      `PGs unavailable ${v.pgsUnavailable}`;
+  } else if (v.exists) vDetail = `exists (${v.error ?? 'status unknown'})`;
+  else if (!s.etcd.healthy) vDetail = 'unknown (etcd down)';
+  rows.push([`volume ${v.name}`, '-', '-', yes(v.exists && v.pgsUnavailable === 0), vDetail]);
+  rows.push([
+    `mount ${s.mount.path}`,
+    '-',
+    '-',
+    yes(s.mount.mounted),
+    s.mount.source ? `${s.mount.state}, ${s.mount.source}` : s.mount.state,
+  ]);
+  return `${table(rows)}\nstate dir ${s.stateDir}: ${s.ok ? 'cluster is up' : 'cluster is NOT fully up'}\n`;
+}
+
+function stopHint(cfg) {
+  const envs = [];
+  if (cfg.stateDir !== '/var/lib/dunix') envs.push(`DUNIX_STATE=${cfg.stateDir}`);
+  const prefix = envs.length ? `${envs.join(' ')} ` : '';
+  return (
+    `stop it with: ${prefix}npm stop   (or ${prefix}node deploy/local-cluster.mjs stop); ` +
+    `data stays in ${cfg.stateDir}`
+  );
+}
+
+// ---------------------------------------------------------------- start
+
+function run(cmd, args, what) {
+  const r = spawnSync(cmd, args, { cwd: REPO, stdio: 'inherit' });
+  if (r.status !== 0) fail(`${what} failed (${cmd} ${args.join(' ')}: exit ${r.status ?? r.signal})`);
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  const detail = await fn();
+  say(`${name}${detail ? `: ${detail}` : ''} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+function mtimeMs(path) {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return undefined;
+  }
+}
+
+function installAndBuild(cfg) {
+  if (cfg.install) {
+    run('bash', ['scripts/install-deps.sh'], 'installing system packages');
+    const lock = mtimeMs(join(REPO, 'package-lock.json'));
+    const installed = mtimeMs(join(REPO, 'node_modules/.package-lock.json'));
+    if (installed === undefined || (lock !== undefined && installed < lock)) {
+      say('node_modules is missing or older than package-lock.json: npm ci');
+      run('npm', ['ci', '--no-audit', '--no-fund'], 'npm ci');
+    }
+  }
+  if (cfg.build) {
+    const build = (args) =>
+      spawnSync('npx', ['tsc', '-b', ...args], { cwd: REPO, stdio: 'inherit' }).status === 0;
+    // A broken test file elsewhere must not keep the daemons from building.
+    if (!build([]) && !build(['packages/proto', 'packages/coord', 'packages/brickd', 'packages/mount'])) {
+      if (!Object.values(BIN).every((f) => existsSync(f))) fail('the build failed (errors above)');
+      say('WARNING: the build failed (errors above); running the dist built before, which may be stale');
+    }
+  }
+  for (const f of Object.values(BIN))
+    if (!existsSync(f)) fail(`${f} is missing: build first (npm run build)`);
+}
+
+function installMountWrapper() {
+  const text =
+    '#!/bin/sh\n' +
+    '# mount(8) helper for `mount -t dunixfs` and fstab entries; installed by\n' +
+    `# ${join(REPO, 'deploy/local-cluster.mjs')}.\n` +
+    `exec ${process.execPath} ${BIN.mountHelper} "$@"\n`;
+  let old;
+  try {
+    old = readFileSync(MOUNT_WRAPPER, 'utf8');
+  } catch {
+    old = undefined;
+  }
+  if (old === text) return 'up to date';
+  writeAtomic(MOUNT_WRAPPER, text, 0o755);
+  return old === undefined ? 'installed' : 'updated';
+}
+
+function daemonEnv(strip) {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !strip.some((p) => k.startsWith(p))));
+}
+
+async function startEtcd(cfg) {
+  const pid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
+  if (pid !== undefined) {
+    const url = argValue(cmdline(pid), '--listen-client-urls');
+    if (url !== cfg.endpoint) {
+      fail(`etcd of this state dir runs (pid ${pid}) on ${url}, not ${cfg.endpoint}: stop the cluster first`);
+    }
+    if (!(await etcdHealthy(cfg.endpoint))) await waitEtcd(cfg, pid);
+    return `already running, pid ${pid}`;
+  }
+  await requirePortFree('etcd client', cfg.etcdPort, 'DUNIX_ETCD_PORT');
+  await requirePortFree('etcd peer', cfg.etcdPeerPort, 'DUNIX_ETCD_PEER_PORT');
+  const client = `http://${LOOPBACK}:${cfg.etcdPort}`;
+  const peer = `http://${LOOPBACK}:${cfg.etcdPeerPort}`;
+  const name = 'dunix-local';
+  const args = [
+    `--name=${name}`,
+    `--data-dir=${cfg.etcdDir}`,
+    `--listen-client-urls=${client}`,
+    `--advertise-client-urls=${client}`,
+    `--listen-peer-urls=${peer}`,
+    `--initial-advertise-peer-urls=${peer}`,
+    `--initial-cluster=${name}=${peer}`,
+    '--initial-cluster-state=new',
+    '--initial-cluster-token=dunix-local',
+    // Placement of the largest volume (65536 PGs + config) goes in one transaction.
+    '--max-txn-ops=65600',
+    `--max-request-bytes=${32 * 1024 * 1024}`,
+    '--logger=zap',
+    '--log-level=warn',
+  ];
+  // No ETCD_* variable may override the flags (a listen address above all).
+  const newPid = spawnDetached(BIN.etcd, args, {
+    logFile: cfg.etcd.logFile,
+    pidFile: cfg.etcd.pidFile,
+    env: daemonEnv(['ETCD_']),
+    cwd: cfg.stateDir,
+  });
+  await waitEtcd(cfg, newPid);
+  return `started, pid ${newPid}, ${client}`;
+}
+
+async function waitEtcd(cfg, pid) {
+  const deadline = Date.now() + limits.etcdReadyMs;
+  while (!(await etcdHealthy(cfg.endpoint))) {
+    if (!alive(pid)) {
+      rmSync(cfg.etcd.pidFile, { force: true });
+      fail(`etcd exited before it was ready; log ${cfg.etcd.logFile}:\n${logTail(cfg.etcd.logFile)}`);
+    }
+    if (Date.now() > deadline) {
+      fail(`etcd (pid ${pid}) not healthy after ${limits.etcdReadyMs / 1000} s; log ${cfg.etcd.logFile}`);
+    }
+    await sleep(limits.pollMs);
+  }
+}
+
+async function startBricks(cfg) {
+  const pids = new Map();
+  const started = [];
+  for (const b of cfg.bricks) {
+    const pid = ourPid(b.pidFile, (p) => isOurBrick(p, b));
+    if (pid !== undefined) {
+      const listen = argValue(cmdline(pid), '--listen');
+      if (listen !== `${LOOPBACK}:${b.port}`) {
+        fail(
+          `brick ${b.name} runs (pid ${pid}) on ${listen}, not ${LOOPBACK}:${b.port}: stop the cluster first`,
+        );
+      }
+      pids.set(b, pid);
+      continue;
+    }
+    await requirePortFree(`brick ${b.name}`, b.port, 'DUNIX_BRICK_PORT');
+    mkdirSync(b.dataDir, { recursive: true });
+    const args = [
+      BIN.brickd,
+      '--data',
+      b.dataDir,
+      '--listen',
+      `${LOOPBACK}:${b.port}`,
+      '--etcd',
+      cfg.endpoint,
+      '--volume',
+      cfg.volume,
+      '--replicas',
+      '1',
+    ];
+    pids.set(
+      b,
+      spawnDetached(process.execPath, args, { logFile: b.logFile, pidFile: b.pidFile, cwd: cfg.stateDir }),
+    );
+    started.push(b.name);
+  }
+  // Ready = each brick's liveness key is in etcd (it registered; volume create needs that).
+  const deadline = Date.now() + limits.bricksReadyMs;
+  for (;;) {
+    for (const [b, pid] of pids) {
+      if (!alive(pid)) {
+        rmSync(b.pidFile, { force: true });
+        fail(`brick ${b.name} exited; log ${b.logFile}:\n${logTail(b.logFile)}`);
+      }
+    }
+    let live = {};
+    try {
+      live = await etcdPrefix(cfg.endpoint, `${volumeKey(cfg.volume)}alive/`);
+    } catch {
+      live = {};
+    }
+    const waiting = cfg.bricks.filter((b) => {
+      const id = brickId(b);
+      return !id || !(`${volumeKey(cfg.volume)}alive/${id}` in live);
+    });
+    if (waiting.length === 0) break;
+    if (Date.now() > deadline) {
+      fail(
+        `bricks ${waiting.map((b) => b.name).join(', ')} did not register in etcd within ` +
+          `${limits.bricksReadyMs / 1000} s; logs in ${cfg.logDir}`,
+      );
+    }
+    await sleep(limits.pollMs);
+  }
+  const pidList = cfg.bricks.map((b) => `${b.name}=${pids.get(b)}`).join(' ');
+  return started.length
+    ? `started ${started.join(', ')}; pids ${pidList}`
+    : `already running, pids ${pidList}`;
+}
+
+async function ensureVolume(cfg) {
+  const configKey = `${volumeKey(cfg.volume)}config`;
+  const exists = async () => configKey in (await etcdPrefix(cfg.endpoint, configKey));
+  if (await exists()) return `${cfg.volume} exists`;
+  const r = dunixctl(cfg, ['volume', 'create', cfg.volume, '--pgs', String(cfg.pgs), '--replicas', '1']);
+  if (r.status !== 0) {
+    if (await exists()) return `${cfg.volume} exists (created concurrently)`;
+    fail(`creating volume ${cfg.volume} failed: ${(r.stderr || r.stdout).trim()}`);
+  }
+  return `created ${cfg.volume} with ${cfg.pgs} PGs`;
+}
+
+async function ensureMounted(cfg) {
+  const here = mountsAt(cfg.mountPoint);
+  const ours = here.filter((m) => m.fstype === FSTYPE);
+  if (ours.length > 0) {
+    const probe = await probeMount(cfg.mountPoint);
+    if (probe === 'ok') return `already mounted (${ours[ours.length - 1].source})`;
+    if (probe === 'hung') fail(`${cfg.mountPoint} is mounted but does not answer; run stop, then start`);
+    say(`${cfg.mountPoint}: stale dunixfs mount (client gone): umount -l`);
+    const u = umount(['-l', cfg.mountPoint]);
+    if (!u.ok) fail(`umount -l ${cfg.mountPoint} failed: ${u.err}`);
+  } else if (here.length > 0) {
+    const m = here[here.length - 1];
+    fail(
+      `${cfg.mountPoint} already has a ${m.fstype} mount (${m.source}); choose another mount point (DUNIX_MOUNT)`,
+    );
+  }
+  mkdirSync(cfg.mountPoint, { recursive: true });
+  const r = spawnSync('mount', ['-t', 'dunixfs', cfg.spec, cfg.mountPoint, '-o', `log=${cfg.mountLog}`], {
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) {
+    fail(`mount -t dunixfs ${cfg.spec} ${cfg.mountPoint} failed:\n${(r.stderr || r.stdout).trimEnd()}`);
+  }
+  return `mounted ${cfg.spec} on ${cfg.mountPoint} (client log ${cfg.mountLog})`;
+}
+
+async function cmdStart(cfg) {
+  if (process.getuid?.() !== 0) fail('start needs root (apt, /dev/fuse, mount)');
+  const t0 = Date.now();
+  for (const d of [cfg.stateDir, cfg.logDir, cfg.runDir]) mkdirSync(d, { recursive: true });
+  await step('dependencies and build', () => {
+    installAndBuild(cfg);
+    return cfg.install || cfg.build ? 'ok' : 'skipped';
+  });
+  await step(MOUNT_WRAPPER, () => installMountWrapper());
+  await step('etcd', () => startEtcd(cfg));
+  recordConfig(cfg); // stop and status of this state dir use it
+  await step('bricks', () => startBricks(cfg));
+  await step('volume', () => ensureVolume(cfg));
+  await step('mount', () => ensureMounted(cfg));
+  const s = await collectStatus(cfg);
+  process.stdout.write(`\n${renderStatus(s)}`);
+  say(`start took ${((Date.now() - t0) / 1000).toFixed(1)} s; ${stopHint(cfg)}`);
+  return s.ok ? 0 : 1;
+}
+
+// ---------------------------------------------------------------- stop
+
+async function unmountOurs(cfg) {
+  const isOurs = () => mountsAt(cfg.mountPoint).some((m) => m.fstype === FSTYPE);
+  if (!isOurs()) return 'not mounted';
+  for (let i = 1; i <= limits.umountTries; i++) {
+    const u = umount([cfg.mountPoint]);
+    if (u.ok || !isOurs()) return `unmounted ${cfg.mountPoint}`;
+    if (/not connected/i.test(u.err)) break; // stale: only a lazy unmount helps
+    const users = usersOf(cfg.mountPoint);
+    say(
+      `umount: ${u.err} (try ${i}/${limits.umountTries}${users.length ? `; in use by ${users.join(', ')}` : ''})`,
+    );
+    await sleep(limits.umountRetryMs);
+  }
+  const u = umount(['-l', cfg.mountPoint]);
+  if (!u.ok && isOurs()) fail(`umount -l ${cfg.mountPoint} failed: ${u.err}`);
+  return `lazily unmounted ${cfg.mountPoint} (was busy or stale; the client exits when the last file closes)`;
+}
+
+async function cmdStop(cfg) {
+  if (process.getuid?.() !== 0) fail('stop needs root (umount, signals to root daemons)');
+  await step('mount', () => unmountOurs(cfg));
+  const others = mountsAt()
+    .filter((m) => m.fstype === FSTYPE && m.source.startsWith(`${LOOPBACK}:${cfg.etcdPort}/`))
+    .map((m) => m.mountpoint);
+  if (others.length) say(`warning: still mounted from this cluster (left alone): ${others.join(', ')}`);
+  await step('bricks', async () => {
+    const results = await Promise.all(
+      cfg.bricks.map(async (b) => {
+        const pid = ourPid(b.pidFile, (p) => isOurBrick(p, b));
+        const r =
+          pid === undefined ? 'not running' : await terminate(`brick ${b.name}`, pid, limits.brickStopMs);
+        if (!pid || !alive(pid)) rmSync(b.pidFile, { force: true });
+        return `${b.name} ${r}`;
+      }),
+    );
+    return results.join(', ');
+  });
+  await step('etcd', async () => {
+    const pid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
+    const r = pid === undefined ? 'not running' : await terminate('etcd', pid, limits.etcdStopMs);
+    if (!pid || !alive(pid)) rmSync(cfg.etcd.pidFile, { force: true });
+    return r;
+  });
+  say(`stopped; data stays in ${cfg.stateDir}`);
+  return 0;
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(argv) {
+  const { values, positionals } = parseCli(argv);
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const [cmd, ...extra] = positionals;
+  if (!['start', 'stop', 'status'].includes(cmd) || extra.length) fail(USAGE);
+  const cfg = resolveConfig(values, process.env);
+  if (cmd === 'start') return cmdStart(cfg);
+  if (cmd === 'stop') return cmdStop(cfg);
+  const s = await collectStatus(cfg);
+  process.stdout.write(cfg.json ? `${JSON.stringify(s, null, 2)}\n` : renderStatus(s));
+  return s.ok ? 0 : 3;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`local-cluster: ${e instanceof UserError ? e.message : (e?.stack ?? e)}\n`);
+    process.exit(1);
+  },
+);
