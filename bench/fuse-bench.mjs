@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 /**
- * FUSE overhead benchmark: runs the same workloads against a plain local
- * directory, the dunixfs passthrough mount and (when installed) bindfs, and
- * prints one markdown table plus bench/results/latest.json.
+ * FUSE and file system benchmark: runs the same workloads against a plain
+ * local directory, the dunixfs passthrough mount, bindfs (when installed) and
+ * a real dunixfs volume (etcd, 3 bricks and 1 client, all on loopback), and
+ * prints one markdown table with the GlusterFS floor, plus
+ * bench/results/latest.json.
  *
  *   npm run bench                                   # 1 GiB file, 10,000 files
- *   npm run bench -- --size-mib 128 --files 2000    # quick run
- *   npm run bench -- --targets local,passthrough
+ *   npm run bench -- --size-mib 256 --files 2000 --targets local,passthrough,dunixfs
+ *   npm run bench -- --memory-only                  # RSS with 100,000 files on dunixfs
  *
- * Needs root (mounting, /proc/sys/vm/drop_caches), fio and python3; the
- * passthrough must be built first (npx tsc -b). It only reports: nothing here
- * asserts a timing.
+ * Needs root (mounting, /proc/sys/vm/drop_caches), fio, python3 and tar; the
+ * packages must be built first (npx tsc -b); dunixfs also needs /usr/bin/etcd.
+ * It only reports: nothing here asserts a timing (the memory check prints
+ * whether each process stayed under its limit, and exits 0 either way).
  *
  * Adding a target: push an object onto TARGETS with name, label, available()
  * (null or the reason to skip), async setup() -> { dir, pid? } and a
@@ -29,33 +32,52 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PASSTHROUGH_BIN = join(REPO, 'packages/mount/dist/src/bin/dunixfs-passthrough.cjs');
+const DUNIX_BINS = {
+  etcd: '/usr/bin/etcd',
+  brickd: join(REPO, 'packages/brickd/dist/src/bin/brickd.js'),
+  dunixctl: join(REPO, 'packages/coord/dist/src/bin/dunixctl.js'),
+  client: join(REPO, 'packages/mount/dist/src/bin/dunixfs.cjs'),
+};
 const RESULTS_FILE = join(REPO, 'bench/results/latest.json');
+const MEMORY_RESULTS_FILE = join(REPO, 'bench/results/memory.json');
 const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------- options
 
 const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --size-mib N        size of the sequential / random-read file (default 1024)
-  --files N           files for the create / stat / unlink rates (default 10000)
-  --targets LIST      comma separated, in run order (default local,passthrough,bindfs)
+  --files N           files for the create / stat / rename / unlink rates (default 10000)
+  --tar-files N       files in the tar extraction archive (default 4000)
+  --targets LIST      comma separated, in run order (default local,passthrough,bindfs,dunixfs)
   --runtime S         seconds per random-read run (default 5)
+  --timeout S         longest one workload may run before it is killed (default 1200)
   --workdir DIR       parent of the scratch directory (default /var/tmp)
-  --out FILE          JSON results (default bench/results/latest.json)`;
+  --out FILE          JSON results (default bench/results/latest.json, memory.json)
+  --memory-only       only the memory check: on dunixfs, create --memory-files
+                      files in 100 directories, ls -lR them, report peak RSS
+  --memory-files N    files for the memory check (default 100000)
+  --memory-limit-mib N  per-process peak RSS limit the check reports (default 300)`;
 
 function parseArgs(argv) {
   const o = {
     sizeMiB: 1024,
     files: 10000,
-    targets: ['local', 'passthrough', 'bindfs'],
+    tarFiles: 4000,
+    targets: ['local', 'passthrough', 'bindfs', 'dunixfs'],
     runtimeS: 5,
+    timeoutS: 1200,
     workdir: '/var/tmp',
-    out: RESULTS_FILE,
+    out: undefined,
+    memoryOnly: false,
+    memoryFiles: 100_000,
+    memoryLimitMiB: 300,
   };
   const int = (flag, v, min) => {
     const n = Number(v);
@@ -88,8 +110,23 @@ function parseArgs(argv) {
           .map((s) => s.trim())
           .filter(Boolean);
         break;
+      case '--tar-files':
+        o.tarFiles = int(a, next(), 1);
+        break;
       case '--runtime':
         o.runtimeS = int(a, next(), 1);
+        break;
+      case '--timeout':
+        o.timeoutS = int(a, next(), 10);
+        break;
+      case '--memory-only':
+        o.memoryOnly = true;
+        break;
+      case '--memory-files':
+        o.memoryFiles = int(a, next(), 100);
+        break;
+      case '--memory-limit-mib':
+        o.memoryLimitMiB = int(a, next(), 1);
         break;
       case '--workdir':
         o.workdir = resolve(next());
@@ -106,6 +143,7 @@ function parseArgs(argv) {
         die(`unknown option ${a}\n${USAGE}`);
     }
   }
+  o.out ??= o.memoryOnly ? MEMORY_RESULTS_FILE : RESULTS_FILE;
   return o;
 }
 
@@ -121,33 +159,52 @@ const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().sli
 /** Children currently running a workload; killed by PID on Ctrl-C. */
 const running = new Set();
 
-/** Runs a command to completion; resolves { code, signal, stdout, stderr, ms }. */
-function run(cmd, args, { timeoutMs = 600_000, cwd } = {}) {
+/**
+ * Runs a command to completion; resolves { code, signal, stdout, stderr, ms }.
+ * After timeoutMs it is SIGKILLed; if it still has not gone 15 s later (stuck
+ * in a file system request that never returns) this resolves anyway, with
+ * code null, so a hung mount cannot stall the run.
+ */
+function run(cmd, args, { timeoutMs = 600_000, cwd, ignoreStdout = false } = {}) {
   return new Promise((resolvePromise, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd, stdio: ['ignore', ignoreStdout ? 'ignore' : 'pipe', 'pipe'] });
     running.add(child);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => {
+    let settled = false;
+    const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
+    child.stdout?.on('data', (d) => {
       stdout += d;
     });
     child.stderr.on('data', (d) => {
       stderr += d;
     });
+    let abandon;
     const timer = setTimeout(() => {
       stderr += `\n[killed after ${timeoutMs} ms]`;
       child.kill('SIGKILL');
+      abandon = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        running.delete(child);
+        stderr += `\n[pid ${child.pid} still there 15 s after SIGKILL; abandoned]`;
+        resolvePromise({ code: null, signal: 'SIGKILL', stdout, stderr, ms: ms() });
+      }, 15_000);
     }, timeoutMs);
     child.on('error', (err) => {
       clearTimeout(timer);
+      clearTimeout(abandon);
       running.delete(child);
-      reject(err);
+      if (!settled) reject(err);
+      settled = true;
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(abandon);
       running.delete(child);
-      resolvePromise({ code, signal, stdout, stderr, ms: Number(process.hrtime.bigint() - t0) / 1e6 });
+      if (!settled) resolvePromise({ code, signal, stdout, stderr, ms: ms() });
+      settled = true;
     });
   });
 }
@@ -156,7 +213,8 @@ async function runOk(cmd, args, opts) {
   const r = await run(cmd, args, opts);
   if (r.code !== 0) {
     const tail = (r.stderr || r.stdout).trim().split('\n').slice(-5).join('\n');
-    throw new Error(`${cmd} exited ${r.code ?? r.signal}: ${tail}`);
+    const shown = args.map((a) => (a.length > 80 ? `${a.slice(0, 20)}…` : a)).join(' ');
+    throw new Error(`${cmd} ${shown} exited ${r.code ?? r.signal}: ${tail}`);
   }
   return r;
 }
@@ -305,6 +363,11 @@ function fuseTarget({ name, label, fstype, required = false, available, command,
       if (t.pid && !processGone(t.pid)) t.process = readProcStatus(t.pid);
       return t.process;
     },
+    /** Every process the target runs: [{ role, pid, ...readProcStatus }]. */
+    sampleAll() {
+      const p = t.sample();
+      return p ? [{ role: 'mount', pid: t.pid, ...p }] : [];
+    },
     logTail(n = 15) {
       try {
         return readFileSync(t.logFile, 'utf8').trim().split('\n').slice(-n).join('\n');
@@ -357,6 +420,241 @@ function passthroughStats(text) {
   return null;
 }
 
+// ---------------------------------------------------------------- dunixfs cluster
+
+/** A free loopback TCP port (bound to 0, then released). */
+function freePort() {
+  return new Promise((resolvePromise, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolvePromise(port));
+    });
+  });
+}
+
+/** Distinct free ports, none of those a cluster someone else runs on this host uses. */
+async function freePorts(n) {
+  const taken = new Set([23790, 24101, 24102, 24103]);
+  const out = [];
+  while (out.length < n) {
+    const p = await freePort();
+    if (!taken.has(p)) {
+      taken.add(p);
+      out.push(p);
+    }
+  }
+  return out;
+}
+
+function fileTail(file, n) {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-n).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+/** Polls check() (sync or async, truthy = done) every 100 ms; throws after ms or when a watched process dies. */
+async function waitUntil(what, ms, check, watch = []) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    for (const p of watch) {
+      if (processGone(p.pid))
+        throw new Error(
+          `${p.role} (pid ${p.pid}) exited while waiting for ${what}:\n${fileTail(p.logFile, 10)}`,
+        );
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * A whole dunixfs volume on loopback: etcd, three bricks, the volume and one
+ * client mount, each process in its own process group (so a terminal Ctrl-C
+ * reaches only us) with its log in the target's scratch directory. Teardown
+ * unmounts, then stops the client, the bricks and etcd in that order, each by
+ * PID: SIGTERM, then SIGKILL if it lingers.
+ */
+function dunixfsTarget() {
+  const VOLUME = 'bench';
+  const BRICKS = 3;
+  const t = {
+    name: 'dunixfs',
+    label: `dunixfs (1 client, ${BRICKS} bricks, replicas 1)`,
+    fstype: 'fuse.dunixfs',
+    required: false,
+    procs: [], // { role, pid, logFile, exited, last }
+    mnt: undefined,
+    exited: undefined,
+    volume: null,
+    available() {
+      const missing = Object.values(DUNIX_BINS).filter((f) => !existsSync(f));
+      return missing.length ? `missing ${missing.join(', ')} (build first: npx tsc -b; etcd-server)` : null;
+    },
+    start(role, cmd, args, base) {
+      const logFile = join(base, `${role}.log`);
+      const logFd = openSync(logFile, 'a');
+      const child = spawn(cmd, args, { stdio: ['ignore', logFd, logFd], detached: true, cwd: base });
+      closeSync(logFd);
+      child.on('error', () => {});
+      child.unref();
+      if (!child.pid) throw new Error(`could not start ${role} (${cmd})`);
+      const p = {
+        role,
+        pid: child.pid,
+        logFile,
+        exited: new Promise((r) => child.once('exit', r)),
+        last: null,
+      };
+      t.procs.push(p);
+      return p;
+    },
+    async setup(ctx) {
+      const base = join(ctx.root, 'dunixfs');
+      const mnt = join(base, 'mnt');
+      mkdirSync(mnt, { recursive: true });
+      const [clientPort, peerPort, ...brickPorts] = await freePorts(2 + BRICKS);
+      const etcdUrl = `http://127.0.0.1:${clientPort}`;
+      const peerUrl = `http://127.0.0.1:${peerPort}`;
+      const etcd = t.start(
+        'etcd',
+        DUNIX_BINS.etcd,
+        [
+          '--name=bench',
+          `--data-dir=${join(base, 'etcd')}`,
+          `--listen-client-urls=${etcdUrl}`,
+          `--advertise-client-urls=${etcdUrl}`,
+          `--listen-peer-urls=${peerUrl}`,
+          `--initial-advertise-peer-urls=${peerUrl}`,
+          `--initial-cluster=bench=${peerUrl}`,
+          // Volume creation writes every PG in one transaction.
+          '--max-txn-ops=65600',
+          `--max-request-bytes=${32 * MiB}`,
+          '--log-level=warn',
+        ],
+        base,
+      );
+      await waitUntil(
+        'etcd /health',
+        20_000,
+        () =>
+          globalThis
+            .fetch(`${etcdUrl}/health`)
+            .then((r) => r.ok)
+            .catch(() => false),
+        [etcd],
+      );
+      const bricks = brickPorts.map((port, i) => {
+        const data = join(base, `brick${i + 1}`);
+        mkdirSync(data, { recursive: true });
+        return t.start(
+          `brick${i + 1}`,
+          process.execPath,
+          [
+            DUNIX_BINS.brickd,
+            '--data',
+            data,
+            '--listen',
+            `127.0.0.1:${port}`,
+            '--etcd',
+            etcdUrl,
+            '--volume',
+            VOLUME,
+          ],
+          base,
+        );
+      });
+      await waitUntil(
+        'all bricks to register',
+        30_000,
+        () => bricks.every((b) => fileTail(b.logFile, 50).includes('"msg":"brick started"')),
+        [etcd, ...bricks],
+      );
+      let created;
+      await waitUntil(
+        `dunixctl volume create ${VOLUME}`,
+        30_000,
+        async () => {
+          const r = await run(
+            process.execPath,
+            [DUNIX_BINS.dunixctl, '--etcd', etcdUrl, 'volume', 'create', VOLUME, '--pgs', '256'],
+            { timeoutMs: 20_000 },
+          );
+          created = r;
+          return r.code === 0;
+        },
+        [etcd, ...bricks],
+      ).catch((err) => {
+        throw new Error(`${err.message}\n${(created?.stderr || created?.stdout || '').trim()}`);
+      });
+      t.volume = created.stdout.trim();
+      const brickRows = t.volume.split('\n').filter((l) => /^brick-/.test(l)).length;
+      if (brickRows !== BRICKS)
+        throw new Error(`volume spans ${brickRows} bricks, want ${BRICKS}:\n${t.volume}`);
+      t.mnt = mnt;
+      const client = t.start(
+        'client',
+        process.execPath,
+        [DUNIX_BINS.client, `127.0.0.1:${clientPort}/${VOLUME}`, mnt],
+        base,
+      );
+      await waitUntil(
+        'the client to mount',
+        30_000,
+        () => mountsUnder(mnt).some((m) => m.mountpoint === mnt && m.fstype === t.fstype),
+        [client, etcd, ...bricks],
+      );
+      t.exited = Promise.all(t.procs.map((p) => p.exited));
+      return { dir: mnt, pid: client.pid };
+    },
+    proc: (role) => t.procs.find((p) => p.role === role),
+    /** The client's memory and CPU so far (the rows every FUSE target has). */
+    sample() {
+      return t.sampleAll().find((p) => p.role === 'client') ?? null;
+    },
+    sampleAll() {
+      for (const p of t.procs) if (!processGone(p.pid)) p.last = readProcStatus(p.pid) ?? p.last;
+      return t.procs.filter((p) => p.last).map((p) => ({ role: p.role, pid: p.pid, ...p.last }));
+    },
+    /** Log tails of the client and bricks, for error reports. */
+    logTails(n = 15) {
+      return Object.fromEntries(
+        t.procs.filter((p) => p.role !== 'etcd').map((p) => [p.role, fileTail(p.logFile, n)]),
+      );
+    },
+    teardown() {
+      const notes = [];
+      if (t.procs.length) t.sampleAll();
+      if (t.mnt && !unmountSync(t.mnt)) notes.push(`could not unmount ${t.mnt}`);
+      const stop = (p, graceMs) => {
+        if (waitGoneSync(p.pid, graceMs)) return;
+        signalPid(p.pid, 'SIGTERM');
+        if (waitGoneSync(p.pid, 10_000)) return;
+        notes.push(`${p.role} (pid ${p.pid}) ignored SIGTERM for 10 s; sent SIGKILL`);
+        signalPid(p.pid, 'SIGKILL');
+        waitGoneSync(p.pid, 5000);
+      };
+      // The client exits by itself once unmounted; bricks before etcd, so
+      // they can revoke their leases.
+      const order = ['client', ...t.procs.map((p) => p.role).filter((r) => r.startsWith('brick')), 'etcd'];
+      for (const role of order) {
+        const p = t.proc(role);
+        if (p) stop(p, role === 'client' ? 10_000 : 0);
+      }
+      if (t.mnt && isMounted(t.mnt) && !unmountSync(t.mnt)) notes.push(`${t.mnt} still mounted`);
+      t.mnt = undefined;
+      t.procs = t.procs.filter((p) => !processGone(p.pid));
+      for (const p of t.procs) notes.push(`${p.role} (pid ${p.pid}) still running`);
+      return notes;
+    },
+  };
+  return t;
+}
+
 const TARGETS = [
   {
     name: 'local',
@@ -368,6 +666,7 @@ const TARGETS = [
       return { dir };
     },
     sample: () => null,
+    sampleAll: () => [],
     teardown: () => [],
   },
   fuseTarget({
@@ -388,12 +687,30 @@ const TARGETS = [
     // -f: stay in the foreground so we own the PID (for VmHWM and teardown).
     command: (src, mnt) => ['bindfs', ['-f', '-o', 'big_writes,allow_other,dev,suid', src, mnt]],
   }),
+  dunixfsTarget(),
 ];
 
-/** Ratio columns: numerator / denominator, shown when both ran. */
+/**
+ * GlusterFS replica 3 on this kind of machine: the reference numbers dunixfs
+ * must not fall below (given, not measured here). MB/s are converted to MiB/s.
+ */
+const GLUSTER_FLOOR = {
+  seq_write: 127e6 / MiB,
+  seq_read_cold: 622e6 / MiB,
+  create: 287,
+  stat_cold: 1100,
+  rename: 248,
+  unlink: 378,
+  tar_extract: 46,
+};
+
+/** Ratio columns: numerator / denominator, shown when both ran ('floor' is GLUSTER_FLOOR). */
 const RATIOS = [
   ['passthrough', 'bindfs'],
   ['passthrough', 'local'],
+  ['dunixfs', 'local'],
+  ['dunixfs', 'passthrough'],
+  ['dunixfs', 'floor'],
 ];
 
 // ---------------------------------------------------------------- caches
@@ -429,8 +746,8 @@ function fioArgs(name, file, extra) {
   ];
 }
 
-async function fio(args) {
-  const r = await runOk('fio', args, { timeoutMs: 900_000 });
+async function fio(ctx, args) {
+  const r = await runOk('fio', args, { timeoutMs: ctx.timeoutMs });
   const start = r.stdout.indexOf('{');
   const j = JSON.parse(r.stdout.slice(start));
   const job = j.jobs[0];
@@ -450,7 +767,12 @@ function fioSide(side, wallMs) {
   };
 }
 
-/** Create, stat or unlink files f0000000.. in dir, timed inside a separate python3 process. */
+/**
+ * Create, stat, rename (f0000000 -> r0000000, same directory) or unlink the
+ * files f0000000.. in dir, timed inside a separate python3 process. unlink
+ * removes whatever the directory holds (listed before the clock starts), so
+ * it runs whether or not rename did.
+ */
 const PY_FILES = `
 import json, os, sys, time
 mode, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -467,7 +789,13 @@ elif mode == 'stat':
     t = time.perf_counter()
     for p in names:
         os.stat(p)
+elif mode == 'rename':
+    t = time.perf_counter()
+    for p in names:
+        os.rename(p, 'r' + p[1:])
 elif mode == 'unlink':
+    names = sorted(os.listdir('.'))
+    n = len(names)
     t = time.perf_counter()
     for p in names:
         os.unlink(p)
@@ -478,8 +806,8 @@ if mode == 'unlink':
 print(json.dumps({'n': n, 'seconds': s}))
 `;
 
-async function fileOps(mode, dir, n) {
-  const r = await runOk('python3', ['-c', PY_FILES, mode, dir, String(n)], { timeoutMs: 900_000 });
+async function fileOps(ctx, mode, dir, n) {
+  const r = await runOk('python3', ['-c', PY_FILES, mode, dir, String(n)], { timeoutMs: ctx.timeoutMs });
   const j = JSON.parse(r.stdout.trim().split('\n').pop());
   return { value: j.n / j.seconds, detail: { files: j.n, seconds: j.seconds } };
 }
@@ -496,6 +824,7 @@ const WORKLOADS = [
     async run(ctx, t) {
       await dropCaches(ctx);
       const { job, wallMs } = await fio(
+        ctx,
         fioArgs('seqwrite', t.file, ['--rw=write', '--bs=1M', `--size=${ctx.o.sizeMiB}M`, '--end_fsync=1']),
       );
       const d = fioSide(job.write, wallMs);
@@ -509,6 +838,7 @@ const WORKLOADS = [
     async run(ctx, t) {
       const cold = await dropCaches(ctx);
       const { job, wallMs } = await fio(
+        ctx,
         fioArgs('seqread', t.file, ['--rw=read', '--bs=1M', `--size=${ctx.o.sizeMiB}M`]),
       );
       const d = fioSide(job.read, wallMs);
@@ -545,7 +875,7 @@ const WORKLOADS = [
     unit: 'ops/s',
     async run(ctx, t) {
       await run('sync', ['-f', ctx.root]);
-      return fileOps('create', t.filesDir, ctx.o.files);
+      return fileOps(ctx, 'create', t.filesDir, ctx.o.files);
     },
   },
   {
@@ -554,7 +884,7 @@ const WORKLOADS = [
     unit: 'ops/s',
     async run(ctx, t) {
       const cold = await dropCaches(ctx);
-      const r = await fileOps('stat', t.filesDir, ctx.o.files);
+      const r = await fileOps(ctx, 'stat', t.filesDir, ctx.o.files);
       return { ...r, detail: { ...r.detail, cold } };
     },
   },
@@ -562,19 +892,94 @@ const WORKLOADS = [
     id: 'stat_warm',
     label: 'stat files, warm (right after)',
     unit: 'ops/s',
-    run: (ctx, t) => fileOps('stat', t.filesDir, ctx.o.files),
+    run: (ctx, t) => fileOps(ctx, 'stat', t.filesDir, ctx.o.files),
+  },
+  {
+    id: 'rename',
+    label: 'rename files (same dir, new names)',
+    unit: 'ops/s',
+    run: (ctx, t) => fileOps(ctx, 'rename', t.filesDir, ctx.o.files),
   },
   {
     id: 'unlink',
     label: 'unlink files',
     unit: 'ops/s',
-    run: (ctx, t) => fileOps('unlink', t.filesDir, ctx.o.files),
+    run: (ctx, t) => fileOps(ctx, 'unlink', t.filesDir, ctx.o.files),
+  },
+  {
+    id: 'tar_extract',
+    label: 'tar -xf small files, cold',
+    unit: 's',
+    lowerBetter: true,
+    async run(ctx, t) {
+      const dest = join(t.dir, 'tarx');
+      await runOk('mkdir', [dest], { timeoutMs: 60_000 });
+      const cold = await dropCaches(ctx);
+      const r = await runOk('tar', ['-xf', ctx.tarball.file, '-C', dest], { timeoutMs: ctx.timeoutMs });
+      // Not part of the time (tar does not sync either); shows what was left dirty.
+      const s = await runOk('sync', ['-f', dest], { timeoutMs: ctx.timeoutMs });
+      return {
+        value: r.ms / 1000,
+        detail: { ...ctx.tarball.detail, seconds: r.ms / 1000, syncAfterSeconds: s.ms / 1000, cold },
+      };
+    },
   },
 ];
+
+/**
+ * The tar extraction's archive: files of 100 B..20 KiB (log-uniform) in 25 x 4
+ * nested directories, from a fixed seed, with fixed owners and mtimes, so the
+ * same --tar-files gives a byte-identical archive on every host.
+ */
+const PY_TARBALL = `
+import hashlib, io, json, math, random, sys, tarfile
+out, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(20261121)
+pool = rng.randbytes(1 << 16) * 2
+lo, hi = math.log(100), math.log(20 * 1024)
+def info(name, kind, size=0):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.size, ti.mtime, ti.uid, ti.gid = kind, size, 1700000000, 0, 0
+    ti.uname, ti.gname = 'root', 'root'
+    ti.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return ti
+files = []
+for i in range(n):
+    d = 'tree/m%02d/s%d' % (i % 25, (i // 25) % 4)
+    if i % 3 == 0:
+        d += '/deep'
+    files.append((d, '%s/f%05d.dat' % (d, i), int(math.exp(rng.uniform(lo, hi)))))
+total = 0
+with tarfile.open(out, 'w', format=tarfile.GNU_FORMAT) as tar:
+    seen = set()
+    for d, name, size in sorted(files, key=lambda f: f[1]):
+        parts = d.split('/')
+        for k in range(1, len(parts) + 1):
+            p = '/'.join(parts[:k])
+            if p not in seen:
+                seen.add(p)
+                tar.addfile(info(p, tarfile.DIRTYPE))
+        off = rng.randrange(1 << 16)
+        tar.addfile(info(name, tarfile.REGTYPE, size), io.BytesIO(pool[off:off + size]))
+        total += size
+h = hashlib.sha256(open(out, 'rb').read()).hexdigest()
+print(json.dumps({'files': n, 'dirs': len(seen), 'bytes': total, 'sha256': h}))
+`;
+
+async function buildTarball(ctx) {
+  const file = join(ctx.root, 'tree.tar');
+  const r = await runOk('python3', ['-c', PY_TARBALL, file, String(ctx.o.tarFiles)], { timeoutMs: 300_000 });
+  const detail = JSON.parse(r.stdout.trim().split('\n').pop());
+  log(
+    `tarball ${file}: ${detail.files} files, ${detail.dirs} dirs, ${(detail.bytes / MiB).toFixed(1)} MiB of data, sha256 ${detail.sha256.slice(0, 12)}`,
+  );
+  return { file, detail };
+}
 
 async function randRead(ctx, t, cold, direct = false) {
   const wasCold = cold ? await dropCaches(ctx) : false;
   const { job, wallMs } = await fio(
+    ctx,
     fioArgs('randread', t.file, [
       `--direct=${direct ? 1 : 0}`,
       '--rw=randread',
@@ -594,8 +999,28 @@ async function randRead(ctx, t, cold, direct = false) {
 /** Extra rows about the daemon, filled from target.sample(). */
 const PROCESS_ROWS = [
   { id: 'daemon_peak_rss', label: 'mount process peak RSS (VmHWM)', unit: 'MiB', lowerBetter: true },
+  { id: 'daemon_rss', label: 'mount process RSS at the end (VmRSS)', unit: 'MiB', lowerBetter: true },
   { id: 'daemon_cpu', label: 'mount process CPU time (user+sys)', unit: 's', lowerBetter: true },
+  { id: 'brick_peak_rss', label: 'largest brick peak RSS (VmHWM)', unit: 'MiB', lowerBetter: true },
+  { id: 'brick_rss', label: 'largest brick RSS at the end (VmRSS)', unit: 'MiB', lowerBetter: true },
 ];
+
+/** Fills PROCESS_ROWS from target.sampleAll(). */
+function processRows(procs) {
+  const r = {};
+  const mount = procs.find((p) => p.role === 'mount' || p.role === 'client');
+  if (mount) {
+    r.daemon_peak_rss = { value: mount.vmHWMKiB / 1024, detail: mount };
+    r.daemon_rss = { value: mount.vmRSSKiB / 1024, detail: mount };
+    r.daemon_cpu = { value: mount.cpuUserS + mount.cpuSysS, detail: mount };
+  }
+  const bricks = procs.filter((p) => p.role.startsWith('brick'));
+  if (bricks.length) {
+    r.brick_peak_rss = { value: Math.max(...bricks.map((b) => b.vmHWMKiB)) / 1024, detail: bricks };
+    r.brick_rss = { value: Math.max(...bricks.map((b) => b.vmRSSKiB)) / 1024, detail: bricks };
+  }
+  return r;
+}
 
 // ---------------------------------------------------------------- report
 
@@ -607,44 +1032,76 @@ function fmt(v, unit) {
   return v.toPrecision(3);
 }
 
-function markdown(results, names, ctx) {
-  const labelOf = (n) => TARGETS.find((t) => t.name === n)?.label ?? n;
-  const ratios = RATIOS.filter(([a, b]) => names.includes(a) && names.includes(b));
+/** value of workload id on target name; 'floor' is the GlusterFS reference. */
+function valueOf(results, name, id) {
+  if (name === 'floor') return GLUSTER_FLOOR[id];
+  const c = results[name]?.[id];
+  return c && !c.error ? c.value : undefined;
+}
+
+function markdown(results, names, ctx, processes) {
+  const labelOf = (n) =>
+    n === 'floor' ? 'GlusterFS floor' : (TARGETS.find((t) => t.name === n)?.label ?? n);
+  const shortOf = (n) => (n === 'floor' ? 'floor' : n);
+  const ratios = RATIOS.filter(([a, b]) => names.includes(a) && (b === 'floor' || names.includes(b)));
   const head = [
     'workload',
     'unit',
     ...names.map(labelOf),
-    ...ratios.map(([a, b]) => `${labelOf(a)}/${labelOf(b)}`),
+    'GlusterFS floor',
+    ...ratios.map(([a, b]) => `${shortOf(a)}/${shortOf(b)}`),
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
   for (const w of [...WORKLOADS, ...PROCESS_ROWS]) {
-    const cell = (n) => results[n]?.[w.id];
     const cells = names.map((n) => {
-      const c = cell(n);
+      const c = results[n]?.[w.id];
       if (!c) return '—';
       return c.error ? 'error' : fmt(c.value, w.unit);
     });
     const rs = ratios.map(([a, b]) => {
-      const x = cell(a)?.value;
-      const y = cell(b)?.value;
+      const x = valueOf(results, a, w.id);
+      const y = valueOf(results, b, w.id);
       return x != null && y ? `${(x / y).toFixed(2)}×` : '—';
     });
     if (cells.every((c) => c === '—')) continue;
-    lines.push(`| ${w.label} | ${w.unit} | ${[...cells, ...rs].join(' | ')} |`);
+    const unit = w.lowerBetter ? `${w.unit} (lower is better)` : w.unit;
+    lines.push(
+      `| ${w.label} | ${unit} | ${[...cells, fmt(GLUSTER_FLOOR[w.id], w.unit), ...rs].join(' | ')} |`,
+    );
   }
   const errors = [];
   for (const n of names) {
     for (const w of WORKLOADS) {
       const e = results[n]?.[w.id]?.error;
-      if (e) errors.push(`- ${n} / ${w.id}: ${e.split('\n')[0]}`);
+      if (e) errors.push(`- ${n} / ${w.id}: ${e.split('\n').slice(0, 3).join(' ⏎ ')}`);
     }
   }
   lines.push('');
-  if (errors.length) lines.push('Errors (first line; full text in the JSON):', ...errors, '');
+  if (errors.length) lines.push('Errors (first lines; full text and log tails in the JSON):', ...errors, '');
+  if (processes.length) {
+    lines.push(
+      '| target | process | peak RSS (VmHWM) MiB | RSS at the end (VmRSS) MiB | CPU (user+sys) s | threads |',
+      '|---|---|---:|---:|---:|---:|',
+    );
+    for (const p of processes)
+      lines.push(
+        `| ${p.target} | ${p.role} (pid ${p.pid}) | ${fmt(p.vmHWMKiB / 1024, 'MiB')} | ` +
+          `${fmt(p.vmRSSKiB / 1024, 'MiB')} | ${fmt(p.cpuUserS + p.cpuSysS, 's')} | ${p.threads} |`,
+      );
+    lines.push('');
+  }
+  const tar = ctx.tarball.detail;
   lines.push(
-    `Ratios are value/value: below 1× the passthrough is slower (or, for RSS/CPU, uses less). ` +
-      `File ${ctx.o.sizeMiB} MiB, ${ctx.o.files} files; random reads: psync, 4 jobs, ${ctx.o.runtimeS} s each ` +
+    'Ratios are value/value: for ops/s, MiB/s and IOPS below 1× the first is slower; for seconds, ' +
+      'MiB and CPU (lower is better) above 1× it is slower or uses more. ' +
+      'GlusterFS floor: GlusterFS replica 3 on this kind of machine (reference numbers, not measured in ' +
+      'this run; 127 and 622 MB/s shown as MiB/s). ' +
+      `File ${ctx.o.sizeMiB} MiB, ${ctx.o.files} files in one directory; ` +
+      `tar: ${tar.files} files of 100 B..20 KiB in ${tar.dirs} directories, ` +
+      `${(tar.bytes / MiB).toFixed(1)} MiB, time of tar -xf alone; ` +
+      `random reads: psync, 4 jobs, ${ctx.o.runtimeS} s each ` +
       '(buffered ones mix page-cache hits and misses, so they depend on file size and duration); ' +
+      `"cold" = after sync and drop_caches (the dunixfs bricks' and client's own caches stay); ` +
       `one run per cell${coldOk ? '' : '; drop_caches was unavailable, so "cold" is warm'}.`,
   );
   return lines.join('\n');
@@ -685,15 +1142,76 @@ function onSignal(sig) {
   process.exit(128 + (os.constants.signals[sig] ?? 1));
 }
 
+/** Rejects if promise has not settled within ms (run() kills the child; this bounds the rest). */
+function withDeadline(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_r, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`${what} did not finish within ${Math.round(ms / 1000)} s`)),
+        ms,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function checkTools(tools) {
+  for (const [cmd, args] of tools) {
+    if (!commandVersion(cmd, args)) die(`${cmd} is required`);
+  }
+}
+
+function hostInfo() {
+  return {
+    kernel: os.release(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memMiB: Math.round(os.totalmem() / MiB),
+    node: process.version,
+    fio: commandVersion('fio'),
+    bindfs: commandVersion('bindfs'),
+    etcd: commandVersion(DUNIX_BINS.etcd),
+    git: commandVersion('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']),
+    loadavgStart: os.loadavg(),
+  };
+}
+
+/** Stops the target and removes its scratch directory; notes go to tj. */
+async function finishTarget(target, tj) {
+  tj.notes.push(...target.teardown());
+  active.delete(target);
+  if (target.exited) {
+    await Promise.race([target.exited, new Promise((r) => setTimeout(r, 2000))]);
+    target.exited = undefined;
+  }
+  if (target.daemonStats) tj.daemonStats = target.daemonStats;
+  const left = mountsUnder(join(scratch, target.name));
+  if (left.length) tj.notes.push(`left mounted: ${left.map((m) => m.mountpoint).join(', ')}`);
+  else rmSync(join(scratch, target.name), { recursive: true, force: true });
+}
+
+function installCleanup(o) {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => onSignal(sig));
+  process.on('exit', cleanupAll);
+  scratch = mkdtempSync(join(o.workdir, 'dunix-bench-'));
+  return { o, root: scratch, timeoutMs: o.timeoutS * 1000 };
+}
+
+function writeJson(o, json) {
+  mkdirSync(dirname(o.out), { recursive: true });
+  writeFileSync(o.out, `${JSON.stringify(json, null, 2)}\n`);
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) die('must run as root (mounts FUSE file systems, drops caches)');
-  for (const [cmd, args] of [
+  if (o.memoryOnly) return memoryCheck(o);
+  checkTools([
     ['fio', ['--version']],
     ['python3', ['--version']],
-  ]) {
-    if (!commandVersion(cmd, args)) die(`${cmd} is required`);
-  }
+    ['tar', ['--version']],
+  ]);
   const unknown = o.targets.filter((n) => !TARGETS.some((t) => t.name === n));
   if (unknown.length)
     die(`unknown target(s) ${unknown.join(', ')}; known: ${TARGETS.map((t) => t.name).join(', ')}`);
@@ -702,26 +1220,22 @@ async function main() {
     if (why) die(`${t.name}: ${why}`);
   }
 
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => onSignal(sig));
-  process.on('exit', cleanupAll);
-
-  scratch = mkdtempSync(join(o.workdir, 'dunix-bench-'));
-  const ctx = { o, root: scratch };
+  const ctx = installCleanup(o);
   const t0 = Date.now();
+  ctx.tarball = await buildTarball(ctx);
   const json = {
     startedAt: new Date().toISOString(),
-    params: { sizeMiB: o.sizeMiB, files: o.files, randReadSeconds: o.runtimeS, targets: o.targets },
-    host: {
-      kernel: os.release(),
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model,
-      memMiB: Math.round(os.totalmem() / MiB),
-      node: process.version,
-      fio: commandVersion('fio'),
-      bindfs: commandVersion('bindfs'),
-      git: commandVersion('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']),
-      loadavgStart: os.loadavg(),
+    params: {
+      sizeMiB: o.sizeMiB,
+      files: o.files,
+      tarFiles: o.tarFiles,
+      randReadSeconds: o.runtimeS,
+      workloadTimeoutS: o.timeoutS,
+      targets: o.targets,
     },
+    host: hostInfo(),
+    tarball: ctx.tarball.detail,
+    glusterFloor: GLUSTER_FLOOR,
     workloads: Object.fromEntries(
       [...WORKLOADS, ...PROCESS_ROWS].map((w) => [w.id, { label: w.label, unit: w.unit }]),
     ),
@@ -732,6 +1246,7 @@ async function main() {
 
   const results = {};
   const ran = [];
+  const processes = [];
   for (const name of o.targets) {
     const target = TARGETS.find((t) => t.name === name);
     const tj = { status: 'ok', notes: [] };
@@ -750,7 +1265,7 @@ async function main() {
     const started = Date.now();
     try {
       active.add(target);
-      const { dir, pid } = await target.setup(ctx);
+      const { dir, pid } = await withDeadline(target.setup(ctx), 120_000, `${name} setup`);
       tj.dir = dir;
       if (pid) tj.pid = pid;
       log(`${name}: ready at ${dir}${pid ? ` (pid ${pid})` : ''}`);
@@ -758,7 +1273,7 @@ async function main() {
       for (const w of WORKLOADS) {
         try {
           const before = target.sample();
-          r[w.id] = await w.run(ctx, t);
+          r[w.id] = await withDeadline(w.run(ctx, t), ctx.timeoutMs + 60_000, `${name} ${w.id}`);
           const after = target.sample();
           if (before && after) {
             const cpu = after.cpuUserS + after.cpuSysS - before.cpuUserS - before.cpuSysS;
@@ -766,31 +1281,24 @@ async function main() {
           }
           log(`${name}: ${w.id} = ${fmt(r[w.id].value, w.unit)} ${w.unit}`);
         } catch (err) {
-          r[w.id] = { error: err.message };
+          const logs = target.logTails?.(20);
+          r[w.id] = { error: err.message, ...(logs ? { logs } : {}) };
           log(`${name}: ${w.id} FAILED: ${err.message}`);
+          for (const [role, tail] of Object.entries(logs ?? {})) log(`${name}: ${role} log tail:\n${tail}`);
         }
       }
-      const p = target.sample();
-      if (p) {
-        tj.process = p;
-        r.daemon_peak_rss = { value: p.vmHWMKiB / 1024, detail: p };
-        r.daemon_cpu = { value: p.cpuUserS + p.cpuSysS, detail: p };
-      }
+      const procs = target.sampleAll();
+      Object.assign(r, processRows(procs));
+      if (procs.length) tj.processes = procs;
+      processes.push(...procs.map((p) => ({ target: name, ...p })));
     } catch (err) {
       tj.status = 'failed';
       tj.notes.push(err.message);
       log(`${name}: FAILED: ${err.message}`);
+      for (const [role, tail] of Object.entries(target.logTails?.(20) ?? {}))
+        log(`${name}: ${role} log tail:\n${tail}`);
     } finally {
-      tj.notes.push(...target.teardown());
-      active.delete(target);
-      if (target.exited) {
-        await Promise.race([target.exited, new Promise((r) => setTimeout(r, 2000))]);
-        target.exited = undefined;
-      }
-      if (target.daemonStats) tj.daemonStats = target.daemonStats;
-      const left = mountsUnder(join(scratch, name));
-      if (left.length) tj.notes.push(`left mounted: ${left.map((m) => m.mountpoint).join(', ')}`);
-      else rmSync(join(scratch, name), { recursive: true, force: true });
+      await finishTarget(target, tj);
     }
     tj.seconds = (Date.now() - started) / 1000;
     tj.results = r;
@@ -799,11 +1307,11 @@ async function main() {
 
   json.ratios = {};
   for (const [a, b] of RATIOS) {
-    if (!results[a] || !results[b]) continue;
+    if (!results[a] || (b !== 'floor' && !results[b])) continue;
     const m = {};
     for (const w of [...WORKLOADS, ...PROCESS_ROWS]) {
-      const x = results[a][w.id]?.value;
-      const y = results[b][w.id]?.value;
+      const x = valueOf(results, a, w.id);
+      const y = valueOf(results, b, w.id);
       if (x != null && y) m[w.id] = x / y;
     }
     json.ratios[`${a}/${b}`] = m;
@@ -811,14 +1319,155 @@ async function main() {
   json.coldCache = coldOk;
   json.host.loadavgEnd = os.loadavg();
   json.seconds = (Date.now() - t0) / 1000;
-  json.table = markdown(results, ran, ctx);
+  json.table = markdown(results, ran, ctx, processes);
 
   cleanupAll();
-  mkdirSync(dirname(o.out), { recursive: true });
-  writeFileSync(o.out, `${JSON.stringify(json, null, 2)}\n`);
+  writeJson(o, json);
   console.log(json.table);
   for (const n of json.notes) console.log(`\nNote: ${n}`);
   log(`done in ${json.seconds.toFixed(0)} s; results in ${o.out}`);
+}
+
+// ---------------------------------------------------------------- memory check
+
+/**
+ * Creates n files of 200 B spread over dirs directories with W parallel
+ * workers (one process each, so the client sees concurrent requests), timed.
+ */
+const PY_MANY_FILES = `
+import json, os, sys, time
+from multiprocessing import Pool
+root, n, dirs, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+body = b'x' * 200
+def work(k):
+    d = os.path.join(root, 'd%03d' % k)
+    os.mkdir(d)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for i in range(k, n, dirs):
+        fd = os.open(os.path.join(d, 'f%07d' % i), flags, 0o644)
+        os.write(fd, body)
+        os.close(fd)
+os.mkdir(root)
+t = time.perf_counter()
+with Pool(workers) as p:
+    p.map(work, range(dirs), chunksize=1)
+print(json.dumps({'files': n, 'dirs': dirs, 'workers': workers, 'seconds': time.perf_counter() - t}))
+`;
+
+/**
+ * --memory-only: on a fresh dunixfs volume, create --memory-files files,
+ * then ls -lR them once (cold), and report every process's peak RSS against
+ * --memory-limit-mib.
+ */
+async function memoryCheck(o) {
+  checkTools([
+    ['python3', ['--version']],
+    ['ls', ['--version']],
+  ]);
+  const target = TARGETS.find((t) => t.name === 'dunixfs');
+  const why = target.available();
+  if (why) die(`dunixfs: ${why}`);
+  const ctx = installCleanup(o);
+  const t0 = Date.now();
+  const DIRS = 100;
+  const WORKERS = 8;
+  const json = {
+    startedAt: new Date().toISOString(),
+    params: { memoryFiles: o.memoryFiles, dirs: DIRS, workers: WORKERS, limitMiB: o.memoryLimitMiB },
+    host: hostInfo(),
+    phases: {},
+    notes: [],
+  };
+  const tj = { status: 'ok', notes: [] };
+  json.target = tj;
+  const phases = [];
+  try {
+    active.add(target);
+    const { dir } = await withDeadline(target.setup(ctx), 120_000, 'dunixfs setup');
+    log(`dunixfs: ready at ${dir}; creating ${o.memoryFiles} files in ${DIRS} directories`);
+    const snap = (phase, seconds, extra = {}) => {
+      const procs = target.sampleAll();
+      phases.push({ phase, seconds, procs, ...extra });
+      json.phases[phase] = { seconds, ...extra, processes: procs };
+      log(
+        `${phase}: ${seconds.toFixed(1)} s; ` +
+          procs.map((p) => `${p.role} VmHWM ${(p.vmHWMKiB / 1024).toFixed(0)} MiB`).join(', '),
+      );
+    };
+    snap('mounted', 0);
+    const tree = join(dir, 'many');
+    // Budget: 20 ms per file plus 10 minutes, whatever --timeout says.
+    const timeoutMs = o.memoryFiles * 20 + 600_000;
+    try {
+      const r = await runOk(
+        'python3',
+        ['-c', PY_MANY_FILES, tree, String(o.memoryFiles), String(DIRS), String(WORKERS)],
+        { timeoutMs },
+      );
+      const c = JSON.parse(r.stdout.trim().split('\n').pop());
+      snap('create', c.seconds, { filesPerS: c.files / c.seconds });
+      await dropCaches(ctx);
+      const ls = await runOk('ls', ['-lR', tree], { timeoutMs, ignoreStdout: true });
+      snap('ls -lR (cold)', ls.ms / 1000, { entriesPerS: o.memoryFiles / (ls.ms / 1000) });
+    } catch (err) {
+      tj.status = 'failed';
+      tj.notes.push(err.message);
+      tj.logs = target.logTails(20);
+      log(`dunixfs: FAILED: ${err.message}`);
+      for (const [role, tail] of Object.entries(tj.logs)) log(`${role} log tail:\n${tail}`);
+      snap('after failure', (Date.now() - t0) / 1000);
+    }
+  } catch (err) {
+    tj.status = 'failed';
+    tj.notes.push(err.message);
+    log(`dunixfs: FAILED: ${err.message}`);
+    for (const [role, tail] of Object.entries(target.logTails(20))) log(`${role} log tail:\n${tail}`);
+  } finally {
+    await finishTarget(target, tj);
+  }
+  json.host.loadavgEnd = os.loadavg();
+  json.seconds = (Date.now() - t0) / 1000;
+  json.table = memoryTable(o, phases, tj);
+  cleanupAll();
+  writeJson(o, json);
+  console.log(json.table);
+  log(`done in ${json.seconds.toFixed(0)} s; results in ${o.out}`);
+}
+
+function memoryTable(o, phases, tj) {
+  const last = phases.at(-1)?.procs ?? [];
+  const lines = [
+    `| process | peak RSS (VmHWM) MiB | RSS at the end (VmRSS) MiB | limit MiB | within limit |`,
+    '|---|---:|---:|---:|---|',
+  ];
+  for (const p of last.filter((x) => x.role !== 'etcd')) {
+    const peak = p.vmHWMKiB / 1024;
+    lines.push(
+      `| ${p.role} (pid ${p.pid}) | ${fmt(peak, 'MiB')} | ${fmt(p.vmRSSKiB / 1024, 'MiB')} | ` +
+        `${o.memoryLimitMiB} | ${peak < o.memoryLimitMiB ? 'yes' : '**NO**'} |`,
+    );
+  }
+  lines.push('', '| phase | seconds | rate | ' + last.map((p) => `${p.role} VmHWM MiB`).join(' | ') + ' |');
+  lines.push(`|---|---:|---:|${last.map(() => '---:').join('|')}|`);
+  for (const ph of phases) {
+    const rate = ph.filesPerS
+      ? `${fmt(ph.filesPerS)} files/s`
+      : ph.entriesPerS
+        ? `${fmt(ph.entriesPerS)} entries/s`
+        : '';
+    const cells = last.map((p) => {
+      const q = ph.procs.find((x) => x.role === p.role);
+      return q ? fmt(q.vmHWMKiB / 1024, 'MiB') : '—';
+    });
+    lines.push(`| ${ph.phase} | ${ph.seconds.toFixed(1)} | ${rate} | ${cells.join(' | ')} |`);
+  }
+  lines.push(
+    '',
+    `${o.memoryFiles} files of 200 B in 100 directories on a fresh dunixfs volume (1 client, 3 bricks, ` +
+      `replicas 1), created by 8 parallel workers, then one ls -lR after drop_caches. ` +
+      (tj.status === 'ok' ? '' : `FAILED: ${tj.notes.join('; ')}`),
+  );
+  return lines.join('\n');
 }
 
 main().catch((err) => {
