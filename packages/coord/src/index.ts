@@ -1,1 +1,11 @@
-export {};
+export * from './keys.js';
+export * from './knobs.js';
+export * from './kv.js';
+export * from './coordinator.js';
+export * from './memory-kv.js';
+export * from './memory-coordinator.js';
+export * from './etcd-kv.js';
+export * from './etcd-coordinator.js';
+export * from './etcd-process.js';
+export * from './cli/volume.js';
+export * from './cli/program.js';

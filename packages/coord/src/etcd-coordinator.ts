@@ -1,0 +1,30 @@
+import { createLogger, type Logger } from '@dunix/proto';
+import { type Clock, KvCoordinator } from './coordinator.js';
+import { EtcdKv } from './etcd-kv.js';
+import { type CoordinatorKnobs, validateCoordinatorKnobs } from './knobs.js';
+
+export interface EtcdCoordinatorOptions {
+  /** e.g. ["http://127.0.0.1:2379"]. */
+  endpoints: string[];
+  /** Overrides knobs.dialTimeoutMs: how long start() waits for etcd. */
+  dialTimeoutMs?: number;
+  log?: Logger;
+  knobs?: Partial<CoordinatorKnobs>;
+  clock?: Clock;
+}
+
+/** The Coordinator over a real etcd (v3 API). */
+export class EtcdCoordinator extends KvCoordinator {
+  constructor(opts: EtcdCoordinatorOptions) {
+    const log = opts.log ?? createLogger('coord');
+    const knobs = validateCoordinatorKnobs({
+      ...opts.knobs,
+      ...(opts.dialTimeoutMs !== undefined ? { dialTimeoutMs: opts.dialTimeoutMs } : {}),
+    });
+    super(new EtcdKv({ endpoints: opts.endpoints, rpcTimeoutMs: knobs.rpcTimeoutMs, log }), {
+      knobs,
+      log,
+      ...(opts.clock ? { clock: opts.clock } : {}),
+    });
+  }
+}

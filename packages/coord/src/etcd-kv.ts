@@ -1,0 +1,201 @@
+import { FsError, type Logger } from '@dunix/proto';
+import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease } from 'etcd3';
+import type { KvBackend, KvCompare, KvEntry, KvPut, KvRange } from './kv.js';
+
+/** Largest gRPC message either way: a volume of 65536 PGs reads and writes ~8 MiB of placement. */
+const GRPC_MESSAGE_MAX_BYTES = 64 * 1024 * 1024;
+
+type HostPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['host']>;
+type Policy = ReturnType<HostPolicy>;
+/**
+ * etcd3's default policies retry three times and open a circuit for 5 s
+ * after three failures; the coordinator has its own retry loops and
+ * deadlines, so calls go straight through.
+ */
+const passthrough = { execute: async (fn: () => unknown) => fn() } as unknown as Policy;
+
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      const end = Buffer.from(b.subarray(0, i + 1));
+      end[i]!++;
+      return end;
+    }
+  }
+  return Buffer.from([0]);
+}
+
+/** Rejects with TIMED_OUT if `p` does not settle within `ms` (a safety net over gRPC deadlines). */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new FsError('TIMED_OUT', `${what} after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export interface EtcdKvOptions {
+  endpoints: string[];
+  rpcTimeoutMs: number;
+  log: Logger;
+}
+
+/** KvBackend over etcd's v3 API (the `etcd3` client). */
+export class EtcdKv implements KvBackend {
+  private readonly client: Etcd3;
+  private readonly leases = new Map<string, Lease>();
+  private readonly rpcTimeoutMs: number;
+  private readonly log: Logger;
+
+  constructor(opts: EtcdKvOptions) {
+    if (opts.endpoints.length === 0) throw new FsError('INVALID_ARGUMENT', 'no etcd endpoints');
+    this.rpcTimeoutMs = opts.rpcTimeoutMs;
+    this.log = opts.log;
+    this.client = new Etcd3({
+      hosts: opts.endpoints,
+      grpcOptions: {
+        'grpc.max_receive_message_length': GRPC_MESSAGE_MAX_BYTES,
+        'grpc.max_send_message_length': GRPC_MESSAGE_MAX_BYTES,
+      },
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.rpcTimeoutMs }),
+      faultHandling: { host: () => passthrough, global: passthrough },
+    });
+  }
+
+  private call<T>(p: Promise<T>, what: string, ms = this.rpcTimeoutMs): Promise<T> {
+    return withTimeout(p, ms + 1000, `etcd ${what}`);
+  }
+
+  async probe(timeoutMs: number): Promise<void> {
+    try {
+      await withTimeout(
+        this.client
+          .get('/dunix/v1/probe')
+          .options({ deadline: Date.now() + timeoutMs })
+          .exec(),
+        timeoutMs + 500,
+        'etcd did not answer',
+      );
+    } catch (e) {
+      throw new FsError('UNAVAILABLE', `etcd unreachable: ${(e as Error).message}`);
+    }
+  }
+
+  async range(prefix: string): Promise<KvRange> {
+    const res = await this.call(this.client.getAll().prefix(prefix).sort('Key', 'Ascend').exec(), 'range');
+    return { entries: res.kvs.map(toEntry), revision: Number(res.header.revision) };
+  }
+
+  async get(key: string): Promise<KvEntry | undefined> {
+    const res = await this.call(this.client.get(key).exec(), 'get');
+    const kv = res.kvs[0];
+    return kv ? toEntry(kv) : undefined;
+  }
+
+  async next(from: string, prefix: string): Promise<string | undefined> {
+    const res = await this.call(
+      this.client
+        .getAll()
+        .inRange({ start: from, end: prefixEnd(prefix) })
+        .sort('Key', 'Ascend')
+        .limit(1)
+        .exec(),
+      'range',
+    );
+    const kv = res.kvs[0];
+    return kv ? kv.key.toString() : undefined;
+  }
+
+  async put(p: KvPut): Promise<void> {
+    await this.txn([], [p]);
+  }
+
+  async txn(compares: KvCompare[], puts: KvPut[]): Promise<boolean> {
+    const ops = puts.map((p) => {
+      const b = this.client.put(p.key).value(p.value);
+      return p.lease !== undefined ? b.lease(p.lease) : b;
+    });
+    if (compares.length === 0) {
+      // etcd needs a compare in a builder txn; this one always holds.
+      const res = await this.call(
+        this.client
+          .if('/dunix/v1/', 'Create', '>', -1)
+          .then(...ops)
+          .commit(),
+        'txn',
+      );
+      return res.succeeded;
+    }
+    const [first, ...rest] = compares;
+    let b = this.client.if(first!.key, 'Mod', '==', first!.modRevision);
+    for (const c of rest) b = b.and(c.key, 'Mod', '==', c.modRevision);
+    const res = await this.call(b.then(...ops).commit(), 'txn');
+    return res.succeeded;
+  }
+
+  async grantLease(ttlMs: number): Promise<string> {
+    const lease = this.client.lease(Math.ceil(ttlMs / 1000), { autoKeepAlive: false });
+    lease.on('lost', () => undefined); // loss is seen by keepalive(); no unhandled event
+    const id = await this.call(lease.grant(), 'lease grant');
+    this.leases.set(id, lease);
+    return id;
+  }
+
+  async keepalive(lease: string, timeoutMs: number): Promise<boolean> {
+    const l = this.leases.get(lease);
+    if (!l) return false;
+    try {
+      await this.call(l.keepaliveOnce({ deadline: Date.now() + timeoutMs }), 'lease keepalive', timeoutMs);
+      return true;
+    } catch (e) {
+      if (e instanceof EtcdLeaseInvalidError) {
+        this.leases.delete(lease);
+        return false;
+      }
+      throw e;
+    }
+  }
+
+  async revokeLease(lease: string): Promise<void> {
+    const l = this.leases.get(lease);
+    this.leases.delete(lease);
+    if (l) await this.call(l.revoke(), 'lease revoke');
+  }
+
+  async watchPrefix(prefix: string, onEvent: () => void): Promise<() => Promise<void>> {
+    const watcher = await this.call(this.client.watch().prefix(prefix).create(), 'watch');
+    let connectedOnce = false;
+    watcher
+      .on('put', () => onEvent())
+      .on('delete', () => onEvent())
+      .on('connected', () => {
+        // After a reconnect the watch resumes, but a compaction may have hidden changes: re-read.
+        if (connectedOnce) onEvent();
+        connectedOnce = true;
+      })
+      .on('disconnected', (err) => this.log.warn('etcd watch disconnected; reconnecting', { prefix, err }))
+      .on('error', (err) => {
+        this.log.warn('etcd watch error', { prefix, err });
+        onEvent();
+      });
+    return async () => {
+      await watcher.cancel().catch(() => undefined);
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.leases.values()) l.release();
+    this.leases.clear();
+    this.client.close();
+  }
+}
+
+function toEntry(kv: { key: Buffer; value: Buffer; mod_revision: string; lease: string }): KvEntry {
+  return {
+    key: kv.key.toString(),
+    value: kv.value.toString(),
+    modRevision: Number(kv.mod_revision),
+    lease: kv.lease && kv.lease !== '0' ? kv.lease : undefined,
+  };
+}

@@ -1,0 +1,206 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger, type Logger } from '@dunix/proto';
+
+/**
+ * Starts a single-member etcd as a child process, bound to 127.0.0.1 only,
+ * for tests and the local cluster launcher. Never listens on another address.
+ */
+export interface SpawnEtcdOptions {
+  /** Kept after stop() when given; a temp dir (removed on stop) otherwise. */
+  dataDir?: string;
+  clientPort?: number;
+  peerPort?: number;
+  log?: Logger;
+  /** Path of the etcd binary. */
+  binary?: string;
+  /** How long to wait for /health (default 20 s). */
+  readyTimeoutMs?: number;
+  /** SIGTERM → SIGKILL grace period in stop() (default 5 s). */
+  stopTimeoutMs?: number;
+}
+
+export interface EtcdProcess {
+  /** 'http://127.0.0.1:PORT' */
+  endpoint: string;
+  pid: number;
+  dataDir: string;
+  clientPort: number;
+  peerPort: number;
+  /** SIGTERM, SIGKILL after the grace period, then removes a temp data dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const LOOPBACK = '127.0.0.1';
+
+export class PortInUseError extends Error {}
+/** Placement of the largest volume (65536 PGs + config) goes in one transaction. */
+const MAX_TXN_OPS = 65_600;
+const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+
+/** A free TCP port on 127.0.0.1, found by binding port 0 (or checks that `port` is free). */
+export function freePort(port = 0): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', (e: NodeJS.ErrnoException) =>
+      reject(e.code === 'EADDRINUSE' ? new PortInUseError(`port ${port} on ${LOOPBACK} is in use`) : e),
+    );
+    srv.listen(port, LOOPBACK, () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => (port ? resolve(port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function checkPort(name: string, port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new RangeError(`${name} ${port} is not a port`);
+}
+
+async function healthy(endpoint: string, timeoutMs: number): Promise<boolean> {
+  try {
+    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!res.ok) return false;
+    const body = (await res.json()) as { health?: string };
+    return body.health === 'true';
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function spawnEtcd(opts: SpawnEtcdOptions = {}): Promise<EtcdProcess> {
+  const log = opts.log ?? createLogger('etcd-process');
+  const fixedPorts = opts.clientPort !== undefined || opts.peerPort !== undefined;
+  // Ports found by binding 0 can be taken before etcd binds them: try again with new ones.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnOnce(opts, log);
+    } catch (e) {
+      if (fixedPorts || attempt >= 3 || !(e instanceof PortInUseError)) throw e;
+      log.warn('etcd port taken; retrying with new ports', { attempt });
+    }
+  }
+}
+
+async function spawnOnce(opts: SpawnEtcdOptions, log: Logger): Promise<EtcdProcess> {
+  const clientPort = opts.clientPort ?? (await freePort());
+  let peerPort = opts.peerPort ?? (await freePort());
+  while (peerPort === clientPort) peerPort = await freePort();
+  checkPort('clientPort', clientPort);
+  checkPort('peerPort', peerPort);
+  // A given port must be free: /health on a busy port would be answered by someone else.
+  if (opts.clientPort !== undefined) await freePort(opts.clientPort);
+  if (opts.peerPort !== undefined) await freePort(opts.peerPort);
+  const ownDir = opts.dataDir === undefined;
+  const base = ownDir ? await mkdtemp(join(tmpdir(), 'dunix-etcd-')) : undefined;
+  const dataDir = opts.dataDir ?? join(base!, 'data');
+  const clientUrl = `http://${LOOPBACK}:${clientPort}`;
+  const peerUrl = `http://${LOOPBACK}:${peerPort}`;
+  const name = 'dunix-etcd';
+  const args = [
+    `--name=${name}`,
+    `--data-dir=${dataDir}`,
+    `--listen-client-urls=${clientUrl}`,
+    `--advertise-client-urls=${clientUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=${name}=${peerUrl}`,
+    '--initial-cluster-state=new',
+    `--initial-cluster-token=dunix-${process.pid}-${clientPort}`,
+    `--max-txn-ops=${MAX_TXN_OPS}`,
+    `--max-request-bytes=${MAX_REQUEST_BYTES}`,
+    '--logger=zap',
+    '--log-level=warn',
+  ];
+  // No ETCD_* variable from our environment may override the flags (e.g. a listen address).
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
+  const removeDir = async () => {
+    if (base) await rm(base, { recursive: true, force: true });
+  };
+  let child: ChildProcess;
+  try {
+    child = spawn(opts.binary ?? '/usr/bin/etcd', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    await removeDir();
+    throw e;
+  }
+  const tail: string[] = [];
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (chunk: string) => {
+    for (const line of chunk.split('\n')) {
+      if (!line) continue;
+      tail.push(line);
+      if (tail.length > 20) tail.shift();
+      log.debug('etcd', { line });
+    }
+  });
+  let exited = false;
+  const exit = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = true;
+      log.debug('etcd exited', { pid: child.pid, code, signal });
+      resolve();
+    });
+    child.once('error', (err) => {
+      exited = true;
+      tail.push(String(err));
+      resolve();
+    });
+  });
+  // Our own exit must not leave etcd behind (a crashed test, an uncaught exception).
+  // (A SIGTERM with no handler ends Node without 'exit': the owner must stop() or handle signals.)
+  const killOnExit = () => {
+    if (!exited) child.kill('SIGKILL');
+    if (base) rmSync(base, { recursive: true, force: true });
+  };
+  process.on('exit', killOnExit);
+
+  let stopping: Promise<void> | undefined;
+  const stop = (timeoutMs = opts.stopTimeoutMs ?? 5000): Promise<void> => {
+    stopping ??= (async () => {
+      if (!exited) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => {
+          if (!exited) {
+            log.warn('etcd ignored SIGTERM; sending SIGKILL', { pid: child.pid });
+            child.kill('SIGKILL');
+          }
+        }, timeoutMs);
+        await exit;
+        clearTimeout(timer);
+      }
+      process.off('exit', killOnExit);
+      await removeDir();
+    })();
+    return stopping;
+  };
+
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 20_000);
+  for (;;) {
+    if (exited) {
+      await stop();
+      const text = tail.join('\n');
+      if (/address already in use/.test(text))
+        throw new PortInUseError(`etcd: ports ${clientPort}/${peerPort} in use`);
+      throw new Error(`etcd exited before it was ready:\n${text}`);
+    }
+    if ((await healthy(clientUrl, 1000)) && !exited) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(
+        `etcd at ${clientUrl} not healthy after ${opts.readyTimeoutMs ?? 20_000} ms:\n${tail.join('\n')}`,
+      );
+    }
+    await sleep(50);
+  }
+  log.info('etcd ready', { endpoint: clientUrl, pid: child.pid, dataDir });
+  return { endpoint: clientUrl, pid: child.pid!, dataDir, clientPort, peerPort, stop: () => stop() };
+}

@@ -1,0 +1,56 @@
+/**
+ * The small slice of etcd the coordinator needs. EtcdKv maps it onto etcd's
+ * KV, Lease and Watch services; MemoryKv implements it in memory with the
+ * same semantics (revisions, leases that expire, prefix watches), so one
+ * coordinator implementation runs on both.
+ */
+export interface KvEntry {
+  key: string;
+  value: string;
+  /** Revision of the last change to this key. */
+  modRevision: number;
+  /** Lease id the key is bound to, or undefined. */
+  lease: string | undefined;
+}
+
+export interface KvPut {
+  key: string;
+  value: string;
+  lease?: string;
+}
+
+/** Holds when the key's mod revision equals `modRevision`; 0 means "the key does not exist". */
+export interface KvCompare {
+  key: string;
+  modRevision: number;
+}
+
+export interface KvRange {
+  /** Sorted by key. */
+  entries: KvEntry[];
+  /** Store revision the range was read at. */
+  revision: number;
+}
+
+export interface KvBackend {
+  /** Fails if the store does not answer within the deadline. */
+  probe(timeoutMs: number): Promise<void>;
+  range(prefix: string): Promise<KvRange>;
+  get(key: string): Promise<KvEntry | undefined>;
+  /** The smallest key >= `from` that starts with `prefix`, or undefined. */
+  next(from: string, prefix: string): Promise<string | undefined>;
+  put(p: KvPut): Promise<void>;
+  /** All puts if every compare holds, else nothing; true when applied. */
+  txn(compares: KvCompare[], puts: KvPut[]): Promise<boolean>;
+  grantLease(ttlMs: number): Promise<string>;
+  /** Renews the lease; false when the store no longer has it (expired or revoked). */
+  keepalive(lease: string, timeoutMs: number): Promise<boolean>;
+  revokeLease(lease: string): Promise<void>;
+  /**
+   * Calls `onEvent` after any change under `prefix` (and after the watch
+   * reconnects, when changes may have been missed). Resolves once the watch
+   * is established; the returned function cancels it.
+   */
+  watchPrefix(prefix: string, onEvent: () => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
