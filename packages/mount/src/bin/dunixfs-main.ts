@@ -71,8 +71,12 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGHUP', () => {});
   await mount.session.closed;
   log.info('session ended', { ...mount.session.stats });
-  await unwatch?.().catch(() => {});
-  await coord.stop().catch(() => {});
   router.close();
-  return 0;
+  // etcd may be gone already (cluster shutdown): never let its reconnect loop keep us alive.
+  const cleanup = (async () => {
+    await unwatch?.().catch(() => {});
+    await coord.stop().catch(() => {});
+  })();
+  await Promise.race([cleanup, new Promise((r) => setTimeout(r, 2000).unref())]);
+  process.exit(0);
 }
