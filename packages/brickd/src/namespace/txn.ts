@@ -1,6 +1,6 @@
 import { pgOfIno } from '@dunix/proto';
 import { keys, pgOfKey } from '../store/keys.js';
-import type { KvEntry, KvRangeOptions, KvWrite } from '../store/kv.js';
+import { prefixEnd, type KvEntry, type KvRangeOptions, type KvWrite } from '../store/kv.js';
 import { decodeRecord, encodeRecord, type DirentRecord, type InodeRecord } from '../store/records.js';
 
 /**
@@ -142,7 +142,7 @@ export class RecordTxn implements MetaTxn {
   }
   async listXattrNames(ino: bigint): Promise<Buffer[]> {
     const prefix = keys.xattrPrefix(pgOfIno(ino), ino);
-    const rows = await this.kv.range({ gte: prefix, lt: prefixEndOf(prefix) });
+    const rows = await this.kv.range({ gte: prefix, lt: prefixEnd(prefix) });
     return rows.map((r) => r.key.subarray(prefix.length));
   }
   async listDirents(
@@ -154,7 +154,7 @@ export class RecordTxn implements MetaTxn {
     const prefix = keys.cookiePrefix(pg, dir);
     const rows = await this.kv.range({
       gt: keys.cookie(pg, dir, afterCookie),
-      lt: prefixEndOf(prefix),
+      lt: prefixEnd(prefix),
       limit,
     });
     const out: { name: Buffer; rec: DirentRecord }[] = [];
@@ -172,15 +172,4 @@ export class RecordTxn implements MetaTxn {
   allocIno(pg: number): Promise<bigint> {
     return this.alloc(pg);
   }
-}
-
-function prefixEndOf(prefix: Buffer): Buffer {
-  const end = Buffer.from(prefix);
-  for (let i = end.length - 1; i >= 0; i--) {
-    if (end[i]! < 0xff) {
-      end[i]!++;
-      return end.subarray(0, i + 1);
-    }
-  }
-  return Buffer.alloc(prefix.length + 1, 0xff);
 }

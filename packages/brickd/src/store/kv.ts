@@ -35,7 +35,11 @@ export interface KvStore {
   write(batch: KvWrite[], sync: boolean): Promise<void>;
 }
 
-/** The smallest key greater than every key starting with prefix. */
+/**
+ * The smallest key greater than every key starting with prefix. An all-0xff
+ * prefix has no such key; brick keys never are one (a PG prefix is followed
+ * by a kind byte below 0xff), so asking is a bug.
+ */
 export function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
   for (let i = end.length - 1; i >= 0; i--) {
@@ -44,5 +48,5 @@ export function prefixEnd(prefix: Buffer): Buffer {
       return end.subarray(0, i + 1);
     }
   }
-  return Buffer.alloc(prefix.length + 1, 0xff);
+  throw new RangeError(`prefix ${prefix.toString('hex')} has no finite end`);
 }

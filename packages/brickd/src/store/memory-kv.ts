@@ -30,8 +30,8 @@ export class MemoryKv implements KvStore {
       if (opts.gte && Buffer.compare(key, opts.gte) < 0) continue;
       if (opts.gt && Buffer.compare(key, opts.gt) <= 0) continue;
       if (Buffer.compare(key, opts.lt) >= 0) continue;
-      out.push({ key, value: Buffer.from(this.map.get(k)!) });
       if (opts.limit !== undefined && out.length >= opts.limit) break;
+      out.push({ key, value: Buffer.from(this.map.get(k)!) });
     }
     return out;
   }
