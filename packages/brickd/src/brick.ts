@@ -319,7 +319,7 @@ export class Brick implements PgEndpoint {
     if (!requestId) return undefined;
     const v = await this.d.kv.get(keys.request(pg, requestId));
     if (!v) return undefined;
-    return { reply: (JSON.parse(v.toString()) as StoredReply).reply as T };
+    return { reply: (JSON.parse(v.toString(), reviveReply) as StoredReply).reply as T };
   }
 
   /**
@@ -357,7 +357,7 @@ export class Brick implements PgEndpoint {
       const stored: StoredReply = { seq: seq.toString(), reply };
       batch.push({
         key: keys.request(st.pg, requestId),
-        value: Buffer.from(JSON.stringify(stored, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))),
+        value: Buffer.from(JSON.stringify(stored, replaceReply)),
       });
     }
     const retain = BigInt(this.d.knobs.opLogRetain);
@@ -468,16 +468,17 @@ export class Brick implements PgEndpoint {
 
   /** Sends commit to every participant; drops the decision record once all have it. */
   private async finishDecision(home: number, txId: string, participants: number[]): Promise<boolean> {
-    let first = true;
-    const results = await Promise.allSettled(
-      participants.map(async (p) => {
-        await this.endpoint(p).txCommit(p, txId);
-        if (first) {
-          first = false;
-          this.d.fault?.('tx-after-first-commit');
-        }
-      }),
-    );
+    const [first, ...rest] = participants;
+    try {
+      if (first !== undefined) {
+        await this.endpoint(first).txCommit(first, txId);
+        this.d.fault?.('tx-after-first-commit');
+      }
+    } catch (err) {
+      if (!(err instanceof FsError)) throw err;
+      return false;
+    }
+    const results = await Promise.allSettled(rest.map((p) => this.endpoint(p).txCommit(p, txId)));
     if (results.some((r) => r.status === 'rejected')) return false;
     await this.d.kv.write([{ key: keys.decision(home, txId), value: undefined }], false);
     return true;
@@ -753,6 +754,27 @@ export class Brick implements PgEndpoint {
     if (!c) throw new FsError('INVALID_ARGUMENT', 'missing caller');
     return { uid: c.uid, gid: c.gid, groups: c.groups };
   }
+}
+
+/**
+ * Stored replies are JSON with bigints and byte strings tagged, so a retried
+ * request gets back exactly the values the first attempt returned.
+ */
+function replaceReply(this: unknown, key: string, v: unknown): unknown {
+  const raw = (this as Record<string, unknown>)[key];
+  if (typeof raw === 'bigint') return { $n: raw.toString() };
+  if (Buffer.isBuffer(raw) || raw instanceof Uint8Array) return { $b: Buffer.from(raw).toString('base64') };
+  return v;
+}
+
+function reviveReply(_key: string, v: unknown): unknown {
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    const o = v as Record<string, unknown>;
+    const keysOf = Object.keys(o);
+    if (keysOf.length === 1 && typeof o.$n === 'string') return BigInt(o.$n);
+    if (keysOf.length === 1 && typeof o.$b === 'string') return Buffer.from(o.$b, 'base64');
+  }
+  return v;
 }
 
 function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {

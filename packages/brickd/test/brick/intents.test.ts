@@ -1,0 +1,284 @@
+import t from 'tap';
+import {
+  createLogger,
+  directoryPg,
+  FsError,
+  initHashing,
+  pgOfIno,
+  ROOT_INO,
+  type PgAssignment,
+  type VolumeConfig,
+} from '@dunix/proto';
+import { Brick, type BlockFiles, type PgEndpoint, type TxKeyValue } from '../../src/brick.js';
+import { brickDefaults } from '../../src/config.js';
+import type { Cred } from '../../src/namespace/api.js';
+import { NamespaceEngine } from '../../src/namespace/engine.js';
+import { KeyKind } from '../../src/store/keys.js';
+import { MemoryKv } from '../../src/store/memory-kv.js';
+
+/**
+ * The brick's mutation path in process: two bricks over MemoryKv stores
+ * talking through an in-memory PgEndpoint. A "crash" is an exception thrown
+ * at a fault point; the brick is then rebuilt from its store alone (what a
+ * SIGKILL leaves) and the recovery sweep runs. Whatever the crash point, a
+ * cross-PG operation must end fully applied or not at all.
+ */
+
+const PG_COUNT = 8;
+const volume: VolumeConfig = {
+  name: 'sim',
+  pgCount: PG_COUNT,
+  replicas: 1,
+  blockSizeBytes: 65536,
+  inlineMaxBytes: 4096,
+  createdAtMs: 0,
+};
+const root: Cred = { uid: 0, gid: 0, groups: [] };
+const log = createLogger('sim', () => {});
+const noBlocks = new Proxy({} as BlockFiles, {
+  get: () => () => Promise.reject(new Error('no block I/O in this test')),
+});
+
+class Crash extends Error {}
+
+/** Routes each PG to whichever simulated brick serves it. */
+class Net implements PgEndpoint {
+  bricks: Brick[] = [];
+  private at(pg: number): Brick {
+    const b = this.bricks.find((x) => x.pgs.has(pg));
+    if (!b) throw new FsError('UNAVAILABLE', `pg ${pg} is down`);
+    return b;
+  }
+  txRead = (pg: number, keys: Buffer[]) => this.at(pg).txRead(pg, keys);
+  txPrepare = (pg: number, id: string, c: number, r: TxKeyValue[], w: TxKeyValue[]) =>
+    this.at(pg).txPrepare(pg, id, c, r, w);
+  txCommit = (pg: number, id: string) => this.at(pg).txCommit(pg, id);
+  txAbort = (pg: number, id: string) => this.at(pg).txAbort(pg, id);
+  txStatus = (pg: number, id: string) => this.at(pg).txStatus(pg, id);
+  allocIno = (pg: number) => this.at(pg).allocIno(pg);
+  reclaim = (pg: number, ino: bigint) => this.at(pg).reclaim(pg, ino);
+}
+
+/** PGs 0..3 on brick A, 4..7 on brick B. */
+const placement: PgAssignment[] = Array.from({ length: PG_COUNT }, (_v, pg) => ({
+  pg,
+  bricks: [pg < 4 ? 'A' : 'B'],
+  epoch: 1,
+}));
+
+interface Cluster {
+  net: Net;
+  kvs: Record<'A' | 'B', MemoryKv>;
+  start(id: 'A' | 'B', faults?: string[]): Promise<Brick>;
+  brick(id: 'A' | 'B'): Brick;
+}
+
+let clock = 1_000_000_000n;
+
+async function cluster(): Promise<Cluster> {
+  await initHashing();
+  const net = new Net();
+  const kvs = { A: new MemoryKv(), B: new MemoryKv() };
+  const byId = new Map<string, Brick>();
+  const c: Cluster = {
+    net,
+    kvs,
+    async start(id, faults = []) {
+      const brick = new Brick({
+        brickId: id,
+        volume,
+        kv: kvs[id],
+        blocks: noBlocks,
+        engine: new NamespaceEngine({ pgCount: PG_COUNT, inlineMaxBytes: 4096, blockSizeBytes: 65536 }),
+        knobs: { ...brickDefaults, txResolveAfterMs: 1, conflictWaitMaxMs: 2000 },
+        log,
+        clockNs: () => (clock += 1000n),
+        remote: net,
+        fault: (point) => {
+          if (faults.includes(point)) throw new Crash(point);
+        },
+      });
+      const old = byId.get(id);
+      if (old) {
+        old.stop();
+        net.bricks = net.bricks.filter((b) => b !== old);
+      }
+      await brick.applyPlacement(placement);
+      byId.set(id, brick);
+      net.bricks.push(brick);
+      return brick;
+    },
+    brick: (id) => byId.get(id)!,
+  };
+  await c.start('A');
+  await c.start('B');
+  return c;
+}
+
+const ownerOf = (pg: number): 'A' | 'B' => (pg < 4 ? 'A' : 'B');
+
+/** A name whose new directory lands on the other brick than its parent's PG. */
+function crossName(parent: bigint, prefix: string): Buffer {
+  for (let i = 0; ; i++) {
+    const name = Buffer.from(`${prefix}${i}`);
+    if (ownerOf(directoryPg(parent, name, PG_COUNT)) !== ownerOf(pgOfIno(parent))) return name;
+  }
+}
+
+function mkdir(c: Cluster, parent: bigint, name: Buffer, requestId = '') {
+  const pg = pgOfIno(parent);
+  return c
+    .brick(ownerOf(pg))
+    .mutate(pg, requestId, 'mkdir', (tx) => c.brick(ownerOf(pg)).engine.mkdir(tx, root, parent, name, 0o755));
+}
+
+async function lookup(c: Cluster, parent: bigint, name: Buffer) {
+  const pg = pgOfIno(parent);
+  try {
+    return await c
+      .brick(ownerOf(pg))
+      .read(pg, (tx) => c.brick(ownerOf(pg)).engine.lookup(tx, root, parent, name));
+  } catch (err) {
+    if (err instanceof FsError && err.code === 'NOT_FOUND') return undefined;
+    throw err;
+  }
+}
+
+async function getattr(c: Cluster, ino: bigint) {
+  const pg = pgOfIno(ino);
+  return c.brick(ownerOf(pg)).read(pg, (tx) => c.brick(ownerOf(pg)).engine.getattr(tx, ino));
+}
+
+/** Keys of one kind left in a brick's store (prepared transactions, decisions). */
+async function countKind(kv: MemoryKv, kind: number): Promise<number> {
+  let n = 0;
+  for (const e of await kv.range({ gte: Buffer.alloc(1, 0), lt: Buffer.alloc(3, 0xff) }))
+    if (e.key[2] === kind) n++;
+  return n;
+}
+
+async function settle(c: Cluster): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    await c.brick('A').recoverySweep();
+    await c.brick('B').recoverySweep();
+  }
+}
+
+t.test('a cross-PG mkdir commits on both bricks in one step', async (t) => {
+  const c = await cluster();
+  const name = crossName(ROOT_INO, 'd');
+  const r = await mkdir(c, ROOT_INO, name, 'req-1');
+  t.not(ownerOf(pgOfIno(r.inode.ino)), ownerOf(0), 'the new directory lives on the other brick');
+  const found = await lookup(c, ROOT_INO, name);
+  t.equal(found?.dirent.ino, r.inode.ino, 'the entry names the new inode');
+  t.equal((await getattr(c, r.inode.ino)).nlink, 2);
+  t.equal((await getattr(c, ROOT_INO)).nlink, 3, 'the parent counts the new subdirectory');
+  const again = await mkdir(c, ROOT_INO, name, 'req-1');
+  t.equal(again.inode.ino, r.inode.ino, 'a retried request id returns the stored reply');
+  t.equal((await getattr(c, ROOT_INO)).nlink, 3, 'and applies nothing twice');
+  t.equal(
+    await countKind(c.kvs.A, KeyKind.decision),
+    0,
+    'decision records are dropped once every participant committed',
+  );
+  t.equal(await countKind(c.kvs.B, KeyKind.prepared), 0);
+});
+
+for (const point of ['tx-after-prepare', 'tx-after-decision', 'tx-after-first-commit']) {
+  t.test(`a crash of the coordinating brick at ${point} leaves mkdir whole or absent`, async (t) => {
+    const c = await cluster();
+    const name = crossName(ROOT_INO, 'x');
+    await c.start('A', [point]);
+    await t.rejects(mkdir(c, ROOT_INO, name, 'req-crash'), { message: point });
+    // SIGKILL: the brick comes back from its store alone.
+    await c.start('A');
+    await settle(c);
+    const found = await lookup(c, ROOT_INO, name);
+    const rootAttr = await getattr(c, ROOT_INO);
+    if (point === 'tx-after-prepare') {
+      t.equal(found, undefined, 'before the decision: rolled back');
+      t.equal(rootAttr.nlink, 2);
+    } else {
+      t.ok(found, 'after the decision: finished');
+      const child = await getattr(c, found!.dirent.ino);
+      t.equal(child.nlink, 2, 'the new directory exists on its brick');
+      t.equal(child.parent, ROOT_INO);
+      t.equal(rootAttr.nlink, 3);
+    }
+    t.equal(await countKind(c.kvs.B, KeyKind.prepared), 0, 'no transaction stays prepared');
+    t.equal(await countKind(c.kvs.A, KeyKind.decision), 0, 'no decision record stays');
+    // The tree stays usable: the name can be (re)created or is taken, never half.
+    const retry = await mkdir(c, ROOT_INO, name, 'req-crash').then(
+      (r) => r.inode.ino,
+      (err: FsError) => err.code,
+    );
+    if (found) t.equal(retry, found.dirent.ino, 'the retried request is answered from the stored reply');
+    else t.type(retry, 'bigint', 'the retried request now succeeds');
+    const dir = await lookup(c, ROOT_INO, name);
+    const pg = pgOfIno(dir!.dirent.ino);
+    const inner = await c
+      .brick(ownerOf(pg))
+      .mutate(pg, '', 'mknod', (tx) =>
+        c.brick(ownerOf(pg)).engine.mknod(tx, root, dir!.dirent.ino, Buffer.from('f'), 0o100644, 0n, true),
+      );
+    t.equal(inner.inode.nlink, 1, 'files can be created in it');
+  });
+}
+
+t.test('a crash of the participant before it prepared aborts; rename across bricks is atomic', async (t) => {
+  const c = await cluster();
+  const a = await mkdir(c, ROOT_INO, crossName(ROOT_INO, 'a'));
+  // A second directory on brick A's side (same brick as root).
+  let bname: Buffer | undefined;
+  for (let i = 0; !bname; i++) {
+    const n = Buffer.from(`b${i}`);
+    if (ownerOf(directoryPg(ROOT_INO, n, PG_COUNT)) === 'A') bname = n;
+  }
+  const b = await mkdir(c, ROOT_INO, bname);
+  const pgA = pgOfIno(a.inode.ino);
+  const file = await c
+    .brick(ownerOf(pgA))
+    .mutate(pgA, '', 'mknod', (tx) =>
+      c.brick(ownerOf(pgA)).engine.mknod(tx, root, a.inode.ino, Buffer.from('f'), 0o100644, 0n, true),
+    );
+  t.equal(ownerOf(pgA), 'B');
+  // Rename a/f -> b/g, coordinated by the source directory's PG (brick B), which crashes after the decision.
+  await c.start('B', ['tx-after-decision']);
+  await t.rejects(
+    c
+      .brick('B')
+      .mutate(pgA, 'mv-1', 'rename', (tx) =>
+        c
+          .brick('B')
+          .engine.rename(tx, root, a.inode.ino, Buffer.from('f'), b.inode.ino, Buffer.from('g'), {
+            noReplace: false,
+            exchange: false,
+          }),
+      ),
+    { message: 'tx-after-decision' },
+  );
+  await c.start('B');
+  await settle(c);
+  const inA = await lookup(c, a.inode.ino, Buffer.from('f'));
+  const inB = await lookup(c, b.inode.ino, Buffer.from('g'));
+  t.equal(inA, undefined, 'the old name is gone');
+  t.equal(inB?.dirent.ino, file.inode.ino, 'the new name is there: exactly one name');
+  t.equal((await getattr(c, file.inode.ino)).nlink, 1);
+  t.equal((await getattr(c, a.inode.ino)).entries, 0);
+  t.equal((await getattr(c, b.inode.ino)).entries, 1);
+});
+
+t.test('concurrent cross-PG mkdirs of one name: exactly one wins', async (t) => {
+  const c = await cluster();
+  const name = crossName(ROOT_INO, 'race');
+  const results = await Promise.allSettled(Array.from({ length: 8 }, () => mkdir(c, ROOT_INO, name)));
+  const won = results.filter((r) => r.status === 'fulfilled');
+  const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  t.equal(won.length, 1, 'one mkdir succeeds');
+  t.ok(
+    lost.every((r) => r.reason instanceof FsError && r.reason.code === 'ALREADY_EXISTS'),
+    'the others see EEXIST',
+  );
+  t.equal((await getattr(c, ROOT_INO)).nlink, 3);
+  t.equal((await getattr(c, ROOT_INO)).entries, 1);
+});
