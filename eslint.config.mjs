@@ -4,7 +4,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['packages/proto/src/gen/**', '**/dist/**', '**/node_modules/**', '.tap/**', 'bench/results/**'] },
+  {
+    ignores: ['packages/proto/src/gen/**', '**/dist/**', '**/node_modules/**', '.tap/**', 'bench/results/**'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -245,16 +245,12 @@ t.test('a crash of the participant before it prepared aborts; rename across bric
   // Rename a/f -> b/g, coordinated by the source directory's PG (brick B), which crashes after the decision.
   await c.start('B', ['tx-after-decision']);
   await t.rejects(
-    c
-      .brick('B')
-      .mutate(pgA, 'mv-1', 'rename', (tx) =>
-        c
-          .brick('B')
-          .engine.rename(tx, root, a.inode.ino, Buffer.from('f'), b.inode.ino, Buffer.from('g'), {
-            noReplace: false,
-            exchange: false,
-          }),
-      ),
+    c.brick('B').mutate(pgA, 'mv-1', 'rename', (tx) =>
+      c.brick('B').engine.rename(tx, root, a.inode.ino, Buffer.from('f'), b.inode.ino, Buffer.from('g'), {
+        noReplace: false,
+        exchange: false,
+      }),
+    ),
     { message: 'tx-after-decision' },
   );
   await c.start('B');
