@@ -1,0 +1,559 @@
+/**
+ * Cluster harness: a real etcd, real brickd processes and a real FUSE mount
+ * (the dunixfs client as a separate process), all on loopback ports found by
+ * binding port 0, in one temp dir. Everything it starts is stopped by PID and
+ * the temp dir removed in the test's teardown, also when the test fails; on a
+ * failure the tail of every process's log is printed first.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EtcdCoordinator, freePort, spawnEtcd, type EtcdProcess } from '@dunix/coord';
+import {
+  brickClient,
+  callUnary,
+  directoryPg,
+  initHashing,
+  pgOfIno,
+  type BrickClient,
+  type Logger,
+  type PgAssignment,
+  type wire,
+} from '@dunix/proto';
+
+const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+export const bins = {
+  brickd: join(repo, 'packages/brickd/dist/src/bin/brickd.js'),
+  dunixctl: join(repo, 'packages/coord/dist/src/bin/dunixctl.js'),
+  dunixfs: join(repo, 'packages/mount/dist/src/bin/dunixfs.cjs'),
+};
+
+/** What startCluster needs of a tap Test. */
+export interface TestLike {
+  teardown(fn: () => unknown): void;
+  passing(): boolean;
+  comment(...args: unknown[]): void;
+}
+
+export interface ClusterOptions {
+  bricks?: number;
+  pgs?: number;
+  volume?: string;
+  /** Extra environment of every brick (an array: per brick). */
+  brickEnv?: Record<string, string> | Record<string, string>[];
+  /** Mount the client once the volume exists (default true). */
+  mount?: boolean;
+  /** Extra `-o` options of the client. */
+  mountOptions?: string;
+}
+
+export interface BrickProc {
+  readonly index: number;
+  readonly dir: string;
+  readonly port: number;
+  readonly address: string;
+  readonly logFile: string;
+  /** The brick's id (from DIR/brick.json, written on first start). */
+  readonly id: string;
+  /** PID of the current process (0 when none runs). */
+  readonly pid: number;
+  alive(): boolean;
+  /** Resolves when the current process exits (immediately when none runs). */
+  exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM, SIGKILL after 10 s; resolves when the process is gone. */
+  stop(): Promise<void>;
+  /** Sends `signal` and, unless it is SIGSTOP/SIGCONT, waits for the exit. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again on the same data dir and port; `env` replaces the brick's extra env. */
+  restart(env?: Record<string, string>): Promise<void>;
+  /** Resolves once the brick answers BrickStatus with its PGs. */
+  ready(timeoutMs?: number): Promise<void>;
+  /** A gRPC client to this brick (closed at teardown). */
+  client(): BrickClient;
+}
+
+export interface Cluster {
+  readonly base: string;
+  readonly etcd: EtcdProcess;
+  /** e.g. 127.0.0.1:PORT (the client's spec form). */
+  readonly etcdHostPort: string;
+  readonly volume: string;
+  readonly pgs: number;
+  readonly bricks: BrickProc[];
+  readonly mountpoint: string;
+  readonly coord: EtcdCoordinator;
+  /** PID of the client process (0 when not mounted). */
+  readonly mountPid: number;
+  mount(): Promise<void>;
+  /** umount (retried while busy), umount -l as the last resort; waits for the client to exit. */
+  unmount(): Promise<void>;
+  /** Unmounts, stops every process, removes the temp dir. Idempotent. */
+  stop(): Promise<void>;
+  placement(): Promise<PgAssignment[]>;
+  /** The brick that is primary of `pg`. */
+  brickOfPg(pg: number): Promise<BrickProc>;
+  /** Runs dunixctl with --etcd; returns its result. */
+  ctl(args: string[]): { status: number | null; stdout: string; stderr: string };
+  /** Inodes and blocks stored over all bricks (BrickStatus). */
+  counts(): Promise<{ inodes: number; blocks: number }>;
+  /** Last lines of every log file. */
+  logTails(lines?: number): string;
+  /** A path inside the mount. */
+  path(...parts: string[]): string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitUntil(
+  cond: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 20_000,
+  stepMs = 50,
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(stepMs);
+  }
+}
+
+/** Mount points in /proc/self/mountinfo (octal escapes decoded) with their fs type. */
+export function mountsAt(path: string): { fstype: string; source: string }[] {
+  const out: { fstype: string; source: string }[] = [];
+  const unescape = (s: string) =>
+    s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    if (!line) continue;
+    const [pre, post] = line.split(' - ');
+    const f = pre!.split(' ');
+    const g = (post ?? '').split(' ');
+    if (unescape(f[4]!) === path) out.push({ fstype: g[0]!, source: unescape(g[1] ?? '') });
+  }
+  return out;
+}
+
+/** Children of this process still running, killed if the test process exits abruptly. */
+const live = new Set<ChildProcess>();
+const liveMounts = new Set<string>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const m of liveMounts) spawnSync('umount', ['-l', m], { stdio: 'ignore', timeout: 5000 });
+  });
+}
+
+interface Proc {
+  child: ChildProcess;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  done: boolean;
+}
+
+/** Spawns a process with stdout and stderr appended to `logFile` (our event loop is not needed). */
+function spawnLogged(cmd: string, args: string[], logFile: string, env: NodeJS.ProcessEnv): Proc {
+  const fd = openSync(logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, args, { stdio: ['ignore', fd, fd], env });
+  } finally {
+    closeSync(fd);
+  }
+  live.add(child);
+  const p: Proc = {
+    child,
+    done: false,
+    exit: new Promise((res) => {
+      child.once('exit', (code, signal) => {
+        p.done = true;
+        live.delete(child);
+        res({ code, signal });
+      });
+      child.once('error', () => {
+        p.done = true;
+        live.delete(child);
+        res({ code: -1, signal: null });
+      });
+    }),
+  };
+  return p;
+}
+
+async function terminate(p: Proc | undefined, graceMs = 10_000): Promise<void> {
+  if (!p || p.done) return;
+  p.child.kill('SIGTERM');
+  const timer = setTimeout(() => {
+    if (!p.done) p.child.kill('SIGKILL');
+  }, graceMs);
+  await p.exit;
+  clearTimeout(timer);
+}
+
+function tail(file: string, lines: number): string {
+  if (!existsSync(file)) return '';
+  const all = readFileSync(file, 'utf8').split('\n');
+  return all.slice(Math.max(0, all.length - lines - 1)).join('\n');
+}
+
+function fileLogger(file: string): Logger {
+  const fd = openSync(file, 'a');
+  const emit = (level: string) => (msg: string, fields?: Record<string, unknown>) => {
+    try {
+      writeSync(fd, `${JSON.stringify({ t: new Date().toISOString(), level, msg, ...fields }, jsonSafe)}\n`);
+    } catch {
+      /* the log file is gone at teardown */
+    }
+  };
+  return {
+    debug: emit('debug'),
+    info: emit('info'),
+    warn: emit('warn'),
+    error: emit('error'),
+    enabled: () => true,
+  };
+}
+
+function jsonSafe(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value instanceof Error ? value.message : value;
+}
+
+export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Promise<Cluster> {
+  installExitHook();
+  await initHashing();
+  const nBricks = opts.bricks ?? 3;
+  const pgs = opts.pgs ?? 64;
+  const volume = opts.volume ?? 'vol';
+  const base = mkdtempSync(join(tmpdir(), 'dunix-cluster-'));
+  spawnSync('chmod', ['0755', base]);
+  const logDir = join(base, 'logs');
+  mkdirSync(logDir);
+  const mountpoint = join(base, 'mnt');
+  mkdirSync(mountpoint, { mode: 0o755 });
+  const clientLog = join(logDir, 'client.log');
+  const etcdLog = join(logDir, 'etcd.log');
+
+  const clients: BrickClient[] = [];
+  const started: { etcd?: EtcdProcess; coord?: EtcdCoordinator } = {};
+  const brickProcs: BrickProc[] = [];
+  const stops: (() => Promise<void>)[] = [];
+  let client: Proc | undefined;
+
+  const logTails = (lines = 40) => {
+    const files = [etcdLog, clientLog, ...brickProcs.map((b) => b.logFile)];
+    return files.map((f) => `---- ${f} (last ${lines} lines)\n${tail(f, lines)}`).join('\n');
+  };
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      await unmount().catch(() => {});
+      for (const c of clients) c.close();
+      for (const s of stops) await s().catch(() => {});
+      await started.coord?.stop().catch(() => {});
+      await started.etcd?.stop().catch(() => {});
+      // Never remove a dir that is still a mount point (it would recurse into the mount).
+      if (mountsAt(mountpoint).length === 0) rmSync(base, { recursive: true, force: true });
+    })();
+    return stopping;
+  };
+  t.teardown(async () => {
+    if (!t.passing()) process.stderr.write(`\n==== cluster logs (${base})\n${logTails()}\n====\n`);
+    await stop();
+  });
+
+  const brickEnv = (i: number): Record<string, string> =>
+    Array.isArray(opts.brickEnv) ? (opts.brickEnv[i] ?? {}) : (opts.brickEnv ?? {});
+
+  const etcd = await spawnEtcd({ log: fileLogger(etcdLog) });
+  const etcdHostPort = `127.0.0.1:${etcd.clientPort}`;
+  started.etcd = etcd;
+  const coord = new EtcdCoordinator({
+    endpoints: [etcd.endpoint],
+    log: fileLogger(join(logDir, 'coord.log')),
+  });
+  started.coord = coord;
+  await coord.start();
+
+  const ctl = (args: string[]) => {
+    const r = spawnSync(process.execPath, [bins.dunixctl, '--etcd', etcd.endpoint, ...args], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  };
+
+  const childEnv = (extra: Record<string, string>): NodeJS.ProcessEnv => {
+    const env: NodeJS.ProcessEnv = { ...process.env, DUNIX_LOG: process.env.DUNIX_LOG ?? 'info' };
+    delete env.DUNIX_FAULTS;
+    return { ...env, ...extra };
+  };
+
+  for (let i = 0; i < nBricks; i++) {
+    const dir = join(base, `brick${i}`);
+    mkdirSync(dir);
+    const port = await freePort();
+    const address = `127.0.0.1:${port}`;
+    const logFile = join(logDir, `brick${i}.log`);
+    let proc: Proc | undefined;
+    let grpcClient: BrickClient | undefined;
+    const start = (env: Record<string, string>) => {
+      proc = spawnLogged(
+        process.execPath,
+        [bins.brickd, '--data', dir, '--listen', address, '--etcd', etcd.endpoint, '--volume', volume],
+        logFile,
+        childEnv(env),
+      );
+    };
+    const b: BrickProc = {
+      index: i,
+      dir,
+      port,
+      address,
+      logFile,
+      get id() {
+        return (JSON.parse(readFileSync(join(dir, 'brick.json'), 'utf8')) as { id: string }).id;
+      },
+      get pid() {
+        return proc && !proc.done ? proc.child.pid! : 0;
+      },
+      alive: () => !!proc && !proc.done,
+      exited: async () => (proc ? proc.exit : { code: null, signal: null }),
+      stop: () => terminate(proc),
+      kill: async (signal: NodeJS.Signals = 'SIGKILL') => {
+        if (!proc || proc.done) return;
+        proc.child.kill(signal);
+        if (signal !== 'SIGSTOP' && signal !== 'SIGCONT') await proc.exit;
+      },
+      restart: async (env?: Record<string, string>) => {
+        await terminate(proc);
+        start(env ?? brickEnv(i));
+        await b.ready();
+      },
+      ready: async (timeoutMs = 30_000) => {
+        await waitUntil(
+          async () => {
+            if (!proc || proc.done) throw new Error(`brick${i} exited:\n${tail(logFile, 20)}`);
+            try {
+              const s = await callUnary<object, wire.BrickStatusReply__Output>(
+                b.client(),
+                'BrickStatus',
+                {},
+                2000,
+              );
+              return s.pgs.length > 0;
+            } catch {
+              return false;
+            }
+          },
+          `brick${i} to serve its PGs`,
+          timeoutMs,
+          100,
+        );
+      },
+      client: () => {
+        if (!grpcClient) {
+          grpcClient = brickClient(address);
+          clients.push(grpcClient);
+        }
+        return grpcClient;
+      },
+    };
+    stops.push(() => terminate(proc));
+    start(brickEnv(i));
+    brickProcs.push(b);
+  }
+
+  // Every brick registered (and alive) before the volume is placed over them.
+  await waitUntil(
+    async () => {
+      for (const b of brickProcs)
+        if (!b.alive()) throw new Error(`brick${b.index} exited:\n${tail(b.logFile, 20)}`);
+      const listed = await coord.listBricks(volume).catch(() => []);
+      return listed.filter((x) => x.alive).length === nBricks;
+    },
+    'all bricks to register',
+    30_000,
+    100,
+  );
+  const created = ctl(['volume', 'create', volume, '--pgs', String(pgs)]);
+  if (created.status !== 0) throw new Error(`volume create failed: ${created.stderr}${created.stdout}`);
+  for (const b of brickProcs) await b.ready();
+
+  async function mount(): Promise<void> {
+    if (client && !client.done) throw new Error('already mounted');
+    const args = [bins.dunixfs, `${etcdHostPort}/${volume}`, mountpoint];
+    if (opts.mountOptions) args.push('-o', opts.mountOptions);
+    client = spawnLogged(process.execPath, args, clientLog, childEnv({}));
+    liveMounts.add(mountpoint);
+    const c = client;
+    await waitUntil(
+      () => {
+        if (c.done) throw new Error(`dunixfs exited before mounting:\n${tail(clientLog, 20)}`);
+        return mountsAt(mountpoint).some((m) => m.fstype === 'fuse.dunixfs');
+      },
+      'the dunixfs mount',
+      30_000,
+    );
+  }
+
+  async function unmount(): Promise<void> {
+    for (let i = 0; i < 20 && mountsAt(mountpoint).length > 0; i++) {
+      const r = spawnSync('umount', [mountpoint], { encoding: 'utf8', timeout: 15_000 });
+      if (r.status === 0) break;
+      await sleep(250);
+    }
+    if (mountsAt(mountpoint).length > 0) spawnSync('umount', ['-l', mountpoint], { timeout: 15_000 });
+    liveMounts.delete(mountpoint);
+    if (client && !client.done) {
+      // The client exits by itself once the kernel ends the session.
+      const c = client;
+      const timer = setTimeout(() => void terminate(c, 5000), 10_000);
+      await c.exit;
+      clearTimeout(timer);
+    }
+  }
+
+  const cluster: Cluster = {
+    base,
+    etcd,
+    etcdHostPort,
+    volume,
+    pgs,
+    bricks: brickProcs,
+    mountpoint,
+    coord,
+    get mountPid() {
+      return client && !client.done ? client.child.pid! : 0;
+    },
+    mount,
+    unmount,
+    stop,
+    placement: () => coord.getPlacement(volume),
+    brickOfPg: async (pg) => {
+      const a = (await coord.getPlacement(volume))[pg];
+      const b = brickProcs.find((x) => x.id === a?.bricks[0]);
+      if (!b) throw new Error(`pg ${pg} has no primary among our bricks`);
+      return b;
+    },
+    ctl,
+    counts: async () => {
+      let inodes = 0;
+      let blocks = 0;
+      for (const b of brickProcs) {
+        const s = await callUnary<object, wire.BrickStatusReply__Output>(
+          b.client(),
+          'BrickStatus',
+          {},
+          10_000,
+        );
+        inodes += Number(s.inodes);
+        blocks += Number(s.blocks);
+      }
+      return { inodes, blocks };
+    },
+    logTails,
+    path: (...parts) => join(mountpoint, ...parts),
+  };
+  if (opts.mount ?? true) await mount();
+  return cluster;
+}
+
+/** PG of a new directory `name` under `parent`. */
+export function newDirPg(parent: bigint, name: string, pgCount: number): number {
+  return directoryPg(parent, Buffer.from(name), pgCount);
+}
+
+export { pgOfIno };
+
+/** Runs a command to completion (never throws); a timeout kills it. */
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+  const r = spawnSync(cmd, args, {
+    encoding: 'utf8',
+    timeout: opts.timeoutMs ?? 120_000,
+    maxBuffer: 64 * 1024 * 1024,
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
+  });
+  return {
+    status: r.status,
+    signal: r.signal,
+    stdout: r.stdout ?? '',
+    stderr: r.stderr ?? String(r.error ?? ''),
+  };
+}
+
+/** Runs a command and throws with its stderr unless it exits 0; returns stdout. */
+export function ok(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; input?: string | Buffer; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): string {
+  const r = run(cmd, args, opts);
+  if (r.status !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${r.stderr.slice(0, 2000)}`);
+  }
+  return r.stdout;
+}
+
+/** A shell script, run with bash -c; throws unless it exits 0. */
+export function sh(script: string, opts: { cwd?: string; timeoutMs?: number } = {}): string {
+  return ok('bash', ['-euo', 'pipefail', '-c', script], opts);
+}
+
+/** Starts a command in the background; `done` resolves with its result (a timeout kills it). */
+export function runAsync(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): {
+  child: ChildProcess;
+  done: Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+} {
+  const child = spawn(cmd, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
+  });
+  live.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+  const done = new Promise<{
+    status: number | null;
+    signal: NodeJS.Signals | null;
+    stdout: string;
+    stderr: string;
+  }>((res) => {
+    child.once('close', (status, signal) => {
+      clearTimeout(timer);
+      live.delete(child);
+      res({ status, signal, stdout, stderr });
+    });
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      live.delete(child);
+      res({ status: -1, signal: null, stdout, stderr: stderr + String(err) });
+    });
+  });
+  return { child, done };
+}
