@@ -63,8 +63,9 @@ async function crashDuring(t: Test, coordinator: BrickProc, point: string, cmd: 
   await coordinator.restart({});
   const r = await op.done;
   t.comment(`${cmd.join(' ')} -> exit ${r.status} ${r.stderr.trim()}`);
-  // Presumed abort resolves prepared intents after 2 s; the sweep runs every second.
-  await sleep(3500);
+  // A prepared intent older than 2 s asks its coordinator (presumed abort); the prepare was
+  // before the restart, so a sweep or two (every second) resolve it.
+  await sleep(2000);
   return r;
 }
 
@@ -160,7 +161,7 @@ t.test('cross-PG intents survive a coordinator crash at every point', async (t) 
       const died = await Promise.race([coordinator.exited(), sleep(30_000).then(() => undefined)]);
       t.equal(died?.signal, 'SIGKILL', `brick${coordinator.index} crashed at ${point}`);
       await coordinator.restart({});
-      await sleep(3500);
+      await sleep(2000);
       // Before the decision the intent is rolled back; after it, recovery finishes it.
       const want = point !== 'tx-after-prepare';
       const listed = noDuplicates(t, caseDir).includes(name);

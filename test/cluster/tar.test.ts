@@ -92,7 +92,11 @@ t.test('tar extract, compare and rm -rf on the mount', async (t) => {
       if (String(g[k]) !== String(w[k])) mismatches.push(`${rel}: ${k} ${String(g[k])} != ${String(w[k])}`);
     }
   }
-  t.same(mismatches.slice(0, 20), [], 'modes, sizes, mtimes, owners, symlink targets and nlinks match');
+  t.same(
+    mismatches.slice(0, 20),
+    [],
+    `modes, sizes, mtimes, owners, symlink targets and nlinks match (${mismatches.length} mismatches)`,
+  );
 
   const diff = run('diff', ['-r', '--no-dereference', ref, dst], { timeoutMs: 300_000 });
   t.equal(
@@ -123,4 +127,25 @@ t.test('tar extract, compare and rm -rf on the mount', async (t) => {
   ).catch(() => {});
   t.equal(after.inodes, before.inodes + 1, 'only the emptied directory is left as a new inode');
   t.equal(after.blocks, before.blocks, 'no block of a removed file is left');
+
+  // What tar does per file: write, futimens on the still open fd, close. The
+  // times set last must win over the data flushed at close.
+  for (const size of [100, 3 * 1024 * 1024]) {
+    const p = join(dst, `futimens-${size}`);
+    const py = [
+      'import os, sys',
+      'fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)',
+      `os.write(fd, b"x" * ${size})`,
+      'os.utime(fd, ns=(1000000000, 2000000123))',
+      'os.close(fd)',
+    ].join('\n');
+    t.equal(run('python3', ['-c', py, p]).status, 0, 'write, futimens, close');
+    // Past the attribute TTL: the kernel asks the bricks again.
+    await new Promise((r) => setTimeout(r, 1500));
+    t.equal(
+      lstatSync(p, { bigint: true }).mtimeNs,
+      2000000123n,
+      `futimens before close sticks (${size} bytes)`,
+    );
+  }
 });
