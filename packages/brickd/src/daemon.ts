@@ -3,6 +3,7 @@ import { EtcdCoordinator, type Coordinator, type Unsubscribe, type VolumeSnapsho
 import {
   brickProto,
   createLogger,
+  FrameServer,
   FsError,
   initHashing,
   Router,
@@ -30,6 +31,8 @@ export interface BrickdOptions {
   etcdEndpoints: string[];
   volume: string;
   replicas: number;
+  /** Port of the frame transport on the listen host (default: any free port). */
+  dataPort?: number;
   /** Failure domain (default: this machine's hostname). */
   host?: string;
   weight?: number;
@@ -55,6 +58,7 @@ export class BrickDaemon {
   private kv: LevelKv | undefined;
   private blocks: BlockStore | undefined;
   private server: grpc.Server | undefined;
+  private frames: FrameServer | undefined;
   private coord: Coordinator | undefined;
   private unwatch: Unsubscribe | undefined;
   private router = new Router();
@@ -92,6 +96,12 @@ export class BrickDaemon {
       this.port = port;
       const host = this.o.listen.slice(0, this.o.listen.lastIndexOf(':'));
       const address = `${host}:${port}`;
+      // The data path: the same handlers over frames, on its own port (--data-listen, default any free one).
+      this.frames = new FrameServer(this.delegatingHandlers(), (reason) =>
+        this.log.warn('malformed frame stream; connection closed', { reason }),
+      );
+      const dataPort = await this.frames.listen(host, this.o.dataPort ?? 0);
+      const dataAddress = `${host}:${dataPort}`;
       this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
       await this.coord.start();
       await this.coord.registerBrick(
@@ -99,6 +109,7 @@ export class BrickDaemon {
         {
           id: this.identity.id,
           address,
+          dataAddress,
           host: this.o.host ?? hostname(),
           weight: this.o.weight ?? 1,
           dataDir: this.o.dataDir,
@@ -115,6 +126,7 @@ export class BrickDaemon {
         brick: this.identity.id,
         volume: this.o.volume,
         address,
+        dataAddress,
         dataDir: this.o.dataDir,
       });
     } catch (err) {
@@ -224,6 +236,7 @@ export class BrickDaemon {
           });
         });
       }
+      await this.frames?.close().catch(() => {});
       await this.unwatch?.().catch(() => {});
       await this.coord?.stop().catch(() => {});
       this.router.close();

@@ -19,6 +19,8 @@ export interface BrickInfo {
   id: string;
   /** host:port its gRPC server listens on, e.g. "127.0.0.1:7100". */
   address: string;
+  /** host:port of its frame transport (the data path clients prefer), when it offers one. */
+  dataAddress?: string;
   /** Failure domain: replicas of a PG go to distinct hosts while possible. */
   host: string;
   /** Relative capacity; 0 keeps the brick registered but gives it no PGs. */
@@ -137,6 +139,12 @@ export function validateBrickInfo(b: BrickInfo): BrickInfo {
   const m = typeof b.address === 'string' ? ADDRESS_RE.exec(b.address) : null;
   const port = m ? Number(m[2]) : 0;
   if (!m || port < 1 || port > 65535) problems.push(`address ${JSON.stringify(b.address)} must be host:port`);
+  if (b.dataAddress !== undefined) {
+    const d = typeof b.dataAddress === 'string' ? ADDRESS_RE.exec(b.dataAddress) : null;
+    if (!d || Number(d[2]) < 1 || Number(d[2]) > 65535) {
+      problems.push(`dataAddress ${JSON.stringify(b.dataAddress)} must be host:port`);
+    }
+  }
   if (typeof b.host !== 'string' || b.host.length === 0 || b.host.length > 255)
     problems.push('host must be 1..255 characters');
   if (typeof b.weight !== 'number' || !Number.isFinite(b.weight) || b.weight < 0 || b.weight > 1e6)
@@ -180,7 +188,14 @@ function checkAssignment(a: PgAssignment): PgAssignment {
 }
 
 function pickBrickInfo(b: BrickInfo): BrickInfo {
-  return { id: b.id, address: b.address, host: b.host, weight: b.weight, dataDir: b.dataDir };
+  return {
+    id: b.id,
+    address: b.address,
+    ...(b.dataAddress !== undefined ? { dataAddress: b.dataAddress } : {}),
+    host: b.host,
+    weight: b.weight,
+    dataDir: b.dataDir,
+  };
 }
 
 interface Registration {

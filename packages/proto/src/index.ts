@@ -7,3 +7,4 @@ export * from './limits.js';
 export * from './volume.js';
 export * from './rpc.js';
 export * from './router.js';
+export * from './frame-rpc.js';

@@ -1,6 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { FsError } from './errors.js';
 import type { PgAssignment } from './placement.js';
+import { FrameConn, GrpcConn, type BrickConn } from './frame-rpc.js';
 import { brickClient, fromServiceError, type BrickClient } from './rpc.js';
 import type { VolumeConfig } from './volume.js';
 
@@ -8,14 +9,15 @@ import type { VolumeConfig } from './volume.js';
 export interface RoutingSnapshot {
   config: VolumeConfig;
   placement: PgAssignment[];
-  bricks: { id: string; address: string; alive?: boolean }[];
+  /** address: gRPC; dataAddress: the frame transport (preferred when present). */
+  bricks: { id: string; address: string; dataAddress?: string; alive?: boolean }[];
 }
 
 export interface Route {
   pg: number;
   epoch: number;
   brickId: string;
-  client: BrickClient;
+  conn: BrickConn;
 }
 
 /**
@@ -26,7 +28,7 @@ export interface Route {
  */
 export class Router {
   private snapshot: RoutingSnapshot | undefined;
-  private readonly clients = new Map<string, { address: string; client: BrickClient }>();
+  private readonly clients = new Map<string, { address: string; conn: BrickConn }>();
   private waiters: (() => void)[] = [];
   private closed = false;
 
@@ -34,8 +36,8 @@ export class Router {
     this.snapshot = s;
     for (const [id, c] of this.clients) {
       const b = s.bricks.find((x) => x.id === id);
-      if (!b || b.address !== c.address) {
-        c.client.close();
+      if (!b || (b.dataAddress ?? b.address) !== c.address) {
+        c.conn.close();
         this.clients.delete(id);
       }
     }
@@ -60,17 +62,18 @@ export class Router {
     if (!a || a.pg !== pg) throw new FsError('INVALID_ARGUMENT', `pg ${pg} is not in the placement map`);
     const brickId = a.bricks[0];
     if (!brickId) throw new FsError('UNAVAILABLE', `pg ${pg} has no primary`);
-    return { pg, epoch: a.epoch, brickId, client: this.clientFor(brickId) };
+    return { pg, epoch: a.epoch, brickId, conn: this.connFor(brickId) };
   }
 
-  clientFor(brickId: string): BrickClient {
+  /** The connection to a brick: frames when it offers them, else gRPC. */
+  connFor(brickId: string): BrickConn {
     const cached = this.clients.get(brickId);
-    if (cached) return cached.client;
+    if (cached) return cached.conn;
     const b = this.snapshot?.bricks.find((x) => x.id === brickId);
     if (!b) throw new FsError('UNAVAILABLE', `brick ${brickId} has no address`);
-    const client = brickClient(b.address);
-    this.clients.set(brickId, { address: b.address, client });
-    return client;
+    const conn = b.dataAddress ? new FrameConn(b.dataAddress) : new GrpcConn(brickClient(b.address));
+    this.clients.set(brickId, { address: b.dataAddress ?? b.address, conn });
+    return conn;
   }
 
   /** Resolves on the next snapshot or after `timeoutMs`. */
@@ -89,7 +92,7 @@ export class Router {
 
   close(): void {
     this.closed = true;
-    for (const c of this.clients.values()) c.client.close();
+    for (const c of this.clients.values()) c.conn.close();
     this.clients.clear();
     for (const w of this.waiters) w();
     this.waiters = [];

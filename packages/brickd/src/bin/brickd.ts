@@ -27,6 +27,11 @@ const program = new Command('brickd')
   .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379)')
   .requiredOption('--volume <name>', 'volume this brick belongs to')
   .option('--replicas <n>', 'copies per PG (1 in this release)', intArg('--replicas', 1, 5), 1)
+  .option(
+    '--data-port <port>',
+    'port of the frame transport (default: any free port)',
+    intArg('--data-port', 1, 65535),
+  )
   .option('--host <name>', 'failure domain (default: hostname)')
   .option('--weight <n>', 'relative capacity', intArg('--weight', 0, 1000), 1)
   .option('--lease-ttl-ms <ms>', 'liveness lease in etcd', intArg('--lease-ttl-ms', 2000, 600000))
@@ -38,6 +43,7 @@ const program = new Command('brickd')
       volume: opts.volume,
       replicas: opts.replicas,
       host: opts.host,
+      dataPort: opts.dataPort,
       weight: opts.weight,
       knobs: opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {},
       log,

@@ -1,4 +1,4 @@
-import { callUnary, FsError, type Router, type wire } from '@dunix/proto';
+import { FsError, type Router, type wire } from '@dunix/proto';
 import type { PgEndpoint, TxKeyValue, TxState } from '../brick.js';
 
 /**
@@ -16,8 +16,7 @@ export class RemotePeers implements PgEndpoint {
     for (let attempt = 0; ; attempt++) {
       try {
         const r = this.router.route(pg);
-        return await callUnary<object, Rep>(
-          r.client,
+        return await r.conn.unary<Rep>(
           method,
           { header: { pg, epoch: r.epoch, requestId: '' }, ...body },
           Math.max(1, deadline - Date.now()),

@@ -96,8 +96,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
   }
 
   const cred = Brick.cred;
+  // Anything up to the wire bound is read, so an over-long name is
+  // ENAMETOOLONG (validateName), not a size error.
   const name = (b: Buffer | null | undefined, field = 'name') =>
-    Buffer.from(validateName(bytes(b, field, limits.nameMaxBytes + 1)));
+    Buffer.from(validateName(bytes(b, field, WIRE_NAME_MAX_BYTES)));
   const attrReply = (inode: Parameters<typeof attrToWire>[0], inline?: Buffer): wire.AttrReply => ({
     attr: attrToWire(inode),
     inlineData: inline ?? Buffer.alloc(0),
@@ -193,7 +195,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const parent = ino(req.parent, 'parent');
       const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
       const n = name(req.name);
-      const target = bytes(req.target, 'target', limits.symlinkMaxBytes + 1);
+      const target = bytes(req.target, 'target', WIRE_NAME_MAX_BYTES * 64);
       if (target.length > limits.symlinkMaxBytes)
         throw new FsError('NAME_TOO_LONG', 'symlink target too long');
       return brick.mutate(pg, rid, 'symlink', async (t) =>
@@ -284,7 +286,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     SetXattr: unary('SetXattr', async (req: wire.SetXattrRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
-      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', limits.xattrNameMaxBytes + 1)));
+      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
       const value = bytes(req.value, 'value', limits.xattrValueMaxBytes);
       if (req.flags & ~3) throw new FsError('INVALID_ARGUMENT', `xattr flags ${req.flags}`);
       return brick.mutate(pg, rid, 'setxattr', async (t) => {
@@ -296,7 +298,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     GetXattr: unary('GetXattr', async (req: wire.GetXattrRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const { pg } = route(req.header, pgOfIno(i), false);
-      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', limits.xattrNameMaxBytes + 1)));
+      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
       return { value: await brick.read(pg, (t) => brick.engine.getxattr(t, cred(req.caller), i, n)) };
     }),
 
@@ -309,7 +311,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     RemoveXattr: unary('RemoveXattr', async (req: wire.RemoveXattrRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
-      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', limits.xattrNameMaxBytes + 1)));
+      const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
       return brick.mutate(pg, rid, 'removexattr', async (t) => {
         await brick.engine.removexattr(t, cred(req.caller), i, n);
         return {};
@@ -422,7 +424,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     TxRead: unary('TxRead', async (req: wire.TxReadRequest__Output) => {
       const { pg } = route(req.header, undefined, false);
       if (req.keys.length > limits.txKeysMax) throw new FsError('OUT_OF_RANGE', 'too many keys');
-      const values = await brick.txRead(pg, req.keys);
+      const values = await brick.txRead(pg, req.keys.map(txKey));
       return {
         values: values.map((v, i) => ({
           key: req.keys[i]!,
@@ -466,6 +468,16 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       return { ino: (await brick.allocIno(pg)).toString() };
     }),
   };
+}
+
+/** Longest name or xattr name read off the wire before the real limits apply (FUSE passes up to 1024). */
+const WIRE_NAME_MAX_BYTES = 4096;
+
+/** A transaction key: at least PG (2 bytes) and kind (1 byte). */
+function txKey(k: Buffer): Buffer {
+  if (k.length < 3 || k.length > 11 + WIRE_NAME_MAX_BYTES)
+    throw new FsError('INVALID_ARGUMENT', `malformed key of ${k.length} bytes`);
+  return k;
 }
 
 function txId(v: string): string {

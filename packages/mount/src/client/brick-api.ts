@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { callUnary, FsError, type Router } from '@dunix/proto';
+import { FsError, type Router } from '@dunix/proto';
 
 export interface BrickApiOptions {
   /** Deadline of one attempt. */
@@ -52,8 +52,7 @@ export class BrickApi {
     for (let attempt = 0; ; attempt++) {
       try {
         const r = this.router.route(pg);
-        return await callUnary<object, Rep>(
-          r.client,
+        return await r.conn.unary<Rep>(
           method,
           { header: { pg, epoch: r.epoch, requestId }, ...body },
           Math.min(this.o.callTimeoutMs, Math.max(1, deadline - Date.now())),
@@ -74,6 +73,6 @@ export class BrickApi {
   }
 
   async callBrick<Rep>(brickId: string, method: string, body: object): Promise<Rep> {
-    return callUnary<object, Rep>(this.router.clientFor(brickId), method, body, this.o.callTimeoutMs);
+    return this.router.connFor(brickId).unary<Rep>(method, body, this.o.callTimeoutMs);
   }
 }

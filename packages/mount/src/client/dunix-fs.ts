@@ -106,7 +106,9 @@ export class DunixFs implements FileSystem {
 
   async setattr(caller: Caller, ino: bigint, c: SetAttrChanges): Promise<AttrReply> {
     const file = this.files.get(ino);
-    if (file && c.size !== undefined) await file.flush();
+    // Buffered writes go first: publishing them later would overwrite the
+    // times (utimensat after write, as tar and cp -p do) or the size set here.
+    if (file?.hasUnpublished) await file.flush();
     const now = (v: bigint | 'now' | undefined) => (v === undefined ? 0 : v === 'now' ? 2 : 1);
     const r = await this.api.mutate<wire.AttrReply__Output>(pgOfIno(ino), 'SetAttr', {
       caller: this.caller(caller),

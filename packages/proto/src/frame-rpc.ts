@@ -1,0 +1,353 @@
+import * as grpc from '@grpc/grpc-js';
+import net from 'node:net';
+import { errorTable, FsError, GrpcStatus, type ErrorCode } from './errors.js';
+import { limits } from './limits.js';
+import { brickProto, ERROR_CODE_METADATA_KEY, fromServiceError, type BrickHandlers } from './rpc.js';
+
+/**
+ * The brick data path: the same protobuf messages and handlers as the gRPC
+ * service, carried in length-prefixed frames over one TCP connection per
+ * peer. Measured on the 2-core test machine: ~40 µs per unary round trip,
+ * against ~470 µs through @grpc/grpc-js (HTTP/2) for the same message; the
+ * gRPC service stays up on the brick's main address for tools and tests.
+ *
+ * Frame: u32 payload length | u32 call id | u16 method index | u8 kind | u8 0
+ * then the payload: a request or reply message (protobuf, serialized by the
+ * service definition), or for kind ERROR a JSON status {code, details, dunixCode}.
+ */
+const HEADER_BYTES = 12;
+const KIND_REQUEST = 0;
+const KIND_REPLY = 1;
+const KIND_ERROR = 2;
+
+interface MethodDef {
+  path: string;
+  requestSerialize(v: unknown): Buffer;
+  requestDeserialize(b: Buffer): unknown;
+  responseSerialize(v: unknown): Buffer;
+  responseDeserialize(b: Buffer): unknown;
+}
+
+let methodTable: { names: string[]; defs: MethodDef[]; index: Map<string, number> } | undefined;
+function methods() {
+  if (!methodTable) {
+    const svc = brickProto().dunix.v1.Brick.service as unknown as Record<string, MethodDef>;
+    const names = Object.keys(svc).sort();
+    methodTable = { names, defs: names.map((n) => svc[n]!), index: new Map(names.map((n, i) => [n, i])) };
+  }
+  return methodTable;
+}
+
+function frame(id: number, method: number, kind: number, payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  out.writeUInt32LE(payload.length, 0);
+  out.writeUInt32LE(id, 4);
+  out.writeUInt16LE(method, 8);
+  out[10] = kind;
+  out[11] = 0;
+  payload.copy(out, HEADER_BYTES);
+  return out;
+}
+
+/** Splits a byte stream into frames; copies only when a frame spans chunks. */
+class FrameReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(
+    private readonly onFrame: (id: number, method: number, kind: number, payload: Buffer) => void,
+  ) {}
+
+  /** Returns an error message if the stream is malformed (the caller closes it). */
+  push(chunk: Buffer): string | undefined {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    for (;;) {
+      if (this.buffered < HEADER_BYTES) return undefined;
+      let head = this.chunks[0]!;
+      if (head.length < HEADER_BYTES) head = this.flatten();
+      const len = head.readUInt32LE(0);
+      if (len > limits.messageMaxBytes) return `frame of ${len} bytes exceeds ${limits.messageMaxBytes}`;
+      if (head[10]! > KIND_ERROR) return `frame kind ${head[10]}`;
+      if (this.buffered < HEADER_BYTES + len) return undefined;
+      if (head.length < HEADER_BYTES + len) head = this.flatten();
+      const payload = head.subarray(HEADER_BYTES, HEADER_BYTES + len);
+      const id = head.readUInt32LE(4);
+      const method = head.readUInt16LE(8);
+      const kind = head[10]!;
+      const rest = head.subarray(HEADER_BYTES + len);
+      this.chunks[0] = rest;
+      if (rest.length === 0) this.chunks.shift();
+      this.buffered -= HEADER_BYTES + len;
+      this.onFrame(id, method, kind, payload);
+    }
+  }
+
+  private flatten(): Buffer {
+    const all = Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [all];
+    return all;
+  }
+}
+
+interface ErrorBody {
+  code: number;
+  details: string;
+  dunixCode?: string;
+}
+
+/** Serves a brick's handlers over frames. One listener; connections are independent. */
+export class FrameServer {
+  private readonly server: net.Server;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(
+    private readonly handlers: BrickHandlers,
+    private readonly onBadStream?: (reason: string) => void,
+  ) {
+    this.server = net.createServer((sock) => this.serve(sock));
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve((this.server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private serve(sock: net.Socket): void {
+    sock.setNoDelay(true);
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => sock.destroy());
+    const { names, defs } = methods();
+    const handlers = this.handlers as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
+    const reader = new FrameReader((id, mi, kind, payload) => {
+      const fail = (code: number, details: string, dunixCode?: ErrorCode) =>
+        !sock.destroyed &&
+        sock.write(
+          frame(
+            id,
+            mi,
+            KIND_ERROR,
+            Buffer.from(JSON.stringify({ code, details, dunixCode } satisfies ErrorBody)),
+          ),
+        );
+      const def = defs[mi];
+      const handler = def && handlers[names[mi]!];
+      if (kind !== KIND_REQUEST || !def || !handler) {
+        fail(GrpcStatus.UNIMPLEMENTED, `no method ${mi}`, 'UNIMPLEMENTED');
+        return;
+      }
+      let request: unknown;
+      try {
+        request = def.requestDeserialize(payload);
+      } catch (err) {
+        fail(
+          GrpcStatus.INVALID_ARGUMENT,
+          `malformed ${names[mi]} request: ${(err as Error).message}`,
+          'INVALID_ARGUMENT',
+        );
+        return;
+      }
+      const call = { request, metadata: new grpc.Metadata() } as unknown as grpc.ServerUnaryCall<
+        unknown,
+        unknown
+      >;
+      handler(call, (err, reply) => {
+        if (sock.destroyed) return;
+        if (err) {
+          const dunixCode = err.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
+          fail(
+            err.code ?? GrpcStatus.UNKNOWN,
+            err.details ?? '',
+            typeof dunixCode === 'string' ? (dunixCode as ErrorCode) : undefined,
+          );
+          return;
+        }
+        let out: Buffer;
+        try {
+          out = def.responseSerialize(reply);
+        } catch (e) {
+          fail(GrpcStatus.INTERNAL, `reply of ${names[mi]} did not serialize: ${(e as Error).message}`, 'IO');
+          return;
+        }
+        sock.write(frame(id, mi, KIND_REPLY, out));
+      });
+    });
+    sock.on('data', (chunk: Buffer) => {
+      const bad = reader.push(chunk);
+      if (bad) {
+        this.onBadStream?.(bad);
+        sock.destroy();
+      }
+    });
+  }
+}
+
+/** A peer reachable over some transport: what routers hand out. */
+export interface BrickConn {
+  unary<Rep>(method: string, request: object, deadlineMs: number): Promise<Rep>;
+  close(): void;
+}
+
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  timer: NodeJS.Timeout;
+  method: number;
+}
+
+/** Client side of the frame transport: one connection, reopened on demand. */
+export class FrameConn implements BrickConn {
+  private sock: net.Socket | undefined;
+  private connected: Promise<net.Socket> | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(private readonly address: string) {}
+
+  private connect(): Promise<net.Socket> {
+    if (this.connected) return this.connected;
+    const at = this.address.lastIndexOf(':');
+    const host = this.address.slice(0, at).replace(/^\[|\]$/g, '');
+    const port = Number(this.address.slice(at + 1));
+    const { defs } = methods();
+    this.connected = new Promise((resolve, reject) => {
+      const sock = net.connect({ host, port });
+      sock.setNoDelay(true);
+      const reader = new FrameReader((id, mi, kind, payload) => {
+        const p = this.pending.get(id);
+        if (!p) return;
+        this.pending.delete(id);
+        clearTimeout(p.timer);
+        if (kind === KIND_REPLY) {
+          try {
+            p.resolve(defs[p.method]!.responseDeserialize(payload));
+          } catch (err) {
+            p.reject(new FsError('IO', `malformed reply: ${(err as Error).message}`));
+          }
+        } else {
+          p.reject(errorFromBody(payload));
+        }
+      });
+      sock.on('connect', () => {
+        this.sock = sock;
+        resolve(sock);
+      });
+      sock.on('data', (chunk: Buffer) => {
+        if (reader.push(chunk)) sock.destroy(new Error('malformed stream from brick'));
+      });
+      const down = (err?: Error) => {
+        if (this.sock === sock) this.sock = undefined;
+        this.connected = undefined;
+        reject(new FsError('UNAVAILABLE', `${this.address}: ${err?.message ?? 'connection closed'}`));
+        for (const [id, p] of this.pending) {
+          if ((p as Pending & { sock?: net.Socket }).sock !== sock) continue;
+          this.pending.delete(id);
+          clearTimeout(p.timer);
+          p.reject(new FsError('UNAVAILABLE', `${this.address}: ${err?.message ?? 'connection closed'}`));
+        }
+      };
+      sock.on('error', down);
+      sock.on('close', () => down());
+    });
+    // A failed connect must not stay cached.
+    this.connected.catch(() => {});
+    return this.connected;
+  }
+
+  async unary<Rep>(method: string, request: object, deadlineMs: number): Promise<Rep> {
+    if (this.closed) throw new FsError('UNAVAILABLE', 'connection closed');
+    const { index, defs } = methods();
+    const mi = index.get(method);
+    if (mi === undefined) throw new Error(`no RPC method ${method}`);
+    const payload = defs[mi]!.requestSerialize(request);
+    const sock = this.sock ?? (await withDeadline(this.connect(), deadlineMs, this.address));
+    return new Promise<Rep>((resolve, reject) => {
+      const id = this.nextId;
+      this.nextId = this.nextId >= 0xffff_fff0 ? 1 : this.nextId + 1;
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new FsError('TIMED_OUT', `${method} to ${this.address} after ${deadlineMs} ms`));
+      }, deadlineMs);
+      const p: Pending & { sock: net.Socket } = {
+        resolve: resolve as (v: unknown) => void,
+        reject,
+        timer,
+        method: mi,
+        sock,
+      };
+      this.pending.set(id, p);
+      sock.write(frame(id, mi, KIND_REQUEST, payload));
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.sock?.destroy();
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new FsError('UNAVAILABLE', 'connection closed'));
+    }
+    this.pending.clear();
+  }
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new FsError('TIMED_OUT', `connecting to ${what}`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
+
+function errorFromBody(payload: Buffer): FsError {
+  let body: ErrorBody;
+  try {
+    body = JSON.parse(payload.toString()) as ErrorBody;
+  } catch {
+    return new FsError('IO', 'malformed error from brick');
+  }
+  const metadata = new grpc.Metadata();
+  if (body.dunixCode && body.dunixCode in errorTable) metadata.set(ERROR_CODE_METADATA_KEY, body.dunixCode);
+  return fromServiceError({ code: body.code, details: body.details, metadata } as grpc.ServiceError);
+}
+
+/** gRPC as a BrickConn (for bricks that only offer gRPC). */
+export class GrpcConn implements BrickConn {
+  constructor(private readonly client: grpc.Client) {}
+
+  unary<Rep>(method: string, request: object, deadlineMs: number): Promise<Rep> {
+    const fn = (this.client as unknown as Record<string, unknown>)[method] as
+      | ((req: object, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: Rep) => void) => void)
+      | undefined;
+    if (!fn) throw new Error(`no RPC method ${method}`);
+    return new Promise((resolve, reject) => {
+      fn.call(this.client, request, { deadline: Date.now() + deadlineMs }, (err, reply) =>
+        err ? reject(fromServiceError(err)) : resolve(reply as Rep),
+      );
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
