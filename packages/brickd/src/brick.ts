@@ -139,6 +139,7 @@ export class Brick implements PgEndpoint {
   private readonly txPrefix = randomBytes(4).toString('hex');
   private recoveryTimer: NodeJS.Timeout | undefined;
   private recovering = false;
+  private readonly inflightRequests = new Map<string, Promise<unknown>>();
   private stopped = false;
 
   constructor(private readonly d: BrickDeps) {}
@@ -238,12 +239,39 @@ export class Brick implements PgEndpoint {
    * rerun as a cross-PG transaction. `requestId` makes a retry return the
    * stored reply instead of applying again.
    */
-  async mutate<T>(pg: number, requestId: string, kind: string, op: (t: MetaTxn) => Promise<T>): Promise<T> {
+  async mutate<T>(
+    pg: number,
+    requestId: string,
+    kind: string,
+    op: (t: MetaTxn) => Promise<T>,
+    mayBeRetry = true,
+  ): Promise<T> {
+    // A retry that arrives while its first attempt still runs waits for it.
+    const key = requestId && `${pg}/${requestId}`;
+    const running = key ? this.inflightRequests.get(key) : undefined;
+    if (running) return running as Promise<T>;
+    const p = this.mutateOnce(pg, requestId, kind, op, mayBeRetry);
+    if (key) {
+      this.inflightRequests.set(key, p);
+      const done = () => this.inflightRequests.delete(key);
+      p.then(done, done);
+    }
+    return p;
+  }
+
+  private async mutateOnce<T>(
+    pg: number,
+    requestId: string,
+    kind: string,
+    op: (t: MetaTxn) => Promise<T>,
+    mayBeRetry: boolean,
+  ): Promise<T> {
     const st = this.serving(pg);
     const deadline = Date.now() + this.d.knobs.conflictWaitMaxMs;
     for (;;) {
       const attempt = await st.queue.run(async (): Promise<Attempt<T>> => {
-        const dup = await this.storedReply<T>(pg, requestId);
+        // A first attempt cannot have been applied before: no lookup.
+        const dup = mayBeRetry ? await this.storedReply<T>(pg, requestId) : undefined;
         if (dup) return { kind: 'done', reply: dup.reply };
         const kv = new KvTxn(this.singlePgReader(pg));
         const t = new RecordTxn(kv, this.d.clockNs(), (p) =>
@@ -263,7 +291,7 @@ export class Brick implements PgEndpoint {
         return { kind: 'done', reply };
       });
       if (attempt.kind === 'done') return attempt.reply;
-      if (attempt.kind === 'remote') return this.crossMutate(pg, requestId, kind, op);
+      if (attempt.kind === 'remote') return this.crossMutate(pg, requestId, kind, op, mayBeRetry);
       if (Date.now() > deadline)
         throw new FsError('CONFLICT', `pg ${pg}: keys stayed locked by a transaction`);
       await st.waitUnlock(50);
@@ -361,16 +389,21 @@ export class Brick implements PgEndpoint {
       });
     }
     const retain = BigInt(this.d.knobs.opLogRetain);
+    const slot = Number(seq % retain);
     if (seq > retain) {
-      const oldKey = keys.log(st.pg, seq - retain);
-      const old = await this.d.kv.get(oldKey);
-      if (old) {
-        const oldEntry = JSON.parse(old.toString()) as LogEntry;
-        batch.push({ key: oldKey, value: undefined });
-        if (oldEntry.requestId)
-          batch.push({ key: keys.request(st.pg, oldEntry.requestId), value: undefined });
+      const oldSeq = seq - retain;
+      const oldKey = keys.log(st.pg, oldSeq);
+      const known = st.recentRequests[slot];
+      // The ring knows the request ids of ops since the PG was loaded; older ones are read back.
+      let oldRequestId = known && known.seq === oldSeq ? known.requestId : undefined;
+      if (oldRequestId === undefined) {
+        const old = await this.d.kv.get(oldKey);
+        oldRequestId = old ? (JSON.parse(old.toString()) as LogEntry).requestId : '';
       }
+      batch.push({ key: oldKey, value: undefined });
+      if (oldRequestId) batch.push({ key: keys.request(st.pg, oldRequestId), value: undefined });
     }
+    st.recentRequests[slot] = { seq, requestId };
     await this.d.kv.write(batch, true);
   }
 
@@ -388,10 +421,12 @@ export class Brick implements PgEndpoint {
     requestId: string,
     kind: string,
     op: (t: MetaTxn) => Promise<T>,
+    mayBeRetry: boolean,
   ): Promise<T> {
     const st = this.serving(home);
     for (let attempt = 1; ; attempt++) {
-      const dup = await this.storedReply<T>(home, requestId);
+      // Our own earlier attempts here never committed; only a client retry may find a reply.
+      const dup = mayBeRetry && attempt === 1 ? await this.storedReply<T>(home, requestId) : undefined;
       if (dup) return dup.reply;
       const txId = `${this.txPrefix}.${home}.${++this.txCounter}`;
       const kv = new KvTxn({

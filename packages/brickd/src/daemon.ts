@@ -22,6 +22,7 @@ import { NamespaceEngine } from './namespace/engine.js';
 import { RemotePeers } from './rpc/peers.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
+import { CachedKv } from './store/cached-kv.js';
 import { LevelKv } from './store/leveldb-kv.js';
 
 export interface BrickdOptions {
@@ -55,7 +56,7 @@ interface Identity {
 export class BrickDaemon {
   private readonly log: Logger;
   private readonly knobs: BrickKnobs;
-  private kv: LevelKv | undefined;
+  private kv: CachedKv | undefined;
   private blocks: BlockStore | undefined;
   private server: grpc.Server | undefined;
   private frames: FrameServer | undefined;
@@ -87,7 +88,7 @@ export class BrickDaemon {
       await initHashing();
       await mkdir(this.o.dataDir, { recursive: true });
       this.identity = await this.loadIdentity();
-      this.kv = new LevelKv(join(this.o.dataDir, 'meta'));
+      this.kv = new CachedKv(new LevelKv(join(this.o.dataDir, 'meta')));
       await this.kv.open();
       this.blocks = new BlockStore({ dataDir: this.o.dataDir });
       await this.blocks.open();

@@ -28,6 +28,8 @@ export class PgState {
   private unlockWaiters: (() => void)[] = [];
   /** Last op sequence applied. */
   opSeq = 0n;
+  /** Request ids of recent ops by sequence (a ring of opLogRetain slots), so trimming needs no read. */
+  readonly recentRequests: { seq: bigint; requestId: string }[] = [];
   /** Next inode sequence to hand out, and the persisted reservation bound. */
   seqNext = 0n;
   seqReserved = 0n;

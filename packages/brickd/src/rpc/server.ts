@@ -35,6 +35,13 @@ export interface ServerDeps {
 
 type Header = wire.Header__Output | null;
 
+interface Routed {
+  pg: number;
+  requestId: string;
+  /** Not the first attempt of this request. */
+  retry: boolean;
+}
+
 /**
  * The gRPC face of a brick: decodes and validates every field, routes to the
  * Brick, and answers failures from the one error table. Nothing a client
@@ -47,17 +54,18 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
   const ino = (v: string, field: string) => validateIno(u64(v, field), volume().pgCount);
 
   /** Checks the header: PG in range, served here at that epoch, and the PG the request must go to. */
-  function route(
-    h: Header,
-    expectedPg: number | undefined,
-    mutation: boolean,
-  ): { pg: number; requestId: string } {
+  function route(h: Header, expectedPg: number | undefined, mutation: boolean): Routed {
     if (!h) throw new FsError('INVALID_ARGUMENT', 'missing header');
     if (expectedPg !== undefined && h.pg !== expectedPg) {
       throw new FsError('INVALID_ARGUMENT', `request belongs to pg ${expectedPg}, was sent to pg ${h.pg}`);
     }
     brick.serving(h.pg, Number(u64(h.epoch, 'epoch')));
-    return { pg: h.pg, requestId: requestId(h.requestId, mutation) };
+    return { pg: h.pg, requestId: requestId(h.requestId, mutation), retry: h.attempt > 0 };
+  }
+
+  /** A mutation homed at the routed PG; a retried request may find its stored reply. */
+  function mutate<T>(r: Routed, kind: string, op: (t: MetaTxn) => Promise<T>): Promise<T> {
+    return brick.mutate(r.pg, r.requestId, kind, op, r.retry);
   }
 
   function unary<Req, Rep>(method: string, fn: (req: Req) => Promise<Rep>): grpc.handleUnaryCall<Req, Rep> {
@@ -138,7 +146,8 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
     SetAttr: unary('SetAttr', async (req: wire.SetAttrRequest__Output) => {
       const i = ino(req.ino, 'ino');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const routed = route(req.header, pgOfIno(i), true);
+      const { pg } = routed;
       const changes = {
         mode: req.setMode ? req.mode & 0o7777 : undefined,
         uid: req.setUid ? req.uid : undefined,
@@ -161,7 +170,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       };
       if (req.atimeHow > 2 || req.mtimeHow > 2)
         throw new FsError('INVALID_ARGUMENT', 'time_how must be 0, 1 or 2');
-      return brick.mutate(pg, rid, 'setattr', async (t) => {
+      return mutate(routed, 'setattr', async (t) => {
         const r = await brick.engine.setattr(t, cred(req.caller), i, changes);
         return { ...attrReply(r.inode), truncatedFrom: (r.truncatedFrom ?? 0n).toString() };
       });
@@ -169,14 +178,15 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
     Mknod: unary('Mknod', async (req: wire.MknodRequest__Output) => {
       const parent = ino(req.parent, 'parent');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const routed = route(req.header, pgOfIno(parent), true);
+      const { pg } = routed;
       const n = name(req.name);
       const type = req.mode & S_IFMT;
       let rdev = 0n;
       if (type === S_IFCHR || type === S_IFBLK) {
         rdev = encodeDeviceId(validateDeviceId(req.rdev ?? deviceFromLinuxRdev(0)));
       }
-      return brick.mutate(pg, rid, 'mknod', async (t) => {
+      return mutate(routed, 'mknod', async (t) => {
         const r = await brick.engine.mknod(t, cred(req.caller), parent, n, req.mode, rdev, req.exclusive);
         return entryReply(r, r.existed);
       });
@@ -184,21 +194,23 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
     Mkdir: unary('Mkdir', async (req: wire.MkdirRequest__Output) => {
       const parent = ino(req.parent, 'parent');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const routed = route(req.header, pgOfIno(parent), true);
+      const { pg } = routed;
       const n = name(req.name);
-      return brick.mutate(pg, rid, 'mkdir', async (t) =>
+      return mutate(routed, 'mkdir', async (t) =>
         entryReply(await brick.engine.mkdir(t, cred(req.caller), parent, n, req.mode)),
       );
     }),
 
     Symlink: unary('Symlink', async (req: wire.SymlinkRequest__Output) => {
       const parent = ino(req.parent, 'parent');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const routed = route(req.header, pgOfIno(parent), true);
+      const { pg } = routed;
       const n = name(req.name);
       const target = bytes(req.target, 'target', WIRE_NAME_MAX_BYTES * 64);
       if (target.length > limits.symlinkMaxBytes)
         throw new FsError('NAME_TOO_LONG', 'symlink target too long');
-      return brick.mutate(pg, rid, 'symlink', async (t) =>
+      return mutate(routed, 'symlink', async (t) =>
         entryReply(await brick.engine.symlink(t, cred(req.caller), parent, n, target)),
       );
     }),
@@ -206,18 +218,20 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Link: unary('Link', async (req: wire.LinkRequest__Output) => {
       const target = ino(req.ino, 'ino');
       const newParent = ino(req.newParent, 'new_parent');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(newParent), true);
+      const routed = route(req.header, pgOfIno(newParent), true);
+      const { pg } = routed;
       const n = name(req.newName, 'new_name');
-      return brick.mutate(pg, rid, 'link', async (t) =>
+      return mutate(routed, 'link', async (t) =>
         entryReply(await brick.engine.link(t, cred(req.caller), target, newParent, n)),
       );
     }),
 
     Unlink: unary('Unlink', async (req: wire.UnlinkRequest__Output) => {
       const parent = ino(req.parent, 'parent');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const routed = route(req.header, pgOfIno(parent), true);
+      const { pg } = routed;
       const n = name(req.name);
-      return brick.mutate(pg, rid, 'unlink', async (t) => {
+      return mutate(routed, 'unlink', async (t) => {
         const u = await brick.engine.unlink(t, cred(req.caller), parent, n);
         return { ino: u.ino.toString(), nlink: u.nlink, size: u.size.toString() };
       });
@@ -225,9 +239,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
     Rmdir: unary('Rmdir', async (req: wire.UnlinkRequest__Output) => {
       const parent = ino(req.parent, 'parent');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const routed = route(req.header, pgOfIno(parent), true);
+      const { pg } = routed;
       const n = name(req.name);
-      const removed = await brick.mutate(pg, rid, 'rmdir', async (t) => {
+      const removed = await mutate(routed, 'rmdir', async (t) => {
         const u = await brick.engine.rmdir(t, cred(req.caller), parent, n);
         return u.ino.toString();
       });
@@ -238,13 +253,14 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Rename: unary('Rename', async (req: wire.RenameRequest__Output) => {
       const parent = ino(req.parent, 'parent');
       const newParent = ino(req.newParent, 'new_parent');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(parent), true);
+      const routed = route(req.header, pgOfIno(parent), true);
+      const { pg } = routed;
       const n = name(req.name);
       const nn = name(req.newName, 'new_name');
       const flags = { noReplace: req.noReplace, exchange: req.exchange };
       if (flags.noReplace && flags.exchange)
         throw new FsError('INVALID_ARGUMENT', 'RENAME_NOREPLACE with RENAME_EXCHANGE');
-      const reply = await brick.mutate(pg, rid, 'rename', async (t) => {
+      const reply = await mutate(routed, 'rename', async (t) => {
         const { replaced } = await brick.engine.rename(t, cred(req.caller), parent, n, newParent, nn, flags);
         return {
           replacedIno: replaced && replaced.nlink === 0 ? replaced.ino.toString() : '0',
@@ -285,11 +301,12 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
     SetXattr: unary('SetXattr', async (req: wire.SetXattrRequest__Output) => {
       const i = ino(req.ino, 'ino');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const routed = route(req.header, pgOfIno(i), true);
+      const { pg } = routed;
       const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
       const value = bytes(req.value, 'value', limits.xattrValueMaxBytes);
       if (req.flags & ~3) throw new FsError('INVALID_ARGUMENT', `xattr flags ${req.flags}`);
-      return brick.mutate(pg, rid, 'setxattr', async (t) => {
+      return mutate(routed, 'setxattr', async (t) => {
         await brick.engine.setxattr(t, cred(req.caller), i, n, value, req.flags);
         return {};
       });
@@ -310,9 +327,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
     RemoveXattr: unary('RemoveXattr', async (req: wire.RemoveXattrRequest__Output) => {
       const i = ino(req.ino, 'ino');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const routed = route(req.header, pgOfIno(i), true);
+      const { pg } = routed;
       const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
-      return brick.mutate(pg, rid, 'removexattr', async (t) => {
+      return mutate(routed, 'removexattr', async (t) => {
         await brick.engine.removexattr(t, cred(req.caller), i, n);
         return {};
       });
@@ -327,30 +345,33 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
     WriteInline: unary('WriteInline', async (req: wire.WriteInlineRequest__Output) => {
       const i = ino(req.ino, 'ino');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const routed = route(req.header, pgOfIno(i), true);
+      const { pg } = routed;
       const offset = u64(req.offset, 'offset');
       const data = bytes(req.data, 'data', limits.inlineMaxBytesMax);
       if (offset + BigInt(data.length) > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
-      return brick.mutate(pg, rid, 'write-inline', async (t) =>
+      return mutate(routed, 'write-inline', async (t) =>
         attrReply(await brick.engine.writeInline(t, cred(req.caller), i, offset, data, req.killSuidgid)),
       );
     }),
 
     Extend: unary('Extend', async (req: wire.ExtendRequest__Output) => {
       const i = ino(req.ino, 'ino');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const routed = route(req.header, pgOfIno(i), true);
+      const { pg } = routed;
       const end = u64(req.end, 'end');
       if (end > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
-      return brick.mutate(pg, rid, 'extend', async (t) =>
+      return mutate(routed, 'extend', async (t) =>
         attrReply(await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid)),
       );
     }),
 
     ConvertInline: unary('ConvertInline', async (req: wire.ConvertInlineRequest__Output) => {
       const i = ino(req.ino, 'ino');
-      const { pg, requestId: rid } = route(req.header, pgOfIno(i), true);
+      const routed = route(req.header, pgOfIno(i), true);
+      const { pg } = routed;
       const version = u64(req.dataVersion, 'data_version');
-      return brick.mutate(pg, rid, 'convert-inline', async (t) =>
+      return mutate(routed, 'convert-inline', async (t) =>
         attrReply(await brick.engine.convertInline(t, i, version)),
       );
     }),

@@ -12,6 +12,7 @@ import fc from 'fast-check';
 import t, { type Test } from 'tap';
 import { type KvStore, prefixEnd } from '../../src/store/kv.js';
 import { LevelKv } from '../../src/store/leveldb-kv.js';
+import { CachedKv } from '../../src/store/cached-kv.js';
 import { MemoryKv } from '../../src/store/memory-kv.js';
 import { crashBatchWidth, crashKey, crashValue, tmpKey } from './fixtures/kv-crash-batch.js';
 
@@ -36,6 +37,22 @@ const stores: Record<string, (t: Test) => Promise<Fixture>> = {
     const kv = new MemoryKv();
     await kv.open();
     return { kv };
+  },
+  // The brick's read cache over LevelDB, with a cache small enough to evict constantly.
+  'cached leveldb': async (t) => {
+    const dir = join(await tempDir(t), 'db');
+    let kv = new CachedKv(new LevelKv(dir), { entriesMax: 7, bytesMax: 200 });
+    await kv.open();
+    t.teardown(() => kv.close());
+    return {
+      kv,
+      reopen: async () => {
+        await kv.close();
+        kv = new CachedKv(new LevelKv(dir), { entriesMax: 7, bytesMax: 200 });
+        await kv.open();
+        return kv;
+      },
+    };
   },
   leveldb: async (t) => {
     const dir = join(await tempDir(t), 'db');

@@ -54,7 +54,7 @@ export class BrickApi {
         const r = this.router.route(pg);
         return await r.conn.unary<Rep>(
           method,
-          { header: { pg, epoch: r.epoch, requestId }, ...body },
+          { header: { pg, epoch: r.epoch, requestId, attempt }, ...body },
           Math.min(this.o.callTimeoutMs, Math.max(1, deadline - Date.now())),
         );
       } catch (err) {

@@ -31,6 +31,9 @@ export const dunixFsDefaults: DunixFsOptions = {
   data: dataDefaults,
 };
 
+/** How long a process's supplementary groups are reused (a setgroups() takes effect after this). */
+const GROUPS_TTL_MS = 1000;
+const GROUPS_CACHE_MAX = 4096;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -62,8 +65,28 @@ export class DunixFs implements FileSystem {
     private readonly o: DunixFsOptions = dunixFsDefaults,
   ) {}
 
+  private readonly groupsByPid = new Map<
+    number,
+    { uid: number; gid: number; groups: number[]; atMs: number }
+  >();
+
+  /**
+   * The caller as bricks see it. Supplementary groups come from
+   * /proc/<pid>/status (a read per request is most of a stat's cost here), so
+   * they are kept per process for GROUPS_TTL_MS; the superuser's are not
+   * needed (no rule consults them for uid 0).
+   */
   private caller(c: Caller): wire.Caller {
-    return { uid: c.uid, gid: c.gid, groups: [...c.groups()], pid: c.pid };
+    if (c.uid === 0) return { uid: 0, gid: c.gid, groups: [], pid: c.pid };
+    const now = Date.now();
+    const hit = this.groupsByPid.get(c.pid);
+    if (hit && hit.uid === c.uid && hit.gid === c.gid && now - hit.atMs < GROUPS_TTL_MS) {
+      return { uid: c.uid, gid: c.gid, groups: hit.groups, pid: c.pid };
+    }
+    const groups = [...c.groups()];
+    if (this.groupsByPid.size >= GROUPS_CACHE_MAX) this.groupsByPid.clear();
+    this.groupsByPid.set(c.pid, { uid: c.uid, gid: c.gid, groups, atMs: now });
+    return { uid: c.uid, gid: c.gid, groups, pid: c.pid };
   }
 
   private entry(a: wire.Attr__Output): Entry {

@@ -7,10 +7,12 @@ export interface Header {
   'pg'?: (number);
   'epoch'?: (number | string | Long);
   'requestId'?: (string);
+  'attempt'?: (number);
 }
 
 export interface Header__Output {
   'pg': (number);
   'epoch': (string);
   'requestId': (string);
+  'attempt': (number);
 }
