@@ -147,7 +147,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     SetAttr: unary('SetAttr', async (req: wire.SetAttrRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const routed = route(req.header, pgOfIno(i), true);
-      const { pg } = routed;
       const changes = {
         mode: req.setMode ? req.mode & 0o7777 : undefined,
         uid: req.setUid ? req.uid : undefined,
@@ -179,7 +178,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Mknod: unary('Mknod', async (req: wire.MknodRequest__Output) => {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);
-      const { pg } = routed;
       const n = name(req.name);
       const type = req.mode & S_IFMT;
       let rdev = 0n;
@@ -195,7 +193,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Mkdir: unary('Mkdir', async (req: wire.MkdirRequest__Output) => {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);
-      const { pg } = routed;
       const n = name(req.name);
       return mutate(routed, 'mkdir', async (t) =>
         entryReply(await brick.engine.mkdir(t, cred(req.caller), parent, n, req.mode)),
@@ -205,7 +202,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Symlink: unary('Symlink', async (req: wire.SymlinkRequest__Output) => {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);
-      const { pg } = routed;
       const n = name(req.name);
       const target = bytes(req.target, 'target', WIRE_NAME_MAX_BYTES * 64);
       if (target.length > limits.symlinkMaxBytes)
@@ -219,7 +215,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const target = ino(req.ino, 'ino');
       const newParent = ino(req.newParent, 'new_parent');
       const routed = route(req.header, pgOfIno(newParent), true);
-      const { pg } = routed;
       const n = name(req.newName, 'new_name');
       return mutate(routed, 'link', async (t) =>
         entryReply(await brick.engine.link(t, cred(req.caller), target, newParent, n)),
@@ -229,7 +224,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Unlink: unary('Unlink', async (req: wire.UnlinkRequest__Output) => {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);
-      const { pg } = routed;
       const n = name(req.name);
       return mutate(routed, 'unlink', async (t) => {
         const u = await brick.engine.unlink(t, cred(req.caller), parent, n);
@@ -240,7 +234,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Rmdir: unary('Rmdir', async (req: wire.UnlinkRequest__Output) => {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);
-      const { pg } = routed;
       const n = name(req.name);
       const removed = await mutate(routed, 'rmdir', async (t) => {
         const u = await brick.engine.rmdir(t, cred(req.caller), parent, n);
@@ -254,7 +247,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const parent = ino(req.parent, 'parent');
       const newParent = ino(req.newParent, 'new_parent');
       const routed = route(req.header, pgOfIno(parent), true);
-      const { pg } = routed;
       const n = name(req.name);
       const nn = name(req.newName, 'new_name');
       const flags = { noReplace: req.noReplace, exchange: req.exchange };
@@ -302,7 +294,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     SetXattr: unary('SetXattr', async (req: wire.SetXattrRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const routed = route(req.header, pgOfIno(i), true);
-      const { pg } = routed;
       const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
       const value = bytes(req.value, 'value', limits.xattrValueMaxBytes);
       if (req.flags & ~3) throw new FsError('INVALID_ARGUMENT', `xattr flags ${req.flags}`);
@@ -328,7 +319,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     RemoveXattr: unary('RemoveXattr', async (req: wire.RemoveXattrRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const routed = route(req.header, pgOfIno(i), true);
-      const { pg } = routed;
       const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
       return mutate(routed, 'removexattr', async (t) => {
         await brick.engine.removexattr(t, cred(req.caller), i, n);
@@ -346,7 +336,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     WriteInline: unary('WriteInline', async (req: wire.WriteInlineRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const routed = route(req.header, pgOfIno(i), true);
-      const { pg } = routed;
       const offset = u64(req.offset, 'offset');
       const data = bytes(req.data, 'data', limits.inlineMaxBytesMax);
       if (offset + BigInt(data.length) > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
@@ -358,7 +347,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Extend: unary('Extend', async (req: wire.ExtendRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const routed = route(req.header, pgOfIno(i), true);
-      const { pg } = routed;
       const end = u64(req.end, 'end');
       if (end > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
       return mutate(routed, 'extend', async (t) =>
@@ -369,7 +357,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     ConvertInline: unary('ConvertInline', async (req: wire.ConvertInlineRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const routed = route(req.header, pgOfIno(i), true);
-      const { pg } = routed;
       const version = u64(req.dataVersion, 'data_version');
       return mutate(routed, 'convert-inline', async (t) =>
         attrReply(await brick.engine.convertInline(t, i, version)),
