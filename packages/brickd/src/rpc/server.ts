@@ -349,9 +349,11 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const routed = route(req.header, pgOfIno(i), true);
       const end = u64(req.end, 'end');
       if (end > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
-      return mutate(routed, 'extend', async (t) =>
-        attrReply(await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid)),
-      );
+      const version = req.fromInline ? u64(req.dataVersion, 'data_version') : undefined;
+      return mutate(routed, 'extend', async (t) => {
+        if (version !== undefined) await brick.engine.convertInline(t, i, version);
+        return attrReply(await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid));
+      });
     }),
 
     ConvertInline: unary('ConvertInline', async (req: wire.ConvertInlineRequest__Output) => {

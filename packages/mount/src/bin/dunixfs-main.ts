@@ -51,6 +51,7 @@ export async function main(argv: string[]): Promise<number> {
       source: args.spec,
       subtype: 'dunixfs',
       allowOther: true,
+      readAheadKb: args.readAheadKb,
       ...(args.extra ? { extra: args.extra } : {}),
       session: { attrTtlMs: args.attrTtlMs, entryTtlMs: args.entryTtlMs },
     });

@@ -11,6 +11,8 @@ export interface MountArgs {
   attrTtlMs: number;
   entryTtlMs: number;
   dialTimeoutMs: number;
+  /** Kernel readahead window of the mount. */
+  readAheadKb: number;
   /** Where mount.dunixfs sends the client's log. */
   logFile: string | undefined;
   /** Options passed on to the kernel mount (ro, noatime, ...). */
@@ -94,6 +96,7 @@ export function parseMountArgs(argv: string[]): MountArgs {
     attrTtlMs: 1000,
     entryTtlMs: 1000,
     dialTimeoutMs: 10_000,
+    readAheadKb: 4096,
     logFile: undefined,
     extra: '',
   };
@@ -105,7 +108,12 @@ export function parseMountArgs(argv: string[]): MountArgs {
     if (k === 'attr_ttl_ms' && v !== undefined) out.attrTtlMs = ms(k, v);
     else if (k === 'entry_ttl_ms' && v !== undefined) out.entryTtlMs = ms(k, v);
     else if (k === 'dial_timeout_ms' && v !== undefined) out.dialTimeoutMs = ms(k, v);
-    else if (k === 'log' && v !== undefined) out.logFile = v;
+    else if (k === 'read_ahead_kb' && v !== undefined) {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 1024 * 1024)
+        throw new Error('read_ahead_kb must be 0..1048576');
+      out.readAheadKb = n;
+    } else if (k === 'log' && v !== undefined) out.logFile = v;
     else if (k === 'foreground') out.foreground = true;
     else if (USERSPACE_ONLY.has(k!) || k!.startsWith('x-') || k!.startsWith('comment=')) continue;
     else if (KERNEL_PASSTHROUGH.has(k!)) extra.push(o);

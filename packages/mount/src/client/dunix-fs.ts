@@ -34,6 +34,8 @@ export const dunixFsDefaults: DunixFsOptions = {
 /** How long a process's supplementary groups are reused (a setgroups() takes effect after this). */
 const GROUPS_TTL_MS = 1000;
 const GROUPS_CACHE_MAX = 4096;
+/** Inodes with remembered absent xattrs before the memory is dropped. */
+const ABSENT_XATTR_INODES_MAX = 16384;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -487,6 +489,7 @@ export class DunixFs implements FileSystem {
   }
 
   async setxattr(caller: Caller, ino: bigint, name: Buffer, value: Buffer, flags: number): Promise<void> {
+    this.absentXattrs.delete(ino);
     await this.api.mutate(pgOfIno(ino), 'SetXattr', {
       caller: this.caller(caller),
       ino: ino.toString(),
@@ -496,13 +499,35 @@ export class DunixFs implements FileSystem {
     });
   }
 
+  /**
+   * Names known absent, per inode, for attrTtlMs: the kernel asks for
+   * security.capability before every write to decide whether to drop
+   * privileges; answering from here saves a round trip per write. Changes
+   * made through this client drop the entry; others are seen within the TTL,
+   * as for attributes.
+   */
+  private readonly absentXattrs = new Map<bigint, Map<string, number>>();
+
   async getxattr(caller: Caller, ino: bigint, name: Buffer): Promise<Buffer> {
-    const r = await this.api.read<wire.GetXattrReply__Output>(pgOfIno(ino), 'GetXattr', {
-      caller: this.caller(caller),
-      ino: ino.toString(),
-      name,
-    });
-    return r.value;
+    const key = name.toString('latin1');
+    const until = this.absentXattrs.get(ino)?.get(key);
+    if (until !== undefined && until > Date.now()) throw new FsError('NO_XATTR');
+    try {
+      const r = await this.api.read<wire.GetXattrReply__Output>(pgOfIno(ino), 'GetXattr', {
+        caller: this.caller(caller),
+        ino: ino.toString(),
+        name,
+      });
+      return r.value;
+    } catch (err) {
+      if (err instanceof FsError && err.code === 'NO_XATTR' && this.o.attrTtlMs > 0) {
+        if (this.absentXattrs.size >= ABSENT_XATTR_INODES_MAX) this.absentXattrs.clear();
+        let names = this.absentXattrs.get(ino);
+        if (!names) this.absentXattrs.set(ino, (names = new Map()));
+        names.set(key, Date.now() + this.o.attrTtlMs);
+      }
+      throw err;
+    }
   }
 
   async listxattr(caller: Caller, ino: bigint): Promise<Buffer[]> {
@@ -514,6 +539,7 @@ export class DunixFs implements FileSystem {
   }
 
   async removexattr(caller: Caller, ino: bigint, name: Buffer): Promise<void> {
+    this.absentXattrs.delete(ino);
     await this.api.mutate(pgOfIno(ino), 'RemoveXattr', {
       caller: this.caller(caller),
       ino: ino.toString(),

@@ -44,6 +44,8 @@ export class FileData {
   /** Largest end offset written here and not yet published. */
   private localEnd = 0n;
   private needsExtend = false;
+  /** Data version of the inline content we moved to block 0 and have not yet converted on the server. */
+  private pendingConvert: bigint | undefined;
   private killSuidgid = false;
   /** Who wrote last: publishing acts for them (permission was checked at open). */
   private writer: wire.Caller = { uid: 0, gid: 0, groups: [], pid: 0 };
@@ -125,7 +127,7 @@ export class FileData {
       if (end > this.localEnd) this.localEnd = end;
       return data.length;
     }
-    if (this.attr.inline) await this.convertToBlocks();
+    if (this.attr.inline) await this.leaveInline();
     const bs = BigInt(this.blockSize);
     let pos = offset;
     let at = 0;
@@ -207,6 +209,23 @@ export class FileData {
     }
   }
 
+  /**
+   * The file outgrows inline storage: its content becomes block 0's first
+   * bytes (buffered like any write), and the inode is flipped to block mode
+   * by the Extend that publishes the writes (one RPC, not two).
+   */
+  private async leaveInline(): Promise<void> {
+    if (!this.inlineData) await this.loadInline();
+    if (!this.attr.inline) return;
+    const data = this.inlineData ?? Buffer.alloc(0);
+    this.pendingConvert = BigInt(this.attr.dataVersion);
+    this.attr = { ...this.attr, inline: false };
+    this.inlineData = undefined;
+    this.inlineDirty = false;
+    this.needsExtend = true;
+    if (data.length > 0) await this.stage(0n, 0, data);
+  }
+
   /** Moves an inline file's content into block 0 and flips the inode to block mode. */
   private async convertToBlocks(): Promise<void> {
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -270,12 +289,29 @@ export class FileData {
       }
     }
     if (this.needsExtend) {
-      const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
-        caller: this.writer,
-        ino: this.ino.toString(),
-        end: this.localEnd.toString(),
-        killSuidgid: this.killSuidgid,
-      });
+      const extend = () =>
+        this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
+          caller: this.writer,
+          ino: this.ino.toString(),
+          end: this.localEnd.toString(),
+          killSuidgid: this.killSuidgid,
+          fromInline: this.pendingConvert !== undefined,
+          dataVersion: (this.pendingConvert ?? 0n).toString(),
+        });
+      let r: wire.AttrReply__Output;
+      try {
+        r = await extend();
+      } catch (err) {
+        if (!(err instanceof FsError) || err.code !== 'CONFLICT' || this.pendingConvert === undefined)
+          throw err;
+        // The inline content changed under us (another client): our block 0 wins, as a later write would.
+        const now = await this.api.read<wire.AttrReply__Output>(this.pg, 'GetAttr', {
+          ino: this.ino.toString(),
+        });
+        this.pendingConvert = now.attr!.inline ? BigInt(now.attr!.dataVersion) : undefined;
+        r = await extend();
+      }
+      this.pendingConvert = undefined;
       this.needsExtend = false;
       this.killSuidgid = false;
       this.localEnd = 0n;

@@ -5,7 +5,7 @@
  * killed server never leaves a wedged mount point for the next run.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createLogger, type Logger } from '@dunix/proto';
 import { type DeviceReader, type FuseChannel, openFuseDevice } from './channel.js';
 import type { FileSystem } from './filesystem.js';
@@ -31,10 +31,18 @@ export interface MountOptions {
   watchdog?: boolean;
   /** How /dev/fuse is read (default: the event loop, falling back to the threadpool). */
   reader?: DeviceReader;
+  /**
+   * Kernel readahead window for this mount (its bdi's read_ahead_kb). FUSE
+   * starts at 128 KiB and INIT can only lower it; a larger window lets
+   * sequential reads arrive as several 1 MiB requests in flight.
+   */
+  readAheadKb?: number;
 }
 
 interface MountInfo {
   id: number;
+  /** major:minor of the mounted filesystem. */
+  dev: string;
   mountpoint: string;
   fstype: string;
   source: string;
@@ -54,6 +62,7 @@ export function readMountInfo(): MountInfo[] {
     const b = post.split(' ');
     out.push({
       id: Number(a[0]),
+      dev: a[2] ?? '',
       mountpoint: unescapeMountField(a[4] ?? ''),
       fstype: b[0] ?? '',
       source: unescapeMountField(b[1] ?? ''),
@@ -172,6 +181,22 @@ export class FuseMount {
     this.session.start();
     this.log.info('mounted', { mountpoint: o.mountpoint, source: o.source, type: `fuse.${o.subtype}` });
     if (o.watchdog !== false) this.startWatchdog();
+    if (o.readAheadKb !== undefined) void this.setReadAhead(o.readAheadKb);
+  }
+
+  /** After INIT has been answered (it may lower the window), widen it through sysfs. Best effort. */
+  private async setReadAhead(kb: number): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    while (!this.session.negotiated && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
+    const dev = mountAt(this.options.mountpoint)?.dev;
+    if (!dev) return;
+    try {
+      writeFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, String(kb));
+      this.log.info('readahead set', { dev, readAheadKb: kb });
+    } catch (err) {
+      this.log.warn('cannot set readahead', { dev, err: (err as Error).message });
+    }
   }
 
   /**

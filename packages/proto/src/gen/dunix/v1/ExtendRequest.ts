@@ -11,6 +11,8 @@ export interface ExtendRequest {
   'ino'?: (number | string | Long);
   'end'?: (number | string | Long);
   'killSuidgid'?: (boolean);
+  'fromInline'?: (boolean);
+  'dataVersion'?: (number | string | Long);
 }
 
 export interface ExtendRequest__Output {
@@ -19,4 +21,6 @@ export interface ExtendRequest__Output {
   'ino': (string);
   'end': (string);
   'killSuidgid': (boolean);
+  'fromInline': (boolean);
+  'dataVersion': (string);
 }
