@@ -11,14 +11,20 @@ import { brickProto, ERROR_CODE_METADATA_KEY, fromServiceError, type BrickHandle
  * against ~470 µs through @grpc/grpc-js (HTTP/2) for the same message; the
  * gRPC service stays up on the brick's main address for tools and tests.
  *
- * Frame: u32 payload length | u32 call id | u16 method index | u8 kind | u8 0
+ * Frame: u32 payload length | u32 call id | u16 method index | u8 kind | u8 flags
  * then the payload: a request or reply message (protobuf, serialized by the
  * service definition), or for kind ERROR a JSON status {code, details, dunixCode}.
+ * Flag TAIL: the message's `data` bytes travel after it, unencoded —
+ * payload = u32 message length | message without data | data — so block
+ * data is never copied into or out of a protobuf buffer.
  */
 const HEADER_BYTES = 12;
 const KIND_REQUEST = 0;
 const KIND_REPLY = 1;
 const KIND_ERROR = 2;
+const FLAG_TAIL = 1;
+/** `data` fields at least this large travel as a tail. */
+const TAIL_MIN_BYTES = 4096;
 
 interface MethodDef {
   path: string;
@@ -38,22 +44,60 @@ function methods() {
   return methodTable;
 }
 
-function header(id: number, method: number, kind: number, payloadBytes: number): Buffer {
+function header(id: number, method: number, kind: number, flags: number, payloadBytes: number): Buffer {
   const out = Buffer.allocUnsafe(HEADER_BYTES);
   out.writeUInt32LE(payloadBytes, 0);
   out.writeUInt32LE(id, 4);
   out.writeUInt16LE(method, 8);
   out[10] = kind;
-  out[11] = 0;
+  out[11] = flags;
   return out;
 }
 
-/** Header and payload go out as one writev: no copy of the payload (blocks are 1 MiB). */
+/** Header and payload go out as one writev: no copy of the payload. */
 function sendFrame(sock: net.Socket, id: number, method: number, kind: number, payload: Buffer): void {
   sock.cork();
-  sock.write(header(id, method, kind, payload.length));
+  sock.write(header(id, method, kind, 0, payload.length));
   sock.write(payload);
   sock.uncork();
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Sends a message, its large `data` field (if any) as an unencoded tail. */
+function sendMessage(
+  sock: net.Socket,
+  id: number,
+  method: number,
+  kind: number,
+  msg: unknown,
+  serialize: (v: unknown) => Buffer,
+): void {
+  const data = (msg as { data?: unknown } | null)?.data;
+  if (!Buffer.isBuffer(data) || data.length < TAIL_MIN_BYTES) {
+    sendFrame(sock, id, method, kind, serialize(msg));
+    return;
+  }
+  const body = serialize({ ...(msg as object), data: EMPTY });
+  const len = Buffer.allocUnsafe(4);
+  len.writeUInt32LE(body.length, 0);
+  sock.cork();
+  sock.write(header(id, method, kind, FLAG_TAIL, 4 + body.length + data.length));
+  sock.write(len);
+  sock.write(body);
+  sock.write(data);
+  sock.uncork();
+}
+
+/** Inverse of sendMessage. Throws on a malformed payload. */
+function decodeMessage(payload: Buffer, flags: number, deserialize: (b: Buffer) => unknown): unknown {
+  if (!(flags & FLAG_TAIL)) return deserialize(payload);
+  if (payload.length < 4) throw new Error('tail frame too short');
+  const bodyLen = payload.readUInt32LE(0);
+  if (4 + bodyLen > payload.length) throw new Error('tail frame body past its end');
+  const msg = deserialize(payload.subarray(4, 4 + bodyLen)) as { data?: unknown };
+  msg.data = payload.subarray(4 + bodyLen);
+  return msg;
 }
 
 /** Splits a byte stream into frames; copies only when a frame spans chunks. */
@@ -62,7 +106,13 @@ class FrameReader {
   private buffered = 0;
 
   constructor(
-    private readonly onFrame: (id: number, method: number, kind: number, payload: Buffer) => void,
+    private readonly onFrame: (
+      id: number,
+      method: number,
+      kind: number,
+      payload: Buffer,
+      flags: number,
+    ) => void,
   ) {}
 
   /** Returns an error message if the stream is malformed (the caller closes it). */
@@ -75,18 +125,20 @@ class FrameReader {
       if (head.length < HEADER_BYTES) head = this.flatten();
       const len = head.readUInt32LE(0);
       if (len > limits.messageMaxBytes) return `frame of ${len} bytes exceeds ${limits.messageMaxBytes}`;
-      if (head[10]! > KIND_ERROR) return `frame kind ${head[10]}`;
+      if (head[10]! > KIND_ERROR || (head[11]! & ~FLAG_TAIL) !== 0)
+        return `frame kind ${head[10]} flags ${head[11]}`;
       if (this.buffered < HEADER_BYTES + len) return undefined;
       if (head.length < HEADER_BYTES + len) head = this.flatten();
       const payload = head.subarray(HEADER_BYTES, HEADER_BYTES + len);
       const id = head.readUInt32LE(4);
       const method = head.readUInt16LE(8);
       const kind = head[10]!;
+      const flags = head[11]!;
       const rest = head.subarray(HEADER_BYTES + len);
       this.chunks[0] = rest;
       if (rest.length === 0) this.chunks.shift();
       this.buffered -= HEADER_BYTES + len;
-      this.onFrame(id, method, kind, payload);
+      this.onFrame(id, method, kind, payload, flags);
     }
   }
 
@@ -137,7 +189,7 @@ export class FrameServer {
     sock.on('error', () => sock.destroy());
     const { names, defs } = methods();
     const handlers = this.handlers as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
-    const reader = new FrameReader((id, mi, kind, payload) => {
+    const reader = new FrameReader((id, mi, kind, payload, flags) => {
       const fail = (code: number, details: string, dunixCode?: ErrorCode) =>
         !sock.destroyed &&
         sendFrame(
@@ -155,7 +207,7 @@ export class FrameServer {
       }
       let request: unknown;
       try {
-        request = def.requestDeserialize(payload);
+        request = decodeMessage(payload, flags, (b) => def.requestDeserialize(b));
       } catch (err) {
         fail(
           GrpcStatus.INVALID_ARGUMENT,
@@ -179,14 +231,11 @@ export class FrameServer {
           );
           return;
         }
-        let out: Buffer;
         try {
-          out = def.responseSerialize(reply);
+          sendMessage(sock, id, mi, KIND_REPLY, reply, (v) => def.responseSerialize(v));
         } catch (e) {
           fail(GrpcStatus.INTERNAL, `reply of ${names[mi]} did not serialize: ${(e as Error).message}`, 'IO');
-          return;
         }
-        sendFrame(sock, id, mi, KIND_REPLY, out);
       });
     });
     sock.on('data', (chunk: Buffer) => {
@@ -231,14 +280,14 @@ export class FrameConn implements BrickConn {
     this.connected = new Promise((resolve, reject) => {
       const sock = net.connect({ host, port });
       sock.setNoDelay(true);
-      const reader = new FrameReader((id, mi, kind, payload) => {
+      const reader = new FrameReader((id, mi, kind, payload, flags) => {
         const p = this.pending.get(id);
         if (!p) return;
         this.pending.delete(id);
         clearTimeout(p.timer);
         if (kind === KIND_REPLY) {
           try {
-            p.resolve(defs[p.method]!.responseDeserialize(payload));
+            p.resolve(decodeMessage(payload, flags, (b) => defs[p.method]!.responseDeserialize(b)));
           } catch (err) {
             p.reject(new FsError('IO', `malformed reply: ${(err as Error).message}`));
           }
@@ -277,7 +326,7 @@ export class FrameConn implements BrickConn {
     const { index, defs } = methods();
     const mi = index.get(method);
     if (mi === undefined) throw new Error(`no RPC method ${method}`);
-    const payload = defs[mi]!.requestSerialize(request);
+    const serialize = (v: unknown) => defs[mi]!.requestSerialize(v);
     const sock = this.sock ?? (await withDeadline(this.connect(), deadlineMs, this.address));
     return new Promise<Rep>((resolve, reject) => {
       const id = this.nextId;
@@ -294,7 +343,7 @@ export class FrameConn implements BrickConn {
         sock,
       };
       this.pending.set(id, p);
-      sendFrame(sock, id, mi, KIND_REQUEST, payload);
+      sendMessage(sock, id, mi, KIND_REQUEST, request, serialize);
     });
   }
 

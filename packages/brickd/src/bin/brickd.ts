@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { createLogger } from '@dunix/proto';
+import { createLogger, tuneMalloc } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
 import { BrickDaemon } from '../daemon.js';
 
 const log = createLogger('brickd');
+tuneMalloc();
 
 function intArg(name: string, min: number, max: number) {
   return (v: string) => {

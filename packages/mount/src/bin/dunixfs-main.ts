@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { EtcdCoordinator } from '@dunix/coord';
-import { createLogger, initHashing, Router } from '@dunix/proto';
+import { createLogger, initHashing, Router, tuneMalloc } from '@dunix/proto';
 import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { FuseMount } from '../fuse/mount.js';
@@ -22,6 +22,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const mountpoint = resolve(args.mountpoint);
+  tuneMalloc();
   await initHashing();
   const coord = new EtcdCoordinator({ endpoints: args.endpoints, log, dialTimeoutMs: args.dialTimeoutMs });
   const router = new Router();
