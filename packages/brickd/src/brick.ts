@@ -393,9 +393,8 @@ export class Brick implements PgEndpoint {
     if (seq > retain) {
       const oldSeq = seq - retain;
       const oldKey = keys.log(st.pg, oldSeq);
-      const known = st.recentRequests[slot];
       // The ring knows the request ids of ops since the PG was loaded; older ones are read back.
-      let oldRequestId = known && known.seq === oldSeq ? known.requestId : undefined;
+      let oldRequestId = st.recentSeqs?.[slot] === Number(oldSeq) ? st.recentRequestIds![slot] : undefined;
       if (oldRequestId === undefined) {
         const old = await this.d.kv.get(oldKey);
         oldRequestId = old ? (JSON.parse(old.toString()) as LogEntry).requestId : '';
@@ -403,7 +402,10 @@ export class Brick implements PgEndpoint {
       batch.push({ key: oldKey, value: undefined });
       if (oldRequestId) batch.push({ key: keys.request(st.pg, oldRequestId), value: undefined });
     }
-    st.recentRequests[slot] = { seq, requestId };
+    st.recentSeqs ??= new Float64Array(this.d.knobs.opLogRetain);
+    st.recentRequestIds ??= new Array<string>(this.d.knobs.opLogRetain);
+    st.recentSeqs[slot] = Number(seq);
+    st.recentRequestIds[slot] = requestId;
     await this.d.kv.write(batch, true);
   }
 

@@ -24,7 +24,7 @@ export interface BrickKnobs {
 export const brickDefaults: BrickKnobs = {
   leaseTtlMs: 5000,
   seqReserveBatch: 4096,
-  opLogRetain: 4096,
+  opLogRetain: 1024,
   peerCallTimeoutMs: 10_000,
   conflictWaitMaxMs: 10_000,
   txAttemptsMax: 50,

@@ -28,8 +28,13 @@ export class PgState {
   private unlockWaiters: (() => void)[] = [];
   /** Last op sequence applied. */
   opSeq = 0n;
-  /** Request ids of recent ops by sequence (a ring of opLogRetain slots), so trimming needs no read. */
-  readonly recentRequests: { seq: bigint; requestId: string }[] = [];
+  /**
+   * Request ids of recent ops (a ring of opLogRetain slots, slot = seq mod
+   * size, with the slot's sequence beside it) so trimming the log needs no
+   * read. Allocated on the PG's first op.
+   */
+  recentRequestIds: string[] | undefined;
+  recentSeqs: Float64Array | undefined;
   /** Next inode sequence to hand out, and the persisted reservation bound. */
   seqNext = 0n;
   seqReserved = 0n;

@@ -7,7 +7,7 @@ export interface CachedKvOptions {
   bytesMax: number;
 }
 
-export const cachedKvDefaults: CachedKvOptions = { entriesMax: 200_000, bytesMax: 32 * 1024 * 1024 };
+export const cachedKvDefaults: CachedKvOptions = { entriesMax: 100_000, bytesMax: 16 * 1024 * 1024 };
 
 /**
  * A read cache in front of the brick's store. The brick is the only writer
