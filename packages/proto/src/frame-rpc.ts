@@ -44,7 +44,13 @@ function methods() {
   return methodTable;
 }
 
-function header(id: number, method: number, kind: number, flags: number, payloadBytes: number): Buffer {
+export function header(
+  id: number,
+  method: number,
+  kind: number,
+  flags: number,
+  payloadBytes: number,
+): Buffer {
   const out = Buffer.allocUnsafe(HEADER_BYTES);
   out.writeUInt32LE(payloadBytes, 0);
   out.writeUInt32LE(id, 4);
@@ -101,7 +107,7 @@ function decodeMessage(payload: Buffer, flags: number, deserialize: (b: Buffer) 
 }
 
 /** Splits a byte stream into frames; copies only when a frame spans chunks. */
-class FrameReader {
+export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
 

@@ -153,3 +153,45 @@ t.test(
     t.equal(r.attr.ino, '11', 'other connections are unaffected');
   },
 );
+
+t.test('property: frames split at any byte boundaries reassemble exactly', async (t) => {
+  const fc = (await import('fast-check')).default;
+  const { FrameReader, header } = await import('../src/frame-rpc.js');
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({ id: fc.nat(), method: fc.nat(65535), payload: fc.uint8Array({ maxLength: 300 }) }),
+        {
+          maxLength: 20,
+        },
+      ),
+      fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 50 }),
+      (frames, cuts) => {
+        const stream = Buffer.concat(
+          frames.flatMap((f) => [header(f.id, f.method, 1, 0, f.payload.length), Buffer.from(f.payload)]),
+        );
+        const got: { id: number; method: number; payload: Buffer }[] = [];
+        const reader = new FrameReader((id, method, _kind, payload) =>
+          got.push({ id, method, payload: Buffer.from(payload) }),
+        );
+        let at = 0;
+        for (let i = 0; at < stream.length; i++) {
+          const n = cuts[i % cuts.length]!;
+          if (reader.push(stream.subarray(at, at + n)) !== undefined) return false;
+          at += n;
+        }
+        return (
+          got.length === frames.length &&
+          got.every(
+            (g, i) =>
+              g.id === frames[i]!.id &&
+              g.method === frames[i]!.method &&
+              g.payload.equals(Buffer.from(frames[i]!.payload)),
+          )
+        );
+      },
+    ),
+    { numRuns: 300 },
+  );
+  t.pass('300 random streams reassembled');
+});
