@@ -60,6 +60,7 @@ export class BrickDaemon {
   private blocks: BlockStore | undefined;
   private server: grpc.Server | undefined;
   private frames: FrameServer | undefined;
+  private memoryTimer: NodeJS.Timeout | undefined;
   private coord: Coordinator | undefined;
   private unwatch: Unsubscribe | undefined;
   private router = new Router();
@@ -178,6 +179,18 @@ export class BrickDaemon {
       this.brick = brick;
       brick.start();
       void brick.recoverySweep();
+      this.memoryTimer = setInterval(() => {
+        const m = process.memoryUsage();
+        const mib = (n: number) => Math.round(n / 1048576);
+        this.log.debug('memory', {
+          rssMiB: mib(m.rss),
+          heapUsedMiB: mib(m.heapUsed),
+          heapTotalMiB: mib(m.heapTotal),
+          externalMiB: mib(m.external),
+          arrayBuffersMiB: mib(m.arrayBuffers),
+        });
+      }, 10_000);
+      this.memoryTimer.unref();
     } else {
       await this.brick.applyPlacement(s.placement);
     }
@@ -224,6 +237,7 @@ export class BrickDaemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.brick?.stop();
+      clearInterval(this.memoryTimer);
       if (this.server) {
         const server = this.server;
         await new Promise<void>((resolve) => {

@@ -8,4 +8,3 @@ export * from './volume.js';
 export * from './rpc.js';
 export * from './router.js';
 export * from './frame-rpc.js';
-export * from './malloc-tuning.js';

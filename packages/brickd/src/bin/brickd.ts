@@ -1,10 +1,9 @@
 #!/usr/bin/env node
-import { createLogger, tuneMalloc } from '@dunix/proto';
+import { createLogger } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
 import { BrickDaemon } from '../daemon.js';
 
 const log = createLogger('brickd');
-tuneMalloc();
 
 function intArg(name: string, min: number, max: number) {
   return (v: string) => {

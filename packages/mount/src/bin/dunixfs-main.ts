@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { EtcdCoordinator } from '@dunix/coord';
-import { createLogger, initHashing, Router, tuneMalloc } from '@dunix/proto';
+import { createLogger, initHashing, Router } from '@dunix/proto';
 import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { FuseMount } from '../fuse/mount.js';
@@ -22,7 +22,6 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const mountpoint = resolve(args.mountpoint);
-  tuneMalloc();
   await initHashing();
   const coord = new EtcdCoordinator({ endpoints: args.endpoints, log, dialTimeoutMs: args.dialTimeoutMs });
   const router = new Router();
@@ -64,15 +63,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid });
-  const stop = (signal: string) => {
-    log.info('signal received; unmounting', { signal });
-    void mount.stop();
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => {});
-  await mount.session.closed;
-  log.info('session ended', { ...mount.session.stats });
+  await mount.serveUntilUnmounted();
   router.close();
   // etcd may be gone already (cluster shutdown): never let its reconnect loop keep us alive.
   const cleanup = (async () => {

@@ -72,14 +72,6 @@ export async function main(argv: string[]): Promise<number> {
     fs.destroy();
     return 1;
   }
-  const stop = (signal: string) => {
-    log.info('signal received; unmounting', { signal });
-    void mount.stop();
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => {});
-  await mount.session.closed;
-  log.info('session ended', { ...mount.session.stats });
+  await mount.serveUntilUnmounted();
   return 0;
 }

@@ -184,6 +184,22 @@ export class FuseMount {
     if (o.readAheadKb !== undefined) void this.setReadAhead(o.readAheadKb);
   }
 
+  /**
+   * Serves until the mount ends: SIGTERM and SIGINT unmount (lazily if busy),
+   * SIGHUP is ignored. Resolves when the session has closed.
+   */
+  async serveUntilUnmounted(): Promise<void> {
+    const stop = (signal: string) => {
+      this.log.info('signal received; unmounting', { signal });
+      void this.stop();
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {});
+    await this.session.closed;
+    this.log.info('session ended', { ...this.session.stats });
+  }
+
   /** After INIT has been answered (it may lower the window), widen it through sysfs. Best effort. */
   private async setReadAhead(kb: number): Promise<void> {
     const deadline = Date.now() + 10_000;
