@@ -96,7 +96,7 @@ export function parseMountArgs(argv: string[]): MountArgs {
     attrTtlMs: 1000,
     entryTtlMs: 1000,
     dialTimeoutMs: 10_000,
-    readAheadKb: 4096,
+    readAheadKb: 32768,
     logFile: undefined,
     extra: '',
   };
