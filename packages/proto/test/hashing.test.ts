@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import {
   blockPg,
   CHECKSUM_CHUNK_BYTES,
@@ -8,17 +8,7 @@ import {
   initHashing,
   xxh64,
 } from '../src/hashing.js';
-
-/** fc.assert that also counts as one tap assertion. */
-function check<Ts extends [unknown, ...unknown[]]>(
-  t: Test,
-  property: fc.IProperty<Ts>,
-  params?: fc.Parameters<Ts>,
-  name = 'property holds',
-): void {
-  fc.assert(property, params);
-  t.pass(name);
-}
+import { check } from './helpers/check.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 const pgCountArb = fc.integer({ min: 0, max: 16 }).map((b) => 1 << b);

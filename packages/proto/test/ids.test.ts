@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { FsError } from '../src/errors.js';
 import {
   type DeviceId,
@@ -19,17 +19,7 @@ import {
   seqOfIno,
   validateIno,
 } from '../src/ids.js';
-
-/** fc.assert that also counts as one tap assertion. */
-function check<Ts extends [unknown, ...unknown[]]>(
-  t: Test,
-  property: fc.IProperty<Ts>,
-  params?: fc.Parameters<Ts>,
-  name = 'property holds',
-): void {
-  fc.assert(property, params);
-  t.pass(name);
-}
+import { check } from './helpers/check.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 const pgArb = fc.integer({ min: 0, max: PG_COUNT_MAX - 1 });

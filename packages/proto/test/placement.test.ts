@@ -1,18 +1,8 @@
 import fc from 'fast-check';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { xxh64, initHashing } from '../src/hashing.js';
 import { type BrickCandidate, computePlacement, type PgAssignment, rankBricks } from '../src/placement.js';
-
-/** fc.assert that also counts as one tap assertion. */
-function check<Ts extends [unknown, ...unknown[]]>(
-  t: Test,
-  property: fc.IProperty<Ts>,
-  params?: fc.Parameters<Ts>,
-  name = 'property holds',
-): void {
-  fc.assert(property, params);
-  t.pass(name);
-}
+import { check } from './helpers/check.js';
 
 /**
  * Placement math against a naive reference: weighted rendezvous hashing

@@ -104,6 +104,14 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
   }
 
   const cred = Brick.cred;
+  /** A block index within the largest file. */
+  const blockIndex = (v: string) => {
+    const index = u64(v, 'index');
+    if (index * BigInt(volume().blockSizeBytes) >= BigInt(limits.fileSizeMaxBytes)) {
+      throw new FsError('FILE_TOO_LARGE', 'block index past the largest file');
+    }
+    return index;
+  };
   // Anything up to the wire bound is read, so an over-long name is
   // ENAMETOOLONG (validateName), not a size error.
   const name = (b: Buffer | null | undefined, field = 'name') =>
@@ -376,9 +384,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const i = ino(req.ino, 'ino');
       const { pg } = route(req.header, undefined, false);
       const bs = volume().blockSizeBytes;
-      const index = u64(req.index, 'index');
-      if (index * BigInt(bs) >= BigInt(limits.fileSizeMaxBytes))
-        throw new FsError('FILE_TOO_LARGE', 'block index past the largest file');
+      const index = blockIndex(req.index);
       if (req.offset > bs || req.length > bs || req.offset + req.length > bs)
         throw new FsError('OUT_OF_RANGE', 'read past the block');
       return { data: await brick.readBlock(pg, i, index, req.offset, req.length) };
@@ -388,9 +394,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const i = ino(req.ino, 'ino');
       const { pg } = route(req.header, undefined, false);
       const bs = volume().blockSizeBytes;
-      const index = u64(req.index, 'index');
-      if (index * BigInt(bs) >= BigInt(limits.fileSizeMaxBytes))
-        throw new FsError('FILE_TOO_LARGE', 'block index past the largest file');
+      const index = blockIndex(req.index);
       const data = bytes(req.data, 'data', bs);
       if (req.offset + data.length > bs) throw new FsError('OUT_OF_RANGE', 'write past the block');
       await brick.writeBlock(pg, i, index, req.offset, data);
