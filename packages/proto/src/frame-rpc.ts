@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import net from 'node:net';
 import { errorTable, FsError, GrpcStatus, type ErrorCode } from './errors.js';
+import { giveBack, takeBuffer } from './buffer-pool.js';
 import { limits } from './limits.js';
 import { brickProto, ERROR_CODE_METADATA_KEY, fromServiceError, type BrickHandlers } from './rpc.js';
 
@@ -19,6 +20,8 @@ import { brickProto, ERROR_CODE_METADATA_KEY, fromServiceError, type BrickHandle
  * data is never copied into or out of a protobuf buffer.
  */
 const HEADER_BYTES = 12;
+/** Socket read buffer of a client connection. */
+const RECEIVE_BUFFER_BYTES = 256 * 1024;
 const KIND_REQUEST = 0;
 const KIND_REPLY = 1;
 const KIND_ERROR = 2;
@@ -91,7 +94,8 @@ function sendMessage(
   sock.write(header(id, method, kind, FLAG_TAIL, 4 + body.length + data.length));
   sock.write(len);
   sock.write(body);
-  sock.write(data);
+  // Once written, block data from the buffer pool goes back to it.
+  sock.write(data, () => giveBack(data));
   sock.uncork();
 }
 
@@ -106,10 +110,17 @@ function decodeMessage(payload: Buffer, flags: number, deserialize: (b: Buffer) 
   return msg;
 }
 
-/** Splits a byte stream into frames; copies only when a frame spans chunks. */
+/**
+ * Splits a byte stream into frames. Input chunks may be reused by the caller
+ * as soon as push() returns (a socket reading into one static buffer): each
+ * frame's bytes are copied once, into a buffer of exactly its size, which
+ * the consumer then owns.
+ */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly head = Buffer.alloc(HEADER_BYTES);
+  private headFill = 0;
+  private payload: Buffer | undefined;
+  private payloadFill = 0;
 
   constructor(
     private readonly onFrame: (
@@ -123,35 +134,47 @@ export class FrameReader {
 
   /** Returns an error message if the stream is malformed (the caller closes it). */
   push(chunk: Buffer): string | undefined {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    for (;;) {
-      if (this.buffered < HEADER_BYTES) return undefined;
-      let head = this.chunks[0]!;
-      if (head.length < HEADER_BYTES) head = this.flatten();
-      const len = head.readUInt32LE(0);
-      if (len > limits.messageMaxBytes) return `frame of ${len} bytes exceeds ${limits.messageMaxBytes}`;
-      if (head[10]! > KIND_ERROR || (head[11]! & ~FLAG_TAIL) !== 0)
-        return `frame kind ${head[10]} flags ${head[11]}`;
-      if (this.buffered < HEADER_BYTES + len) return undefined;
-      if (head.length < HEADER_BYTES + len) head = this.flatten();
-      const payload = head.subarray(HEADER_BYTES, HEADER_BYTES + len);
-      const id = head.readUInt32LE(4);
-      const method = head.readUInt16LE(8);
-      const kind = head[10]!;
-      const flags = head[11]!;
-      const rest = head.subarray(HEADER_BYTES + len);
-      this.chunks[0] = rest;
-      if (rest.length === 0) this.chunks.shift();
-      this.buffered -= HEADER_BYTES + len;
-      this.onFrame(id, method, kind, payload, flags);
+    let at = 0;
+    while (at < chunk.length) {
+      if (!this.payload) {
+        const n = Math.min(HEADER_BYTES - this.headFill, chunk.length - at);
+        chunk.copy(this.head, this.headFill, at, at + n);
+        this.headFill += n;
+        at += n;
+        if (this.headFill < HEADER_BYTES) return undefined;
+        const len = this.head.readUInt32LE(0);
+        if (len > limits.messageMaxBytes) return `frame of ${len} bytes exceeds ${limits.messageMaxBytes}`;
+        if (this.head[10]! > KIND_ERROR || (this.head[11]! & ~FLAG_TAIL) !== 0) {
+          return `frame kind ${this.head[10]} flags ${this.head[11]}`;
+        }
+        // Block data (tail frames) comes from the buffer pool; other large
+        // payloads get memory of their own (not a slice of Node's shared pool).
+        this.payload =
+          this.head[11]! & FLAG_TAIL
+            ? takeBuffer(len)
+            : len >= 4096
+              ? Buffer.allocUnsafeSlow(len)
+              : Buffer.allocUnsafe(len);
+        this.payloadFill = 0;
+      }
+      const n = Math.min(this.payload.length - this.payloadFill, chunk.length - at);
+      chunk.copy(this.payload, this.payloadFill, at, at + n);
+      this.payloadFill += n;
+      at += n;
+      if (this.payloadFill === this.payload.length) {
+        const payload = this.payload;
+        this.payload = undefined;
+        this.headFill = 0;
+        this.onFrame(
+          this.head.readUInt32LE(4),
+          this.head.readUInt16LE(8),
+          this.head[10]!,
+          payload,
+          this.head[11]!,
+        );
+      }
     }
-  }
-
-  private flatten(): Buffer {
-    const all = Buffer.concat(this.chunks, this.buffered);
-    this.chunks = [all];
-    return all;
+    return undefined;
   }
 }
 
@@ -284,7 +307,19 @@ export class FrameConn implements BrickConn {
     const port = Number(this.address.slice(at + 1));
     const { defs } = methods();
     this.connected = new Promise((resolve, reject) => {
-      const sock = net.connect({ host, port });
+      // Replies are read into one buffer of ours (no allocation per socket read);
+      // the reader copies each frame out once.
+      const sock = net.connect({
+        host,
+        port,
+        onread: {
+          buffer: Buffer.allocUnsafeSlow(RECEIVE_BUFFER_BYTES),
+          callback: (nread: number, buf: Buffer) => {
+            if (reader.push(buf.subarray(0, nread))) sock.destroy(new Error('malformed stream from brick'));
+            return true;
+          },
+        },
+      });
       sock.setNoDelay(true);
       const reader = new FrameReader((id, mi, kind, payload, flags) => {
         const p = this.pending.get(id);
@@ -304,9 +339,6 @@ export class FrameConn implements BrickConn {
       sock.on('connect', () => {
         this.sock = sock;
         resolve(sock);
-      });
-      sock.on('data', (chunk: Buffer) => {
-        if (reader.push(chunk)) sock.destroy(new Error('malformed stream from brick'));
       });
       const down = (err?: Error) => {
         if (this.sock === sock) this.sock = undefined;

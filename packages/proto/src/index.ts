@@ -8,3 +8,4 @@ export * from './volume.js';
 export * from './rpc.js';
 export * from './router.js';
 export * from './frame-rpc.js';
+export * from './buffer-pool.js';

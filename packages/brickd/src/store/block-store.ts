@@ -1,6 +1,6 @@
 import { mkdir, open as openFile, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, xxh64 } from '@dunix/proto';
+import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, takeBuffer, xxh64 } from '@dunix/proto';
 import type { BlockRecord } from './records.js';
 
 const CHUNK = CHECKSUM_CHUNK_BYTES;
@@ -429,7 +429,7 @@ async function syncDir(dir: string): Promise<void> {
 /** Exactly `length` bytes at `position`; a short file is corruption (the record says the bytes exist). */
 async function readExact(fh: FileHandle, position: number, length: number, path: string): Promise<Buffer> {
   // Every byte is overwritten by the read or the read fails: no need to zero it.
-  const buf = Buffer.allocUnsafe(length);
+  const buf = takeBuffer(length);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await fh.read(buf, done, length - done, position + done);

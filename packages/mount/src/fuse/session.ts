@@ -4,7 +4,7 @@
  * concurrently; replies go out in whatever order the backend finishes.
  */
 import { readFileSync } from 'node:fs';
-import { createLogger, errnoForThrown, errnoOf, FsError, type Logger } from '@dunix/proto';
+import { createLogger, errnoForThrown, errnoOf, FsError, giveBack, type Logger } from '@dunix/proto';
 import {
   direntType,
   FATTR,
@@ -327,6 +327,8 @@ export class FuseSession {
     try {
       const body = await this.dispatch(req);
       this.reply(unique, body);
+      // Replies are written synchronously: pooled block buffers in them are free again.
+      for (const b of body) giveBack(b);
     } catch (err) {
       const { errno, bug } = errnoForThrown(err);
       if (bug || err instanceof RangeError) {
