@@ -139,6 +139,8 @@ export class FuseMount {
     try {
       await m.mount();
     } catch (err) {
+      // mount(2) may have succeeded before serving failed to start: never leave it behind.
+      if (m.mounted) spawnSync('umount', ['-l', options.mountpoint], { stdio: 'ignore' });
       m.channel.close();
       throw err;
     }
