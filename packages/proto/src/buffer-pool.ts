@@ -8,7 +8,7 @@
  */
 /** A block (1 MiB by default) plus room for a frame's message around it. */
 const POOLED_BYTES = 1024 * 1024 + 64 * 1024;
-const SPARE_MAX = 32;
+const SPARE_MAX = 16;
 const spare: ArrayBuffer[] = [];
 const ours = new WeakSet<ArrayBuffer>();
 
