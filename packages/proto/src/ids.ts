@@ -69,8 +69,6 @@ export const DEVICE_NODE_MAX = 0x7fff;
 export const DEVICE_MAJOR_MAX = 0xfff;
 export const DEVICE_MINOR_MAX = 0xf_ffff;
 
-export const VIRTUAL_NULL_DEVICE: DeviceId = { bound: false, node: 0, major: 0, minor: 0 };
-
 export function validateDeviceId(d: DeviceId): DeviceId {
   const ok =
     Number.isInteger(d.node) &&

@@ -121,15 +121,3 @@ export function callUnary<Req, Rep>(
     });
   });
 }
-
-/** Errors after which a caller should refresh its map (or wait) and retry. */
-export function isRetryable(err: unknown): boolean {
-  return (
-    err instanceof FsError &&
-    (err.code === 'NOT_PRIMARY' ||
-      err.code === 'STALE_EPOCH' ||
-      err.code === 'UNAVAILABLE' ||
-      err.code === 'CONFLICT' ||
-      err.code === 'TIMED_OUT')
-  );
-}

@@ -431,7 +431,8 @@ export class NamespaceEngine implements NamespaceOps {
     return { name: newName, dirent, inode };
   }
 
-  async unlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked> {
+  /** The entry unlink and rmdir remove, with the checks both share (name, search, sticky). */
+  private async entryToRemove(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer) {
     validateName(name);
     const inodes = new Inodes(t);
     const dir = await this.searchDir(inodes, cred, parent);
@@ -439,6 +440,11 @@ export class NamespaceEngine implements NamespaceOps {
     if (!dirent) throw new FsError('NOT_FOUND', `${name.toString()} in ${parent}`);
     const target = await inodes.ofEntry(parent, name, dirent);
     this.checkDelete(cred, dir, target);
+    return { inodes, dir, dirent, target };
+  }
+
+  async unlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked> {
+    const { inodes, dir, dirent, target } = await this.entryToRemove(t, cred, parent, name);
     if (isDir(target.mode)) throw new FsError('IS_A_DIRECTORY', `unlink of directory ${target.ino}`);
     this.removeEntry(t, inodes, dir, name, dirent);
     this.dropLink(t, inodes, target);
@@ -447,13 +453,7 @@ export class NamespaceEngine implements NamespaceOps {
   }
 
   async rmdir(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked> {
-    validateName(name);
-    const inodes = new Inodes(t);
-    const dir = await this.searchDir(inodes, cred, parent);
-    const dirent = await t.getDirent(parent, name);
-    if (!dirent) throw new FsError('NOT_FOUND', `${name.toString()} in ${parent}`);
-    const target = await inodes.ofEntry(parent, name, dirent);
-    this.checkDelete(cred, dir, target);
+    const { inodes, dir, dirent, target } = await this.entryToRemove(t, cred, parent, name);
     if (!isDir(target.mode)) throw new FsError('NOT_A_DIRECTORY', `rmdir of non-directory ${target.ino}`);
     if (target.entries > 0) throw new FsError('DIRECTORY_NOT_EMPTY', `directory ${target.ino}`);
     this.removeEntry(t, inodes, dir, name, dirent);

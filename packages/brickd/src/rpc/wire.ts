@@ -52,13 +52,6 @@ export function i64(v: string | number | undefined | null, field: string): bigin
   return BigInt(s);
 }
 
-/** A uint64 that must fit a safe JS number (offsets inside a block, counts). */
-export function smallU64(v: string | number | undefined | null, field: string, max: number): number {
-  const n = u64(v, field);
-  if (n > BigInt(max)) throw new FsError('OUT_OF_RANGE', `${field} ${n} > ${max}`);
-  return Number(n);
-}
-
 export function bytes(v: Buffer | Uint8Array | undefined | null, field: string, max: number): Buffer {
   if (v === undefined || v === null) return Buffer.alloc(0);
   if (v.length > max) throw new FsError('OUT_OF_RANGE', `${field} is ${v.length} bytes, limit ${max}`);

@@ -30,7 +30,6 @@ export const KeyKind = {
   /** op sequence → op log entry */
   log: 0x4c, // 'L'
 } as const;
-export type KeyKindName = keyof typeof KeyKind;
 
 function head(pg: number, kind: number, extra: number): Buffer {
   const b = Buffer.allocUnsafe(3 + extra);
@@ -98,14 +97,4 @@ export function kindOfKey(key: Uint8Array): number {
 /** The u64 after the kind byte (ino or dir), for keys that have one. */
 export function inoOfKey(key: Buffer): bigint {
   return key.readBigUInt64BE(3);
-}
-
-/** The bytes after pg+kind+u64 (a name), for dirent and xattr keys. */
-export function tailOfKey(key: Buffer): Buffer {
-  return key.subarray(11);
-}
-
-/** The u64 after pg+kind+u64 (cookie or block index). */
-export function secondU64OfKey(key: Buffer): bigint {
-  return key.readBigUInt64BE(11);
 }

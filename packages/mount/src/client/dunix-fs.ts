@@ -556,7 +556,3 @@ export class DunixFs implements FileSystem {
     await this.syncfs().catch((err) => this.log.error('unpublished data at unmount', { err: String(err) }));
   }
 }
-
-export function fileType(mode: number): number {
-  return mode & S_IFMT;
-}
