@@ -517,7 +517,9 @@ function dunixfsTarget() {
       const base = join(ctx.root, 'dunixfs');
       const mnt = join(base, 'mnt');
       mkdirSync(mnt, { recursive: true });
-      const [clientPort, peerPort, ...brickPorts] = await freePorts(2 + BRICKS);
+      const [clientPort, peerPort, ...brickPorts] = await freePorts(2 + 2 * BRICKS);
+      // The second half are the bricks' frame-transport ports (never left to the kernel's choice).
+      const dataPorts = brickPorts.splice(BRICKS);
       const etcdUrl = `http://127.0.0.1:${clientPort}`;
       const peerUrl = `http://127.0.0.1:${peerPort}`;
       const etcd = t.start(
@@ -560,6 +562,8 @@ function dunixfsTarget() {
             data,
             '--listen',
             `127.0.0.1:${port}`,
+            '--data-port',
+            String(dataPorts[i]),
             '--etcd',
             etcdUrl,
             '--volume',

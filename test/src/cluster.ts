@@ -306,13 +306,28 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     mkdirSync(dir);
     const port = await freePort();
     const address = `127.0.0.1:${port}`;
+    // The frame transport's port is chosen here too: a brick binding an
+    // ephemeral port could take one this harness already picked for another.
+    const dataPort = await freePort();
     const logFile = join(logDir, `brick${i}.log`);
     let proc: Proc | undefined;
     let grpcClient: BrickClient | undefined;
     const start = (env: Record<string, string>) => {
       proc = spawnLogged(
         process.execPath,
-        [bins.brickd, '--data', dir, '--listen', address, '--etcd', etcd.endpoint, '--volume', volume],
+        [
+          bins.brickd,
+          '--data',
+          dir,
+          '--listen',
+          address,
+          '--data-port',
+          String(dataPort),
+          '--etcd',
+          etcd.endpoint,
+          '--volume',
+          volume,
+        ],
         logFile,
         childEnv(env),
       );
