@@ -1,6 +1,7 @@
 import {
   computePlacement,
   createLogger,
+  defaultMinInsync,
   FsError,
   initHashing,
   type Logger,
@@ -88,11 +89,18 @@ export interface Coordinator {
    */
   watchVolume(volume: string, onChange: (snapshot: VolumeSnapshot) => void): Promise<Unsubscribe>;
   /**
-   * Compare-and-swap of one PG's brick list: succeeds only if the PG is at
-   * `expectedEpoch`, and writes `bricks` with epoch expectedEpoch + 1.
-   * STALE_EPOCH otherwise.
+   * Compare-and-swap of one PG's replicas and in-sync set: succeeds only if
+   * the PG is at `expectedEpoch`, and writes `bricks` and `isr` (default:
+   * every brick) with epoch expectedEpoch + 1. STALE_EPOCH otherwise. The
+   * in-sync set must hold bricks[0] (the primary) and only listed bricks.
    */
-  updatePlacement(volume: string, pg: number, expectedEpoch: number, bricks: string[]): Promise<PgAssignment>;
+  updatePlacement(
+    volume: string,
+    pg: number,
+    expectedEpoch: number,
+    bricks: string[],
+    isr?: string[],
+  ): Promise<PgAssignment>;
 }
 
 /** Timers, injectable so a simulation can drive them. */
@@ -120,7 +128,14 @@ export function volumeConfig(
   name: string,
   overrides: Partial<Omit<VolumeConfig, 'name'>> = {},
 ): VolumeConfig {
-  return { name, ...volumeDefaults, createdAtMs: Date.now(), ...overrides };
+  const replicas = overrides.replicas ?? volumeDefaults.replicas;
+  return {
+    name,
+    ...volumeDefaults,
+    minInsync: defaultMinInsync(replicas),
+    createdAtMs: Date.now(),
+    ...overrides,
+  };
 }
 
 export function validateVolumeName(name: string): string {
@@ -155,6 +170,11 @@ export function validateBrickInfo(b: BrickInfo): BrickInfo {
   return b;
 }
 
+/** A stored config; ones written before min_insync existed get its default. */
+function readVolumeConfig(c: VolumeConfig): VolumeConfig {
+  return validateVolumeConfig({ ...c, minInsync: c.minInsync ?? defaultMinInsync(c.replicas) });
+}
+
 function checkedVolumeConfig(c: VolumeConfig): VolumeConfig {
   try {
     validateVolumeConfig(c);
@@ -180,11 +200,13 @@ function checkAssignment(a: PgAssignment): PgAssignment {
     !Array.isArray(a.bricks) ||
     !a.bricks.every((b) => typeof b === 'string') ||
     !Number.isInteger(a.epoch) ||
-    a.epoch < 1
+    a.epoch < 1 ||
+    (a.isr !== undefined && (!Array.isArray(a.isr) || !a.isr.every((b) => a.bricks.includes(b))))
   ) {
     throw new Error('not a PgAssignment');
   }
-  return { pg: a.pg, bricks: a.bricks, epoch: a.epoch };
+  // Records written before the in-sync set existed: every replica is in sync.
+  return { pg: a.pg, bricks: a.bricks, isr: a.isr ?? [...a.bricks], epoch: a.epoch };
 }
 
 function pickBrickInfo(b: BrickInfo): BrickInfo {
@@ -307,7 +329,7 @@ export abstract class KvCoordinator implements Coordinator {
     this.ensureStarted();
     validateVolumeName(name);
     const e = await this.kv.get(keys.config(name));
-    return e ? parseRecord(e, validateVolumeConfig) : undefined;
+    return e ? parseRecord(e, readVolumeConfig) : undefined;
   }
 
   async listVolumes(): Promise<VolumeConfig[]> {
@@ -321,8 +343,7 @@ export abstract class KvCoordinator implements Coordinator {
       if (key === undefined) break;
       const name = key.slice(root.length).split('/')[0]!;
       const config = await this.kv.get(keys.config(name));
-      if (config && volumeOfConfigKey(config.key) === name)
-        out.push(parseRecord(config, validateVolumeConfig));
+      if (config && volumeOfConfigKey(config.key) === name) out.push(parseRecord(config, readVolumeConfig));
       from = `${keys.volume(name).slice(0, -1)}0`; // '0' sorts right after '/'
     }
     return out.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
@@ -493,7 +514,7 @@ export abstract class KvCoordinator implements Coordinator {
       if (!k) continue;
       switch (k.kind) {
         case 'config':
-          config = parseRecord(e, validateVolumeConfig);
+          config = parseRecord(e, readVolumeConfig);
           break;
         case 'member':
           members.set(k.brickId, pickBrickInfo(parseRecord(e, validateBrickInfo)));
@@ -598,6 +619,7 @@ export abstract class KvCoordinator implements Coordinator {
     pg: number,
     expectedEpoch: number,
     bricks: string[],
+    isr: string[] = bricks,
   ): Promise<PgAssignment> {
     this.ensureStarted();
     validateVolumeName(volume);
@@ -620,6 +642,17 @@ export abstract class KvCoordinator implements Coordinator {
         `pg ${pg} needs 1..${config.replicas} distinct bricks, got ${JSON.stringify(bricks)}`,
       );
     }
+    if (
+      !Array.isArray(isr) ||
+      new Set(isr).size !== isr.length ||
+      !isr.includes(bricks[0]!) ||
+      !isr.every((b) => bricks.includes(b))
+    ) {
+      throw new FsError(
+        'INVALID_ARGUMENT',
+        `pg ${pg}: in-sync set ${JSON.stringify(isr)} must hold the primary and only its bricks`,
+      );
+    }
     const { entries } = await this.kv.range(keys.members(volume));
     const members = new Set(entries.map((e) => e.key.slice(keys.members(volume).length)));
     const strangers = bricks.filter((b) => !members.has(b));
@@ -635,13 +668,13 @@ export abstract class KvCoordinator implements Coordinator {
         `pg ${pg} of ${volume} is at epoch ${current.epoch}, not ${expectedEpoch}`,
       );
     }
-    const next: PgAssignment = { pg, bricks: [...bricks], epoch: expectedEpoch + 1 };
+    const next: PgAssignment = { pg, bricks: [...bricks], isr: [...isr], epoch: expectedEpoch + 1 };
     const ok = await this.kv.txn(
       [{ key, modRevision: entry.modRevision }],
       [{ key, value: JSON.stringify(next) }],
     );
     if (!ok) throw new FsError('STALE_EPOCH', `pg ${pg} of ${volume} changed under epoch ${expectedEpoch}`);
-    this.log.info('placement updated', { volume, pg, epoch: next.epoch, bricks: next.bricks });
+    this.log.info('placement updated', { volume, pg, epoch: next.epoch, bricks: next.bricks, isr: next.isr });
     return next;
   }
 }

@@ -15,8 +15,14 @@ export interface BrickCandidate {
 
 export interface PgAssignment {
   pg: number;
-  /** bricks[0] is the primary. */
+  /** The PG's replicas, ordered; bricks[0] is the primary. */
   bricks: string[];
+  /**
+   * The in-sync set: the replicas that hold every acknowledged op of the PG
+   * (always includes the primary). A replica outside it is catching up.
+   */
+  isr: string[];
+  /** Bumped by every change of bricks or isr (compare-and-swap in etcd). */
   epoch: number;
 }
 
@@ -70,7 +76,11 @@ export function computePlacement(
     const list = rankBricks(pg, bricks, replicas);
     const prev = previous?.[pg];
     const same = prev && prev.bricks.length === list.length && prev.bricks.every((b, i) => b === list[i]);
-    out.push({ pg, bricks: list, epoch: prev ? (same ? prev.epoch : prev.epoch + 1) : 1 });
+    out.push(
+      prev && same
+        ? { pg, bricks: list, isr: [...prev.isr], epoch: prev.epoch }
+        : { pg, bricks: list, isr: [...list], epoch: prev ? prev.epoch + 1 : 1 },
+    );
   }
   return out;
 }

@@ -8,6 +8,11 @@ export interface VolumeConfig {
   pgCount: number;
   /** Copies of each PG. */
   replicas: number;
+  /**
+   * Mutations of a PG are refused (EROFS) while its in-sync set has fewer
+   * members than this; reads go on. 1..replicas.
+   */
+  minInsync: number;
   blockSizeBytes: number;
   /** Files up to this size keep their data in the inode. */
   inlineMaxBytes: number;
@@ -20,6 +25,11 @@ export const volumeDefaults = {
   blockSizeBytes: 1024 * 1024,
   inlineMaxBytes: 4096,
 } as const;
+
+/** Default min_insync: 2 of 3 (a majority-style floor), 1 when there is one copy. */
+export function defaultMinInsync(replicas: number): number {
+  return Math.min(2, replicas);
+}
 
 export const VOLUME_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -37,6 +47,8 @@ export function validateVolumeConfig(c: VolumeConfig): VolumeConfig {
   }
   if (!Number.isInteger(c.replicas) || c.replicas < 1 || c.replicas > 5)
     problems.push(`replicas ${c.replicas} must be 1..5`);
+  if (!Number.isInteger(c.minInsync) || c.minInsync < 1 || c.minInsync > c.replicas)
+    problems.push(`minInsync ${c.minInsync} must be 1..replicas (${c.replicas})`);
   if (
     !Number.isInteger(c.blockSizeBytes) ||
     c.blockSizeBytes < limits.blockSizeMinBytes ||

@@ -29,6 +29,7 @@ const volume: VolumeConfig = {
   name: 'sim',
   pgCount: PG_COUNT,
   replicas: 1,
+  minInsync: 1,
   blockSizeBytes: 65536,
   inlineMaxBytes: 4096,
   createdAtMs: 0,
@@ -63,6 +64,7 @@ class Net implements PgEndpoint {
 const placement: PgAssignment[] = Array.from({ length: PG_COUNT }, (_v, pg) => ({
   pg,
   bricks: [pg < 4 ? 'A' : 'B'],
+  isr: [pg < 4 ? 'A' : 'B'],
   epoch: 1,
 }));
 
@@ -296,7 +298,7 @@ t.test(
         clockNs: () => (clock += 1000n),
         remote: new Net(),
       });
-    const one: PgAssignment[] = [{ pg: 0, bricks: ['A'], epoch: 1 }];
+    const one: PgAssignment[] = [{ pg: 0, bricks: ['A'], isr: ['A'], epoch: 1 }];
     let brick = make();
     await brick.applyPlacement(one);
     const create = (b: Brick, i: number, retry = false) =>
