@@ -74,7 +74,10 @@ export type ErrorCode =
   | 'NO_DATA_AT_OFFSET'
   | 'NOT_PRIMARY'
   | 'CONFLICT'
-  | 'NOT_INLINE';
+  | 'NOT_INLINE'
+  | 'NOT_ENOUGH_REPLICAS'
+  | 'LOG_GAP'
+  | 'DIVERGED';
 
 export interface ErrorMapping {
   /** errno name as in `os.constants.errno`; the number is looked up, never typed. */
@@ -127,6 +130,21 @@ export const errorTable = {
   NOT_PRIMARY: { errno: 'EAGAIN', grpc: 'FAILED_PRECONDITION', summary: 'brick does not serve this PG' },
   CONFLICT: { errno: 'EAGAIN', grpc: 'ABORTED', summary: 'conflicting transaction in progress' },
   NOT_INLINE: { errno: 'EAGAIN', grpc: 'FAILED_PRECONDITION', summary: 'file data is no longer inline' },
+  // Replication. Fewer in-sync replicas than the volume's min_insync: the PG
+  // refuses mutations (the caller sees EROFS at once, not after retries).
+  NOT_ENOUGH_REPLICAS: {
+    errno: 'EROFS',
+    grpc: 'FAILED_PRECONDITION',
+    summary: 'fewer in-sync replicas than min_insync; the PG is read-only',
+  },
+  // Brick to brick: a replica's log ends before the entries sent (catch it up
+  // first), or its log holds entries the primary's does not (backfill it).
+  LOG_GAP: { errno: 'EAGAIN', grpc: 'FAILED_PRECONDITION', summary: 'replica log does not reach the entry' },
+  DIVERGED: {
+    errno: 'EAGAIN',
+    grpc: 'FAILED_PRECONDITION',
+    summary: 'replica log diverged from the primary',
+  },
 } as const satisfies Record<ErrorCode, ErrorMapping>;
 
 /** An expected, mapped failure. Throw it from any layer; every boundary knows how to render it. */
