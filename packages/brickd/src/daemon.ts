@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { Brick } from './brick.js';
 import { brickDefaults, validateBrickKnobs, type BrickKnobs } from './config.js';
 import { NamespaceEngine } from './namespace/engine.js';
+import { writePortFile } from './port-file.js';
 import { RemotePeers } from './rpc/peers.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
@@ -39,6 +40,8 @@ export interface BrickdOptions {
   weight?: number;
   knobs?: Partial<BrickKnobs>;
   log?: Logger;
+  /** Where to report the ports actually bound (port-file.ts), once both servers listen. */
+  portFile?: string;
 }
 
 interface Identity {
@@ -104,6 +107,7 @@ export class BrickDaemon {
       );
       const dataPort = await this.frames.listen(host, this.o.dataPort ?? 0);
       const dataAddress = `${host}:${dataPort}`;
+      if (this.o.portFile) await writePortFile(this.o.portFile, { pid: process.pid, address, dataAddress });
       this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
       await this.coord.start();
       await this.coord.registerBrick(

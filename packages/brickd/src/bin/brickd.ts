@@ -35,6 +35,10 @@ const program = new Command('brickd')
   .option('--host <name>', 'failure domain (default: hostname)')
   .option('--weight <n>', 'relative capacity', intArg('--weight', 0, 1000), 1)
   .option('--lease-ttl-ms <ms>', 'liveness lease in etcd', intArg('--lease-ttl-ms', 2000, 600000))
+  .option(
+    '--port-file <file>',
+    'once listening, write {"pid","address","dataAddress"} here (atomically): the ports of a port-0 --listen',
+  )
   .action(async (opts) => {
     const daemon = new BrickDaemon({
       dataDir: opts.data,
@@ -47,6 +51,7 @@ const program = new Command('brickd')
       weight: opts.weight,
       knobs: opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {},
       log,
+      portFile: opts.portFile,
     });
     let stopping = false;
     const shutdown = (signal: string) => {
