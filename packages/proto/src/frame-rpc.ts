@@ -283,6 +283,15 @@ export interface BrickConn {
   close(): void;
 }
 
+/**
+ * What a connection tells its owner beyond a call's error. Every connection
+ * failure reaches callers as UNAVAILABLE (retryable); a refusal is reported
+ * here too because it is the fastest sign that the brick is dead.
+ */
+export interface ConnEvents {
+  onConnectionRefused?(): void;
+}
+
 interface Pending {
   resolve(v: unknown): void;
   reject(e: unknown): void;
@@ -298,7 +307,10 @@ export class FrameConn implements BrickConn {
   private nextId = 1;
   private closed = false;
 
-  constructor(private readonly address: string) {}
+  constructor(
+    private readonly address: string,
+    private readonly events: ConnEvents = {},
+  ) {}
 
   private connect(): Promise<net.Socket> {
     if (this.connected) return this.connected;
@@ -340,7 +352,8 @@ export class FrameConn implements BrickConn {
         this.sock = sock;
         resolve(sock);
       });
-      const down = (err?: Error) => {
+      const down = (err?: NodeJS.ErrnoException) => {
+        if (err?.code === 'ECONNREFUSED') this.events.onConnectionRefused?.();
         if (this.sock === sock) this.sock = undefined;
         this.connected = undefined;
         reject(new FsError('UNAVAILABLE', `${this.address}: ${err?.message ?? 'connection closed'}`));
@@ -366,6 +379,9 @@ export class FrameConn implements BrickConn {
     if (mi === undefined) throw new Error(`no RPC method ${method}`);
     const serialize = (v: unknown) => defs[mi]!.requestSerialize(v);
     const sock = this.sock ?? (await withDeadline(this.connect(), deadlineMs, this.address));
+    // Closed between connecting and now: its close handler has already failed
+    // the pending calls and would never fail this one.
+    if (sock.destroyed) throw new FsError('UNAVAILABLE', `${this.address}: connection closed`);
     return new Promise<Rep>((resolve, reject) => {
       const id = this.nextId;
       this.nextId = this.nextId >= 0xffff_fff0 ? 1 : this.nextId + 1;
@@ -426,7 +442,10 @@ function errorFromBody(payload: Buffer): FsError {
 
 /** gRPC as a BrickConn (for bricks that only offer gRPC). */
 export class GrpcConn implements BrickConn {
-  constructor(private readonly client: grpc.Client) {}
+  constructor(
+    private readonly client: grpc.Client,
+    private readonly events: ConnEvents = {},
+  ) {}
 
   unary<Rep>(method: string, request: object, deadlineMs: number): Promise<Rep> {
     const fn = (this.client as unknown as Record<string, unknown>)[method] as
@@ -434,9 +453,14 @@ export class GrpcConn implements BrickConn {
       | undefined;
     if (!fn) throw new Error(`no RPC method ${method}`);
     return new Promise((resolve, reject) => {
-      fn.call(this.client, request, { deadline: Date.now() + deadlineMs }, (err, reply) =>
-        err ? reject(fromServiceError(err)) : resolve(reply as Rep),
-      );
+      fn.call(this.client, request, { deadline: Date.now() + deadlineMs }, (err, reply) => {
+        if (!err) return resolve(reply as Rep);
+        // grpc-js reports a failed connect only in the status details.
+        if (err.code === GrpcStatus.UNAVAILABLE && /ECONNREFUSED/.test(err.details ?? '')) {
+          this.events.onConnectionRefused?.();
+        }
+        reject(fromServiceError(err));
+      });
     });
   }
 

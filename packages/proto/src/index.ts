@@ -6,6 +6,7 @@ export * from './placement.js';
 export * from './limits.js';
 export * from './volume.js';
 export * from './rpc.js';
+export * from './retry-policy.js';
 export * from './router.js';
 export * from './frame-rpc.js';
 export * from './buffer-pool.js';

@@ -1,7 +1,19 @@
 import type * as grpc from '@grpc/grpc-js';
 import { FsError } from './errors.js';
 import type { PgAssignment } from './placement.js';
-import { FrameConn, GrpcConn, type BrickConn } from './frame-rpc.js';
+import { FrameConn, GrpcConn, type BrickConn, type ConnEvents } from './frame-rpc.js';
+import type { Logger } from './log.js';
+import {
+  callWithRetry,
+  realRetryClock,
+  retryDefaults,
+  validateRetryKnobs,
+  type CallOptions,
+  type RetryClock,
+  type RetryKnobs,
+  type Route,
+  type RouteSource,
+} from './retry-policy.js';
 import { brickClient, fromServiceError, type BrickClient } from './rpc.js';
 import type { VolumeConfig } from './volume.js';
 
@@ -13,24 +25,44 @@ export interface RoutingSnapshot {
   bricks: { id: string; address: string; dataAddress?: string; alive?: boolean }[];
 }
 
-export interface Route {
-  pg: number;
-  epoch: number;
-  brickId: string;
-  conn: BrickConn;
+export interface RouterOptions {
+  knobs?: Partial<RetryKnobs>;
+  clock?: RetryClock;
+  log?: Logger;
+  /**
+   * A connection to this brick was refused: it is likely dead, and telling
+   * the controller now starts failover well before its lease expires.
+   * Called at most once per `suspectReportIntervalMs` per brick; must not throw.
+   */
+  onConnectionRefused?: (brickId: string) => void;
+  /** Opens a connection to a brick (tests substitute fakes). */
+  connect?: (brick: BrickAddress, events: Required<ConnEvents>) => BrickConn;
+}
+
+type BrickAddress = RoutingSnapshot['bricks'][number];
+
+function connectBrick(b: BrickAddress, events: ConnEvents): BrickConn {
+  return b.dataAddress ? new FrameConn(b.dataAddress, events) : new GrpcConn(brickClient(b.address), events);
 }
 
 /**
  * Routes a PG to its primary brick from the latest placement snapshot, with
- * one gRPC channel per brick. Used by clients and by bricks (for cross-PG
- * transactions). Callers that get NOT_PRIMARY / STALE_EPOCH / UNAVAILABLE
- * wait for the next snapshot (or a short backoff) and retry.
+ * one connection per brick, and runs the one retry policy (`call`, see
+ * retry-policy.ts). Used by clients and by bricks (for cross-PG transactions).
  */
-export class Router {
+export class Router implements RouteSource {
   private snapshot: RoutingSnapshot | undefined;
   private readonly clients = new Map<string, { address: string; conn: BrickConn }>();
-  private waiters: (() => void)[] = [];
+  private readonly listeners = new Set<() => void>();
+  private readonly lastSuspectMs = new Map<string, number>();
+  private readonly knobs: RetryKnobs;
+  private readonly clock: RetryClock;
   private closed = false;
+
+  constructor(private readonly o: RouterOptions = {}) {
+    this.knobs = validateRetryKnobs({ ...retryDefaults, ...o.knobs });
+    this.clock = o.clock ?? realRetryClock;
+  }
 
   update(s: RoutingSnapshot): void {
     this.snapshot = s;
@@ -41,9 +73,12 @@ export class Router {
         this.clients.delete(id);
       }
     }
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
+    this.notify();
+  }
+
+  private notify(): void {
+    // A listener may unsubscribe itself (or others) while we iterate.
+    for (const f of [...this.listeners]) f();
   }
 
   get config(): VolumeConfig {
@@ -56,6 +91,8 @@ export class Router {
   }
 
   route(pg: number): Route {
+    // Final, not UNAVAILABLE: a call must not retry against a router that is gone.
+    if (this.closed) throw new FsError('INTERRUPTED', 'router closed');
     const s = this.snapshot;
     if (!s) throw new FsError('UNAVAILABLE', 'no placement map yet');
     const a = s.placement[pg];
@@ -65,15 +102,49 @@ export class Router {
     return { pg, epoch: a.epoch, brickId, conn: this.connFor(brickId) };
   }
 
+  /**
+   * `method` on the PG's primary under the retry policy: the same request id
+   * on every attempt, retried through failover until `deadlineMs`.
+   */
+  call<Rep>(pg: number, method: string, body: object, options: CallOptions): Promise<Rep> {
+    return callWithRetry<Rep>(this, pg, method, body, options, {
+      clock: this.clock,
+      knobs: this.knobs,
+      log: this.o.log,
+    });
+  }
+
+  onUpdate(listener: () => void): () => void {
+    if (this.closed) {
+      // Nothing will ever be routed again: wake the caller so it fails now.
+      queueMicrotask(listener);
+      return () => {};
+    }
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   /** The connection to a brick: frames when it offers them, else gRPC. */
   connFor(brickId: string): BrickConn {
     const cached = this.clients.get(brickId);
     if (cached) return cached.conn;
     const b = this.snapshot?.bricks.find((x) => x.id === brickId);
     if (!b) throw new FsError('UNAVAILABLE', `brick ${brickId} has no address`);
-    const conn = b.dataAddress ? new FrameConn(b.dataAddress) : new GrpcConn(brickClient(b.address));
+    const events = { onConnectionRefused: () => this.suspect(brickId) };
+    const conn = (this.o.connect ?? connectBrick)(b, events);
     this.clients.set(brickId, { address: b.dataAddress ?? b.address, conn });
     return conn;
+  }
+
+  /** Rate-limited report of a refused connection (one per brick per interval). */
+  private suspect(brickId: string): void {
+    const report = this.o.onConnectionRefused;
+    if (!report || this.closed) return;
+    const nowMs = this.clock.now();
+    const lastMs = this.lastSuspectMs.get(brickId);
+    if (lastMs !== undefined && nowMs - lastMs < this.knobs.suspectReportIntervalMs) return;
+    this.lastSuspectMs.set(brickId, nowMs);
+    report(brickId);
   }
 
   /** Resolves on the next snapshot or after `timeoutMs`. */
@@ -81,12 +152,12 @@ export class Router {
     if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
-        clearTimeout(timer);
-        this.waiters = this.waiters.filter((w) => w !== done);
+        this.clock.clearTimeout(timer);
+        unsubscribe();
         resolve();
       };
-      const timer = setTimeout(done, timeoutMs);
-      this.waiters.push(done);
+      const timer = this.clock.setTimeout(done, timeoutMs);
+      const unsubscribe = this.onUpdate(done);
     });
   }
 
@@ -94,8 +165,8 @@ export class Router {
     this.closed = true;
     for (const c of this.clients.values()) c.conn.close();
     this.clients.clear();
-    for (const w of this.waiters) w();
-    this.waiters = [];
+    this.notify();
+    this.listeners.clear();
   }
 }
 
