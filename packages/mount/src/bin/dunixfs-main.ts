@@ -24,7 +24,7 @@ export async function main(argv: string[]): Promise<number> {
   const mountpoint = resolve(args.mountpoint);
   await initHashing();
   const coord = new EtcdCoordinator({ endpoints: args.endpoints, log, dialTimeoutMs: args.dialTimeoutMs });
-  const router = new Router();
+  const router = new Router({ log });
   let unwatch: (() => Promise<void>) | undefined;
   try {
     await coord.start();
@@ -39,11 +39,15 @@ export async function main(argv: string[]): Promise<number> {
     await coord.stop().catch(() => {});
     return 1;
   }
-  const fs = new DunixFs(new BrickApi(router, { ...brickApiDefaults }), log, {
-    ...dunixFsDefaults,
-    attrTtlMs: args.attrTtlMs,
-    entryTtlMs: args.entryTtlMs,
-  });
+  const fs = new DunixFs(
+    new BrickApi(router, { ...brickApiDefaults, opDeadlineMs: args.failoverTimeoutMs }),
+    log,
+    {
+      ...dunixFsDefaults,
+      attrTtlMs: args.attrTtlMs,
+      entryTtlMs: args.entryTtlMs,
+    },
+  );
   let mount: FuseMount;
   try {
     mount = await FuseMount.start(fs, {

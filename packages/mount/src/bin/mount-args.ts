@@ -11,6 +11,11 @@ export interface MountArgs {
   attrTtlMs: number;
   entryTtlMs: number;
   dialTimeoutMs: number;
+  /**
+   * How long an operation keeps retrying through failover (a dead or hung
+   * primary, placement changes) before it fails with ETIMEDOUT.
+   */
+  failoverTimeoutMs: number;
   /** Kernel readahead window of the mount. */
   readAheadKb: number;
   /** Where mount.dunixfs sends the client's log. */
@@ -48,11 +53,18 @@ const KERNEL_PASSTHROUGH = new Set([
   'dirsync',
 ]);
 
-function ms(name: string, v: string): number {
+function ms(name: string, v: string, minMs = 0): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 86_400_000) throw new Error(`${name} must be 0..86400000 ms`);
+  if (v.trim() === '' || !Number.isInteger(n) || n < minMs || n > 86_400_000)
+    throw new Error(`${name} must be ${minMs}..86400000 ms`);
   return n;
 }
+
+/**
+ * A floor that fits a failover after a crash (about 1 s); riding out a hung
+ * primary takes longer than the bricks' lease TTL (2..10 s).
+ */
+const FAILOVER_TIMEOUT_MIN_MS = 1000;
 
 export function parseSpec(spec: string): { endpoints: string[]; volume: string } {
   // HOST:PORT[,HOST:PORT]/VOLUME, also HOST:PORT:/VOLUME (the design's form).
@@ -96,6 +108,7 @@ export function parseMountArgs(argv: string[]): MountArgs {
     attrTtlMs: 1000,
     entryTtlMs: 1000,
     dialTimeoutMs: 10_000,
+    failoverTimeoutMs: 60_000,
     readAheadKb: 32768,
     logFile: undefined,
     extra: '',
@@ -108,6 +121,8 @@ export function parseMountArgs(argv: string[]): MountArgs {
     if (k === 'attr_ttl_ms' && v !== undefined) out.attrTtlMs = ms(k, v);
     else if (k === 'entry_ttl_ms' && v !== undefined) out.entryTtlMs = ms(k, v);
     else if (k === 'dial_timeout_ms' && v !== undefined) out.dialTimeoutMs = ms(k, v);
+    else if (k === 'failover_timeout_ms' && v !== undefined)
+      out.failoverTimeoutMs = ms(k, v, FAILOVER_TIMEOUT_MIN_MS);
     else if (k === 'read_ahead_kb' && v !== undefined) {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0 || n > 1024 * 1024)

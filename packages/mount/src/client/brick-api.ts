@@ -1,31 +1,47 @@
 import { randomBytes } from 'node:crypto';
-import { FsError, type Router } from '@dunix/proto';
+import { retryDefaults, type Router } from '@dunix/proto';
 
 export interface BrickApiOptions {
-  /** Deadline of one attempt. */
+  /** Backstop deadline of one attempt (the map changing ends an attempt sooner). */
   callTimeoutMs: number;
-  /** How long an operation keeps retrying through placement changes and unavailable bricks. */
+  /**
+   * How long an operation keeps retrying through failover (placement
+   * changes, dead or hung primaries) before it fails with ETIMEDOUT: the
+   * `failover_timeout_ms` mount option.
+   */
   opDeadlineMs: number;
 }
 
-export const brickApiDefaults: BrickApiOptions = { callTimeoutMs: 30_000, opDeadlineMs: 60_000 };
+export const brickApiDefaults: BrickApiOptions = {
+  callTimeoutMs: retryDefaults.callTimeoutMs,
+  opDeadlineMs: 60_000,
+};
 
-const RETRY_CODES = new Set(['NOT_PRIMARY', 'STALE_EPOCH', 'UNAVAILABLE', 'TIMED_OUT', 'CONFLICT']);
+export function validateBrickApiOptions(o: BrickApiOptions): BrickApiOptions {
+  if (!Number.isInteger(o.callTimeoutMs) || o.callTimeoutMs < 1 || o.callTimeoutMs > 600_000)
+    throw new RangeError('callTimeoutMs must be 1..600000');
+  if (!Number.isInteger(o.opDeadlineMs) || o.opDeadlineMs < 1 || o.opDeadlineMs > 86_400_000)
+    throw new RangeError('opDeadlineMs must be 1..86400000');
+  return o;
+}
 
 /**
- * Calls to the brick serving a PG, with the header filled in. A mutation
- * gets a request id once and keeps it across retries, so a retry after a
- * lost reply is answered from the brick's stored reply instead of being
- * applied twice.
+ * Calls to the brick serving a PG, with the header filled in, under the
+ * router's retry policy. A mutation gets a request id once and keeps it
+ * across retries, so a retry after a lost reply (or at a new primary after
+ * failover) is answered from the stored reply instead of being applied twice.
  */
 export class BrickApi {
   private readonly clientId = randomBytes(6).toString('hex');
   private counter = 0;
+  private readonly o: BrickApiOptions;
 
   constructor(
     private readonly router: Router,
-    private readonly o: BrickApiOptions = brickApiDefaults,
-  ) {}
+    options: BrickApiOptions = brickApiDefaults,
+  ) {
+    this.o = validateBrickApiOptions({ ...options });
+  }
 
   get pgCount(): number {
     return this.router.config.pgCount;
@@ -40,31 +56,19 @@ export class BrickApi {
   }
 
   read<Rep>(pg: number, method: string, body: object): Promise<Rep> {
-    return this.call<Rep>(pg, method, body, '');
+    return this.router.call<Rep>(pg, method, body, {
+      requestId: '',
+      deadlineMs: this.o.opDeadlineMs,
+      callTimeoutMs: this.o.callTimeoutMs,
+    });
   }
 
   mutate<Rep>(pg: number, method: string, body: object): Promise<Rep> {
-    return this.call<Rep>(pg, method, body, this.newRequestId());
-  }
-
-  private async call<Rep>(pg: number, method: string, body: object, requestId: string): Promise<Rep> {
-    const deadline = Date.now() + this.o.opDeadlineMs;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const r = this.router.route(pg);
-        return await r.conn.unary<Rep>(
-          method,
-          { header: { pg, epoch: r.epoch, requestId, attempt }, ...body },
-          Math.min(this.o.callTimeoutMs, Math.max(1, deadline - Date.now())),
-        );
-      } catch (err) {
-        if (!(err instanceof FsError) || !RETRY_CODES.has(err.code) || Date.now() >= deadline) throw err;
-        // A read that timed out is simply retried; a mutation keeps its request id.
-        const waitMs = Math.min(1000, 10 * 2 ** Math.min(attempt, 7));
-        if (err.code === 'NOT_PRIMARY' || err.code === 'STALE_EPOCH') await this.router.waitForUpdate(waitMs);
-        else await new Promise((r) => setTimeout(r, waitMs));
-      }
-    }
+    return this.router.call<Rep>(pg, method, body, {
+      requestId: this.newRequestId(),
+      deadlineMs: this.o.opDeadlineMs,
+      callTimeoutMs: this.o.callTimeoutMs,
+    });
   }
 
   /** Every distinct brick of the volume (for statfs and status). */

@@ -1,0 +1,49 @@
+import t from 'tap';
+import { parseMountArgs } from '../src/bin/mount-args.js';
+
+/** Mount arguments as mount(8) and fstab pass them: defaults, options, bounds. */
+
+const base = ['127.0.0.1:2379/vol', '/mnt/x'];
+
+t.test('defaults', async (t) => {
+  const a = parseMountArgs(base);
+  t.match(a, {
+    endpoints: ['http://127.0.0.1:2379'],
+    volume: 'vol',
+    mountpoint: '/mnt/x',
+    attrTtlMs: 1000,
+    entryTtlMs: 1000,
+    failoverTimeoutMs: 60_000,
+    readAheadKb: 32768,
+    extra: '',
+  });
+});
+
+t.test('failover_timeout_ms sets how long an op rides out a failover', async (t) => {
+  t.equal(parseMountArgs([...base, '-o', 'failover_timeout_ms=15000']).failoverTimeoutMs, 15_000);
+  t.equal(
+    parseMountArgs([...base, '-o', 'noatime,failover_timeout_ms=1000,attr_ttl_ms=0']).failoverTimeoutMs,
+    1000,
+    'the smallest allowed, among other options',
+  );
+  t.equal(parseMountArgs([...base, '-ofailover_timeout_ms=86400000']).failoverTimeoutMs, 86_400_000);
+  for (const bad of ['999', '0', '-1', '1.5', 'abc', '', '86400001']) {
+    t.throws(
+      () => parseMountArgs([...base, '-o', `failover_timeout_ms=${bad}`]),
+      /failover_timeout_ms must be 1000\.\.86400000 ms/,
+      `rejects ${JSON.stringify(bad)}`,
+    );
+  }
+  t.throws(
+    () => parseMountArgs([...base, '-o', 'failover_timeout_ms']),
+    /unknown mount option/,
+    'needs a value',
+  );
+});
+
+t.test('other options keep their bounds; kernel options pass through', async (t) => {
+  const a = parseMountArgs([...base, '-o', 'attr_ttl_ms=0,entry_ttl_ms=5,ro,_netdev', '-f']);
+  t.match(a, { attrTtlMs: 0, entryTtlMs: 5, foreground: true, extra: 'ro' });
+  t.throws(() => parseMountArgs([...base, '-o', 'attr_ttl_ms=-1']), /attr_ttl_ms must be 0\.\.86400000/);
+  t.throws(() => parseMountArgs([...base, '-o', 'bogus=1']), /unknown mount option/);
+});
