@@ -10,13 +10,16 @@ import {
   type VolumeConfig,
 } from '@dunix/proto';
 import type { BrickKnobs } from './config.js';
+import type { BlockFiles } from './store/block-files.js';
+export type { BlockFiles } from './store/block-files.js';
 import type { Cred, NamespaceOps } from './namespace/api.js';
 import { KvTxn, RecordTxn, type KvReader, type MetaTxn } from './namespace/txn.js';
 import { PgState, type PreparedTx } from './pg/pg-state.js';
+import type { ReplicationDeps } from './replication/deps.js';
+import { Replication } from './replication/replication.js';
 import { KeyKind, keys, pgOfKey } from './store/keys.js';
 import { prefixEnd, type KvStore, type KvWrite } from './store/kv.js';
 import { decodeRecord, encodeRecord, type BlockRecord, type PgMetaRecord } from './store/records.js';
-import { KeyedMutex } from './util/serial.js';
 
 /** A key/value pair of a cross-PG transaction (value undefined: absent / delete). */
 export interface TxKeyValue {
@@ -46,35 +49,6 @@ export interface PgEndpoint {
   reclaim(pg: number, ino: bigint): Promise<void>;
 }
 
-/** The block-file side of a brick (store/block-store.ts). */
-export interface BlockFiles {
-  read(
-    pg: number,
-    ino: bigint,
-    index: bigint,
-    offset: number,
-    length: number,
-    rec: BlockRecord | undefined,
-  ): Promise<Buffer>;
-  write(
-    pg: number,
-    ino: bigint,
-    index: bigint,
-    offset: number,
-    data: Buffer,
-    rec: BlockRecord | undefined,
-    blockSizeBytes: number,
-  ): Promise<BlockRecord>;
-  truncate(
-    pg: number,
-    ino: bigint,
-    index: bigint,
-    length: number,
-    rec: BlockRecord | undefined,
-  ): Promise<BlockRecord | undefined>;
-  delete(pg: number, ino: bigint, index: bigint): Promise<void>;
-}
-
 export interface BrickDeps {
   brickId: string;
   volume: VolumeConfig;
@@ -89,6 +63,10 @@ export interface BrickDeps {
   remote: PgEndpoint;
   /** Crash points for fault-injection tests (DUNIX_FAULTS). */
   fault?: (point: string) => void;
+  /** The replication protocol's world: peers, the placement map in etcd, the lease, a clock. */
+  replication: Pick<ReplicationDeps, 'transport' | 'placement' | 'lease' | 'clock' | 'recovery'>;
+  /** Whether a brick holds its lease now (catch-up skips dead replicas). */
+  brickAlive?: (brickId: string) => boolean;
 }
 
 /** Thrown inside a single-PG attempt that needs another PG: the op is rerun as a transaction. */
@@ -99,15 +77,6 @@ type Attempt<T> = { kind: 'done'; reply: T } | { kind: 'remote' } | { kind: 'wai
 interface StoredReply {
   seq: string;
   reply: unknown;
-}
-
-interface LogEntry {
-  epoch: number;
-  seq: string;
-  requestId: string;
-  kind: string;
-  /** The op's physical writes, base64 key → base64 value (null: delete); what a replica applies. */
-  writes: [string, string | null][];
 }
 
 interface DecisionRecord {
@@ -133,8 +102,10 @@ const sameValue = (a: Buffer | undefined, b: Buffer | undefined) =>
  * RPC decoding lives in rpc/server.ts; this class sees typed values only.
  */
 export class Brick implements PgEndpoint {
+  /** Every PG this brick holds a copy of, as primary or replica. */
   readonly pgs = new Map<number, PgState>();
-  private readonly blockLocks = new KeyedMutex();
+  readonly repl: Replication;
+  private readonly promoting = new Map<number, Promise<void>>();
   private txCounter = 0;
   private readonly txPrefix = randomBytes(4).toString('hex');
   private recoveryTimer: NodeJS.Timeout | undefined;
@@ -142,7 +113,17 @@ export class Brick implements PgEndpoint {
   private readonly inflightRequests = new Map<string, Promise<unknown>>();
   private stopped = false;
 
-  constructor(private readonly d: BrickDeps) {}
+  constructor(private readonly d: BrickDeps) {
+    this.repl = new Replication({
+      brickId: d.brickId,
+      volume: d.volume,
+      kv: d.kv,
+      blocks: d.blocks,
+      knobs: d.knobs,
+      log: d.log,
+      ...d.replication,
+    });
+  }
 
   get volume(): VolumeConfig {
     return this.d.volume;
@@ -155,42 +136,79 @@ export class Brick implements PgEndpoint {
   // ---------------------------------------------------------------- placement
 
   /**
-   * Takes the PGs the placement map gives this brick as primary. A newly served
-   * PG loads its op sequence, allocator and prepared transactions first.
+   * Takes the placement map: a copy of every PG listing this brick, as
+   * primary for those it leads. A PG this brick becomes primary of is served
+   * once its replicas are reconciled (peering, in the background).
    */
   async applyPlacement(assignments: readonly PgAssignment[]): Promise<void> {
-    const mine = assignments.filter((a) => a.bricks[0] === this.d.brickId);
+    const mine = assignments.filter((a) => a.bricks.includes(this.d.brickId));
     const keep = new Set(mine.map((a) => a.pg));
     for (const pg of [...this.pgs.keys()]) if (!keep.has(pg)) this.pgs.delete(pg);
     for (const a of mine) {
-      const st = this.pgs.get(a.pg);
-      if (st) {
-        st.epoch = a.epoch;
-        continue;
+      let st = this.pgs.get(a.pg);
+      if (!st) {
+        st = await this.loadPg(a.pg);
+        this.pgs.set(a.pg, st);
       }
-      this.pgs.set(a.pg, await this.loadPg(a.pg, a.epoch));
-    }
-    if (this.pgs.has(0)) {
-      await this.mutate(0, '', 'ensure-root', async (t) => {
-        await this.d.engine.ensureRoot(t);
-        return null;
-      });
+      this.repl.adopt(st, a);
+      if (a.bricks[0] === this.d.brickId && st.role !== 'primary') {
+        st.role = 'primary';
+        st.ready = false;
+      }
+      if (st.role === 'primary' && !st.ready) void this.promote(st);
     }
   }
 
-  private async loadPg(pg: number, epoch: number): Promise<PgState> {
-    const st = new PgState(pg, epoch);
-    const last = await this.d.kv.range({
-      gte: keys.kindPrefix(pg, KeyKind.log),
-      lt: prefixEnd(keys.kindPrefix(pg, KeyKind.log)),
-      reverse: true,
-      limit: 1,
-    });
-    if (last[0]) st.opSeq = last[0].key.readBigUInt64BE(3);
+  /** Peering, then the primary's in-memory state (allocator, prepared transactions) from the store. */
+  private promote(st: PgState): Promise<void> {
+    const running = this.promoting.get(st.pg);
+    if (running || this.stopped) return running ?? Promise.resolve();
+    const p = this.promoteOnce(st).finally(() => this.promoting.delete(st.pg));
+    this.promoting.set(st.pg, p);
+    return p;
+  }
+
+  /** Resolves once every PG this brick is taking over has finished (or failed) peering. */
+  async settled(): Promise<void> {
+    while (this.promoting.size > 0) await Promise.all([...this.promoting.values()]);
+  }
+
+  private async promoteOnce(st: PgState): Promise<void> {
+    try {
+      await this.repl.becomePrimary(st, () => this.loadPrimaryState(st));
+      if (st.pg === 0 && st.ready) {
+        await this.mutate(0, '', 'ensure-root', async (t) => {
+          await this.d.engine.ensureRoot(t);
+          return null;
+        });
+      }
+    } catch (err) {
+      // The recovery sweep tries again while this brick is still the PG's primary.
+      if (err instanceof FsError)
+        this.d.log.warn('taking over as primary failed', { pg: st.pg, err: err.message });
+      else this.d.log.error('taking over as primary failed', { pg: st.pg, err: String(err) });
+    }
+  }
+
+  private async loadPg(pg: number): Promise<PgState> {
+    const st = new PgState(pg, 0);
+    const pos = await this.repl.logs.loadPosition(pg);
+    st.opSeq = pos.lastSeq;
+    st.lastEpoch = pos.lastEpoch;
+    st.firstSeq = pos.firstSeq;
+    // A copy never takes entries older than the newest it holds.
+    st.promisedEpoch = pos.lastEpoch;
+    return st;
+  }
+
+  /** What only a primary keeps in memory, rebuilt from the (reconciled) store. */
+  private async loadPrimaryState(st: PgState): Promise<void> {
+    const pg = st.pg;
     const meta = await this.d.kv.get(keys.meta(pg));
     // Sequences up to the reservation may have been handed out before a crash: skip them.
     st.seqNext = meta ? decodeRecord<PgMetaRecord>(meta).seqReserved : firstSeq(pg);
     st.seqReserved = st.seqNext;
+    for (const txId of [...st.prepared.keys()]) st.unlock(txId);
     const prefix = keys.kindPrefix(pg, KeyKind.prepared);
     for (const row of await this.d.kv.range({ gte: prefix, lt: prefixEnd(prefix) })) {
       const rec = JSON.parse(row.value.toString()) as PreparedRecord;
@@ -205,19 +223,33 @@ export class Brick implements PgEndpoint {
         createdAtMs: rec.createdAtMs,
       });
     }
-    return st;
   }
 
-  /** The PG's state if this brick serves it at `epoch` (0 = any), else NOT_PRIMARY / STALE_EPOCH. */
+  /**
+   * The PG's state if this brick is its serving primary, else NOT_PRIMARY
+   * (or UNAVAILABLE while it takes over). A request routed by a newer map
+   * than ours gets STALE_EPOCH; an older map is fine while we lead.
+   */
   serving(pg: number, epoch = 0): PgState {
     if (!Number.isInteger(pg) || pg < 0 || pg >= this.d.volume.pgCount) {
       throw new FsError('INVALID_ARGUMENT', `pg ${pg} is not a PG of volume ${this.d.volume.name}`);
     }
     const st = this.pgs.get(pg);
     if (!st) throw new FsError('NOT_PRIMARY', `brick ${this.d.brickId} does not serve pg ${pg}`);
-    if (epoch !== 0 && epoch !== st.epoch) {
-      throw new FsError('STALE_EPOCH', `pg ${pg} is at epoch ${st.epoch}, request has ${epoch}`);
+    this.repl.checkServing(st);
+    if (epoch > st.epoch) {
+      throw new FsError('STALE_EPOCH', `pg ${pg} is at epoch ${st.epoch} here, request has ${epoch}`);
     }
+    return st;
+  }
+
+  /** A copy of `pg` held here in any role (replication RPCs); NOT_FOUND otherwise. */
+  copy(pg: number): PgState {
+    if (!Number.isInteger(pg) || pg < 0 || pg >= this.d.volume.pgCount) {
+      throw new FsError('INVALID_ARGUMENT', `pg ${pg} is not a PG of volume ${this.d.volume.name}`);
+    }
+    const st = this.pgs.get(pg);
+    if (!st) throw new FsError('NOT_PRIMARY', `brick ${this.d.brickId} holds no copy of pg ${pg}`);
     return st;
   }
 
@@ -351,9 +383,8 @@ export class Brick implements PgEndpoint {
   }
 
   /**
-   * Applies one op to a PG: its writes, its op-log entry (epoch, sequence,
-   * request id) and the stored reply, in one synced batch. The oldest log
-   * entry past the retention bound is dropped with its stored reply.
+   * Applies one op to a PG through its log: its writes and the stored reply
+   * (so a retry, on this primary or its successor, gets the same answer).
    */
   private async commitLocal(
     st: PgState,
@@ -362,51 +393,17 @@ export class Brick implements PgEndpoint {
     kind: string,
     reply: unknown,
   ): Promise<void> {
-    for (const w of writes) {
-      if (pgOfKey(w.key) !== st.pg)
-        throw new Error(`invariant: pg ${st.pg} op writes a key of pg ${pgOfKey(w.key)}`);
-    }
-    const seq = ++st.opSeq;
-    const entry: LogEntry = {
-      epoch: st.epoch,
-      seq: seq.toString(),
-      requestId,
-      kind,
-      writes: writes.map((w) => [
-        w.key.toString('base64'),
-        w.value === undefined ? null : w.value.toString('base64'),
-      ]),
-    };
-    const batch: KvWrite[] = [
-      ...writes,
-      { key: keys.log(st.pg, seq), value: Buffer.from(JSON.stringify(entry)) },
-    ];
-    if (requestId) {
-      const stored: StoredReply = { seq: seq.toString(), reply };
-      batch.push({
-        key: keys.request(st.pg, requestId),
-        value: Buffer.from(JSON.stringify(stored, replaceReply)),
-      });
-    }
-    const retain = BigInt(this.d.knobs.opLogRetain);
-    const slot = Number(seq % retain);
-    if (seq > retain) {
-      const oldSeq = seq - retain;
-      const oldKey = keys.log(st.pg, oldSeq);
-      // The ring knows the request ids of ops since the PG was loaded; older ones are read back.
-      let oldRequestId = st.recentSeqs?.[slot] === Number(oldSeq) ? st.recentRequestIds![slot] : undefined;
-      if (oldRequestId === undefined) {
-        const old = await this.d.kv.get(oldKey);
-        oldRequestId = old ? (JSON.parse(old.toString()) as LogEntry).requestId : '';
+    await this.repl.append(st, requestId, kind, async () => {
+      const all = [...writes];
+      if (requestId) {
+        const stored: StoredReply = { seq: (st.opSeq + 1n).toString(), reply };
+        all.push({
+          key: keys.request(st.pg, requestId),
+          value: Buffer.from(JSON.stringify(stored, replaceReply)),
+        });
       }
-      batch.push({ key: oldKey, value: undefined });
-      if (oldRequestId) batch.push({ key: keys.request(st.pg, oldRequestId), value: undefined });
-    }
-    st.recentSeqs ??= new Float64Array(this.d.knobs.opLogRetain);
-    st.recentRequestIds ??= new Array<string>(this.d.knobs.opLogRetain);
-    st.recentSeqs[slot] = Number(seq);
-    st.recentRequestIds[slot] = requestId;
-    await this.d.kv.write(batch, true);
+      return { writes: all, blocks: [] };
+    });
   }
 
   /**
@@ -517,7 +514,9 @@ export class Brick implements PgEndpoint {
     }
     const results = await Promise.allSettled(rest.map((p) => this.endpoint(p).txCommit(p, txId)));
     if (results.some((r) => r.status === 'rejected')) return false;
-    await this.d.kv.write([{ key: keys.decision(home, txId), value: undefined }], false);
+    const st = this.pgs.get(home);
+    if (!st) return false;
+    await this.commitLocal(st, [{ key: keys.decision(home, txId), value: undefined }], '', 'tx-forget', null);
     return true;
   }
 
@@ -563,9 +562,12 @@ export class Brick implements PgEndpoint {
         lockedKeys,
         createdAtMs: tx.createdAtMs,
       };
-      await this.d.kv.write(
+      await this.commitLocal(
+        st,
         [{ key: keys.prepared(pg, txId), value: Buffer.from(JSON.stringify(rec)) }],
-        true,
+        '',
+        'tx-prepare',
+        null,
       );
       st.lock(tx);
     });
@@ -591,7 +593,7 @@ export class Brick implements PgEndpoint {
     const st = this.serving(pg);
     await st.queue.run(async () => {
       if (!st.prepared.has(txId)) return;
-      await this.d.kv.write([{ key: keys.prepared(pg, txId), value: undefined }], true);
+      await this.commitLocal(st, [{ key: keys.prepared(pg, txId), value: undefined }], '', 'tx-abort', null);
       st.unlock(txId);
     });
   }
@@ -608,9 +610,13 @@ export class Brick implements PgEndpoint {
     return st.allocQueue.run(async () => {
       if (st.seqNext >= st.seqReserved) {
         const reserved = st.seqNext + BigInt(this.d.knobs.seqReserveBatch);
-        await this.d.kv.write(
+        // The reservation is in the log: a successor primary resumes after it.
+        await this.commitLocal(
+          st,
           [{ key: keys.meta(pg), value: encodeRecord({ seqReserved: reserved } satisfies PgMetaRecord) }],
-          true,
+          '',
+          'alloc',
+          null,
         );
         st.seqReserved = reserved;
       }
@@ -645,11 +651,14 @@ export class Brick implements PgEndpoint {
     return this.d.blocks.read(pg, ino, index, offset, length, await this.blockRecord(pg, ino, index));
   }
 
-  /** Block data is durable (fdatasync) and indexed (synced batch) before this returns. */
+  /**
+   * Block data is durable (fdatasync) and indexed (synced batch) on every
+   * in-sync replica before this returns: the bytes travel with the entry.
+   */
   async writeBlock(pg: number, ino: bigint, index: bigint, offset: number, data: Buffer): Promise<void> {
     const st = this.serving(pg);
     this.checkBlockPg(pg, ino, index);
-    await this.blockLocks.run(`${ino}/${index}`, async () => {
+    await this.repl.append(st, '', 'write-block', async () => {
       const rec = await this.d.blocks.write(
         pg,
         ino,
@@ -659,13 +668,10 @@ export class Brick implements PgEndpoint {
         await this.blockRecord(pg, ino, index),
         this.d.volume.blockSizeBytes,
       );
-      await this.commitLocal(
-        st,
-        [{ key: keys.block(pg, ino, index), value: encodeRecord(rec) }],
-        '',
-        'write-block',
-        null,
-      );
+      return {
+        writes: [{ key: keys.block(pg, ino, index), value: encodeRecord(rec) }],
+        blocks: [{ ino, index, kind: 'WRITE', offset, length: data.length, data }],
+      };
     });
   }
 
@@ -678,20 +684,21 @@ export class Brick implements PgEndpoint {
       const index = row.key.readBigUInt64BE(11);
       const start = index * bs;
       if (start + bs <= size) continue;
-      await this.blockLocks.run(`${ino}/${index}`, async () => {
+      await this.repl.append(st, '', 'truncate-block', async () => {
         const rec = await this.blockRecord(pg, ino, index);
-        if (!rec) return;
         const keep = size <= start ? 0 : Number(size - start);
-        if (keep >= rec.length) return;
-        const next = keep === 0 ? undefined : await this.d.blocks.truncate(pg, ino, index, keep, rec);
-        await this.commitLocal(
-          st,
-          [{ key: keys.block(pg, ino, index), value: next && encodeRecord(next) }],
-          '',
-          'truncate-block',
-          null,
-        );
-        if (!next) await this.d.blocks.delete(pg, ino, index);
+        if (!rec || keep >= rec.length) return { writes: [], blocks: [] };
+        const key = keys.block(pg, ino, index);
+        if (keep === 0)
+          return {
+            writes: [{ key, value: undefined }],
+            blocks: [{ ino, index, kind: 'DELETE', offset: 0, length: 0 }],
+          };
+        const next = await this.d.blocks.truncate(pg, ino, index, keep, rec);
+        return {
+          writes: [{ key, value: next && encodeRecord(next) }],
+          blocks: [{ ino, index, kind: 'TRUNCATE', offset: 0, length: keep }],
+        };
       });
     }
   }
@@ -708,6 +715,13 @@ export class Brick implements PgEndpoint {
     this.recovering = true;
     try {
       for (const [pg, st] of this.pgs) {
+        if (st.role !== 'primary') continue;
+        if (!st.ready) {
+          void this.promote(st);
+          continue;
+        }
+        // Replicas outside the in-sync set are caught up in the background.
+        this.repl.catchUpAll(st, (b) => this.d.brickAlive?.(b) ?? true);
         const dprefix = keys.kindPrefix(pg, KeyKind.decision);
         for (const row of await this.d.kv.range({ gte: dprefix, lt: prefixEnd(dprefix) })) {
           const txId = row.key.subarray(dprefix.length).toString();
@@ -763,7 +777,8 @@ export class Brick implements PgEndpoint {
   async counts(): Promise<{ inodes: number; blocks: number }> {
     let inodes = 0;
     let blocks = 0;
-    for (const pg of this.pgs.keys()) {
+    for (const [pg, st] of this.pgs) {
+      if (st.role !== 'primary') continue; // each PG counted once, at its primary
       const ip = keys.kindPrefix(pg, KeyKind.inode);
       const bp = keys.kindPrefix(pg, KeyKind.block);
       inodes += await this.countRange(ip);

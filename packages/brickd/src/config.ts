@@ -17,8 +17,19 @@ export interface BrickKnobs {
   txAttemptsMax: number;
   /** Age after which a prepared transaction asks its coordinator for the outcome. */
   txResolveAfterMs: number;
-  /** Interval of the recovery sweep (prepared and decided transactions, orphan directories). */
+  /** Interval of the recovery sweep (prepared and decided transactions, orphan directories, catch-up). */
   recoveryIntervalMs: number;
+  /** A replica that has not taken an entry within this is dropped from the in-sync set. */
+  replicateTimeoutMs: number;
+  /** Entries per Replicate call while catching a replica up. */
+  catchUpBatchEntries: number;
+  /** Catch-up sends the last this-many entries with appends held, then adds the replica to the set. */
+  catchUpFinalEntries: number;
+  /** Keys per backfill chunk, and block bytes per chunk. */
+  backfillChunkKeys: number;
+  backfillChunkBytes: number;
+  /** A primary stops acknowledging this long before its lease could have expired in etcd. */
+  leaseFenceMarginMs: number;
 }
 
 export const brickDefaults: BrickKnobs = {
@@ -30,6 +41,12 @@ export const brickDefaults: BrickKnobs = {
   txAttemptsMax: 50,
   txResolveAfterMs: 2000,
   recoveryIntervalMs: 1000,
+  replicateTimeoutMs: 2000,
+  catchUpBatchEntries: 256,
+  catchUpFinalEntries: 64,
+  backfillChunkKeys: 1024,
+  backfillChunkBytes: 8 * 1024 * 1024,
+  leaseFenceMarginMs: 1000,
 };
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
@@ -46,6 +63,14 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('txAttemptsMax', 1000);
   positive('txResolveAfterMs', 600_000);
   positive('recoveryIntervalMs', 600_000);
+  positive('replicateTimeoutMs', 600_000);
+  positive('catchUpBatchEntries', 65_536);
+  positive('catchUpFinalEntries', 65_536);
+  positive('backfillChunkKeys', 1 << 20);
+  positive('backfillChunkBytes', 1 << 30);
+  positive('leaseFenceMarginMs', 600_000);
+  if (k.leaseFenceMarginMs * 2 > k.leaseTtlMs) bad.push('leaseFenceMarginMs must be <= leaseTtlMs / 2');
+  if (k.catchUpFinalEntries > k.opLogRetain) bad.push('catchUpFinalEntries must be <= opLogRetain');
   if (k.leaseTtlMs < 2000) bad.push('leaseTtlMs must be >= 2000 (etcd keepalive granularity)');
   if (k.txResolveAfterMs >= k.peerCallTimeoutMs * 10)
     bad.push('txResolveAfterMs must be < 10 x peerCallTimeoutMs');

@@ -1,5 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
-import { EtcdCoordinator, type Coordinator, type Unsubscribe, type VolumeSnapshot } from '@dunix/coord';
+import {
+  EtcdCoordinator,
+  realClock,
+  type Coordinator,
+  type Unsubscribe,
+  type VolumeSnapshot,
+} from '@dunix/coord';
 import {
   brickProto,
   createLogger,
@@ -21,6 +27,7 @@ import { brickDefaults, validateBrickKnobs, type BrickKnobs } from './config.js'
 import { NamespaceEngine } from './namespace/engine.js';
 import { writePortFile } from './port-file.js';
 import { RemotePeers } from './rpc/peers.js';
+import { ReplicaPeers } from './rpc/replica-peers.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
 import { CachedKv } from './store/cached-kv.js';
@@ -71,15 +78,14 @@ export class BrickDaemon {
   private handlers: BrickHandlers | undefined;
   private identity: Identity | undefined;
   private applying: Promise<void> = Promise.resolve();
+  private replicasWarned = false;
   port = 0;
 
   constructor(private readonly o: BrickdOptions) {
     this.log = o.log ?? createLogger('brickd');
     this.knobs = validateBrickKnobs({ ...brickDefaults, ...o.knobs });
-    if (o.replicas !== 1) {
-      throw new RangeError(
-        `--replicas ${o.replicas}: this build keeps one copy per PG; replication comes with the failover work`,
-      );
+    if (!Number.isInteger(o.replicas) || o.replicas < 1 || o.replicas > 5) {
+      throw new RangeError(`--replicas ${o.replicas} must be 1..5`);
     }
   }
 
@@ -154,8 +160,17 @@ export class BrickDaemon {
   private async applySnapshot(s: VolumeSnapshot): Promise<void> {
     if (!s.config) return;
     const config: VolumeConfig = s.config;
+    if (config.replicas !== this.o.replicas && !this.replicasWarned) {
+      // The volume's config is what counts; the flag states what the operator expects.
+      this.replicasWarned = true;
+      this.log.warn('--replicas differs from the volume: the volume config wins', {
+        flag: this.o.replicas,
+        volume: config.replicas,
+      });
+    }
     this.router.update({ config, placement: s.placement, bricks: s.bricks });
     if (!this.brick) {
+      const coord = this.coord!;
       const brick = new Brick({
         brickId: this.brickId,
         volume: config,
@@ -171,6 +186,20 @@ export class BrickDaemon {
         clockNs: () => BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n),
         remote: new RemotePeers(this.router, this.knobs.peerCallTimeoutMs),
         fault: faultInjector(this.log),
+        replication: {
+          transport: new ReplicaPeers(this.router, this.knobs.replicateTimeoutMs),
+          placement: {
+            read: async (pg) => {
+              const a = (await coord.getPlacement(config.name))[pg];
+              if (!a) throw new FsError('NOT_FOUND', `pg ${pg} has no placement record`);
+              return a;
+            },
+            update: (pg, epoch, bricks, isr) => coord.updatePlacement(config.name, pg, epoch, bricks, isr),
+          },
+          lease: { fenced: () => this.fenced() },
+          clock: monotonicClock,
+        },
+        brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,
       });
       await brick.applyPlacement(s.placement);
       this.handlers = brickHandlers({
@@ -220,6 +249,19 @@ export class BrickDaemon {
     return out as unknown as BrickHandlers;
   }
 
+  /**
+   * Fenced: etcd may have expired this brick's lease by now (no keepalive
+   * confirmed within the TTL less a margin), so a successor may lead our PGs.
+   */
+  private fenced(): boolean {
+    const h = this.coord?.leaseHealth(this.o.volume, this.brickId);
+    if (!h || h.lost) return true;
+    const now = realClock.now();
+    if (now - h.confirmedAtMs > h.ttlMs - this.knobs.leaseFenceMarginMs) return true;
+    // A lease re-granted after a loss: the controller may still be acting on the loss.
+    return h.reboundAtMs !== undefined && now - h.reboundAtMs < h.ttlMs;
+  }
+
   private async loadIdentity(): Promise<Identity> {
     const path = join(this.o.dataDir, 'brick.json');
     try {
@@ -265,6 +307,12 @@ export class BrickDaemon {
     return this.stopping;
   }
 }
+
+/** Monotonic milliseconds (never wall clock) and sleeping, for the replication protocol. */
+const monotonicClock = {
+  nowMs: () => performance.now(),
+  sleep: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)),
+};
 
 /** DUNIX_FAULTS=point[,point]: crash (SIGKILL self) when a listed point is reached. For fault tests only. */
 function faultInjector(log: Logger): ((point: string) => void) | undefined {

@@ -10,3 +10,4 @@ export * from './retry-policy.js';
 export * from './router.js';
 export * from './frame-rpc.js';
 export * from './buffer-pool.js';
+export * from './log-codec.js';

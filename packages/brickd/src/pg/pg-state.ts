@@ -11,13 +11,31 @@ export interface PreparedTx {
   createdAtMs: number;
 }
 
+export type PgRole = 'primary' | 'replica';
+
 /**
- * What a brick keeps in memory for one PG it serves as primary: the serial
- * queue of its mutations, the locks of prepared transactions, the op
- * sequence and the inode allocator state.
+ * What a brick keeps in memory for one PG it holds a copy of: its role, the
+ * log position, and as primary the serial queue of its mutations, the locks
+ * of prepared transactions and the inode allocator state.
  */
 export class PgState {
   readonly queue = new SerialQueue();
+  /** The one append path: log entries are sequenced, written and replicated one at a time. */
+  readonly appendQueue = new SerialQueue();
+  role: PgRole = 'replica';
+  /** Replicas of the PG (bricks[0] is the primary) and its in-sync set, from the placement map. */
+  bricks: string[] = [];
+  isr: string[] = [];
+  /** Highest epoch a primary has announced to this copy: entries of older epochs are refused. */
+  promisedEpoch = 0;
+  /** A primary serves only once it has reconciled the logs of its in-sync set (peering). */
+  ready = false;
+  /** The copy is being rebuilt by backfill: its log position means nothing until the end. */
+  backfilling = false;
+  /** Epoch of the entry at opSeq (0: empty log). */
+  lastEpoch = 0;
+  /** Lowest sequence still in the log. */
+  firstSeq = 1n;
   /** Serializes allocation separately: a mutation in `queue` may allocate. */
   readonly allocQueue = new SerialQueue();
   /** latin1 key → id of the prepared transaction holding it. */
@@ -26,7 +44,7 @@ export class PgState {
   /** Transactions this PG coordinates that have not finished. */
   readonly activeTx = new Set<string>();
   private unlockWaiters: (() => void)[] = [];
-  /** Last op sequence applied. */
+  /** Last log sequence written (advanced only once the entry is in the store). */
   opSeq = 0n;
   /**
    * Request ids of recent ops (a ring of opLogRetain slots, slot = seq mod

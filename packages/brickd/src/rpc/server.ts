@@ -23,6 +23,7 @@ import { constants } from 'node:os';
 import { Brick, type TxKeyValue } from '../brick.js';
 import type { MetaTxn } from '../namespace/txn.js';
 import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
+import { entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
 
 export interface ServerDeps {
@@ -481,8 +482,70 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const { pg } = route(req.header, undefined, false);
       return { ino: (await brick.allocIno(pg)).toString() };
     }),
+
+    // Replication: addressed to a copy of the PG in any role; the epoch is the sender's.
+    Replicate: unary('Replicate', async (req: wire.ReplicateRequest__Output) => {
+      const { st, epoch } = copyOf(req.header);
+      if (req.entries.length > REPLICATE_ENTRIES_MAX) throw new FsError('OUT_OF_RANGE', 'too many entries');
+      const r = await brick.repl.applyReplicated(st, epoch, req.entries.map(entryFromWire));
+      return { lastSeq: r.lastSeq.toString(), gap: r.gap };
+    }),
+
+    PgPosition: unary('PgPosition', async (req: wire.PgPositionRequest__Output) => {
+      const { st, epoch } = copyOf(req.header);
+      const p = await brick.repl.position(st, epoch);
+      return {
+        lastSeq: p.lastSeq.toString(),
+        lastEpoch: String(p.lastEpoch),
+        firstSeq: p.firstSeq.toString(),
+      };
+    }),
+
+    FetchLog: unary('FetchLog', async (req: wire.FetchLogRequest__Output) => {
+      const { st, epoch } = copyOf(req.header);
+      const from = u64(req.fromSeq, 'fromSeq');
+      const max = Math.min(Math.max(1, req.entriesMax), REPLICATE_ENTRIES_MAX);
+      const entries = await brick.repl.fetchLog(st, epoch, from, max);
+      return { entries: entries.map((e) => entryToWire(e, true)) };
+    }),
+
+    Backfill: unary('Backfill', async (req: wire.BackfillRequest__Output) => {
+      const { st, epoch } = copyOf(req.header);
+      const shell = entryFromWire({
+        epoch: String(epoch),
+        seq: '1',
+        requestId: '',
+        kind: 'backfill',
+        writes: req.writes,
+        blocks: req.blocks,
+      });
+      if (req.step === 'BEGIN') await brick.repl.backfillStep(st, epoch, { step: 'BEGIN' });
+      else if (req.step === 'CHUNK')
+        await brick.repl.backfillStep(st, epoch, {
+          step: 'CHUNK',
+          writes: shell.writes,
+          blocks: shell.blocks,
+        });
+      else {
+        const base = req.base ? entryFromWire(req.base) : undefined;
+        await brick.repl.backfillStep(st, epoch, { step: 'END', base });
+      }
+      return {};
+    }),
   };
+
+  /** The copy of the header's PG held here and the sender's epoch (replication RPCs). */
+  function copyOf(h: Header): { st: ReturnType<Brick['copy']>; epoch: number } {
+    if (!h) throw new FsError('INVALID_ARGUMENT', 'missing header');
+    const epoch = Number(u64(h.epoch, 'epoch'));
+    if (!Number.isSafeInteger(epoch) || epoch < 1)
+      throw new FsError('INVALID_ARGUMENT', 'epoch must be >= 1');
+    return { st: brick.copy(h.pg), epoch };
+  }
 }
+
+/** Entries in one Replicate or FetchLog message. */
+const REPLICATE_ENTRIES_MAX = 4096;
 
 /** Longest name or xattr name read off the wire before the real limits apply (FUSE passes up to 1024). */
 const WIRE_NAME_MAX_BYTES = 4096;

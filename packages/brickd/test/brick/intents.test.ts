@@ -9,7 +9,8 @@ import {
   type PgAssignment,
   type VolumeConfig,
 } from '@dunix/proto';
-import { Brick, type BlockFiles, type PgEndpoint, type TxKeyValue } from '../../src/brick.js';
+import { Brick, type BrickDeps, type PgEndpoint, type TxKeyValue } from '../../src/brick.js';
+import type { BlockFiles } from '../../src/store/block-files.js';
 import { brickDefaults } from '../../src/config.js';
 import type { Cred } from '../../src/namespace/api.js';
 import { NamespaceEngine } from '../../src/namespace/engine.js';
@@ -41,6 +42,21 @@ const noBlocks = new Proxy({} as BlockFiles, {
 });
 
 class Crash extends Error {}
+
+/** Replication deps of a PG with one copy: no peers, a fixed map, a lease that always holds. */
+function solo(map: PgAssignment[]): BrickDeps['replication'] {
+  return {
+    transport: new Proxy({} as BrickDeps['replication']['transport'], {
+      get: () => () => Promise.reject(new FsError('UNAVAILABLE', 'no peers in this test')),
+    }),
+    placement: {
+      read: async (pg) => map[pg]!,
+      update: () => Promise.reject(new FsError('STALE_EPOCH', 'fixed map')),
+    },
+    lease: { fenced: () => false },
+    clock: { nowMs: () => 0, sleep: async () => {} },
+  };
+}
 
 /** Routes each PG to whichever simulated brick serves it. */
 class Net implements PgEndpoint {
@@ -99,6 +115,7 @@ async function cluster(): Promise<Cluster> {
         fault: (point) => {
           if (faults.includes(point)) throw new Crash(point);
         },
+        replication: solo(placement),
       });
       const old = byId.get(id);
       if (old) {
@@ -106,6 +123,7 @@ async function cluster(): Promise<Cluster> {
         net.bricks = net.bricks.filter((b) => b !== old);
       }
       await brick.applyPlacement(placement);
+      await brick.settled();
       byId.set(id, brick);
       net.bricks.push(brick);
       return brick;
@@ -286,6 +304,7 @@ t.test(
   async (t) => {
     await initHashing();
     const kv = new MemoryKv();
+    const one: PgAssignment[] = [{ pg: 0, bricks: ['A'], isr: ['A'], epoch: 1 }];
     const make = () =>
       new Brick({
         brickId: 'A',
@@ -297,10 +316,11 @@ t.test(
         log,
         clockNs: () => (clock += 1000n),
         remote: new Net(),
+        replication: solo(one),
       });
-    const one: PgAssignment[] = [{ pg: 0, bricks: ['A'], isr: ['A'], epoch: 1 }];
     let brick = make();
     await brick.applyPlacement(one);
+    await brick.settled();
     const create = (b: Brick, i: number, retry = false) =>
       b.mutate(
         0,
@@ -323,6 +343,7 @@ t.test(
     brick.stop();
     brick = make();
     await brick.applyPlacement(one);
+    await brick.settled();
     for (let i = 6; i < 12; i++) await create(brick, i);
     t.equal(await countOf(KeyKind.log), 4, 'still four log entries');
     t.equal(await countOf(KeyKind.request), 4, 'and four stored replies: none leaked across the restart');

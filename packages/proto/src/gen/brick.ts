@@ -6,6 +6,8 @@ import type { AllocInoReply as _dunix_v1_AllocInoReply, AllocInoReply__Output as
 import type { AllocInoRequest as _dunix_v1_AllocInoRequest, AllocInoRequest__Output as _dunix_v1_AllocInoRequest__Output } from './dunix/v1/AllocInoRequest.js';
 import type { Attr as _dunix_v1_Attr, Attr__Output as _dunix_v1_Attr__Output } from './dunix/v1/Attr.js';
 import type { AttrReply as _dunix_v1_AttrReply, AttrReply__Output as _dunix_v1_AttrReply__Output } from './dunix/v1/AttrReply.js';
+import type { BackfillRequest as _dunix_v1_BackfillRequest, BackfillRequest__Output as _dunix_v1_BackfillRequest__Output } from './dunix/v1/BackfillRequest.js';
+import type { BlockOp as _dunix_v1_BlockOp, BlockOp__Output as _dunix_v1_BlockOp__Output } from './dunix/v1/BlockOp.js';
 import type { BrickClient as _dunix_v1_BrickClient, BrickDefinition as _dunix_v1_BrickDefinition } from './dunix/v1/Brick.js';
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
 import type { Caller as _dunix_v1_Caller, Caller__Output as _dunix_v1_Caller__Output } from './dunix/v1/Caller.js';
@@ -15,6 +17,8 @@ import type { Dirent as _dunix_v1_Dirent, Dirent__Output as _dunix_v1_Dirent__Ou
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from './dunix/v1/Empty.js';
 import type { EntryReply as _dunix_v1_EntryReply, EntryReply__Output as _dunix_v1_EntryReply__Output } from './dunix/v1/EntryReply.js';
 import type { ExtendRequest as _dunix_v1_ExtendRequest, ExtendRequest__Output as _dunix_v1_ExtendRequest__Output } from './dunix/v1/ExtendRequest.js';
+import type { FetchLogReply as _dunix_v1_FetchLogReply, FetchLogReply__Output as _dunix_v1_FetchLogReply__Output } from './dunix/v1/FetchLogReply.js';
+import type { FetchLogRequest as _dunix_v1_FetchLogRequest, FetchLogRequest__Output as _dunix_v1_FetchLogRequest__Output } from './dunix/v1/FetchLogRequest.js';
 import type { GetAttrRequest as _dunix_v1_GetAttrRequest, GetAttrRequest__Output as _dunix_v1_GetAttrRequest__Output } from './dunix/v1/GetAttrRequest.js';
 import type { GetXattrReply as _dunix_v1_GetXattrReply, GetXattrReply__Output as _dunix_v1_GetXattrReply__Output } from './dunix/v1/GetXattrReply.js';
 import type { GetXattrRequest as _dunix_v1_GetXattrRequest, GetXattrRequest__Output as _dunix_v1_GetXattrRequest__Output } from './dunix/v1/GetXattrRequest.js';
@@ -22,11 +26,15 @@ import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Ou
 import type { LinkRequest as _dunix_v1_LinkRequest, LinkRequest__Output as _dunix_v1_LinkRequest__Output } from './dunix/v1/LinkRequest.js';
 import type { ListXattrReply as _dunix_v1_ListXattrReply, ListXattrReply__Output as _dunix_v1_ListXattrReply__Output } from './dunix/v1/ListXattrReply.js';
 import type { ListXattrRequest as _dunix_v1_ListXattrRequest, ListXattrRequest__Output as _dunix_v1_ListXattrRequest__Output } from './dunix/v1/ListXattrRequest.js';
+import type { LogEntry as _dunix_v1_LogEntry, LogEntry__Output as _dunix_v1_LogEntry__Output } from './dunix/v1/LogEntry.js';
+import type { LogWrite as _dunix_v1_LogWrite, LogWrite__Output as _dunix_v1_LogWrite__Output } from './dunix/v1/LogWrite.js';
 import type { LookupReply as _dunix_v1_LookupReply, LookupReply__Output as _dunix_v1_LookupReply__Output } from './dunix/v1/LookupReply.js';
 import type { LookupRequest as _dunix_v1_LookupRequest, LookupRequest__Output as _dunix_v1_LookupRequest__Output } from './dunix/v1/LookupRequest.js';
 import type { MkdirRequest as _dunix_v1_MkdirRequest, MkdirRequest__Output as _dunix_v1_MkdirRequest__Output } from './dunix/v1/MkdirRequest.js';
 import type { MknodRequest as _dunix_v1_MknodRequest, MknodRequest__Output as _dunix_v1_MknodRequest__Output } from './dunix/v1/MknodRequest.js';
 import type { OpenRequest as _dunix_v1_OpenRequest, OpenRequest__Output as _dunix_v1_OpenRequest__Output } from './dunix/v1/OpenRequest.js';
+import type { PgPositionReply as _dunix_v1_PgPositionReply, PgPositionReply__Output as _dunix_v1_PgPositionReply__Output } from './dunix/v1/PgPositionReply.js';
+import type { PgPositionRequest as _dunix_v1_PgPositionRequest, PgPositionRequest__Output as _dunix_v1_PgPositionRequest__Output } from './dunix/v1/PgPositionRequest.js';
 import type { ReadBlockReply as _dunix_v1_ReadBlockReply, ReadBlockReply__Output as _dunix_v1_ReadBlockReply__Output } from './dunix/v1/ReadBlockReply.js';
 import type { ReadBlockRequest as _dunix_v1_ReadBlockRequest, ReadBlockRequest__Output as _dunix_v1_ReadBlockRequest__Output } from './dunix/v1/ReadBlockRequest.js';
 import type { ReadDirReply as _dunix_v1_ReadDirReply, ReadDirReply__Output as _dunix_v1_ReadDirReply__Output } from './dunix/v1/ReadDirReply.js';
@@ -37,6 +45,8 @@ import type { ReclaimRequest as _dunix_v1_ReclaimRequest, ReclaimRequest__Output
 import type { RemoveXattrRequest as _dunix_v1_RemoveXattrRequest, RemoveXattrRequest__Output as _dunix_v1_RemoveXattrRequest__Output } from './dunix/v1/RemoveXattrRequest.js';
 import type { RenameReply as _dunix_v1_RenameReply, RenameReply__Output as _dunix_v1_RenameReply__Output } from './dunix/v1/RenameReply.js';
 import type { RenameRequest as _dunix_v1_RenameRequest, RenameRequest__Output as _dunix_v1_RenameRequest__Output } from './dunix/v1/RenameRequest.js';
+import type { ReplicateReply as _dunix_v1_ReplicateReply, ReplicateReply__Output as _dunix_v1_ReplicateReply__Output } from './dunix/v1/ReplicateReply.js';
+import type { ReplicateRequest as _dunix_v1_ReplicateRequest, ReplicateRequest__Output as _dunix_v1_ReplicateRequest__Output } from './dunix/v1/ReplicateRequest.js';
 import type { SetAttrRequest as _dunix_v1_SetAttrRequest, SetAttrRequest__Output as _dunix_v1_SetAttrRequest__Output } from './dunix/v1/SetAttrRequest.js';
 import type { SetXattrRequest as _dunix_v1_SetXattrRequest, SetXattrRequest__Output as _dunix_v1_SetXattrRequest__Output } from './dunix/v1/SetXattrRequest.js';
 import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _dunix_v1_StatFsReply__Output } from './dunix/v1/StatFsReply.js';
@@ -65,6 +75,8 @@ export interface ProtoGrpcType {
       AllocInoRequest: MessageTypeDefinition<_dunix_v1_AllocInoRequest, _dunix_v1_AllocInoRequest__Output>
       Attr: MessageTypeDefinition<_dunix_v1_Attr, _dunix_v1_Attr__Output>
       AttrReply: MessageTypeDefinition<_dunix_v1_AttrReply, _dunix_v1_AttrReply__Output>
+      BackfillRequest: MessageTypeDefinition<_dunix_v1_BackfillRequest, _dunix_v1_BackfillRequest__Output>
+      BlockOp: MessageTypeDefinition<_dunix_v1_BlockOp, _dunix_v1_BlockOp__Output>
       Brick: SubtypeConstructor<typeof grpc.Client, _dunix_v1_BrickClient> & { service: _dunix_v1_BrickDefinition }
       BrickStatusReply: MessageTypeDefinition<_dunix_v1_BrickStatusReply, _dunix_v1_BrickStatusReply__Output>
       Caller: MessageTypeDefinition<_dunix_v1_Caller, _dunix_v1_Caller__Output>
@@ -74,6 +86,8 @@ export interface ProtoGrpcType {
       Empty: MessageTypeDefinition<_dunix_v1_Empty, _dunix_v1_Empty__Output>
       EntryReply: MessageTypeDefinition<_dunix_v1_EntryReply, _dunix_v1_EntryReply__Output>
       ExtendRequest: MessageTypeDefinition<_dunix_v1_ExtendRequest, _dunix_v1_ExtendRequest__Output>
+      FetchLogReply: MessageTypeDefinition<_dunix_v1_FetchLogReply, _dunix_v1_FetchLogReply__Output>
+      FetchLogRequest: MessageTypeDefinition<_dunix_v1_FetchLogRequest, _dunix_v1_FetchLogRequest__Output>
       GetAttrRequest: MessageTypeDefinition<_dunix_v1_GetAttrRequest, _dunix_v1_GetAttrRequest__Output>
       GetXattrReply: MessageTypeDefinition<_dunix_v1_GetXattrReply, _dunix_v1_GetXattrReply__Output>
       GetXattrRequest: MessageTypeDefinition<_dunix_v1_GetXattrRequest, _dunix_v1_GetXattrRequest__Output>
@@ -81,11 +95,15 @@ export interface ProtoGrpcType {
       LinkRequest: MessageTypeDefinition<_dunix_v1_LinkRequest, _dunix_v1_LinkRequest__Output>
       ListXattrReply: MessageTypeDefinition<_dunix_v1_ListXattrReply, _dunix_v1_ListXattrReply__Output>
       ListXattrRequest: MessageTypeDefinition<_dunix_v1_ListXattrRequest, _dunix_v1_ListXattrRequest__Output>
+      LogEntry: MessageTypeDefinition<_dunix_v1_LogEntry, _dunix_v1_LogEntry__Output>
+      LogWrite: MessageTypeDefinition<_dunix_v1_LogWrite, _dunix_v1_LogWrite__Output>
       LookupReply: MessageTypeDefinition<_dunix_v1_LookupReply, _dunix_v1_LookupReply__Output>
       LookupRequest: MessageTypeDefinition<_dunix_v1_LookupRequest, _dunix_v1_LookupRequest__Output>
       MkdirRequest: MessageTypeDefinition<_dunix_v1_MkdirRequest, _dunix_v1_MkdirRequest__Output>
       MknodRequest: MessageTypeDefinition<_dunix_v1_MknodRequest, _dunix_v1_MknodRequest__Output>
       OpenRequest: MessageTypeDefinition<_dunix_v1_OpenRequest, _dunix_v1_OpenRequest__Output>
+      PgPositionReply: MessageTypeDefinition<_dunix_v1_PgPositionReply, _dunix_v1_PgPositionReply__Output>
+      PgPositionRequest: MessageTypeDefinition<_dunix_v1_PgPositionRequest, _dunix_v1_PgPositionRequest__Output>
       ReadBlockReply: MessageTypeDefinition<_dunix_v1_ReadBlockReply, _dunix_v1_ReadBlockReply__Output>
       ReadBlockRequest: MessageTypeDefinition<_dunix_v1_ReadBlockRequest, _dunix_v1_ReadBlockRequest__Output>
       ReadDirReply: MessageTypeDefinition<_dunix_v1_ReadDirReply, _dunix_v1_ReadDirReply__Output>
@@ -96,6 +114,8 @@ export interface ProtoGrpcType {
       RemoveXattrRequest: MessageTypeDefinition<_dunix_v1_RemoveXattrRequest, _dunix_v1_RemoveXattrRequest__Output>
       RenameReply: MessageTypeDefinition<_dunix_v1_RenameReply, _dunix_v1_RenameReply__Output>
       RenameRequest: MessageTypeDefinition<_dunix_v1_RenameRequest, _dunix_v1_RenameRequest__Output>
+      ReplicateReply: MessageTypeDefinition<_dunix_v1_ReplicateReply, _dunix_v1_ReplicateReply__Output>
+      ReplicateRequest: MessageTypeDefinition<_dunix_v1_ReplicateRequest, _dunix_v1_ReplicateRequest__Output>
       SetAttrRequest: MessageTypeDefinition<_dunix_v1_SetAttrRequest, _dunix_v1_SetAttrRequest__Output>
       SetXattrRequest: MessageTypeDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_SetXattrRequest__Output>
       StatFsReply: MessageTypeDefinition<_dunix_v1_StatFsReply, _dunix_v1_StatFsReply__Output>

@@ -6,11 +6,14 @@ import type { MethodDefinition } from '@grpc/proto-loader'
 import type { AllocInoReply as _dunix_v1_AllocInoReply, AllocInoReply__Output as _dunix_v1_AllocInoReply__Output } from '../../dunix/v1/AllocInoReply.js';
 import type { AllocInoRequest as _dunix_v1_AllocInoRequest, AllocInoRequest__Output as _dunix_v1_AllocInoRequest__Output } from '../../dunix/v1/AllocInoRequest.js';
 import type { AttrReply as _dunix_v1_AttrReply, AttrReply__Output as _dunix_v1_AttrReply__Output } from '../../dunix/v1/AttrReply.js';
+import type { BackfillRequest as _dunix_v1_BackfillRequest, BackfillRequest__Output as _dunix_v1_BackfillRequest__Output } from '../../dunix/v1/BackfillRequest.js';
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from '../../dunix/v1/BrickStatusReply.js';
 import type { ConvertInlineRequest as _dunix_v1_ConvertInlineRequest, ConvertInlineRequest__Output as _dunix_v1_ConvertInlineRequest__Output } from '../../dunix/v1/ConvertInlineRequest.js';
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from '../../dunix/v1/Empty.js';
 import type { EntryReply as _dunix_v1_EntryReply, EntryReply__Output as _dunix_v1_EntryReply__Output } from '../../dunix/v1/EntryReply.js';
 import type { ExtendRequest as _dunix_v1_ExtendRequest, ExtendRequest__Output as _dunix_v1_ExtendRequest__Output } from '../../dunix/v1/ExtendRequest.js';
+import type { FetchLogReply as _dunix_v1_FetchLogReply, FetchLogReply__Output as _dunix_v1_FetchLogReply__Output } from '../../dunix/v1/FetchLogReply.js';
+import type { FetchLogRequest as _dunix_v1_FetchLogRequest, FetchLogRequest__Output as _dunix_v1_FetchLogRequest__Output } from '../../dunix/v1/FetchLogRequest.js';
 import type { GetAttrRequest as _dunix_v1_GetAttrRequest, GetAttrRequest__Output as _dunix_v1_GetAttrRequest__Output } from '../../dunix/v1/GetAttrRequest.js';
 import type { GetXattrReply as _dunix_v1_GetXattrReply, GetXattrReply__Output as _dunix_v1_GetXattrReply__Output } from '../../dunix/v1/GetXattrReply.js';
 import type { GetXattrRequest as _dunix_v1_GetXattrRequest, GetXattrRequest__Output as _dunix_v1_GetXattrRequest__Output } from '../../dunix/v1/GetXattrRequest.js';
@@ -22,6 +25,8 @@ import type { LookupRequest as _dunix_v1_LookupRequest, LookupRequest__Output as
 import type { MkdirRequest as _dunix_v1_MkdirRequest, MkdirRequest__Output as _dunix_v1_MkdirRequest__Output } from '../../dunix/v1/MkdirRequest.js';
 import type { MknodRequest as _dunix_v1_MknodRequest, MknodRequest__Output as _dunix_v1_MknodRequest__Output } from '../../dunix/v1/MknodRequest.js';
 import type { OpenRequest as _dunix_v1_OpenRequest, OpenRequest__Output as _dunix_v1_OpenRequest__Output } from '../../dunix/v1/OpenRequest.js';
+import type { PgPositionReply as _dunix_v1_PgPositionReply, PgPositionReply__Output as _dunix_v1_PgPositionReply__Output } from '../../dunix/v1/PgPositionReply.js';
+import type { PgPositionRequest as _dunix_v1_PgPositionRequest, PgPositionRequest__Output as _dunix_v1_PgPositionRequest__Output } from '../../dunix/v1/PgPositionRequest.js';
 import type { ReadBlockReply as _dunix_v1_ReadBlockReply, ReadBlockReply__Output as _dunix_v1_ReadBlockReply__Output } from '../../dunix/v1/ReadBlockReply.js';
 import type { ReadBlockRequest as _dunix_v1_ReadBlockRequest, ReadBlockRequest__Output as _dunix_v1_ReadBlockRequest__Output } from '../../dunix/v1/ReadBlockRequest.js';
 import type { ReadDirReply as _dunix_v1_ReadDirReply, ReadDirReply__Output as _dunix_v1_ReadDirReply__Output } from '../../dunix/v1/ReadDirReply.js';
@@ -32,6 +37,8 @@ import type { ReclaimRequest as _dunix_v1_ReclaimRequest, ReclaimRequest__Output
 import type { RemoveXattrRequest as _dunix_v1_RemoveXattrRequest, RemoveXattrRequest__Output as _dunix_v1_RemoveXattrRequest__Output } from '../../dunix/v1/RemoveXattrRequest.js';
 import type { RenameReply as _dunix_v1_RenameReply, RenameReply__Output as _dunix_v1_RenameReply__Output } from '../../dunix/v1/RenameReply.js';
 import type { RenameRequest as _dunix_v1_RenameRequest, RenameRequest__Output as _dunix_v1_RenameRequest__Output } from '../../dunix/v1/RenameRequest.js';
+import type { ReplicateReply as _dunix_v1_ReplicateReply, ReplicateReply__Output as _dunix_v1_ReplicateReply__Output } from '../../dunix/v1/ReplicateReply.js';
+import type { ReplicateRequest as _dunix_v1_ReplicateRequest, ReplicateRequest__Output as _dunix_v1_ReplicateRequest__Output } from '../../dunix/v1/ReplicateRequest.js';
 import type { SetAttrRequest as _dunix_v1_SetAttrRequest, SetAttrRequest__Output as _dunix_v1_SetAttrRequest__Output } from '../../dunix/v1/SetAttrRequest.js';
 import type { SetXattrRequest as _dunix_v1_SetXattrRequest, SetXattrRequest__Output as _dunix_v1_SetXattrRequest__Output } from '../../dunix/v1/SetXattrRequest.js';
 import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _dunix_v1_StatFsReply__Output } from '../../dunix/v1/StatFsReply.js';
@@ -57,6 +64,15 @@ export interface BrickClient extends grpc.Client {
   allocIno(argument: _dunix_v1_AllocInoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AllocInoReply__Output>): grpc.ClientUnaryCall;
   allocIno(argument: _dunix_v1_AllocInoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AllocInoReply__Output>): grpc.ClientUnaryCall;
   allocIno(argument: _dunix_v1_AllocInoRequest, callback: grpc.requestCallback<_dunix_v1_AllocInoReply__Output>): grpc.ClientUnaryCall;
+  
+  Backfill(argument: _dunix_v1_BackfillRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Backfill(argument: _dunix_v1_BackfillRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Backfill(argument: _dunix_v1_BackfillRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Backfill(argument: _dunix_v1_BackfillRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  backfill(argument: _dunix_v1_BackfillRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  backfill(argument: _dunix_v1_BackfillRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  backfill(argument: _dunix_v1_BackfillRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  backfill(argument: _dunix_v1_BackfillRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   
   BrickStatus(argument: _dunix_v1_Empty, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_BrickStatusReply__Output>): grpc.ClientUnaryCall;
   BrickStatus(argument: _dunix_v1_Empty, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_BrickStatusReply__Output>): grpc.ClientUnaryCall;
@@ -84,6 +100,15 @@ export interface BrickClient extends grpc.Client {
   extend(argument: _dunix_v1_ExtendRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   extend(argument: _dunix_v1_ExtendRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   extend(argument: _dunix_v1_ExtendRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  
+  FetchLog(argument: _dunix_v1_FetchLogRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
+  FetchLog(argument: _dunix_v1_FetchLogRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
+  FetchLog(argument: _dunix_v1_FetchLogRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
+  FetchLog(argument: _dunix_v1_FetchLogRequest, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
+  fetchLog(argument: _dunix_v1_FetchLogRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
+  fetchLog(argument: _dunix_v1_FetchLogRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
+  fetchLog(argument: _dunix_v1_FetchLogRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
+  fetchLog(argument: _dunix_v1_FetchLogRequest, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
   
   GetAttr(argument: _dunix_v1_GetAttrRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   GetAttr(argument: _dunix_v1_GetAttrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
@@ -157,6 +182,15 @@ export interface BrickClient extends grpc.Client {
   open(argument: _dunix_v1_OpenRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   open(argument: _dunix_v1_OpenRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   
+  PgPosition(argument: _dunix_v1_PgPositionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  PgPosition(argument: _dunix_v1_PgPositionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  PgPosition(argument: _dunix_v1_PgPositionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  PgPosition(argument: _dunix_v1_PgPositionRequest, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  pgPosition(argument: _dunix_v1_PgPositionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  pgPosition(argument: _dunix_v1_PgPositionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  pgPosition(argument: _dunix_v1_PgPositionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  pgPosition(argument: _dunix_v1_PgPositionRequest, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  
   ReadBlock(argument: _dunix_v1_ReadBlockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReadBlockReply__Output>): grpc.ClientUnaryCall;
   ReadBlock(argument: _dunix_v1_ReadBlockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_ReadBlockReply__Output>): grpc.ClientUnaryCall;
   ReadBlock(argument: _dunix_v1_ReadBlockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReadBlockReply__Output>): grpc.ClientUnaryCall;
@@ -210,6 +244,15 @@ export interface BrickClient extends grpc.Client {
   rename(argument: _dunix_v1_RenameRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_RenameReply__Output>): grpc.ClientUnaryCall;
   rename(argument: _dunix_v1_RenameRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_RenameReply__Output>): grpc.ClientUnaryCall;
   rename(argument: _dunix_v1_RenameRequest, callback: grpc.requestCallback<_dunix_v1_RenameReply__Output>): grpc.ClientUnaryCall;
+  
+  Replicate(argument: _dunix_v1_ReplicateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
+  Replicate(argument: _dunix_v1_ReplicateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
+  Replicate(argument: _dunix_v1_ReplicateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
+  Replicate(argument: _dunix_v1_ReplicateRequest, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
+  replicate(argument: _dunix_v1_ReplicateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
+  replicate(argument: _dunix_v1_ReplicateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
+  replicate(argument: _dunix_v1_ReplicateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
+  replicate(argument: _dunix_v1_ReplicateRequest, callback: grpc.requestCallback<_dunix_v1_ReplicateReply__Output>): grpc.ClientUnaryCall;
   
   Rmdir(argument: _dunix_v1_UnlinkRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   Rmdir(argument: _dunix_v1_UnlinkRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
@@ -342,11 +385,15 @@ export interface BrickClient extends grpc.Client {
 export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   AllocIno: grpc.handleUnaryCall<_dunix_v1_AllocInoRequest__Output, _dunix_v1_AllocInoReply>;
   
+  Backfill: grpc.handleUnaryCall<_dunix_v1_BackfillRequest__Output, _dunix_v1_Empty>;
+  
   BrickStatus: grpc.handleUnaryCall<_dunix_v1_Empty__Output, _dunix_v1_BrickStatusReply>;
   
   ConvertInline: grpc.handleUnaryCall<_dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply>;
   
   Extend: grpc.handleUnaryCall<_dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply>;
+  
+  FetchLog: grpc.handleUnaryCall<_dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply>;
   
   GetAttr: grpc.handleUnaryCall<_dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply>;
   
@@ -364,6 +411,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   Open: grpc.handleUnaryCall<_dunix_v1_OpenRequest__Output, _dunix_v1_AttrReply>;
   
+  PgPosition: grpc.handleUnaryCall<_dunix_v1_PgPositionRequest__Output, _dunix_v1_PgPositionReply>;
+  
   ReadBlock: grpc.handleUnaryCall<_dunix_v1_ReadBlockRequest__Output, _dunix_v1_ReadBlockReply>;
   
   ReadDir: grpc.handleUnaryCall<_dunix_v1_ReadDirRequest__Output, _dunix_v1_ReadDirReply>;
@@ -375,6 +424,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   RemoveXattr: grpc.handleUnaryCall<_dunix_v1_RemoveXattrRequest__Output, _dunix_v1_Empty>;
   
   Rename: grpc.handleUnaryCall<_dunix_v1_RenameRequest__Output, _dunix_v1_RenameReply>;
+  
+  Replicate: grpc.handleUnaryCall<_dunix_v1_ReplicateRequest__Output, _dunix_v1_ReplicateReply>;
   
   Rmdir: grpc.handleUnaryCall<_dunix_v1_UnlinkRequest__Output, _dunix_v1_Empty>;
   
@@ -408,9 +459,11 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
 
 export interface BrickDefinition extends grpc.ServiceDefinition {
   AllocIno: MethodDefinition<_dunix_v1_AllocInoRequest, _dunix_v1_AllocInoReply, _dunix_v1_AllocInoRequest__Output, _dunix_v1_AllocInoReply__Output>
+  Backfill: MethodDefinition<_dunix_v1_BackfillRequest, _dunix_v1_Empty, _dunix_v1_BackfillRequest__Output, _dunix_v1_Empty__Output>
   BrickStatus: MethodDefinition<_dunix_v1_Empty, _dunix_v1_BrickStatusReply, _dunix_v1_Empty__Output, _dunix_v1_BrickStatusReply__Output>
   ConvertInline: MethodDefinition<_dunix_v1_ConvertInlineRequest, _dunix_v1_AttrReply, _dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply__Output>
   Extend: MethodDefinition<_dunix_v1_ExtendRequest, _dunix_v1_AttrReply, _dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply__Output>
+  FetchLog: MethodDefinition<_dunix_v1_FetchLogRequest, _dunix_v1_FetchLogReply, _dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply__Output>
   GetAttr: MethodDefinition<_dunix_v1_GetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply__Output>
   GetXattr: MethodDefinition<_dunix_v1_GetXattrRequest, _dunix_v1_GetXattrReply, _dunix_v1_GetXattrRequest__Output, _dunix_v1_GetXattrReply__Output>
   Link: MethodDefinition<_dunix_v1_LinkRequest, _dunix_v1_EntryReply, _dunix_v1_LinkRequest__Output, _dunix_v1_EntryReply__Output>
@@ -419,12 +472,14 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   Mkdir: MethodDefinition<_dunix_v1_MkdirRequest, _dunix_v1_EntryReply, _dunix_v1_MkdirRequest__Output, _dunix_v1_EntryReply__Output>
   Mknod: MethodDefinition<_dunix_v1_MknodRequest, _dunix_v1_EntryReply, _dunix_v1_MknodRequest__Output, _dunix_v1_EntryReply__Output>
   Open: MethodDefinition<_dunix_v1_OpenRequest, _dunix_v1_AttrReply, _dunix_v1_OpenRequest__Output, _dunix_v1_AttrReply__Output>
+  PgPosition: MethodDefinition<_dunix_v1_PgPositionRequest, _dunix_v1_PgPositionReply, _dunix_v1_PgPositionRequest__Output, _dunix_v1_PgPositionReply__Output>
   ReadBlock: MethodDefinition<_dunix_v1_ReadBlockRequest, _dunix_v1_ReadBlockReply, _dunix_v1_ReadBlockRequest__Output, _dunix_v1_ReadBlockReply__Output>
   ReadDir: MethodDefinition<_dunix_v1_ReadDirRequest, _dunix_v1_ReadDirReply, _dunix_v1_ReadDirRequest__Output, _dunix_v1_ReadDirReply__Output>
   Readlink: MethodDefinition<_dunix_v1_ReadlinkRequest, _dunix_v1_ReadlinkReply, _dunix_v1_ReadlinkRequest__Output, _dunix_v1_ReadlinkReply__Output>
   Reclaim: MethodDefinition<_dunix_v1_ReclaimRequest, _dunix_v1_Empty, _dunix_v1_ReclaimRequest__Output, _dunix_v1_Empty__Output>
   RemoveXattr: MethodDefinition<_dunix_v1_RemoveXattrRequest, _dunix_v1_Empty, _dunix_v1_RemoveXattrRequest__Output, _dunix_v1_Empty__Output>
   Rename: MethodDefinition<_dunix_v1_RenameRequest, _dunix_v1_RenameReply, _dunix_v1_RenameRequest__Output, _dunix_v1_RenameReply__Output>
+  Replicate: MethodDefinition<_dunix_v1_ReplicateRequest, _dunix_v1_ReplicateReply, _dunix_v1_ReplicateRequest__Output, _dunix_v1_ReplicateReply__Output>
   Rmdir: MethodDefinition<_dunix_v1_UnlinkRequest, _dunix_v1_Empty, _dunix_v1_UnlinkRequest__Output, _dunix_v1_Empty__Output>
   SetAttr: MethodDefinition<_dunix_v1_SetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_SetAttrRequest__Output, _dunix_v1_AttrReply__Output>
   SetXattr: MethodDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_Empty, _dunix_v1_SetXattrRequest__Output, _dunix_v1_Empty__Output>

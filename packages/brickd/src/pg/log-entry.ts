@@ -1,0 +1,117 @@
+import { decodeLogEntry, encodeLogEntry, FsError, type wire } from '@dunix/proto';
+import type { KvWrite } from '../store/kv.js';
+
+/**
+ * One entry of a PG's log: every write to the PG's key range, with the block
+ * file changes that go with it. The primary appends it under the next
+ * sequence number; each replica applies it in sequence order without running
+ * the namespace engine. Stored in the log as the `LogEntry` protobuf message,
+ * without block bytes (those live in the block files).
+ */
+export type BlockOpKind = 'WRITE' | 'TRUNCATE' | 'DELETE' | 'SYNC';
+
+export interface BlockOp {
+  ino: bigint;
+  index: bigint;
+  kind: BlockOpKind;
+  /** WRITE: where `data` goes. */
+  offset: number;
+  /** TRUNCATE: bytes kept. */
+  length: number;
+  /** WRITE, SYNC: the bytes (absent once stored). */
+  data?: Buffer;
+  /** SYNC: the index record matching `data`; absent: the block is gone. */
+  record?: Buffer;
+}
+
+export interface LogEntry {
+  epoch: number;
+  seq: bigint;
+  requestId: string;
+  kind: string;
+  writes: KvWrite[];
+  blocks: BlockOp[];
+}
+
+/** Where a replica's copy of a PG's log stands. */
+export interface LogPosition {
+  lastSeq: bigint;
+  /** Epoch of the entry at lastSeq (0 for an empty log). */
+  lastEpoch: number;
+  /** Lowest sequence the log still holds (lastSeq + 1 when it holds none). */
+  firstSeq: bigint;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export function entryToWire(e: LogEntry, withData: boolean): wire.LogEntry {
+  return {
+    epoch: e.epoch,
+    seq: e.seq.toString(),
+    requestId: e.requestId,
+    kind: e.kind,
+    writes: e.writes.map((w) =>
+      w.value === undefined ? { key: w.key, value: EMPTY, delete: true } : { key: w.key, value: w.value },
+    ),
+    blocks: e.blocks.map((b) => ({
+      ino: b.ino.toString(),
+      index: b.index.toString(),
+      kind: b.kind,
+      offset: b.offset,
+      length: b.length,
+      ...(withData && b.data ? { data: b.data } : {}),
+      ...(b.record ? { record: b.record } : {}),
+    })),
+  };
+}
+
+const U64_RE = /^\d{1,20}$/;
+function u64(v: string, field: string): bigint {
+  if (!U64_RE.test(v)) throw new FsError('INVALID_ARGUMENT', `log entry ${field} is not a uint64`);
+  return BigInt(v);
+}
+
+/** A wire or stored entry as a LogEntry; malformed fields are INVALID_ARGUMENT. */
+export function entryFromWire(w: wire.LogEntry__Output): LogEntry {
+  const epoch = Number(u64(w.epoch, 'epoch'));
+  if (!Number.isSafeInteger(epoch) || epoch < 1) throw new FsError('INVALID_ARGUMENT', 'log entry epoch < 1');
+  const seq = u64(w.seq, 'seq');
+  if (seq < 1n) throw new FsError('INVALID_ARGUMENT', 'log entry seq < 1');
+  return {
+    epoch,
+    seq,
+    requestId: w.requestId,
+    kind: w.kind,
+    writes: w.writes.map((x) => {
+      if (x.key.length < 3) throw new FsError('INVALID_ARGUMENT', 'log entry key too short');
+      return { key: Buffer.from(x.key), value: x.delete ? undefined : Buffer.from(x.value) };
+    }),
+    blocks: w.blocks.map((b) => {
+      if (!['WRITE', 'TRUNCATE', 'DELETE', 'SYNC'].includes(b.kind))
+        throw new FsError('INVALID_ARGUMENT', `log entry block op ${b.kind}`);
+      return {
+        ino: u64(b.ino, 'ino'),
+        index: u64(b.index, 'index'),
+        kind: b.kind as BlockOpKind,
+        offset: b.offset,
+        length: b.length,
+        ...(b.data.length > 0 || b.kind === 'WRITE' || b.kind === 'SYNC'
+          ? { data: Buffer.from(b.data) }
+          : {}),
+        ...(b.record.length > 0 ? { record: Buffer.from(b.record) } : {}),
+      };
+    }),
+  };
+}
+
+/** The stored form: the protobuf message without block bytes. */
+export function encodeStoredEntry(e: LogEntry): Buffer {
+  return encodeLogEntry(entryToWire(e, false));
+}
+
+export function decodeStoredEntry(b: Uint8Array): LogEntry {
+  const e = entryFromWire(decodeLogEntry(b));
+  // Stored entries carry no bytes: WRITE/SYNC ops need the block file.
+  for (const op of e.blocks) delete op.data;
+  return e;
+}

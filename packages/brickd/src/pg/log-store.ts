@@ -1,0 +1,206 @@
+import { FsError } from '@dunix/proto';
+import type { BlockFiles } from '../store/block-files.js';
+import { KeyKind, keys, kindOfKey, pgOfKey } from '../store/keys.js';
+import { prefixEnd, type KvStore, type KvWrite } from '../store/kv.js';
+import { decodeRecord, encodeRecord, type BlockRecord } from '../store/records.js';
+import {
+  decodeStoredEntry,
+  encodeStoredEntry,
+  type BlockOp,
+  type LogEntry,
+  type LogPosition,
+} from './log-entry.js';
+import type { PgState } from './pg-state.js';
+
+/**
+ * The storage side of a PG's log: the only code that writes a PG's key
+ * range. An entry's writes and the entry itself go to the store in one
+ * synced batch; the sequence advances only once that batch is written.
+ */
+export class LogStore {
+  constructor(
+    private readonly kv: KvStore,
+    private readonly blocks: BlockFiles,
+    private readonly blockSizeBytes: number,
+  ) {}
+
+  /**
+   * Writes an entry whose block writes are already made (the primary's path);
+   * blocks the entry deletes go once their records are gone.
+   */
+  async write(st: PgState, e: LogEntry): Promise<void> {
+    this.checkNext(st, e);
+    await this.kv.write([...e.writes, { key: keys.log(st.pg, e.seq), value: encodeStoredEntry(e) }], true);
+    for (const op of e.blocks) if (op.kind === 'DELETE') await this.blocks.delete(st.pg, op.ino, op.index);
+    this.advance(st, e);
+  }
+
+  /**
+   * Applies an entry received from the primary: block file changes first
+   * (each checked against the record the primary computed), then the writes
+   * and the entry in one synced batch, then block deletions.
+   */
+  async apply(st: PgState, e: LogEntry): Promise<void> {
+    this.checkNext(st, e);
+    const pg = st.pg;
+    const extra: KvWrite[] = [];
+    for (const op of e.blocks) {
+      const key = keys.block(pg, op.ino, op.index);
+      if (op.kind === 'WRITE') {
+        if (!op.data) throw new FsError('INVALID_ARGUMENT', `entry ${e.seq}: block write without bytes`);
+        const rec = await this.blocks.write(
+          pg,
+          op.ino,
+          op.index,
+          op.offset,
+          op.data,
+          await this.blockRecord(key),
+          this.blockSizeBytes,
+        );
+        this.expectRecord(e, key, rec);
+      } else if (op.kind === 'TRUNCATE') {
+        const rec = await this.blocks.truncate(pg, op.ino, op.index, op.length, await this.blockRecord(key));
+        this.expectRecord(e, key, rec);
+      } else if (op.kind === 'SYNC') {
+        // The block's whole current content on the sender: replace ours.
+        await this.blocks.delete(pg, op.ino, op.index);
+        if (op.record && op.data && op.data.length > 0) {
+          const rec = await this.blocks.write(
+            pg,
+            op.ino,
+            op.index,
+            0,
+            op.data,
+            undefined,
+            this.blockSizeBytes,
+          );
+          const want = decodeRecord<BlockRecord>(op.record);
+          if (!sameRecord(rec, want))
+            throw new FsError(
+              'DIVERGED',
+              `entry ${e.seq}: synced block ${op.ino}/${op.index} does not match`,
+            );
+        }
+        extra.push({ key, value: op.record });
+      }
+    }
+    for (const w of e.writes)
+      if (pgOfKey(w.key) !== pg)
+        throw new FsError('INVALID_ARGUMENT', `entry ${e.seq} writes another PG's key`);
+    await this.kv.write(
+      [...e.writes, ...extra, { key: keys.log(pg, e.seq), value: encodeStoredEntry(e) }],
+      true,
+    );
+    for (const op of e.blocks) if (op.kind === 'DELETE') await this.blocks.delete(pg, op.ino, op.index);
+    this.advance(st, e);
+  }
+
+  private checkNext(st: PgState, e: LogEntry): void {
+    if (e.seq !== st.opSeq + 1n)
+      throw new Error(`invariant: pg ${st.pg} appends seq ${e.seq} after ${st.opSeq}`);
+    if (e.epoch < st.lastEpoch)
+      throw new Error(
+        `invariant: pg ${st.pg} entry ${e.seq} of epoch ${e.epoch} after epoch ${st.lastEpoch}`,
+      );
+  }
+
+  private advance(st: PgState, e: LogEntry): void {
+    if (st.firstSeq > st.opSeq) st.firstSeq = e.seq; // the log was empty
+    st.opSeq = e.seq;
+    st.lastEpoch = e.epoch;
+    // Trims written by the entry move the start of the log.
+    for (const w of e.writes) {
+      if (w.value === undefined && kindOfKey(w.key) === KeyKind.log) {
+        const trimmed = w.key.readBigUInt64BE(3);
+        if (trimmed + 1n > st.firstSeq) st.firstSeq = trimmed + 1n;
+      }
+    }
+  }
+
+  private expectRecord(e: LogEntry, key: Buffer, rec: BlockRecord | undefined): void {
+    const w = e.writes.find((x) => x.key.equals(key));
+    const want = w?.value && decodeRecord<BlockRecord>(w.value);
+    if (!sameRecord(rec, want)) {
+      throw new FsError('DIVERGED', `entry ${e.seq}: block file does not match the primary's record`);
+    }
+  }
+
+  async blockRecord(key: Buffer): Promise<BlockRecord | undefined> {
+    const v = await this.kv.get(key);
+    return v && decodeRecord<BlockRecord>(v);
+  }
+
+  /** Starts a copy's log at `base`, the primary's entry the backfilled state reflects. */
+  async writeBase(st: PgState, base: LogEntry): Promise<void> {
+    await this.kv.write([{ key: keys.log(st.pg, base.seq), value: encodeStoredEntry(base) }], true);
+    st.opSeq = base.seq;
+    st.firstSeq = base.seq;
+    st.lastEpoch = base.epoch;
+  }
+
+  /** Loads the log position of a PG copy from the store. */
+  async loadPosition(pg: number): Promise<LogPosition> {
+    const prefix = keys.kindPrefix(pg, KeyKind.log);
+    const [last] = await this.kv.range({ gte: prefix, lt: prefixEnd(prefix), reverse: true, limit: 1 });
+    if (!last) return { lastSeq: 0n, lastEpoch: 0, firstSeq: 1n };
+    const [first] = await this.kv.range({ gte: prefix, lt: prefixEnd(prefix), limit: 1 });
+    return {
+      lastSeq: last.key.readBigUInt64BE(3),
+      lastEpoch: decodeStoredEntry(last.value).epoch,
+      firstSeq: first!.key.readBigUInt64BE(3),
+    };
+  }
+
+  async entry(pg: number, seq: bigint): Promise<LogEntry | undefined> {
+    const v = await this.kv.get(keys.log(pg, seq));
+    return v && decodeStoredEntry(v);
+  }
+
+  /** Stored entries from `fromSeq` (at most `max`), without block bytes. */
+  async entries(pg: number, fromSeq: bigint, max: number): Promise<LogEntry[]> {
+    const prefix = keys.kindPrefix(pg, KeyKind.log);
+    const rows = await this.kv.range({ gte: keys.log(pg, fromSeq), lt: prefixEnd(prefix), limit: max });
+    const out = rows.map((r) => decodeStoredEntry(r.value));
+    // The log is contiguous from firstSeq: a hole is a bug.
+    out.forEach((e, i) => {
+      if (e.seq !== fromSeq + BigInt(i))
+        throw new Error(`invariant: pg ${pg} log has a hole before ${e.seq}`);
+    });
+    return out;
+  }
+
+  /**
+   * The block's current content and record as a SYNC op (no record: the
+   * block is gone). The caller holds the PG's append queue, so no block
+   * change is half made.
+   */
+  async syncOp(pg: number, ino: bigint, index: bigint): Promise<BlockOp> {
+    const rec = await this.blockRecord(keys.block(pg, ino, index));
+    if (!rec) return { ino, index, kind: 'SYNC', offset: 0, length: 0 };
+    const data = Buffer.from(await this.blocks.read(pg, ino, index, 0, rec.length, rec));
+    return { ino, index, kind: 'SYNC', offset: 0, length: data.length, data, record: encodeRecord(rec) };
+  }
+
+  /** Removes every record of a PG copy and its block files (backfill starts from nothing). */
+  async wipe(pg: number): Promise<void> {
+    const prefix = keys.pgPrefix(pg);
+    const blockPrefix = keys.kindPrefix(pg, KeyKind.block);
+    for (;;) {
+      const rows = await this.kv.range({ gte: prefix, lt: prefixEnd(prefix), limit: 1024 });
+      if (rows.length === 0) return;
+      for (const r of rows) {
+        if (r.key.subarray(0, 3).equals(blockPrefix))
+          await this.blocks.delete(pg, r.key.readBigUInt64BE(3), r.key.readBigUInt64BE(11));
+      }
+      await this.kv.write(
+        rows.map((r) => ({ key: r.key, value: undefined })),
+        false,
+      );
+    }
+  }
+}
+
+export function sameRecord(a: BlockRecord | undefined, b: BlockRecord | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.length === b.length && a.sums.length === b.sums.length && a.sums.every((s, i) => s === b.sums[i]);
+}

@@ -1,0 +1,88 @@
+import type { Logger, PgAssignment, VolumeConfig } from '@dunix/proto';
+import type { BrickKnobs } from '../config.js';
+import type { BlockFiles } from '../store/block-files.js';
+import type { KvStore, KvWrite } from '../store/kv.js';
+import type { BlockOp, LogEntry, LogPosition } from '../pg/log-entry.js';
+
+/**
+ * What the replication protocol needs of the world, injected so that the
+ * same code runs in brickd (gRPC/frames, etcd, LevelDB, files) and in the
+ * seeded simulation (in-memory network, coordinator, stores, fake clock).
+ */
+
+/** Monotonic time and waiting. */
+export interface ProtocolClock {
+  nowMs(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+/** Brick-to-brick calls of the protocol, addressed to one brick. */
+export interface ReplicaTransport {
+  /** Entries in sequence order; the replica applies what follows its log. */
+  replicate(
+    brick: string,
+    pg: number,
+    epoch: number,
+    entries: LogEntry[],
+    catchUp: boolean,
+  ): Promise<{ lastSeq: bigint; gap: boolean }>;
+  /** The replica's log position; promises `epoch` (older epochs are refused afterwards). */
+  position(brick: string, pg: number, epoch: number): Promise<LogPosition>;
+  /** Entries from `fromSeq` of the replica's log, block ops as SYNC with bytes. */
+  fetchLog(
+    brick: string,
+    pg: number,
+    epoch: number,
+    fromSeq: bigint,
+    entriesMax: number,
+  ): Promise<LogEntry[]>;
+  backfill(brick: string, pg: number, epoch: number, step: BackfillStep): Promise<void>;
+}
+
+export type BackfillStep =
+  | { step: 'BEGIN' }
+  | { step: 'CHUNK'; writes: KvWrite[]; blocks: BlockOp[] }
+  | { step: 'END'; base: LogEntry | undefined };
+
+/** The PG's entry in the placement map, read fresh and changed by compare-and-swap. */
+export interface PlacementControl {
+  read(pg: number): Promise<PgAssignment>;
+  /** STALE_EPOCH when the PG is no longer at `expectedEpoch`. */
+  update(pg: number, expectedEpoch: number, bricks: string[], isr: string[]): Promise<PgAssignment>;
+}
+
+/** A primary fences itself: it acknowledges nothing once it cannot vouch for its lease. */
+export interface LeaseGuard {
+  fenced(): boolean;
+}
+
+/** Recovery progress for operators (dunixctl volume status). */
+export interface RecoveryReporter {
+  report(
+    p: {
+      pg: number;
+      brick: string;
+      mode: 'log' | 'backfill';
+      opsLeft: number;
+      bytesLeft: number;
+      ratePerS: number;
+      startedAtMs: number;
+    } | null,
+    pg: number,
+    brick: string,
+  ): void;
+}
+
+export interface ReplicationDeps {
+  brickId: string;
+  volume: VolumeConfig;
+  kv: KvStore;
+  blocks: BlockFiles;
+  knobs: BrickKnobs;
+  log: Logger;
+  clock: ProtocolClock;
+  transport: ReplicaTransport;
+  placement: PlacementControl;
+  lease: LeaseGuard;
+  recovery?: RecoveryReporter;
+}

@@ -1,0 +1,620 @@
+import { FsError, type PgAssignment } from '@dunix/proto';
+import { LogStore } from '../pg/log-store.js';
+import type { BlockOp, LogEntry, LogPosition } from '../pg/log-entry.js';
+import type { PgState } from '../pg/pg-state.js';
+import { KeyKind, keys, pgOfKey } from '../store/keys.js';
+import { prefixEnd, type KvWrite } from '../store/kv.js';
+import type { BackfillStep, ReplicationDeps } from './deps.js';
+
+/** What an append writes: the PG's key changes and the block file changes that go with them. */
+export interface AppendOp {
+  writes: KvWrite[];
+  blocks: BlockOp[];
+}
+
+function assert(cond: unknown, msg: string): asserts cond {
+  if (!cond) throw new Error(`invariant: ${msg}`);
+}
+
+/**
+ * Primary-copy replication of one brick's PG copies (DESIGN.md,
+ * "Replication"). As primary of a PG it is the one append path: it
+ * sequences every mutation, writes it and sends it to every in-sync replica
+ * in parallel, and answers only when all of them have it; a replica that
+ * fails is dropped from the in-sync set in etcd (compare-and-swap) before
+ * the answer. As replica it applies entries in sequence order without the
+ * namespace engine and refuses older epochs. A new primary reconciles the
+ * logs of its in-sync set before serving (peering); replicas outside the
+ * set are caught up from the log, or backfilled when the log no longer
+ * reaches back, and then rejoin. Free of I/O but through `ReplicationDeps`.
+ */
+export class Replication {
+  readonly logs: LogStore;
+  private readonly catchingUp = new Set<string>();
+
+  constructor(private readonly d: ReplicationDeps) {
+    this.logs = new LogStore(d.kv, d.blocks, d.volume.blockSizeBytes);
+  }
+
+  private get me(): string {
+    return this.d.brickId;
+  }
+
+  // ------------------------------------------------------------ primary
+
+  /**
+   * Appends one entry made by `make`, which runs inside the PG's append queue
+   * (so block file changes and their entry are never interleaved with
+   * another entry of the PG). Resolves once every in-sync replica has it.
+   */
+  append(st: PgState, requestId: string, kind: string, make: () => Promise<AppendOp>): Promise<void> {
+    return st.appendQueue.run(async () => {
+      this.checkWritable(st);
+      const op = await make();
+      if (op.writes.length === 0 && op.blocks.length === 0) return;
+      for (const w of op.writes) assert(pgOfKey(w.key) === st.pg, `pg ${st.pg} op writes another PG's key`);
+      const seq = st.opSeq + 1n;
+      const entry: LogEntry = {
+        epoch: st.epoch,
+        seq,
+        requestId,
+        kind,
+        writes: [...op.writes, ...(await this.trimWrites(st, seq))],
+        blocks: op.blocks,
+      };
+      const others = st.isr.filter((b) => b !== this.me);
+      const [local, ...remote] = await Promise.allSettled([
+        this.logs.write(st, entry),
+        ...others.map((b) => this.send(st, b, entry)),
+      ]);
+      if (local!.status === 'rejected') {
+        // The entry may be on replicas but not here: this copy cannot lead any more.
+        this.d.log.error('local log write failed; giving up the PG', {
+          pg: st.pg,
+          err: String(local!.reason),
+        });
+        st.role = 'replica';
+        st.ready = false;
+        throw new FsError('UNAVAILABLE', `pg ${st.pg}: local write failed`);
+      }
+      this.remember(st, entry);
+      const failed = others.filter((_b, i) => remote[i]!.status === 'rejected');
+      if (failed.length > 0) {
+        for (const b of failed) {
+          const r = remote[others.indexOf(b)] as PromiseRejectedResult;
+          this.d.log.warn('replica did not take an entry; dropping it from the in-sync set', {
+            pg: st.pg,
+            brick: b,
+            seq: seq.toString(),
+            err: String(r.reason),
+          });
+        }
+        await this.changeIsr(st, (isr) => isr.filter((b) => !failed.includes(b)));
+      }
+      // Acknowledge only as a primary whose lease holds and whose set is big enough.
+      if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
+      if (st.isr.length < this.d.volume.minInsync)
+        throw new FsError('NOT_ENOUGH_REPLICAS', `pg ${st.pg} has ${st.isr.length} in-sync copies`);
+    });
+  }
+
+  /** Mutations and reads are served only by a ready primary whose lease holds. */
+  checkServing(st: PgState): void {
+    if (st.role !== 'primary')
+      throw new FsError('NOT_PRIMARY', `brick ${this.me} is not primary of pg ${st.pg}`);
+    if (!st.ready) throw new FsError('UNAVAILABLE', `pg ${st.pg}: primary is reconciling its replicas`);
+    if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
+  }
+
+  private checkWritable(st: PgState): void {
+    this.checkServing(st);
+    if (st.isr.length < this.d.volume.minInsync) {
+      throw new FsError(
+        'NOT_ENOUGH_REPLICAS',
+        `pg ${st.pg} has ${st.isr.length} in-sync copies, min_insync is ${this.d.volume.minInsync}`,
+      );
+    }
+  }
+
+  /**
+   * The log keeps `opLogRetain` entries back (for catch-up of a returning
+   * replica and for retried requests' stored replies); older ones are
+   * trimmed by the entry that passes them, so every copy trims alike. Every
+   * in-sync replica has every entry before `seq` (they acknowledged it).
+   */
+  private async trimWrites(st: PgState, seq: bigint): Promise<KvWrite[]> {
+    const retain = BigInt(this.d.knobs.opLogRetain);
+    const old = seq - retain;
+    if (old < st.firstSeq || old < 1n) return [];
+    const slot = Number(old % retain);
+    let requestId = st.recentSeqs?.[slot] === Number(old) ? st.recentRequestIds![slot] : undefined;
+    requestId ??= (await this.logs.entry(st.pg, old))?.requestId ?? '';
+    const out: KvWrite[] = [{ key: keys.log(st.pg, old), value: undefined }];
+    if (requestId) out.push({ key: keys.request(st.pg, requestId), value: undefined });
+    return out;
+  }
+
+  private remember(st: PgState, e: LogEntry): void {
+    const size = this.d.knobs.opLogRetain;
+    st.recentSeqs ??= new Float64Array(size);
+    st.recentRequestIds ??= new Array<string>(size);
+    const slot = Number(e.seq % BigInt(size));
+    st.recentSeqs[slot] = Number(e.seq);
+    st.recentRequestIds[slot] = e.requestId;
+  }
+
+  /** Sends one entry; a replica that reports a gap first gets the entries it lacks. */
+  private async send(st: PgState, brick: string, e: LogEntry): Promise<void> {
+    const r = await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
+    if (!r.gap) {
+      assert(r.lastSeq >= e.seq, `replica ${brick} of pg ${st.pg} acknowledged ${r.lastSeq} for ${e.seq}`);
+      return;
+    }
+    // Entries before e are on this primary's log (written or being written by
+    // this same append): fill from there, then resend.
+    let next = r.lastSeq + 1n;
+    if (next < st.firstSeq) throw new FsError('LOG_GAP', `replica ${brick} is behind the log of pg ${st.pg}`);
+    while (next < e.seq) {
+      const batch = await this.readForCatchUp(
+        st,
+        next,
+        Math.min(this.d.knobs.catchUpBatchEntries, Number(e.seq - next)),
+      );
+      if (batch.length === 0) break;
+      const rr = await this.d.transport.replicate(brick, st.pg, st.epoch, batch, true);
+      if (rr.gap)
+        throw new FsError('LOG_GAP', `replica ${brick} of pg ${st.pg} reports a gap during catch-up`);
+      next = rr.lastSeq + 1n;
+    }
+    const last = await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
+    if (last.gap || last.lastSeq < e.seq)
+      throw new FsError('LOG_GAP', `replica ${brick} still misses ${e.seq}`);
+  }
+
+  /**
+   * Stored entries for a copy that lacks them: block changes become SYNC ops
+   * with the block's current bytes (the bytes of old writes are not kept), so
+   * applying the entries in order ends in the primary's current state.
+   */
+  private async readForCatchUp(st: PgState, fromSeq: bigint, max: number): Promise<LogEntry[]> {
+    const entries = await this.logs.entries(st.pg, fromSeq, max);
+    const out: LogEntry[] = [];
+    let bytes = 0;
+    for (const e of entries) {
+      // One message stays under the wire bound: stop once the bytes budget is spent.
+      if (out.length > 0 && bytes >= this.d.knobs.backfillChunkBytes) break;
+      const ops: BlockOp[] = [];
+      for (const op of e.blocks) {
+        if (op.kind === 'DELETE') ops.push(op);
+        else {
+          const sync = await this.logs.syncOp(st.pg, op.ino, op.index);
+          bytes += sync.data?.length ?? 0;
+          ops.push(sync);
+        }
+      }
+      e.blocks = ops;
+      out.push(e);
+    }
+    return out;
+  }
+
+  /**
+   * Changes the PG's in-sync set by compare-and-swap in etcd, re-reading on
+   * a lost race. Throws NOT_PRIMARY if this brick is no longer the primary.
+   */
+  private async changeIsr(st: PgState, next: (isr: string[]) => string[]): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const a = await this.d.placement.read(st.pg);
+      if (a.bricks[0] !== this.me) {
+        this.adopt(st, a);
+        throw new FsError('NOT_PRIMARY', `brick ${this.me} is no longer primary of pg ${st.pg}`);
+      }
+      const isr = next([...a.isr]).filter((b, i, all) => a.bricks.includes(b) && all.indexOf(b) === i);
+      if (!isr.includes(this.me)) isr.unshift(this.me);
+      if (isr.length === a.isr.length && isr.every((b) => a.isr.includes(b))) {
+        this.adopt(st, a);
+        return;
+      }
+      try {
+        const updated = await this.d.placement.update(st.pg, a.epoch, a.bricks, isr);
+        this.d.log.info('in-sync set changed', { pg: st.pg, epoch: updated.epoch, isr: updated.isr });
+        this.adopt(st, updated);
+        return;
+      } catch (err) {
+        if (!(err instanceof FsError && err.code === 'STALE_EPOCH')) throw err;
+      }
+    }
+    throw new FsError('UNAVAILABLE', `pg ${st.pg}: in-sync set kept changing`);
+  }
+
+  /** Takes a (newer) placement entry for the PG this brick holds a copy of. */
+  adopt(st: PgState, a: PgAssignment): void {
+    if (a.epoch < st.epoch) return;
+    st.epoch = a.epoch;
+    st.bricks = [...a.bricks];
+    st.isr = [...a.isr];
+    if (a.bricks[0] !== this.me && st.role === 'primary') {
+      st.role = 'replica';
+      st.ready = false;
+    }
+  }
+
+  // ------------------------------------------------------------ peering
+
+  /**
+   * Makes this brick the serving primary of `st` at its current epoch:
+   * every other in-sync replica promises the epoch and reports its log
+   * position; the longest log among them is pulled here, the others are
+   * brought up to it; unreachable replicas are dropped from the set. Runs in
+   * the append queue: nothing is appended meanwhile.
+   */
+  async becomePrimary(st: PgState, onReconciled: () => Promise<void>): Promise<void> {
+    await st.appendQueue.run(async () => {
+      if (st.role !== 'primary' || st.ready) return;
+      const epoch = st.epoch;
+      st.promisedEpoch = Math.max(st.promisedEpoch, epoch);
+      const others = st.isr.filter((b) => b !== this.me);
+      const pos = await Promise.allSettled(others.map((b) => this.d.transport.position(b, st.pg, epoch)));
+      const reached: { brick: string; pos: LogPosition }[] = [];
+      const lost: string[] = [];
+      others.forEach((b, i) => {
+        const r = pos[i]!;
+        if (r.status === 'fulfilled') reached.push({ brick: b, pos: r.value });
+        else lost.push(b);
+      });
+      // Pull what the longest log has beyond ours.
+      reached.sort((x, y) => (x.pos.lastSeq > y.pos.lastSeq ? -1 : x.pos.lastSeq < y.pos.lastSeq ? 1 : 0));
+      const best = reached[0];
+      if (best && best.pos.lastSeq > st.opSeq) {
+        try {
+          await this.pull(st, best.brick, best.pos.lastSeq, epoch);
+        } catch (err) {
+          this.d.log.warn('could not pull the longer log of a replica', {
+            pg: st.pg,
+            brick: best.brick,
+            err: String(err),
+          });
+          lost.push(best.brick);
+        }
+      }
+      // Bring the others up to ours; a replica that cannot be is dropped.
+      await Promise.all(
+        reached
+          .filter((r) => !lost.includes(r.brick))
+          .map(async (r) => {
+            try {
+              await this.bringUp(st, r.brick, r.pos, epoch);
+            } catch (err) {
+              this.d.log.warn('in-sync replica could not be reconciled; dropping it', {
+                pg: st.pg,
+                brick: r.brick,
+                err: String(err),
+              });
+              lost.push(r.brick);
+            }
+          }),
+      );
+      if (lost.length > 0) await this.changeIsr(st, (isr) => isr.filter((b) => !lost.includes(b)));
+      if (st.role !== 'primary') return;
+      await onReconciled();
+      st.ready = true;
+      this.d.log.info('serving as primary', {
+        pg: st.pg,
+        epoch: st.epoch,
+        isr: st.isr,
+        seq: st.opSeq.toString(),
+      });
+    });
+  }
+
+  /** Applies here the entries of `brick`'s log past ours (our log must be a prefix of it). */
+  private async pull(st: PgState, brick: string, until: bigint, epoch: number): Promise<void> {
+    // The entry at our last sequence must be the same on both: logs match up to it.
+    let from = st.opSeq === 0n ? 1n : st.opSeq;
+    while (st.opSeq < until) {
+      const batch = await this.d.transport.fetchLog(
+        brick,
+        st.pg,
+        epoch,
+        from,
+        this.d.knobs.catchUpBatchEntries,
+      );
+      if (batch.length === 0)
+        throw new FsError('LOG_GAP', `replica ${brick} returned no entries from ${from}`);
+      for (const e of batch) {
+        if (e.seq <= st.opSeq) {
+          if (e.seq === st.opSeq && e.epoch !== st.lastEpoch)
+            throw new FsError('DIVERGED', `pg ${st.pg}: entry ${e.seq} differs from replica ${brick}`);
+          continue;
+        }
+        await this.logs.apply(st, e);
+      }
+      from = st.opSeq + 1n;
+    }
+  }
+
+  /** Sends `brick` the entries of our log past its position (the catch-up path, inside the queue). */
+  private async bringUp(st: PgState, brick: string, pos: LogPosition, epoch: number): Promise<void> {
+    if (pos.lastSeq > st.opSeq) throw new FsError('DIVERGED', `replica ${brick} is ahead of the new primary`);
+    if (pos.lastSeq > 0n && pos.lastSeq >= st.firstSeq) {
+      const mine = await this.logs.entry(st.pg, pos.lastSeq);
+      if (!mine || mine.epoch !== pos.lastEpoch)
+        throw new FsError('DIVERGED', `replica ${brick}: entry ${pos.lastSeq} differs`);
+    }
+    let next = pos.lastSeq + 1n;
+    if (next < st.firstSeq) throw new FsError('LOG_GAP', `replica ${brick} is behind the log`);
+    while (next <= st.opSeq) {
+      const batch = await this.readForCatchUp(st, next, this.d.knobs.catchUpBatchEntries);
+      const r = await this.d.transport.replicate(brick, st.pg, epoch, batch, true);
+      if (r.gap) throw new FsError('LOG_GAP', `replica ${brick} reports a gap`);
+      next = r.lastSeq + 1n;
+    }
+  }
+
+  // ------------------------------------------------------------ replica
+
+  /** Replicate: applies entries that follow this copy's log; refuses older epochs. */
+  applyReplicated(
+    st: PgState,
+    epoch: number,
+    entries: LogEntry[],
+  ): Promise<{ lastSeq: bigint; gap: boolean }> {
+    return st.appendQueue.run(async () => {
+      this.promise(st, epoch);
+      for (const e of entries) {
+        if (e.epoch > epoch)
+          throw new FsError('INVALID_ARGUMENT', `entry ${e.seq} of epoch ${e.epoch} > ${epoch}`);
+        if (e.seq <= st.opSeq) {
+          const mine = e.seq >= st.firstSeq ? await this.logs.entry(st.pg, e.seq) : undefined;
+          if (mine && mine.epoch !== e.epoch)
+            throw new FsError('DIVERGED', `pg ${st.pg}: entry ${e.seq} is of epoch ${mine.epoch} here`);
+          continue;
+        }
+        if (e.seq !== st.opSeq + 1n) return { lastSeq: st.opSeq, gap: true };
+        await this.logs.apply(st, e);
+      }
+      return { lastSeq: st.opSeq, gap: false };
+    });
+  }
+
+  /** A primary at `epoch` talks to this copy: older epochs are refused from now on. */
+  private promise(st: PgState, epoch: number): void {
+    if (epoch < st.promisedEpoch)
+      throw new FsError('STALE_EPOCH', `pg ${st.pg}: epoch ${epoch} < promised ${st.promisedEpoch}`);
+    if (st.role === 'primary') {
+      if (epoch <= st.epoch)
+        throw new FsError('STALE_EPOCH', `pg ${st.pg}: this brick is primary at ${st.epoch}`);
+      // A newer primary exists: the placement watch has not told us yet.
+      st.role = 'replica';
+      st.ready = false;
+    }
+    st.promisedEpoch = epoch;
+  }
+
+  /** PgPosition: the log position, after promising `epoch`. */
+  position(st: PgState, epoch: number): Promise<LogPosition> {
+    return st.appendQueue.run(async () => {
+      this.promise(st, epoch);
+      return { lastSeq: st.opSeq, lastEpoch: st.lastEpoch, firstSeq: st.firstSeq };
+    });
+  }
+
+  /** FetchLog: our entries from `fromSeq`, block ops with their current bytes. */
+  fetchLog(st: PgState, epoch: number, fromSeq: bigint, max: number): Promise<LogEntry[]> {
+    return st.appendQueue.run(async () => {
+      this.promise(st, epoch);
+      if (fromSeq < st.firstSeq) throw new FsError('LOG_GAP', `pg ${st.pg}: log starts at ${st.firstSeq}`);
+      return this.readForCatchUp(st, fromSeq, Math.min(max, this.d.knobs.catchUpBatchEntries));
+    });
+  }
+
+  /** Backfill, receiving side. */
+  backfillStep(st: PgState, epoch: number, step: BackfillStep): Promise<void> {
+    return st.appendQueue.run(async () => {
+      this.promise(st, epoch);
+      if (step.step === 'BEGIN') {
+        st.backfilling = true;
+        await this.logs.wipe(st.pg);
+        st.opSeq = 0n;
+        st.lastEpoch = 0;
+        st.firstSeq = 1n;
+        return;
+      }
+      if (!st.backfilling) throw new FsError('INVALID_ARGUMENT', `pg ${st.pg}: backfill step without BEGIN`);
+      if (step.step === 'CHUNK') {
+        // A chunk is raw state: applied as one batch, with its blocks' bytes first.
+        const entry: LogEntry = {
+          epoch,
+          seq: 0n,
+          requestId: '',
+          kind: 'backfill',
+          writes: step.writes,
+          blocks: step.blocks,
+        };
+        await this.applyRaw(st, entry);
+        return;
+      }
+      if (step.base) await this.logs.writeBase(st, step.base);
+      st.backfilling = false;
+    });
+  }
+
+  /** Writes state without logging it (backfill chunks: the copy's log starts at END). */
+  private async applyRaw(st: PgState, e: LogEntry): Promise<void> {
+    for (const w of e.writes) {
+      if (pgOfKey(w.key) !== st.pg) throw new FsError('INVALID_ARGUMENT', 'backfill chunk writes another PG');
+      if (w.key[2] === KeyKind.log) throw new FsError('INVALID_ARGUMENT', 'backfill chunk holds log entries');
+    }
+    for (const op of e.blocks) {
+      if (op.kind !== 'SYNC' || !op.record || !op.data)
+        throw new FsError('INVALID_ARGUMENT', 'backfill chunk block op must be a SYNC with bytes');
+      await this.d.blocks.delete(st.pg, op.ino, op.index);
+      await this.d.blocks.write(st.pg, op.ino, op.index, 0, op.data, undefined, this.d.volume.blockSizeBytes);
+    }
+    await this.d.kv.write(e.writes, false);
+  }
+
+  // ------------------------------------------------------------ catch-up
+
+  /** Catches up every replica outside the in-sync set (one task per replica at a time). */
+  catchUpAll(st: PgState, alive: (brick: string) => boolean): void {
+    if (st.role !== 'primary' || !st.ready) return;
+    for (const b of st.bricks) {
+      if (b === this.me || st.isr.includes(b) || !alive(b)) continue;
+      const key = `${st.pg}/${b}`;
+      if (this.catchingUp.has(key)) continue;
+      this.catchingUp.add(key);
+      this.catchUp(st, b)
+        .catch((err) => {
+          if (err instanceof FsError)
+            this.d.log.info('catch-up interrupted', { pg: st.pg, brick: b, err: err.message });
+          else this.d.log.error('catch-up failed', { pg: st.pg, brick: b, err: String(err) });
+        })
+        .finally(() => {
+          this.catchingUp.delete(key);
+          this.d.recovery?.report(null, st.pg, b);
+        });
+    }
+  }
+
+  get catchUpsRunning(): number {
+    return this.catchingUp.size;
+  }
+
+  /**
+   * Brings `brick` up to this primary's log while writes go on — from the log
+   * when it still reaches back to the replica's position, else by backfill —
+   * then, in the append queue, sends the last entries and adds the replica
+   * to the in-sync set.
+   */
+  private async catchUp(st: PgState, brick: string): Promise<void> {
+    const epoch = st.epoch;
+    const startedAtMs = this.d.clock.nowMs();
+    const pos = await this.d.transport.position(brick, st.pg, epoch);
+    let next = pos.lastSeq + 1n;
+    let logUsable = pos.lastSeq <= st.opSeq && next >= st.firstSeq;
+    if (logUsable && pos.lastSeq > 0n) {
+      const mine = await this.logs.entry(st.pg, pos.lastSeq);
+      logUsable = mine?.epoch === pos.lastEpoch;
+    }
+    if (!logUsable) next = (await this.backfill(st, brick, epoch, startedAtMs)) + 1n;
+    let sent = 0;
+    const report = () => {
+      const elapsedS = Math.max(0.001, (this.d.clock.nowMs() - startedAtMs) / 1000);
+      this.d.recovery?.report(
+        {
+          pg: st.pg,
+          brick,
+          mode: logUsable ? 'log' : 'backfill',
+          opsLeft: Number(st.opSeq - next + 1n),
+          bytesLeft: 0,
+          ratePerS: Math.round(sent / elapsedS),
+          startedAtMs,
+        },
+        st.pg,
+        brick,
+      );
+    };
+    // Rounds outside the queue until the rest is short.
+    while (st.opSeq - next + 1n > BigInt(this.d.knobs.catchUpFinalEntries)) {
+      this.checkStillPrimary(st, epoch);
+      const batch = await st.appendQueue.run(() =>
+        this.readForCatchUp(st, next, this.d.knobs.catchUpBatchEntries),
+      );
+      const r = await this.d.transport.replicate(brick, st.pg, epoch, batch, true);
+      if (r.gap) throw new FsError('LOG_GAP', `replica ${brick} reports a gap during catch-up`);
+      sent += batch.length;
+      next = r.lastSeq + 1n;
+      report();
+    }
+    await st.appendQueue.run(async () => {
+      this.checkStillPrimary(st, epoch);
+      while (next <= st.opSeq) {
+        const batch = await this.readForCatchUp(st, next, this.d.knobs.catchUpBatchEntries);
+        const r = await this.d.transport.replicate(brick, st.pg, st.epoch, batch, true);
+        if (r.gap) throw new FsError('LOG_GAP', `replica ${brick} reports a gap during catch-up`);
+        next = r.lastSeq + 1n;
+      }
+      await this.changeIsr(st, (isr) => [...isr, brick]);
+      this.d.log.info('replica rejoined the in-sync set', {
+        pg: st.pg,
+        brick,
+        mode: logUsable ? 'log' : 'backfill',
+        ms: this.d.clock.nowMs() - startedAtMs,
+        isr: st.isr,
+      });
+    });
+  }
+
+  private checkStillPrimary(st: PgState, epoch: number): void {
+    if (st.role !== 'primary' || !st.ready || st.epoch < epoch)
+      throw new FsError('NOT_PRIMARY', `pg ${st.pg}: no longer primary at epoch ${epoch}`);
+  }
+
+  /**
+   * Copies the PG's whole key range (without the log) and block files to
+   * `brick`. Returns the log sequence the copy reflects at least: replaying
+   * the entries after it makes the copy exact, whatever changed meanwhile.
+   */
+  private async backfill(st: PgState, brick: string, epoch: number, startedAtMs: number): Promise<bigint> {
+    const { base, baseSeq } = await st.appendQueue.run(async () => ({
+      base: st.opSeq > 0n ? await this.logs.entry(st.pg, st.opSeq) : undefined,
+      baseSeq: st.opSeq,
+    }));
+    this.d.log.info('backfilling a replica', { pg: st.pg, brick, baseSeq: baseSeq.toString() });
+    await this.d.transport.backfill(brick, st.pg, epoch, { step: 'BEGIN' });
+    const prefix = keys.pgPrefix(st.pg);
+    const end = prefixEnd(prefix);
+    let after: Buffer | undefined;
+    let copiedBytes = 0;
+    for (;;) {
+      this.checkStillPrimary(st, epoch);
+      const chunk = await st.appendQueue.run(async () => {
+        const rows = await this.d.kv.range(
+          after
+            ? { gt: after, lt: end, limit: this.d.knobs.backfillChunkKeys }
+            : { gte: prefix, lt: end, limit: this.d.knobs.backfillChunkKeys },
+        );
+        const writes: KvWrite[] = [];
+        const blocks: BlockOp[] = [];
+        let bytes = 0;
+        for (const r of rows) {
+          after = r.key;
+          if (r.key[2] === KeyKind.log) continue;
+          writes.push({ key: Buffer.from(r.key), value: Buffer.from(r.value) });
+          bytes += r.key.length + r.value.length;
+          if (r.key[2] === KeyKind.block) {
+            const op = await this.logs.syncOp(st.pg, r.key.readBigUInt64BE(3), r.key.readBigUInt64BE(11));
+            blocks.push(op);
+            bytes += op.data?.length ?? 0;
+            if (bytes >= this.d.knobs.backfillChunkBytes) break;
+          }
+        }
+        return { writes, blocks, done: rows.length === 0, bytes };
+      });
+      if (chunk.done) break;
+      await this.d.transport.backfill(brick, st.pg, epoch, {
+        step: 'CHUNK',
+        writes: chunk.writes,
+        blocks: chunk.blocks,
+      });
+      copiedBytes += chunk.bytes;
+      const elapsedS = Math.max(0.001, (this.d.clock.nowMs() - startedAtMs) / 1000);
+      this.d.recovery?.report(
+        {
+          pg: st.pg,
+          brick,
+          mode: 'backfill',
+          opsLeft: Number(st.opSeq - baseSeq),
+          bytesLeft: 0,
+          ratePerS: Math.round(copiedBytes / elapsedS),
+          startedAtMs,
+        },
+        st.pg,
+        brick,
+      );
+    }
+    await this.d.transport.backfill(brick, st.pg, epoch, { step: 'END', base });
+    return baseSeq;
+  }
+}

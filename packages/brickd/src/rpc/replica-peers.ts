@@ -1,0 +1,72 @@
+import type { Router, wire } from '@dunix/proto';
+import { entryFromWire, entryToWire, type LogEntry, type LogPosition } from '../pg/log-entry.js';
+import type { BackfillStep, ReplicaTransport } from '../replication/deps.js';
+import { u64 } from './wire.js';
+
+/**
+ * The replication protocol over the brick data path: calls to one named
+ * brick (not routed by PG), each with a deadline. A brick that does not
+ * answer in time counts as failed: the primary drops it from the in-sync set.
+ */
+export class ReplicaPeers implements ReplicaTransport {
+  constructor(
+    private readonly router: Router,
+    private readonly timeoutMs: number,
+  ) {}
+
+  private call<Rep>(brick: string, method: string, pg: number, epoch: number, body: object): Promise<Rep> {
+    return this.router
+      .connFor(brick)
+      .unary<Rep>(method, { header: { pg, epoch, requestId: '' }, ...body }, this.timeoutMs);
+  }
+
+  async replicate(
+    brick: string,
+    pg: number,
+    epoch: number,
+    entries: LogEntry[],
+    catchUp: boolean,
+  ): Promise<{ lastSeq: bigint; gap: boolean }> {
+    const r = await this.call<wire.ReplicateReply__Output>(brick, 'Replicate', pg, epoch, {
+      entries: entries.map((e) => entryToWire(e, true)),
+      catchUp,
+    });
+    return { lastSeq: u64(r.lastSeq, 'lastSeq'), gap: r.gap };
+  }
+
+  async position(brick: string, pg: number, epoch: number): Promise<LogPosition> {
+    const r = await this.call<wire.PgPositionReply__Output>(brick, 'PgPosition', pg, epoch, {});
+    return {
+      lastSeq: u64(r.lastSeq, 'lastSeq'),
+      lastEpoch: Number(u64(r.lastEpoch, 'lastEpoch')),
+      firstSeq: u64(r.firstSeq, 'firstSeq'),
+    };
+  }
+
+  async fetchLog(
+    brick: string,
+    pg: number,
+    epoch: number,
+    fromSeq: bigint,
+    entriesMax: number,
+  ): Promise<LogEntry[]> {
+    const r = await this.call<wire.FetchLogReply__Output>(brick, 'FetchLog', pg, epoch, {
+      fromSeq: fromSeq.toString(),
+      entriesMax,
+    });
+    return r.entries.map(entryFromWire);
+  }
+
+  async backfill(brick: string, pg: number, epoch: number, step: BackfillStep): Promise<void> {
+    let body: object;
+    if (step.step === 'BEGIN') body = { step: 'BEGIN' };
+    else if (step.step === 'CHUNK') {
+      const shell = entryToWire(
+        { epoch, seq: 1n, requestId: '', kind: 'backfill', writes: step.writes, blocks: step.blocks },
+        true,
+      );
+      body = { step: 'CHUNK', writes: shell.writes, blocks: shell.blocks };
+    } else body = { step: 'END', ...(step.base ? { base: entryToWire(step.base, false) } : {}) };
+    await this.call<object>(brick, 'Backfill', pg, epoch, body);
+  }
+}

@@ -1,0 +1,30 @@
+import type { BlockRecord } from './records.js';
+
+/** The block-file side of a brick (store/block-store.ts). */
+export interface BlockFiles {
+  read(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    offset: number,
+    length: number,
+    rec: BlockRecord | undefined,
+  ): Promise<Buffer>;
+  write(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    offset: number,
+    data: Buffer,
+    rec: BlockRecord | undefined,
+    blockSizeBytes: number,
+  ): Promise<BlockRecord>;
+  truncate(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    length: number,
+    rec: BlockRecord | undefined,
+  ): Promise<BlockRecord | undefined>;
+  delete(pg: number, ino: bigint, index: bigint): Promise<void>;
+}
