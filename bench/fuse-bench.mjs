@@ -27,7 +27,9 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -422,7 +424,11 @@ function passthroughStats(text) {
 
 // ---------------------------------------------------------------- dunixfs cluster
 
-/** A free loopback TCP port (bound to 0, then released). */
+/**
+ * A free loopback TCP port (bound to 0, then released): only for etcd, which
+ * cannot bind port 0 itself, and only with a retry (startEtcd) because the
+ * port may be taken before etcd binds it. Bricks bind 0 and report.
+ */
 function freePort() {
   return new Promise((resolvePromise, reject) => {
     const srv = createServer();
@@ -436,7 +442,7 @@ function freePort() {
 
 /** Distinct free ports, none of those a cluster someone else runs on this host uses. */
 async function freePorts(n) {
-  const taken = new Set([23790, 24101, 24102, 24103]);
+  const taken = new Set([2379, 2380, 7101, 7102, 7103]);
   const out = [];
   while (out.length < n) {
     const p = await freePort();
@@ -446,6 +452,37 @@ async function freePorts(n) {
     }
   }
   return out;
+}
+
+/** Whether process pid holds a TCP socket listening on port (from /proc): a foreign etcd answers /health too. */
+function listensOn(pid, port) {
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set();
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/); // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+    if (f[1]?.endsWith(hexPort) && f[3] === '0A') inodes.add(`socket:[${f[9]}]`);
+  }
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+/** The ports a brick reported through --port-file, once the file names this pid. */
+function brickPorts(file, pid) {
+  try {
+    const r = JSON.parse(readFileSync(file, 'utf8'));
+    return r.pid === pid ? r : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function fileTail(file, n) {
@@ -481,6 +518,8 @@ async function waitUntil(what, ms, check, watch = []) {
  */
 function dunixfsTarget() {
   const VOLUME = 'bench';
+  /** etcd starts before giving up when its ports keep being taken first. */
+  const ETCD_PORT_ATTEMPTS = 10;
   const BRICKS = 3;
   const t = {
     name: 'dunixfs',
@@ -517,43 +556,12 @@ function dunixfsTarget() {
       const base = join(ctx.root, 'dunixfs');
       const mnt = join(base, 'mnt');
       mkdirSync(mnt, { recursive: true });
-      const [clientPort, peerPort, ...brickPorts] = await freePorts(2 + 2 * BRICKS);
-      // The second half are the bricks' frame-transport ports (never left to the kernel's choice).
-      const dataPorts = brickPorts.splice(BRICKS);
-      const etcdUrl = `http://127.0.0.1:${clientPort}`;
-      const peerUrl = `http://127.0.0.1:${peerPort}`;
-      const etcd = t.start(
-        'etcd',
-        DUNIX_BINS.etcd,
-        [
-          '--name=bench',
-          `--data-dir=${join(base, 'etcd')}`,
-          `--listen-client-urls=${etcdUrl}`,
-          `--advertise-client-urls=${etcdUrl}`,
-          `--listen-peer-urls=${peerUrl}`,
-          `--initial-advertise-peer-urls=${peerUrl}`,
-          `--initial-cluster=bench=${peerUrl}`,
-          // Volume creation writes every PG in one transaction.
-          '--max-txn-ops=65600',
-          `--max-request-bytes=${32 * MiB}`,
-          '--log-level=warn',
-        ],
-        base,
-      );
-      await waitUntil(
-        'etcd /health',
-        20_000,
-        () =>
-          globalThis
-            .fetch(`${etcdUrl}/health`)
-            .then((r) => r.ok)
-            .catch(() => false),
-        [etcd],
-      );
-      const bricks = brickPorts.map((port, i) => {
+      const { etcd, etcdUrl, clientPort } = await t.startEtcd(base);
+      const bricks = Array.from({ length: BRICKS }, (_, i) => {
         const data = join(base, `brick${i + 1}`);
         mkdirSync(data, { recursive: true });
-        return t.start(
+        // Port 0: the brick binds its own ports and reports them (no port chosen here can be taken).
+        const b = t.start(
           `brick${i + 1}`,
           process.execPath,
           [
@@ -561,9 +569,9 @@ function dunixfsTarget() {
             '--data',
             data,
             '--listen',
-            `127.0.0.1:${port}`,
-            '--data-port',
-            String(dataPorts[i]),
+            '127.0.0.1:0',
+            '--port-file',
+            join(data, 'ports.json'),
             '--etcd',
             etcdUrl,
             '--volume',
@@ -571,11 +579,16 @@ function dunixfsTarget() {
           ],
           base,
         );
+        b.portFile = join(data, 'ports.json');
+        return b;
       });
       await waitUntil(
         'all bricks to register',
         30_000,
-        () => bricks.every((b) => fileTail(b.logFile, 50).includes('"msg":"brick started"')),
+        () =>
+          bricks.every(
+            (b) => brickPorts(b.portFile, b.pid) && fileTail(b.logFile, 50).includes('"msg":"brick started"'),
+          ),
         [etcd, ...bricks],
       );
       let created;
@@ -614,6 +627,55 @@ function dunixfsTarget() {
       );
       t.exited = Promise.all(t.procs.map((p) => p.exited));
       return { dir: mnt, pid: client.pid };
+    },
+    /**
+     * etcd on ports picked by freePorts(); when one was taken before etcd
+     * bound it (etcd exits: address already in use), again on new ports.
+     */
+    async startEtcd(base) {
+      for (let attempt = 1; ; attempt++) {
+        const [clientPort, peerPort] = await freePorts(2);
+        const etcdUrl = `http://127.0.0.1:${clientPort}`;
+        const peerUrl = `http://127.0.0.1:${peerPort}`;
+        const dataDir = join(base, 'etcd');
+        rmSync(dataDir, { recursive: true, force: true });
+        const etcd = t.start(
+          'etcd',
+          DUNIX_BINS.etcd,
+          [
+            '--name=bench',
+            `--data-dir=${dataDir}`,
+            `--listen-client-urls=${etcdUrl}`,
+            `--advertise-client-urls=${etcdUrl}`,
+            `--listen-peer-urls=${peerUrl}`,
+            `--initial-advertise-peer-urls=${peerUrl}`,
+            `--initial-cluster=bench=${peerUrl}`,
+            // Volume creation writes every PG in one transaction.
+            '--max-txn-ops=65600',
+            `--max-request-bytes=${32 * MiB}`,
+            '--log-level=warn',
+          ],
+          base,
+        );
+        try {
+          await waitUntil(
+            'etcd /health',
+            20_000,
+            async () =>
+              (await globalThis
+                .fetch(`${etcdUrl}/health`)
+                .then((r) => r.ok)
+                .catch(() => false)) && listensOn(etcd.pid, clientPort),
+            [etcd],
+          );
+          return { etcd, etcdUrl, clientPort };
+        } catch (err) {
+          const lost = processGone(etcd.pid) && /address already in use/.test(fileTail(etcd.logFile, 20));
+          if (!lost || attempt >= ETCD_PORT_ATTEMPTS) throw err;
+          t.procs = t.procs.filter((p) => p !== etcd);
+          log(`etcd lost a race for port ${clientPort} or ${peerPort}; retrying on new ports`);
+        }
+      }
     },
     proc: (role) => t.procs.find((p) => p.role === role),
     /** The client's memory and CPU so far (the rows every FUSE target has). */

@@ -1,7 +1,9 @@
 /**
  * Cluster harness: a real etcd, real brickd processes and a real FUSE mount
- * (the dunixfs client as a separate process), all on loopback ports found by
- * binding port 0, in one temp dir. Everything it starts is stopped by PID and
+ * (the dunixfs client as a separate process), all on loopback, in one temp
+ * dir. Bricks bind port 0 themselves and report what they got (--port-file),
+ * so no port is ever chosen here and then taken by someone else; etcd cannot,
+ * and spawnEtcd retries with new ports when it loses that race. Everything it starts is stopped by PID and
  * the temp dir removed in the test's teardown, also when the test fails; on a
  * failure the tail of every process's log is printed first.
  */
@@ -14,12 +16,13 @@ import {
   openSync,
   readFileSync,
   rmSync,
+  statSync,
   writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EtcdCoordinator, freePort, spawnEtcd, type EtcdProcess } from '@dunix/coord';
+import { EtcdCoordinator, spawnEtcd, type EtcdProcess } from '@dunix/coord';
 import {
   brickClient,
   callUnary,
@@ -61,8 +64,12 @@ export interface ClusterOptions {
 export interface BrickProc {
   readonly index: number;
   readonly dir: string;
+  /** gRPC port of the current process (of the last one while none runs); a restart may change it. */
   readonly port: number;
+  /** 127.0.0.1:port, as the brick registered it in etcd. */
   readonly address: string;
+  /** Frame-transport address of the current (or last) process. */
+  readonly dataAddress: string;
   readonly logFile: string;
   /** The brick's id (from DIR/brick.json, written on first start). */
   readonly id: string;
@@ -75,11 +82,15 @@ export interface BrickProc {
   stop(): Promise<void>;
   /** Sends `signal` and, unless it is SIGSTOP/SIGCONT, waits for the exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Starts it again on the same data dir and port; `env` replaces the brick's extra env. */
+  /**
+   * Starts it again on the same data dir, on the same ports if they are still
+   * free (else on new ones; the brick re-registers, clients follow); `env`
+   * replaces the brick's extra env.
+   */
   restart(env?: Record<string, string>): Promise<void>;
   /** Resolves once the brick answers BrickStatus with its PGs. */
   ready(timeoutMs?: number): Promise<void>;
-  /** A gRPC client to this brick (closed at teardown). */
+  /** A gRPC client to this brick's current address (closed at teardown). */
   client(): BrickClient;
 }
 
@@ -202,6 +213,57 @@ async function terminate(p: Proc | undefined, graceMs = 10_000): Promise<void> {
   clearTimeout(timer);
 }
 
+/** What a brick writes to --port-file (packages/brickd/src/port-file.ts). */
+interface PortReport {
+  pid: number;
+  address: string;
+  dataAddress: string;
+}
+
+/** How long a starting brick may take to listen and report its ports. */
+const PORT_REPORT_TIMEOUT_MS = 30_000;
+
+const portOf = (hostPort: string) => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
+
+/** Waits for the port report of process `p` (a stale file of an earlier process has another pid). */
+async function portReport(p: Proc, file: string, name: string, logFile: string): Promise<PortReport> {
+  let report: PortReport | undefined;
+  await waitUntil(
+    () => {
+      try {
+        const r = JSON.parse(readFileSync(file, 'utf8')) as PortReport;
+        if (r.pid === p.child.pid) report = r;
+      } catch {
+        // not written yet (it is renamed into place whole)
+      }
+      if (report) return true;
+      if (p.done) throw new Error(`${name} exited before listening:\n${tail(logFile, 20)}`);
+      return false;
+    },
+    `${name} to report its ports`,
+    PORT_REPORT_TIMEOUT_MS,
+    20,
+  );
+  return report!;
+}
+
+function fileSize(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** The text appended to `file` after byte `from`. */
+function textSince(file: string, from: number): string {
+  try {
+    return readFileSync(file).subarray(from).toString('utf8');
+  } catch {
+    return '';
+  }
+}
+
 function tail(file: string, lines: number): string {
   if (!existsSync(file)) return '';
   const all = readFileSync(file, 'utf8').split('\n');
@@ -301,18 +363,18 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     return { ...env, ...extra };
   };
 
+  const launches: Promise<void>[] = [];
   for (let i = 0; i < nBricks; i++) {
     const dir = join(base, `brick${i}`);
     mkdirSync(dir);
-    const port = await freePort();
-    const address = `127.0.0.1:${port}`;
-    // The frame transport's port is chosen here too: a brick binding an
-    // ephemeral port could take one this harness already picked for another.
-    const dataPort = await freePort();
     const logFile = join(logDir, `brick${i}.log`);
+    const portFile = join(dir, 'ports.json');
     let proc: Proc | undefined;
+    let ports: PortReport | undefined;
     let grpcClient: BrickClient | undefined;
-    const start = (env: Record<string, string>) => {
+    let grpcClientAddress = '';
+    const spawnBrick = (env: Record<string, string>, listen: string, dataPort: number | undefined) => {
+      rmSync(portFile, { force: true });
       proc = spawnLogged(
         process.execPath,
         [
@@ -320,9 +382,10 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
           '--data',
           dir,
           '--listen',
-          address,
-          '--data-port',
-          String(dataPort),
+          listen,
+          ...(dataPort === undefined ? [] : ['--data-port', String(dataPort)]),
+          '--port-file',
+          portFile,
           '--etcd',
           etcd.endpoint,
           '--volume',
@@ -331,12 +394,38 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
         logFile,
         childEnv(env),
       );
+      return proc;
+    };
+    /**
+     * Starts a process and waits for its port report. A restart first asks
+     * for the ports it had (as a restarted daemon would); if another process
+     * took them meanwhile, it takes any free ones.
+     */
+    const start = async (env: Record<string, string>, samePorts: boolean) => {
+      const last = samePorts ? ports : undefined;
+      const logStart = fileSize(logFile);
+      const p = last
+        ? spawnBrick(env, last.address, portOf(last.dataAddress))
+        : spawnBrick(env, '127.0.0.1:0', undefined);
+      try {
+        ports = await portReport(p, portFile, `brick${i}`, logFile);
+      } catch (err) {
+        if (!last || !p.done || !/EADDRINUSE/.test(textSince(logFile, logStart))) throw err;
+        ports = await portReport(spawnBrick(env, '127.0.0.1:0', undefined), portFile, `brick${i}`, logFile);
+      }
     };
     const b: BrickProc = {
       index: i,
       dir,
-      port,
-      address,
+      get port() {
+        return ports ? portOf(ports.address) : 0;
+      },
+      get address() {
+        return ports?.address ?? '';
+      },
+      get dataAddress() {
+        return ports?.dataAddress ?? '';
+      },
       logFile,
       get id() {
         return (JSON.parse(readFileSync(join(dir, 'brick.json'), 'utf8')) as { id: string }).id;
@@ -354,7 +443,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
       },
       restart: async (env?: Record<string, string>) => {
         await terminate(proc);
-        start(env ?? brickEnv(i));
+        await start(env ?? brickEnv(i), true);
         await b.ready();
       },
       ready: async (timeoutMs = 30_000) => {
@@ -379,17 +468,25 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
         );
       },
       client: () => {
+        // A restart may have moved the brick: a client of an old address is replaced.
+        if (grpcClient && grpcClientAddress !== b.address) {
+          grpcClient.close();
+          clients.splice(clients.indexOf(grpcClient), 1);
+          grpcClient = undefined;
+        }
         if (!grpcClient) {
-          grpcClient = brickClient(address);
+          grpcClient = brickClient(b.address);
+          grpcClientAddress = b.address;
           clients.push(grpcClient);
         }
         return grpcClient;
       },
     };
     stops.push(() => terminate(proc));
-    start(brickEnv(i));
+    launches.push(start(brickEnv(i), false));
     brickProcs.push(b);
   }
+  await Promise.all(launches);
 
   // Every brick registered (and alive) before the volume is placed over them.
   await waitUntil(

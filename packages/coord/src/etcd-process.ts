@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -42,7 +42,18 @@ export class PortInUseError extends Error {}
 const MAX_TXN_OPS = 65_600;
 const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 
-/** A free TCP port on 127.0.0.1, found by binding port 0 (or checks that `port` is free). */
+/**
+ * Spawns with ports picked by freePort() before giving up. A picked port can
+ * be taken before etcd binds it (etcd cannot bind port 0 itself: its HTTP
+ * gateway would dial port 0); each such loss costs one attempt.
+ */
+const PORT_ATTEMPTS_MAX = 10;
+
+/**
+ * A free TCP port on 127.0.0.1, found by binding port 0 (or checks that
+ * `port` is free). Racy by nature: the port is free now, not when the caller
+ * binds it; use it only where a lost race is retried (spawnEtcd).
+ */
 export function freePort(port = 0): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -76,6 +87,30 @@ async function healthy(endpoint: string, timeoutMs: number): Promise<boolean> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Whether process `pid` holds a TCP socket listening on `port` (IPv4), from /proc. */
+export function listensOn(pid: number, port: number): boolean {
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set<string>();
+  const TCP_LISTEN = '0A';
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+    const f = line.trim().split(/\s+/);
+    if (f[1]?.endsWith(hexPort) && f[3] === TCP_LISTEN && f[9]) inodes.add(`socket:[${f[9]}]`);
+  }
+  if (inodes.size === 0) return false;
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
 export async function spawnEtcd(opts: SpawnEtcdOptions = {}): Promise<EtcdProcess> {
   const log = opts.log ?? createLogger('etcd-process');
   const fixedPorts = opts.clientPort !== undefined || opts.peerPort !== undefined;
@@ -84,8 +119,8 @@ export async function spawnEtcd(opts: SpawnEtcdOptions = {}): Promise<EtcdProces
     try {
       return await spawnOnce(opts, log);
     } catch (e) {
-      if (fixedPorts || attempt >= 3 || !(e instanceof PortInUseError)) throw e;
-      log.warn('etcd port taken; retrying with new ports', { attempt });
+      if (fixedPorts || attempt >= PORT_ATTEMPTS_MAX || !(e instanceof PortInUseError)) throw e;
+      log.warn('etcd port taken; retrying with new ports', { attempt, err: e.message });
     }
   }
 }
@@ -192,7 +227,8 @@ async function spawnOnce(opts: SpawnEtcdOptions, log: Logger): Promise<EtcdProce
         throw new PortInUseError(`etcd: ports ${clientPort}/${peerPort} in use`);
       throw new Error(`etcd exited before it was ready:\n${text}`);
     }
-    if ((await healthy(clientUrl, 1000)) && !exited) break;
+    // Whoever won a race for our port answers /health too: it must be our child that listens.
+    if ((await healthy(clientUrl, 1000)) && !exited && listensOn(child.pid!, clientPort)) break;
     if (Date.now() > deadline) {
       await stop();
       throw new Error(

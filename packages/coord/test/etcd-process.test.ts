@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createLogger } from '@dunix/proto';
 import t from 'tap';
-import { freePort, spawnEtcd } from '../src/index.js';
+import { freePort, listensOn, spawnEtcd } from '../src/index.js';
 
 const log = createLogger('etcd-process-test', () => undefined);
 
@@ -17,6 +17,8 @@ t.test('spawnEtcd: loopback only, healthy, stop removes its temp dir', async (t)
   for (const u of urls) t.match(u, /^(dunix-etcd=)?http:\/\/127\.0\.0\.1:\d+$/, `${u} is loopback`);
   const res = await fetch(`${e.endpoint}/health`);
   t.match(await res.json(), { health: 'true' }, 'healthy');
+  t.ok(listensOn(e.pid, e.clientPort), 'the child itself listens on the client port');
+  t.notOk(listensOn(process.pid, e.clientPort), 'another process does not');
   t.ok(existsSync(e.dataDir));
   await e.stop();
   await e.stop();
