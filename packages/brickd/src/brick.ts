@@ -350,11 +350,11 @@ export class Brick implements PgEndpoint {
     return {
       get: async (key) => {
         const pg = pgOfKey(key);
-        if (this.pgs.has(pg)) return this.d.kv.get(key);
+        if (this.leads(pg)) return this.d.kv.get(key);
         return (await this.d.remote.txRead(pg, [key]))[0];
       },
       range: (opts) => {
-        if (!this.pgs.has(pgOfKey(opts.lt)))
+        if (!this.leads(pgOfKey(opts.lt)))
           throw new Error('invariant: range read of a PG this brick does not serve');
         return this.d.kv.range(opts);
       },
@@ -362,7 +362,13 @@ export class Brick implements PgEndpoint {
   }
 
   private endpoint(pg: number): PgEndpoint {
-    return this.pgs.has(pg) ? this : this.d.remote;
+    return this.leads(pg) ? this : this.d.remote;
+  }
+
+  /** This brick is the serving primary of `pg` (a replica copy answers nothing but replication). */
+  leads(pg: number): boolean {
+    const st = this.pgs.get(pg);
+    return st !== undefined && st.role === 'primary' && st.ready;
   }
 
   /** A key of `kv` locked by a prepared transaction other than `ownTx`. */

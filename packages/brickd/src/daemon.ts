@@ -1,7 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import {
+  Controller,
   EtcdCoordinator,
+  leaseFenced,
   realClock,
+  tcpProbe,
   type Coordinator,
   type Unsubscribe,
   type VolumeSnapshot,
@@ -28,6 +31,7 @@ import { NamespaceEngine } from './namespace/engine.js';
 import { writePortFile } from './port-file.js';
 import { RemotePeers } from './rpc/peers.js';
 import { ReplicaPeers } from './rpc/replica-peers.js';
+import type { RecoveryReporter } from './replication/deps.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
 import { CachedKv } from './store/cached-kv.js';
@@ -72,8 +76,16 @@ export class BrickDaemon {
   private frames: FrameServer | undefined;
   private memoryTimer: NodeJS.Timeout | undefined;
   private coord: Coordinator | undefined;
+  /** Every brick runs one; the election picks the one that acts. */
+  private controller: Controller | undefined;
   private unwatch: Unsubscribe | undefined;
-  private router = new Router();
+  /** Routes to primaries (cross-PG transactions) and to replicas; a refused connection is reported. */
+  private readonly router = new Router({
+    onConnectionRefused: (brickId) =>
+      void this.coord
+        ?.reportSuspect(this.o.volume, brickId)
+        .catch((err) => this.log.warn('suspect report failed', { brick: brickId, err: String(err) })),
+  });
   private brick: Brick | undefined;
   private handlers: BrickHandlers | undefined;
   private identity: Identity | undefined;
@@ -134,6 +146,14 @@ export class BrickDaemon {
           .catch((err) => this.log.error('placement apply failed', { err }));
       });
       await this.applying;
+      this.controller = new Controller({
+        coordinator: this.coord,
+        volume: this.o.volume,
+        brickId: this.identity.id,
+        probe: tcpProbe(),
+        log: this.log,
+      });
+      await this.controller.start();
       this.log.info('brick started', {
         brick: this.identity.id,
         volume: this.o.volume,
@@ -197,6 +217,7 @@ export class BrickDaemon {
             update: (pg, epoch, bricks, isr) => coord.updatePlacement(config.name, pg, epoch, bricks, isr),
           },
           lease: { fenced: () => this.fenced() },
+          recovery: this.recoveryReporter(config.name),
           clock: monotonicClock,
         },
         brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,
@@ -249,17 +270,36 @@ export class BrickDaemon {
     return out as unknown as BrickHandlers;
   }
 
+  /** Recovery progress to etcd for `dunixctl volume status`, at most every 500 ms per replica. */
+  private recoveryReporter(volume: string): RecoveryReporter {
+    const lastMs = new Map<string, number>();
+    return {
+      report: (p, pg, brick) => {
+        const key = `${pg}/${brick}`;
+        const coord = this.coord;
+        if (!coord) return;
+        const warn = (err: unknown) =>
+          this.log.debug('recovery report failed', { pg, brick, err: String(err) });
+        if (!p) {
+          lastMs.delete(key);
+          void coord.clearRecovery(volume, pg, brick).catch(warn);
+          return;
+        }
+        const now = monotonicClock.nowMs();
+        if (now - (lastMs.get(key) ?? -Infinity) < 500) return;
+        lastMs.set(key, now);
+        void coord.reportRecovery(volume, this.brickId, p).catch(warn);
+      },
+    };
+  }
+
   /**
    * Fenced: etcd may have expired this brick's lease by now (no keepalive
    * confirmed within the TTL less a margin), so a successor may lead our PGs.
    */
   private fenced(): boolean {
-    const h = this.coord?.leaseHealth(this.o.volume, this.brickId);
-    if (!h || h.lost) return true;
-    const now = realClock.now();
-    if (now - h.confirmedAtMs > h.ttlMs - this.knobs.leaseFenceMarginMs) return true;
-    // A lease re-granted after a loss: the controller may still be acting on the loss.
-    return h.reboundAtMs !== undefined && now - h.reboundAtMs < h.ttlMs;
+    const health = this.coord?.leaseHealth(this.o.volume, this.brickId);
+    return leaseFenced(health, realClock.now(), this.knobs.leaseFenceMarginMs);
   }
 
   private async loadIdentity(): Promise<Identity> {
@@ -282,6 +322,7 @@ export class BrickDaemon {
   private stopping: Promise<void> | undefined;
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      await this.controller?.stop().catch(() => {});
       this.brick?.stop();
       clearInterval(this.memoryTimer);
       if (this.server) {

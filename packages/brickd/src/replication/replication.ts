@@ -254,7 +254,7 @@ export class Replication {
       const epoch = st.epoch;
       st.promisedEpoch = Math.max(st.promisedEpoch, epoch);
       const others = st.isr.filter((b) => b !== this.me);
-      const pos = await Promise.allSettled(others.map((b) => this.d.transport.position(b, st.pg, epoch)));
+      const pos = await Promise.allSettled(others.map((b) => this.positionOf(b, st.pg, epoch)));
       const reached: { brick: string; pos: LogPosition }[] = [];
       const lost: string[] = [];
       others.forEach((b, i) => {
@@ -305,6 +305,24 @@ export class Replication {
         seq: st.opSeq.toString(),
       });
     });
+  }
+
+  /**
+   * A replica's log position, asked again for a while when it does not hold
+   * the PG yet (it applies the same placement change a moment later) or
+   * cannot be reached; it is dropped from the set only after that.
+   */
+  private async positionOf(brick: string, pg: number, epoch: number): Promise<LogPosition> {
+    const deadline = this.d.clock.nowMs() + this.d.knobs.replicateTimeoutMs;
+    for (;;) {
+      try {
+        return await this.d.transport.position(brick, pg, epoch);
+      } catch (err) {
+        const again = err instanceof FsError && (err.code === 'NOT_PRIMARY' || err.code === 'UNAVAILABLE');
+        if (!again || this.d.clock.nowMs() >= deadline) throw err;
+        await this.d.clock.sleep(50);
+      }
+    }
   }
 
   /** Applies here the entries of `brick`'s log past ours (our log must be a prefix of it). */

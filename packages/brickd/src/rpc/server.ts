@@ -136,7 +136,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const n = name(req.name);
       const r = await brick.read(pg, (t) => brick.engine.lookup(t, cred(req.caller), parent, n));
       let inode = r.inode;
-      if (!inode && brick.pgs.has(pgOfIno(r.dirent.ino)))
+      if (!inode && brick.leads(pgOfIno(r.dirent.ino)))
         inode = await brick.read(pgOfIno(r.dirent.ino), (t) => t.getInode(r.dirent.ino));
       return { entry: direntToWire(n, r.dirent, inode) };
     }),
@@ -293,7 +293,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
         const r = await brick.engine.readdir(t, cred(req.caller), dir, cookie, limit);
         const entries: wire.Dirent[] = [];
         for (const e of r.entries) {
-          const local = req.plus && brick.pgs.has(pgOfIno(e.dirent.ino));
+          const local = req.plus && brick.leads(pgOfIno(e.dirent.ino));
           entries.push(direntToWire(e.name, e.dirent, local ? await t.getInode(e.dirent.ino) : undefined));
         }
         return { entries, eof: r.eof, parent: r.parent.toString() };
