@@ -33,7 +33,7 @@ export interface BrickKnobs {
 }
 
 export const brickDefaults: BrickKnobs = {
-  leaseTtlMs: 5000,
+  leaseTtlMs: 2000,
   seqReserveBatch: 4096,
   opLogRetain: 1024,
   peerCallTimeoutMs: 10_000,
@@ -46,7 +46,7 @@ export const brickDefaults: BrickKnobs = {
   catchUpFinalEntries: 64,
   backfillChunkKeys: 1024,
   backfillChunkBytes: 8 * 1024 * 1024,
-  leaseFenceMarginMs: 1000,
+  leaseFenceMarginMs: 600,
 };
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {

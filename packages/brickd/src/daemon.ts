@@ -152,6 +152,8 @@ export class BrickDaemon {
         brickId: this.identity.id,
         probe: tcpProbe(),
         log: this.log,
+        // A hung controller is replaced as fast as a hung primary.
+        knobs: { electionLeaseTtlMs: this.knobs.leaseTtlMs },
       });
       await this.controller.start();
       this.log.info('brick started', {
