@@ -7,10 +7,12 @@
  *   node deploy/local-cluster.mjs start|stop|status [--json] [options]
  *
  * `start` installs what is missing, builds, starts whatever of ours is not
- * running, creates the volume once, mounts it, prints the status table and
- * returns leaving the daemons running. Running it again only reports.
- * `stop` unmounts and SIGTERMs our daemons by the PIDs in our pid files
- * (SIGKILL only after a timeout); data stays. Plain Node ESM: no build step.
+ * running (etcd, bricks, the FUSE client), creates the volume once, prints
+ * the status table and returns leaving the daemons running. Running it again
+ * only reports. Every daemon's PID goes to a pid file. `stop` unmounts, waits
+ * for the client, then SIGTERMs whatever of ours still runs by those PIDs
+ * (SIGKILL only after a timeout): nothing of the cluster is left running;
+ * data stays. Plain Node ESM: no build step.
  * Usage and the state-dir layout: deploy/README.md.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -38,6 +40,7 @@ const BIN = {
   etcd: '/usr/bin/etcd',
   brickd: join(REPO, 'packages/brickd/dist/src/bin/brickd.js'),
   dunixctl: join(REPO, 'packages/coord/dist/src/bin/dunixctl.js'),
+  client: join(REPO, 'packages/mount/dist/src/bin/dunixfs.cjs'),
   mountHelper: join(REPO, 'packages/mount/dist/src/bin/mount-helper.cjs'),
 };
 const MOUNT_WRAPPER = '/sbin/mount.dunixfs';
@@ -48,7 +51,17 @@ const FSTYPE = 'fuse.dunixfs';
 /** Bounds of every wait, in one place. */
 const limits = {
   etcdReadyMs: 30_000,
+  /** etcd starts on new ports after losing a race for them (ports chosen here, DUNIX_ETCD_PORT=0). */
+  etcdPortAttempts: 10,
   bricksReadyMs: 60_000,
+  mountReadyMs: 30_000,
+  /** After a clean unmount the client exits by itself once it has published buffered data. */
+  clientExitMs: 10_000,
+  /**
+   * SIGTERM to SIGKILL: the client gives a detached mount still in use 5 s,
+   * then up to 65 s to publish buffered data (packages/mount/src/fuse/mount.ts).
+   */
+  clientStopMs: 80_000,
   brickStopMs: 20_000,
   etcdStopMs: 15_000,
   umountTries: 5,
@@ -73,11 +86,12 @@ const USAGE = `usage: node deploy/local-cluster.mjs start|stop|status [options]
   --state DIR        state dir          ($DUNIX_STATE, default /var/lib/dunix)
   --mount DIR        mount point        ($DUNIX_MOUNT, default /mnt/dunix)
   --volume NAME      volume name        ($DUNIX_VOLUME, default dunix)
-  --etcd-port N      etcd client port   ($DUNIX_ETCD_PORT, default 2379)
+  --etcd-port N      etcd client port   ($DUNIX_ETCD_PORT, default 2379; 0: any free ports)
   --etcd-peer-port N etcd peer port     ($DUNIX_ETCD_PEER_PORT, default client port + 1)
-  --brick-port N     first brick port; bricks use N, N+1, N+2 ($DUNIX_BRICK_PORT, default 7101)
+  --brick-port N     first brick port; bricks use N, N+1, N+2 ($DUNIX_BRICK_PORT, default 7101;
+                     0: each brick binds any free port and reports it)
   --pgs N            PGs of a new volume ($DUNIX_PGS, default 256)
-  --no-install       start: skip apt and npm ci ($DUNIX_NO_INSTALL=1)
+  --no-install       start: skip apt, npm ci and /sbin/mount.dunixfs ($DUNIX_NO_INSTALL=1)
   --no-build         start: skip npm run build ($DUNIX_NO_BUILD=1)
   --json             status: print JSON
 Options not given reuse the values the state dir's last start recorded (STATE/cluster.json).`;
@@ -125,7 +139,7 @@ function resolveConfig(values, env) {
     // none yet
   }
   const pick = (flag, envName, key, dflt) => values[flag] ?? env[envName] ?? recorded[key] ?? dflt;
-  const etcdPort = intValue('etcd port', pick('etcd-port', 'DUNIX_ETCD_PORT', 'etcdPort', 2379), 1, 65535);
+  const etcdPort = intValue('etcd port', pick('etcd-port', 'DUNIX_ETCD_PORT', 'etcdPort', 2379), 0, 65535);
   const cfg = {
     stateDir,
     mountPoint: resolve(pick('mount', 'DUNIX_MOUNT', 'mountPoint', '/mnt/dunix')),
@@ -137,11 +151,11 @@ function resolveConfig(values, env) {
       values['etcd-peer-port'] ??
         env.DUNIX_ETCD_PEER_PORT ??
         ((values['etcd-port'] ?? env.DUNIX_ETCD_PORT) ? undefined : recorded.etcdPeerPort) ??
-        etcdPort + 1,
-      1,
+        (etcdPort === 0 ? 0 : etcdPort + 1),
+      0,
       65535,
     ),
-    brickPort: intValue('brick port', pick('brick-port', 'DUNIX_BRICK_PORT', 'brickPort', 7101), 1, 65533),
+    brickPort: intValue('brick port', pick('brick-port', 'DUNIX_BRICK_PORT', 'brickPort', 7101), 0, 65533),
     pgs: intValue('PG count', pick('pgs', 'DUNIX_PGS', 'pgs', 256), 1, 65536),
     install: !(values['no-install'] || env.DUNIX_NO_INSTALL === '1'),
     build: !(values['no-build'] || env.DUNIX_NO_BUILD === '1'),
@@ -149,18 +163,23 @@ function resolveConfig(values, env) {
   };
   if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(cfg.volume)) fail(`bad volume name ${JSON.stringify(cfg.volume)}`);
   if ((cfg.pgs & (cfg.pgs - 1)) !== 0) fail(`PG count ${cfg.pgs} is not a power of two`);
-  const ports = [cfg.etcdPort, cfg.etcdPeerPort, ...BRICKS.map((_, i) => cfg.brickPort + i)];
+  if ((cfg.etcdPort === 0) !== (cfg.etcdPeerPort === 0))
+    fail('etcd ports: either both are 0 (any) or neither');
+  const brickPorts = cfg.brickPort === 0 ? [] : BRICKS.map((_, i) => cfg.brickPort + i);
+  const ports = [cfg.etcdPort, cfg.etcdPeerPort, ...brickPorts].filter((p) => p !== 0);
   if (new Set(ports).size !== ports.length) fail(`ports overlap: ${ports.join(', ')}`);
-  cfg.endpoint = `http://${LOOPBACK}:${cfg.etcdPort}`;
-  cfg.spec = `${LOOPBACK}:${cfg.etcdPort}/${cfg.volume}`;
+  // With port 0 the ports become known when etcd starts (or from the running one): setEtcdPorts.
+  if (cfg.etcdPort !== 0) setEtcdPorts(cfg, cfg.etcdPort, cfg.etcdPeerPort);
   cfg.etcdDir = join(stateDir, 'etcd');
   cfg.logDir = join(stateDir, 'logs');
   cfg.runDir = join(stateDir, 'run');
   cfg.bricks = BRICKS.map((name, i) => ({
     name,
-    port: cfg.brickPort + i,
+    // 0: any free port, reported through portFile.
+    port: cfg.brickPort === 0 ? 0 : cfg.brickPort + i,
     dataDir: join(stateDir, 'bricks', name),
     pidFile: join(cfg.runDir, `brick-${name}.pid`),
+    portFile: join(cfg.runDir, `brick-${name}.ports.json`),
     logFile: join(cfg.logDir, `brick-${name}.log`),
   }));
   cfg.etcd = {
@@ -168,7 +187,26 @@ function resolveConfig(values, env) {
     logFile: join(cfg.logDir, 'etcd.log'),
   };
   cfg.mountLog = join(cfg.logDir, 'mount.log');
+  cfg.client = { pidFile: join(cfg.runDir, 'client.pid') };
   return cfg;
+}
+
+/** The etcd ports in use; endpoint and spec follow them. */
+function setEtcdPorts(cfg, clientPort, peerPort) {
+  cfg.etcdClientPort = clientPort;
+  cfg.etcdPeerPortInUse = peerPort;
+  cfg.endpoint = `http://${LOOPBACK}:${clientPort}`;
+  cfg.spec = `${LOOPBACK}:${clientPort}/${cfg.volume}`;
+}
+
+/** With DUNIX_ETCD_PORT=0, the ports are those of this state dir's running etcd, if one runs. */
+function adoptRunningEtcd(cfg) {
+  if (cfg.etcdPort !== 0) return;
+  const pid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
+  if (pid === undefined) return;
+  const argv = cmdline(pid) ?? [];
+  const port = (flag) => Number(/:(\d+)$/.exec(argValue(argv, flag) ?? '')?.[1] ?? 0);
+  setEtcdPorts(cfg, port('--listen-client-urls'), port('--listen-peer-urls'));
 }
 
 function recordConfig(cfg) {
@@ -240,6 +278,16 @@ function isOurBrick(pid, brick) {
   return argv.some((a) => a.endsWith('/brickd.js')) && i >= 0 && argv[i + 1] === brick.dataDir;
 }
 
+function isOurClient(pid, cfg) {
+  const argv = cmdline(pid);
+  return (
+    alive(pid) &&
+    argv !== undefined &&
+    argv.some((a) => a.endsWith('/dunixfs.cjs')) &&
+    argv.includes(cfg.mountPoint)
+  );
+}
+
 /** The pid in the file when it is alive and ours; a stale file is removed. */
 function ourPid(pidFile, isOurs) {
   const pid = readPid(pidFile);
@@ -276,6 +324,23 @@ function spawnDetached(cmd, args, { logFile, pidFile, env, cwd }) {
   return child.pid;
 }
 
+function fileSize(file) {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** What was appended to file after byte `from`. */
+function textSince(file, from) {
+  try {
+    return readFileSync(file).subarray(from).toString('utf8');
+  } catch {
+    return '';
+  }
+}
+
 function logTail(logFile, n = limits.logTailLines) {
   try {
     const lines = readFileSync(logFile, 'utf8').trimEnd().split('\n');
@@ -307,6 +372,49 @@ async function terminate(name, pid, timeoutMs) {
 }
 
 // ---------------------------------------------------------------- ports
+
+/** A port free right now (bound to 0, then released): racy, so only where a lost race is retried. */
+function pickPort() {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, LOOPBACK, () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** Whether process pid holds a TCP socket listening on port (/proc): a foreign etcd answers /health too. */
+function listensOn(pid, port) {
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set();
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/); // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+    if (f[1]?.endsWith(hexPort) && f[3] === '0A') inodes.add(`socket:[${f[9]}]`);
+  }
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+/** The address a brick reported through --port-file, when the report is from this pid. */
+function reportedAddress(brick, pid) {
+  try {
+    const r = JSON.parse(readFileSync(brick.portFile, 'utf8'));
+    return r.pid === pid ? r.address : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function portFree(port) {
   return new Promise((res) => {
@@ -435,23 +543,32 @@ function umount(args) {
 // ---------------------------------------------------------------- status
 
 async function collectStatus(cfg) {
+  adoptRunningEtcd(cfg);
   const etcdPid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
   const runningPort = etcdPid ? argValue(cmdline(etcdPid), '--listen-client-urls') : undefined;
-  const healthy = etcdPid ? await etcdHealthy(cfg.endpoint) : false;
+  const healthy = etcdPid && cfg.endpoint ? await etcdHealthy(cfg.endpoint) : false;
+  const clientPid = ourPid(cfg.client.pidFile, (p) => isOurClient(p, cfg));
   const status = {
     stateDir: cfg.stateDir,
     etcd: {
       pid: etcdPid ?? null,
-      port: cfg.etcdPort,
-      peerPort: cfg.etcdPeerPort,
+      port: cfg.etcdClientPort ?? cfg.etcdPort,
+      peerPort: cfg.etcdPeerPortInUse ?? cfg.etcdPeerPort,
       alive: etcdPid !== undefined,
       healthy,
-      endpoint: runningPort ?? cfg.endpoint,
+      endpoint: runningPort ?? cfg.endpoint ?? null,
       log: cfg.etcd.logFile,
     },
     bricks: [],
     volume: { name: cfg.volume, exists: false },
-    mount: { path: cfg.mountPoint, mounted: false, state: 'not mounted', source: null },
+    mount: {
+      path: cfg.mountPoint,
+      mounted: false,
+      state: 'not mounted',
+      source: null,
+      clientPid: clientPid ?? null,
+      log: cfg.mountLog,
+    },
     ok: false,
   };
   // One read of the volume's keys (layout: packages/coord/src/keys.ts) answers everything below.
@@ -479,10 +596,11 @@ async function collectStatus(cfg) {
   for (const b of cfg.bricks) {
     const pid = ourPid(b.pidFile, (p) => isOurBrick(p, b));
     const id = brickId(b);
+    const address = pid === undefined ? undefined : reportedAddress(b, pid);
     status.bricks.push({
       name: b.name,
       pid: pid ?? null,
-      port: b.port,
+      port: address ? Number(address.slice(address.lastIndexOf(':') + 1)) : b.port,
       alive: pid !== undefined,
       id: id ?? null,
       registered: Boolean(id && members[id]),
@@ -563,7 +681,7 @@ function renderStatus(s) {
   rows.push([`volume ${v.name}`, '-', '-', yes(v.exists && v.pgsUnavailable === 0), vDetail]);
   rows.push([
     `mount ${s.mount.path}`,
-    '-',
+    s.mount.clientPid ?? '-',
     '-',
     yes(s.mount.mounted),
     s.mount.source ? `${s.mount.state}, ${s.mount.source}` : s.mount.state,
@@ -647,6 +765,7 @@ function daemonEnv(strip) {
 }
 
 async function startEtcd(cfg) {
+  adoptRunningEtcd(cfg);
   const pid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
   if (pid !== undefined) {
     const url = argValue(cmdline(pid), '--listen-client-urls');
@@ -656,10 +775,35 @@ async function startEtcd(cfg) {
     if (!(await etcdHealthy(cfg.endpoint))) await waitEtcd(cfg, pid);
     return `already running, pid ${pid}`;
   }
-  await requirePortFree('etcd client', cfg.etcdPort, 'DUNIX_ETCD_PORT');
-  await requirePortFree('etcd peer', cfg.etcdPeerPort, 'DUNIX_ETCD_PEER_PORT');
-  const client = `http://${LOOPBACK}:${cfg.etcdPort}`;
-  const peer = `http://${LOOPBACK}:${cfg.etcdPeerPort}`;
+  if (cfg.etcdPort !== 0) {
+    await requirePortFree('etcd client', cfg.etcdPort, 'DUNIX_ETCD_PORT');
+    await requirePortFree('etcd peer', cfg.etcdPeerPort, 'DUNIX_ETCD_PEER_PORT');
+    const logStart = fileSize(cfg.etcd.logFile);
+    const newPid = spawnEtcd(cfg);
+    if ((await waitEtcd(cfg, newPid, logStart)) === 'port taken') {
+      fail(`etcd: port ${cfg.etcdPort} or ${cfg.etcdPeerPort} was taken while it started; start again`);
+    }
+    return `started, pid ${newPid}, ${cfg.endpoint}`;
+  }
+  // Any ports: chosen here (etcd cannot bind 0: its HTTP gateway would dial port 0), so another
+  // process may bind one first; then etcd exits and starts again on new ones.
+  for (let attempt = 1; attempt <= limits.etcdPortAttempts; attempt++) {
+    const clientPort = await pickPort();
+    let peerPort = await pickPort();
+    while (peerPort === clientPort) peerPort = await pickPort();
+    setEtcdPorts(cfg, clientPort, peerPort);
+    const logStart = fileSize(cfg.etcd.logFile);
+    const newPid = spawnEtcd(cfg);
+    if ((await waitEtcd(cfg, newPid, logStart)) === 'ready') return `started, pid ${newPid}, ${cfg.endpoint}`;
+    say(`etcd: port ${clientPort} or ${peerPort} was taken while it started; new ports (try ${attempt})`);
+  }
+  return fail(`etcd lost the race for its ports ${limits.etcdPortAttempts} times; log ${cfg.etcd.logFile}`);
+}
+
+/** Starts etcd of this state dir on cfg's current ports; returns its pid. */
+function spawnEtcd(cfg) {
+  const client = cfg.endpoint;
+  const peer = `http://${LOOPBACK}:${cfg.etcdPeerPortInUse}`;
   const name = 'dunix-local';
   const args = [
     `--name=${name}`,
@@ -678,21 +822,25 @@ async function startEtcd(cfg) {
     '--log-level=warn',
   ];
   // No ETCD_* variable may override the flags (a listen address above all).
-  const newPid = spawnDetached(BIN.etcd, args, {
+  return spawnDetached(BIN.etcd, args, {
     logFile: cfg.etcd.logFile,
     pidFile: cfg.etcd.pidFile,
     env: daemonEnv(['ETCD_']),
     cwd: cfg.stateDir,
   });
-  await waitEtcd(cfg, newPid);
-  return `started, pid ${newPid}, ${client}`;
 }
 
-async function waitEtcd(cfg, pid) {
+/**
+ * 'ready' once etcd `pid` answers /health on its own socket (whoever won a
+ * race for the port would answer too); 'port taken' if it exited because a
+ * port was in use. Fails otherwise.
+ */
+async function waitEtcd(cfg, pid, logStart = fileSize(cfg.etcd.logFile)) {
   const deadline = Date.now() + limits.etcdReadyMs;
-  while (!(await etcdHealthy(cfg.endpoint))) {
+  while (!((await etcdHealthy(cfg.endpoint)) && listensOn(pid, cfg.etcdClientPort))) {
     if (!alive(pid)) {
       rmSync(cfg.etcd.pidFile, { force: true });
+      if (/address already in use/.test(textSince(cfg.etcd.logFile, logStart))) return 'port taken';
       fail(`etcd exited before it was ready; log ${cfg.etcd.logFile}:\n${logTail(cfg.etcd.logFile)}`);
     }
     if (Date.now() > deadline) {
@@ -700,6 +848,7 @@ async function waitEtcd(cfg, pid) {
     }
     await sleep(limits.pollMs);
   }
+  return 'ready';
 }
 
 async function startBricks(cfg) {
@@ -714,17 +863,27 @@ async function startBricks(cfg) {
           `brick ${b.name} runs (pid ${pid}) on ${listen}, not ${LOOPBACK}:${b.port}: stop the cluster first`,
         );
       }
+      const etcd = argValue(cmdline(pid), '--etcd');
+      if (etcd !== cfg.endpoint) {
+        fail(
+          `brick ${b.name} runs (pid ${pid}) with etcd ${etcd}, not ${cfg.endpoint}: stop the cluster first`,
+        );
+      }
       pids.set(b, pid);
       continue;
     }
-    await requirePortFree(`brick ${b.name}`, b.port, 'DUNIX_BRICK_PORT');
+    // Port 0: the brick binds any free port itself and reports it in its port file (status reads it).
+    if (b.port !== 0) await requirePortFree(`brick ${b.name}`, b.port, 'DUNIX_BRICK_PORT');
     mkdirSync(b.dataDir, { recursive: true });
+    rmSync(b.portFile, { force: true });
     const args = [
       BIN.brickd,
       '--data',
       b.dataDir,
       '--listen',
       `${LOOPBACK}:${b.port}`,
+      '--port-file',
+      b.portFile,
       '--etcd',
       cfg.endpoint,
       '--volume',
@@ -801,13 +960,27 @@ async function ensureMounted(cfg) {
     );
   }
   mkdirSync(cfg.mountPoint, { recursive: true });
-  const r = spawnSync('mount', ['-t', 'dunixfs', cfg.spec, cfg.mountPoint, '-o', `log=${cfg.mountLog}`], {
-    encoding: 'utf8',
+  // The client is started like the other daemons (not through mount(8), whose helper forgets
+  // its PID): stop waits for this PID to exit and signals it if it does not.
+  const pid = spawnDetached(process.execPath, [BIN.client, cfg.spec, cfg.mountPoint], {
+    logFile: cfg.mountLog,
+    pidFile: cfg.client.pidFile,
+    cwd: cfg.stateDir,
   });
-  if (r.status !== 0) {
-    fail(`mount -t dunixfs ${cfg.spec} ${cfg.mountPoint} failed:\n${(r.stderr || r.stdout).trimEnd()}`);
+  const deadline = Date.now() + limits.mountReadyMs;
+  while (!mountsAt(cfg.mountPoint).some((m) => m.fstype === FSTYPE)) {
+    if (!alive(pid)) {
+      rmSync(cfg.client.pidFile, { force: true });
+      fail(`the client exited before mounting; log ${cfg.mountLog}:\n${logTail(cfg.mountLog)}`);
+    }
+    if (Date.now() > deadline) {
+      await terminate('client', pid, limits.clientStopMs);
+      if (!alive(pid)) rmSync(cfg.client.pidFile, { force: true });
+      fail(`${cfg.mountPoint} not mounted after ${limits.mountReadyMs / 1000} s; log ${cfg.mountLog}`);
+    }
+    await sleep(limits.pollMs);
   }
-  return `mounted ${cfg.spec} on ${cfg.mountPoint} (client log ${cfg.mountLog})`;
+  return `mounted ${cfg.spec} on ${cfg.mountPoint}, client pid ${pid} (log ${cfg.mountLog})`;
 }
 
 async function cmdStart(cfg) {
@@ -818,7 +991,7 @@ async function cmdStart(cfg) {
     installAndBuild(cfg);
     return cfg.install || cfg.build ? 'ok' : 'skipped';
   });
-  await step(MOUNT_WRAPPER, () => installMountWrapper());
+  await step(MOUNT_WRAPPER, () => (cfg.install ? installMountWrapper() : 'skipped'));
   await step('etcd', () => startEtcd(cfg));
   recordConfig(cfg); // stop and status of this state dir use it
   await step('bricks', () => startBricks(cfg));
@@ -832,12 +1005,13 @@ async function cmdStart(cfg) {
 
 // ---------------------------------------------------------------- stop
 
+/** Unmounts our mount; lazy: it had to be detached lazily (busy or stale), so the client may not end by itself. */
 async function unmountOurs(cfg) {
   const isOurs = () => mountsAt(cfg.mountPoint).some((m) => m.fstype === FSTYPE);
-  if (!isOurs()) return 'not mounted';
+  if (!isOurs()) return { detail: 'not mounted', lazy: false };
   for (let i = 1; i <= limits.umountTries; i++) {
     const u = umount([cfg.mountPoint]);
-    if (u.ok || !isOurs()) return `unmounted ${cfg.mountPoint}`;
+    if (u.ok || !isOurs()) return { detail: `unmounted ${cfg.mountPoint}`, lazy: false };
     if (/not connected/i.test(u.err)) break; // stale: only a lazy unmount helps
     const users = usersOf(cfg.mountPoint);
     say(
@@ -847,14 +1021,56 @@ async function unmountOurs(cfg) {
   }
   const u = umount(['-l', cfg.mountPoint]);
   if (!u.ok && isOurs()) fail(`umount -l ${cfg.mountPoint} failed: ${u.err}`);
-  return `lazily unmounted ${cfg.mountPoint} (was busy or stale; the client exits when the last file closes)`;
+  return { detail: `lazily unmounted ${cfg.mountPoint} (was busy or stale)`, lazy: true };
+}
+
+/**
+ * After a clean unmount the client ends by itself (once it has published
+ * buffered data); after a lazy one it may not (a process still has a file
+ * open in the detached mount), so it gets SIGTERM at once: it aborts the
+ * connection after a grace period and exits. SIGKILL if it does not.
+ */
+async function stopClient(cfg, lazy) {
+  const pid = ourPid(cfg.client.pidFile, (p) => isOurClient(p, cfg));
+  let result = 'not running';
+  if (pid !== undefined) {
+    const deadline = Date.now() + (lazy ? 0 : limits.clientExitMs);
+    while (alive(pid) && Date.now() < deadline) await sleep(limits.pollMs);
+    result = alive(pid) ? await terminate('client', pid, limits.clientStopMs) : 'exited';
+    if (!alive(pid)) rmSync(cfg.client.pidFile, { force: true });
+    result = `${result} (pid ${pid})`;
+  }
+  // A killed client leaves a dead mount behind (its watchdog detaches it too, moments later).
+  if (
+    mountsAt(cfg.mountPoint).some((m) => m.fstype === FSTYPE) &&
+    (await probeMount(cfg.mountPoint)) !== 'ok'
+  ) {
+    umount(['-l', cfg.mountPoint]);
+    result += `; detached the dead mount ${cfg.mountPoint}`;
+  }
+  return result;
 }
 
 async function cmdStop(cfg) {
   if (process.getuid?.() !== 0) fail('stop needs root (umount, signals to root daemons)');
-  await step('mount', () => unmountOurs(cfg));
+  adoptRunningEtcd(cfg);
+  // A failed unmount must not keep the daemons running: carry on, fail at the end.
+  let lazy = true;
+  let mountError;
+  await step('mount', async () => {
+    try {
+      const u = await unmountOurs(cfg);
+      lazy = u.lazy;
+      return u.detail;
+    } catch (e) {
+      mountError = e;
+      return `failed: ${e.message}`;
+    }
+  });
+  await step('client', () => stopClient(cfg, lazy));
+  const port = cfg.etcdClientPort ?? cfg.etcdPort;
   const others = mountsAt()
-    .filter((m) => m.fstype === FSTYPE && m.source.startsWith(`${LOOPBACK}:${cfg.etcdPort}/`))
+    .filter((m) => m.fstype === FSTYPE && m.source.startsWith(`${LOOPBACK}:${port}/`))
     .map((m) => m.mountpoint);
   if (others.length) say(`warning: still mounted from this cluster (left alone): ${others.join(', ')}`);
   await step('bricks', async () => {
@@ -875,6 +1091,16 @@ async function cmdStop(cfg) {
     if (!pid || !alive(pid)) rmSync(cfg.etcd.pidFile, { force: true });
     return r;
   });
+  const left = [
+    ['client', cfg.client.pidFile, (p) => isOurClient(p, cfg)],
+    ...cfg.bricks.map((b) => [`brick ${b.name}`, b.pidFile, (p) => isOurBrick(p, b)]),
+    ['etcd', cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg)],
+  ]
+    .map(([name, pidFile, isOurs]) => [name, ourPid(pidFile, isOurs)])
+    .filter(([, pid]) => pid !== undefined);
+  if (left.length)
+    fail(`still running after stop: ${left.map(([n, pid]) => `${n} (pid ${pid})`).join(', ')}`);
+  if (mountError) throw mountError;
   say(`stopped; data stays in ${cfg.stateDir}`);
   return 0;
 }

@@ -4,7 +4,7 @@
  * reach the kernel. All syscalls on the mount come from child processes run
  * asynchronously (a synchronous call here would block the session serving it).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -247,3 +247,48 @@ for (const reader of ['event-loop', 'threadpool'] as const) {
     t.ok(m.session.stats.inflightMax >= 2, `requests in flight at once: ${m.session.stats.inflightMax}`);
   });
 }
+
+t.test('stop ends a detached mount that a process still holds, and leaves a newer mount alone', async (t) => {
+  const mnt = mkdtempSync(join(tmpdir(), 'dunix-held-'));
+  const fs = new BigInodeFs();
+  const m = await FuseMount.start(fs, {
+    mountpoint: mnt,
+    source: 'held',
+    subtype: 'dunixfs-test',
+    allowOther: true,
+  });
+  // A process keeps a file open: umount finds the mount busy.
+  const holder = spawn('sh', ['-c', 'exec 3<"$1"; exec sleep 600', 'holder', join(mnt, 'big')], {
+    stdio: 'ignore',
+  });
+  t.teardown(async () => {
+    holder.kill('SIGKILL');
+    await m.stop();
+    while (mountAt(mnt)) await sh('umount', ['-l', mnt]).catch(() => {});
+    rmSync(mnt, { recursive: true, force: true });
+  });
+  for (
+    let i = 0;
+    i < 100 && !(await sh('readlink', [`/proc/${holder.pid}/fd/3`]).catch(() => undefined));
+    i++
+  )
+    await new Promise((r) => setTimeout(r, 20));
+  // Someone detaches it lazily and mounts something else on the same path.
+  await sh('umount', ['-l', mnt]);
+  await sh('mount', ['-t', 'tmpfs', 'dunix-test-tmpfs', mnt]);
+  const graceMs = 300;
+  const t0 = Date.now();
+  await m.stop(graceMs);
+  const tookMs = Date.now() - t0;
+  t.ok(
+    tookMs >= graceMs && tookMs < 5000,
+    `stop waited its grace period, then ended the session (${tookMs} ms)`,
+  );
+  t.equal(mountAt(mnt)?.fstype, 'tmpfs', 'the newer mount on the path was left alone');
+  const read = await sh('cat', [`/proc/${holder.pid}/fd/3`]).catch((e: { stderr: string }) => e);
+  t.match(
+    (read as { stderr: string }).stderr,
+    /not connected/,
+    "the holder's file fails (ENOTCONN), never hangs",
+  );
+});

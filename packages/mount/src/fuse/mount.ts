@@ -6,6 +6,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger, type Logger } from '@dunix/proto';
 import { type DeviceReader, type FuseChannel, openFuseDevice } from './channel.js';
 import type { FileSystem } from './filesystem.js';
@@ -108,6 +109,37 @@ export function unmount(path: string, lazy = false): Promise<boolean> {
   });
 }
 
+/**
+ * How long stop() waits, after unmounting, for the session to end by itself.
+ * A lazily detached mount lives on while some process keeps a file or its cwd
+ * in it; after this the connection is aborted (those processes get ENOTCONN).
+ */
+const STOP_GRACE_MS = 5_000;
+/**
+ * Then how long stop() waits for the session to finish (answer requests in
+ * flight, publish buffered data) before it returns anyway, so that a
+ * signalled server always exits. A little over the client's default failover
+ * timeout (60 s): publishing may have to wait out one failover.
+ */
+const STOP_DRAIN_MS = 65_000;
+
+/**
+ * Ends a FUSE connection from our side through fusectl: every pending and
+ * future request fails and device reads return ENODEV. Returns false if
+ * fusectl is not mounted (or the connection is gone already).
+ */
+function abortConnection(dev: string): boolean {
+  // The fusectl directory is named by the connection's dev_t; FUSE mounts have major 0.
+  const [major, minor] = dev.split(':');
+  if (major !== '0' || !minor) return false;
+  try {
+    writeFileSync(`/sys/fs/fuse/connections/${minor}/abort`, '1');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function escapeOption(v: string): string {
   if (/[,\\]/.test(v)) throw new Error(`mount option value may not contain ',' or '\\': ${v}`);
   return v;
@@ -118,7 +150,9 @@ export class FuseMount {
   private readonly channel: FuseChannel & { readonly fd: number };
   private readonly log: Logger;
   private mounted = false;
-  private stopped = false;
+  /** Our mount in mountinfo (id, dev), read right after mount(8): stop() touches only this one. */
+  private mountInfo: MountInfo | undefined;
+  private stopping: Promise<void> | undefined;
   private watchdogPipe: NodeJS.WritableStream | undefined;
 
   private constructor(
@@ -178,6 +212,7 @@ export class FuseMount {
     });
     if (code !== 0) throw new Error(`mount ${args.join(' ')} failed (${code}): ${stderr.trim()}`);
     this.mounted = true;
+    this.mountInfo = mountAt(o.mountpoint);
     // /dev/fuse refuses reads (EPERM) until mount(2) has attached it; mount(2)
     // does not wait for INIT, so readers start now and answer it.
     this.session.start();
@@ -187,19 +222,25 @@ export class FuseMount {
   }
 
   /**
-   * Serves until the mount ends: SIGTERM and SIGINT unmount (lazily if busy),
-   * SIGHUP is ignored. Resolves when the session has closed.
+   * Serves until the mount ends: SIGTERM and SIGINT stop() (unmount, lazily
+   * if busy; abort the connection if it is still in use STOP_GRACE_MS later),
+   * SIGHUP is ignored. Resolves when the session has closed or, after a
+   * signal, when stop() gives up on it: a signalled server always exits.
    */
   async serveUntilUnmounted(): Promise<void> {
+    let onSignal!: () => void;
+    const signalled = new Promise<void>((resolve) => (onSignal = resolve));
     const stop = (signal: string) => {
       this.log.info('signal received; unmounting', { signal });
-      void this.stop();
+      onSignal();
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {});
-    await this.session.closed;
-    this.log.info('session ended', { ...this.session.stats });
+    let closed = false;
+    void this.session.closed.then(() => (closed = true));
+    await Promise.race([this.session.closed, signalled.then(() => this.stop())]);
+    if (closed) this.log.info('session ended', { ...this.session.stats });
   }
 
   /** After INIT has been answered (it may lower the window), widen it through sysfs. Best effort. */
@@ -223,7 +264,7 @@ export class FuseMount {
    * the very same mount (by mount id) is still there.
    */
   private startWatchdog(): void {
-    const m = mountAt(this.options.mountpoint);
+    const m = this.mountInfo;
     if (!m) return;
     const script =
       'cat >/dev/null; ' +
@@ -241,19 +282,57 @@ export class FuseMount {
     }
   }
 
-  /** Unmounts (lazily if busy) and waits for the session to end. Idempotent. */
-  async stop(): Promise<void> {
-    if (this.stopped) return this.session.closed;
-    this.stopped = true;
-    if (this.mounted) {
-      if (!(await unmount(this.options.mountpoint))) {
+  /**
+   * Unmounts (lazily if busy) and waits for the session to end; if it is
+   * still in use graceMs later (a process holds a file in the detached
+   * mount), aborts the connection, then waits up to STOP_DRAIN_MS for the
+   * session to finish. Touches the mount point only while our own mount is on
+   * top of it. Idempotent.
+   */
+  async stop(graceMs = STOP_GRACE_MS): Promise<void> {
+    this.stopping ??= this.stopOnce(graceMs);
+    return this.stopping;
+  }
+
+  private async stopOnce(graceMs: number): Promise<void> {
+    if (this.mounted && this.isOnTop()) {
+      if (!(await unmount(this.options.mountpoint)) && this.isOnTop()) {
         this.log.warn('mount point busy; detaching lazily', { mountpoint: this.options.mountpoint });
         await unmount(this.options.mountpoint, true);
       }
-      this.mounted = false;
     }
-    await this.session.closed;
+    this.mounted = false;
+    const closed = await Promise.race([
+      this.session.closed.then(() => true),
+      sleep(graceMs, false, { ref: false }),
+    ]);
+    // Still reading requests: a process holds a file or its cwd in the detached mount.
+    if (!closed && !this.session.deviceEnded) {
+      this.log.warn('detached mount still in use; aborting the connection', {
+        mountpoint: this.options.mountpoint,
+        graceMs,
+      });
+      const dev = this.mountInfo?.dev;
+      // Without fusectl, closing our descriptor ends the connection too (once no read is parked on it).
+      if (!dev || !abortConnection(dev)) this.channel.close();
+    }
+    const finished = await Promise.race([
+      this.session.closed.then(() => true),
+      sleep(STOP_DRAIN_MS, false, { ref: false }),
+    ]);
+    if (!finished) {
+      // A backend that never answers, or (threadpool reader, no fusectl) reads parked on the
+      // device: the connection ends when this process exits and its descriptor closes.
+      this.log.error('session did not finish; giving up on it', { waitedMs: STOP_DRAIN_MS });
+      return;
+    }
     this.watchdogPipe?.end();
     this.log.info('unmounted', { mountpoint: this.options.mountpoint });
+  }
+
+  /** Our mount (same mount id) is the topmost one at the mount point. */
+  private isOnTop(): boolean {
+    const now = mountAt(this.options.mountpoint);
+    return !!now && (this.mountInfo === undefined || now.id === this.mountInfo.id);
   }
 }

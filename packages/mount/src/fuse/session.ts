@@ -170,6 +170,11 @@ export class FuseSession {
     return this.init;
   }
 
+  /** True once the device has ended (unmounted, aborted, closed): no request arrives any more. */
+  get deviceEnded(): boolean {
+    return this.stopping;
+  }
+
   /** Starts the device readers. Idempotent. */
   start(): void {
     if (this.readersRunning > 0 || this.stopping) return;
