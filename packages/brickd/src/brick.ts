@@ -5,6 +5,7 @@ import {
   firstSeq,
   makeIno,
   pgOfIno,
+  pgsOfBlocks,
   type Logger,
   type PgAssignment,
   type VolumeConfig,
@@ -19,7 +20,14 @@ import type { ReplicationDeps } from './replication/deps.js';
 import { Replication } from './replication/replication.js';
 import { KeyKind, keys, pgOfKey } from './store/keys.js';
 import { prefixEnd, type KvStore, type KvWrite } from './store/kv.js';
-import { decodeRecord, encodeRecord, type BlockRecord, type PgMetaRecord } from './store/records.js';
+import {
+  decodeRecord,
+  encodeRecord,
+  isReg,
+  type BlockRecord,
+  type PgMetaRecord,
+  type TrimRecord,
+} from './store/records.js';
 
 /** A key/value pair of a cross-PG transaction (value undefined: absent / delete). */
 export interface TxKeyValue {
@@ -47,6 +55,7 @@ export interface PgEndpoint {
   txStatus(pg: number, txId: string): Promise<TxState>;
   allocIno(pg: number): Promise<bigint>;
   reclaim(pg: number, ino: bigint): Promise<void>;
+  truncateBlocks(pg: number, ino: bigint, size: bigint): Promise<void>;
 }
 
 export interface BrickDeps {
@@ -630,12 +639,47 @@ export class Brick implements PgEndpoint {
     });
   }
 
+  /** Deletes an orphan inode; its blocks are trimmed by this PG's primary (recorded in the same entry). */
   async reclaim(pg: number, ino: bigint): Promise<void> {
     if (pgOfIno(ino) !== pg) throw new FsError('INVALID_ARGUMENT', `inode ${ino} is not in pg ${pg}`);
     await this.mutate(pg, '', 'reclaim', async (t) => {
+      const inode = await t.getInode(ino);
       await this.d.engine.reclaim(t, ino);
+      if (inode && inode.nlink === 0 && !(await t.getInode(ino)) && inode.size > 0n && isReg(inode.mode))
+        t.setTrim(ino, { size: 0n, oldSize: inode.size });
       return null;
     });
+    await this.finishTrim(pg, ino);
+  }
+
+  private readonly trimsRunning = new Map<string, Promise<void>>();
+
+  /**
+   * Drops the block bytes a truncate or reclaim left past the inode's size,
+   * on every PG that may hold its blocks, then clears the record (unless a
+   * newer one replaced it). Runs once per inode at a time.
+   */
+  finishTrim(pg: number, ino: bigint): Promise<void> {
+    const key = `${pg}/${ino}`;
+    const running = this.trimsRunning.get(key);
+    if (running) return running;
+    const p = (async () => {
+      this.serving(pg);
+      const v = await this.d.kv.get(keys.trim(pg, ino));
+      if (!v) return;
+      const rec = decodeRecord<TrimRecord>(v);
+      const bs = BigInt(this.d.volume.blockSizeBytes);
+      const last = (rec.oldSize + bs - 1n) / bs - 1n;
+      const pgs = pgsOfBlocks(ino, rec.size / bs, last, this.d.volume.pgCount);
+      await Promise.all(pgs.map((p) => this.endpoint(p).truncateBlocks(p, ino, rec.size)));
+      await this.mutate(pg, '', 'trim-done', async (t) => {
+        const cur = await t.getTrim(ino);
+        if (cur && cur.size === rec.size && cur.oldSize === rec.oldSize) t.setTrim(ino, undefined);
+        return null;
+      });
+    })().finally(() => this.trimsRunning.delete(key));
+    this.trimsRunning.set(key, p);
+    return p;
   }
 
   // ------------------------------------------------------------------ blocks
@@ -651,10 +695,17 @@ export class Brick implements PgEndpoint {
     return v && decodeRecord<BlockRecord>(v);
   }
 
+  /** A block's bytes; a copy that fails its checksums is healed from an in-sync replica first. */
   async readBlock(pg: number, ino: bigint, index: bigint, offset: number, length: number): Promise<Buffer> {
-    this.serving(pg);
+    const st = this.serving(pg);
     this.checkBlockPg(pg, ino, index);
-    return this.d.blocks.read(pg, ino, index, offset, length, await this.blockRecord(pg, ino, index));
+    try {
+      return await this.d.blocks.read(pg, ino, index, offset, length, await this.blockRecord(pg, ino, index));
+    } catch (err) {
+      if (!(err instanceof FsError && err.code === 'CORRUPT') || !(await this.repl.healBlock(st, ino, index)))
+        throw err;
+      return this.d.blocks.read(pg, ino, index, offset, length, await this.blockRecord(pg, ino, index));
+    }
   }
 
   /**
@@ -746,6 +797,12 @@ export class Brick implements PgEndpoint {
           } catch (err) {
             this.d.log.warn('tx status unavailable', { txId: tx.txId, err: String(err) });
           }
+        }
+        const tprefix = keys.kindPrefix(pg, KeyKind.trim);
+        for (const row of await this.d.kv.range({ gte: tprefix, lt: prefixEnd(tprefix), limit: 256 })) {
+          await this.finishTrim(pg, row.key.readBigUInt64BE(3)).catch((err) =>
+            this.d.log.warn('block trim deferred', { pg, err: String(err) }),
+          );
         }
         const oprefix = keys.kindPrefix(pg, KeyKind.orphan);
         for (const row of await this.d.kv.range({ gte: oprefix, lt: prefixEnd(oprefix), limit: 256 })) {

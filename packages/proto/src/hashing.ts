@@ -49,3 +49,12 @@ export function chunkChecksums(data: Uint8Array): bigint[] {
   }
   return out;
 }
+
+/** Blocks [first, last] of a file, as the set of PGs holding them (all PGs past a bound). */
+export function pgsOfBlocks(ino: bigint, first: bigint, last: bigint, pgCount: number): number[] {
+  if (last < first) return [];
+  if (last - first + 1n >= BigInt(pgCount) * 4n) return Array.from({ length: pgCount }, (_v, i) => i);
+  const out = new Set<number>();
+  for (let i = first; i <= last; i++) out.add(blockPg(ino, i, pgCount));
+  return [...out].sort((a, b) => a - b);
+}

@@ -1,7 +1,13 @@
 import { pgOfIno } from '@dunix/proto';
 import { keys, pgOfKey } from '../store/keys.js';
 import { prefixEnd, type KvEntry, type KvRangeOptions, type KvWrite } from '../store/kv.js';
-import { decodeRecord, encodeRecord, type DirentRecord, type InodeRecord } from '../store/records.js';
+import {
+  decodeRecord,
+  encodeRecord,
+  type DirentRecord,
+  type InodeRecord,
+  type TrimRecord,
+} from '../store/records.js';
 
 /**
  * What the namespace engine may touch: typed records of any PG, read through
@@ -34,6 +40,9 @@ export interface MetaTxn {
     limit: number,
   ): Promise<{ name: Buffer; rec: DirentRecord }[]>;
   setOrphan(ino: bigint, orphan: boolean): void;
+  /** Records (or clears) block bytes of the inode still to trim on the blocks' PGs. */
+  setTrim(ino: bigint, rec: TrimRecord | undefined): void;
+  getTrim(ino: bigint): Promise<TrimRecord | undefined>;
   /** A fresh inode number in `pg` (never handed out before). */
   allocIno(pg: number): Promise<bigint>;
 }
@@ -168,6 +177,15 @@ export class RecordTxn implements MetaTxn {
     const key = keys.orphan(pgOfIno(ino), ino);
     if (orphan) this.kv.put(key, Buffer.alloc(0));
     else this.kv.del(key);
+  }
+  setTrim(ino: bigint, rec: TrimRecord | undefined): void {
+    const key = keys.trim(pgOfIno(ino), ino);
+    if (rec) this.kv.put(key, encodeRecord(rec));
+    else this.kv.del(key);
+  }
+  async getTrim(ino: bigint): Promise<TrimRecord | undefined> {
+    const v = await this.kv.get(keys.trim(pgOfIno(ino), ino));
+    return v && decodeRecord<TrimRecord>(v);
   }
   allocIno(pg: number): Promise<bigint> {
     return this.alloc(pg);

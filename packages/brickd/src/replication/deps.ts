@@ -37,6 +37,8 @@ export interface ReplicaTransport {
     entriesMax: number,
   ): Promise<LogEntry[]>;
   backfill(brick: string, pg: number, epoch: number, step: BackfillStep): Promise<void>;
+  /** The replica's verified copy of one block, as a SYNC op (no record: it has none). */
+  fetchBlock(brick: string, pg: number, epoch: number, ino: bigint, index: bigint): Promise<BlockOp>;
 }
 
 export type BackfillStep =
@@ -85,4 +87,16 @@ export interface ReplicationDeps {
   placement: PlacementControl;
   lease: LeaseGuard;
   recovery?: RecoveryReporter;
+  /**
+   * Simulation only (test/sim): a deliberately broken protocol, to show that
+   * the simulation's checkers catch it. Never set in brickd.
+   * - 'ack-before-replicas': an append resolves once the local write is done,
+   *   without waiting for the in-sync replicas (the entry is still sent).
+   * - 'accept-lower-epoch': a replica takes entries and promises of any
+   *   epoch, also older than one it promised.
+   * Reaches Replication through BrickDeps.replication (Brick spreads it).
+   */
+  plantedBug?: PlantedBug;
 }
+
+export type PlantedBug = 'ack-before-replicas' | 'accept-lower-epoch';

@@ -1,5 +1,6 @@
 import { FsError, type PgAssignment } from '@dunix/proto';
-import { LogStore } from '../pg/log-store.js';
+import { LogStore, sameRecord } from '../pg/log-store.js';
+import { decodeRecord, type BlockRecord } from '../store/records.js';
 import type { BlockOp, LogEntry, LogPosition } from '../pg/log-entry.js';
 import type { PgState } from '../pg/pg-state.js';
 import { KeyKind, keys, pgOfKey } from '../store/keys.js';
@@ -63,6 +64,15 @@ export class Replication {
         blocks: op.blocks,
       };
       const others = st.isr.filter((b) => b !== this.me);
+      if (this.d.plantedBug === 'ack-before-replicas') {
+        // PLANTED BUG (simulation only): acknowledge before the replicas have the entry.
+        const sends = others.map((b) => this.send(st, b, entry));
+        await this.logs.write(st, entry);
+        this.remember(st, entry);
+        void Promise.allSettled(sends);
+        if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
+        return;
+      }
       const [local, ...remote] = await Promise.allSettled([
         this.logs.write(st, entry),
         ...others.map((b) => this.send(st, b, entry)),
@@ -397,7 +407,8 @@ export class Replication {
 
   /** A primary at `epoch` talks to this copy: older epochs are refused from now on. */
   private promise(st: PgState, epoch: number): void {
-    if (epoch < st.promisedEpoch)
+    // PLANTED BUG (simulation only): 'accept-lower-epoch' skips this check.
+    if (epoch < st.promisedEpoch && this.d.plantedBug !== 'accept-lower-epoch')
       throw new FsError('STALE_EPOCH', `pg ${st.pg}: epoch ${epoch} < promised ${st.promisedEpoch}`);
     if (st.role === 'primary') {
       if (epoch <= st.epoch)
@@ -406,7 +417,7 @@ export class Replication {
       st.role = 'replica';
       st.ready = false;
     }
-    st.promisedEpoch = epoch;
+    st.promisedEpoch = Math.max(st.promisedEpoch, epoch);
   }
 
   /** PgPosition: the log position, after promising `epoch`. */
@@ -423,6 +434,60 @@ export class Replication {
       this.promise(st, epoch);
       if (fromSeq < st.firstSeq) throw new FsError('LOG_GAP', `pg ${st.pg}: log starts at ${st.firstSeq}`);
       return this.readForCatchUp(st, fromSeq, Math.min(max, this.d.knobs.catchUpBatchEntries));
+    });
+  }
+
+  /** FetchBlock: this copy's block, verified against its record. */
+  fetchBlock(st: PgState, epoch: number, ino: bigint, index: bigint): Promise<BlockOp> {
+    return st.appendQueue.run(async () => {
+      this.promise(st, epoch);
+      return this.logs.syncOp(st.pg, ino, index);
+    });
+  }
+
+  /**
+   * Heals a block whose file does not match its record here (a crash in the
+   * middle of an overwrite): an in-sync replica whose copy verifies against
+   * the same record gives its bytes. True when healed.
+   */
+  healBlock(st: PgState, ino: bigint, index: bigint): Promise<boolean> {
+    return st.appendQueue.run(async () => {
+      const mine = await this.logs.blockRecord(keys.block(st.pg, ino, index));
+      if (!mine) return false;
+      for (const b of st.isr) {
+        if (b === this.me) continue;
+        let op: BlockOp;
+        try {
+          op = await this.d.transport.fetchBlock(b, st.pg, st.epoch, ino, index);
+        } catch (err) {
+          this.d.log.warn('replica could not give a block to heal from', {
+            pg: st.pg,
+            brick: b,
+            err: String(err),
+          });
+          continue;
+        }
+        if (!op.record || !op.data || !sameRecord(decodeRecord<BlockRecord>(op.record), mine)) continue;
+        await this.d.blocks.delete(st.pg, ino, index);
+        const rec = await this.d.blocks.write(
+          st.pg,
+          ino,
+          index,
+          0,
+          op.data,
+          undefined,
+          this.d.volume.blockSizeBytes,
+        );
+        assert(sameRecord(rec, mine), `healed block ${ino}/${index} matches its record`);
+        this.d.log.warn('healed a block from a replica', {
+          pg: st.pg,
+          ino: ino.toString(),
+          index: index.toString(),
+          from: b,
+        });
+        return true;
+      }
+      return false;
     });
   }
 

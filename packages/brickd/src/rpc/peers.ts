@@ -74,4 +74,8 @@ export class RemotePeers implements PgEndpoint {
   async reclaim(pg: number, ino: bigint): Promise<void> {
     await this.call(pg, 'Reclaim', { ino: ino.toString() });
   }
+
+  async truncateBlocks(pg: number, ino: bigint, size: bigint): Promise<void> {
+    await this.call(pg, 'TruncateBlocks', { ino: ino.toString(), size: size.toString() });
+  }
 }

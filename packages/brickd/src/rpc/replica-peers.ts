@@ -1,5 +1,11 @@
-import type { Router, wire } from '@dunix/proto';
-import { entryFromWire, entryToWire, type LogEntry, type LogPosition } from '../pg/log-entry.js';
+import { FsError, type Router, type wire } from '@dunix/proto';
+import {
+  entryFromWire,
+  entryToWire,
+  type BlockOp,
+  type LogEntry,
+  type LogPosition,
+} from '../pg/log-entry.js';
 import type { BackfillStep, ReplicaTransport } from '../replication/deps.js';
 import { u64 } from './wire.js';
 
@@ -55,6 +61,17 @@ export class ReplicaPeers implements ReplicaTransport {
       entriesMax,
     });
     return r.entries.map(entryFromWire);
+  }
+
+  async fetchBlock(brick: string, pg: number, epoch: number, ino: bigint, index: bigint): Promise<BlockOp> {
+    const r = await this.call<wire.FetchBlockReply__Output>(brick, 'FetchBlock', pg, epoch, {
+      ino: ino.toString(),
+      index: index.toString(),
+    });
+    if (!r.block) throw new FsError('IO', `FetchBlock from ${brick} returned no block`);
+    const op = entryFromWire({ epoch: '1', seq: '1', requestId: '', kind: '', writes: [], blocks: [r.block] })
+      .blocks[0]!;
+    return op;
   }
 
   async backfill(brick: string, pg: number, epoch: number, step: BackfillStep): Promise<void> {

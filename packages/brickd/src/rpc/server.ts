@@ -178,10 +178,16 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       };
       if (req.atimeHow > 2 || req.mtimeHow > 2)
         throw new FsError('INVALID_ARGUMENT', 'time_how must be 0, 1 or 2');
-      return mutate(routed, 'setattr', async (t) => {
+      const reply = await mutate(routed, 'setattr', async (t) => {
         const r = await brick.engine.setattr(t, cred(req.caller), i, changes);
+        // Bytes past a shrink are dropped by the bricks (the record is in the same entry).
+        if (r.truncatedFrom !== undefined && r.truncatedFrom > r.inode.size)
+          t.setTrim(i, { size: r.inode.size, oldSize: r.truncatedFrom });
         return { ...attrReply(r.inode), truncatedFrom: (r.truncatedFrom ?? 0n).toString() };
       });
+      // Answered once the blocks are trimmed (a retry finds the stored reply and finishes the trim).
+      if (req.setSize) await brick.finishTrim(routed.pg, i);
+      return reply;
     }),
 
     Mknod: unary('Mknod', async (req: wire.MknodRequest__Output) => {
@@ -338,6 +344,8 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Open: unary('Open', async (req: wire.OpenRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const { pg } = route(req.header, pgOfIno(i), false);
+      // A trim left by a crash is finished before anyone writes the file again.
+      await brick.finishTrim(pg, i);
       const r = await brick.read(pg, (t) => brick.engine.open(t, cred(req.caller), i, req.flags));
       return attrReply(r.inode, r.inline);
     }),
@@ -531,6 +539,16 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
         await brick.repl.backfillStep(st, epoch, { step: 'END', base });
       }
       return {};
+    }),
+
+    FetchBlock: unary('FetchBlock', async (req: wire.FetchBlockRequest__Output) => {
+      const { st, epoch } = copyOf(req.header);
+      const i = ino(req.ino, 'ino');
+      const op = await brick.repl.fetchBlock(st, epoch, i, blockIndex(req.index));
+      return {
+        block: entryToWire({ epoch, seq: 1n, requestId: '', kind: '', writes: [], blocks: [op] }, true)
+          .blocks![0],
+      };
     }),
   };
 

@@ -29,6 +29,8 @@ export const KeyKind = {
   orphan: 0x4f, // 'O'
   /** op sequence → op log entry */
   log: 0x4c, // 'L'
+  /** ino → block trim still to finish (TrimRecord): truncate or reclaim of a block file */
+  trim: 0x5a, // 'Z'
 } as const;
 
 function head(pg: number, kind: number, extra: number): Buffer {
@@ -58,6 +60,7 @@ export const keys = {
   inode: (pg: number, ino: bigint) => inoKey(pg, KeyKind.inode, ino),
   inline: (pg: number, ino: bigint) => inoKey(pg, KeyKind.inline, ino),
   orphan: (pg: number, ino: bigint) => inoKey(pg, KeyKind.orphan, ino),
+  trim: (pg: number, ino: bigint) => inoKey(pg, KeyKind.trim, ino),
   dirent: (pg: number, dir: bigint, name: Uint8Array) => inoKey(pg, KeyKind.dirent, dir, name),
   direntPrefix: (pg: number, dir: bigint) => inoKey(pg, KeyKind.dirent, dir),
   cookie(pg: number, dir: bigint, cookie: bigint): Buffer {

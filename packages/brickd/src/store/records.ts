@@ -42,6 +42,16 @@ export interface BlockRecord {
   sums: string[];
 }
 
+/**
+ * Block bytes in [size, oldSize) of an inode that its PG's primary must still
+ * drop on the blocks' PGs (written with the truncate or reclaim that made
+ * them unreachable, removed once every block PG has trimmed).
+ */
+export interface TrimRecord {
+  size: bigint;
+  oldSize: bigint;
+}
+
 export interface PgMetaRecord {
   /** Sequences below this may have been handed out; allocation resumes here after a restart. */
   seqReserved: bigint;
@@ -59,6 +69,7 @@ const BIG_FIELDS = new Set([
   'nextCookie',
   'cookie',
   'seqReserved',
+  'oldSize',
 ]);
 
 export function encodeRecord(rec: object): Buffer {

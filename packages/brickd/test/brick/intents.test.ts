@@ -74,6 +74,7 @@ class Net implements PgEndpoint {
   txStatus = (pg: number, id: string) => this.at(pg).txStatus(pg, id);
   allocIno = (pg: number) => this.at(pg).allocIno(pg);
   reclaim = (pg: number, ino: bigint) => this.at(pg).reclaim(pg, ino);
+  truncateBlocks = (pg: number, ino: bigint, size: bigint) => this.at(pg).truncateBlocks(pg, ino, size);
 }
 
 /** PGs 0..3 on brick A, 4..7 on brick B. */

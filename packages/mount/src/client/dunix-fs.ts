@@ -14,7 +14,7 @@ import type {
 } from '../fuse/filesystem.js';
 import { fuseAttr } from './attrs.js';
 import type { BrickApi } from './brick-api.js';
-import { dataDefaults, FileData, pgsOfBlocks, type DataOptions } from './file-data.js';
+import { dataDefaults, FileData, type DataOptions } from './file-data.js';
 
 export interface DunixFsOptions {
   entryTtlMs: number;
@@ -153,23 +153,10 @@ export class DunixFs implements FileSystem {
       killSuidgid: c.killSuidgid ?? false,
       viaOpenFile: c.fh !== undefined,
     });
-    if (c.size !== undefined) {
-      const from = BigInt(r.truncatedFrom);
-      if (from > c.size) await this.trimBlocks(ino, c.size, from);
-      file?.truncated(c.size);
-    }
+    // Block bytes past a shrink are dropped by the bricks before SetAttr answers.
+    if (c.size !== undefined) file?.truncated(c.size);
     file?.refresh(r.attr!);
     return { attr: fuseAttr(r.attr!, file?.size), attrTtlMs: this.o.attrTtlMs };
-  }
-
-  /** Drops block bytes in [size, oldSize) on every PG that may hold them. */
-  private async trimBlocks(ino: bigint, size: bigint, oldSize: bigint): Promise<void> {
-    const bs = BigInt(this.api.config.blockSizeBytes);
-    const last = (oldSize + bs - 1n) / bs - 1n;
-    const pgs = pgsOfBlocks(ino, size / bs, last, this.api.pgCount);
-    await Promise.all(
-      pgs.map((pg) => this.api.read(pg, 'TruncateBlocks', { ino: ino.toString(), size: size.toString() })),
-    );
   }
 
   async readlink(_caller: Caller, ino: bigint): Promise<Buffer> {
@@ -218,7 +205,7 @@ export class DunixFs implements FileSystem {
       parent: parent.toString(),
       name,
     });
-    if (r.nlink === 0) this.lastLinkGone(BigInt(r.ino), BigInt(r.size));
+    if (r.nlink === 0) this.lastLinkGone(BigInt(r.ino));
   }
 
   async rmdir(caller: Caller, parent: bigint, name: Buffer): Promise<void> {
@@ -247,23 +234,22 @@ export class DunixFs implements FileSystem {
       noReplace: flags.noReplace,
       exchange: flags.exchange,
     });
-    if (r.replacedIno !== '0' && r.replacedNlink === 0)
-      this.lastLinkGone(BigInt(r.replacedIno), BigInt(r.replacedSize));
+    if (r.replacedIno !== '0' && r.replacedNlink === 0) this.lastLinkGone(BigInt(r.replacedIno));
   }
 
   /** An inode lost its last name: reclaim it now, or at the last close if it is open here. */
-  private lastLinkGone(ino: bigint, size: bigint): void {
+  private lastLinkGone(ino: bigint): void {
     const file = this.files.get(ino);
     if (file) {
-      file.reclaimOnClose = { size };
+      file.reclaimOnClose = true;
       return;
     }
-    void this.reclaim(ino, size);
+    void this.reclaim(ino);
   }
 
-  private async reclaim(ino: bigint, size: bigint): Promise<void> {
+  /** The inode's PG deletes it and trims its blocks (recorded in its log, finished by the bricks). */
+  private async reclaim(ino: bigint): Promise<void> {
     try {
-      if (size > 0n) await this.trimBlocks(ino, 0n, size);
       await this.api.read(pgOfIno(ino), 'Reclaim', { ino: ino.toString() });
     } catch (err) {
       this.log.warn('reclaim failed; the inode stays an orphan', { ino, err: String(err) });
@@ -380,8 +366,8 @@ export class DunixFs implements FileSystem {
       file.opens--;
       if (file.opens === 0) {
         this.files.delete(ino);
-        if (file.reclaimOnClose)
-          void this.reclaim(ino, file.size > file.reclaimOnClose.size ? file.size : file.reclaimOnClose.size);
+        // The flush above published the size, so the brick trims every block written here.
+        if (file.reclaimOnClose) void this.reclaim(ino);
       }
     }
   }

@@ -20,15 +20,6 @@ interface DirtyBlock {
   end: number;
 }
 
-/** Blocks [first, last] of a file, as the set of PGs holding them (all PGs past a bound). */
-export function pgsOfBlocks(ino: bigint, first: bigint, last: bigint, pgCount: number): number[] {
-  if (last < first) return [];
-  if (last - first + 1n >= BigInt(pgCount) * 4n) return Array.from({ length: pgCount }, (_v, i) => i);
-  const out = new Set<number>();
-  for (let i = first; i <= last; i++) out.add(blockPg(ino, i, pgCount));
-  return [...out];
-}
-
 /**
  * One file's data as this client sees it while it is open: the attributes
  * from open (close-to-open consistency), inline content for small files, and
@@ -54,7 +45,8 @@ export class FileData {
   private readonly inflight = new Set<Promise<void>>();
   private error: FsError | undefined;
   opens = 0;
-  reclaimOnClose: { size: bigint } | undefined;
+  /** The last name went while open here: reclaim the inode at the last close. */
+  reclaimOnClose = false;
 
   constructor(
     readonly ino: bigint,

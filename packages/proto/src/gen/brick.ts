@@ -17,6 +17,8 @@ import type { Dirent as _dunix_v1_Dirent, Dirent__Output as _dunix_v1_Dirent__Ou
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from './dunix/v1/Empty.js';
 import type { EntryReply as _dunix_v1_EntryReply, EntryReply__Output as _dunix_v1_EntryReply__Output } from './dunix/v1/EntryReply.js';
 import type { ExtendRequest as _dunix_v1_ExtendRequest, ExtendRequest__Output as _dunix_v1_ExtendRequest__Output } from './dunix/v1/ExtendRequest.js';
+import type { FetchBlockReply as _dunix_v1_FetchBlockReply, FetchBlockReply__Output as _dunix_v1_FetchBlockReply__Output } from './dunix/v1/FetchBlockReply.js';
+import type { FetchBlockRequest as _dunix_v1_FetchBlockRequest, FetchBlockRequest__Output as _dunix_v1_FetchBlockRequest__Output } from './dunix/v1/FetchBlockRequest.js';
 import type { FetchLogReply as _dunix_v1_FetchLogReply, FetchLogReply__Output as _dunix_v1_FetchLogReply__Output } from './dunix/v1/FetchLogReply.js';
 import type { FetchLogRequest as _dunix_v1_FetchLogRequest, FetchLogRequest__Output as _dunix_v1_FetchLogRequest__Output } from './dunix/v1/FetchLogRequest.js';
 import type { GetAttrRequest as _dunix_v1_GetAttrRequest, GetAttrRequest__Output as _dunix_v1_GetAttrRequest__Output } from './dunix/v1/GetAttrRequest.js';
@@ -86,6 +88,8 @@ export interface ProtoGrpcType {
       Empty: MessageTypeDefinition<_dunix_v1_Empty, _dunix_v1_Empty__Output>
       EntryReply: MessageTypeDefinition<_dunix_v1_EntryReply, _dunix_v1_EntryReply__Output>
       ExtendRequest: MessageTypeDefinition<_dunix_v1_ExtendRequest, _dunix_v1_ExtendRequest__Output>
+      FetchBlockReply: MessageTypeDefinition<_dunix_v1_FetchBlockReply, _dunix_v1_FetchBlockReply__Output>
+      FetchBlockRequest: MessageTypeDefinition<_dunix_v1_FetchBlockRequest, _dunix_v1_FetchBlockRequest__Output>
       FetchLogReply: MessageTypeDefinition<_dunix_v1_FetchLogReply, _dunix_v1_FetchLogReply__Output>
       FetchLogRequest: MessageTypeDefinition<_dunix_v1_FetchLogRequest, _dunix_v1_FetchLogRequest__Output>
       GetAttrRequest: MessageTypeDefinition<_dunix_v1_GetAttrRequest, _dunix_v1_GetAttrRequest__Output>

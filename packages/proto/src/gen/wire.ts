@@ -13,6 +13,8 @@ export type { Dirent, Dirent__Output } from './dunix/v1/Dirent.js';
 export type { Empty, Empty__Output } from './dunix/v1/Empty.js';
 export type { EntryReply, EntryReply__Output } from './dunix/v1/EntryReply.js';
 export type { ExtendRequest, ExtendRequest__Output } from './dunix/v1/ExtendRequest.js';
+export type { FetchBlockReply, FetchBlockReply__Output } from './dunix/v1/FetchBlockReply.js';
+export type { FetchBlockRequest, FetchBlockRequest__Output } from './dunix/v1/FetchBlockRequest.js';
 export type { FetchLogReply, FetchLogReply__Output } from './dunix/v1/FetchLogReply.js';
 export type { FetchLogRequest, FetchLogRequest__Output } from './dunix/v1/FetchLogRequest.js';
 export type { GetAttrRequest, GetAttrRequest__Output } from './dunix/v1/GetAttrRequest.js';

@@ -12,6 +12,8 @@ import type { ConvertInlineRequest as _dunix_v1_ConvertInlineRequest, ConvertInl
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from '../../dunix/v1/Empty.js';
 import type { EntryReply as _dunix_v1_EntryReply, EntryReply__Output as _dunix_v1_EntryReply__Output } from '../../dunix/v1/EntryReply.js';
 import type { ExtendRequest as _dunix_v1_ExtendRequest, ExtendRequest__Output as _dunix_v1_ExtendRequest__Output } from '../../dunix/v1/ExtendRequest.js';
+import type { FetchBlockReply as _dunix_v1_FetchBlockReply, FetchBlockReply__Output as _dunix_v1_FetchBlockReply__Output } from '../../dunix/v1/FetchBlockReply.js';
+import type { FetchBlockRequest as _dunix_v1_FetchBlockRequest, FetchBlockRequest__Output as _dunix_v1_FetchBlockRequest__Output } from '../../dunix/v1/FetchBlockRequest.js';
 import type { FetchLogReply as _dunix_v1_FetchLogReply, FetchLogReply__Output as _dunix_v1_FetchLogReply__Output } from '../../dunix/v1/FetchLogReply.js';
 import type { FetchLogRequest as _dunix_v1_FetchLogRequest, FetchLogRequest__Output as _dunix_v1_FetchLogRequest__Output } from '../../dunix/v1/FetchLogRequest.js';
 import type { GetAttrRequest as _dunix_v1_GetAttrRequest, GetAttrRequest__Output as _dunix_v1_GetAttrRequest__Output } from '../../dunix/v1/GetAttrRequest.js';
@@ -100,6 +102,15 @@ export interface BrickClient extends grpc.Client {
   extend(argument: _dunix_v1_ExtendRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   extend(argument: _dunix_v1_ExtendRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   extend(argument: _dunix_v1_ExtendRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  
+  FetchBlock(argument: _dunix_v1_FetchBlockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
+  FetchBlock(argument: _dunix_v1_FetchBlockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
+  FetchBlock(argument: _dunix_v1_FetchBlockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
+  FetchBlock(argument: _dunix_v1_FetchBlockRequest, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
+  fetchBlock(argument: _dunix_v1_FetchBlockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
+  fetchBlock(argument: _dunix_v1_FetchBlockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
+  fetchBlock(argument: _dunix_v1_FetchBlockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
+  fetchBlock(argument: _dunix_v1_FetchBlockRequest, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
   
   FetchLog(argument: _dunix_v1_FetchLogRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
   FetchLog(argument: _dunix_v1_FetchLogRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_FetchLogReply__Output>): grpc.ClientUnaryCall;
@@ -393,6 +404,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   Extend: grpc.handleUnaryCall<_dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply>;
   
+  FetchBlock: grpc.handleUnaryCall<_dunix_v1_FetchBlockRequest__Output, _dunix_v1_FetchBlockReply>;
+  
   FetchLog: grpc.handleUnaryCall<_dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply>;
   
   GetAttr: grpc.handleUnaryCall<_dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply>;
@@ -463,6 +476,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   BrickStatus: MethodDefinition<_dunix_v1_Empty, _dunix_v1_BrickStatusReply, _dunix_v1_Empty__Output, _dunix_v1_BrickStatusReply__Output>
   ConvertInline: MethodDefinition<_dunix_v1_ConvertInlineRequest, _dunix_v1_AttrReply, _dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply__Output>
   Extend: MethodDefinition<_dunix_v1_ExtendRequest, _dunix_v1_AttrReply, _dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply__Output>
+  FetchBlock: MethodDefinition<_dunix_v1_FetchBlockRequest, _dunix_v1_FetchBlockReply, _dunix_v1_FetchBlockRequest__Output, _dunix_v1_FetchBlockReply__Output>
   FetchLog: MethodDefinition<_dunix_v1_FetchLogRequest, _dunix_v1_FetchLogReply, _dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply__Output>
   GetAttr: MethodDefinition<_dunix_v1_GetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply__Output>
   GetXattr: MethodDefinition<_dunix_v1_GetXattrRequest, _dunix_v1_GetXattrReply, _dunix_v1_GetXattrRequest__Output, _dunix_v1_GetXattrReply__Output>
