@@ -111,11 +111,14 @@ export class EtcdKv implements KvBackend {
     await this.txn([], [p]);
   }
 
-  async txn(compares: KvCompare[], puts: KvPut[]): Promise<boolean> {
-    const ops = puts.map((p) => {
-      const b = this.client.put(p.key).value(p.value);
-      return p.lease !== undefined ? b.lease(p.lease) : b;
-    });
+  async txn(compares: KvCompare[], puts: KvPut[], deletes: string[] = []): Promise<boolean> {
+    const ops = [
+      ...deletes.map((k) => this.client.delete().key(k)),
+      ...puts.map((p) => {
+        const b = this.client.put(p.key).value(p.value);
+        return p.lease !== undefined ? b.lease(p.lease) : b;
+      }),
+    ];
     if (compares.length === 0) {
       // etcd needs a compare in a builder txn; this one always holds.
       const res = await this.call(
@@ -160,24 +163,36 @@ export class EtcdKv implements KvBackend {
   async revokeLease(lease: string): Promise<void> {
     const l = this.leases.get(lease);
     this.leases.delete(lease);
-    if (l) await this.call(l.revoke(), 'lease revoke');
+    if (l) {
+      await this.call(l.revoke(), 'lease revoke');
+      return;
+    }
+    // Another session's lease (a brick found dead): revoked by id.
+    try {
+      await this.call(this.client.leaseClient.leaseRevoke({ ID: lease }), 'lease revoke');
+    } catch (e) {
+      if (!(e instanceof EtcdLeaseInvalidError)) throw e;
+    }
   }
 
-  async watchPrefix(prefix: string, onEvent: () => void): Promise<() => Promise<void>> {
+  async watchPrefix(
+    prefix: string,
+    onEvent: (changed: string[] | undefined) => void,
+  ): Promise<() => Promise<void>> {
     const watcher = await this.call(this.client.watch().prefix(prefix).create(), 'watch');
     let connectedOnce = false;
     watcher
-      .on('put', () => onEvent())
-      .on('delete', () => onEvent())
+      .on('put', (kv) => onEvent([kv.key.toString()]))
+      .on('delete', (kv) => onEvent([kv.key.toString()]))
       .on('connected', () => {
         // After a reconnect the watch resumes, but a compaction may have hidden changes: re-read.
-        if (connectedOnce) onEvent();
+        if (connectedOnce) onEvent(undefined);
         connectedOnce = true;
       })
       .on('disconnected', (err) => this.log.warn('etcd watch disconnected; reconnecting', { prefix, err }))
       .on('error', (err) => {
         this.log.warn('etcd watch error', { prefix, err });
-        onEvent();
+        onEvent(undefined);
       });
     return async () => {
       await watcher.cancel().catch(() => undefined);

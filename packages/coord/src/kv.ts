@@ -40,17 +40,19 @@ export interface KvBackend {
   /** The smallest key >= `from` that starts with `prefix`, or undefined. */
   next(from: string, prefix: string): Promise<string | undefined>;
   put(p: KvPut): Promise<void>;
-  /** All puts if every compare holds, else nothing; true when applied. */
-  txn(compares: KvCompare[], puts: KvPut[]): Promise<boolean>;
+  /** All puts and deletes if every compare holds, else nothing; true when applied. */
+  txn(compares: KvCompare[], puts: KvPut[], deletes?: string[]): Promise<boolean>;
   grantLease(ttlMs: number): Promise<string>;
   /** Renews the lease; false when the store no longer has it (expired or revoked). */
   keepalive(lease: string, timeoutMs: number): Promise<boolean>;
+  /** Ends the lease and deletes its keys; any session's lease, and a no-op for one already gone. */
   revokeLease(lease: string): Promise<void>;
   /**
-   * Calls `onEvent` after any change under `prefix` (and after the watch
-   * reconnects, when changes may have been missed). Resolves once the watch
-   * is established; the returned function cancels it.
+   * Calls `onEvent` with the changed keys after any change under `prefix`,
+   * or with undefined after the watch reconnects (changes may have been
+   * missed). Resolves once the watch is established; the returned function
+   * cancels it.
    */
-  watchPrefix(prefix: string, onEvent: () => void): Promise<() => Promise<void>>;
+  watchPrefix(prefix: string, onEvent: (changed: string[] | undefined) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }

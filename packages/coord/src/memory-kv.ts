@@ -1,5 +1,5 @@
 import { FsError } from '@dunix/proto';
-import { type Clock, realClock } from './coordinator.js';
+import { type Clock, realClock } from './clock.js';
 import type { KvBackend, KvCompare, KvEntry, KvPut, KvRange } from './kv.js';
 
 interface StoredLease {
@@ -22,7 +22,7 @@ export class MemoryKv implements KvBackend {
     { value: string; modRevision: number; lease: string | undefined }
   >();
   private readonly leases = new Map<string, StoredLease>();
-  private readonly watchers = new Set<{ prefix: string; fn: () => void }>();
+  private readonly watchers = new Set<{ prefix: string; fn: (changed: string[] | undefined) => void }>();
   private revision = 1;
   private nextLease = 0x7a11;
   private available = true;
@@ -69,20 +69,27 @@ export class MemoryKv implements KvBackend {
     await this.txn([], [p]);
   }
 
-  async txn(compares: KvCompare[], puts: KvPut[]): Promise<boolean> {
+  async txn(compares: KvCompare[], puts: KvPut[], deletes: string[] = []): Promise<boolean> {
     this.check();
     for (const c of compares) if ((this.data.get(c.key)?.modRevision ?? 0) !== c.modRevision) return false;
     for (const p of puts)
       if (p.lease !== undefined && !this.leases.has(p.lease))
         throw new FsError('NOT_FOUND', `lease ${p.lease}`);
+    const gone = deletes.filter((k) => this.data.has(k));
+    if (puts.length === 0 && gone.length === 0) return true;
     this.revision++;
+    for (const k of gone) {
+      const old = this.data.get(k)!;
+      if (old.lease !== undefined) this.leases.get(old.lease)?.keys.delete(k);
+      this.data.delete(k);
+    }
     for (const p of puts) {
       const old = this.data.get(p.key);
       if (old?.lease !== undefined) this.leases.get(old.lease)?.keys.delete(p.key);
       this.data.set(p.key, { value: p.value, modRevision: this.revision, lease: p.lease });
       if (p.lease !== undefined) this.leases.get(p.lease)!.keys.add(p.key);
     }
-    this.notify(puts.map((p) => p.key));
+    this.notify([...gone, ...puts.map((p) => p.key)]);
     return true;
   }
 
@@ -131,7 +138,10 @@ export class MemoryKv implements KvBackend {
     return this.data.get(key)?.lease;
   }
 
-  async watchPrefix(prefix: string, onEvent: () => void): Promise<() => Promise<void>> {
+  async watchPrefix(
+    prefix: string,
+    onEvent: (changed: string[] | undefined) => void,
+  ): Promise<() => Promise<void>> {
     this.check();
     const w = { prefix, fn: onEvent };
     this.watchers.add(w);
@@ -142,7 +152,8 @@ export class MemoryKv implements KvBackend {
 
   private notify(changed: string[]): void {
     for (const w of this.watchers) {
-      if (changed.some((k) => k.startsWith(w.prefix))) queueMicrotask(() => this.watchers.has(w) && w.fn());
+      const mine = changed.filter((k) => k.startsWith(w.prefix));
+      if (mine.length) queueMicrotask(() => this.watchers.has(w) && w.fn(mine));
     }
   }
 
