@@ -10,10 +10,21 @@ import {
   VOLUME_NAME_RE,
   volumeDefaults,
   type VolumeConfig,
+  PG_COUNT_MAX,
 } from '@dunix/proto';
-import { type CoordinatorKnobs, validateCoordinatorKnobs, validateLeaseTtl } from './knobs.js';
-import { keys, parseVolumeKey, volumeOfConfigKey } from './keys.js';
-import type { KvBackend, KvEntry } from './kv.js';
+import { type Clock, realClock } from './clock.js';
+import { type Campaign, type ElectionState, KvCampaign, parseControllerRecord } from './election.js';
+import { HeldLease, type LeaseHealth } from './held-lease.js';
+import {
+  type CoordinatorKnobs,
+  validateCampaignTtl,
+  validateCoordinatorKnobs,
+  validateLeaseTtl,
+} from './knobs.js';
+import { keys, parseVolumeKey, SNAPSHOT_KEY_KINDS, volumeOfConfigKey } from './keys.js';
+import type { KvBackend, KvCompare, KvEntry } from './kv.js';
+
+export { type Clock, realClock } from './clock.js';
 
 /** A brick's persistent registration in a volume. */
 export interface BrickInfo {
@@ -45,6 +56,51 @@ export interface VolumeSnapshot {
 }
 
 export type Unsubscribe = () => Promise<void>;
+
+/** One compare-and-swap of Coordinator.updatePlacements. */
+export interface PlacementUpdate {
+  pg: number;
+  /** The epoch the change was decided at; the PG gets expectedEpoch + 1. */
+  expectedEpoch: number;
+  bricks: string[];
+  /** Default: every brick. */
+  isr?: string[];
+}
+
+export type PlacementUpdateResult =
+  | { pg: number; applied: true; assignment: PgAssignment }
+  /** The PG was at `epoch`, not the expected one: nothing written for it. */
+  | { pg: number; applied: false; epoch: number };
+
+/** A report that a brick may be dead (Coordinator.reportSuspect). */
+export interface Suspect {
+  brickId: string;
+  /** Store revision of the report: a repeated report has a higher one. */
+  revision: number;
+}
+
+/**
+ * How far a replica of a PG is from rejoining the in-sync set, as reported
+ * by the brick doing the work.
+ */
+export interface RecoveryProgress {
+  pg: number;
+  /** The replica being caught up. */
+  brick: string;
+  /** 'log': replaying the primary's log; 'backfill': copying the PG's keys and block files. */
+  mode: 'log' | 'backfill';
+  opsLeft: number;
+  bytesLeft: number;
+  /** Recent progress: ops per second in 'log' mode, bytes per second in 'backfill' mode. */
+  ratePerS: number;
+  /** Reporter's clock when this catch-up started. */
+  startedAtMs: number;
+}
+
+export interface RecoveryReport extends RecoveryProgress {
+  /** The brick that reported it (its lease carries the report). */
+  reporter: string;
+}
 
 /**
  * The control plane as seen by bricks, clients and the admin CLI. Two
@@ -101,24 +157,73 @@ export interface Coordinator {
     bricks: string[],
     isr?: string[],
   ): Promise<PgAssignment>;
-}
+  /**
+   * Many updatePlacement compare-and-swaps in few transactions (up to
+   * knobs.placementBatchMax PGs each): each update is applied exactly when
+   * its PG is at its expected epoch; the others come back with the epoch
+   * found, unwritten. Results in the order of `updates`. INVALID_ARGUMENT
+   * for the whole call (nothing written) if any update is malformed or a
+   * PG appears twice.
+   */
+  updatePlacements(volume: string, updates: PlacementUpdate[]): Promise<PlacementUpdateResult[]>;
+  /** The volume's snapshot, read now (what watchVolume delivers). */
+  getSnapshot(volume: string): Promise<VolumeSnapshot>;
 
-/** Timers, injectable so a simulation can drive them. */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
+  /**
+   * Lease health of a brick registered through this coordinator (undefined
+   * for any other), for fencing: see LeaseHealth and leaseFenced(). A
+   * primary must stop acknowledging while leaseFenced(health, clock.now(),
+   * margin) holds. Synchronous and cheap: call it per acknowledgement.
+   */
+  leaseHealth(volume: string, brickId: string): LeaseHealth | undefined;
 
-export const realClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref?.();
-    return t;
-  },
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-};
+  /**
+   * Joins the election of the volume's controller as `candidateId` (a brick
+   * id): exactly one candidate leads at a time, through a key bound to an
+   * election lease this coordinator keeps alive (leaseTtlMs, default
+   * knobs.leaseTtlMs). When the leader's lease ends (crash, revoke,
+   * resign), another candidate wins within moments of the key going.
+   * `onChange` hears every change of leadership or leader; the first
+   * attempt is settled before campaign() resolves. stop() resigns.
+   */
+  campaign(
+    volume: string,
+    candidateId: string,
+    onChange: (state: ElectionState) => void,
+    leaseTtlMs?: number,
+  ): Promise<Campaign>;
+  /** Id of the candidate holding the controller key, or undefined. */
+  getController(volume: string): Promise<string | undefined>;
+
+  /**
+   * Reports that a brick may be dead (a connection to it was refused). The
+   * report lives for knobs.suspectTtlMs; the leading controller probes the
+   * brick and, if its process is gone, expires its lease at once. A session
+   * sends the same report at most once per half that TTL.
+   */
+  reportSuspect(volume: string, brickId: string): Promise<void>;
+  /** Like watchVolume, for the volume's current suspect reports (sorted by brick id). */
+  watchSuspects(volume: string, onChange: (suspects: Suspect[]) => void): Promise<Unsubscribe>;
+  /**
+   * Declares a brick dead now: revokes the lease of its alive key (with
+   * every key bound to it) and, if the brick leads the controller election,
+   * that of the controller key. With `address`, only when the alive record
+   * still names that address (a brick restarted elsewhere is left alone).
+   * True if a lease was revoked.
+   */
+  expireBrick(volume: string, brickId: string, address?: string): Promise<boolean>;
+
+  /**
+   * Publishes recovery progress of (pg, brick) under the lease of
+   * `reporter`, a brick registered through this coordinator, so the report
+   * disappears with the reporter. Repeated calls replace it.
+   */
+  reportRecovery(volume: string, reporter: string, progress: RecoveryProgress): Promise<void>;
+  /** Removes the recovery report of (pg, brick), if any (the replica rejoined, or recovery stopped). */
+  clearRecovery(volume: string, pg: number, brick: string): Promise<void>;
+  /** Current recovery reports, sorted by pg then brick. */
+  listRecovery(volume: string): Promise<RecoveryReport[]>;
+}
 
 export const BRICK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const ADDRESS_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})$/;
@@ -201,7 +306,8 @@ function checkAssignment(a: PgAssignment): PgAssignment {
     !a.bricks.every((b) => typeof b === 'string') ||
     !Number.isInteger(a.epoch) ||
     a.epoch < 1 ||
-    (a.isr !== undefined && (!Array.isArray(a.isr) || !a.isr.every((b) => a.bricks.includes(b))))
+    (a.isr !== undefined &&
+      (!Array.isArray(a.isr) || !a.isr.every((b) => a.bricks.includes(b)) || !a.isr.includes(a.bricks[0]!)))
   ) {
     throw new Error('not a PgAssignment');
   }
@@ -220,13 +326,88 @@ function pickBrickInfo(b: BrickInfo): BrickInfo {
   };
 }
 
+function checkRecovery(p: RecoveryProgress): RecoveryProgress {
+  const problems: string[] = [];
+  if (typeof p !== 'object' || p === null)
+    throw new FsError('INVALID_ARGUMENT', 'recovery progress is not an object');
+  if (!Number.isInteger(p.pg) || p.pg < 0 || p.pg >= PG_COUNT_MAX) problems.push(`pg ${p.pg}`);
+  if (typeof p.brick !== 'string' || !BRICK_ID_RE.test(p.brick))
+    problems.push(`brick ${JSON.stringify(p.brick)}`);
+  if (p.mode !== 'log' && p.mode !== 'backfill') problems.push(`mode ${JSON.stringify(p.mode)}`);
+  for (const f of ['opsLeft', 'bytesLeft', 'ratePerS'] as const) {
+    if (typeof p[f] !== 'number' || !Number.isFinite(p[f]) || p[f] < 0) problems.push(`${f} ${p[f]}`);
+  }
+  if (typeof p.startedAtMs !== 'number' || !Number.isFinite(p.startedAtMs))
+    problems.push(`startedAtMs ${p.startedAtMs}`);
+  if (problems.length) throw new FsError('INVALID_ARGUMENT', `recovery progress: bad ${problems.join(', ')}`);
+  return {
+    pg: p.pg,
+    brick: p.brick,
+    mode: p.mode,
+    opsLeft: p.opsLeft,
+    bytesLeft: p.bytesLeft,
+    ratePerS: p.ratePerS,
+    startedAtMs: p.startedAtMs,
+  };
+}
+
+function checkRecoveryReport(r: RecoveryReport): RecoveryReport {
+  if (typeof r.reporter !== 'string') throw new Error('not a recovery report');
+  return { ...checkRecovery(r), reporter: r.reporter };
+}
+
+function byId(x: string, y: string): number {
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** A validated update as the assignment it writes; INVALID_ARGUMENT otherwise. */
+function checkedUpdate(
+  volume: string,
+  config: VolumeConfig,
+  members: ReadonlySet<string>,
+  u: PlacementUpdate,
+): PgAssignment {
+  if (typeof u !== 'object' || u === null) throw new FsError('INVALID_ARGUMENT', 'update is not an object');
+  const { pg, expectedEpoch, bricks } = u;
+  const isr = u.isr ?? bricks;
+  if (!Number.isInteger(pg) || pg < 0 || pg >= config.pgCount) {
+    throw new FsError('INVALID_ARGUMENT', `pg ${pg} is not in 0..${config.pgCount - 1}`);
+  }
+  if (!Number.isInteger(expectedEpoch) || expectedEpoch < 1) {
+    throw new FsError('INVALID_ARGUMENT', `expected epoch ${expectedEpoch} must be an integer >= 1`);
+  }
+  if (
+    !Array.isArray(bricks) ||
+    bricks.length < 1 ||
+    bricks.length > config.replicas ||
+    new Set(bricks).size !== bricks.length
+  ) {
+    throw new FsError(
+      'INVALID_ARGUMENT',
+      `pg ${pg} needs 1..${config.replicas} distinct bricks, got ${JSON.stringify(bricks)}`,
+    );
+  }
+  if (
+    !Array.isArray(isr) ||
+    new Set(isr).size !== isr.length ||
+    !isr.includes(bricks[0]!) ||
+    !isr.every((b) => bricks.includes(b))
+  ) {
+    throw new FsError(
+      'INVALID_ARGUMENT',
+      `pg ${pg}: in-sync set ${JSON.stringify(isr)} must hold the primary and only its bricks`,
+    );
+  }
+  const strangers = bricks.filter((b) => !members.has(b));
+  if (strangers.length)
+    throw new FsError('INVALID_ARGUMENT', `not members of ${volume}: ${strangers.join(', ')}`);
+  return { pg, bricks: [...bricks], isr: [...isr], epoch: expectedEpoch + 1 };
+}
+
 interface Registration {
   volume: string;
   info: BrickInfo;
-  ttlMs: number;
-  lease: string;
-  timer: unknown;
-  cancelled: boolean;
+  held: HeldLease;
 }
 
 interface Watch {
@@ -252,6 +433,9 @@ export abstract class KvCoordinator implements Coordinator {
   private stopping: Promise<void> | undefined;
   private readonly registrations = new Map<string, Registration>();
   private readonly watches = new Set<Watch>();
+  private readonly campaigns = new Set<KvCampaign>();
+  /** Last suspect report per volume/brick sent by this session (clock ms), for de-duplication. */
+  private readonly suspectsSent = new Map<string, number>();
 
   protected constructor(
     protected readonly kv: KvBackend,
@@ -301,13 +485,16 @@ export abstract class KvCoordinator implements Coordinator {
     const watches = [...this.watches];
     this.watches.clear();
     await Promise.all(watches.map((w) => w.cancel().catch(() => undefined)));
+    const campaigns = [...this.campaigns];
+    this.campaigns.clear();
+    await Promise.all(campaigns.map((c) => (revoke && wasStarted ? c.resign() : c.abandon())));
     const regs = [...this.registrations.values()];
     this.registrations.clear();
-    for (const r of regs) this.cancelRegistration(r);
+    for (const r of regs) r.held.cancel();
     if (revoke && wasStarted) {
       await Promise.all(
         regs.map((r) =>
-          this.kv.revokeLease(r.lease).catch((e: unknown) => {
+          this.kv.revokeLease(r.held.lease).catch((e: unknown) => {
             this.log.warn('lease revoke failed; it will expire', {
               volume: r.volume,
               brick: r.info.id,
@@ -406,13 +593,13 @@ export abstract class KvCoordinator implements Coordinator {
     const old = this.registrations.get(id);
     if (old) {
       this.registrations.delete(id);
-      this.cancelRegistration(old);
-      await this.kv.revokeLease(old.lease).catch(() => undefined);
+      old.held.cancel();
+      await this.kv.revokeLease(old.held.lease).catch(() => undefined);
     }
+    const sentAt = this.clock.now();
     const lease = await this.kv.grantLease(leaseTtlMs);
-    const r: Registration = { volume, info: b, ttlMs: leaseTtlMs, lease, timer: undefined, cancelled: false };
     try {
-      await this.writeRegistration(r);
+      await this.writeRegistration(volume, b, lease);
     } catch (e) {
       await this.kv.revokeLease(lease).catch(() => undefined);
       throw e;
@@ -421,73 +608,38 @@ export abstract class KvCoordinator implements Coordinator {
       await this.kv.revokeLease(lease).catch(() => undefined);
       throw new Error('coordinator stopped during registerBrick');
     }
-    this.registrations.set(id, r);
-    this.scheduleKeepalive(r, this.knobs.keepaliveIntervalMs);
+    const held = new HeldLease(
+      this.kv,
+      this.clock,
+      this.log,
+      this.knobs,
+      leaseTtlMs,
+      lease,
+      sentAt,
+      { volume, brick: b.id },
+      { bind: (l) => this.writeRegistration(volume, b, l) },
+    );
+    this.registrations.set(id, { volume, info: b, held });
     this.log.info('brick registered', { volume, brick: b.id, address: b.address, lease, leaseTtlMs });
   }
 
-  private writeRegistration(r: Registration): Promise<boolean> {
+  private async writeRegistration(volume: string, info: BrickInfo, lease: string): Promise<void> {
     // Member record and alive key in one transaction: no reader sees a live brick without its record.
-    return this.kv.txn(
+    await this.kv.txn(
       [],
       [
-        { key: keys.member(r.volume, r.info.id), value: JSON.stringify(r.info) },
+        { key: keys.member(volume, info.id), value: JSON.stringify(info) },
         {
-          key: keys.alive(r.volume, r.info.id),
-          value: JSON.stringify({ address: r.info.address, sinceMs: this.clock.now() }),
-          lease: r.lease,
+          key: keys.alive(volume, info.id),
+          value: JSON.stringify({ address: info.address, sinceMs: this.clock.now() }),
+          lease,
         },
       ],
     );
   }
 
-  private cancelRegistration(r: Registration): void {
-    r.cancelled = true;
-    if (r.timer !== undefined) this.clock.clearTimeout(r.timer);
-    r.timer = undefined;
-  }
-
-  private scheduleKeepalive(r: Registration, ms: number): void {
-    if (r.cancelled) return;
-    r.timer = this.clock.setTimeout(() => {
-      r.timer = undefined;
-      void this.keepaliveOnce(r);
-    }, ms);
-  }
-
-  /** One keepalive; on a lost lease, grant a new one and write both keys again. Never throws. */
-  private async keepaliveOnce(r: Registration): Promise<void> {
-    const ctx = { volume: r.volume, brick: r.info.id };
-    let alive: boolean;
-    try {
-      alive = await this.kv.keepalive(r.lease, Math.min(this.knobs.rpcTimeoutMs, Math.floor(r.ttlMs / 3)));
-    } catch (e) {
-      if (!r.cancelled) this.log.warn('lease keepalive failed; retrying', { ...ctx, err: e });
-      this.scheduleKeepalive(r, this.knobs.keepaliveIntervalMs);
-      return;
-    }
-    if (r.cancelled) return;
-    if (alive) {
-      this.scheduleKeepalive(r, this.knobs.keepaliveIntervalMs);
-      return;
-    }
-    this.log.warn('brick lease lost; granting a new one', { ...ctx, lease: r.lease });
-    try {
-      const lease = await this.kv.grantLease(r.ttlMs);
-      if (r.cancelled) {
-        await this.kv.revokeLease(lease).catch(() => undefined);
-        return;
-      }
-      r.lease = lease;
-      await this.writeRegistration(r);
-      this.log.info('brick re-registered', { ...ctx, lease });
-      this.scheduleKeepalive(r, this.knobs.keepaliveIntervalMs);
-    } catch (e) {
-      if (r.cancelled) return;
-      this.log.warn('lease re-grant failed; retrying', { ...ctx, err: e });
-      // The next keepalive of the (possibly new, unwritten) lease decides again.
-      this.scheduleKeepalive(r, this.knobs.regrantRetryMs);
-    }
+  leaseHealth(volume: string, brickId: string): LeaseHealth | undefined {
+    return this.registrations.get(`${volume}/${brickId}`)?.held.health();
   }
 
   async listBricks(volume: string): Promise<BrickStatus[]> {
@@ -500,6 +652,11 @@ export abstract class KvCoordinator implements Coordinator {
     const snap = await this.readSnapshot(validateVolumeName(volume));
     if (!snap.config) throw new FsError('NOT_FOUND', `volume ${volume} does not exist`);
     return snap.placement;
+  }
+
+  async getSnapshot(volume: string): Promise<VolumeSnapshot> {
+    this.ensureStarted();
+    return this.readSnapshot(validateVolumeName(volume));
   }
 
   /** One consistent read of everything under the volume's prefix. */
@@ -542,7 +699,7 @@ export abstract class KvCoordinator implements Coordinator {
       throw new Error(`volume ${volume}: placement keys without a config`);
     }
     const bricks = [...members.values()]
-      .sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))
+      .sort((x, y) => byId(x.id, y.id))
       .map((b) => ({ ...b, alive: alive.has(b.id) }));
     return { config, placement: config ? placement : [], bricks };
   }
@@ -550,20 +707,45 @@ export abstract class KvCoordinator implements Coordinator {
   async watchVolume(volume: string, onChange: (snapshot: VolumeSnapshot) => void): Promise<Unsubscribe> {
     this.ensureStarted();
     validateVolumeName(volume);
+    return this.watchRead(
+      keys.volume(volume),
+      (key) => {
+        const k = parseVolumeKey(volume, key);
+        return k !== undefined && SNAPSHOT_KEY_KINDS.has(k.kind);
+      },
+      () => this.readSnapshot(volume),
+      onChange,
+      { volume, what: 'volume snapshot' },
+    );
+  }
+
+  /**
+   * Watches `prefix`: reads with `read` once before resolving, then after
+   * changes to keys `relevant` accepts (coalesced by watchCoalesceMs; a
+   * failed read is retried after regrantRetryMs), and calls onChange with
+   * each result that differs from the last one delivered.
+   */
+  private async watchRead<T>(
+    prefix: string,
+    relevant: (key: string) => boolean,
+    read: () => Promise<T>,
+    onChange: (value: T) => void,
+    ctx: Record<string, unknown>,
+  ): Promise<Unsubscribe> {
     let closed = false;
     let running = false;
     let dirty = false;
     let timer: unknown;
     let last: string | undefined;
     const deliver = async (): Promise<void> => {
-      const snap = await this.readSnapshot(volume);
-      const text = JSON.stringify(snap);
+      const value = await read();
+      const text = JSON.stringify(value);
       if (closed || text === last) return;
       last = text;
       try {
-        onChange(snap);
+        onChange(value);
       } catch (e) {
-        this.log.error('BUG: watchVolume listener threw', { volume, err: e });
+        this.log.error('BUG: watch listener threw', { ...ctx, err: e });
       }
     };
     const run = async (): Promise<void> => {
@@ -574,7 +756,7 @@ export abstract class KvCoordinator implements Coordinator {
       try {
         await deliver();
       } catch (e) {
-        if (!closed) this.log.warn('volume snapshot failed; retrying', { volume, err: e });
+        if (!closed) this.log.warn('watched read failed; retrying', { ...ctx, err: e });
         dirty = true;
         retryMs = this.knobs.regrantRetryMs;
       } finally {
@@ -589,7 +771,9 @@ export abstract class KvCoordinator implements Coordinator {
         timer = this.clock.setTimeout(() => void run(), this.knobs.watchCoalesceMs);
     };
     // Watch first, then read: a change between the two is seen by the read or by the watch.
-    const cancelWatch = await this.kv.watchPrefix(keys.volume(volume), kick);
+    const cancelWatch = await this.kv.watchPrefix(prefix, (changed) => {
+      if (changed === undefined || changed.some(relevant)) kick();
+    });
     const watch: Watch = {
       cancel: async () => {
         if (closed) return;
@@ -621,60 +805,253 @@ export abstract class KvCoordinator implements Coordinator {
     bricks: string[],
     isr: string[] = bricks,
   ): Promise<PgAssignment> {
+    const [r] = await this.updatePlacements(volume, [{ pg, expectedEpoch, bricks, isr }]);
+    if (!r!.applied) {
+      const detail = r!.epoch === expectedEpoch ? 'kept changing under' : `is at epoch ${r!.epoch}, not`;
+      throw new FsError('STALE_EPOCH', `pg ${pg} of ${volume} ${detail} epoch ${expectedEpoch}`);
+    }
+    return r!.assignment;
+  }
+
+  async updatePlacements(volume: string, updates: PlacementUpdate[]): Promise<PlacementUpdateResult[]> {
     this.ensureStarted();
     validateVolumeName(volume);
+    if (!Array.isArray(updates)) throw new FsError('INVALID_ARGUMENT', 'updates must be an array');
+    if (updates.length === 0) return [];
     const config = await this.getVolume(volume);
     if (!config) throw new FsError('NOT_FOUND', `volume ${volume} does not exist`);
-    if (!Number.isInteger(pg) || pg < 0 || pg >= config.pgCount) {
-      throw new FsError('INVALID_ARGUMENT', `pg ${pg} is not in 0..${config.pgCount - 1}`);
-    }
-    if (!Number.isInteger(expectedEpoch) || expectedEpoch < 1) {
-      throw new FsError('INVALID_ARGUMENT', `expected epoch ${expectedEpoch} must be an integer >= 1`);
-    }
-    if (
-      !Array.isArray(bricks) ||
-      bricks.length < 1 ||
-      bricks.length > config.replicas ||
-      new Set(bricks).size !== bricks.length
-    ) {
-      throw new FsError(
-        'INVALID_ARGUMENT',
-        `pg ${pg} needs 1..${config.replicas} distinct bricks, got ${JSON.stringify(bricks)}`,
-      );
-    }
-    if (
-      !Array.isArray(isr) ||
-      new Set(isr).size !== isr.length ||
-      !isr.includes(bricks[0]!) ||
-      !isr.every((b) => bricks.includes(b))
-    ) {
-      throw new FsError(
-        'INVALID_ARGUMENT',
-        `pg ${pg}: in-sync set ${JSON.stringify(isr)} must hold the primary and only its bricks`,
-      );
-    }
     const { entries } = await this.kv.range(keys.members(volume));
     const members = new Set(entries.map((e) => e.key.slice(keys.members(volume).length)));
-    const strangers = bricks.filter((b) => !members.has(b));
-    if (strangers.length)
-      throw new FsError('INVALID_ARGUMENT', `not members of ${volume}: ${strangers.join(', ')}`);
-    const key = keys.placement(volume, pg);
-    const entry = await this.kv.get(key);
-    if (!entry) throw new Error(`volume ${volume} has no placement record for pg ${pg}`);
-    const current = parseRecord(entry, checkAssignment);
-    if (current.epoch !== expectedEpoch) {
+    const next = new Map<number, PgAssignment>();
+    for (const u of updates) {
+      const a = checkedUpdate(volume, config, members, u);
+      if (next.has(a.pg)) throw new FsError('INVALID_ARGUMENT', `pg ${a.pg} is updated twice`);
+      next.set(a.pg, a);
+    }
+    const found = new Map<number, number>(); // pg -> epoch found, for the stale ones
+    const pending = [...next.values()];
+    for (let i = 0; i < pending.length; i += this.knobs.placementBatchMax) {
+      await this.swapBatch(volume, pending.slice(i, i + this.knobs.placementBatchMax), found);
+    }
+    const applied = pending.filter((a) => !found.has(a.pg));
+    if (applied.length === 1) {
+      const a = applied[0]!;
+      this.log.info('placement updated', { volume, pg: a.pg, epoch: a.epoch, bricks: a.bricks, isr: a.isr });
+    } else if (applied.length > 1) {
+      this.log.info('placement updated', { volume, pgs: applied.length, stale: found.size });
+      for (const a of applied) {
+        this.log.debug('placement updated', {
+          volume,
+          pg: a.pg,
+          epoch: a.epoch,
+          bricks: a.bricks,
+          isr: a.isr,
+        });
+      }
+    }
+    return updates.map((u) => {
+      const epoch = found.get(u.pg);
+      return epoch === undefined
+        ? { pg: u.pg, applied: true as const, assignment: next.get(u.pg)! }
+        : { pg: u.pg, applied: false as const, epoch };
+    });
+  }
+
+  /**
+   * One transaction for a batch: a compare on each PG key's mod revision (as
+   * read, at the expected epoch) and a put. PGs found at another epoch go to
+   * `stale`; a transaction that loses a race is re-read and retried.
+   */
+  private async swapBatch(volume: string, batch: PgAssignment[], stale: Map<number, number>): Promise<void> {
+    let todo = batch;
+    for (let attempt = 0; todo.length > 0; attempt++) {
+      const read =
+        todo.length > 16
+          ? (await this.kv.range(keys.placementAll(volume))).entries
+          : (await Promise.all(todo.map((a) => this.kv.get(keys.placement(volume, a.pg))))).filter(
+              (e): e is KvEntry => e !== undefined,
+            );
+      const byKey = new Map(read.map((e) => [e.key, e]));
+      const compares: KvCompare[] = [];
+      const ready: PgAssignment[] = [];
+      for (const a of todo) {
+        const e = byKey.get(keys.placement(volume, a.pg));
+        if (!e) throw new Error(`volume ${volume} has no placement record for pg ${a.pg}`);
+        const current = parseRecord(e, checkAssignment);
+        if (current.epoch !== a.epoch - 1) {
+          stale.set(a.pg, current.epoch);
+          continue;
+        }
+        compares.push({ key: e.key, modRevision: e.modRevision });
+        ready.push(a);
+      }
+      if (ready.length === 0) return;
+      const ok = await this.kv.txn(
+        compares,
+        ready.map((a) => ({ key: keys.placement(volume, a.pg), value: JSON.stringify(a) })),
+      );
+      if (ok) return;
+      todo = ready; // something changed between the read and the swap: read again
+      if (attempt >= 3) {
+        // Still racing: report them stale at the epoch seen; the caller re-reads.
+        for (const a of ready) stale.set(a.pg, a.epoch - 1);
+        return;
+      }
+    }
+  }
+
+  async campaign(
+    volume: string,
+    candidateId: string,
+    onChange: (state: ElectionState) => void,
+    leaseTtlMs = this.knobs.leaseTtlMs,
+  ): Promise<Campaign> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    if (typeof candidateId !== 'string' || !BRICK_ID_RE.test(candidateId)) {
       throw new FsError(
-        'STALE_EPOCH',
-        `pg ${pg} of ${volume} is at epoch ${current.epoch}, not ${expectedEpoch}`,
+        'INVALID_ARGUMENT',
+        `candidate id ${JSON.stringify(candidateId)} must match ${BRICK_ID_RE}`,
       );
     }
-    const next: PgAssignment = { pg, bricks: [...bricks], isr: [...isr], epoch: expectedEpoch + 1 };
-    const ok = await this.kv.txn(
-      [{ key, modRevision: entry.modRevision }],
-      [{ key, value: JSON.stringify(next) }],
+    try {
+      validateCampaignTtl(leaseTtlMs, this.knobs);
+    } catch (e) {
+      throw new FsError('INVALID_ARGUMENT', (e as Error).message);
+    }
+    const c = new KvCampaign(
+      this.kv,
+      this.clock,
+      this.log,
+      this.knobs,
+      keys.controller(volume),
+      candidateId,
+      leaseTtlMs,
+      onChange,
+      { volume, candidate: candidateId },
     );
-    if (!ok) throw new FsError('STALE_EPOCH', `pg ${pg} of ${volume} changed under epoch ${expectedEpoch}`);
-    this.log.info('placement updated', { volume, pg, epoch: next.epoch, bricks: next.bricks, isr: next.isr });
-    return next;
+    await c.start();
+    if (this.state !== 'started') {
+      await c.resign();
+      throw new Error('coordinator stopped during campaign');
+    }
+    this.campaigns.add(c);
+    return {
+      state: () => c.state(),
+      resign: async () => {
+        this.campaigns.delete(c);
+        await c.resign();
+      },
+    };
+  }
+
+  async getController(volume: string): Promise<string | undefined> {
+    this.ensureStarted();
+    const e = await this.kv.get(keys.controller(validateVolumeName(volume)));
+    return e ? parseControllerRecord(e).id : undefined;
+  }
+
+  async reportSuspect(volume: string, brickId: string): Promise<void> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    if (typeof brickId !== 'string' || !BRICK_ID_RE.test(brickId)) {
+      throw new FsError('INVALID_ARGUMENT', `brick id ${JSON.stringify(brickId)} must match ${BRICK_ID_RE}`);
+    }
+    const id = `${volume}/${brickId}`;
+    const now = this.clock.now();
+    const last = this.suspectsSent.get(id);
+    if (last !== undefined && now - last < this.knobs.suspectTtlMs / 2) return;
+    this.suspectsSent.set(id, now);
+    if (this.suspectsSent.size > 1024) {
+      for (const [k, at] of this.suspectsSent)
+        if (now - at >= this.knobs.suspectTtlMs) this.suspectsSent.delete(k);
+    }
+    try {
+      const lease = await this.kv.grantLease(this.knobs.suspectTtlMs);
+      await this.kv.put({ key: keys.suspect(volume, brickId), value: JSON.stringify({ atMs: now }), lease });
+    } catch (e) {
+      this.suspectsSent.delete(id);
+      throw e;
+    }
+    this.log.info('brick reported as suspect', { volume, brick: brickId });
+  }
+
+  async watchSuspects(volume: string, onChange: (suspects: Suspect[]) => void): Promise<Unsubscribe> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const prefix = keys.suspects(volume);
+    return this.watchRead(
+      prefix,
+      () => true,
+      async () => {
+        const { entries } = await this.kv.range(prefix);
+        const out: Suspect[] = [];
+        for (const e of entries) {
+          const k = parseVolumeKey(volume, e.key);
+          if (k?.kind === 'suspect') out.push({ brickId: k.brickId, revision: e.modRevision });
+        }
+        return out;
+      },
+      onChange,
+      { volume, what: 'suspects' },
+    );
+  }
+
+  async expireBrick(volume: string, brickId: string, address?: string): Promise<boolean> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const [alive, ctl] = await Promise.all([
+      this.kv.get(keys.alive(volume, brickId)),
+      this.kv.get(keys.controller(volume)),
+    ]);
+    const leases = new Set<string>();
+    const aliveAddress = alive ? parseRecord(alive, (v: { address: string }) => v).address : undefined;
+    const matches = address === undefined || alive === undefined || aliveAddress === address;
+    if (alive?.lease !== undefined && matches) leases.add(alive.lease);
+    if (ctl?.lease !== undefined && matches && parseControllerRecord(ctl).id === brickId)
+      leases.add(ctl.lease);
+    await Promise.all([...leases].map((l) => this.kv.revokeLease(l)));
+    if (leases.size)
+      this.log.warn('brick declared dead; its leases revoked', { volume, brick: brickId, address });
+    return leases.size > 0;
+  }
+
+  async reportRecovery(volume: string, reporter: string, progress: RecoveryProgress): Promise<void> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const p = checkRecovery(progress);
+    const r = this.registrations.get(`${volume}/${reporter}`);
+    if (!r)
+      throw new FsError(
+        'INVALID_ARGUMENT',
+        `reporter ${reporter} is not registered in ${volume} by this session`,
+      );
+    if (!r.held.healthy()) throw new FsError('UNAVAILABLE', `the lease of ${reporter} is being replaced`);
+    const report: RecoveryReport = { ...p, reporter };
+    await this.kv.put({
+      key: keys.recovery(volume, p.pg, p.brick),
+      value: JSON.stringify(report),
+      lease: r.held.lease,
+    });
+  }
+
+  async clearRecovery(volume: string, pg: number, brick: string): Promise<void> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    if (!Number.isInteger(pg) || pg < 0 || pg >= PG_COUNT_MAX || !BRICK_ID_RE.test(brick)) {
+      throw new FsError('INVALID_ARGUMENT', `no recovery key for pg ${pg}, brick ${JSON.stringify(brick)}`);
+    }
+    await this.kv.txn([], [], [keys.recovery(volume, pg, brick)]);
+  }
+
+  async listRecovery(volume: string): Promise<RecoveryReport[]> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const { entries } = await this.kv.range(keys.recoveryAll(volume));
+    const out: RecoveryReport[] = [];
+    for (const e of entries) {
+      if (parseVolumeKey(volume, e.key)?.kind === 'recovery') out.push(parseRecord(e, checkRecoveryReport));
+    }
+    return out.sort((x, y) => x.pg - y.pg || byId(x.brick, y.brick));
   }
 }

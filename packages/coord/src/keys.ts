@@ -3,14 +3,20 @@
  * `/dunix/v1/`; a later incompatible layout gets a new version segment.
  *
  * ```
- * /dunix/v1/volumes/<name>/config             VolumeConfig JSON (written once)
- * /dunix/v1/volumes/<name>/members/<brickId>  BrickInfo JSON (persistent)
- * /dunix/v1/volumes/<name>/alive/<brickId>    bound to the brick's lease: its liveness
- * /dunix/v1/volumes/<name>/placement/<pg>     PgAssignment JSON {pg, bricks, epoch}
+ * /dunix/v1/volumes/<name>/config                  VolumeConfig JSON (written once)
+ * /dunix/v1/volumes/<name>/members/<brickId>       BrickInfo JSON (persistent)
+ * /dunix/v1/volumes/<name>/alive/<brickId>         bound to the brick's lease: its liveness
+ * /dunix/v1/volumes/<name>/placement/<pg>          PgAssignment JSON {pg, bricks, isr, epoch}
+ * /dunix/v1/volumes/<name>/controller              {id} of the elected controller, bound to its lease
+ * /dunix/v1/volumes/<name>/suspects/<brickId>      a report that the brick may be dead (short lease)
+ * /dunix/v1/volumes/<name>/recovery/<pg>/<brickId> RecoveryReport JSON, bound to the reporter's lease
  * ```
  *
  * One key per PG so that one PG's epoch is bumped by a compare-and-swap on
  * that key alone. PG numbers are decimal without padding; readers parse them.
+ * A volume snapshot (watchVolume) is config, members, alive and placement;
+ * the controller, suspect and recovery keys change often and are read on
+ * their own.
  */
 export const KEY_PREFIX = '/dunix/v1/';
 
@@ -24,6 +30,12 @@ export const keys = {
   alive: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/alive/${brickId}`,
   placementAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/placement/`,
   placement: (name: string, pg: number): string => `${KEY_PREFIX}volumes/${name}/placement/${pg}`,
+  controller: (name: string): string => `${KEY_PREFIX}volumes/${name}/controller`,
+  suspects: (name: string): string => `${KEY_PREFIX}volumes/${name}/suspects/`,
+  suspect: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/suspects/${brickId}`,
+  recoveryAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/recovery/`,
+  recovery: (name: string, pg: number, brickId: string): string =>
+    `${KEY_PREFIX}volumes/${name}/recovery/${pg}/${brickId}`,
 } as const;
 
 /** What a key under `volume(name)` is, or undefined for a key this version does not know. */
@@ -31,21 +43,38 @@ export type VolumeKey =
   | { kind: 'config' }
   | { kind: 'member'; brickId: string }
   | { kind: 'alive'; brickId: string }
-  | { kind: 'placement'; pg: number };
+  | { kind: 'placement'; pg: number }
+  | { kind: 'controller' }
+  | { kind: 'suspect'; brickId: string }
+  | { kind: 'recovery'; pg: number; brickId: string };
+
+/** Kinds that make up a VolumeSnapshot. */
+export const SNAPSHOT_KEY_KINDS: ReadonlySet<VolumeKey['kind']> = new Set([
+  'config',
+  'member',
+  'alive',
+  'placement',
+]);
+
+const PG_RE = /^(0|[1-9][0-9]*)$/;
 
 export function parseVolumeKey(name: string, key: string): VolumeKey | undefined {
   const base = keys.volume(name);
   if (!key.startsWith(base)) return undefined;
   const rest = key.slice(base.length);
   if (rest === 'config') return { kind: 'config' };
-  const slash = rest.indexOf('/');
-  if (slash < 0) return undefined;
-  const dir = rest.slice(0, slash);
-  const leaf = rest.slice(slash + 1);
-  if (leaf === '' || leaf.includes('/')) return undefined;
-  if (dir === 'members') return { kind: 'member', brickId: leaf };
-  if (dir === 'alive') return { kind: 'alive', brickId: leaf };
-  if (dir === 'placement' && /^(0|[1-9][0-9]*)$/.test(leaf)) return { kind: 'placement', pg: Number(leaf) };
+  if (rest === 'controller') return { kind: 'controller' };
+  const parts = rest.split('/');
+  if (parts.some((p) => p === '')) return undefined;
+  const [dir, leaf, sub] = parts;
+  if (parts.length === 3 && dir === 'recovery' && PG_RE.test(leaf!)) {
+    return { kind: 'recovery', pg: Number(leaf), brickId: sub! };
+  }
+  if (parts.length !== 2) return undefined;
+  if (dir === 'members') return { kind: 'member', brickId: leaf! };
+  if (dir === 'alive') return { kind: 'alive', brickId: leaf! };
+  if (dir === 'suspects') return { kind: 'suspect', brickId: leaf! };
+  if (dir === 'placement' && PG_RE.test(leaf!)) return { kind: 'placement', pg: Number(leaf) };
   return undefined;
 }
 

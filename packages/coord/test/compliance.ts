@@ -1,6 +1,16 @@
 import { computePlacement, FsError, initHashing, type PgAssignment } from '@dunix/proto';
 import type { Test } from 'tap';
-import { type BrickInfo, type Coordinator, volumeConfig, type VolumeSnapshot } from '../src/index.js';
+import {
+  type BrickInfo,
+  type Coordinator,
+  type ElectionState,
+  keys,
+  leaseFenced,
+  type RecoveryProgress,
+  type Suspect,
+  volumeConfig,
+  type VolumeSnapshot,
+} from '../src/index.js';
 
 /**
  * The Coordinator contract, run against every implementation (memory and
@@ -14,6 +24,10 @@ export interface CoordinatorHarness {
   registerAndCrash(volume: string, info: BrickInfo, leaseTtlMs: number): Promise<void>;
   /** Lease the alive key of the brick is bound to. */
   leaseOf(volume: string, brickId: string): Promise<string | undefined>;
+  /** Lease any key is bound to. */
+  leaseOfKey(key: string): Promise<string | undefined>;
+  /** Campaigns as `candidateId` from another session (process) that then dies without revoking its lease. */
+  campaignAndCrash(volume: string, candidateId: string, leaseTtlMs: number): Promise<void>;
   /** Revokes a lease behind its owner's back (as an expiry during an outage would). */
   revokeLease(lease: string): Promise<void>;
 }
@@ -257,7 +271,11 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     await t.rejects(c.updatePlacement(v, 3, a.epoch + 1, ['b0', 'b1']), { code: 'STALE_EPOCH' });
     await t.rejects(c.updatePlacement(v, 3, a.epoch - 1 || 7, ['b0', 'b1']), { code: 'STALE_EPOCH' });
     const next = await c.updatePlacement(v, 3, a.epoch, ['b2', 'b3']);
-    t.same(next, { pg: 3, bricks: ['b2', 'b3'], epoch: a.epoch + 1 });
+    t.same(
+      next,
+      { pg: 3, bricks: ['b2', 'b3'], isr: ['b2', 'b3'], epoch: a.epoch + 1 },
+      'isr defaults to bricks',
+    );
     await t.rejects(
       d.updatePlacement(v, 3, a.epoch, ['b0', 'b1']),
       { code: 'STALE_EPOCH' },
@@ -280,6 +298,272 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     await t.rejects(c.updatePlacement(v, 0, 1, ['b0', 'b0']), { code: 'INVALID_ARGUMENT' }, 'duplicate');
     await t.rejects(c.updatePlacement(v, 0, 1, ['b0', 'b1', 'b2']), { code: 'INVALID_ARGUMENT' }, 'too many');
     await t.rejects(c.updatePlacement(vol('none'), 0, 1, ['b0']), { code: 'NOT_FOUND' });
+  });
+
+  t.test(`${h.name}: updatePlacement writes the in-sync set`, async (t) => {
+    const c = await make();
+    const d = await make();
+    const v = vol('isr');
+    await register(c, v, 3);
+    const placement = await c.createVolume(volumeConfig(v, { pgCount: 4, replicas: 3 }));
+    const a = placement[1]!;
+    t.same(a.isr, a.bricks, 'created fully in sync');
+    t.equal((await c.getVolume(v))!.minInsync, 2, 'min_insync defaults to 2 of 3');
+    const [p, r1, r2] = a.bricks as [string, string, string];
+    const shrunk = await c.updatePlacement(v, 1, a.epoch, a.bricks, [p, r1]);
+    t.same(shrunk, { pg: 1, bricks: a.bricks, isr: [p, r1], epoch: a.epoch + 1 });
+    t.same((await d.getPlacement(v))[1], shrunk, 'another session reads the in-sync set');
+    t.same((await d.getSnapshot(v)).placement[1], shrunk, 'and so does a snapshot');
+    await t.rejects(
+      d.updatePlacement(v, 1, a.epoch, a.bricks, [p]),
+      { code: 'STALE_EPOCH' },
+      'the in-sync set is swapped on the epoch too',
+    );
+    const failover = await d.updatePlacement(v, 1, shrunk.epoch, [r1, p, r2], [r1]);
+    t.same(failover.isr, [r1]);
+    const bad: [string[], string][] = [
+      [[p, r2], 'without the primary'],
+      [[r1, 'b9'], 'a brick not listed'],
+      [[r1, r1], 'a duplicate'],
+      [[], 'empty'],
+    ];
+    for (const [isr, why] of bad) {
+      await t.rejects(
+        c.updatePlacement(v, 1, failover.epoch, [r1, p, r2], isr),
+        { code: 'INVALID_ARGUMENT' },
+        `in-sync set ${why}`,
+      );
+    }
+    t.equal((await c.getPlacement(v))[1]!.epoch, failover.epoch, 'rejected swaps wrote nothing');
+  });
+
+  t.test(`${h.name}: updatePlacements swaps many PGs, each on its own epoch`, async (t) => {
+    const c = await make();
+    const d = await make();
+    const v = vol('batch');
+    await register(c, v, 3);
+    const placement = await c.createVolume(volumeConfig(v, { pgCount: 256, replicas: 3 }));
+    t.same(await c.updatePlacements(v, []), []);
+    // Someone moves pg 7 first: its update comes back stale, every other one is applied.
+    const moved = await d.updatePlacement(v, 7, 1, placement[7]!.bricks, placement[7]!.isr);
+    const updates = placement.map((a) => ({
+      pg: a.pg,
+      expectedEpoch: a.epoch,
+      bricks: a.bricks,
+      isr: a.bricks.slice(0, 2),
+    }));
+    const results = await c.updatePlacements(v, updates);
+    t.equal(results.length, 256, 'one result per update, in order (two transactions of 128)');
+    t.same(results[7], { pg: 7, applied: false, epoch: moved.epoch });
+    t.ok(
+      results.every((r, i) => r.pg === i && (i === 7 || (r.applied && r.assignment.epoch === 2))),
+      'the others applied at epoch 2',
+    );
+    const after = await d.getPlacement(v);
+    t.same(after[7], moved, 'the stale one was not written');
+    t.same(after[8], { ...placement[8]!, isr: placement[8]!.bricks.slice(0, 2), epoch: 2 });
+    await t.rejects(
+      c.updatePlacements(v, [updates[1]!, updates[1]!]),
+      { code: 'INVALID_ARGUMENT' },
+      'a PG twice',
+    );
+    await t.rejects(
+      c.updatePlacements(v, [
+        { pg: 9, expectedEpoch: 2, bricks: after[9]!.bricks },
+        { pg: 10, expectedEpoch: 2, bricks: ['b0', 'b9'] },
+      ]),
+      { code: 'INVALID_ARGUMENT' },
+      'one bad update fails the call',
+    );
+    t.equal((await d.getPlacement(v))[9]!.epoch, 2, 'and nothing was written');
+    // Racing a batch against a single swap on one PG: exactly one wins it.
+    const a = (await d.getPlacement(v))[20]!;
+    const [batch, single] = await Promise.allSettled([
+      c.updatePlacements(v, [{ pg: 20, expectedEpoch: a.epoch, bricks: a.bricks }]),
+      d.updatePlacement(v, 20, a.epoch, a.bricks, [a.bricks[0]!]),
+    ]);
+    const batchWon = batch.status === 'fulfilled' && batch.value[0]!.applied;
+    const singleWon = single.status === 'fulfilled';
+    t.ok(batchWon !== singleWon, 'one of the two');
+    t.equal((await d.getPlacement(v))[20]!.epoch, a.epoch + 1);
+  });
+
+  t.test(`${h.name}: controller election: one leader; another wins when its lease goes`, async (t) => {
+    const a = await make();
+    const b = await make();
+    const v = vol('elect');
+    const seenA: ElectionState[] = [];
+    const seenB: ElectionState[] = [];
+    const ca = await a.campaign(v, 'b0', (s) => seenA.push(s), TTL);
+    t.same(ca.state(), { leading: true, leaderId: 'b0' }, 'the first candidate leads at once');
+    t.same(seenA, [{ leading: true, leaderId: 'b0' }]);
+    const cb = await b.campaign(v, 'b1', (s) => seenB.push(s), TTL);
+    t.same(cb.state(), { leading: false, leaderId: 'b0' }, 'the second follows');
+    t.equal(await b.getController(v), 'b0');
+    await t.rejects(
+      a.campaign(v, 'bad/id', () => undefined, TTL),
+      { code: 'INVALID_ARGUMENT' },
+    );
+    await t.rejects(
+      a.campaign(v, 'b2', () => undefined, 1500),
+      { code: 'INVALID_ARGUMENT' },
+    );
+
+    // The leader's lease revoked behind its back (as an expiry would): the other wins.
+    const lease = await h.leaseOfKey(keys.controller(v));
+    t.ok(lease, 'controller key bound to a lease');
+    await h.revokeLease(lease!);
+    await waitFor('b1 to lead', () => cb.state().leading);
+    t.equal(await a.getController(v), 'b1');
+    await waitFor('b0 to follow', () => ca.state().leaderId === 'b1');
+    t.notOk(ca.state().leading, 'never two leaders in the end');
+    t.ok(
+      seenA.some((s) => !s.leading),
+      'b0 heard it lost the lead',
+    );
+
+    // Resigning hands over at once; a crashed leader is replaced after its TTL.
+    await cb.resign();
+    await cb.resign();
+    await waitFor('b0 to lead again', () => ca.state().leading);
+    t.same(cb.state(), { leading: false, leaderId: undefined });
+    await ca.resign();
+    t.equal(await a.getController(v), undefined, 'nobody leads after both resigned');
+
+    const v2 = vol('elect-crash');
+    await h.campaignAndCrash(v2, 'bx', TTL);
+    const crashedAt = Date.now();
+    const c = await make();
+    const cc = await c.campaign(v2, 'b2', () => undefined, TTL);
+    t.same(
+      cc.state(),
+      { leading: false, leaderId: 'bx' },
+      'the crashed leader holds the key until its lease ends',
+    );
+    await waitFor('b2 to take over after the TTL', () => cc.state().leading, TTL + 8000);
+    t.ok(Date.now() - crashedAt >= TTL / 4, 'not before the lease could expire');
+    t.equal(await c.getController(v2), 'b2');
+  });
+
+  t.test(`${h.name}: suspect reports and expiring a dead brick`, async (t) => {
+    const reporter = await make();
+    const watcher = await make();
+    const victim = await make();
+    const v = vol('suspect');
+    await victim.registerBrick(v, brick(1), TTL);
+    await victim.registerBrick(v, brick(2), TTL);
+    const seen: Suspect[][] = [];
+    const unwatch = await watcher.watchSuspects(v, (s) => seen.push(s));
+    t.same(seen, [[]], 'no suspects at first');
+    await reporter.reportSuspect(v, 'b1');
+    await waitFor('the report', () => seen.at(-1)!.length === 1);
+    const first = seen.at(-1)![0]!;
+    t.equal(first.brickId, 'b1');
+    await reporter.reportSuspect(v, 'b1');
+    await sleep(200);
+    t.equal(seen.at(-1)![0]!.revision, first.revision, 'a repeat within half the TTL is not sent');
+    await t.rejects(reporter.reportSuspect(v, 'no/such'), { code: 'INVALID_ARGUMENT' });
+    await waitFor('the report to expire', () => seen.at(-1)!.length === 0, TTL + 8000);
+    await unwatch();
+
+    // Declaring b1 dead revokes its lease: gone at once, then re-registered by its session.
+    const health = victim.leaseHealth(v, 'b1')!;
+    t.ok(health, 'the registering session knows its lease');
+    t.equal(watcher.leaseHealth(v, 'b1'), undefined, 'other sessions do not');
+    t.equal(
+      await watcher.expireBrick(v, 'b1', '127.0.0.1:1'),
+      false,
+      'an address it no longer has: left alone',
+    );
+    t.ok((await watcher.listBricks(v)).find((b) => b.id === 'b1')!.alive);
+    t.equal(await watcher.expireBrick(v, 'b1', brick(1).address), true);
+    const afterExpire = (await watcher.listBricks(v)).find((b) => b.id === 'b1')!;
+    t.notOk(afterExpire.alive, 'dead at once');
+    t.ok((await watcher.listBricks(v)).find((b) => b.id === 'b2')!.alive, 'its neighbour is untouched');
+    await waitFor(
+      'b1 to re-register',
+      async () => (await watcher.listBricks(v)).find((b) => b.id === 'b1')!.alive,
+    );
+    const rebound = victim.leaseHealth(v, 'b1')!;
+    t.not(rebound.lease, health.lease, 'a new lease');
+    t.ok(rebound.reboundAtMs !== undefined, 'rebound after the loss');
+    t.ok(leaseFenced(rebound, Date.now(), 500), 'fenced for a TTL after the loss');
+    t.equal(await watcher.expireBrick(v, 'b9'), false, 'unknown brick: nothing to do');
+
+    // A brick leading the controller election loses that lease too.
+    const states: ElectionState[] = [];
+    const lead = await victim.campaign(v, 'b2', (s) => states.push(s), TTL);
+    t.ok(lead.state().leading);
+    t.equal(await watcher.expireBrick(v, 'b2'), true);
+    await waitFor('b2 to lose the lead', () => states.some((s) => !s.leading));
+    await lead.resign();
+  });
+
+  t.test(`${h.name}: lease health of a registered brick`, async (t) => {
+    const c = await make();
+    const v = vol('health');
+    const before = Date.now();
+    await c.registerBrick(v, brick(0), TTL);
+    const h0 = c.leaseHealth(v, 'b0')!;
+    t.equal(h0.ttlMs, TTL);
+    t.notOk(h0.lost);
+    t.equal(h0.reboundAtMs, undefined);
+    t.ok(h0.confirmedAtMs >= before && h0.confirmedAtMs <= Date.now(), 'confirmed by the grant');
+    t.notOk(leaseFenced(h0, Date.now(), 500), 'not fenced while keepalives succeed');
+    await sleep(1200);
+    const h1 = c.leaseHealth(v, 'b0')!;
+    t.ok(h1.confirmedAtMs > h0.confirmedAtMs, 'keepalives move the confirmation forward');
+    t.ok(leaseFenced(h1, h1.confirmedAtMs + TTL - 400, 500), 'fenced once ttl - margin passes unconfirmed');
+    t.equal(c.leaseHealth(v, 'b7'), undefined);
+  });
+
+  t.test(`${h.name}: recovery reports live with the reporter's lease`, async (t) => {
+    const c = await make();
+    const reader = await make();
+    const v = vol('recov');
+    await c.registerBrick(v, brick(0), TTL);
+    await c.registerBrick(v, brick(1), TTL);
+    await c.createVolume(volumeConfig(v, { pgCount: 8, replicas: 2 }));
+    const snaps: VolumeSnapshot[] = [];
+    const unwatch = await reader.watchVolume(v, (s) => snaps.push(s));
+    const p: RecoveryProgress = {
+      pg: 5,
+      brick: 'b1',
+      mode: 'log',
+      opsLeft: 1200,
+      bytesLeft: 4096,
+      ratePerS: 400,
+      startedAtMs: 1000,
+    };
+    await c.reportRecovery(v, 'b0', p);
+    await c.reportRecovery(v, 'b0', { ...p, pg: 2, brick: 'b0', mode: 'backfill', ratePerS: 1e6 });
+    t.same(await reader.listRecovery(v), [
+      { ...p, pg: 2, brick: 'b0', mode: 'backfill', ratePerS: 1e6, reporter: 'b0' },
+      { ...p, reporter: 'b0' },
+    ]);
+    await c.reportRecovery(v, 'b0', { ...p, opsLeft: 800 });
+    t.equal((await reader.listRecovery(v))[1]!.opsLeft, 800, 'a report replaces the last one');
+    await c.clearRecovery(v, 2, 'b0');
+    await c.clearRecovery(v, 2, 'b0');
+    t.same(
+      (await reader.listRecovery(v)).map((r) => [r.pg, r.brick]),
+      [[5, 'b1']],
+    );
+    await t.rejects(
+      c.reportRecovery(v, 'b7', p),
+      { code: 'INVALID_ARGUMENT' },
+      'reporter not registered here',
+    );
+    await t.rejects(reader.reportRecovery(v, 'b0', p), { code: 'INVALID_ARGUMENT' }, 'nor by this session');
+    await t.rejects(c.reportRecovery(v, 'b0', { ...p, mode: 'copy' as 'log' }), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(c.reportRecovery(v, 'b0', { ...p, opsLeft: -1 }), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(c.reportRecovery(v, 'b0', { ...p, brick: 'a/b' }), { code: 'INVALID_ARGUMENT' });
+    await sleep(300);
+    t.equal(snaps.length, 1, 'recovery keys are not part of the volume snapshot');
+    const lease = await h.leaseOf(v, 'b0');
+    await h.revokeLease(lease!);
+    await waitFor('the report to go with its lease', async () => (await reader.listRecovery(v)).length === 0);
+    await unwatch();
   });
 
   t.test(`${h.name}: lifecycle`, async (t) => {

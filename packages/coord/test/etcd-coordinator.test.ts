@@ -24,6 +24,31 @@ async function gateway<T>(path: string, body: unknown): Promise<T> {
   return (await res.json()) as T;
 }
 
+async function leaseOfKey(k: string): Promise<string | undefined> {
+  const key = Buffer.from(k).toString('base64');
+  const res = await gateway<{ kvs?: { lease?: string }[] }>('/v3/kv/range', { key });
+  const lease = res.kvs?.[0]?.lease;
+  return lease && lease !== '0' ? lease : undefined;
+}
+
+/** Runs fixtures/session-crash.js `mode` until it reports "done", then SIGKILLs it (leases left to expire). */
+async function runAndKill(mode: 'register' | 'campaign', args: string[]): Promise<void> {
+  const child = spawn(process.execPath, [join(here, 'fixtures', 'session-crash.js'), mode, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    let out = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (d: string) => (out += d));
+    await waitFor('the child session', () => out.includes('done') || child.exitCode !== null, 15_000);
+    if (!out.includes('done')) throw new Error(`${mode} child exited with ${child.exitCode}`);
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
 coordinatorCompliance(t, {
   name: 'etcd',
   make: async () => {
@@ -31,40 +56,12 @@ coordinatorCompliance(t, {
     await c.start();
     return c;
   },
-  registerAndCrash: async (volume, info, ttlMs) => {
-    const child = spawn(
-      process.execPath,
-      [
-        join(here, 'fixtures', 'register-brick.js'),
-        etcd!.endpoint,
-        volume,
-        JSON.stringify(info),
-        String(ttlMs),
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    try {
-      let out = '';
-      child.stdout!.setEncoding('utf8');
-      child.stdout!.on('data', (d: string) => (out += d));
-      await waitFor(
-        'the child to register',
-        () => out.includes('registered') || child.exitCode !== null,
-        15_000,
-      );
-      if (!out.includes('registered')) throw new Error(`registering child exited with ${child.exitCode}`);
-    } finally {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  },
-  leaseOf: async (volume, brickId) => {
-    const key = Buffer.from(keys.alive(volume, brickId)).toString('base64');
-    const res = await gateway<{ kvs?: { lease?: string }[] }>('/v3/kv/range', { key });
-    const lease = res.kvs?.[0]?.lease;
-    return lease && lease !== '0' ? lease : undefined;
-  },
+  registerAndCrash: (volume, info, ttlMs) =>
+    runAndKill('register', [etcd!.endpoint, volume, JSON.stringify(info), String(ttlMs)]),
+  campaignAndCrash: (volume, candidateId, ttlMs) =>
+    runAndKill('campaign', [etcd!.endpoint, volume, candidateId, String(ttlMs)]),
+  leaseOf: (volume, brickId) => leaseOfKey(keys.alive(volume, brickId)),
+  leaseOfKey,
   revokeLease: async (lease) => {
     await gateway('/v3/lease/revoke', { ID: lease });
   },

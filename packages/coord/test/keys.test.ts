@@ -1,8 +1,12 @@
 import t from 'tap';
 import {
+  controllerDefaults,
   coordinatorDefaults,
   keys,
   parseVolumeKey,
+  SNAPSHOT_KEY_KINDS,
+  validateCampaignTtl,
+  validateControllerKnobs,
   validateCoordinatorKnobs,
   volumeOfConfigKey,
 } from '../src/index.js';
@@ -19,6 +23,22 @@ t.test('key layout', async (t) => {
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/placement/012'), undefined);
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/other/x'), undefined);
   t.equal(parseVolumeKey('v', keys.config('w')), undefined);
+  t.equal(keys.controller('v'), '/dunix/v1/volumes/v/controller');
+  t.equal(keys.suspect('v', 'b1'), '/dunix/v1/volumes/v/suspects/b1');
+  t.equal(keys.recovery('v', 7, 'b1'), '/dunix/v1/volumes/v/recovery/7/b1');
+  t.same(parseVolumeKey('v', keys.controller('v')), { kind: 'controller' });
+  t.same(parseVolumeKey('v', keys.suspect('v', 'b1')), { kind: 'suspect', brickId: 'b1' });
+  t.same(parseVolumeKey('v', keys.recovery('v', 7, 'b1')), { kind: 'recovery', pg: 7, brickId: 'b1' });
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/recovery/07/b1'), undefined);
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/recovery/7'), undefined);
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/recovery/7/b1/x'), undefined);
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/members/b1/x'), undefined);
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/alive/'), undefined);
+  t.same(
+    [...SNAPSHOT_KEY_KINDS].sort(),
+    ['alive', 'config', 'member', 'placement'],
+    'controller, suspect and recovery keys stay out of snapshots',
+  );
   t.equal(volumeOfConfigKey(keys.config('abc')), 'abc');
   t.equal(volumeOfConfigKey(keys.member('abc', 'x')), undefined);
 });
@@ -33,4 +53,24 @@ t.test('knobs: defaults valid, cross-field rules enforced', async (t) => {
   );
   t.ok(validateCoordinatorKnobs({ leaseTtlMs: 3000, keepaliveIntervalMs: 999 }));
   t.throws(() => validateCoordinatorKnobs({ rpcTimeoutMs: 0 }), /rpcTimeoutMs/);
+  t.throws(() => validateCoordinatorKnobs({ suspectTtlMs: 1500 }), /suspectTtlMs/);
+  t.throws(() => validateCoordinatorKnobs({ placementBatchMax: 0 }), /placementBatchMax/);
+  t.throws(() => validateCoordinatorKnobs({ fenceMarginMs: -1 }), /fenceMarginMs/);
+  t.throws(
+    () => validateCampaignTtl(2000, validateCoordinatorKnobs({ fenceMarginMs: 1000 })),
+    /fenceMarginMs/,
+  );
+  t.equal(validateCampaignTtl(3000, validateCoordinatorKnobs({ fenceMarginMs: 1000 })), 3000);
+});
+
+t.test('controller knobs: defaults valid, rules enforced', async (t) => {
+  t.same(validateControllerKnobs(), controllerDefaults);
+  t.throws(() => validateControllerKnobs({ electionLeaseTtlMs: 2500 }), /whole seconds/);
+  t.throws(() => validateControllerKnobs({ electionLeaseTtlMs: 1000 }), /electionLeaseTtlMs/);
+  t.throws(
+    () => validateControllerKnobs({ probeConnectTimeoutMs: 1000, probeTimeoutMs: 1000 }),
+    /probeConnectTimeoutMs 1000 must be < probeTimeoutMs/,
+  );
+  t.throws(() => validateControllerKnobs({ retryMs: 0 }), /retryMs/);
+  t.throws(() => validateControllerKnobs({ replanAttemptsMax: 0 }), /replanAttemptsMax/);
 });

@@ -20,6 +20,13 @@ coordinatorCompliance(t, {
     await c.crash();
   },
   leaseOf: async (volume, brickId) => kv.leaseOf(`/dunix/v1/volumes/${volume}/alive/${brickId}`),
+  leaseOfKey: async (key) => kv.leaseOf(key),
+  campaignAndCrash: async (volume, candidateId, ttlMs) => {
+    const c = new MemoryCoordinator({ kv, log });
+    await c.start();
+    await c.campaign(volume, candidateId, () => undefined, ttlMs);
+    await c.crash();
+  },
   revokeLease: (lease) => kv.revokeLease(lease),
 });
 
