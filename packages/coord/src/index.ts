@@ -10,5 +10,8 @@ export * from './memory-coordinator.js';
 export * from './etcd-kv.js';
 export * from './etcd-coordinator.js';
 export * from './etcd-process.js';
+export * from './controller/plan.js';
+export * from './controller/controller.js';
+export * from './controller/tcp-probe.js';
 export * from './cli/volume.js';
 export * from './cli/program.js';
