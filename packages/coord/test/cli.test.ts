@@ -42,7 +42,7 @@ t.test('dunixctl volume create/list/status', async (t) => {
     '0',
   );
   t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, /^volume v1: 64 PGs, 2 replica\(s\), block 128 KiB, inline up to 0 B/);
+  t.match(r.stdout, /^volume v1: 64 PGs, 2 replica\(s\), min in-sync 2, block 128 KiB, inline up to 0 B/);
   t.match(r.stdout, /BRICK\s+PGS\s+PRIMARIES\nb0\s+\d+\s+\d+\nb1/);
 
   r = await cli(kv, 'volume', 'create', 'v1');
@@ -67,7 +67,10 @@ t.test('dunixctl volume create/list/status', async (t) => {
   t.equal(status.config.pgCount, 64);
   t.equal(status.bricks.length, 3);
   t.equal(
-    status.bricks.reduce((n: number, b: { pgs: number }) => n + b.pgs, 0),
+    status.bricks.reduce(
+      (n: number, b: { primaries: number; replicas: number }) => n + b.primaries + b.replicas,
+      0,
+    ),
     128,
     'every PG counted on 2 bricks',
   );
@@ -75,10 +78,21 @@ t.test('dunixctl volume create/list/status', async (t) => {
     status.bricks.reduce((n: number, b: { primaries: number }) => n + b.primaries, 0),
     64,
   );
-  t.equal(status.pgsDegraded, 0);
+  t.same(status.pgsDegraded, []);
+  t.same(status.isrHistogram, [
+    { live: 2, pgs: 64 },
+    { live: 1, pgs: 0 },
+    { live: 0, pgs: 0 },
+  ]);
+  t.equal(status.controller, null, 'no controller running');
 
   r = await cli(kv, 'volume', 'status', 'v1');
-  t.match(r.stdout, /b0\s+alive\s+127\.0\.0\.1:7100\s+host0\s+1\s+\d+\s+\d+/);
+  t.equal(r.code, 0);
+  t.match(r.stdout, /min in-sync 2/);
+  t.match(r.stdout, /\nin-sync: 2\/2: 64 PGs, 1\/2: 0 PGs, 0\/2: 0 PGs\n/);
+  t.match(r.stdout, /PGs degraded: 0, read-only: 0, unavailable: 0, failover pending: 0/);
+  t.match(r.stdout, /BRICK\s+STATE\s+ADDRESS\s+HOST\s+WEIGHT\s+PRIMARY\s+REPLICA\s+OUT-OF-SYNC\n/);
+  t.match(r.stdout, /b0\s+alive\s+127\.0\.0\.1:7100\s+host0\s+1\s+\d+\s+\d+\s+0\n/);
 
   r = await cli(kv, 'volume', 'status', 'nope');
   t.equal(r.code, 1);
@@ -87,6 +101,24 @@ t.test('dunixctl volume create/list/status', async (t) => {
   r = await cli(kv, 'volume', 'create', 'v3', '--pgs', 'x');
   t.equal(r.code, 1);
   t.match(r.stderr, /--pgs must be a non-negative integer/);
+
+  r = await cli(kv, 'volume', 'create', 'v1b', '--replicas', '2', '--min-insync', '3');
+  t.equal(r.code, 1);
+  t.match(r.stderr, /minInsync 3 must be 1\.\.replicas \(2\)/);
+  r = await cli(kv, 'volume', 'create', 'v1c', '--replicas', '2', '--min-insync', '0');
+  t.equal(r.code, 1, 'min-insync 0 refused');
+});
+
+t.test('dunixctl volume create --min-insync', async (t) => {
+  const kv = new MemoryKv();
+  const bricks = new MemoryCoordinator({ kv, log });
+  t.teardown(() => bricks.stop());
+  await bricks.start();
+  for (let i = 0; i < 3; i++) await bricks.registerBrick('m', brick(i), 2000);
+  const r = await cli(kv, 'volume', 'create', 'm', '--replicas', '3', '--min-insync', '1', '--pgs', '8');
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /3 replica\(s\), min in-sync 1,/);
+  t.equal((await bricks.getVolume('m'))!.minInsync, 1);
 });
 
 t.test('dunixctl: a dead brick shows as dead and its PGs as degraded', async (t) => {
@@ -101,8 +133,61 @@ t.test('dunixctl: a dead brick shows as dead and its PGs as degraded', async (t)
   t.equal((await cli(kv, 'volume', 'create', 'v', '--pgs', '16', '--replicas', '2')).code, 0);
   await b.stop();
   const r = await cli(kv, 'volume', 'status', 'v');
-  t.match(r.stdout, /bricks: 1 alive of 2; PGs degraded: 16, unavailable: 0/);
-  t.match(r.stdout, /b1\s+dead/);
+  t.equal(r.code, 0, 'degraded is not unavailable');
+  t.match(r.stdout, /bricks: 1 alive of 2/);
+  t.match(r.stdout, /in-sync: 2\/2: 0 PGs, 1\/2: 16 PGs, 0\/2: 0 PGs/);
+  t.match(r.stdout, /PGs degraded: 16, read-only: 16, unavailable: 0, failover pending: [1-9]/);
+  t.match(r.stdout, /read-only PGs: 0, 1, 2, /);
+  t.match(r.stdout, /b1\s+dead\s+\S+\s+\S+\s+1\s+\d+\s+\d+\s+16\n/, 'every PG of b1 out of sync');
+});
+
+t.test('dunixctl volume status: unavailable PGs exit 2; controller and recovery shown', async (t) => {
+  const kv = new MemoryKv();
+  const a = new MemoryCoordinator({ kv, log });
+  const b = new MemoryCoordinator({ kv, log });
+  t.teardown(() => a.stop());
+  await a.start();
+  await b.start();
+  await a.registerBrick('u', brick(0), 2000);
+  await b.registerBrick('u', brick(1), 2000);
+  t.equal((await cli(kv, 'volume', 'create', 'u', '--pgs', '8', '--replicas', '1')).code, 0);
+  await a.campaign('u', 'b0', () => undefined, 2000);
+  const p = await a.getPlacement('u');
+  const onB0 = p.find((x) => x.bricks[0] === 'b0')!;
+  await a.reportRecovery('u', 'b0', {
+    pg: onB0.pg,
+    brick: 'b0',
+    mode: 'backfill',
+    opsLeft: 0,
+    bytesLeft: 300 * 1024 * 1024,
+    ratePerS: 10 * 1024 * 1024,
+    startedAtMs: 0,
+  });
+  let r = await cli(kv, 'volume', 'status', 'u');
+  t.equal(r.code, 0);
+  t.match(r.stdout, /controller: b0;/);
+  t.match(
+    r.stdout,
+    /recovery: 1 replica\(s\) catching up\nPG\s+BRICK\s+MODE\s+OPS-LEFT\s+BYTES-LEFT\s+RATE\s+ETA\n/,
+  );
+  t.match(r.stdout, new RegExp(`${onB0.pg}\\s+b0\\s+backfill\\s+0\\s+300\\.0 MiB\\s+10\\.0 MiB/s\\s+30s\\n`));
+  await b.stop();
+  const onB1 = p.filter((x) => x.bricks[0] === 'b1').map((x) => x.pg);
+  t.ok(onB1.length > 0);
+  r = await cli(kv, 'volume', 'status', 'u');
+  t.equal(r.code, 2, 'non-zero: some PGs have no live copy');
+  t.match(r.stdout, `unavailable: ${onB1.length},`);
+  t.match(r.stdout, `unavailable PGs: ${onB1.join(', ')}\n`);
+  r = await cli(kv, '--json', 'volume', 'status', 'u');
+  t.equal(r.code, 2);
+  const s = JSON.parse(r.stdout);
+  t.same(s.pgsUnavailable, onB1);
+  t.same(s.isrHistogram, [
+    { live: 1, pgs: 8 - onB1.length },
+    { live: 0, pgs: onB1.length },
+  ]);
+  t.equal(s.recovery[0].etaS, 30);
+  t.equal(s.controller, 'b0');
 });
 
 t.test('dunixctl: unreachable etcd fails within the timeout', async (t) => {

@@ -10,12 +10,14 @@ import {
   volumeCreate,
   volumeList,
   volumeStatus,
+  volumeStatusExitCode,
 } from './volume.js';
 
 /**
  * dunixctl: the admin CLI. `run` parses argv, runs one handler against the
  * coordinator, prints its result (a table, or JSON with --json) and returns
- * the exit code: 0, or 1 with one line on stderr. Nothing waits longer than
+ * the exit code: 0, or 1 with one line on stderr, or a command's own status
+ * (`volume status`: 2 when a PG is unavailable). Nothing waits longer than
  * --timeout.
  */
 export interface CliIo {
@@ -67,6 +69,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 
   let action: ((coord: Coordinator) => Promise<string | object>) | undefined;
   let render: ((data: never) => string) | undefined;
+  let exitCode: ((data: never) => number) | undefined;
 
   const volume = program.command('volume').description('create and inspect volumes');
   volume
@@ -74,10 +77,18 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     .description('create a volume over the bricks registered for it')
     .option('--pgs <n>', 'placement groups (power of two)', intArg('--pgs'))
     .option('--replicas <n>', 'copies of each PG', intArg('--replicas'))
+    .option(
+      '--min-insync <n>',
+      'in-sync copies a PG needs to accept writes (1..replicas; default min(2, replicas))',
+      intArg('--min-insync'),
+    )
     .option('--block-size <bytes>', 'block size (multiple of 64 KiB)', intArg('--block-size'))
     .option('--inline-max <bytes>', 'largest file stored inline', intArg('--inline-max'))
     .action(
-      (name: string, o: { pgs?: number; replicas?: number; blockSize?: number; inlineMax?: number }) => {
+      (
+        name: string,
+        o: { pgs?: number; replicas?: number; minInsync?: number; blockSize?: number; inlineMax?: number },
+      ) => {
         action = (c) => volumeCreate(c, { name, ...o });
         render = renderVolumeCreate as (d: never) => string;
       },
@@ -91,10 +102,14 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     });
   volume
     .command('status <name>')
-    .description('config, bricks (alive/dead, address) and PGs per brick')
+    .description(
+      'in-sync health of the PGs, bricks (alive/dead, PGs as primary and replica), recovery; ' +
+        'exits 2 when a PG is unavailable',
+    )
     .action((name: string) => {
       action = (c) => volumeStatus(c, name);
       render = renderVolumeStatus as (d: never) => string;
+      exitCode = volumeStatusExitCode as (d: never) => number;
     });
 
   try {
@@ -133,7 +148,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       'dunixctl',
     );
     io.stdout(g.json ? `${JSON.stringify(data, null, 2)}\n` : render(data as never));
-    return 0;
+    return exitCode ? exitCode(data as never) : 0;
   } catch (e) {
     io.stderr(`dunixctl: ${oneLine(e)}\n`);
     return 1;

@@ -1,5 +1,5 @@
-import type { PgAssignment, VolumeConfig } from '@dunix/proto';
-import { type Coordinator, volumeConfig } from '../coordinator.js';
+import { FsError, type PgAssignment, type VolumeConfig } from '@dunix/proto';
+import { type Coordinator, type RecoveryReport, volumeConfig } from '../coordinator.js';
 
 /**
  * `dunixctl volume ...` handlers: each returns data; render* turns it into
@@ -9,6 +9,7 @@ export interface VolumeCreateArgs {
   name: string;
   pgs?: number;
   replicas?: number;
+  minInsync?: number;
   blockSize?: number;
   inlineMax?: number;
 }
@@ -41,16 +42,41 @@ export interface BrickStatusRow {
   host: string;
   weight: number;
   alive: boolean;
-  pgs: number;
+  /** PGs this brick leads. */
   primaries: number;
+  /** PGs it holds as a non-primary replica. */
+  replicas: number;
+  /** PGs it is listed in but not in sync with (catching up, or dead). */
+  outOfSync: number;
+}
+
+/** PGs whose live in-sync members number `live` (of `replicas`). */
+export interface IsrSizeCount {
+  live: number;
+  pgs: number;
+}
+
+export interface RecoveryRow extends RecoveryReport {
+  /** Seconds until done at the reported rate (ops in 'log' mode, bytes in 'backfill'); null if unknown. */
+  etaS: number | null;
 }
 
 export interface VolumeStatusResult {
   config: VolumeConfig;
+  /** Brick leading the volume's controller election, or null. */
+  controller: string | null;
   bricks: BrickStatusRow[];
-  /** PGs with at least one dead brick; PGs whose every brick is dead. */
-  pgsDegraded: number;
-  pgsUnavailable: number;
+  /** Live in-sync members per PG, from `replicas` down to 0. */
+  isrHistogram: IsrSizeCount[];
+  /** PGs with fewer live in-sync members than replicas (includes the two below). */
+  pgsDegraded: number[];
+  /** PGs with live in-sync members, but fewer than minInsync: writes refused, reads served. */
+  pgsReadOnly: number[];
+  /** PGs without a live in-sync member: nothing can serve them until one returns. */
+  pgsUnavailable: number[];
+  /** PGs whose primary is dead but which have a live in-sync member: the controller promotes it. */
+  pgsFailoverPending: number[];
+  recovery: RecoveryRow[];
   /** Highest PG epoch (1 = never changed since creation). */
   epochMax: number;
 }
@@ -72,6 +98,7 @@ export async function volumeCreate(coord: Coordinator, args: VolumeCreateArgs): 
   const config = volumeConfig(args.name, {
     ...(args.pgs !== undefined ? { pgCount: args.pgs } : {}),
     ...(args.replicas !== undefined ? { replicas: args.replicas } : {}),
+    ...(args.minInsync !== undefined ? { minInsync: args.minInsync } : {}),
     ...(args.blockSize !== undefined ? { blockSizeBytes: args.blockSize } : {}),
     ...(args.inlineMax !== undefined ? { inlineMaxBytes: args.inlineMax } : {}),
   });
@@ -101,36 +128,64 @@ export async function volumeList(coord: Coordinator): Promise<VolumeListRow[]> {
 }
 
 export async function volumeStatus(coord: Coordinator, name: string): Promise<VolumeStatusResult> {
-  const placement = await coord.getPlacement(name); // NOT_FOUND for an unknown volume
-  const config = await coord.getVolume(name);
-  const bricks = await coord.listBricks(name);
-  if (!config) throw new Error(`volume ${name} vanished while reading it`);
-  const counts = countPgs(placement);
-  const alive = new Set(bricks.filter((b) => b.alive).map((b) => b.id));
-  let pgsDegraded = 0;
-  let pgsUnavailable = 0;
-  let epochMax = 0;
-  for (const a of placement) {
-    const up = a.bricks.filter((b) => alive.has(b)).length;
-    if (up < a.bricks.length) pgsDegraded++;
-    if (up === 0) pgsUnavailable++;
-    epochMax = Math.max(epochMax, a.epoch);
+  const snap = await coord.getSnapshot(name);
+  if (!snap.config) throw new FsError('NOT_FOUND', `volume ${name} does not exist`);
+  const [controller, reports] = await Promise.all([coord.getController(name), coord.listRecovery(name)]);
+  const config = snap.config;
+  const alive = new Set(snap.bricks.filter((b) => b.alive).map((b) => b.id));
+  const rows = new Map<string, { primaries: number; replicas: number; outOfSync: number }>(
+    snap.bricks.map((b) => [b.id, { primaries: 0, replicas: 0, outOfSync: 0 }]),
+  );
+  const histogram = new Map<number, number>();
+  const r: Omit<VolumeStatusResult, 'config' | 'controller' | 'bricks' | 'isrHistogram' | 'recovery'> = {
+    pgsDegraded: [],
+    pgsReadOnly: [],
+    pgsUnavailable: [],
+    pgsFailoverPending: [],
+    epochMax: 0,
+  };
+  for (const a of snap.placement) {
+    a.bricks.forEach((b, i) => {
+      const row = rows.get(b);
+      if (!row) return;
+      if (i === 0) row.primaries++;
+      else row.replicas++;
+      if (!a.isr.includes(b) || !alive.has(b)) row.outOfSync++;
+    });
+    const live = a.isr.filter((b) => alive.has(b)).length;
+    histogram.set(live, (histogram.get(live) ?? 0) + 1);
+    if (live < config.replicas) r.pgsDegraded.push(a.pg);
+    if (live === 0) r.pgsUnavailable.push(a.pg);
+    else if (live < config.minInsync) r.pgsReadOnly.push(a.pg);
+    if (live > 0 && !alive.has(a.bricks[0]!)) r.pgsFailoverPending.push(a.pg);
+    r.epochMax = Math.max(r.epochMax, a.epoch);
   }
+  const isrHistogram: IsrSizeCount[] = [];
+  for (let live = config.replicas; live >= 0; live--)
+    isrHistogram.push({ live, pgs: histogram.get(live) ?? 0 });
   return {
     config,
-    bricks: bricks.map((b) => ({
+    controller: controller ?? null,
+    bricks: snap.bricks.map((b) => ({
       id: b.id,
       address: b.address,
       host: b.host,
       weight: b.weight,
       alive: b.alive,
-      pgs: counts.get(b.id)?.pgs ?? 0,
-      primaries: counts.get(b.id)?.primaries ?? 0,
+      ...rows.get(b.id)!,
     })),
-    pgsDegraded,
-    pgsUnavailable,
-    epochMax,
+    isrHistogram,
+    ...r,
+    recovery: reports.map((p) => {
+      const left = p.mode === 'log' ? p.opsLeft : p.bytesLeft;
+      return { ...p, etaS: p.ratePerS > 0 ? Math.ceil(left / p.ratePerS) : left === 0 ? 0 : null };
+    }),
   };
+}
+
+/** Exit status of `volume status`: 2 when a PG is unavailable (scripts and health checks see it), else 0. */
+export function volumeStatusExitCode(r: VolumeStatusResult): number {
+  return r.pgsUnavailable.length > 0 ? 2 : 0;
 }
 
 /** A plain text table: a header row, then one row per record, columns padded. */
@@ -157,7 +212,8 @@ function bytes(n: number): string {
 
 function configLines(c: VolumeConfig): string {
   return (
-    `volume ${c.name}: ${c.pgCount} PGs, ${c.replicas} replica(s), block ${bytes(c.blockSizeBytes)}, ` +
+    `volume ${c.name}: ${c.pgCount} PGs, ${c.replicas} replica(s), min in-sync ${c.minInsync}, ` +
+    `block ${bytes(c.blockSizeBytes)}, ` +
     `inline up to ${bytes(c.inlineMaxBytes)}, created ${new Date(c.createdAtMs).toISOString()}\n`
   );
 }
@@ -188,23 +244,71 @@ export function renderVolumeList(rows: VolumeListRow[]): string {
   );
 }
 
+/** Sizes in binary units with one decimal: 1.5 GiB. */
+function size(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
+function duration(s: number | null): string {
+  if (s === null) return '?';
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** Up to `max` PG numbers, then how many more. */
+function pgList(pgs: number[], max = 16): string {
+  const shown = pgs.slice(0, max).join(', ');
+  return pgs.length > max ? `${shown}, ... (${pgs.length - max} more)` : shown;
+}
+
 export function renderVolumeStatus(r: VolumeStatusResult): string {
   const alive = r.bricks.filter((b) => b.alive).length;
-  return (
-    configLines(r.config) +
-    `bricks: ${alive} alive of ${r.bricks.length}; PGs degraded: ${r.pgsDegraded}, unavailable: ${r.pgsUnavailable}; ` +
-    `highest epoch: ${r.epochMax}\n` +
-    renderTable(
-      ['BRICK', 'STATE', 'ADDRESS', 'HOST', 'WEIGHT', 'PGS', 'PRIMARIES'],
-      r.bricks.map((b) => [
-        b.id,
-        b.alive ? 'alive' : 'dead',
-        b.address,
-        b.host,
-        b.weight,
-        b.pgs,
-        b.primaries,
-      ]),
-    )
+  const n = r.config.replicas;
+  const lines = [
+    configLines(r.config).trimEnd(),
+    `controller: ${r.controller ?? 'none'}; bricks: ${alive} alive of ${r.bricks.length}; highest epoch: ${r.epochMax}`,
+    `in-sync: ${r.isrHistogram.map((h) => `${h.live}/${n}: ${h.pgs} PGs`).join(', ')}`,
+    `PGs degraded: ${r.pgsDegraded.length}, read-only: ${r.pgsReadOnly.length}, ` +
+      `unavailable: ${r.pgsUnavailable.length}, failover pending: ${r.pgsFailoverPending.length}`,
+  ];
+  if (r.pgsUnavailable.length) lines.push(`unavailable PGs: ${pgList(r.pgsUnavailable)}`);
+  if (r.pgsReadOnly.length) lines.push(`read-only PGs: ${pgList(r.pgsReadOnly)}`);
+  const table = renderTable(
+    ['BRICK', 'STATE', 'ADDRESS', 'HOST', 'WEIGHT', 'PRIMARY', 'REPLICA', 'OUT-OF-SYNC'],
+    r.bricks.map((b) => [
+      b.id,
+      b.alive ? 'alive' : 'dead',
+      b.address,
+      b.host,
+      b.weight,
+      b.primaries,
+      b.replicas,
+      b.outOfSync,
+    ]),
   );
+  let out = `${lines.join('\n')}\n${table}`;
+  if (r.recovery.length) {
+    out +=
+      `recovery: ${r.recovery.length} replica(s) catching up\n` +
+      renderTable(
+        ['PG', 'BRICK', 'MODE', 'OPS-LEFT', 'BYTES-LEFT', 'RATE', 'ETA'],
+        r.recovery.map((p) => [
+          p.pg,
+          p.brick,
+          p.mode,
+          p.opsLeft,
+          size(p.bytesLeft),
+          p.mode === 'log' ? `${Math.round(p.ratePerS)} ops/s` : `${size(p.ratePerS)}/s`,
+          duration(p.etaS),
+        ]),
+      );
+  }
+  return out;
 }
