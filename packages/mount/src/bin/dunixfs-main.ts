@@ -24,7 +24,16 @@ export async function main(argv: string[]): Promise<number> {
   const mountpoint = resolve(args.mountpoint);
   await initHashing();
   const coord = new EtcdCoordinator({ endpoints: args.endpoints, log, dialTimeoutMs: args.dialTimeoutMs });
-  const router = new Router({ log });
+  const router = new Router({
+    log,
+    // A refused connection is the quickest sign of a dead brick: telling the
+    // controller starts failover now instead of when the brick's lease expires.
+    onConnectionRefused: (brickId) => {
+      coord.reportSuspect(args.volume, brickId).catch((err: unknown) => {
+        log.warn('could not report a suspect brick', { brick: brickId, err: (err as Error).message });
+      });
+    },
+  });
   let unwatch: (() => Promise<void>) | undefined;
   try {
     await coord.start();
