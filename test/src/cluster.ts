@@ -52,6 +52,10 @@ export interface TestLike {
 export interface ClusterOptions {
   bricks?: number;
   pgs?: number;
+  /** Copies of each PG (default 3, as `npm start`; at most the brick count). */
+  replicas?: number;
+  /** The volume's min_insync (default: dunixctl's, min(2, replicas)). */
+  minInsync?: number;
   volume?: string;
   /** Extra environment of every brick (an array: per brick). */
   brickEnv?: Record<string, string> | Record<string, string>[];
@@ -59,6 +63,12 @@ export interface ClusterOptions {
   mount?: boolean;
   /** Extra `-o` options of the client. */
   mountOptions?: string;
+  /**
+   * The --etcd one brick is started with instead of etcd's own endpoint (e.g.
+   * a proxy that can cut it off); asked at every start of brick `index`,
+   * undefined keeps the real one.
+   */
+  brickEtcd?: (index: number, etcdEndpoint: string) => string | undefined | Promise<string | undefined>;
 }
 
 export interface BrickProc {
@@ -373,6 +383,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     let ports: PortReport | undefined;
     let grpcClient: BrickClient | undefined;
     let grpcClientAddress = '';
+    let etcdEndpoint = etcd.endpoint;
     const spawnBrick = (env: Record<string, string>, listen: string, dataPort: number | undefined) => {
       rmSync(portFile, { force: true });
       proc = spawnLogged(
@@ -387,7 +398,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
           '--port-file',
           portFile,
           '--etcd',
-          etcd.endpoint,
+          etcdEndpoint,
           '--volume',
           volume,
         ],
@@ -403,6 +414,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
      */
     const start = async (env: Record<string, string>, samePorts: boolean) => {
       const last = samePorts ? ports : undefined;
+      etcdEndpoint = (await opts.brickEtcd?.(i, etcd.endpoint)) ?? etcd.endpoint;
       const logStart = fileSize(logFile);
       const p = last
         ? spawnBrick(env, last.address, portOf(last.dataAddress))
@@ -500,7 +512,17 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     30_000,
     100,
   );
-  const created = ctl(['volume', 'create', volume, '--pgs', String(pgs)]);
+  const replicas = opts.replicas ?? Math.min(3, nBricks);
+  const created = ctl([
+    'volume',
+    'create',
+    volume,
+    '--pgs',
+    String(pgs),
+    '--replicas',
+    String(replicas),
+    ...(opts.minInsync !== undefined ? ['--min-insync', String(opts.minInsync)] : []),
+  ]);
   if (created.status !== 0) throw new Error(`volume create failed: ${created.stderr}${created.stdout}`);
   for (const b of brickProcs) await b.ready();
 

@@ -43,7 +43,8 @@ export interface BrickdOptions {
   listen: string;
   etcdEndpoints: string[];
   volume: string;
-  replicas: number;
+  /** Copies per PG the operator expects; the volume's config decides (a mismatch is logged). */
+  replicas?: number;
   /** Port of the frame transport on the listen host (default: any free port). */
   dataPort?: number;
   /** Failure domain (default: this machine's hostname). */
@@ -96,7 +97,7 @@ export class BrickDaemon {
   constructor(private readonly o: BrickdOptions) {
     this.log = o.log ?? createLogger('brickd');
     this.knobs = validateBrickKnobs({ ...brickDefaults, ...o.knobs });
-    if (!Number.isInteger(o.replicas) || o.replicas < 1 || o.replicas > 5) {
+    if (o.replicas !== undefined && (!Number.isInteger(o.replicas) || o.replicas < 1 || o.replicas > 5)) {
       throw new RangeError(`--replicas ${o.replicas} must be 1..5`);
     }
   }
@@ -182,7 +183,7 @@ export class BrickDaemon {
   private async applySnapshot(s: VolumeSnapshot): Promise<void> {
     if (!s.config) return;
     const config: VolumeConfig = s.config;
-    if (config.replicas !== this.o.replicas && !this.replicasWarned) {
+    if (this.o.replicas !== undefined && config.replicas !== this.o.replicas && !this.replicasWarned) {
       // The volume's config is what counts; the flag states what the operator expects.
       this.replicasWarned = true;
       this.log.warn('--replicas differs from the volume: the volume config wins', {

@@ -26,7 +26,11 @@ const program = new Command('brickd')
   .requiredOption('--listen <host:port>', 'gRPC listen address', listenArg)
   .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379)')
   .requiredOption('--volume <name>', 'volume this brick belongs to')
-  .option('--replicas <n>', 'copies per PG (1 in this release)', intArg('--replicas', 1, 5), 1)
+  .option(
+    '--replicas <n>',
+    'copies per PG the operator expects (the volume config decides; a mismatch is logged)',
+    intArg('--replicas', 1, 5),
+  )
   .option(
     '--data-port <port>',
     'port of the frame transport (default: any free port)',
