@@ -91,6 +91,7 @@ const USAGE = `usage: node deploy/local-cluster.mjs start|stop|status [options]
   --brick-port N     first brick port; bricks use N, N+1, N+2 ($DUNIX_BRICK_PORT, default 7101;
                      0: each brick binds any free port and reports it)
   --pgs N            PGs of a new volume ($DUNIX_PGS, default 256)
+  --replicas N       copies of each PG of a new volume ($DUNIX_REPLICAS, default 3)
   --no-install       start: skip apt, npm ci and /sbin/mount.dunixfs ($DUNIX_NO_INSTALL=1)
   --no-build         start: skip npm run build ($DUNIX_NO_BUILD=1)
   --json             status: print JSON
@@ -117,6 +118,7 @@ function parseCli(argv) {
         'etcd-peer-port': { type: 'string' },
         'brick-port': { type: 'string' },
         pgs: { type: 'string' },
+        replicas: { type: 'string' },
         'no-install': { type: 'boolean' },
         'no-build': { type: 'boolean' },
         json: { type: 'boolean' },
@@ -157,6 +159,7 @@ function resolveConfig(values, env) {
     ),
     brickPort: intValue('brick port', pick('brick-port', 'DUNIX_BRICK_PORT', 'brickPort', 7101), 0, 65533),
     pgs: intValue('PG count', pick('pgs', 'DUNIX_PGS', 'pgs', 256), 1, 65536),
+    replicas: intValue('replicas', pick('replicas', 'DUNIX_REPLICAS', 'replicas', 3), 1, 3),
     install: !(values['no-install'] || env.DUNIX_NO_INSTALL === '1'),
     build: !(values['no-build'] || env.DUNIX_NO_BUILD === '1'),
     json: Boolean(values.json),
@@ -888,8 +891,6 @@ async function startBricks(cfg) {
       cfg.endpoint,
       '--volume',
       cfg.volume,
-      '--replicas',
-      '1',
     ];
     pids.set(
       b,
@@ -935,7 +936,15 @@ async function ensureVolume(cfg) {
   const configKey = `${volumeKey(cfg.volume)}config`;
   const exists = async () => configKey in (await etcdPrefix(cfg.endpoint, configKey));
   if (await exists()) return `${cfg.volume} exists`;
-  const r = dunixctl(cfg, ['volume', 'create', cfg.volume, '--pgs', String(cfg.pgs), '--replicas', '1']);
+  const r = dunixctl(cfg, [
+    'volume',
+    'create',
+    cfg.volume,
+    '--pgs',
+    String(cfg.pgs),
+    '--replicas',
+    String(cfg.replicas),
+  ]);
   if (r.status !== 0) {
     if (await exists()) return `${cfg.volume} exists (created concurrently)`;
     fail(`creating volume ${cfg.volume} failed: ${(r.stderr || r.stdout).trim()}`);
