@@ -20,7 +20,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdCoordinator, spawnEtcd, type EtcdProcess } from '@dunix/coord';
 import {
@@ -34,6 +34,7 @@ import {
   type PgAssignment,
   type wire,
 } from '@dunix/proto';
+import { reap } from './reaper.js';
 
 const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 export const bins = {
@@ -184,8 +185,18 @@ interface Proc {
   done: boolean;
 }
 
-/** Spawns a process with stdout and stderr appended to `logFile` (our event loop is not needed). */
-function spawnLogged(cmd: string, args: string[], logFile: string, env: NodeJS.ProcessEnv): Proc {
+/**
+ * Spawns a process with stdout and stderr appended to `logFile` (our event
+ * loop is not needed). `marker`, a path in its command line, lets the reaper
+ * tell it from a later process with the same pid.
+ */
+function spawnLogged(
+  cmd: string,
+  args: string[],
+  logFile: string,
+  env: NodeJS.ProcessEnv,
+  marker: string,
+): Proc {
   const fd = openSync(logFile, 'a');
   let child: ChildProcess;
   try {
@@ -194,18 +205,23 @@ function spawnLogged(cmd: string, args: string[], logFile: string, env: NodeJS.P
     closeSync(fd);
   }
   live.add(child);
+  const reaped = child.pid ? { kind: 'pid' as const, pid: child.pid, marker } : undefined;
+  if (reaped) reap.add(reaped);
+  const gone = () => {
+    p.done = true;
+    live.delete(child);
+    if (reaped) reap.remove(reaped);
+  };
   const p: Proc = {
     child,
     done: false,
     exit: new Promise((res) => {
       child.once('exit', (code, signal) => {
-        p.done = true;
-        live.delete(child);
+        gone();
         res({ code, signal });
       });
       child.once('error', () => {
-        p.done = true;
-        live.delete(child);
+        gone();
         res({ code: -1, signal: null });
       });
     }),
@@ -309,6 +325,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   const pgs = opts.pgs ?? 64;
   const volume = opts.volume ?? 'vol';
   const base = mkdtempSync(join(tmpdir(), 'dunix-cluster-'));
+  reap.add({ kind: 'dir', path: base });
   spawnSync('chmod', ['0755', base]);
   const logDir = join(base, 'logs');
   mkdirSync(logDir);
@@ -336,8 +353,15 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
       for (const s of stops) await s().catch(() => {});
       await started.coord?.stop().catch(() => {});
       await started.etcd?.stop().catch(() => {});
+      if (started.etcd) {
+        reap.remove({ kind: 'pid', pid: started.etcd.pid, marker: started.etcd.dataDir });
+        reap.remove({ kind: 'dir', path: dirname(started.etcd.dataDir) });
+      }
       // Never remove a dir that is still a mount point (it would recurse into the mount).
-      if (mountsAt(mountpoint).length === 0) rmSync(base, { recursive: true, force: true });
+      if (mountsAt(mountpoint).length === 0) {
+        rmSync(base, { recursive: true, force: true });
+        reap.remove({ kind: 'dir', path: base });
+      }
     })();
     return stopping;
   };
@@ -352,6 +376,8 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   const etcd = await spawnEtcd({ log: fileLogger(etcdLog) });
   const etcdHostPort = `127.0.0.1:${etcd.clientPort}`;
   started.etcd = etcd;
+  reap.add({ kind: 'pid', pid: etcd.pid, marker: etcd.dataDir });
+  reap.add({ kind: 'dir', path: dirname(etcd.dataDir) }); // spawnEtcd's temp dir
   const coord = new EtcdCoordinator({
     endpoints: [etcd.endpoint],
     log: fileLogger(join(logDir, 'coord.log')),
@@ -404,6 +430,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
         ],
         logFile,
         childEnv(env),
+        base,
       );
       return proc;
     };
@@ -530,8 +557,9 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     if (client && !client.done) throw new Error('already mounted');
     const args = [bins.dunixfs, `${etcdHostPort}/${volume}`, mountpoint];
     if (opts.mountOptions) args.push('-o', opts.mountOptions);
-    client = spawnLogged(process.execPath, args, clientLog, childEnv({}));
+    client = spawnLogged(process.execPath, args, clientLog, childEnv({}), base);
     liveMounts.add(mountpoint);
+    reap.add({ kind: 'mount', path: mountpoint });
     const c = client;
     await waitUntil(
       () => {
@@ -551,6 +579,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     }
     if (mountsAt(mountpoint).length > 0) spawnSync('umount', ['-l', mountpoint], { timeout: 15_000 });
     liveMounts.delete(mountpoint);
+    reap.remove({ kind: 'mount', path: mountpoint });
     if (client && !client.done) {
       // The client exits by itself once the kernel ends the session.
       const c = client;
