@@ -442,7 +442,7 @@ function freePort() {
 
 /** Distinct free ports, none of those a cluster someone else runs on this host uses. */
 async function freePorts(n) {
-  const taken = new Set([2379, 2380, 7101, 7102, 7103]);
+  const taken = new Set([23790, 24101, 24102, 24103]);
   const out = [];
   while (out.length < n) {
     const p = await freePort();
