@@ -73,7 +73,10 @@ export interface BrickDeps {
   /** Crash points for fault-injection tests (DUNIX_FAULTS). */
   fault?: (point: string) => void;
   /** The replication protocol's world: peers, the placement map in etcd, the lease, a clock. */
-  replication: Pick<ReplicationDeps, 'transport' | 'placement' | 'lease' | 'clock' | 'recovery'>;
+  replication: Pick<
+    ReplicationDeps,
+    'transport' | 'placement' | 'lease' | 'clock' | 'recovery' | 'durability'
+  >;
   /** Whether a brick holds its lease now (catch-up skips dead replicas). */
   brickAlive?: (brickId: string) => boolean;
 }

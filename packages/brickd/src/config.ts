@@ -30,6 +30,12 @@ export interface BrickKnobs {
   backfillChunkBytes: number;
   /** A primary stops acknowledging this long before its lease could have expired in etcd. */
   leaseFenceMarginMs: number;
+  /**
+   * Group commit window: writes are synced to disk within this many ms
+   * (fsync-family calls sync at once); 0 syncs every entry before it is
+   * acknowledged. See store/group-commit.ts.
+   */
+  groupCommitMs: number;
 }
 
 export const brickDefaults: BrickKnobs = {
@@ -47,6 +53,7 @@ export const brickDefaults: BrickKnobs = {
   backfillChunkKeys: 1024,
   backfillChunkBytes: 8 * 1024 * 1024,
   leaseFenceMarginMs: 600,
+  groupCommitMs: 10,
 };
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
@@ -69,6 +76,8 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('backfillChunkKeys', 1 << 20);
   positive('backfillChunkBytes', 1 << 30);
   positive('leaseFenceMarginMs', 600_000);
+  if (!Number.isInteger(k.groupCommitMs) || k.groupCommitMs < 0 || k.groupCommitMs > 1000)
+    bad.push(`groupCommitMs ${k.groupCommitMs} must be 0..1000`);
   if (k.leaseFenceMarginMs * 2 > k.leaseTtlMs) bad.push('leaseFenceMarginMs must be <= leaseTtlMs / 2');
   if (k.catchUpFinalEntries > k.opLogRetain) bad.push('catchUpFinalEntries must be <= opLogRetain');
   if (k.leaseTtlMs < 2000) bad.push('leaseTtlMs must be >= 2000 (etcd keepalive granularity)');

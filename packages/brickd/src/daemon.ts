@@ -35,6 +35,7 @@ import type { RecoveryReporter } from './replication/deps.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
 import { CachedKv } from './store/cached-kv.js';
+import { GroupCommit, syncEachWrite, type Durability } from './store/group-commit.js';
 import { LevelKv } from './store/leveldb-kv.js';
 
 export interface BrickdOptions {
@@ -73,6 +74,7 @@ export class BrickDaemon {
   private readonly knobs: BrickKnobs;
   private kv: CachedKv | undefined;
   private blocks: BlockStore | undefined;
+  private durability: Durability = syncEachWrite;
   private server: grpc.Server | undefined;
   private frames: FrameServer | undefined;
   private memoryTimer: NodeJS.Timeout | undefined;
@@ -113,8 +115,15 @@ export class BrickDaemon {
       this.identity = await this.loadIdentity();
       this.kv = new CachedKv(new LevelKv(join(this.o.dataDir, 'meta')));
       await this.kv.open();
-      this.blocks = new BlockStore({ dataDir: this.o.dataDir });
+      this.blocks = new BlockStore({
+        dataDir: this.o.dataDir,
+        syncEachWrite: this.knobs.groupCommitMs === 0,
+      });
       await this.blocks.open();
+      this.durability =
+        this.knobs.groupCommitMs === 0
+          ? syncEachWrite
+          : new GroupCommit(this.kv, this.blocks, this.knobs.groupCommitMs);
       const { server, port } = await startBrickServer(this.o.listen, this.delegatingHandlers());
       this.server = server;
       this.port = port;
@@ -221,6 +230,7 @@ export class BrickDaemon {
           },
           lease: { fenced: () => this.fenced() },
           recovery: this.recoveryReporter(config.name),
+          durability: this.durability,
           clock: monotonicClock,
         },
         brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,
@@ -345,6 +355,7 @@ export class BrickDaemon {
       await this.unwatch?.().catch(() => {});
       await this.coord?.stop().catch(() => {});
       this.router.close();
+      if (this.durability instanceof GroupCommit) await this.durability.stop().catch(() => {});
       await this.blocks?.close().catch(() => {});
       await this.kv?.close().catch(() => {});
     })();

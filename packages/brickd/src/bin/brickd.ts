@@ -40,6 +40,11 @@ const program = new Command('brickd')
   .option('--weight <n>', 'relative capacity', intArg('--weight', 0, 1000), 1)
   .option('--lease-ttl-ms <ms>', 'liveness lease in etcd', intArg('--lease-ttl-ms', 2000, 600000))
   .option(
+    '--group-commit-ms <ms>',
+    'sync writes to disk within this window (fsync syncs at once); 0: sync every write',
+    intArg('--group-commit-ms', 0, 1000),
+  )
+  .option(
     '--port-file <file>',
     'once listening, write {"pid","address","dataAddress"} here (atomically): the ports of a port-0 --listen',
   )
@@ -53,7 +58,10 @@ const program = new Command('brickd')
       host: opts.host,
       dataPort: opts.dataPort,
       weight: opts.weight,
-      knobs: opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {},
+      knobs: {
+        ...(opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {}),
+        ...(opts.groupCommitMs !== undefined ? { groupCommitMs: opts.groupCommitMs } : {}),
+      },
       log,
       portFile: opts.portFile,
     });

@@ -1,5 +1,6 @@
 import { FsError } from '@dunix/proto';
 import type { BlockFiles } from '../store/block-files.js';
+import { syncEachWrite, type Durability } from '../store/group-commit.js';
 import { KeyKind, keys, kindOfKey, pgOfKey } from '../store/keys.js';
 import { prefixEnd, type KvStore, type KvWrite } from '../store/kv.js';
 import { decodeRecord, encodeRecord, type BlockRecord } from '../store/records.js';
@@ -22,6 +23,7 @@ export class LogStore {
     private readonly kv: KvStore,
     private readonly blocks: BlockFiles,
     private readonly blockSizeBytes: number,
+    private readonly durability: Durability = syncEachWrite,
   ) {}
 
   /**
@@ -30,7 +32,11 @@ export class LogStore {
    */
   async write(st: PgState, e: LogEntry): Promise<void> {
     this.checkNext(st, e);
-    await this.kv.write([...e.writes, { key: keys.log(st.pg, e.seq), value: encodeStoredEntry(e) }], true);
+    await this.kv.write(
+      [...e.writes, { key: keys.log(st.pg, e.seq), value: encodeStoredEntry(e) }],
+      this.durability.syncEach,
+    );
+    this.durability.written();
     for (const op of e.blocks) if (op.kind === 'DELETE') await this.blocks.delete(st.pg, op.ino, op.index);
     this.advance(st, e);
   }
@@ -89,8 +95,9 @@ export class LogStore {
         throw new FsError('INVALID_ARGUMENT', `entry ${e.seq} writes another PG's key`);
     await this.kv.write(
       [...e.writes, ...extra, { key: keys.log(pg, e.seq), value: encodeStoredEntry(e) }],
-      true,
+      this.durability.syncEach,
     );
+    this.durability.written();
     for (const op of e.blocks) if (op.kind === 'DELETE') await this.blocks.delete(pg, op.ino, op.index);
     this.advance(st, e);
   }

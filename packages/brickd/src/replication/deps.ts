@@ -1,6 +1,7 @@
 import type { Logger, PgAssignment, VolumeConfig } from '@dunix/proto';
 import type { BrickKnobs } from '../config.js';
 import type { BlockFiles } from '../store/block-files.js';
+import type { Durability } from '../store/group-commit.js';
 import type { KvStore, KvWrite } from '../store/kv.js';
 import type { BlockOp, LogEntry, LogPosition } from '../pg/log-entry.js';
 
@@ -37,6 +38,8 @@ export interface ReplicaTransport {
     entriesMax: number,
   ): Promise<LogEntry[]>;
   backfill(brick: string, pg: number, epoch: number, step: BackfillStep): Promise<void>;
+  /** The replica makes everything it has applied durable (a client's fsync). */
+  sync(brick: string, pg: number, epoch: number): Promise<void>;
   /** The replica's verified copy of one block, as a SYNC op (no record: it has none). */
   fetchBlock(brick: string, pg: number, epoch: number, ino: bigint, index: bigint): Promise<BlockOp>;
 }
@@ -87,6 +90,8 @@ export interface ReplicationDeps {
   placement: PlacementControl;
   lease: LeaseGuard;
   recovery?: RecoveryReporter;
+  /** When writes reach the disk (default: every entry synced). */
+  durability?: Durability;
   /**
    * Simulation only (test/sim): a deliberately broken protocol, to show that
    * the simulation's checkers catch it. Never set in brickd.

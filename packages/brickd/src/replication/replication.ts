@@ -34,7 +34,7 @@ export class Replication {
   private readonly catchingUp = new Set<string>();
 
   constructor(private readonly d: ReplicationDeps) {
-    this.logs = new LogStore(d.kv, d.blocks, d.volume.blockSizeBytes);
+    this.logs = new LogStore(d.kv, d.blocks, d.volume.blockSizeBytes, d.durability);
   }
 
   private get me(): string {
@@ -99,7 +99,17 @@ export class Replication {
             err: String(r.reason),
           });
         }
-        await this.changeIsr(st, (isr) => isr.filter((b) => !failed.includes(b)));
+        try {
+          await this.changeIsr(st, (isr) => isr.filter((b) => !failed.includes(b)));
+        } catch (err) {
+          // The entry (and its stored reply) is in this log but not on every member of
+          // the in-sync set in etcd. Serving on would let a retry of the request be
+          // answered from that stored reply (mutate's duplicate check) while a
+          // successor may lack the entry: an acknowledged op lost. Serve again only
+          // after peering has brought the set up to this log or dropped who is not.
+          st.ready = false;
+          throw err;
+        }
       }
       // Acknowledge only as a primary whose lease holds and whose set is big enough.
       if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
@@ -435,6 +445,26 @@ export class Replication {
       if (fromSeq < st.firstSeq) throw new FsError('LOG_GAP', `pg ${st.pg}: log starts at ${st.firstSeq}`);
       return this.readForCatchUp(st, fromSeq, Math.min(max, this.d.knobs.catchUpBatchEntries));
     });
+  }
+
+  /**
+   * A client's fsync of what it wrote to this PG: everything acknowledged is
+   * applied on every in-sync member; this makes it durable there too.
+   */
+  async syncPg(st: PgState): Promise<void> {
+    this.checkServing(st);
+    const epoch = st.epoch;
+    await Promise.all([
+      this.d.durability?.sync(),
+      ...st.isr.filter((b) => b !== this.me).map((b) => this.d.transport.sync(b, st.pg, epoch)),
+    ]);
+  }
+
+  /** SyncCopy: a replica makes what it has applied durable. */
+  async syncCopy(st: PgState, epoch: number): Promise<void> {
+    if (epoch < st.promisedEpoch)
+      throw new FsError('STALE_EPOCH', `pg ${st.pg}: epoch ${epoch} < promised ${st.promisedEpoch}`);
+    await this.d.durability?.sync();
   }
 
   /** FetchBlock: this copy's block, verified against its record. */

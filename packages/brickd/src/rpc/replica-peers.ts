@@ -63,6 +63,10 @@ export class ReplicaPeers implements ReplicaTransport {
     return r.entries.map(entryFromWire);
   }
 
+  async sync(brick: string, pg: number, epoch: number): Promise<void> {
+    await this.call<object>(brick, 'SyncCopy', pg, epoch, {});
+  }
+
   async fetchBlock(brick: string, pg: number, epoch: number, ino: bigint, index: bigint): Promise<BlockOp> {
     const r = await this.call<wire.FetchBlockReply__Output>(brick, 'FetchBlock', pg, epoch, {
       ino: ino.toString(),

@@ -541,6 +541,18 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       return {};
     }),
 
+    Sync: unary('Sync', async (req: wire.SyncRequest__Output) => {
+      const { pg } = route(req.header, undefined, false);
+      await brick.repl.syncPg(brick.serving(pg));
+      return {};
+    }),
+
+    SyncCopy: unary('SyncCopy', async (req: wire.SyncRequest__Output) => {
+      const { st, epoch } = copyOf(req.header);
+      await brick.repl.syncCopy(st, epoch);
+      return {};
+    }),
+
     FetchBlock: unary('FetchBlock', async (req: wire.FetchBlockRequest__Output) => {
       const { st, epoch } = copyOf(req.header);
       const i = ino(req.ino, 'ino');

@@ -27,4 +27,6 @@ export interface BlockFiles {
     rec: BlockRecord | undefined,
   ): Promise<BlockRecord | undefined>;
   delete(pg: number, ino: bigint, index: bigint): Promise<void>;
+  /** Makes every change so far durable, when changes are not synced one by one. */
+  syncDirty?(): Promise<void>;
 }

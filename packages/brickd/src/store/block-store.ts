@@ -10,6 +10,12 @@ export interface BlockStoreOptions {
   dataDir: string;
   /** Open block files kept cached (closed least recently used first). */
   fdCacheMax?: number;
+  /**
+   * fdatasync every write before it resolves (default). Off: writes reach
+   * the page cache only and `syncDirty()` makes them durable (the brick's
+   * group commit, and every fsync a client asks for).
+   */
+  syncEachWrite?: boolean;
 }
 
 export const blockStoreDefaults = { fdCacheMax: 256 } as const;
@@ -88,8 +94,13 @@ export class BlockStore {
   private readonly dirs = new Set<string>();
   private readonly closing = new Set<Promise<void>>();
   private state: 'new' | 'open' | 'closed' = 'new';
+  readonly syncEachWrite: boolean;
+  /** Files written and directories changed since the last syncDirty (deferred mode). */
+  private dirtyFiles = new Set<string>();
+  private dirtyDirs = new Set<string>();
 
   constructor(opts: BlockStoreOptions) {
+    this.syncEachWrite = opts.syncEachWrite ?? true;
     this.dataDir = opts.dataDir;
     this.blocksDir = join(opts.dataDir, 'blocks');
     this.fdCacheMax = opts.fdCacheMax ?? blockStoreDefaults.fdCacheMax;
@@ -115,7 +126,7 @@ export class BlockStore {
     }
     for (const [key, e] of this.fds) {
       this.fds.delete(key);
-      this.closeHandle(e.fh);
+      this.closeHandle(e.fh, this.dirtyFiles.delete(key));
     }
     while (this.closing.size > 0) await Promise.all(this.closing);
   }
@@ -233,7 +244,7 @@ export class BlockStore {
           sums[i] = chunkSum(buf.subarray(cs, ce));
         }
         assert(sums.length === chunkCount(newLen), `${sums.length} sums for ${newLen} bytes`);
-        await fd.fh.datasync();
+        await this.durable(path, fd);
         const next = { length: newLen, sums };
         return { result: { length: newLen, sums: [...sums] }, rec: next };
       } finally {
@@ -287,7 +298,7 @@ export class BlockStore {
           sums.push(chunkSum(chunk));
         }
         assert(sums.length === chunkCount(length), `${sums.length} sums for ${length} bytes`);
-        await fd.fh.datasync();
+        await this.durable(path, fd);
         const next = { length, sums };
         return { result: { length, sums: [...sums] }, rec: next };
       } finally {
@@ -338,6 +349,32 @@ export class BlockStore {
     return run;
   }
 
+  /** Makes every write so far durable (deferred mode; a no-op when each write syncs). */
+  async syncDirty(): Promise<void> {
+    const files = this.dirtyFiles;
+    const dirs = this.dirtyDirs;
+    this.dirtyFiles = new Set();
+    this.dirtyDirs = new Set();
+    for (const path of files) {
+      const e = this.fds.get(path);
+      if (!e) continue; // closed since: eviction synced it first
+      e.pins++;
+      try {
+        await e.fh.datasync();
+      } finally {
+        this.release(path, e);
+      }
+    }
+    // Evicted dirty handles sync before they close.
+    while (this.closing.size > 0) await Promise.all(this.closing);
+    for (const dir of dirs) await syncDir(dir);
+  }
+
+  private async durable(path: string, fd: FdEntry): Promise<void> {
+    if (this.syncEachWrite) await fd.fh.datasync();
+    else this.dirtyFiles.add(path);
+  }
+
   // --- files and the handle cache ---
 
   private pgDir(pg: number): string {
@@ -364,7 +401,8 @@ export class BlockStore {
       // Serialized per block: no one else creates this file now.
       fh = await openFile(path, 'w+', 0o644);
       // Make the new directory entry durable along with the data.
-      await syncDir(join(path, '..'));
+      if (this.syncEachWrite) await syncDir(join(path, '..'));
+      else this.dirtyDirs.add(join(path, '..'));
     }
     e = { fh, pins: 1 };
     this.fds.set(path, e);
@@ -385,12 +423,15 @@ export class BlockStore {
       if (this.fds.size <= this.fdCacheMax) break;
       if (e.pins > 0) continue;
       this.fds.delete(path);
-      this.closeHandle(e.fh);
+      this.closeHandle(e.fh, this.dirtyFiles.delete(path));
     }
   }
 
-  private closeHandle(fh: FileHandle): void {
-    const p = fh.close().finally(() => this.closing.delete(p));
+  /** Closes a handle; a dirty one is synced first (closing does not make data durable). */
+  private closeHandle(fh: FileHandle, dirty = false): void {
+    const p = (dirty ? fh.datasync().then(() => fh.close()) : fh.close()).finally(() =>
+      this.closing.delete(p),
+    );
     this.closing.add(p);
   }
 
@@ -409,6 +450,8 @@ export class BlockStore {
       this.fds.delete(path);
       this.closeHandle(e.fh);
     }
+    this.dirtyFiles.delete(path);
+    if (!this.syncEachWrite) this.dirtyDirs.add(join(path, '..'));
     try {
       await unlink(path);
     } catch (err) {

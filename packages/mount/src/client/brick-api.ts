@@ -35,6 +35,8 @@ export class BrickApi {
   private readonly clientId = randomBytes(6).toString('hex');
   private counter = 0;
   private readonly o: BrickApiOptions;
+  /** PGs changed through this client since their last Sync (bricks sync by group commit otherwise). */
+  private readonly unsynced = new Set<number>();
 
   constructor(
     private readonly router: Router,
@@ -64,11 +66,34 @@ export class BrickApi {
   }
 
   mutate<Rep>(pg: number, method: string, body: object): Promise<Rep> {
+    this.unsynced.add(pg);
     return this.router.call<Rep>(pg, method, body, {
       requestId: this.newRequestId(),
       deadlineMs: this.o.opDeadlineMs,
       callTimeoutMs: this.o.callTimeoutMs,
     });
+  }
+
+  /** A change sent to `pg` outside `mutate` (block writes). */
+  changed(pg: number): void {
+    this.unsynced.add(pg);
+  }
+
+  /**
+   * fsync, fdatasync, fsync of a directory, syncfs, O_SYNC: every change
+   * this client made is on disk on every in-sync replica when this resolves
+   * (a Sync per PG changed since the last one; the bricks coalesce them
+   * into one disk sync each).
+   */
+  async sync(): Promise<void> {
+    const pgs = [...this.unsynced];
+    this.unsynced.clear();
+    try {
+      await Promise.all(pgs.map((pg) => this.read(pg, 'Sync', {})));
+    } catch (err) {
+      for (const pg of pgs) this.unsynced.add(pg);
+      throw err;
+    }
   }
 
   /** Every distinct brick of the volume (for statfs and status). */

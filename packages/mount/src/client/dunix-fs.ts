@@ -352,8 +352,9 @@ export class DunixFs implements FileSystem {
   }
 
   async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
-    // Block writes are durable when acknowledged; publishing the size is the rest.
+    // Publish what is buffered, then make everything acknowledged durable on every replica.
     await this.handle(fh).data.flush();
+    await this.api.sync();
   }
 
   async release(_caller: Caller, ino: bigint, fh: bigint): Promise<void> {
@@ -436,7 +437,7 @@ export class DunixFs implements FileSystem {
   async releasedir(): Promise<void> {}
 
   async fsyncdir(): Promise<void> {
-    // Every namespace change is in a synced batch before it is acknowledged.
+    await this.api.sync();
   }
 
   async statfs(): Promise<StatFs> {
@@ -536,6 +537,7 @@ export class DunixFs implements FileSystem {
   /** Publishes every open file's buffered data (syncfs, unmount). */
   async syncfs(): Promise<void> {
     await Promise.all([...this.files.values()].map((f) => f.flush()));
+    await this.api.sync();
   }
 
   async destroy(): Promise<void> {

@@ -181,6 +181,7 @@ export class FileData {
     this.dirty.delete(index);
     this.dirtyBytes -= db.end - db.start;
     const pg = blockPg(this.ino, index, this.api.pgCount);
+    this.api.changed(pg);
     const p: Promise<void> = this.api
       .read(pg, 'WriteBlock', {
         ino: this.ino.toString(),
@@ -238,6 +239,7 @@ export class FileData {
     for (let attempt = 0; attempt < 20; attempt++) {
       const data = this.inlineData ?? Buffer.alloc(0);
       if (data.length > 0) {
+        this.api.changed(blockPg(this.ino, 0n, this.api.pgCount));
         await this.api.read(blockPg(this.ino, 0n, this.api.pgCount), 'WriteBlock', {
           ino: this.ino.toString(),
           index: '0',

@@ -46,6 +46,7 @@ import type { SetXattrRequest as _dunix_v1_SetXattrRequest, SetXattrRequest__Out
 import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _dunix_v1_StatFsReply__Output } from '../../dunix/v1/StatFsReply.js';
 import type { StatFsRequest as _dunix_v1_StatFsRequest, StatFsRequest__Output as _dunix_v1_StatFsRequest__Output } from '../../dunix/v1/StatFsRequest.js';
 import type { SymlinkRequest as _dunix_v1_SymlinkRequest, SymlinkRequest__Output as _dunix_v1_SymlinkRequest__Output } from '../../dunix/v1/SymlinkRequest.js';
+import type { SyncRequest as _dunix_v1_SyncRequest, SyncRequest__Output as _dunix_v1_SyncRequest__Output } from '../../dunix/v1/SyncRequest.js';
 import type { TruncateBlocksRequest as _dunix_v1_TruncateBlocksRequest, TruncateBlocksRequest__Output as _dunix_v1_TruncateBlocksRequest__Output } from '../../dunix/v1/TruncateBlocksRequest.js';
 import type { TxIdRequest as _dunix_v1_TxIdRequest, TxIdRequest__Output as _dunix_v1_TxIdRequest__Output } from '../../dunix/v1/TxIdRequest.js';
 import type { TxPrepareRequest as _dunix_v1_TxPrepareRequest, TxPrepareRequest__Output as _dunix_v1_TxPrepareRequest__Output } from '../../dunix/v1/TxPrepareRequest.js';
@@ -310,6 +311,24 @@ export interface BrickClient extends grpc.Client {
   symlink(argument: _dunix_v1_SymlinkRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
   symlink(argument: _dunix_v1_SymlinkRequest, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
   
+  Sync(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Sync(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Sync(argument: _dunix_v1_SyncRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Sync(argument: _dunix_v1_SyncRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  sync(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  sync(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  sync(argument: _dunix_v1_SyncRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  sync(argument: _dunix_v1_SyncRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  
+  SyncCopy(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  SyncCopy(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  SyncCopy(argument: _dunix_v1_SyncRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  SyncCopy(argument: _dunix_v1_SyncRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  syncCopy(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  syncCopy(argument: _dunix_v1_SyncRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  syncCopy(argument: _dunix_v1_SyncRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  syncCopy(argument: _dunix_v1_SyncRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  
   TruncateBlocks(argument: _dunix_v1_TruncateBlocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   TruncateBlocks(argument: _dunix_v1_TruncateBlocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   TruncateBlocks(argument: _dunix_v1_TruncateBlocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
@@ -450,6 +469,10 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   Symlink: grpc.handleUnaryCall<_dunix_v1_SymlinkRequest__Output, _dunix_v1_EntryReply>;
   
+  Sync: grpc.handleUnaryCall<_dunix_v1_SyncRequest__Output, _dunix_v1_Empty>;
+  
+  SyncCopy: grpc.handleUnaryCall<_dunix_v1_SyncRequest__Output, _dunix_v1_Empty>;
+  
   TruncateBlocks: grpc.handleUnaryCall<_dunix_v1_TruncateBlocksRequest__Output, _dunix_v1_Empty>;
   
   TxAbort: grpc.handleUnaryCall<_dunix_v1_TxIdRequest__Output, _dunix_v1_Empty>;
@@ -499,6 +522,8 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   SetXattr: MethodDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_Empty, _dunix_v1_SetXattrRequest__Output, _dunix_v1_Empty__Output>
   StatFs: MethodDefinition<_dunix_v1_StatFsRequest, _dunix_v1_StatFsReply, _dunix_v1_StatFsRequest__Output, _dunix_v1_StatFsReply__Output>
   Symlink: MethodDefinition<_dunix_v1_SymlinkRequest, _dunix_v1_EntryReply, _dunix_v1_SymlinkRequest__Output, _dunix_v1_EntryReply__Output>
+  Sync: MethodDefinition<_dunix_v1_SyncRequest, _dunix_v1_Empty, _dunix_v1_SyncRequest__Output, _dunix_v1_Empty__Output>
+  SyncCopy: MethodDefinition<_dunix_v1_SyncRequest, _dunix_v1_Empty, _dunix_v1_SyncRequest__Output, _dunix_v1_Empty__Output>
   TruncateBlocks: MethodDefinition<_dunix_v1_TruncateBlocksRequest, _dunix_v1_Empty, _dunix_v1_TruncateBlocksRequest__Output, _dunix_v1_Empty__Output>
   TxAbort: MethodDefinition<_dunix_v1_TxIdRequest, _dunix_v1_Empty, _dunix_v1_TxIdRequest__Output, _dunix_v1_Empty__Output>
   TxCommit: MethodDefinition<_dunix_v1_TxIdRequest, _dunix_v1_Empty, _dunix_v1_TxIdRequest__Output, _dunix_v1_Empty__Output>
