@@ -2,13 +2,15 @@
 /**
  * FUSE and file system benchmark: runs the same workloads against a plain
  * local directory, the dunixfs passthrough mount, bindfs (when installed) and
- * a real dunixfs volume (etcd, 3 bricks and 1 client, all on loopback), and
- * prints one markdown table with the GlusterFS floor, plus
- * bench/results/latest.json.
+ * real dunixfs volumes (etcd, 3 bricks and 1 client, all on loopback; one
+ * fresh cluster per replica count, replicas 1 and 3 by default), and prints
+ * one markdown table with the GlusterFS floor and the replicas 3 / replicas 1
+ * ratio per row, plus bench/results/latest.json.
  *
- *   npm run bench                                   # 1 GiB file, 10,000 files
+ *   npm run bench                                   # 1 GiB file, 10,000 files, replicas 1 and 3
  *   npm run bench -- --size-mib 256 --files 2000 --targets local,passthrough,dunixfs
- *   npm run bench -- --memory-only                  # RSS with 100,000 files on dunixfs
+ *   npm run bench -- --replicas 3                   # only the replicas 3 volume
+ *   npm run bench -- --memory-only                  # RSS with 100,000 files on dunixfs, replicas 3
  *
  * Needs root (mounting, /proc/sys/vm/drop_caches), fio, python3 and tar; the
  * packages must be built first (npx tsc -b); dunixfs also needs /usr/bin/etcd.
@@ -50,6 +52,8 @@ const DUNIX_BINS = {
 const RESULTS_FILE = join(REPO, 'bench/results/latest.json');
 const MEMORY_RESULTS_FILE = join(REPO, 'bench/results/memory.json');
 const MiB = 1024 * 1024;
+/** Bricks in every dunixfs cluster the bench starts, whatever the replica count. */
+const DUNIX_BRICKS = 3;
 
 // ---------------------------------------------------------------- options
 
@@ -57,13 +61,21 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --size-mib N        size of the sequential / random-read file (default 1024)
   --files N           files for the create / stat / rename / unlink rates (default 10000)
   --tar-files N       files in the tar extraction archive (default 4000)
-  --targets LIST      comma separated, in run order (default local,passthrough,bindfs,dunixfs)
+  --targets LIST      comma separated, in run order (default local,passthrough,bindfs,dunixfs);
+                      dunixfs runs once per --replicas value, each on a fresh cluster
+  --replicas LIST     replica counts of the dunixfs volumes, comma separated, in run order
+                      (default 1,3; with --memory-only 3); the first is the baseline of
+                      the ratio columns (e.g. r3/r1)
+  --sequential        run the dunixfs volumes one after the other; by default all are
+                      set up together and each workload runs on every volume before the
+                      next one (order alternating), so drift of the machine hits both
   --runtime S         seconds per random-read run (default 5)
   --timeout S         longest one workload may run before it is killed (default 1200)
   --workdir DIR       parent of the scratch directory (default /var/tmp)
   --out FILE          JSON results (default bench/results/latest.json, memory.json)
-  --memory-only       only the memory check: on dunixfs, create --memory-files
-                      files in 100 directories, ls -lR them, report peak RSS
+  --memory-only       only the memory check: on dunixfs (one fresh cluster per
+                      --replicas value), create --memory-files files in 100
+                      directories, ls -lR them, report peak RSS
   --memory-files N    files for the memory check (default 100000)
   --memory-limit-mib N  per-process peak RSS limit the check reports (default 300)`;
 
@@ -73,11 +85,13 @@ function parseArgs(argv) {
     files: 10000,
     tarFiles: 4000,
     targets: ['local', 'passthrough', 'bindfs', 'dunixfs'],
+    replicas: undefined,
     runtimeS: 5,
     timeoutS: 1200,
     workdir: '/var/tmp',
     out: undefined,
     memoryOnly: false,
+    sequential: false,
     memoryFiles: 100_000,
     memoryLimitMiB: 300,
   };
@@ -112,6 +126,19 @@ function parseArgs(argv) {
           .map((s) => s.trim())
           .filter(Boolean);
         break;
+      case '--replicas': {
+        const list = next()
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+          .map((x) => int(a, x, 1));
+        if (!list.length) die('--replicas needs at least one count');
+        if (new Set(list).size !== list.length) die(`--replicas lists a count twice: ${list.join(',')}`);
+        if (list.some((n) => n > DUNIX_BRICKS))
+          die(`--replicas: at most ${DUNIX_BRICKS} (the bench runs ${DUNIX_BRICKS} bricks)`);
+        o.replicas = list;
+        break;
+      }
       case '--tar-files':
         o.tarFiles = int(a, next(), 1);
         break;
@@ -123,6 +150,9 @@ function parseArgs(argv) {
         break;
       case '--memory-only':
         o.memoryOnly = true;
+        break;
+      case '--sequential':
+        o.sequential = true;
         break;
       case '--memory-files':
         o.memoryFiles = int(a, next(), 100);
@@ -146,6 +176,7 @@ function parseArgs(argv) {
     }
   }
   o.out ??= o.memoryOnly ? MEMORY_RESULTS_FILE : RESULTS_FILE;
+  o.replicas ??= o.memoryOnly ? [3] : [1, 3];
   return o;
 }
 
@@ -510,20 +541,23 @@ async function waitUntil(what, ms, check, watch = []) {
 }
 
 /**
- * A whole dunixfs volume on loopback: etcd, three bricks, the volume and one
+ * A whole dunixfs volume on loopback: etcd, three bricks, the volume (with
+ * `replicas` copies of each PG, min in-sync the dunixctl default) and one
  * client mount, each process in its own process group (so a terminal Ctrl-C
  * reaches only us) with its log in the target's scratch directory. Teardown
  * unmounts, then stops the client, the bricks and etcd in that order, each by
- * PID: SIGTERM, then SIGKILL if it lingers.
+ * PID: SIGTERM, then SIGKILL if it lingers. Named dunixfs-r<replicas>; every
+ * setup starts a fresh cluster.
  */
-function dunixfsTarget() {
+function dunixfsTarget(replicas) {
   const VOLUME = 'bench';
   /** etcd starts before giving up when its ports keep being taken first. */
   const ETCD_PORT_ATTEMPTS = 10;
-  const BRICKS = 3;
+  const BRICKS = DUNIX_BRICKS;
   const t = {
-    name: 'dunixfs',
-    label: `dunixfs (1 client, ${BRICKS} bricks, replicas 1)`,
+    name: `dunixfs-r${replicas}`,
+    label: `dunixfs replicas ${replicas}`,
+    replicas,
     fstype: 'fuse.dunixfs',
     required: false,
     procs: [], // { role, pid, logFile, exited, last }
@@ -553,7 +587,7 @@ function dunixfsTarget() {
       return p;
     },
     async setup(ctx) {
-      const base = join(ctx.root, 'dunixfs');
+      const base = join(ctx.root, t.name);
       const mnt = join(base, 'mnt');
       mkdirSync(mnt, { recursive: true });
       const { etcd, etcdUrl, clientPort } = await t.startEtcd(base);
@@ -598,7 +632,18 @@ function dunixfsTarget() {
         async () => {
           const r = await run(
             process.execPath,
-            [DUNIX_BINS.dunixctl, '--etcd', etcdUrl, 'volume', 'create', VOLUME, '--pgs', '256'],
+            [
+              DUNIX_BINS.dunixctl,
+              '--etcd',
+              etcdUrl,
+              'volume',
+              'create',
+              VOLUME,
+              '--pgs',
+              '256',
+              '--replicas',
+              String(replicas),
+            ],
             { timeoutMs: 20_000 },
           );
           created = r;
@@ -612,6 +657,33 @@ function dunixfsTarget() {
       const brickRows = t.volume.split('\n').filter((l) => /^brick-/.test(l)).length;
       if (brickRows !== BRICKS)
         throw new Error(`volume spans ${brickRows} bricks, want ${BRICKS}:\n${t.volume}`);
+      if (!new RegExp(`\\b${replicas} replica\\(s\\)`).test(t.volume))
+        throw new Error(`volume was not created with ${replicas} replica(s):\n${t.volume}`);
+      // Every PG with all its copies live and in sync before the client mounts.
+      let status;
+      await waitUntil(
+        `every PG of ${VOLUME} to have ${replicas} in-sync copies`,
+        60_000,
+        async () => {
+          const r = await run(
+            process.execPath,
+            [DUNIX_BINS.dunixctl, '--etcd', etcdUrl, '--json', 'volume', 'status', VOLUME],
+            { timeoutMs: 20_000 },
+          );
+          if (r.code !== 0) return false;
+          try {
+            status = JSON.parse(r.stdout);
+          } catch {
+            return false;
+          }
+          return (
+            status.pgsDegraded.length === 0 &&
+            status.isrHistogram.find((h) => h.live === replicas)?.pgs === status.config.pgCount
+          );
+        },
+        [etcd, ...bricks],
+      );
+      t.minInsync = status.config.minInsync;
       t.mnt = mnt;
       const client = t.start(
         'client',
@@ -753,8 +825,24 @@ const TARGETS = [
     // -f: stay in the foreground so we own the PID (for VmHWM and teardown).
     command: (src, mnt) => ['bindfs', ['-f', '-o', 'big_writes,allow_other,dev,suid', src, mnt]],
   }),
-  dunixfsTarget(),
+  // dunixfs-r<N>, one per --replicas value: added by addDunixfsTargets().
 ];
+
+/**
+ * Adds one dunixfs target per --replicas value and expands 'dunixfs' in
+ * o.targets to their names (dunixfs-r1,dunixfs-r3), in --replicas order.
+ */
+function addDunixfsTargets(o) {
+  for (const n of o.replicas) TARGETS.push(dunixfsTarget(n));
+  const names = o.replicas.map((n) => `dunixfs-r${n}`);
+  o.targets = o.targets.flatMap((n) => (n === 'dunixfs' ? names : [n]));
+}
+
+/** The baseline dunixfs target (the first --replicas value) and the others, which ratio columns compare with it. */
+function dunixfsNames(o) {
+  const names = o.replicas.map((n) => `dunixfs-r${n}`).filter((n) => o.targets.includes(n));
+  return { base: names[0], others: names.slice(1) };
+}
 
 /**
  * GlusterFS replica 3 on this kind of machine: the reference numbers dunixfs
@@ -770,14 +858,39 @@ const GLUSTER_FLOOR = {
   tar_extract: 46,
 };
 
-/** Ratio columns: numerator / denominator, shown when both ran ('floor' is GLUSTER_FLOOR). */
+/**
+ * Ratio columns: numerator / denominator, shown when both ran ('floor' is
+ * GLUSTER_FLOOR). The dunixfs ones are filled in by setRatios().
+ */
 const RATIOS = [
   ['passthrough', 'bindfs'],
   ['passthrough', 'local'],
-  ['dunixfs', 'local'],
-  ['dunixfs', 'passthrough'],
-  ['dunixfs', 'floor'],
 ];
+
+function setRatios(o) {
+  const { base, others } = dunixfsNames(o);
+  if (!base) return;
+  RATIOS.push([base, 'local'], [base, 'passthrough']);
+  for (const n of [base, ...others]) RATIOS.push([n, 'floor']);
+  for (const n of others) RATIOS.push([n, base]);
+}
+
+/**
+ * The replication target: on every workload row, replicas N (N > 1) at least
+ * this fraction of replicas 1's rate, in the same run (times are inverted:
+ * r1 seconds / rN seconds). Sequential write may halve, since every copy
+ * lands on the same disk here.
+ */
+const REPLICA_FLOOR = { default: 0.8, seq_write: 0.5 };
+const replicaFloor = (id) => REPLICA_FLOOR[id] ?? REPLICA_FLOOR.default;
+
+/** rN's rate as a fraction of base's (higher is better for every unit), or undefined. */
+function speedRatio(results, n, base, w) {
+  const x = valueOf(results, n, w.id);
+  const y = valueOf(results, base, w.id);
+  if (x == null || !y || !x) return undefined;
+  return w.lowerBetter ? y / x : x / y;
+}
 
 // ---------------------------------------------------------------- caches
 
@@ -880,7 +993,9 @@ async function fileOps(ctx, mode, dir, n) {
 
 /**
  * Each runs in this order on every target. value is "higher is better"
- * except where lowerBetter is set.
+ * except where lowerBetter is set. rightAfterPrevious: measures what the
+ * workload before left warm, so when targets interleave (runGroups) it runs
+ * on a target directly after that one, before any other target's turn.
  */
 const WORKLOADS = [
   {
@@ -915,6 +1030,7 @@ const WORKLOADS = [
     id: 'rand_read_warm',
     label: '4 KiB rand read, buffered, warm',
     unit: 'IOPS',
+    rightAfterPrevious: true,
     async run(ctx, t) {
       // The file was just read through the target: whatever cache the target
       // keeps across open() is warm (FUSE drops its own unless keep_cache).
@@ -958,6 +1074,7 @@ const WORKLOADS = [
     id: 'stat_warm',
     label: 'stat files, warm (right after)',
     unit: 'ops/s',
+    rightAfterPrevious: true,
     run: (ctx, t) => fileOps(ctx, 'stat', t.filesDir, ctx.o.files),
   },
   {
@@ -1108,14 +1225,18 @@ function valueOf(results, name, id) {
 function markdown(results, names, ctx, processes) {
   const labelOf = (n) =>
     n === 'floor' ? 'GlusterFS floor' : (TARGETS.find((t) => t.name === n)?.label ?? n);
-  const shortOf = (n) => (n === 'floor' ? 'floor' : n);
+  /** dunixfs-r3 -> r3 in the ratio headers. */
+  const shortOf = (n) => (n === 'floor' ? 'floor' : n.replace(/^dunixfs-/, ''));
   const ratios = RATIOS.filter(([a, b]) => names.includes(a) && (b === 'floor' || names.includes(b)));
+  const { base, others } = dunixfsNames(ctx.o);
+  const checks = base && results[base] ? others.filter((n) => results[n]) : [];
   const head = [
     'workload',
     'unit',
     ...names.map(labelOf),
     'GlusterFS floor',
     ...ratios.map(([a, b]) => `${shortOf(a)}/${shortOf(b)}`),
+    ...checks.map((n) => `${shortOf(n)} vs ${shortOf(base)} target`),
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
   for (const w of [...WORKLOADS, ...PROCESS_ROWS]) {
@@ -1129,10 +1250,16 @@ function markdown(results, names, ctx, processes) {
       const y = valueOf(results, b, w.id);
       return x != null && y ? `${(x / y).toFixed(2)}×` : '—';
     });
+    const cs = checks.map((n) => {
+      if (!WORKLOADS.includes(w)) return '';
+      const r = speedRatio(results, n, base, w);
+      if (r == null) return '—';
+      return r >= replicaFloor(w.id) ? `ok (≥ ${replicaFloor(w.id)})` : `**MISS** (< ${replicaFloor(w.id)})`;
+    });
     if (cells.every((c) => c === '—')) continue;
     const unit = w.lowerBetter ? `${w.unit} (lower is better)` : w.unit;
     lines.push(
-      `| ${w.label} | ${unit} | ${[...cells, fmt(GLUSTER_FLOOR[w.id], w.unit), ...rs].join(' | ')} |`,
+      `| ${w.label} | ${unit} | ${[...cells, fmt(GLUSTER_FLOOR[w.id], w.unit), ...rs, ...cs].join(' | ')} |`,
     );
   }
   const errors = [];
@@ -1157,9 +1284,23 @@ function markdown(results, names, ctx, processes) {
     lines.push('');
   }
   const tar = ctx.tarball.detail;
+  const dunix = names.filter((n) => n.startsWith('dunixfs-'));
   lines.push(
-    'Ratios are value/value: for ops/s, MiB/s and IOPS below 1× the first is slower; for seconds, ' +
+    (dunix.length
+      ? `${dunix.map(shortOf).join(', ')}: dunixfs volume${dunix.length > 1 ? 's' : ''} with replicas ` +
+        `${dunix.map((n) => TARGETS.find((t) => t.name === n)?.replicas).join(', ')} ` +
+        `(each on a fresh etcd, ${DUNIX_BRICKS} bricks and 1 client; 256 PGs; min in-sync min(2, replicas))` +
+        (dunix.length > 1 && !ctx.o.sequential
+          ? ', set up together, each workload run on every volume before the next, in alternating order. '
+          : '. ')
+      : '') +
+      'Ratios are value/value: for ops/s, MiB/s and IOPS below 1× the first is slower; for seconds, ' +
       'MiB and CPU (lower is better) above 1× it is slower or uses more. ' +
+      (checks.length
+        ? `Target: ${checks.map(shortOf).join(', ')} reaches at least ${REPLICA_FLOOR.default}× of ` +
+          `${shortOf(base)}'s rate on every workload row (seq write ${REPLICA_FLOOR.seq_write}×; ` +
+          'for seconds, the inverse ratio), within this run. '
+        : '') +
       'GlusterFS floor: GlusterFS replica 3 on this kind of machine (reference numbers, not measured in ' +
       'this run; 127 and 622 MB/s shown as MiB/s). ' +
       `File ${ctx.o.sizeMiB} MiB, ${ctx.o.files} files in one directory; ` +
@@ -1168,7 +1309,9 @@ function markdown(results, names, ctx, processes) {
       `random reads: psync, 4 jobs, ${ctx.o.runtimeS} s each ` +
       '(buffered ones mix page-cache hits and misses, so they depend on file size and duration); ' +
       `"cold" = after sync and drop_caches (the dunixfs bricks' and client's own caches stay); ` +
-      `one run per cell${coldOk ? '' : '; drop_caches was unavailable, so "cold" is warm'}.`,
+      `one run per cell${coldOk ? '' : '; drop_caches was unavailable, so "cold" is warm'}. ` +
+      `Load average (1 min) ${ctx.loadStart.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} ` +
+      `at the end, ${os.cpus().length} CPUs (per workload in the JSON).`,
   );
   return lines.join('\n');
 }
@@ -1243,6 +1386,30 @@ function hostInfo() {
   };
 }
 
+/**
+ * The order targets run in: one group at a time, set up together, torn down
+ * together. The dunixfs volumes (one per --replicas value) form one group
+ * whose workloads interleave, unless --sequential; every other target is a
+ * group of its own.
+ */
+function runGroups(o) {
+  const groups = [];
+  for (const name of o.targets) {
+    const prev = groups.at(-1);
+    if (!o.sequential && name.startsWith('dunixfs-') && prev?.[0].startsWith('dunixfs-')) prev.push(name);
+    else groups.push([name]);
+  }
+  return groups;
+}
+
+function setupFailed(m, err) {
+  m.tj.status = 'failed';
+  m.tj.notes.push(err.message);
+  log(`${m.name}: FAILED: ${err.message}`);
+  for (const [role, tail] of Object.entries(m.target.logTails?.(20) ?? {}))
+    log(`${m.name}: ${role} log tail:\n${tail}`);
+}
+
 /** Stops the target and removes its scratch directory; notes go to tj. */
 async function finishTarget(target, tj) {
   tj.notes.push(...target.teardown());
@@ -1272,7 +1439,9 @@ function writeJson(o, json) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) die('must run as root (mounts FUSE file systems, drops caches)');
+  addDunixfsTargets(o);
   if (o.memoryOnly) return memoryCheck(o);
+  setRatios(o);
   checkTools([
     ['fio', ['--version']],
     ['python3', ['--version']],
@@ -1280,7 +1449,11 @@ async function main() {
   ]);
   const unknown = o.targets.filter((n) => !TARGETS.some((t) => t.name === n));
   if (unknown.length)
-    die(`unknown target(s) ${unknown.join(', ')}; known: ${TARGETS.map((t) => t.name).join(', ')}`);
+    die(
+      `unknown target(s) ${unknown.join(', ')}; known: ${TARGETS.map((t) => t.name).join(', ')} ` +
+        '(dunixfs = one per --replicas value)',
+    );
+  if (new Set(o.targets).size !== o.targets.length) die(`--targets lists a target twice: ${o.targets}`);
   for (const t of TARGETS) {
     const why = t.required && o.targets.includes(t.name) ? t.available() : null;
     if (why) die(`${t.name}: ${why}`);
@@ -1288,6 +1461,7 @@ async function main() {
 
   const ctx = installCleanup(o);
   const t0 = Date.now();
+  ctx.loadStart = os.loadavg()[0];
   ctx.tarball = await buildTarball(ctx);
   const json = {
     startedAt: new Date().toISOString(),
@@ -1298,6 +1472,10 @@ async function main() {
       randReadSeconds: o.runtimeS,
       workloadTimeoutS: o.timeoutS,
       targets: o.targets,
+      replicas: o.replicas,
+      dunixfsBricks: DUNIX_BRICKS,
+      dunixfsInterleaved: !o.sequential,
+      replicaFloor: REPLICA_FLOOR,
     },
     host: hostInfo(),
     tarball: ctx.tarball.detail,
@@ -1313,38 +1491,66 @@ async function main() {
   const results = {};
   const ran = [];
   const processes = [];
-  for (const name of o.targets) {
-    const target = TARGETS.find((t) => t.name === name);
-    const tj = { status: 'ok', notes: [] };
-    json.targets[name] = tj;
-    const why = target.available();
-    if (why) {
-      tj.status = 'skipped';
-      tj.notes.push(why);
-      json.notes.push(`${name} skipped: ${why}`);
-      log(`skipping ${name}: ${why}`);
-      continue;
+  for (const group of runGroups(o)) {
+    // Set up every target of the group (a fresh cluster each for dunixfs).
+    const live = [];
+    for (const name of group) {
+      const target = TARGETS.find((t) => t.name === name);
+      const tj = { status: 'ok', notes: [] };
+      json.targets[name] = tj;
+      const why = target.available();
+      if (why) {
+        tj.status = 'skipped';
+        tj.notes.push(why);
+        json.notes.push(`${name} skipped: ${why}`);
+        log(`skipping ${name}: ${why}`);
+        continue;
+      }
+      if (target.replicas) tj.replicas = target.replicas;
+      const r = {};
+      results[name] = r;
+      ran.push(name);
+      const m = { name, target, tj, r, started: Date.now(), ok: false };
+      live.push(m);
+      try {
+        active.add(target);
+        const { dir, pid } = await withDeadline(target.setup(ctx), 120_000, `${name} setup`);
+        tj.dir = dir;
+        if (pid) tj.pid = pid;
+        if (target.minInsync) tj.minInsync = target.minInsync;
+        log(`${name}: ready at ${dir}${pid ? ` (pid ${pid})` : ''}`);
+        m.t = { dir, file: join(dir, 'seq.dat'), filesDir: join(dir, 'files') };
+        m.ok = true;
+      } catch (err) {
+        setupFailed(m, err);
+        await finishTarget(target, tj);
+      }
     }
-    const r = {};
-    results[name] = r;
-    ran.push(name);
-    const started = Date.now();
-    try {
-      active.add(target);
-      const { dir, pid } = await withDeadline(target.setup(ctx), 120_000, `${name} setup`);
-      tj.dir = dir;
-      if (pid) tj.pid = pid;
-      log(`${name}: ready at ${dir}${pid ? ` (pid ${pid})` : ''}`);
-      const t = { dir, file: join(dir, 'seq.dat'), filesDir: join(dir, 'files') };
-      for (const w of WORKLOADS) {
+    // Each workload on every target of the group before the next workload,
+    // in alternating order (A B, B A, ...), so that a slow spell of the
+    // machine falls on both sides of a ratio; a rightAfterPrevious workload
+    // stays with the one before it.
+    const units = [];
+    for (const w of WORKLOADS) {
+      if (w.rightAfterPrevious && units.length) units.at(-1).push(w);
+      else units.push([w]);
+    }
+    for (let i = 0; i < units.length; i++) {
+      const order = i % 2 === 0 ? live : [...live].reverse();
+      for (const [m, w] of order.flatMap((m) => units[i].map((w) => [m, w]))) {
+        if (!m.ok) continue;
+        const { name, target, r } = m;
         try {
           const before = target.sample();
-          r[w.id] = await withDeadline(w.run(ctx, t), ctx.timeoutMs + 60_000, `${name} ${w.id}`);
+          const load0 = os.loadavg()[0];
+          r[w.id] = await withDeadline(w.run(ctx, m.t), ctx.timeoutMs + 60_000, `${name} ${w.id}`);
           const after = target.sample();
+          const extra = { loadavg1: [load0, os.loadavg()[0]].map((x) => Number(x.toFixed(2))) };
           if (before && after) {
             const cpu = after.cpuUserS + after.cpuSysS - before.cpuUserS - before.cpuSysS;
-            r[w.id].detail = { ...r[w.id].detail, daemonCpuS: Number(cpu.toFixed(2)) };
+            extra.daemonCpuS = Number(cpu.toFixed(2));
           }
+          r[w.id].detail = { ...r[w.id].detail, ...extra };
           log(`${name}: ${w.id} = ${fmt(r[w.id].value, w.unit)} ${w.unit}`);
         } catch (err) {
           const logs = target.logTails?.(20);
@@ -1353,22 +1559,23 @@ async function main() {
           for (const [role, tail] of Object.entries(logs ?? {})) log(`${name}: ${role} log tail:\n${tail}`);
         }
       }
-      const procs = target.sampleAll();
-      Object.assign(r, processRows(procs));
-      if (procs.length) tj.processes = procs;
-      processes.push(...procs.map((p) => ({ target: name, ...p })));
-    } catch (err) {
-      tj.status = 'failed';
-      tj.notes.push(err.message);
-      log(`${name}: FAILED: ${err.message}`);
-      for (const [role, tail] of Object.entries(target.logTails?.(20) ?? {}))
-        log(`${name}: ${role} log tail:\n${tail}`);
-    } finally {
-      await finishTarget(target, tj);
     }
-    tj.seconds = (Date.now() - started) / 1000;
-    tj.results = r;
-    log(`${name}: done in ${tj.seconds.toFixed(0)} s`);
+    for (const m of live) {
+      const { name, target, tj, r } = m;
+      if (m.ok) {
+        try {
+          const procs = target.sampleAll();
+          Object.assign(r, processRows(procs));
+          if (procs.length) tj.processes = procs;
+          processes.push(...procs.map((p) => ({ target: name, ...p })));
+        } finally {
+          await finishTarget(target, tj);
+        }
+      }
+      tj.seconds = (Date.now() - m.started) / 1000;
+      tj.results = r;
+      log(`${name}: done in ${tj.seconds.toFixed(0)} s`);
+    }
   }
 
   json.ratios = {};
@@ -1381,6 +1588,25 @@ async function main() {
       if (x != null && y) m[w.id] = x / y;
     }
     json.ratios[`${a}/${b}`] = m;
+  }
+  // Replication target (rN vs the baseline, as rates: times inverted).
+  const { base, others } = dunixfsNames(o);
+  json.replicaCheck = {};
+  for (const n of others) {
+    if (!results[base] || !results[n]) continue;
+    const m = {};
+    for (const w of WORKLOADS) {
+      const r = speedRatio(results, n, base, w);
+      if (r != null) m[w.id] = { rateRatio: r, floor: replicaFloor(w.id), ok: r >= replicaFloor(w.id) };
+    }
+    json.replicaCheck[`${n}/${base}`] = m;
+    const missed = Object.entries(m).filter(([, v]) => !v.ok);
+    json.notes.push(
+      missed.length
+        ? `${n} below the replication target vs ${base} on: ` +
+            missed.map(([id, v]) => `${id} ${v.rateRatio.toFixed(2)}× (< ${v.floor}×)`).join(', ')
+        : `${n} meets the replication target vs ${base} on every workload row`,
+    );
   }
   json.coldCache = coldOk;
   json.host.loadavgEnd = os.loadavg();
@@ -1421,17 +1647,17 @@ print(json.dumps({'files': n, 'dirs': dirs, 'workers': workers, 'seconds': time.
 `;
 
 /**
- * --memory-only: on a fresh dunixfs volume, create --memory-files files,
- * then ls -lR them once (cold), and report every process's peak RSS against
- * --memory-limit-mib.
+ * --memory-only: for each --replicas value, on a fresh dunixfs cluster,
+ * create --memory-files files, then ls -lR them once (cold), and report every
+ * process's peak RSS against --memory-limit-mib.
  */
 async function memoryCheck(o) {
   checkTools([
     ['python3', ['--version']],
     ['ls', ['--version']],
   ]);
-  const target = TARGETS.find((t) => t.name === 'dunixfs');
-  const why = target.available();
+  const targets = o.replicas.map((n) => TARGETS.find((t) => t.name === `dunixfs-r${n}`));
+  const why = targets[0].available();
   if (why) die(`dunixfs: ${why}`);
   const ctx = installCleanup(o);
   const t0 = Date.now();
@@ -1439,24 +1665,63 @@ async function memoryCheck(o) {
   const WORKERS = 8;
   const json = {
     startedAt: new Date().toISOString(),
-    params: { memoryFiles: o.memoryFiles, dirs: DIRS, workers: WORKERS, limitMiB: o.memoryLimitMiB },
+    params: {
+      memoryFiles: o.memoryFiles,
+      dirs: DIRS,
+      workers: WORKERS,
+      limitMiB: o.memoryLimitMiB,
+      replicas: o.replicas,
+      dunixfsBricks: DUNIX_BRICKS,
+    },
     host: hostInfo(),
-    phases: {},
+    runs: {},
     notes: [],
   };
+  const tables = [];
+  for (const target of targets) {
+    const run1 = await memoryRun(o, ctx, target, DIRS, WORKERS);
+    json.runs[target.name] = run1.json;
+    tables.push(memoryTable(o, target, run1.phases, run1.json.target));
+    const over = (run1.phases.at(-1)?.procs ?? []).filter(
+      (p) => p.role !== 'etcd' && p.vmHWMKiB / 1024 >= o.memoryLimitMiB,
+    );
+    json.notes.push(
+      run1.json.target.status !== 'ok'
+        ? `${target.name}: FAILED`
+        : over.length
+          ? `${target.name}: over ${o.memoryLimitMiB} MiB: ${over.map((p) => p.role).join(', ')}`
+          : `${target.name}: every brick and the client stayed under ${o.memoryLimitMiB} MiB`,
+    );
+  }
+  json.host.loadavgEnd = os.loadavg();
+  json.seconds = (Date.now() - t0) / 1000;
+  json.table = tables.join('\n\n');
+  cleanupAll();
+  writeJson(o, json);
+  console.log(json.table);
+  for (const n of json.notes) console.log(`\nNote: ${n}`);
+  log(`done in ${json.seconds.toFixed(0)} s; results in ${o.out}`);
+}
+
+/** One memory check on target (a fresh cluster): { phases, json }. */
+async function memoryRun(o, ctx, target, DIRS, WORKERS) {
+  const t0 = Date.now();
+  const json = { replicas: target.replicas, phases: {} };
   const tj = { status: 'ok', notes: [] };
   json.target = tj;
   const phases = [];
+  const name = target.name;
   try {
     active.add(target);
-    const { dir } = await withDeadline(target.setup(ctx), 120_000, 'dunixfs setup');
-    log(`dunixfs: ready at ${dir}; creating ${o.memoryFiles} files in ${DIRS} directories`);
+    const { dir } = await withDeadline(target.setup(ctx), 120_000, `${name} setup`);
+    if (target.minInsync) json.minInsync = target.minInsync;
+    log(`${name}: ready at ${dir}; creating ${o.memoryFiles} files in ${DIRS} directories`);
     const snap = (phase, seconds, extra = {}) => {
       const procs = target.sampleAll();
       phases.push({ phase, seconds, procs, ...extra });
       json.phases[phase] = { seconds, ...extra, processes: procs };
       log(
-        `${phase}: ${seconds.toFixed(1)} s; ` +
+        `${name} ${phase}: ${seconds.toFixed(1)} s; ` +
           procs.map((p) => `${p.role} VmHWM ${(p.vmHWMKiB / 1024).toFixed(0)} MiB`).join(', '),
       );
     };
@@ -1479,30 +1744,27 @@ async function memoryCheck(o) {
       tj.status = 'failed';
       tj.notes.push(err.message);
       tj.logs = target.logTails(20);
-      log(`dunixfs: FAILED: ${err.message}`);
+      log(`${name}: FAILED: ${err.message}`);
       for (const [role, tail] of Object.entries(tj.logs)) log(`${role} log tail:\n${tail}`);
       snap('after failure', (Date.now() - t0) / 1000);
     }
   } catch (err) {
     tj.status = 'failed';
     tj.notes.push(err.message);
-    log(`dunixfs: FAILED: ${err.message}`);
+    log(`${name}: FAILED: ${err.message}`);
     for (const [role, tail] of Object.entries(target.logTails(20))) log(`${role} log tail:\n${tail}`);
   } finally {
     await finishTarget(target, tj);
   }
-  json.host.loadavgEnd = os.loadavg();
   json.seconds = (Date.now() - t0) / 1000;
-  json.table = memoryTable(o, phases, tj);
-  cleanupAll();
-  writeJson(o, json);
-  console.log(json.table);
-  log(`done in ${json.seconds.toFixed(0)} s; results in ${o.out}`);
+  return { phases, json };
 }
 
-function memoryTable(o, phases, tj) {
+function memoryTable(o, target, phases, tj) {
   const last = phases.at(-1)?.procs ?? [];
   const lines = [
+    `**replicas ${target.replicas}**`,
+    '',
     `| process | peak RSS (VmHWM) MiB | RSS at the end (VmRSS) MiB | limit MiB | within limit |`,
     '|---|---:|---:|---:|---|',
   ];
@@ -1529,8 +1791,9 @@ function memoryTable(o, phases, tj) {
   }
   lines.push(
     '',
-    `${o.memoryFiles} files of 200 B in 100 directories on a fresh dunixfs volume (1 client, 3 bricks, ` +
-      `replicas 1), created by 8 parallel workers, then one ls -lR after drop_caches. ` +
+    `${o.memoryFiles} files of 200 B in 100 directories on a fresh dunixfs volume (1 client, ` +
+      `${DUNIX_BRICKS} bricks, replicas ${target.replicas}), created by 8 parallel workers, then one ` +
+      'ls -lR after drop_caches. ' +
       (tj.status === 'ok' ? '' : `FAILED: ${tj.notes.join('; ')}`),
   );
   return lines.join('\n');
