@@ -49,6 +49,10 @@ interface FdEntry {
   fh: FileHandle;
   /** Operations using the handle now; a pinned handle is never closed by eviction. */
   pins: number;
+  /** Of the pins, those of syncDirty, which syncs outside the block's queue. */
+  syncPins: number;
+  /** Unlinked while syncDirty held it: out of the cache, closed at its last release. */
+  dropped: boolean;
 }
 
 /** Per-block queue: the tail of its promise chain and the last record an op produced. */
@@ -359,9 +363,11 @@ export class BlockStore {
       const e = this.fds.get(path);
       if (!e) continue; // closed since: eviction synced it first
       e.pins++;
+      e.syncPins++;
       try {
         await e.fh.datasync();
       } finally {
+        e.syncPins--;
         this.release(path, e);
       }
     }
@@ -404,7 +410,7 @@ export class BlockStore {
       if (this.syncEachWrite) await syncDir(join(path, '..'));
       else this.dirtyDirs.add(join(path, '..'));
     }
-    e = { fh, pins: 1 };
+    e = { fh, pins: 1, syncPins: 0, dropped: false };
     this.fds.set(path, e);
     this.trim();
     return e;
@@ -413,6 +419,10 @@ export class BlockStore {
   private release(path: string, e: FdEntry): void {
     e.pins--;
     assert(e.pins >= 0, `handle of ${path} released twice`);
+    if (e.dropped) {
+      if (e.pins === 0) this.closeHandle(e.fh);
+      return;
+    }
     this.trim();
   }
 
@@ -446,9 +456,11 @@ export class BlockStore {
   private async unlinkBlock(path: string): Promise<void> {
     const e = this.fds.get(path);
     if (e) {
-      assert(e.pins === 0, `deleting ${path} while in use`);
+      // The block's queue runs one operation at a time: only syncDirty may hold it now.
+      assert(e.pins === e.syncPins, `deleting ${path} while in use`);
       this.fds.delete(path);
-      this.closeHandle(e.fh);
+      if (e.pins === 0) this.closeHandle(e.fh);
+      else e.dropped = true;
     }
     this.dirtyFiles.delete(path);
     if (!this.syncEachWrite) this.dirtyDirs.add(join(path, '..'));

@@ -313,3 +313,21 @@ t.test('different blocks proceed in parallel with a tiny fd cache', async (t) =>
   await t.rejects(store.read(0, INO, 0n, 0, 1, recs[0]), /closed/, 'closed store refuses work');
   await store.close();
 });
+
+t.test('a block is deleted while a deferred sync holds its file', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'dunix-blocks-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const store = new BlockStore({ dataDir: dir, syncEachWrite: false });
+  await store.open();
+  t.teardown(() => store.close());
+  const data = pattern(9, C + 100);
+  await store.write(PG, INO, 0n, 0, data, undefined, BLOCK);
+  // The group commit's sync runs outside the block's queue; a replica's SYNC op deletes and rewrites meanwhile.
+  const sync = store.syncDirty();
+  await store.delete(PG, INO, 0n);
+  const again = await store.write(PG, INO, 0n, 0, data, undefined, BLOCK);
+  await sync;
+  await store.syncDirty();
+  t.same(again, recordOf(data), 'rewritten after the delete');
+  t.same(await store.read(PG, INO, 0n, 0, data.length, again), data, 'and reads back');
+});
