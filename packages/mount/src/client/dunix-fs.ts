@@ -14,7 +14,7 @@ import type {
 } from '../fuse/filesystem.js';
 import { fuseAttr } from './attrs.js';
 import type { BrickApi } from './brick-api.js';
-import { dataDefaults, FileData, type DataOptions } from './file-data.js';
+import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
 
 export interface DunixFsOptions {
   entryTtlMs: number;
@@ -46,6 +46,13 @@ const DOT_OFFSETS = 2n;
 interface Handle {
   ino: bigint;
   data: FileData;
+  /** Failed writes of the file this handle has been told of. */
+  mark: ErrorMark;
+  /**
+   * Opened for writing: its close reports failed writes (as NFS does) and
+   * publishing failures; fsync reports them on any handle.
+   */
+  writable: boolean;
 }
 
 /**
@@ -266,7 +273,7 @@ export class DunixFs implements FileSystem {
     return this.direntEntry(r.entry!);
   }
 
-  private openHandle(ino: bigint, reply: wire.AttrReply__Output): OpenReply {
+  private openHandle(ino: bigint, reply: wire.AttrReply__Output, flags: number): OpenReply {
     let file = this.files.get(ino);
     if (!file) {
       file = new FileData(ino, this.api, pgOfIno(ino), reply.attr!, reply.inlineData, this.o.data);
@@ -276,7 +283,8 @@ export class DunixFs implements FileSystem {
     }
     file.opens++;
     const fh = this.nextFh++;
-    this.handles.set(fh, { ino, data: file });
+    const writable = (flags & 3) !== constants.O_RDONLY;
+    this.handles.set(fh, { ino, data: file, mark: file.newMark(), writable });
     return { fh };
   }
 
@@ -286,7 +294,7 @@ export class DunixFs implements FileSystem {
       ino: ino.toString(),
       flags,
     });
-    return this.openHandle(ino, r);
+    return this.openHandle(ino, r, flags);
   }
 
   async create(
@@ -320,7 +328,7 @@ export class DunixFs implements FileSystem {
     }
     const attr = r.entry!.attr ?? (await this.attrOf(BigInt(r.entry!.ino))).attr!;
     const ino = BigInt(attr.ino);
-    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), truncatedFrom: '0' });
+    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), truncatedFrom: '0' }, flags);
     return { entry: this.entry(attr), open };
   }
 
@@ -344,16 +352,20 @@ export class DunixFs implements FileSystem {
   ): Promise<number> {
     if (offset + BigInt(data.length) > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
     const writer = { uid: caller.uid, gid: caller.gid, groups: [], pid: caller.pid };
-    return this.handle(fh).data.write(offset, data, (flags & FUSE_WRITE_KILL_SUIDGID) !== 0, writer);
+    const h = this.handle(fh);
+    return h.data.write(offset, data, (flags & FUSE_WRITE_KILL_SUIDGID) !== 0, writer, h.mark);
   }
 
   async flush(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
-    await this.handle(fh).data.flush();
+    const h = this.handle(fh);
+    if (h.writable) await h.data.flush(h.mark);
+    else await h.data.publishForReader();
   }
 
   async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
     // Publish what is buffered, then make everything acknowledged durable on every replica.
-    await this.handle(fh).data.flush();
+    const h = this.handle(fh);
+    await h.data.flush(h.mark);
     await this.api.sync();
   }
 
@@ -362,7 +374,8 @@ export class DunixFs implements FileSystem {
     this.handles.delete(fh);
     const file = h.data;
     try {
-      await file.flush();
+      if (h.writable) await file.flush(h.mark);
+      else await file.publishForReader();
     } finally {
       file.opens--;
       if (file.opens === 0) {
@@ -536,7 +549,7 @@ export class DunixFs implements FileSystem {
 
   /** Publishes every open file's buffered data (syncfs, unmount). */
   async syncfs(): Promise<void> {
-    await Promise.all([...this.files.values()].map((f) => f.flush()));
+    await Promise.all([...this.files.values()].map((f) => f.flush(f.syncfsMark)));
     await this.api.sync();
   }
 

@@ -21,6 +21,15 @@ interface DirtyBlock {
 }
 
 /**
+ * What one open file handle has heard of its file's failed block writes:
+ * each handle is told of every failure once (at its next write, flush, fsync
+ * or close), as Linux reports writeback errors to every open file (errseq).
+ */
+export interface ErrorMark {
+  seen: number;
+}
+
+/**
  * One file's data as this client sees it while it is open: the attributes
  * from open (close-to-open consistency), inline content for small files, and
  * buffered writes. Writes are collected per block and sent as whole extents
@@ -43,7 +52,11 @@ export class FileData {
   private readonly dirty = new Map<bigint, DirtyBlock>();
   private dirtyBytes = 0;
   private readonly inflight = new Set<Promise<void>>();
-  private error: FsError | undefined;
+  /** Block writes that failed so far, and the last one's error (see ErrorMark). */
+  private errorSeq = 0;
+  private lastError: FsError | undefined;
+  /** What syncfs has reported. */
+  readonly syncfsMark: ErrorMark = { seen: 0 };
   opens = 0;
   /** The last name went while open here: reclaim the inode at the last close. */
   reclaimOnClose = false;
@@ -110,8 +123,19 @@ export class FileData {
     this.inlineData = r.attr!.inline ? r.inlineData : undefined;
   }
 
-  async write(offset: bigint, data: Buffer, killSuidgid: boolean, writer: wire.Caller): Promise<number> {
-    this.throwDeferred();
+  /** A mark for a handle opened now: it hears of the failures from now on. */
+  newMark(): ErrorMark {
+    return { seen: this.errorSeq };
+  }
+
+  async write(
+    offset: bigint,
+    data: Buffer,
+    killSuidgid: boolean,
+    writer: wire.Caller,
+    mark?: ErrorMark,
+  ): Promise<number> {
+    this.report(mark);
     this.writer = writer;
     if (killSuidgid) this.killSuidgid = true;
     const end = offset + BigInt(data.length);
@@ -192,7 +216,8 @@ export class FileData {
       .then(
         () => {},
         (err: unknown) => {
-          this.error ??= err instanceof FsError ? err : new FsError('IO', String(err));
+          this.lastError = err instanceof FsError ? err : new FsError('IO', String(err));
+          this.errorSeq++;
         },
       )
       .finally(() => {
@@ -209,12 +234,11 @@ export class FileData {
     if (this.inflight.size) await Promise.race(this.inflight);
   }
 
-  private throwDeferred(): void {
-    const e = this.error;
-    if (e) {
-      this.error = undefined;
-      throw e;
-    }
+  /** Throws the last block write failure if `mark`'s handle has not heard of it. */
+  private report(mark: ErrorMark | undefined): void {
+    if (!mark || mark.seen >= this.errorSeq) return;
+    mark.seen = this.errorSeq;
+    throw this.lastError!;
   }
 
   /**
@@ -271,11 +295,15 @@ export class FileData {
     throw new FsError('CONFLICT', `inode ${this.ino}: inline conversion kept conflicting`);
   }
 
-  /** Sends every buffered byte and publishes size and mtime. Reports a deferred write error once. */
-  async flush(): Promise<void> {
+  /**
+   * Sends every buffered byte and publishes size and mtime. A failed block
+   * write is reported to the handle of `mark` if it has not heard of it yet;
+   * without a mark (reads, setattr) it is left to the handles.
+   */
+  async flush(mark?: ErrorMark): Promise<void> {
     for (const index of [...this.dirty.keys()]) this.startFlush(index);
     while (this.inflight.size) await Promise.all(this.inflight);
-    this.throwDeferred();
+    this.report(mark);
     if (this.inlineDirty) {
       const data = this.inlineData ?? Buffer.alloc(0);
       try {
@@ -328,8 +356,21 @@ export class FileData {
     }
   }
 
+  /**
+   * Publishes for one who did not write (a read, the close of a read-only
+   * handle): a failure is not theirs. The writers hear of it at their next
+   * flush or fsync (publishing is retried then).
+   */
+  async publishForReader(): Promise<void> {
+    if (!this.hasUnpublished) return;
+    await this.flush().catch((err: unknown) => {
+      if (!(err instanceof FsError)) throw err;
+    });
+  }
+
   async read(offset: bigint, size: number): Promise<Buffer> {
-    if (this.hasUnpublished) await this.flush();
+    // Read-your-writes; if publishing fails, the read returns what the bricks hold.
+    await this.publishForReader();
     const fileSize = this.size;
     if (offset >= fileSize || size === 0) return Buffer.alloc(0);
     const n = Number(fileSize - offset < BigInt(size) ? fileSize - offset : BigInt(size));
