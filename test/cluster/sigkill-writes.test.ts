@@ -14,20 +14,23 @@ import t from 'tap';
 import { pgOfIno, runAsync, startCluster, waitUntil } from '../src/cluster.js';
 import { lstatSync, mkdirSync } from 'node:fs';
 
-const FILES = 240;
+/** Upper bound of files; the test stops the writer (stop file) once both kills are done. */
+const FILES = 5000;
 const SIZES = [10, 3000, 9000, 150_000];
 
-/** The writer, run as its own process: argv = dir, log, errlog, count. */
+/** The writer, run as its own process: argv = dir, log, errlog, count, stop file; prints files tried. */
 const writerJs = `
 const fs = require('node:fs');
-const [dir, log, errlog, count] = process.argv.slice(2);
+const [dir, log, errlog, count, stop] = process.argv.slice(2);
 function content(i, size) {
   const b = Buffer.alloc(size);
   for (let k = 0; k < size; k++) b[k] = (i * 131 + k * 7 + (k >> 8)) & 0xff;
   return b;
 }
 const sizes = ${JSON.stringify(SIZES)};
-for (let i = 0; i < Number(count); i++) {
+let tried = 0;
+for (let i = 0; i < Number(count) && !fs.existsSync(stop); i++) {
+  tried++;
   const name = 'f' + i;
   try {
     const fd = fs.openSync(dir + '/' + name, 'w', 0o644);
@@ -41,6 +44,7 @@ for (let i = 0; i < Number(count); i++) {
     fs.appendFileSync(errlog, name + ' ' + err.code + '\\n');
   }
 }
+process.stdout.write(String(tried));
 `;
 
 function content(i: number, size: number): Buffer {
@@ -63,7 +67,8 @@ t.test('SIGKILL a brick while a writer fsyncs files', async (t) => {
   const errlog = join(c.base, 'errors.log');
   writeFileSync(script, writerJs);
 
-  const writer = runAsync(process.execPath, [script, dir, log, errlog, String(FILES)], {
+  const stopFile = join(c.base, 'stop');
+  const writer = runAsync(process.execPath, [script, dir, log, errlog, String(FILES), stopFile], {
     timeoutMs: 400_000,
   });
   const killAt = async (b: typeof metaBrick, after: number, what: string) => {
@@ -97,6 +102,15 @@ t.test('SIGKILL a brick while a writer fsyncs files', async (t) => {
   t.comment(`full redundancy ${Date.now() - back} ms after the restart`);
   const second = await killAt(otherBrick, lines(log).length + 10, 'another brick');
   t.ok(second.at < FILES, 'the second kill happened while the writer was writing');
+  // A few more files after the second restart, then the writer stops.
+  const more = lines(log).length + 10;
+  await waitUntil(
+    () => lines(log).length >= more || writer.child.exitCode !== null,
+    'more files',
+    60_000,
+    20,
+  );
+  writeFileSync(stopFile, '');
 
   const w = await writer.done;
   t.equal(w.status, 0, `the writer finished ${w.stderr.slice(0, 500)}`);
@@ -105,7 +119,11 @@ t.test('SIGKILL a brick while a writer fsyncs files', async (t) => {
   t.same(failed, [], 'no write failed: the client waited for the bricks');
   t.equal(new Set(logged).size, logged.length, 'no name logged twice');
   for (const f of failed) t.notOk(logged.includes(f.split(' ')[0]!), `${f} failed and is not logged`);
-  t.equal(logged.length + failed.length, FILES, "every file was either fsync'd or failed");
+  t.equal(
+    logged.length + failed.length,
+    Number(w.stdout.trim()),
+    "every file tried was either fsync'd or failed",
+  );
 
   // Read back through a fresh mount: the bricks, not the kernel's page cache.
   await c.unmount();

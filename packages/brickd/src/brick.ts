@@ -77,6 +77,8 @@ export interface BrickDeps {
     ReplicationDeps,
     'transport' | 'placement' | 'lease' | 'clock' | 'recovery' | 'durability'
   >;
+  /** The store was found empty under a known brick id (a replaced disk): no copy here is in sync. */
+  storeLost?: boolean;
   /** Whether a brick holds its lease now (catch-up skips dead replicas). */
   brickAlive?: (brickId: string) => boolean;
 }
@@ -160,14 +162,28 @@ export class Brick implements PgEndpoint {
       let st = this.pgs.get(a.pg);
       if (!st) {
         st = await this.loadPg(a.pg);
+        st.lost = this.d.storeLost === true && a.isr.includes(this.d.brickId);
         this.pgs.set(a.pg, st);
       }
       this.repl.adopt(st, a);
+      if (st.lost) {
+        void this.leaveIsr(st);
+        continue;
+      }
       if (a.bricks[0] === this.d.brickId && st.role !== 'primary') {
         st.role = 'primary';
         st.ready = false;
       }
       if (st.role === 'primary' && !st.ready) void this.promote(st);
+    }
+  }
+
+  /** A lost copy leaves the in-sync set; the primary then backfills it like any returning replica. */
+  private async leaveIsr(st: PgState): Promise<void> {
+    try {
+      if (await this.repl.stepDown(st)) st.lost = false;
+    } catch (err) {
+      this.d.log.warn('leaving the in-sync set failed; the sweep retries', { pg: st.pg, err: String(err) });
     }
   }
 
@@ -775,6 +791,10 @@ export class Brick implements PgEndpoint {
     this.recovering = true;
     try {
       for (const [pg, st] of this.pgs) {
+        if (st.lost) {
+          await this.leaveIsr(st);
+          continue;
+        }
         if (st.role !== 'primary') continue;
         if (!st.ready) {
           void this.promote(st);

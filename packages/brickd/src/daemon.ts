@@ -36,6 +36,7 @@ import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
 import { CachedKv } from './store/cached-kv.js';
 import { GroupCommit, syncEachWrite, type Durability } from './store/group-commit.js';
+import { brickKeys } from './store/keys.js';
 import { LevelKv } from './store/leveldb-kv.js';
 
 export interface BrickdOptions {
@@ -94,6 +95,7 @@ export class BrickDaemon {
   private identity: Identity | undefined;
   private applying: Promise<void> = Promise.resolve();
   private replicasWarned = false;
+  private storeLost = false;
   port = 0;
 
   constructor(private readonly o: BrickdOptions) {
@@ -112,9 +114,24 @@ export class BrickDaemon {
     try {
       await initHashing();
       await mkdir(this.o.dataDir, { recursive: true });
-      this.identity = await this.loadIdentity();
+      const { identity, created } = await this.loadIdentity();
+      this.identity = identity;
       this.kv = new CachedKv(new LevelKv(join(this.o.dataDir, 'meta')));
       await this.kv.open();
+      // A known brick whose store is empty lost its disk: no copy here may count as in sync.
+      const owner = await this.kv.get(brickKeys.storeOwner);
+      // (A store written before the owner key existed is not empty: it is only marked.)
+      const empty =
+        (await this.kv.range({ gte: Buffer.alloc(2), lt: brickKeys.storeOwner, limit: 1 })).length === 0;
+      this.storeLost = !created && owner === undefined && empty;
+      if (this.storeLost)
+        this.log.warn('store lost (empty under a known brick id): leaving every in-sync set');
+      if (owner === undefined)
+        await this.kv.write([{ key: brickKeys.storeOwner, value: Buffer.from(identity.id) }], true);
+      else if (owner.toString() !== identity.id)
+        throw new Error(
+          `store in ${this.o.dataDir} belongs to brick ${owner.toString()}, not ${identity.id}`,
+        );
       this.blocks = new BlockStore({
         dataDir: this.o.dataDir,
         syncEachWrite: this.knobs.groupCommitMs === 0,
@@ -233,6 +250,7 @@ export class BrickDaemon {
           durability: this.durability,
           clock: monotonicClock,
         },
+        storeLost: this.storeLost,
         brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,
       });
       await brick.applyPlacement(s.placement);
@@ -315,20 +333,20 @@ export class BrickDaemon {
     return leaseFenced(health, realClock.now(), this.knobs.leaseFenceMarginMs);
   }
 
-  private async loadIdentity(): Promise<Identity> {
+  private async loadIdentity(): Promise<{ identity: Identity; created: boolean }> {
     const path = join(this.o.dataDir, 'brick.json');
     try {
       const id = JSON.parse(await readFile(path, 'utf8')) as Identity;
       if (id.volume !== this.o.volume) {
         throw new Error(`data dir ${this.o.dataDir} belongs to volume ${id.volume}, not ${this.o.volume}`);
       }
-      return id;
+      return { identity: id, created: false };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       const id: Identity = { id: `brick-${randomBytes(6).toString('hex')}`, volume: this.o.volume };
       await writeFile(`${path}.tmp`, JSON.stringify(id));
       await rename(`${path}.tmp`, path);
-      return id;
+      return { identity: id, created: true };
     }
   }
 

@@ -1,7 +1,7 @@
 import { FsError } from '@dunix/proto';
 import type { BlockFiles } from '../store/block-files.js';
 import { syncEachWrite, type Durability } from '../store/group-commit.js';
-import { KeyKind, keys, kindOfKey, pgOfKey } from '../store/keys.js';
+import { isBrickKey, KeyKind, keys, kindOfKey, pgOfKey } from '../store/keys.js';
 import { prefixEnd, type KvStore, type KvWrite } from '../store/kv.js';
 import { decodeRecord, encodeRecord, type BlockRecord } from '../store/records.js';
 import {
@@ -195,12 +195,14 @@ export class LogStore {
     for (;;) {
       const rows = await this.kv.range({ gte: prefix, lt: prefixEnd(prefix), limit: 1024 });
       if (rows.length === 0) return;
-      for (const r of rows) {
+      const mine = rows.filter((r) => !isBrickKey(r.key));
+      if (mine.length === 0) return;
+      for (const r of mine) {
         if (r.key.subarray(0, 3).equals(blockPrefix))
           await this.blocks.delete(pg, r.key.readBigUInt64BE(3), r.key.readBigUInt64BE(11));
       }
       await this.kv.write(
-        rows.map((r) => ({ key: r.key, value: undefined })),
+        mine.map((r) => ({ key: r.key, value: undefined })),
         false,
       );
     }

@@ -30,6 +30,12 @@ export class PgState {
   promisedEpoch = 0;
   /** A primary serves only once it has reconciled the logs of its in-sync set (peering). */
   ready = false;
+  /**
+   * The brick's store was lost (a replaced disk) while the placement still
+   * counts this copy in sync: it must leave the in-sync set before anything
+   * else (and never lead) until a primary has caught it up again.
+   */
+  lost = false;
   /** The copy is being rebuilt by backfill: its log position means nothing until the end. */
   backfilling = false;
   /** Epoch of the entry at opSeq (0: empty log). */

@@ -3,7 +3,7 @@ import { LogStore, sameRecord } from '../pg/log-store.js';
 import { decodeRecord, type BlockRecord } from '../store/records.js';
 import type { BlockOp, LogEntry, LogPosition } from '../pg/log-entry.js';
 import type { PgState } from '../pg/pg-state.js';
-import { KeyKind, keys, pgOfKey } from '../store/keys.js';
+import { isBrickKey, KeyKind, keys, pgOfKey } from '../store/keys.js';
 import { prefixEnd, type KvWrite } from '../store/kv.js';
 import type { BackfillStep, ReplicationDeps } from './deps.js';
 
@@ -289,12 +289,16 @@ export class Replication {
         try {
           await this.pull(st, best.brick, best.pos.lastSeq, epoch);
         } catch (err) {
-          this.d.log.warn('could not pull the longer log of a replica', {
+          // Its log is longer than ours and cannot be pulled (it no longer
+          // reaches back to us): it may hold acknowledged entries we lack, so
+          // it leads and we step down, never the other way round.
+          this.d.log.warn('a replica is ahead and its log cannot be pulled: handing the PG over', {
             pg: st.pg,
             brick: best.brick,
             err: String(err),
           });
-          lost.push(best.brick);
+          await this.stepDown(st, best.brick);
+          return;
         }
       }
       // Bring the others up to ours; a replica that cannot be is dropped.
@@ -343,6 +347,48 @@ export class Replication {
         await this.d.clock.sleep(50);
       }
     }
+  }
+
+  /**
+   * Leaves the PG's in-sync set (compare-and-swap), handing the primary role
+   * to `successor` (or the first other in-sync member) if this brick has it:
+   * its copy cannot be trusted to lead (lost store, or behind a member whose
+   * log it cannot pull). False when no other in-sync member exists: the PG
+   * then stays unserved rather than led by a copy that may lack acknowledged
+   * ops (an operator must decide).
+   */
+  async stepDown(st: PgState, successor?: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const a = await this.d.placement.read(st.pg);
+      if (!a.isr.includes(this.me)) {
+        this.adopt(st, a);
+        return true;
+      }
+      const others = a.isr.filter((b) => b !== this.me);
+      if (others.length === 0) {
+        this.d.log.error('this brick holds the only in-sync copy of the PG and cannot trust it', {
+          pg: st.pg,
+        });
+        return false;
+      }
+      const next = successor && others.includes(successor) ? successor : others[0]!;
+      const bricks = a.bricks[0] === this.me ? [next, ...a.bricks.filter((b) => b !== next)] : a.bricks;
+      try {
+        const updated = await this.d.placement.update(st.pg, a.epoch, bricks, others);
+        this.d.log.info('left the in-sync set', {
+          pg: st.pg,
+          epoch: updated.epoch,
+          primary: updated.bricks[0],
+        });
+        st.role = 'replica';
+        st.ready = false;
+        this.adopt(st, updated);
+        return true;
+      } catch (err) {
+        if (!(err instanceof FsError && err.code === 'STALE_EPOCH')) throw err;
+      }
+    }
+    throw new FsError('UNAVAILABLE', `pg ${st.pg}: placement kept changing`);
   }
 
   /** Applies here the entries of `brick`'s log past ours (our log must be a prefix of it). */
@@ -556,7 +602,8 @@ export class Replication {
   private async applyRaw(st: PgState, e: LogEntry): Promise<void> {
     for (const w of e.writes) {
       if (pgOfKey(w.key) !== st.pg) throw new FsError('INVALID_ARGUMENT', 'backfill chunk writes another PG');
-      if (w.key[2] === KeyKind.log) throw new FsError('INVALID_ARGUMENT', 'backfill chunk holds log entries');
+      if (w.key[2] === KeyKind.log || isBrickKey(w.key))
+        throw new FsError('INVALID_ARGUMENT', 'backfill chunk holds log entries or brick keys');
     }
     for (const op of e.blocks) {
       if (op.kind !== 'SYNC' || !op.record || !op.data)
@@ -693,7 +740,7 @@ export class Replication {
         let bytes = 0;
         for (const r of rows) {
           after = r.key;
-          if (r.key[2] === KeyKind.log) continue;
+          if (r.key[2] === KeyKind.log || isBrickKey(r.key)) continue;
           writes.push({ key: Buffer.from(r.key), value: Buffer.from(r.value) });
           bytes += r.key.length + r.value.length;
           if (r.key[2] === KeyKind.block) {

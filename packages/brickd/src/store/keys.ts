@@ -88,6 +88,20 @@ export const keys = {
   },
 };
 
+/**
+ * Keys of no PG (kind 0xff is not a record kind): the brick's own
+ * bookkeeping, never replicated, copied or wiped with a PG.
+ */
+export const brickKeys = {
+  /** The id of the brick that created this store: a store without it under a known id was lost. */
+  storeOwner: Buffer.from([0xff, 0xff, 0xff, 0x49]),
+};
+
+/** A key of the brick's own bookkeeping, not of a PG's range. */
+export function isBrickKey(key: Uint8Array): boolean {
+  return key.length >= 3 && key[2] === 0xff;
+}
+
 export function pgOfKey(key: Uint8Array): number {
   if (key.length < 3) throw new RangeError('key too short');
   return (key[0]! << 8) | key[1]!;
