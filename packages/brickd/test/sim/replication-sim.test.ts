@@ -19,7 +19,7 @@ import { runSimulation, type SimResult } from './simulation.js';
 const SEEDS = Number(process.env.DUNIX_SIM_SEEDS ?? 300);
 const FIRST = Number(process.env.DUNIX_SIM_FIRST ?? 1);
 const WORKERS = Math.max(1, Math.min(2, availableParallelism()));
-const TEETH_SEEDS = 40;
+const TEETH_SEEDS = 30;
 
 const range = (from: number, n: number) => Array.from({ length: n }, (_v, i) => from + i);
 
