@@ -283,3 +283,36 @@ t.test('controller: a failing store is retried', async (t) => {
   t.equal(failures, 4, 'and again until it went through');
   checkServing(t, await c.placement(), ['b1']);
 });
+
+t.test('a start whose campaign fails rejects (and cleans up) instead of hanging', async (t) => {
+  await initHashing();
+  const clock = new ManualClock();
+  const coord = new MemoryCoordinator({ kv: new MemoryKv(clock), clock, log });
+  await coord.start();
+  t.teardown(() => coord.stop());
+  // The election call fails (etcd unreachable, say): start() must settle.
+  const failing = new Proxy(coord, {
+    get: (target, prop, receiver) =>
+      prop === 'campaign'
+        ? () => Promise.reject(new FsError('UNAVAILABLE', 'etcd unreachable'))
+        : (Reflect.get(target, prop, receiver) as unknown),
+  }) as Coordinator;
+  const controller = new Controller({
+    coordinator: failing,
+    volume: 'v',
+    brickId: 'b0',
+    clock,
+    log,
+    probe: () => Promise.resolve('up'),
+  });
+  const outcome = await Promise.race([
+    controller.start().then(
+      () => 'started',
+      (err: FsError) => err.code,
+    ),
+    new Promise((r) => setTimeout(() => r('hung'), 2000)),
+  ]);
+  t.equal(outcome, 'UNAVAILABLE', 'start rejected with the campaign error');
+  t.notOk(controller.isLeader(), 'not leading');
+  await controller.stop();
+});

@@ -98,7 +98,11 @@ export class Controller {
           this.knobs.electionLeaseTtlMs,
         );
       } catch (e) {
-        await this.stop();
+        // Not stop(): it waits for this very start to settle.
+        this.state = 'stopped';
+        this.term++;
+        this.clearRetries();
+        await this.release();
         throw e;
       }
     })();
@@ -112,14 +116,19 @@ export class Controller {
       this.term++;
       this.clearRetries();
       await this.starting?.catch(() => undefined);
-      await this.campaign?.resign().catch((e: unknown) => this.log.warn('resign failed', { err: e }));
-      await this.unwatchSuspects?.().catch(() => undefined);
-      await this.unwatchVolume?.().catch(() => undefined);
-      this.unwatchVolume = undefined;
-      for (const finish of [...this.probesInFlight]) finish('up');
-      await this.idle();
+      await this.release();
     })();
     return this.stopping;
+  }
+
+  /** Resigns, stops watching and waits for running work (stop, and a start that failed). */
+  private async release(): Promise<void> {
+    await this.campaign?.resign().catch((e: unknown) => this.log.warn('resign failed', { err: e }));
+    await this.unwatchSuspects?.().catch(() => undefined);
+    await this.unwatchVolume?.().catch(() => undefined);
+    this.unwatchVolume = undefined;
+    for (const finish of [...this.probesInFlight]) finish('up');
+    await this.idle();
   }
 
   isLeader(): boolean {
