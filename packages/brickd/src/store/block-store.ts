@@ -1,7 +1,10 @@
 import { mkdir, open as openFile, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, takeBuffer, xxh64 } from '@dunix/proto';
+import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, takeBuffer } from '@dunix/proto';
+import { checkRecord, checkUint, chunkCount, chunkSum } from './block-record.js';
 import type { BlockRecord } from './records.js';
+
+export { chunkSum } from './block-record.js';
 
 const CHUNK = CHECKSUM_CHUNK_BYTES;
 
@@ -20,29 +23,8 @@ export interface BlockStoreOptions {
 
 export const blockStoreDefaults = { fdCacheMax: 256 } as const;
 
-/** Checksum of one chunk as stored in a BlockRecord: xxhash64, 16 hex digits. */
-export function chunkSum(chunk: Uint8Array): string {
-  return xxh64(chunk).toString(16).padStart(16, '0');
-}
-
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(`BlockStore invariant: ${msg}`);
-}
-
-function chunkCount(length: number): number {
-  return Math.ceil(length / CHUNK);
-}
-
-function checkRecord(rec: BlockRecord | undefined, where: string): void {
-  if (!rec) return;
-  assert(
-    Number.isSafeInteger(rec.length) && rec.length >= 0 && rec.sums.length === chunkCount(rec.length),
-    `${where}: record of length ${rec.length} has ${rec.sums.length} sums`,
-  );
-}
-
-function checkUint(name: string, v: number): void {
-  if (!Number.isSafeInteger(v) || v < 0) throw new FsError('INVALID_ARGUMENT', `${name} ${v}`);
 }
 
 interface FdEntry {

@@ -1,28 +1,12 @@
 import { CHECKSUM_CHUNK_BYTES, FsError, initHashing } from '@dunix/proto';
 import type { BlockFiles } from './block-files.js';
-import { chunkSum } from './block-store.js';
+import { checkRecord, checkUint, chunkCount, chunkSum } from './block-record.js';
 import type { BlockRecord } from './records.js';
 
 const CHUNK = CHECKSUM_CHUNK_BYTES;
 
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(`MemoryBlockFiles invariant: ${msg}`);
-}
-
-function chunkCount(length: number): number {
-  return Math.ceil(length / CHUNK);
-}
-
-function checkRecord(rec: BlockRecord | undefined, where: string): void {
-  if (!rec) return;
-  assert(
-    Number.isSafeInteger(rec.length) && rec.length >= 0 && rec.sums.length === chunkCount(rec.length),
-    `${where}: record of length ${rec.length} has ${rec.sums.length} sums`,
-  );
-}
-
-function checkUint(name: string, v: number): void {
-  if (!Number.isSafeInteger(v) || v < 0) throw new FsError('INVALID_ARGUMENT', `${name} ${v}`);
 }
 
 interface BlockQueue {
