@@ -33,6 +33,7 @@ import { stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { listensOn } from '../scripts/listens-on.mjs';
 import { parseArgs } from 'node:util';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -386,27 +387,6 @@ function pickPort() {
       srv.close(() => res(port));
     });
   });
-}
-
-/** Whether process pid holds a TCP socket listening on port (/proc): a foreign etcd answers /health too. */
-function listensOn(pid, port) {
-  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  const inodes = new Set();
-  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/); // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-    if (f[1]?.endsWith(hexPort) && f[3] === '0A') inodes.add(`socket:[${f[9]}]`);
-  }
-  try {
-    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
-      try {
-        return inodes.has(readlinkSync(`/proc/${pid}/fd/${fd}`));
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return false;
-  }
 }
 
 /** The address a brick reported through --port-file, when the report is from this pid. */
