@@ -415,6 +415,8 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
       proc = spawnLogged(
         process.execPath,
         [
+          // Node flags for brick processes when profiling by hand (e.g. --cpu-prof).
+          ...(process.env.DUNIX_TEST_BRICK_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
           bins.brickd,
           '--data',
           dir,

@@ -662,13 +662,30 @@ export class Brick implements PgEndpoint {
   async reclaim(pg: number, ino: bigint): Promise<void> {
     if (pgOfIno(ino) !== pg) throw new FsError('INVALID_ARGUMENT', `inode ${ino} is not in pg ${pg}`);
     await this.mutate(pg, '', 'reclaim', async (t) => {
-      const inode = await t.getInode(ino);
-      await this.d.engine.reclaim(t, ino);
-      if (inode && inode.nlink === 0 && !(await t.getInode(ino)) && inode.size > 0n && isReg(inode.mode))
-        t.setTrim(ino, { size: 0n, oldSize: inode.size });
+      await this.reclaimIn(t, ino);
       return null;
     });
     await this.finishTrim(pg, ino);
+  }
+
+  /**
+   * Reclaim as part of an op's transaction (the inode's PG must be the op's):
+   * an orphan's records go, and a trim record for its blocks is written,
+   * which finishTrim then carries out. Whether the inode was reclaimed.
+   */
+  async reclaimIn(t: MetaTxn, ino: bigint): Promise<boolean> {
+    const inode = await t.getInode(ino);
+    await this.d.engine.reclaim(t, ino);
+    if (!inode || inode.nlink !== 0 || (await t.getInode(ino))) return false;
+    if (inode.size > 0n && isReg(inode.mode)) t.setTrim(ino, { size: 0n, oldSize: inode.size });
+    return true;
+  }
+
+  /** finishTrim in the background: a failure is left to the recovery sweep (the record stays). */
+  finishTrimSoon(pg: number, ino: bigint): void {
+    this.finishTrim(pg, ino).catch((err) =>
+      this.d.log.warn('block trim deferred to the recovery sweep', { pg, ino, err: String(err) }),
+    );
   }
 
   private readonly trimsRunning = new Map<string, Promise<void>>();
@@ -728,13 +745,14 @@ export class Brick implements PgEndpoint {
   }
 
   /**
-   * Block data is durable (fdatasync) and indexed (synced batch) on every
-   * in-sync replica before this returns: the bytes travel with the entry.
+   * Block data is written and indexed on every in-sync replica before this
+   * returns (durable by the group-commit rule): the bytes travel with the
+   * entry. Resolves to whether nothing holds `data` any more (see append).
    */
-  async writeBlock(pg: number, ino: bigint, index: bigint, offset: number, data: Buffer): Promise<void> {
+  async writeBlock(pg: number, ino: bigint, index: bigint, offset: number, data: Buffer): Promise<boolean> {
     const st = this.serving(pg);
     this.checkBlockPg(pg, ino, index);
-    await this.repl.append(st, '', 'write-block', async () => {
+    return this.repl.append(st, '', 'write-block', async () => {
       const rec = await this.d.blocks.write(
         pg,
         ino,

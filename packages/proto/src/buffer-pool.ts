@@ -1,9 +1,12 @@
 /**
  * Recycled 1 MiB buffers for block data on its way out of a brick: a fresh
  * 1 MiB allocation costs page faults (~0.3 ms on the test machine), more
- * than filling it. A buffer taken here is handed back only where its last
- * use is certain: by the frame server once the socket has written it, and by
- * the FUSE session once a reply made of it is written (`giveBack`).
+ * than filling it. The frame reader takes one for each tail frame (block
+ * bytes coming in). A buffer is handed back only where its last use is
+ * certain: by the frame server once the socket has written a reply made of
+ * it, by the brick's WriteBlock and Replicate handlers once the bytes are in
+ * the block files and no replica send holds them, and by the FUSE session
+ * once a reply made of it is written (`giveBack`).
  * Anything else simply lets it go to the garbage collector.
  */
 /** A block (1 MiB by default) plus room for a frame's message around it. */

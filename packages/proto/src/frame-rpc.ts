@@ -73,7 +73,12 @@ function sendFrame(sock: net.Socket, id: number, method: number, kind: number, p
 
 const EMPTY = Buffer.alloc(0);
 
-/** Sends a message, its large `data` field (if any) as an unencoded tail. */
+/**
+ * Sends a message, its large `data` field (if any) as an unencoded tail.
+ * `recycle`: the data is ours alone once written (a reply made for this
+ * call), so a pooled buffer goes back to the pool. A request's data may be
+ * shared (the same block bytes go to every replica): never recycled here.
+ */
 function sendMessage(
   sock: net.Socket,
   id: number,
@@ -81,6 +86,7 @@ function sendMessage(
   kind: number,
   msg: unknown,
   serialize: (v: unknown) => Buffer,
+  recycle: boolean,
 ): void {
   const data = (msg as { data?: unknown } | null)?.data;
   if (!Buffer.isBuffer(data) || data.length < TAIL_MIN_BYTES) {
@@ -95,7 +101,8 @@ function sendMessage(
   sock.write(len);
   sock.write(body);
   // Once written, block data from the buffer pool goes back to it.
-  sock.write(data, () => giveBack(data));
+  if (recycle) sock.write(data, () => giveBack(data));
+  else sock.write(data);
   sock.uncork();
 }
 
@@ -261,7 +268,7 @@ export class FrameServer {
           return;
         }
         try {
-          sendMessage(sock, id, mi, KIND_REPLY, reply, (v) => def.responseSerialize(v));
+          sendMessage(sock, id, mi, KIND_REPLY, reply, (v) => def.responseSerialize(v), true);
         } catch (e) {
           fail(GrpcStatus.INTERNAL, `reply of ${names[mi]} did not serialize: ${(e as Error).message}`, 'IO');
         }
@@ -397,7 +404,7 @@ export class FrameConn implements BrickConn {
         sock,
       };
       this.pending.set(id, p);
-      sendMessage(sock, id, mi, KIND_REQUEST, request, serialize);
+      sendMessage(sock, id, mi, KIND_REQUEST, request, serialize, false);
     });
   }
 

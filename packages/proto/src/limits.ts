@@ -28,6 +28,8 @@ export const limits = {
   messageMaxBytes: 16 * 1024 * 1024 + 64 * 1024,
   /** Keys one cross-PG transaction may read or write. */
   txKeysMax: 64,
+  /** Open inodes an Unlink names (those whose orphan waits for the last close). */
+  openInosMax: 64,
   /** Length of a request id. */
   requestIdMaxBytes: 64,
 } as const;

@@ -1,7 +1,15 @@
 import t from 'tap';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { FrameConn, FrameServer, FsError, toServiceError, type BrickHandlers } from '../src/index.js';
+import {
+  FrameConn,
+  FrameServer,
+  FsError,
+  giveBack,
+  takeBuffer,
+  toServiceError,
+  type BrickHandlers,
+} from '../src/index.js';
 
 /**
  * The frame transport against handlers shaped like the brick's: replies,
@@ -86,6 +94,23 @@ t.test('1 MiB payloads cross intact in both directions', async (t) => {
   t.equal(r.data.length, 1024 * 1024);
   t.ok(r.data.every((b) => b === 0xab));
 });
+
+t.test(
+  "pooled bytes sent in a request are not recycled (they may go to several peers); a reply's are",
+  async (t) => {
+    const { conn } = await serve(t);
+    // A pooled buffer, as a brick holds block bytes it received: sent as a
+    // request tail, it must still be ours afterwards (the next replica gets it too).
+    const pooled = takeBuffer(1024 * 1024);
+    pooled.fill(0x5a);
+    await conn.unary('WriteBlock', { ino: '1', index: '0', offset: 0, data: pooled }, 5000);
+    await conn.unary('WriteBlock', { ino: '1', index: '0', offset: 0, data: pooled }, 5000);
+    const next = takeBuffer(1024 * 1024);
+    t.not(next.buffer, pooled.buffer, "the pool did not hand out the sent request's buffer");
+    t.ok(received.at(-1)?.equals(Buffer.alloc(1024 * 1024, 0x5a)), 'the second send carried the same bytes');
+    giveBack(next);
+  },
+);
 
 t.test('a dropped connection fails its calls with UNAVAILABLE and the next call reconnects', async (t) => {
   const { conn, server } = await serve(t);

@@ -104,6 +104,51 @@ export function entryFromWire(w: wire.LogEntry__Output): LogEntry {
   };
 }
 
+/** Ops whose bytes travel in a Replicate request's `data` (each `length` bytes). */
+function carriesBytes(op: BlockOp): boolean {
+  return op.kind === 'WRITE' || op.kind === 'SYNC';
+}
+
+/**
+ * Entries for a Replicate request: the messages without block bytes, and the
+ * bytes of every WRITE/SYNC op back to back. One op (the usual case) sends
+ * its own buffer: nothing is copied here, and one buffer serves every replica.
+ */
+export function entriesToReplicate(entries: LogEntry[]): { entries: wire.LogEntry[]; data: Buffer } {
+  const parts: Buffer[] = [];
+  for (const e of entries)
+    for (const op of e.blocks) {
+      if (!carriesBytes(op)) continue;
+      const bytes = op.data ?? EMPTY;
+      if (bytes.length !== op.length)
+        throw new Error(
+          `invariant: ${op.kind} op of entry ${e.seq} has ${bytes.length} bytes, length ${op.length}`,
+        );
+      parts.push(bytes);
+    }
+  return {
+    entries: entries.map((e) => entryToWire(e, false)),
+    data: parts.length === 1 ? parts[0]! : Buffer.concat(parts),
+  };
+}
+
+/** Inverse of entriesToReplicate; ops get views of `data` (no copy). */
+export function entriesFromReplicate(wires: wire.LogEntry__Output[], data: Buffer): LogEntry[] {
+  const entries = wires.map(entryFromWire);
+  let at = 0;
+  for (const e of entries)
+    for (const op of e.blocks) {
+      if (!carriesBytes(op)) continue;
+      if (op.length > data.length - at)
+        throw new FsError('INVALID_ARGUMENT', `entry ${e.seq}: block bytes past the request's data`);
+      op.data = data.subarray(at, at + op.length);
+      at += op.length;
+    }
+  if (at !== data.length)
+    throw new FsError('INVALID_ARGUMENT', `replicate request has ${data.length - at} bytes no op claims`);
+  return entries;
+}
+
 /** The stored form: the protobuf message without block bytes. */
 export function encodeStoredEntry(e: LogEntry): Buffer {
   return encodeLogEntry(entryToWire(e, false));

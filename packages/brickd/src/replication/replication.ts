@@ -46,13 +46,16 @@ export class Replication {
   /**
    * Appends one entry made by `make`, which runs inside the PG's append queue
    * (so block file changes and their entry are never interleaved with
-   * another entry of the PG). Resolves once every in-sync replica has it.
+   * another entry of the PG). Resolves once every in-sync replica has it,
+   * to whether every replica answered: then no send still holds the op's
+   * bytes (a replica answers only once it has read the whole request), and
+   * the caller may reuse them.
    */
-  append(st: PgState, requestId: string, kind: string, make: () => Promise<AppendOp>): Promise<void> {
+  append(st: PgState, requestId: string, kind: string, make: () => Promise<AppendOp>): Promise<boolean> {
     return st.appendQueue.run(async () => {
       this.checkWritable(st);
       const op = await make();
-      if (op.writes.length === 0 && op.blocks.length === 0) return;
+      if (op.writes.length === 0 && op.blocks.length === 0) return true;
       for (const w of op.writes) assert(pgOfKey(w.key) === st.pg, `pg ${st.pg} op writes another PG's key`);
       const seq = st.opSeq + 1n;
       const entry: LogEntry = {
@@ -71,7 +74,7 @@ export class Replication {
         this.remember(st, entry);
         void Promise.allSettled(sends);
         if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
-        return;
+        return false;
       }
       const [local, ...remote] = await Promise.allSettled([
         this.logs.write(st, entry),
@@ -115,6 +118,7 @@ export class Replication {
       if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
       if (st.isr.length < this.d.volume.minInsync)
         throw new FsError('NOT_ENOUGH_REPLICAS', `pg ${st.pg} has ${st.isr.length} in-sync copies`);
+      return failed.length === 0;
     });
   }
 

@@ -1,5 +1,6 @@
 import { FsError, type Router, type wire } from '@dunix/proto';
 import {
+  entriesToReplicate,
   entryFromWire,
   entryToWire,
   type BlockOp,
@@ -34,7 +35,7 @@ export class ReplicaPeers implements ReplicaTransport {
     catchUp: boolean,
   ): Promise<{ lastSeq: bigint; gap: boolean }> {
     const r = await this.call<wire.ReplicateReply__Output>(brick, 'Replicate', pg, epoch, {
-      entries: entries.map((e) => entryToWire(e, true)),
+      ...entriesToReplicate(entries),
       catchUp,
     });
     return { lastSeq: u64(r.lastSeq, 'lastSeq'), gap: r.gap };

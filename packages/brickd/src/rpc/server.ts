@@ -7,6 +7,7 @@ import {
   encodeDeviceId,
   fsErrorFromErrno,
   FsError,
+  giveBack,
   limits,
   OsError,
   pgOfIno,
@@ -23,7 +24,7 @@ import { constants } from 'node:os';
 import { Brick, type TxKeyValue } from '../brick.js';
 import type { MetaTxn } from '../namespace/txn.js';
 import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
-import { entryFromWire, entryToWire } from '../pg/log-entry.js';
+import { entriesFromReplicate, entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
 
 export interface ServerDeps {
@@ -240,10 +241,26 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);
       const n = name(req.name);
-      return mutate(routed, 'unlink', async (t) => {
+      if (req.openInos.length > limits.openInosMax)
+        throw new FsError(
+          'OUT_OF_RANGE',
+          `${req.openInos.length} open inodes, at most ${limits.openInosMax}`,
+        );
+      const open = new Set(req.openInos.map((v) => ino(v, 'openInos')));
+      const reply = await mutate(routed, 'unlink', async (t) => {
         const u = await brick.engine.unlink(t, cred(req.caller), parent, n);
-        return { ino: u.ino.toString(), nlink: u.nlink, size: u.size.toString() };
+        // The last link of an inode of this PG that the client does not hold
+        // open: reclaim it in this same entry (no separate Reclaim op).
+        const reclaimed =
+          req.reclaim &&
+          u.nlink === 0 &&
+          pgOfIno(u.ino) === routed.pg &&
+          !open.has(u.ino) &&
+          (await brick.reclaimIn(t, u.ino));
+        return { ino: u.ino.toString(), nlink: u.nlink, size: u.size.toString(), reclaimed };
       });
+      if (reply.reclaimed) brick.finishTrimSoon(routed.pg, BigInt(reply.ino));
+      return reply;
     }),
 
     Rmdir: unary('Rmdir', async (req: wire.UnlinkRequest__Output) => {
@@ -406,7 +423,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const index = blockIndex(req.index);
       const data = bytes(req.data, 'data', bs);
       if (req.offset + data.length > bs) throw new FsError('OUT_OF_RANGE', 'write past the block');
-      await brick.writeBlock(pg, i, index, req.offset, data);
+      // Block bytes that came as a frame tail live in a pooled buffer: once no
+      // replica send holds them, the pool gets it back (a fresh 1 MiB buffer
+      // per write is external memory that drives V8 into major collections).
+      if (await brick.writeBlock(pg, i, index, req.offset, data)) giveBack(data);
       return {};
     }),
 
@@ -495,7 +515,9 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Replicate: unary('Replicate', async (req: wire.ReplicateRequest__Output) => {
       const { st, epoch } = copyOf(req.header);
       if (req.entries.length > REPLICATE_ENTRIES_MAX) throw new FsError('OUT_OF_RANGE', 'too many entries');
-      const r = await brick.repl.applyReplicated(st, epoch, req.entries.map(entryFromWire));
+      const r = await brick.repl.applyReplicated(st, epoch, entriesFromReplicate(req.entries, req.data));
+      // Applied entries' bytes are in the block files: the tail's buffer can be reused.
+      if (req.data.length > 0) giveBack(req.data);
       return { lastSeq: r.lastSeq.toString(), gap: r.gap };
     }),
 

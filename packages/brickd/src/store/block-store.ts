@@ -204,7 +204,11 @@ export class BlockStore {
       const last = Math.ceil(dataEnd / CHUNK) - 1;
       const base = first * CHUNK;
       const stop = Math.min((last + 1) * CHUNK, newLen);
-      const buf = Buffer.alloc(stop - base);
+      // A write of whole chunks (the usual full-block write) is hashed and
+      // written from the caller's bytes: no 1 MiB buffer per write, whose
+      // allocation (external memory) drives V8 into major collections.
+      const whole = base === offset && start === offset && stop === dataEnd;
+      const buf = whole ? bytes : Buffer.alloc(stop - base);
       const path = this.pathOf(pg, ino, index);
       const fd = await this.acquire(path, true);
       assert(fd, 'created handle');
@@ -218,7 +222,7 @@ export class BlockStore {
           verifyChunks(old, oldStart, cur!, path);
           old.copy(buf, oldStart - base);
         }
-        bytes.copy(buf, offset - base);
+        if (!whole) bytes.copy(buf, offset - base);
         // buf now holds exactly what the file holds in [base, stop) after this
         // write (kept old bytes, the zero gap, the data): the sums below hash it.
         await writeExact(fd.fh, buf.subarray(start - base, dataEnd - base), start);

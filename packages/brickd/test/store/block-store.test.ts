@@ -147,6 +147,29 @@ t.test('full-block write and read back', async (t) => {
   t.equal((await store.read(PG, INO, 0n, 5, 0, rec)).length, 0, 'zero length: empty');
 });
 
+t.test(
+  "whole-chunk writes (written from the caller's bytes) match the model and leave those bytes alone",
+  async (t) => {
+    const store = await makeStore(t);
+    let model = pattern(2, BLOCK - 100);
+    let rec = await store.write(PG, INO, 0n, 0, model, undefined, BLOCK);
+    const cases: [string, number, Buffer][] = [
+      ['inner chunk over old bytes', C, pattern(3, C)],
+      ['two chunks from the start', 0, pattern(4, 2 * C)],
+      ['last chunk, past the old end', 3 * C, pattern(5, C)],
+      ['partial chunk at the end (ends at the new length)', 2 * C, pattern(6, C + 17)],
+    ];
+    for (const [what, offset, data] of cases) {
+      const copy = Buffer.from(data);
+      rec = await store.write(PG, INO, 0n, offset, data, rec, BLOCK);
+      model = modelWrite(model, offset, copy);
+      t.ok(data.equals(copy), `${what}: the caller's bytes are unchanged`);
+      t.same(rec, recordOf(model), `${what}: record`);
+      t.ok((await readFile(store.pathOf(PG, INO, 0n))).equals(model), `${what}: file`);
+    }
+  },
+);
+
 t.test('gaps read as zeros, even over stale bytes past the record', async (t) => {
   const store = await makeStore(t);
   const data = pattern(2, 100);

@@ -207,12 +207,17 @@ export class DunixFs implements FileSystem {
   }
 
   async unlink(caller: Caller, parent: bigint, name: Buffer): Promise<void> {
+    // The brick reclaims the inode in the same op unless this client holds it
+    // open (the list is bounded: with more files open, reclaim stays ours).
+    const reclaim = this.files.size <= limits.openInosMax;
     const r = await this.api.mutate<wire.UnlinkReply__Output>(pgOfIno(parent), 'Unlink', {
       caller: this.caller(caller),
       parent: parent.toString(),
       name,
+      reclaim,
+      openInos: reclaim ? [...this.files.keys()].map(String) : [],
     });
-    if (r.nlink === 0) this.lastLinkGone(BigInt(r.ino));
+    if (r.nlink === 0 && !r.reclaimed) this.lastLinkGone(BigInt(r.ino));
   }
 
   async rmdir(caller: Caller, parent: bigint, name: Buffer): Promise<void> {

@@ -8,10 +8,12 @@ export interface ReplicateRequest {
   'header'?: (_dunix_v1_Header | null);
   'entries'?: (_dunix_v1_LogEntry)[];
   'catchUp'?: (boolean);
+  'data'?: (Buffer | Uint8Array | string);
 }
 
 export interface ReplicateRequest__Output {
   'header': (_dunix_v1_Header__Output | null);
   'entries': (_dunix_v1_LogEntry__Output)[];
   'catchUp': (boolean);
+  'data': (Buffer);
 }

@@ -7,10 +7,12 @@ export interface UnlinkReply {
   'ino'?: (number | string | Long);
   'nlink'?: (number);
   'size'?: (number | string | Long);
+  'reclaimed'?: (boolean);
 }
 
 export interface UnlinkReply__Output {
   'ino': (string);
   'nlink': (number);
   'size': (string);
+  'reclaimed': (boolean);
 }

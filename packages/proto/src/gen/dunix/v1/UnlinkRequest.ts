@@ -10,6 +10,8 @@ export interface UnlinkRequest {
   'caller'?: (_dunix_v1_Caller | null);
   'parent'?: (number | string | Long);
   'name'?: (Buffer | Uint8Array | string);
+  'reclaim'?: (boolean);
+  'openInos'?: (number | string | Long)[];
 }
 
 export interface UnlinkRequest__Output {
@@ -17,4 +19,6 @@ export interface UnlinkRequest__Output {
   'caller': (_dunix_v1_Caller__Output | null);
   'parent': (string);
   'name': (Buffer);
+  'reclaim': (boolean);
+  'openInos': (string)[];
 }
