@@ -173,6 +173,8 @@ export class Brick implements PgEndpoint {
       if (a.bricks[0] === this.d.brickId && st.role !== 'primary') {
         st.role = 'primary';
         st.ready = false;
+        // A backfill may have brought records no entry announced: sweep once.
+        st.sweepGen++;
       }
       if (st.role === 'primary' && !st.ready) void this.promote(st);
     }
@@ -820,8 +822,13 @@ export class Brick implements PgEndpoint {
         }
         // Replicas outside the in-sync set are caught up in the background.
         this.repl.catchUpAll(st, (b) => this.d.brickAlive?.(b) ?? true);
+        if (st.sweptGen === st.sweepGen && st.prepared.size === 0) continue;
+        const gen = st.sweepGen;
+        let found = 0;
         const dprefix = keys.kindPrefix(pg, KeyKind.decision);
-        for (const row of await this.d.kv.range({ gte: dprefix, lt: prefixEnd(dprefix) })) {
+        const decisions = await this.d.kv.range({ gte: dprefix, lt: prefixEnd(dprefix) });
+        found += decisions.length;
+        for (const row of decisions) {
           const txId = row.key.subarray(dprefix.length).toString();
           if (st.activeTx.has(txId)) continue;
           const rec = JSON.parse(row.value.toString()) as DecisionRecord;
@@ -840,18 +847,24 @@ export class Brick implements PgEndpoint {
           }
         }
         const tprefix = keys.kindPrefix(pg, KeyKind.trim);
-        for (const row of await this.d.kv.range({ gte: tprefix, lt: prefixEnd(tprefix), limit: 256 })) {
+        const trims = await this.d.kv.range({ gte: tprefix, lt: prefixEnd(tprefix), limit: 256 });
+        found += trims.length;
+        for (const row of trims) {
           await this.finishTrim(pg, row.key.readBigUInt64BE(3)).catch((err) =>
             this.d.log.warn('block trim deferred', { pg, err: String(err) }),
           );
         }
         const oprefix = keys.kindPrefix(pg, KeyKind.orphan);
-        for (const row of await this.d.kv.range({ gte: oprefix, lt: prefixEnd(oprefix), limit: 256 })) {
+        const orphans = await this.d.kv.range({ gte: oprefix, lt: prefixEnd(oprefix), limit: 256 });
+        found += orphans.length;
+        for (const row of orphans) {
           const ino = row.key.readBigUInt64BE(3);
           const inode = await this.read(pg, (t) => t.getInode(ino));
           // Directories hold no data a process may still read; files wait for their last close.
           if (!inode || (inode.mode & 0o170000) === 0o040000) await this.reclaim(pg, ino);
         }
+        // Nothing was pending when the scans ran: skip the scans until an entry writes such a record.
+        if (found === 0) st.sweptGen = gen;
       }
     } catch (err) {
       if (!(err instanceof FsError)) this.d.log.error('recovery sweep failed', { err: String(err) });

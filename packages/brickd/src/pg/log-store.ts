@@ -13,6 +13,9 @@ import {
 } from './log-entry.js';
 import type { PgState } from './pg-state.js';
 
+/** Record kinds the recovery sweep finishes (see PgState.sweepGen). */
+const SWEPT_KINDS = new Set<number>([KeyKind.decision, KeyKind.trim, KeyKind.orphan]);
+
 /**
  * The storage side of a PG's log: the only code that writes a PG's key
  * range. An entry's writes and the entry itself go to the store in one
@@ -115,12 +118,14 @@ export class LogStore {
     if (st.firstSeq > st.opSeq) st.firstSeq = e.seq; // the log was empty
     st.opSeq = e.seq;
     st.lastEpoch = e.epoch;
-    // Trims written by the entry move the start of the log.
     for (const w of e.writes) {
-      if (w.value === undefined && kindOfKey(w.key) === KeyKind.log) {
+      const kind = kindOfKey(w.key);
+      // Trims written by the entry move the start of the log.
+      if (w.value === undefined && kind === KeyKind.log) {
         const trimmed = w.key.readBigUInt64BE(3);
         if (trimmed + 1n > st.firstSeq) st.firstSeq = trimmed + 1n;
       }
+      if (w.value !== undefined && SWEPT_KINDS.has(kind)) st.sweepGen++;
     }
   }
 

@@ -59,6 +59,15 @@ export class PgState {
    */
   recentRequestIds: string[] | undefined;
   recentSeqs: Float64Array | undefined;
+  /**
+   * Work for the recovery sweep: `sweepGen` moves whenever an entry writes a
+   * decision, trim or orphan record (or the copy changes hands);
+   * `sweptGen` is the generation a sweep last found none of them at. Equal:
+   * the sweep skips this PG's range scans (a brick leads ~1/3 of a volume's
+   * PGs, and scanning each every second cost more CPU than the workload).
+   */
+  sweepGen = 1;
+  sweptGen = 0;
   /** Next inode sequence to hand out, and the persisted reservation bound. */
   seqNext = 0n;
   seqReserved = 0n;

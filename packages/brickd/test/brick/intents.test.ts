@@ -87,7 +87,7 @@ const placement: PgAssignment[] = Array.from({ length: PG_COUNT }, (_v, pg) => (
 
 interface Cluster {
   net: Net;
-  kvs: Record<'A' | 'B', MemoryKv>;
+  kvs: Record<'A' | 'B', ScanCountingKv>;
   start(id: 'A' | 'B', faults?: string[]): Promise<Brick>;
   brick(id: 'A' | 'B'): Brick;
 }
@@ -97,7 +97,7 @@ let clock = 1_000_000_000n;
 async function cluster(): Promise<Cluster> {
   await initHashing();
   const net = new Net();
-  const kvs = { A: new MemoryKv(), B: new MemoryKv() };
+  const kvs = { A: new ScanCountingKv(), B: new ScanCountingKv() };
   const byId = new Map<string, Brick>();
   const c: Cluster = {
     net,
@@ -137,6 +137,16 @@ async function cluster(): Promise<Cluster> {
 }
 
 const ownerOf = (pg: number): 'A' | 'B' => (pg < 4 ? 'A' : 'B');
+
+/** A MemoryKv that counts the range scans of the kinds the recovery sweep finishes. */
+class ScanCountingKv extends MemoryKv {
+  sweepScans = 0;
+  override range(opts: Parameters<MemoryKv['range']>[0]) {
+    const kind = (opts.gte ?? opts.gt)?.[2];
+    if (kind === KeyKind.decision || kind === KeyKind.trim || kind === KeyKind.orphan) this.sweepScans++;
+    return super.range(opts);
+  }
+}
 
 /** A name whose new directory lands on the other brick than its parent's PG. */
 function crossName(parent: bigint, prefix: string): Buffer {
@@ -359,3 +369,27 @@ t.test(
     );
   },
 );
+
+t.test('the recovery sweep scans a PG only while an entry may have left it work', async (t) => {
+  const c = await cluster();
+  await settle(c);
+  const scans = async () => {
+    c.kvs.A.sweepScans = 0;
+    c.kvs.B.sweepScans = 0;
+    await c.brick('A').recoverySweep();
+    await c.brick('B').recoverySweep();
+    return c.kvs.A.sweepScans + c.kvs.B.sweepScans;
+  };
+  t.equal(await scans(), 0, 'nothing pending: no PG is scanned');
+  // A cross-PG mkdir writes a decision record on the coordinator's PG.
+  await mkdir(c, ROOT_INO, crossName(ROOT_INO, 's'));
+  t.ok((await scans()) > 0, 'after a decision record was written, its PG is scanned');
+  await settle(c);
+  t.equal(await scans(), 0, 'once a scan found nothing, the PG is skipped again');
+  t.equal(await countKind(c.kvs.A, KeyKind.decision), 0, 'no decision left behind');
+  t.equal(await countKind(c.kvs.B, KeyKind.decision), 0);
+  // A restarted brick knows nothing of its PGs: it scans each once.
+  await c.start('A');
+  t.ok((await scans()) > 0, 'a restarted brick scans its PGs');
+  t.equal(await scans(), 0, 'and then skips them');
+});
