@@ -7,7 +7,7 @@ export interface CachedKvOptions {
   bytesMax: number;
 }
 
-export const cachedKvDefaults: CachedKvOptions = { entriesMax: 50_000, bytesMax: 16 * 1024 * 1024 };
+export const cachedKvDefaults: CachedKvOptions = { entriesMax: 20_000, bytesMax: 8 * 1024 * 1024 };
 
 /**
  * A read cache in front of the brick's store. The brick is the only writer
