@@ -43,6 +43,41 @@ export interface BrickInfo {
 export interface BrickStatus extends BrickInfo {
   /** The brick's lease is held: its alive key exists. */
   alive: boolean;
+  /** The operator's record (dunixctl brick add|drain|set-weight); absent: never set. */
+  admin?: BrickAdmin;
+}
+
+/**
+ * What the operator decided about a member brick. A member without one holds
+ * PGs only if the volume was created with it; `brick add` writes one.
+ */
+export interface BrickAdmin {
+  /** 'in': holds PG replicas by weight; 'draining': every replica moves off, then it may be removed. */
+  state: 'in' | 'draining';
+  /** Relative capacity for placement; overrides the weight the brick registered with. */
+  weight: number;
+  updatedAtMs: number;
+}
+
+/** A rebalance: moves PG replicas toward the target placement, a bounded batch at a time. */
+export interface RebalanceJob {
+  /** Unique per start (e.g. the start time in base 36). */
+  id: string;
+  state: 'running' | 'paused' | 'stopped' | 'done';
+  /** Backfill bytes per second per brick while it runs (0: no limit). */
+  maxMiBPerS: number;
+  /** PGs being moved at once. */
+  maxConcurrent: number;
+  startedAtMs: number;
+  /** Last change by the operator or the controller. */
+  updatedAtMs: number;
+  finishedAtMs?: number;
+  /** PGs whose replica set differed from the target when the job started (or grew since). */
+  pgsTotal: number;
+  /** PGs that reached their target since the start. */
+  pgsDone: number;
+  /** Backfill bytes copied for moves of this job. */
+  bytesMoved: number;
 }
 
 /** Everything a client or brick needs about one volume, read at one revision. */
@@ -53,6 +88,8 @@ export interface VolumeSnapshot {
   placement: PgAssignment[];
   /** Member bricks sorted by id. */
   bricks: BrickStatus[];
+  /** The current or last rebalance, or null if none ever ran. */
+  rebalance: RebalanceJob | null;
 }
 
 export type Unsubscribe = () => Promise<void>;
@@ -223,6 +260,27 @@ export interface Coordinator {
   clearRecovery(volume: string, pg: number, brick: string): Promise<void>;
   /** Current recovery reports, sorted by pg then brick. */
   listRecovery(volume: string): Promise<RecoveryReport[]>;
+  /** Sets (or with undefined clears) a member's operator record; NOT_FOUND for a non-member. */
+  setBrickAdmin(volume: string, brickId: string, admin: BrickAdmin | undefined): Promise<void>;
+  /**
+   * Forgets a member: its registration and operator record. Refused (BUSY)
+   * while any PG still lists it or its lease is alive; NOT_FOUND for a non-member.
+   */
+  removeBrick(volume: string, brickId: string): Promise<void>;
+  /**
+   * Read-modify-write of the rebalance record (compare-and-swap, retried on a
+   * lost race): `change` gets the current job (null if none) and returns the
+   * next one, or undefined to leave it. Resolves to what is stored after.
+   */
+  updateRebalance(
+    volume: string,
+    change: (job: RebalanceJob | null) => RebalanceJob | undefined,
+  ): Promise<RebalanceJob | null>;
+  /** Changes the options of a volume config that may change (minInsync, downOutIntervalMs). */
+  updateVolumeConfig(
+    volume: string,
+    patch: Partial<Pick<VolumeConfig, 'minInsync' | 'downOutIntervalMs'>>,
+  ): Promise<VolumeConfig>;
 }
 
 export const BRICK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -348,6 +406,60 @@ function checkRecovery(p: RecoveryProgress): RecoveryProgress {
     bytesLeft: p.bytesLeft,
     ratePerS: p.ratePerS,
     startedAtMs: p.startedAtMs,
+  };
+}
+
+export function validateBrickAdmin(a: BrickAdmin): BrickAdmin {
+  const problems: string[] = [];
+  if (typeof a !== 'object' || a === null)
+    throw new FsError('INVALID_ARGUMENT', 'brick admin is not an object');
+  if (a.state !== 'in' && a.state !== 'draining') problems.push(`state ${JSON.stringify(a.state)}`);
+  if (typeof a.weight !== 'number' || !Number.isFinite(a.weight) || a.weight < 0 || a.weight > 1e6)
+    problems.push(`weight ${a.weight} must be a number in 0..1e6`);
+  if (typeof a.updatedAtMs !== 'number' || !Number.isFinite(a.updatedAtMs))
+    problems.push(`updatedAtMs ${a.updatedAtMs}`);
+  if (problems.length) throw new FsError('INVALID_ARGUMENT', `brick admin: bad ${problems.join(', ')}`);
+  return { state: a.state, weight: a.weight, updatedAtMs: a.updatedAtMs };
+}
+
+const JOB_STATES = new Set(['running', 'paused', 'stopped', 'done']);
+
+export function validateRebalanceJob(j: RebalanceJob): RebalanceJob {
+  const problems: string[] = [];
+  if (typeof j !== 'object' || j === null)
+    throw new FsError('INVALID_ARGUMENT', 'rebalance job is not an object');
+  if (typeof j.id !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(j.id))
+    problems.push(`id ${JSON.stringify(j.id)}`);
+  if (!JOB_STATES.has(j.state)) problems.push(`state ${JSON.stringify(j.state)}`);
+  if (
+    typeof j.maxMiBPerS !== 'number' ||
+    !Number.isFinite(j.maxMiBPerS) ||
+    j.maxMiBPerS < 0 ||
+    j.maxMiBPerS > 1e6
+  )
+    problems.push(`maxMiBPerS ${j.maxMiBPerS} must be 0..1e6`);
+  if (!Number.isInteger(j.maxConcurrent) || j.maxConcurrent < 1 || j.maxConcurrent > 1024)
+    problems.push(`maxConcurrent ${j.maxConcurrent} must be 1..1024`);
+  for (const f of ['startedAtMs', 'updatedAtMs', 'pgsTotal', 'pgsDone', 'bytesMoved'] as const) {
+    if (typeof j[f] !== 'number' || !Number.isFinite(j[f]) || j[f] < 0) problems.push(`${f} ${j[f]}`);
+  }
+  if (
+    j.finishedAtMs !== undefined &&
+    (typeof j.finishedAtMs !== 'number' || !Number.isFinite(j.finishedAtMs))
+  )
+    problems.push(`finishedAtMs ${j.finishedAtMs}`);
+  if (problems.length) throw new FsError('INVALID_ARGUMENT', `rebalance job: bad ${problems.join(', ')}`);
+  return {
+    id: j.id,
+    state: j.state,
+    maxMiBPerS: j.maxMiBPerS,
+    maxConcurrent: j.maxConcurrent,
+    startedAtMs: j.startedAtMs,
+    updatedAtMs: j.updatedAtMs,
+    ...(j.finishedAtMs !== undefined ? { finishedAtMs: j.finishedAtMs } : {}),
+    pgsTotal: j.pgsTotal,
+    pgsDone: j.pgsDone,
+    bytesMoved: j.bytesMoved,
   };
 }
 
@@ -665,6 +777,8 @@ export abstract class KvCoordinator implements Coordinator {
     let config: VolumeConfig | null = null;
     const members = new Map<string, BrickInfo>();
     const alive = new Set<string>();
+    const admins = new Map<string, BrickAdmin>();
+    let rebalance: RebalanceJob | null = null;
     const placement: PgAssignment[] = [];
     for (const e of entries) {
       const k = parseVolumeKey(volume, e.key);
@@ -678,6 +792,12 @@ export abstract class KvCoordinator implements Coordinator {
           break;
         case 'alive':
           alive.add(k.brickId);
+          break;
+        case 'admin':
+          admins.set(k.brickId, parseRecord(e, validateBrickAdmin));
+          break;
+        case 'rebalance':
+          rebalance = parseRecord(e, validateRebalanceJob);
           break;
         case 'placement': {
           const a = parseRecord(e, checkAssignment);
@@ -700,8 +820,11 @@ export abstract class KvCoordinator implements Coordinator {
     }
     const bricks = [...members.values()]
       .sort((x, y) => byId(x.id, y.id))
-      .map((b) => ({ ...b, alive: alive.has(b.id) }));
-    return { config, placement: config ? placement : [], bricks };
+      .map((b) => {
+        const admin = admins.get(b.id);
+        return { ...b, alive: alive.has(b.id), ...(admin ? { admin } : {}) };
+      });
+    return { config, placement: config ? placement : [], bricks, rebalance };
   }
 
   async watchVolume(volume: string, onChange: (snapshot: VolumeSnapshot) => void): Promise<Unsubscribe> {
@@ -1053,5 +1176,87 @@ export abstract class KvCoordinator implements Coordinator {
       if (parseVolumeKey(volume, e.key)?.kind === 'recovery') out.push(parseRecord(e, checkRecoveryReport));
     }
     return out.sort((x, y) => x.pg - y.pg || byId(x.brick, y.brick));
+  }
+  async setBrickAdmin(volume: string, brickId: string, admin: BrickAdmin | undefined): Promise<void> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const member = await this.kv.get(keys.member(volume, brickId));
+    if (!member) throw new FsError('NOT_FOUND', `brick ${brickId} is not a member of volume ${volume}`);
+    const key = keys.admin(volume, brickId);
+    // The member record must still be there when the admin record lands (removeBrick races).
+    const compares = [{ key: member.key, modRevision: member.modRevision }];
+    const ok = admin
+      ? await this.kv.txn(compares, [{ key, value: JSON.stringify(validateBrickAdmin(admin)) }])
+      : await this.kv.txn(compares, [], [key]);
+    if (!ok) throw new FsError('CONFLICT', `brick ${brickId} changed meanwhile; try again`);
+  }
+
+  async removeBrick(volume: string, brickId: string): Promise<void> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const { entries } = await this.kv.range(keys.volume(volume));
+    const member = entries.find((e) => e.key === keys.member(volume, brickId));
+    if (!member) throw new FsError('NOT_FOUND', `brick ${brickId} is not a member of volume ${volume}`);
+    if (entries.some((e) => e.key === keys.alive(volume, brickId)))
+      throw new FsError(
+        'BUSY',
+        `brick ${brickId} is running: stop its brickd first (it re-registers while it runs)`,
+      );
+    const holding: PgAssignment[] = [];
+    const compares = [{ key: member.key, modRevision: member.modRevision }];
+    for (const e of entries) {
+      const k = parseVolumeKey(volume, e.key);
+      if (k?.kind !== 'placement') continue;
+      const a = parseRecord(e, checkAssignment);
+      compares.push({ key: e.key, modRevision: e.modRevision });
+      if (a.bricks.includes(brickId)) holding.push(a);
+    }
+    if (holding.length > 0) {
+      const last = holding.filter((a) => a.isr.length === 1 && a.isr[0] === brickId).length;
+      throw new FsError(
+        'BUSY',
+        `brick ${brickId} still holds ${holding.length} PG replicas` +
+          (last > 0 ? ` (${last} of them the last in-sync copy)` : '') +
+          `: drain it first (dunixctl brick drain ${brickId}) and wait until it holds none`,
+      );
+    }
+    const ok = await this.kv.txn(compares, [], [member.key, keys.admin(volume, brickId)]);
+    if (!ok) throw new FsError('CONFLICT', `volume ${volume} changed while removing ${brickId}; try again`);
+    this.log.info('brick removed', { volume, brick: brickId });
+  }
+
+  async updateRebalance(
+    volume: string,
+    change: (job: RebalanceJob | null) => RebalanceJob | undefined,
+  ): Promise<RebalanceJob | null> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const key = keys.rebalance(volume);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const cur = await this.kv.get(key);
+      const job = cur ? parseRecord(cur, validateRebalanceJob) : null;
+      const next = change(job);
+      if (next === undefined) return job;
+      const value = JSON.stringify(validateRebalanceJob(next));
+      if (await this.kv.txn([{ key, modRevision: cur?.modRevision ?? 0 }], [{ key, value }])) return next;
+    }
+    throw new FsError('CONFLICT', `rebalance record of ${volume} kept changing`);
+  }
+
+  async updateVolumeConfig(
+    volume: string,
+    patch: Partial<Pick<VolumeConfig, 'minInsync' | 'downOutIntervalMs'>>,
+  ): Promise<VolumeConfig> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const key = keys.config(volume);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const cur = await this.kv.get(key);
+      if (!cur) throw new FsError('NOT_FOUND', `volume ${volume} does not exist`);
+      const next = checkedVolumeConfig({ ...parseRecord(cur, readVolumeConfig), ...patch });
+      if (await this.kv.txn([{ key, modRevision: cur.modRevision }], [{ key, value: JSON.stringify(next) }]))
+        return next;
+    }
+    throw new FsError('CONFLICT', `config of ${volume} kept changing`);
   }
 }

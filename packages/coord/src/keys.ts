@@ -6,6 +6,8 @@
  * /dunix/v1/volumes/<name>/config                  VolumeConfig JSON (written once)
  * /dunix/v1/volumes/<name>/members/<brickId>       BrickInfo JSON (persistent)
  * /dunix/v1/volumes/<name>/alive/<brickId>         bound to the brick's lease: its liveness
+ * /dunix/v1/volumes/<name>/admin/<brickId>         BrickAdmin JSON: the operator's state and weight
+ * /dunix/v1/volumes/<name>/rebalance               RebalanceJob JSON: the current or last rebalance
  * /dunix/v1/volumes/<name>/placement/<pg>          PgAssignment JSON {pg, bricks, isr, epoch}
  * /dunix/v1/volumes/<name>/controller              {id} of the elected controller, bound to its lease
  * /dunix/v1/volumes/<name>/suspects/<brickId>      a report that the brick may be dead (short lease)
@@ -14,7 +16,8 @@
  *
  * One key per PG so that one PG's epoch is bumped by a compare-and-swap on
  * that key alone. PG numbers are decimal without padding; readers parse them.
- * A volume snapshot (watchVolume) is config, members, alive and placement;
+ * A volume snapshot (watchVolume) is config, members, alive, admin,
+ * rebalance and placement;
  * the controller, suspect and recovery keys change often and are read on
  * their own.
  */
@@ -27,6 +30,8 @@ export const keys = {
   members: (name: string): string => `${KEY_PREFIX}volumes/${name}/members/`,
   member: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/members/${brickId}`,
   aliveAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/alive/`,
+  admin: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/admin/${brickId}`,
+  rebalance: (name: string): string => `${KEY_PREFIX}volumes/${name}/rebalance`,
   alive: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/alive/${brickId}`,
   placementAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/placement/`,
   placement: (name: string, pg: number): string => `${KEY_PREFIX}volumes/${name}/placement/${pg}`,
@@ -43,6 +48,8 @@ export type VolumeKey =
   | { kind: 'config' }
   | { kind: 'member'; brickId: string }
   | { kind: 'alive'; brickId: string }
+  | { kind: 'admin'; brickId: string }
+  | { kind: 'rebalance' }
   | { kind: 'placement'; pg: number }
   | { kind: 'controller' }
   | { kind: 'suspect'; brickId: string }
@@ -53,6 +60,8 @@ export const SNAPSHOT_KEY_KINDS: ReadonlySet<VolumeKey['kind']> = new Set([
   'config',
   'member',
   'alive',
+  'admin',
+  'rebalance',
   'placement',
 ]);
 
@@ -64,6 +73,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   const rest = key.slice(base.length);
   if (rest === 'config') return { kind: 'config' };
   if (rest === 'controller') return { kind: 'controller' };
+  if (rest === 'rebalance') return { kind: 'rebalance' };
   const parts = rest.split('/');
   if (parts.some((p) => p === '')) return undefined;
   const [dir, leaf, sub] = parts;
@@ -73,6 +83,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   if (parts.length !== 2) return undefined;
   if (dir === 'members') return { kind: 'member', brickId: leaf! };
   if (dir === 'alive') return { kind: 'alive', brickId: leaf! };
+  if (dir === 'admin') return { kind: 'admin', brickId: leaf! };
   if (dir === 'suspects') return { kind: 'suspect', brickId: leaf! };
   if (dir === 'placement' && PG_RE.test(leaf!)) return { kind: 'placement', pg: Number(leaf) };
   return undefined;

@@ -228,7 +228,7 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     await c.registerBrick(v, brick(0), TTL);
     const unsubscribe = await c.watchVolume(v, (s) => seen.push(s));
     t.equal(seen.length, 1, 'initial snapshot before watchVolume resolves');
-    t.same(seen[0], { config: null, placement: [], bricks: [{ ...brick(0), alive: true }] });
+    t.same(seen[0], { config: null, placement: [], bricks: [{ ...brick(0), alive: true }], rebalance: null });
     await other.registerBrick(v, brick(1), TTL);
     await waitFor('the new brick', () => seen.at(-1)!.bricks.length === 2);
     const config = volumeConfig(v, { pgCount: 256, replicas: 2 });
@@ -564,6 +564,100 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     await h.revokeLease(lease!);
     await waitFor('the report to go with its lease', async () => (await reader.listRecovery(v)).length === 0);
     await unwatch();
+  });
+
+  t.test(`${h.name}: operator records, brick removal and the rebalance record`, async (t) => {
+    const c = await make();
+    const v = vol('admin');
+    await register(c, v, 3);
+    await c.createVolume(volumeConfig(v, { pgCount: 8, replicas: 2 }));
+    await h.registerAndCrash(v, brick(5), TTL);
+    const admin = { state: 'draining' as const, weight: 2, updatedAtMs: 5 };
+    await c.setBrickAdmin(v, 'b1', admin);
+    let snap = await c.getSnapshot(v);
+    t.same(snap.bricks.find((b) => b.id === 'b1')?.admin, admin, 'the snapshot carries the operator record');
+    t.equal(snap.bricks.find((b) => b.id === 'b0')?.admin, undefined, 'absent where never set');
+    await t.rejects(c.setBrickAdmin(v, 'nope', admin), { code: 'NOT_FOUND' }, 'only for members');
+    await t.rejects(
+      c.setBrickAdmin(v, 'b1', { ...admin, state: 'gone' as 'in' }),
+      { code: 'INVALID_ARGUMENT' },
+      'a bad record is refused',
+    );
+    await c.setBrickAdmin(v, 'b1', undefined);
+    snap = await c.getSnapshot(v);
+    t.equal(snap.bricks.find((b) => b.id === 'b1')?.admin, undefined, 'cleared');
+
+    // b0 is listed by PGs and alive: refused, with the reason.
+    await t.rejects(c.removeBrick(v, 'b0'), { code: 'BUSY', message: /running/ }, 'a running brick');
+    await t.rejects(c.removeBrick(v, 'nope'), { code: 'NOT_FOUND' });
+    // b5 crashed and was never placed: once its lease is gone it can go.
+    await t.rejects(c.removeBrick(v, 'b5'), { code: 'BUSY' }, 'still alive (lease held)');
+    await waitFor(
+      'b5 lease expiry',
+      async () => !(await c.listBricks(v)).find((b) => b.id === 'b5')!.alive,
+      TTL + 8000,
+    );
+    await c.setBrickAdmin(v, 'b5', { state: 'in', weight: 1, updatedAtMs: 1 });
+    await c.removeBrick(v, 'b5');
+    snap = await c.getSnapshot(v);
+    t.notOk(
+      snap.bricks.some((b) => b.id === 'b5'),
+      'member gone',
+    );
+    await h.registerAndCrash(v, brick(5), TTL);
+    t.equal(
+      (await c.getSnapshot(v)).bricks.find((b) => b.id === 'b5')?.admin,
+      undefined,
+      'registered again, it has no operator record: removal deleted it',
+    );
+
+    // A dead brick that PGs still list: refused, naming the count.
+    await h.registerAndCrash(v, brick(6), TTL);
+    await waitFor(
+      'b6 lease expiry',
+      async () => !(await c.listBricks(v)).find((b) => b.id === 'b6')!.alive,
+      TTL + 8000,
+    );
+    const [a0] = await c.getPlacement(v);
+    await c.updatePlacement(v, 0, a0!.epoch, [a0!.bricks[0]!, 'b6'], [a0!.bricks[0]!]);
+    await t.rejects(c.removeBrick(v, 'b6'), { code: 'BUSY', message: /1 PG replica/ }, 'listed by a PG');
+
+    // The rebalance record: read-modify-write.
+    t.equal(snap.rebalance, null, 'no rebalance yet');
+    const job = {
+      id: 'j1',
+      state: 'running' as const,
+      maxMiBPerS: 50,
+      maxConcurrent: 4,
+      startedAtMs: 1,
+      updatedAtMs: 1,
+      pgsTotal: 10,
+      pgsDone: 0,
+      bytesMoved: 0,
+    };
+    t.same(await c.updateRebalance(v, () => job), job);
+    const racers = await Promise.all(
+      Array.from({ length: 5 }, () => c.updateRebalance(v, (j) => ({ ...j!, pgsDone: j!.pgsDone + 1 }))),
+    );
+    t.equal(racers.length, 5);
+    t.equal((await c.getSnapshot(v)).rebalance?.pgsDone, 5, 'concurrent increments are not lost');
+    t.same(await c.updateRebalance(v, () => undefined), { ...job, pgsDone: 5 }, 'undefined leaves it');
+    await t.rejects(
+      c.updateRebalance(v, (j) => ({ ...j!, maxConcurrent: 0 })),
+      { code: 'INVALID_ARGUMENT' },
+    );
+
+    // Config options that may change.
+    const cfg = await c.updateVolumeConfig(v, { downOutIntervalMs: 60_000, minInsync: 1 });
+    t.equal(cfg.downOutIntervalMs, 60_000);
+    t.equal((await c.getVolume(v))?.minInsync, 1, 'stored');
+    await t.rejects(
+      c.updateVolumeConfig(v, { minInsync: 3 }),
+      { code: 'INVALID_ARGUMENT' },
+      'min_insync > replicas',
+    );
+    await t.rejects(c.updateVolumeConfig(v, { downOutIntervalMs: 5 }), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(c.updateVolumeConfig(vol('none'), { minInsync: 1 }), { code: 'NOT_FOUND' });
   });
 
   t.test(`${h.name}: lifecycle`, async (t) => {

@@ -22,6 +22,7 @@ function snapshot(placement: PgAssignment[], alive: Record<string, boolean>, rep
     config: volumeConfig('v', { pgCount: Math.max(1, placement.length), replicas, createdAtMs: 0 }),
     placement,
     bricks,
+    rebalance: null,
   };
 }
 
@@ -39,7 +40,7 @@ t.test('plan: nothing to do when every in-sync brick lives', async (t) => {
     c: true,
   });
   t.same(planPlacement(s), [], 'an out-of-sync live replica is not the planner’s business');
-  t.same(planPlacement({ config: null, placement: [], bricks: [] }), [], 'no volume yet');
+  t.same(planPlacement({ config: null, placement: [], bricks: [], rebalance: null }), [], 'no volume yet');
 });
 
 t.test('plan: a dead replica leaves the in-sync set, stays listed', async (t) => {

@@ -17,6 +17,21 @@ export interface VolumeConfig {
   /** Files up to this size keep their data in the inode. */
   inlineMaxBytes: number;
   createdAtMs: number;
+  /**
+   * A brick down (no lease) this long is out: the controller re-creates its
+   * PG replicas on other bricks. Absent: downOutIntervalDefaultMs.
+   * Changeable (`dunixctl volume set`).
+   */
+  downOutIntervalMs?: number;
+}
+
+/** 5 minutes: long enough for a reboot or a daemon upgrade, short of a long degraded spell. */
+export const downOutIntervalDefaultMs = 300_000;
+export const downOutIntervalRangeMs = { min: 1_000, max: 7 * 24 * 3600_000 } as const;
+
+/** A volume's effective down-out interval. */
+export function downOutIntervalMs(c: VolumeConfig): number {
+  return c.downOutIntervalMs ?? downOutIntervalDefaultMs;
 }
 
 export const volumeDefaults = {
@@ -63,6 +78,16 @@ export function validateVolumeConfig(c: VolumeConfig): VolumeConfig {
     c.inlineMaxBytes > limits.inlineMaxBytesMax
   ) {
     problems.push(`inlineMaxBytes ${c.inlineMaxBytes} must be 0..${limits.inlineMaxBytesMax}`);
+  }
+  if (
+    c.downOutIntervalMs !== undefined &&
+    (!Number.isInteger(c.downOutIntervalMs) ||
+      c.downOutIntervalMs < downOutIntervalRangeMs.min ||
+      c.downOutIntervalMs > downOutIntervalRangeMs.max)
+  ) {
+    problems.push(
+      `downOutIntervalMs ${c.downOutIntervalMs} must be an integer in ${downOutIntervalRangeMs.min}..${downOutIntervalRangeMs.max}`,
+    );
   }
   if (problems.length) throw new RangeError(`invalid volume config: ${problems.join('; ')}`);
   return c;
