@@ -491,12 +491,13 @@ function checkedUpdate(
   if (
     !Array.isArray(bricks) ||
     bricks.length < 1 ||
-    bricks.length > config.replicas ||
+    // One beyond `replicas` while a move adds a replica before dropping one.
+    bricks.length > config.replicas + 1 ||
     new Set(bricks).size !== bricks.length
   ) {
     throw new FsError(
       'INVALID_ARGUMENT',
-      `pg ${pg} needs 1..${config.replicas} distinct bricks, got ${JSON.stringify(bricks)}`,
+      `pg ${pg} needs 1..${config.replicas + 1} distinct bricks, got ${JSON.stringify(bricks)}`,
     );
   }
   if (

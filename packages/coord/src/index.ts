@@ -12,6 +12,7 @@ export * from './etcd-coordinator.js';
 export * from './etcd-process.js';
 export * from './controller/plan.js';
 export * from './controller/candidates.js';
+export * from './controller/moves.js';
 export * from './controller/controller.js';
 export * from './controller/tcp-probe.js';
 export * from './cli/volume.js';
