@@ -459,7 +459,15 @@ export class BlockStore {
 }
 
 async function syncDir(dir: string): Promise<void> {
-  const fh = await openFile(dir, 'r');
+  let fh: FileHandle;
+  try {
+    fh = await openFile(dir, 'r');
+  } catch (err) {
+    // Never created (a delete of a block this copy never had, e.g. replayed
+    // from the log onto a new replica): nothing to make durable.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
   try {
     await fh.sync();
   } finally {

@@ -354,3 +354,14 @@ t.test('a block is deleted while a deferred sync holds its file', async (t) => {
   t.same(again, recordOf(data), 'rewritten after the delete');
   t.same(await store.read(PG, INO, 0n, 0, data.length, again), data, 'and reads back');
 });
+
+t.test('deleting a block this copy never had leaves the deferred sync working', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'dunix-blocks-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const store = new BlockStore({ dataDir: dir, syncEachWrite: false });
+  await store.open();
+  t.teardown(() => store.close());
+  // A new replica replays a delete of a block of a PG it holds no file of: its directory never existed.
+  await store.delete(PG + 1, INO, 3n);
+  await t.resolves(store.syncDirty(), 'the sync does not fail on the missing directory');
+});
