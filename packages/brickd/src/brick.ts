@@ -143,6 +143,19 @@ export class Brick implements PgEndpoint {
     return this.d.volume;
   }
 
+  /**
+   * Takes the options of a newer volume config that may change (`dunixctl
+   * volume set`): min_insync and the down-out interval. The rest is fixed at
+   * creation. The replication layer shares this config object.
+   */
+  adoptConfig(c: VolumeConfig): void {
+    if (c.name !== this.d.volume.name || c.pgCount !== this.d.volume.pgCount)
+      throw new Error(`invariant: config of ${c.name} (${c.pgCount} PGs) for volume ${this.d.volume.name}`);
+    this.d.volume.minInsync = c.minInsync;
+    if (c.downOutIntervalMs === undefined) delete this.d.volume.downOutIntervalMs;
+    else this.d.volume.downOutIntervalMs = c.downOutIntervalMs;
+  }
+
   get engine(): NamespaceOps {
     return this.d.engine;
   }
@@ -157,10 +170,19 @@ export class Brick implements PgEndpoint {
   async applyPlacement(assignments: readonly PgAssignment[]): Promise<void> {
     const mine = assignments.filter((a) => a.bricks.includes(this.d.brickId));
     const keep = new Set(mine.map((a) => a.pg));
-    for (const pg of [...this.pgs.keys()]) if (!keep.has(pg)) this.pgs.delete(pg);
+    for (const [pg, st] of [...this.pgs]) {
+      if (keep.has(pg)) continue;
+      this.pgs.delete(pg);
+      this.dropCopy(st);
+    }
+    if (!this.strayCopiesChecked) {
+      this.strayCopiesChecked = true;
+      void this.dropStrayCopies(assignments.length, keep);
+    }
     for (const a of mine) {
       let st = this.pgs.get(a.pg);
       if (!st) {
+        await this.wiping.get(a.pg);
         st = await this.loadPg(a.pg);
         st.lost = this.d.storeLost === true && a.isr.includes(this.d.brickId);
         this.pgs.set(a.pg, st);
@@ -217,6 +239,45 @@ export class Brick implements PgEndpoint {
       if (err instanceof FsError)
         this.d.log.warn('taking over as primary failed', { pg: st.pg, err: err.message });
       else this.d.log.error('taking over as primary failed', { pg: st.pg, err: String(err) });
+    }
+  }
+
+  /** PG copies being removed (a PG listed again waits for its old copy to go). */
+  private readonly wiping = new Map<number, Promise<void>>();
+  private strayCopiesChecked = false;
+
+  /**
+   * The map no longer lists this brick for the PG (a move dropped it): the
+   * copy stops answering at once and its records and block files go, after
+   * whatever its append queue still runs.
+   */
+  private dropCopy(st: PgState): void {
+    st.role = 'replica';
+    st.ready = false;
+    const pg = st.pg;
+    const p = st.appendQueue
+      .run(() => this.repl.logs.wipe(pg))
+      .then(
+        () => this.d.log.info('PG copy removed (no longer placed here)', { pg }),
+        (err) => this.d.log.warn('PG copy not fully removed', { pg, err: String(err) }),
+      )
+      .finally(() => {
+        if (this.wiping.get(pg) === p) this.wiping.delete(pg);
+      });
+    this.wiping.set(pg, p);
+  }
+
+  /** Copies of PGs dropped while this brick was down: found once, at the first map. */
+  private async dropStrayCopies(pgCount: number, keep: ReadonlySet<number>): Promise<void> {
+    for (let pg = 0; pg < pgCount && !this.stopped; pg++) {
+      if (keep.has(pg) || this.pgs.has(pg) || this.wiping.has(pg)) continue;
+      try {
+        if (!(await this.repl.logs.holdsCopy(pg))) continue;
+        if (this.pgs.has(pg)) continue;
+        this.dropCopy(new PgState(pg, 0));
+      } catch (err) {
+        this.d.log.warn('stray PG copy check failed', { pg, err: String(err) });
+      }
     }
   }
 

@@ -222,7 +222,8 @@ export class BrickDaemon {
       const coord = this.coord!;
       const brick = new Brick({
         brickId: this.brickId,
-        volume: config,
+        // Its own copy: adoptConfig changes the options that may change.
+        volume: { ...config },
         kv: this.kv!,
         blocks: this.blocks!,
         engine: new NamespaceEngine({
@@ -277,8 +278,12 @@ export class BrickDaemon {
       }, 10_000);
       this.memoryTimer.unref();
     } else {
+      this.brick.adoptConfig(config);
       await this.brick.applyPlacement(s.placement);
     }
+    // A running rebalance paces this brick's backfills.
+    const job = s.rebalance;
+    this.brick.repl.setBackfillLimit(job?.state === 'running' ? job.maxMiBPerS * 1024 * 1024 : 0);
   }
 
   /** Handlers that answer UNAVAILABLE until the volume exists. */

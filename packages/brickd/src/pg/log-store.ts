@@ -193,6 +193,33 @@ export class LogStore {
     return { ino, index, kind: 'SYNC', offset: 0, length: data.length, data, record: encodeRecord(rec) };
   }
 
+  /** Whether this store holds any record of the PG (brick-level keys aside). */
+  async holdsCopy(pg: number): Promise<boolean> {
+    const prefix = keys.pgPrefix(pg);
+    const rows = await this.kv.range({ gte: prefix, lt: prefixEnd(prefix), limit: 16 });
+    return rows.some((r) => !isBrickKey(r.key));
+  }
+
+  /** Bytes a backfill of the PG copies: its records and its blocks (from their records). */
+  async copyBytes(pg: number): Promise<number> {
+    const prefix = keys.pgPrefix(pg);
+    const end = prefixEnd(prefix);
+    let after: Buffer | undefined;
+    let total = 0;
+    for (;;) {
+      const rows = await this.kv.range(
+        after ? { gt: after, lt: end, limit: 4096 } : { gte: prefix, lt: end, limit: 4096 },
+      );
+      if (rows.length === 0) return total;
+      for (const r of rows) {
+        after = r.key;
+        if (r.key[2] === KeyKind.log || isBrickKey(r.key)) continue;
+        total += r.key.length + r.value.length;
+        if (r.key[2] === KeyKind.block) total += decodeRecord<BlockRecord>(r.value).length;
+      }
+    }
+  }
+
   /** Removes every record of a PG copy and its block files (backfill starts from nothing). */
   async wipe(pg: number): Promise<void> {
     const prefix = keys.pgPrefix(pg);

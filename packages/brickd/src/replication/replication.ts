@@ -645,6 +645,26 @@ export class Replication {
     return this.catchingUp.size;
   }
 
+  /** Backfill bytes per second this brick sends, over all its backfills (0: no limit). */
+  private backfillBytesPerS = 0;
+  /** When the pacing allows the next chunk to go (clock ms). */
+  private backfillFreeAtMs = 0;
+
+  /** Sets the backfill limit (a running rebalance's throttle; 0 lifts it). */
+  setBackfillLimit(bytesPerS: number): void {
+    if (!Number.isFinite(bytesPerS) || bytesPerS < 0) throw new RangeError(`backfill limit ${bytesPerS}`);
+    this.backfillBytesPerS = bytesPerS;
+  }
+
+  /** Waits so that this brick's backfills together stay under the limit. */
+  private async pace(bytes: number): Promise<void> {
+    if (this.backfillBytesPerS <= 0) return;
+    const now = this.d.clock.nowMs();
+    const start = Math.max(now, this.backfillFreeAtMs);
+    this.backfillFreeAtMs = start + (bytes / this.backfillBytesPerS) * 1000;
+    if (this.backfillFreeAtMs > now) await this.d.clock.sleep(this.backfillFreeAtMs - now);
+  }
+
   /**
    * Brings `brick` up to this primary's log while writes go on — from the log
    * when it still reaches back to the replica's position, else by backfill —
@@ -726,6 +746,8 @@ export class Replication {
       baseSeq: st.opSeq,
     }));
     this.d.log.info('backfilling a replica', { pg: st.pg, brick, baseSeq: baseSeq.toString() });
+    // What the copy will move (an estimate: writes go on meanwhile), for bytes left and an ETA.
+    const totalBytes = await this.logs.copyBytes(st.pg);
     await this.d.transport.backfill(brick, st.pg, epoch, { step: 'BEGIN' });
     const prefix = keys.pgPrefix(st.pg);
     const end = prefixEnd(prefix);
@@ -763,6 +785,7 @@ export class Replication {
         blocks: chunk.blocks,
       });
       copiedBytes += chunk.bytes;
+      await this.pace(chunk.bytes);
       const elapsedS = Math.max(0.001, (this.d.clock.nowMs() - startedAtMs) / 1000);
       this.d.recovery?.report(
         {
@@ -770,7 +793,7 @@ export class Replication {
           brick,
           mode: 'backfill',
           opsLeft: Number(st.opSeq - baseSeq),
-          bytesLeft: 0,
+          bytesLeft: Math.max(0, totalBytes - copiedBytes),
           ratePerS: Math.round(copiedBytes / elapsedS),
           startedAtMs,
         },
