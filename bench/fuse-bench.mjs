@@ -11,6 +11,20 @@
  *   npm run bench -- --size-mib 256 --files 2000 --targets local,passthrough,dunixfs
  *   npm run bench -- --replicas 3                   # only the replicas 3 volume
  *   npm run bench -- --memory-only                  # RSS with 100,000 files on dunixfs, replicas 3
+ *   npm run bench -- --rebalance                    # online rebalance from 3 to 4 bricks, 512 MiB
+ *
+ * --rebalance measures online rebalancing instead (rebalanceBench): a volume
+ * (replicas 3, --pgs 64) created on 3 of 4 bricks is filled with
+ * --rebalance-mib of 4 MiB files; then the 4th brick is added (dunixctl brick
+ * add; the coordinator API when this dunixctl has no such command) and a
+ * rebalance started at dunixctl's default throttle, while a 20 s
+ * fio sequential write and a writer fsyncing a 64-byte record every 10 ms run
+ * on the mount. It reports the rebalance's MiB/s against the disk's own copy
+ * rate (cp on the scratch directory, same run), PGs/min and seconds, client
+ * MiB/s during vs without the rebalance, the writer's worst pause and errors,
+ * and PG replicas per brick before and after: a table and
+ * bench/results/rebalance.json. It exits 0 whatever the numbers, 1 only if
+ * the run itself failed (a process died, a step timed out).
  *
  * Needs root (mounting, /proc/sys/vm/drop_caches), fio, python3 and tar; the
  * packages must be built first (npx tsc -b); dunixfs also needs /usr/bin/etcd.
@@ -37,7 +51,7 @@ import {
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { listensOn } from '../scripts/listens-on.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -50,6 +64,7 @@ const DUNIX_BINS = {
 };
 const RESULTS_FILE = join(REPO, 'bench/results/latest.json');
 const MEMORY_RESULTS_FILE = join(REPO, 'bench/results/memory.json');
+const REBALANCE_RESULTS_FILE = join(REPO, 'bench/results/rebalance.json');
 const MiB = 1024 * 1024;
 /** Bricks in every dunixfs cluster the bench starts, whatever the replica count. */
 const DUNIX_BRICKS = 3;
@@ -76,7 +91,15 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
                       --replicas value), create --memory-files files in 100
                       directories, ls -lR them, report peak RSS
   --memory-files N    files for the memory check (default 100000)
-  --memory-limit-mib N  per-process peak RSS limit the check reports (default 300)`;
+  --memory-limit-mib N  per-process peak RSS limit the check reports (default 300)
+  --pgs N             PGs of each dunixfs volume, a power of two (default 256; 64 with --rebalance)
+  --rebalance         only the rebalance check: a volume (replicas 3) on 3 of 4 bricks,
+                      filled, then the 4th brick added and a rebalance run under client load;
+                      writes bench/results/rebalance.json
+  --rebalance-mib N   data written before the rebalance, in 4 MiB files (default 512)
+  --rebalance-max-mib-per-s N  rebalance throttle: backfill MiB/s per brick, 0 = none
+                      (default: dunixctl's)
+  --rebalance-max-concurrent N  rebalance throttle: PGs moved at once (default: dunixctl's)`;
 
 function parseArgs(argv) {
   const o = {
@@ -93,6 +116,11 @@ function parseArgs(argv) {
     sequential: false,
     memoryFiles: 100_000,
     memoryLimitMiB: 300,
+    pgs: undefined,
+    rebalance: false,
+    rebalanceMiB: 512,
+    rebalanceMaxMiBPerS: undefined,
+    rebalanceMaxConcurrent: undefined,
   };
   const int = (flag, v, min) => {
     const n = Number(v);
@@ -159,6 +187,22 @@ function parseArgs(argv) {
       case '--memory-limit-mib':
         o.memoryLimitMiB = int(a, next(), 1);
         break;
+      case '--pgs':
+        o.pgs = int(a, next(), 1);
+        if ((o.pgs & (o.pgs - 1)) !== 0) die(`--pgs must be a power of two, got ${o.pgs}`);
+        break;
+      case '--rebalance':
+        o.rebalance = true;
+        break;
+      case '--rebalance-mib':
+        o.rebalanceMiB = int(a, next(), 4);
+        break;
+      case '--rebalance-max-mib-per-s':
+        o.rebalanceMaxMiBPerS = int(a, next(), 0);
+        break;
+      case '--rebalance-max-concurrent':
+        o.rebalanceMaxConcurrent = int(a, next(), 1);
+        break;
       case '--workdir':
         o.workdir = resolve(next());
         break;
@@ -174,8 +218,10 @@ function parseArgs(argv) {
         die(`unknown option ${a}\n${USAGE}`);
     }
   }
-  o.out ??= o.memoryOnly ? MEMORY_RESULTS_FILE : RESULTS_FILE;
+  if (o.rebalance && o.memoryOnly) die('--rebalance and --memory-only are separate runs: pick one');
+  o.out ??= o.rebalance ? REBALANCE_RESULTS_FILE : o.memoryOnly ? MEMORY_RESULTS_FILE : RESULTS_FILE;
   o.replicas ??= o.memoryOnly ? [3] : [1, 3];
+  o.pgs ??= o.rebalance ? 64 : 256;
   return o;
 }
 
@@ -193,15 +239,17 @@ const running = new Set();
 
 /**
  * Runs a command to completion; resolves { code, signal, stdout, stderr, ms }.
+ * onChild(child) gets the process right after the spawn (to signal it early).
  * After timeoutMs it is SIGKILLed; if it still has not gone 15 s later (stuck
  * in a file system request that never returns) this resolves anyway, with
  * code null, so a hung mount cannot stall the run.
  */
-function run(cmd, args, { timeoutMs = 600_000, cwd, ignoreStdout = false } = {}) {
+function run(cmd, args, { timeoutMs = 600_000, cwd, ignoreStdout = false, onChild } = {}) {
   return new Promise((resolvePromise, reject) => {
     const t0 = process.hrtime.bigint();
     const child = spawn(cmd, args, { cwd, stdio: ['ignore', ignoreStdout ? 'ignore' : 'pipe', 'pipe'] });
     running.add(child);
+    onChild?.(child);
     let stdout = '';
     let stderr = '';
     let settled = false;
@@ -502,8 +550,8 @@ function fileTail(file, n) {
   }
 }
 
-/** Polls check() (sync or async, truthy = done) every 100 ms; throws after ms or when a watched process dies. */
-async function waitUntil(what, ms, check, watch = []) {
+/** Polls check() (sync or async, truthy = done) every everyMs; throws after ms or when a watched process dies. */
+async function waitUntil(what, ms, check, watch = [], everyMs = 100) {
   const end = Date.now() + ms;
   for (;;) {
     if (await check()) return;
@@ -514,7 +562,7 @@ async function waitUntil(what, ms, check, watch = []) {
         );
     }
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 
@@ -526,16 +574,25 @@ async function waitUntil(what, ms, check, watch = []) {
  * unmounts, then stops the client, the bricks and etcd in that order, each by
  * PID: SIGTERM, then SIGKILL if it lingers. Named dunixfs-r<replicas>; every
  * setup starts a fresh cluster.
+ *
+ * bricks: how many the cluster has; the last spareBricks of them are not
+ * started by setup (the volume is created without them): startSpareBrick()
+ * starts the next one later, registered but not yet added to the volume.
  */
-function dunixfsTarget(replicas) {
+function dunixfsTarget(replicas, { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spareBricks = 0, name } = {}) {
   const VOLUME = 'bench';
   /** etcd starts before giving up when its ports keep being taken first. */
   const ETCD_PORT_ATTEMPTS = 10;
-  const BRICKS = DUNIX_BRICKS;
+  const INITIAL = BRICKS - spareBricks;
   const t = {
-    name: `dunixfs-r${replicas}`,
+    name: name ?? `dunixfs-r${replicas}`,
     label: `dunixfs replicas ${replicas}`,
     replicas,
+    pgs,
+    volumeName: VOLUME,
+    base: undefined,
+    etcdUrl: undefined,
+    bricksStarted: 0,
     fstype: 'fuse.dunixfs',
     required: false,
     procs: [], // { role, pid, logFile, exited, last }
@@ -564,45 +621,66 @@ function dunixfsTarget(replicas) {
       t.procs.push(p);
       return p;
     },
+    /** Starts brick<n> (1-based) on port 0; its id is known once it registered (brickRegistered). */
+    startBrick(n) {
+      const data = join(t.base, `brick${n}`);
+      mkdirSync(data, { recursive: true });
+      // Port 0: the brick binds its own ports and reports them (no port chosen here can be taken).
+      const b = t.start(
+        `brick${n}`,
+        process.execPath,
+        [
+          DUNIX_BINS.brickd,
+          '--data',
+          data,
+          '--listen',
+          '127.0.0.1:0',
+          '--port-file',
+          join(data, 'ports.json'),
+          '--etcd',
+          t.etcdUrl,
+          '--volume',
+          VOLUME,
+        ],
+        t.base,
+      );
+      b.portFile = join(data, 'ports.json');
+      b.dataDir = data;
+      t.bricksStarted = Math.max(t.bricksStarted, n);
+      return b;
+    },
+    /** True once b reported its ports and logged its start; sets b.id from its data directory. */
+    brickRegistered(b) {
+      if (!brickPorts(b.portFile, b.pid) || !fileTail(b.logFile, 50).includes('"msg":"brick started"'))
+        return false;
+      try {
+        b.id = JSON.parse(readFileSync(join(b.dataDir, 'brick.json'), 'utf8')).id;
+      } catch {
+        return false;
+      }
+      return true;
+    },
+    /** Starts the next brick setup left out; resolves it ({ role, pid, id, ... }) once registered. */
+    async startSpareBrick() {
+      if (t.bricksStarted >= BRICKS) throw new Error(`all ${BRICKS} bricks already run`);
+      const b = t.startBrick(t.bricksStarted + 1);
+      t.exited = Promise.all(t.procs.map((p) => p.exited));
+      const others = t.procs.filter((p) => p !== b && p.role !== 'client');
+      await waitUntil(`${b.role} to register`, 30_000, () => t.brickRegistered(b), [b, ...others]);
+      return b;
+    },
     async setup(ctx) {
       const base = join(ctx.root, t.name);
+      t.base = base;
       const mnt = join(base, 'mnt');
       mkdirSync(mnt, { recursive: true });
       const { etcd, etcdUrl, clientPort } = await t.startEtcd(base);
-      const bricks = Array.from({ length: BRICKS }, (_, i) => {
-        const data = join(base, `brick${i + 1}`);
-        mkdirSync(data, { recursive: true });
-        // Port 0: the brick binds its own ports and reports them (no port chosen here can be taken).
-        const b = t.start(
-          `brick${i + 1}`,
-          process.execPath,
-          [
-            DUNIX_BINS.brickd,
-            '--data',
-            data,
-            '--listen',
-            '127.0.0.1:0',
-            '--port-file',
-            join(data, 'ports.json'),
-            '--etcd',
-            etcdUrl,
-            '--volume',
-            VOLUME,
-          ],
-          base,
-        );
-        b.portFile = join(data, 'ports.json');
-        return b;
-      });
-      await waitUntil(
-        'all bricks to register',
-        30_000,
-        () =>
-          bricks.every(
-            (b) => brickPorts(b.portFile, b.pid) && fileTail(b.logFile, 50).includes('"msg":"brick started"'),
-          ),
-        [etcd, ...bricks],
-      );
+      t.etcdUrl = etcdUrl;
+      const bricks = Array.from({ length: INITIAL }, (_, i) => t.startBrick(i + 1));
+      await waitUntil('all bricks to register', 30_000, () => bricks.every((b) => t.brickRegistered(b)), [
+        etcd,
+        ...bricks,
+      ]);
       let created;
       await waitUntil(
         `dunixctl volume create ${VOLUME}`,
@@ -618,7 +696,7 @@ function dunixfsTarget(replicas) {
               'create',
               VOLUME,
               '--pgs',
-              '256',
+              String(pgs),
               '--replicas',
               String(replicas),
             ],
@@ -633,8 +711,8 @@ function dunixfsTarget(replicas) {
       });
       t.volume = created.stdout.trim();
       const brickRows = t.volume.split('\n').filter((l) => /^brick-/.test(l)).length;
-      if (brickRows !== BRICKS)
-        throw new Error(`volume spans ${brickRows} bricks, want ${BRICKS}:\n${t.volume}`);
+      if (brickRows !== INITIAL)
+        throw new Error(`volume spans ${brickRows} bricks, want ${INITIAL}:\n${t.volume}`);
       if (!new RegExp(`\\b${replicas} replica\\(s\\)`).test(t.volume))
         throw new Error(`volume was not created with ${replicas} replica(s):\n${t.volume}`);
       // Every PG with all its copies live and in sync before the client mounts.
@@ -811,7 +889,7 @@ const TARGETS = [
  * o.targets to their names (dunixfs-r1,dunixfs-r3), in --replicas order.
  */
 function addDunixfsTargets(o) {
-  for (const n of o.replicas) TARGETS.push(dunixfsTarget(n));
+  for (const n of o.replicas) TARGETS.push(dunixfsTarget(n, { pgs: o.pgs }));
   const names = o.replicas.map((n) => `dunixfs-r${n}`);
   o.targets = o.targets.flatMap((n) => (n === 'dunixfs' ? names : [n]));
 }
@@ -1267,7 +1345,7 @@ function markdown(results, names, ctx, processes) {
     (dunix.length
       ? `${dunix.map(shortOf).join(', ')}: dunixfs volume${dunix.length > 1 ? 's' : ''} with replicas ` +
         `${dunix.map((n) => TARGETS.find((t) => t.name === n)?.replicas).join(', ')} ` +
-        `(each on a fresh etcd, ${DUNIX_BRICKS} bricks and 1 client; 256 PGs; min in-sync min(2, replicas))` +
+        `(each on a fresh etcd, ${DUNIX_BRICKS} bricks and 1 client; ${ctx.o.pgs} PGs; min in-sync min(2, replicas))` +
         (dunix.length > 1 && !ctx.o.sequential
           ? ', set up together, each workload run on every volume before the next, in alternating order. '
           : '. ')
@@ -1417,6 +1495,7 @@ function writeJson(o, json) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) die('must run as root (mounts FUSE file systems, drops caches)');
+  if (o.rebalance) return rebalanceBench(o);
   addDunixfsTargets(o);
   if (o.memoryOnly) return memoryCheck(o);
   setRatios(o);
@@ -1773,6 +1852,851 @@ function memoryTable(o, target, phases, tj) {
       `${DUNIX_BRICKS} bricks, replicas ${target.replicas}), created by 8 parallel workers, then one ` +
       'ls -lR after drop_caches. ' +
       (tj.status === 'ok' ? '' : `FAILED: ${tj.notes.join('; ')}`),
+  );
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- rebalance check
+
+/** Bricks of the rebalance check's cluster: the volume is created on all but the last. */
+const REBALANCE_BRICKS = 4;
+const REBALANCE_REPLICAS = 3;
+/** Size of each file the rebalance check fills the volume with. */
+const REBALANCE_FILE_MIB = 4;
+/** Seconds of the fio sequential write without the rebalance, and at most during it. */
+const REBALANCE_FIO_S = 20;
+/** The file those fio runs write, looping over it (a fresh file each run). */
+const REBALANCE_FIO_FILE_MIB = 256;
+/** The record writer: a 64-byte record every this many ms, each fsynced. */
+const WRITER_PERIOD_MS = 10;
+/** Gaps between two of the writer's fsyncs at least this long are listed one by one. */
+const WRITER_GAP_MS = 50;
+/** The throttle `dunixctl volume rebalance start` uses when not told otherwise. */
+const DUNIXCTL_THROTTLE = { maxMiBPerS: 64, maxConcurrent: 4 };
+/** PG replicas per brick after the rebalance: within this fraction of an even share. */
+const BALANCE_TOLERANCE = 0.1;
+
+const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Appends a 64-byte record and fsyncs it every period, until SIGTERM. On
+ * stdout, one JSON line per event: the start, each gap of at least gapMin
+ * between two successful fsyncs ({gap: [from, to]}, epoch seconds), each
+ * error, a heartbeat every second (records so far, last acknowledged one,
+ * longest gap since the last beat), and the end.
+ */
+const PY_RECORD_WRITER = `
+import json, os, signal, sys, time
+path, period, gap_min = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+stop = False
+def on_signal(_s, _f):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+def emit(**o):
+    sys.stdout.write(json.dumps(o) + '\\n')
+    sys.stdout.flush()
+fd = None
+acked = errors = 0
+last = time.time()
+worst = None
+beat = last + 1
+emit(start=last)
+while not stop:
+    try:
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        os.write(fd, ('%012d %.6f' % (acked, time.time())).ljust(63).encode() + b'\\n')
+        os.fsync(fd)
+        now = time.time()
+        acked += 1
+        if now - last >= gap_min:
+            emit(gap=[last, now])
+        if worst is None or now - last > worst[1] - worst[0]:
+            worst = [last, now]
+        last = now
+    except OSError as e:
+        errors += 1
+        emit(error=[time.time(), e.errno, e.strerror or str(e)])
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            fd = None
+    now = time.time()
+    if now >= beat:
+        emit(beat=now, acked=acked, last=last, worst=worst)
+        worst = None
+        beat = now + 1
+    time.sleep(period)
+emit(end=time.time(), acked=acked, errors=errors, last=last, worst=worst)
+`;
+
+/**
+ * Starts PY_RECORD_WRITER on file; returns its running account ({ pauses,
+ * maxima, errors, acked, lastAckMs, ... }) and stop(), which resolves once it
+ * has exited (SIGTERM; SIGKILL after 10 s, the blocked time then counting as
+ * a pause). It is in `running`, so cleanupAll kills it on any exit.
+ */
+function startRecordWriter(file) {
+  const child = spawn(
+    'python3',
+    ['-c', PY_RECORD_WRITER, file, String(WRITER_PERIOD_MS / 1000), String(WRITER_GAP_MS / 1000)],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  running.add(child);
+  const w = {
+    pid: child.pid,
+    startedAtMs: null,
+    /** [fromMs, toMs] of every gap of at least WRITER_GAP_MS. */
+    pauses: [],
+    /** The longest gap of each second, [fromMs, toMs]. */
+    maxima: [],
+    errorCount: 0,
+    errors: [],
+    acked: 0,
+    lastAckMs: Date.now(),
+    ended: false,
+    killed: false,
+    stderr: '',
+  };
+  const ms = (x) => x * 1000;
+  let buf = '';
+  child.stdout.on('data', (d) => {
+    buf += d;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      let e;
+      try {
+        e = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (e.start) {
+        w.startedAtMs = ms(e.start);
+        w.lastAckMs = ms(e.start);
+      }
+      if (e.gap) w.pauses.push(e.gap.map(ms));
+      if (e.error) {
+        w.errorCount++;
+        if (w.errors.length < 20)
+          w.errors.push({ atMs: ms(e.error[0]), errno: e.error[1], message: e.error[2] });
+      }
+      if (e.worst) w.maxima.push(e.worst.map(ms));
+      if (e.last) w.lastAckMs = ms(e.last);
+      if (e.acked != null) w.acked = e.acked;
+      if (e.end) w.ended = true;
+    }
+  });
+  child.stderr.on('data', (d) => {
+    w.stderr = (w.stderr + d).slice(-4000);
+  });
+  child.on('error', () => {});
+  const closed = new Promise((r) =>
+    child.once('close', () => {
+      running.delete(child);
+      r(true);
+    }),
+  );
+  w.stop = async () => {
+    signalPid(child.pid, 'SIGTERM');
+    if (await Promise.race([closed, delay(10_000)])) return w;
+    // Blocked in a write or fsync the file system never answered.
+    w.killed = true;
+    w.pauses.push([w.lastAckMs, Date.now()]);
+    signalPid(child.pid, 'SIGKILL');
+    await Promise.race([closed, delay(5000)]);
+    return w;
+  };
+  return w;
+}
+
+/** The writer's longest pause (ms) overlapping [fromMs, toMs], and the pauses of at least WRITER_GAP_MS there. */
+function writerWindow(w, fromMs, toMs) {
+  const inside = ([a, b]) => b >= fromMs && a <= toMs;
+  const all = [...w.pauses, ...w.maxima].filter(inside);
+  const worst = all.reduce((m, [a, b]) => Math.max(m, b - a), 0);
+  const pauses = w.pauses.filter(inside);
+  return {
+    worstPauseMs: all.length ? Math.round(worst) : null,
+    pausesOver50Ms: pauses.length,
+    errors: w.errors.filter((e) => e.atMs >= fromMs && e.atMs <= toMs).length,
+  };
+}
+
+/** Jiffies of all CPUs since boot: { idle (incl. iowait), total }. */
+function hostCpuTimes() {
+  const f = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  return { idle: f[3] + (f[4] ?? 0), total: f.reduce((a, b) => a + b, 0) };
+}
+
+/** A point to measure CPU from: the host's, every cluster process's, the bench's own. */
+function cpuMark(target) {
+  return { host: hostCpuTimes(), procs: target.sampleAll(), bench: process.cpuUsage(), ms: Date.now() };
+}
+
+/**
+ * CPU between two marks: how busy the host was (% of all CPUs), CPU
+ * seconds of each cluster process, of fio (from its own report, when
+ * given), of the bench, and of everything else on the host (other users'
+ * work included: the machine is shared).
+ */
+function cpuWindow(a, b, fioDetail) {
+  const cpuOf = (list, role) => {
+    const p = list.find((x) => x.role === role);
+    return p ? p.cpuUserS + p.cpuSysS : 0;
+  };
+  const perProcess = Object.fromEntries(
+    b.procs.map((p) => [p.role, Number((cpuOf(b.procs, p.role) - cpuOf(a.procs, p.role)).toFixed(2))]),
+  );
+  const dTotal = b.host.total - a.host.total;
+  const busyS = (dTotal - (b.host.idle - a.host.idle)) / CLK_TCK;
+  const clusterS = Object.values(perProcess).reduce((n, x) => n + x, 0);
+  const benchS = (b.bench.user + b.bench.system - a.bench.user - a.bench.system) / 1e6;
+  const fioS = fioDetail?.cpuS ?? 0;
+  const round = (x) => Number(x.toFixed(2));
+  return {
+    seconds: round((b.ms - a.ms) / 1000),
+    hostBusyPct: dTotal > 0 ? round((busyS / (dTotal / CLK_TCK)) * 100) : null,
+    hostBusyCpuS: round(busyS),
+    clusterCpuS: round(clusterS),
+    fioCpuS: round(fioS),
+    benchCpuS: round(benchS),
+    otherCpuS: round(Math.max(0, busyS - clusterS - fioS - benchS)),
+    perProcess,
+  };
+}
+
+/** PG replicas per brick id in a placement. */
+function replicasPerBrick(placement) {
+  const out = new Map();
+  for (const a of placement) for (const b of a.bricks) out.set(b, (out.get(b) ?? 0) + 1);
+  return out;
+}
+
+const sameSet = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
+
+/** Bytes under dir (du -sb), or null. */
+async function diskBytes(dir, apparent = false) {
+  const r = await run('du', ['-sb', ...(apparent ? ['--apparent-size'] : []), dir], { timeoutMs: 120_000 });
+  const n = Number(r.stdout.split(/\s/)[0]);
+  return r.code === 0 && Number.isFinite(n) ? n : null;
+}
+
+/** The fio sequential write of the rebalance check: REBALANCE_FIO_S s of 1 MiB blocks on a fresh file, fsync at the end. */
+function rebalanceFioArgs(file) {
+  return fioArgs('seqwrite', file, [
+    '--rw=write',
+    '--bs=1M',
+    `--size=${REBALANCE_FIO_FILE_MIB}M`,
+    '--time_based',
+    `--runtime=${REBALANCE_FIO_S}`,
+    '--end_fsync=1',
+  ]);
+}
+
+/**
+ * Runs the fio job of rebalanceFioArgs; stopEarly() (if called while it
+ * runs) interrupts it with SIGINT, then the file is fsynced here and the
+ * rate is its bytes over fio's run time plus that fsync (what end_fsync
+ * would have added). Resolves { value: MiB/s, detail } or { error }.
+ */
+function fioWrite(ctx, file) {
+  let child;
+  let interrupted = false;
+  const done = (async () => {
+    const r = await run('fio', rebalanceFioArgs(file), {
+      timeoutMs: (REBALANCE_FIO_S + 600) * 1000,
+      onChild: (c) => {
+        child = c;
+      },
+    });
+    const start = r.stdout.indexOf('{');
+    let job;
+    try {
+      job = JSON.parse(r.stdout.slice(start)).jobs[0];
+    } catch {
+      job = undefined;
+    }
+    if (!job || (r.code !== 0 && !interrupted)) {
+      const tail = (r.stderr || r.stdout).trim().split('\n').slice(-5).join('\n');
+      return { error: `fio exited ${r.code ?? r.signal}: ${tail}` };
+    }
+    const d = fioSide(job.write, r.ms);
+    d.cpuS = (((job.usr_cpu ?? 0) + (job.sys_cpu ?? 0)) / 100) * ((job.elapsed ?? 0) || d.runtimeMs / 1000);
+    if (job.error) d.fioError = job.error;
+    if (!interrupted) return { value: d.bwBytesPerS / MiB, detail: d };
+    const s = await run(
+      'python3',
+      ['-c', 'import os, sys\nfd = os.open(sys.argv[1], os.O_WRONLY)\nos.fsync(fd)', file],
+      { timeoutMs: 600_000 },
+    );
+    if (s.code !== 0)
+      return { error: `fsync after the interrupted fio failed: ${s.stderr.trim()}`, detail: d };
+    const seconds = (d.runtimeMs + s.ms) / 1000;
+    return {
+      value: d.ioBytes / MiB / seconds,
+      detail: { ...d, interrupted: true, fsyncAfterMs: Math.round(s.ms), seconds },
+    };
+  })();
+  return {
+    done,
+    stopEarly() {
+      if (child && child.exitCode === null && child.signalCode === null) {
+        interrupted = true;
+        signalPid(child.pid, 'SIGINT');
+      }
+    },
+  };
+}
+
+/** The coordinator API of packages/coord (built), connected to the bench's etcd; warnings go to our log. */
+async function connectCoordinator(etcdUrl) {
+  const { EtcdCoordinator } = await import(
+    pathToFileURL(join(REPO, 'packages/coord/dist/src/index.js')).href
+  );
+  const say = (level) => (msg, fields) =>
+    log(`coordinator ${level}: ${msg} ${fields ? JSON.stringify(fields) : ''}`);
+  const quiet = {
+    debug() {},
+    info() {},
+    warn: say('warn'),
+    error: say('error'),
+    enabled: (level) => level === 'warn' || level === 'error',
+  };
+  const coord = new EtcdCoordinator({ endpoints: [etcdUrl], log: quiet });
+  await coord.start();
+  return coord;
+}
+
+/** Whether this build of dunixctl has `brick add` and `volume rebalance start`. */
+async function dunixctlCanRebalance() {
+  for (const args of [
+    ['brick', 'add', '--help'],
+    ['volume', 'rebalance', 'start', '--help'],
+  ]) {
+    const r = await run(process.execPath, [DUNIX_BINS.dunixctl, ...args], { timeoutMs: 20_000 });
+    if (r.code !== 0) return false;
+  }
+  return true;
+}
+
+/**
+ * --rebalance: on a fresh cluster of 4 bricks whose volume (replicas 3,
+ * --pgs) was created on the first 3, fill --rebalance-mib, measure the
+ * disk's copy rate and the client's sequential write, then add the 4th
+ * brick and run a rebalance (dunixctl, or the coordinator API when this
+ * dunixctl has no such commands) while fio and a record writer run on the
+ * mount; reports, never asserts.
+ */
+async function rebalanceBench(o) {
+  checkTools([
+    ['fio', ['--version']],
+    ['python3', ['--version']],
+    ['cp', ['--version']],
+    ['du', ['--version']],
+  ]);
+  const target = dunixfsTarget(REBALANCE_REPLICAS, {
+    pgs: o.pgs,
+    bricks: REBALANCE_BRICKS,
+    spareBricks: 1,
+    name: 'dunixfs-rebalance',
+  });
+  const why = target.available();
+  if (why) die(`dunixfs: ${why}`);
+  const ctx = installCleanup(o);
+  const t0 = Date.now();
+  ctx.loadStart = os.loadavg()[0];
+  const VOLUME = target.volumeName;
+  const json = {
+    startedAt: new Date().toISOString(),
+    params: {
+      rebalanceMiB: o.rebalanceMiB,
+      fileMiB: REBALANCE_FILE_MIB,
+      pgs: o.pgs,
+      replicas: REBALANCE_REPLICAS,
+      bricksBefore: REBALANCE_BRICKS - 1,
+      bricksAfter: REBALANCE_BRICKS,
+      fioSeconds: REBALANCE_FIO_S,
+      fioFileMiB: REBALANCE_FIO_FILE_MIB,
+      writerPeriodMs: WRITER_PERIOD_MS,
+      balanceTolerance: BALANCE_TOLERANCE,
+    },
+    host: hostInfo(),
+    status: 'ok',
+    results: {},
+    notes: [],
+  };
+  const res = json.results;
+  const tj = { status: 'ok', notes: [] };
+  json.target = tj;
+  let coord;
+  let writer;
+  let fioDuring;
+  try {
+    active.add(target);
+    const { dir: mnt } = await withDeadline(target.setup(ctx), 120_000, 'dunixfs setup');
+    json.minInsync = target.minInsync;
+    log(`volume ${VOLUME} (${o.pgs} PGs, replicas ${REBALANCE_REPLICAS}) on 3 bricks, mounted at ${mnt}`);
+    coord = await connectCoordinator(target.etcdUrl);
+
+    // 1. The data the rebalance will move.
+    const files = Math.max(1, Math.round(o.rebalanceMiB / REBALANCE_FILE_MIB));
+    await runOk('mkdir', [join(mnt, 'data')], { timeoutMs: 60_000 });
+    log(`writing ${files} files of ${REBALANCE_FILE_MIB} MiB`);
+    const fill = await fio(
+      ctx,
+      fioArgs('fill', '', [
+        `--directory=${join(mnt, 'data')}`,
+        '--filename_format=f$filenum',
+        `--nrfiles=${files}`,
+        `--filesize=${REBALANCE_FILE_MIB}M`,
+        `--size=${files * REBALANCE_FILE_MIB}M`,
+        '--file_service_type=sequential',
+        '--rw=write',
+        '--bs=1M',
+        '--fsync_on_close=1',
+      ]).filter((a) => a !== '--filename='),
+    );
+    const fillSync = await runOk('sync', ['-f', mnt], { timeoutMs: ctx.timeoutMs });
+    const fillS = (fill.job.write.runtime + fillSync.ms) / 1000;
+    // The client runs overwrite this file, so the volume holds the same data before and after.
+    const seqFile = join(mnt, 'seq.dat');
+    await fio(
+      ctx,
+      fioArgs('seqfile', seqFile, [
+        '--rw=write',
+        '--bs=1M',
+        `--size=${REBALANCE_FIO_FILE_MIB}M`,
+        '--end_fsync=1',
+      ]),
+    );
+    res.fill = {
+      files,
+      mib: files * REBALANCE_FILE_MIB,
+      seconds: fillS,
+      mibPerS: (files * REBALANCE_FILE_MIB) / fillS,
+    };
+    log(`filled ${res.fill.mib} MiB at ${fmt(res.fill.mibPerS)} MiB/s`);
+
+    // 2. The disk's own copy rate, same size, on the scratch directory.
+    const cpDir = join(ctx.root, 'diskcopy');
+    mkdirSync(cpDir, { recursive: true });
+    const src = join(cpDir, 'src.dat');
+    const mib = files * REBALANCE_FILE_MIB;
+    await fio(ctx, fioArgs('cpsrc', src, ['--rw=write', '--bs=1M', `--size=${mib}M`, '--end_fsync=1']));
+    const cold = await dropCaches(ctx);
+    const cp = await runOk('cp', [src, join(cpDir, 'dst.dat')], { timeoutMs: ctx.timeoutMs });
+    const cpSync = await runOk('sync', ['-f', cpDir], { timeoutMs: ctx.timeoutMs });
+    rmSync(cpDir, { recursive: true, force: true });
+    const cpS = (cp.ms + cpSync.ms) / 1000;
+    res.diskCopy = { mib, cpSeconds: cp.ms / 1000, syncSeconds: cpSync.ms / 1000, mibPerS: mib / cpS, cold };
+    log(`disk copy: ${mib} MiB in ${cpS.toFixed(1)} s = ${fmt(res.diskCopy.mibPerS)} MiB/s`);
+
+    // 3. The record writer, from now to the end; then the client's rate without a rebalance.
+    writer = startRecordWriter(join(mnt, 'records.log'));
+    await delay(2000);
+    await dropCaches(ctx);
+    log(`client fio sequential write, ${REBALANCE_FIO_S} s, no rebalance`);
+    const b0 = cpuMark(target);
+    res.fioBaseline = await fioWrite(ctx, seqFile).done;
+    res.fioBaseline.window = [b0.ms, Date.now()];
+    res.fioBaseline.cpu = cpuWindow(b0, cpuMark(target), res.fioBaseline.detail);
+    if (res.fioBaseline.error) throw new Error(`fio without rebalance: ${res.fioBaseline.error}`);
+    log(`client without rebalance: ${fmt(res.fioBaseline.value)} MiB/s`);
+
+    // 4. The 4th brick: registered, not yet holding anything.
+    const spare = await target.startSpareBrick();
+    await waitUntil(
+      `${spare.role} (${spare.id}) to be a live member of ${VOLUME}`,
+      30_000,
+      async () => (await coord.getSnapshot(VOLUME)).bricks.some((b) => b.id === spare.id && b.alive),
+      target.procs,
+    );
+    const bricks = target.procs.filter((p) => p.role.startsWith('brick'));
+    const roleOf = new Map(bricks.map((b) => [b.id, b.role]));
+    const before = await coord.getSnapshot(VOLUME);
+    const dataBytes = await diskBytes(mnt, true);
+    const diskBefore = {};
+    for (const b of bricks) diskBefore[b.role] = await diskBytes(b.dataDir);
+    await dropCaches(ctx);
+    const r0 = cpuMark(target);
+
+    // 5. Add it and start the rebalance.
+    const viaCli = await dunixctlCanRebalance();
+    res.started = { via: viaCli ? 'dunixctl' : 'coordinator API' };
+    const throttle = {
+      maxMiBPerS: o.rebalanceMaxMiBPerS ?? DUNIXCTL_THROTTLE.maxMiBPerS,
+      maxConcurrent: o.rebalanceMaxConcurrent ?? DUNIXCTL_THROTTLE.maxConcurrent,
+    };
+    const defaultThrottle = o.rebalanceMaxMiBPerS == null && o.rebalanceMaxConcurrent == null;
+    const ctl = (...args) =>
+      runOk(process.execPath, [DUNIX_BINS.dunixctl, '--etcd', target.etcdUrl, ...args], {
+        timeoutMs: 30_000,
+      });
+    let startMs;
+    if (viaCli) {
+      await ctl('brick', 'add', VOLUME, spare.id);
+      const flags = [
+        ...(o.rebalanceMaxMiBPerS != null ? ['--max-mib-per-s', String(o.rebalanceMaxMiBPerS)] : []),
+        ...(o.rebalanceMaxConcurrent != null ? ['--max-concurrent', String(o.rebalanceMaxConcurrent)] : []),
+      ];
+      startMs = Date.now();
+      const r = await ctl('--json', 'volume', 'rebalance', 'start', VOLUME, ...flags);
+      const out = JSON.parse(r.stdout);
+      if (!out.started) throw new Error(`dunixctl volume rebalance start: nothing started:\n${r.stdout}`);
+      res.started.pgsDiffering = out.pgsDiffering;
+    } else {
+      await coord.setBrickAdmin(VOLUME, spare.id, { state: 'in', weight: 1, updatedAtMs: Date.now() });
+      startMs = Date.now();
+      await coord.updateRebalance(VOLUME, () => ({
+        id: `bench-${startMs.toString(36)}`,
+        state: 'running',
+        ...throttle,
+        startedAtMs: startMs,
+        updatedAtMs: startMs,
+        pgsTotal: 0,
+        pgsDone: 0,
+        bytesMoved: 0,
+      }));
+    }
+    fioDuring = fioWrite(ctx, seqFile);
+    const duringStart = Date.now();
+    let job = (await coord.getSnapshot(VOLUME)).rebalance;
+    if (!job) throw new Error('no rebalance record after the start');
+    res.throttle = {
+      maxMiBPerS: job.maxMiBPerS,
+      maxConcurrent: job.maxConcurrent,
+      default: defaultThrottle,
+    };
+    log(
+      `rebalance ${job.id} started via ${res.started.via}; throttle ${job.maxMiBPerS} MiB/s per brick, ` +
+        `${job.maxConcurrent} PGs at once${defaultThrottle ? ' (default)' : ''}`,
+    );
+
+    // 6. Until it is done: progress, and the catch-ups the bricks report.
+    const catchUps = new Map();
+    const timeline = [];
+    let peakRate = 0;
+    let lastLog = Date.now();
+    let lastSample = 0;
+    let fioStopped = false;
+    let snap;
+    await waitUntil(
+      'the rebalance to finish',
+      ctx.timeoutMs,
+      async () => {
+        const [s, reports] = await Promise.all([coord.getSnapshot(VOLUME), coord.listRecovery(VOLUME)]);
+        snap = s;
+        job = s.rebalance ?? job;
+        let rate = 0;
+        for (const rep of reports) {
+          if (rep.mode === 'backfill') rate += rep.ratePerS;
+          const key = `${rep.pg}/${rep.brick}/${rep.startedAtMs}`;
+          const c = catchUps.get(key) ?? { mode: rep.mode, bytes: 0, ops: 0 };
+          c.bytes = Math.max(c.bytes, rep.bytesLeft);
+          c.ops = Math.max(c.ops, rep.opsLeft);
+          catchUps.set(key, c);
+        }
+        peakRate = Math.max(peakRate, rate);
+        const now = Date.now();
+        if (now - lastSample >= 1000) {
+          lastSample = now;
+          timeline.push({
+            s: Number(((now - startMs) / 1000).toFixed(1)),
+            pgsDone: job.pgsDone,
+            pgsTotal: job.pgsTotal,
+            moving: s.placement.filter((a) => a.bricks.length > REBALANCE_REPLICAS).length,
+            backfillMiBPerS: Number((rate / MiB).toFixed(1)),
+          });
+        }
+        if (now - lastLog >= 5000) {
+          lastLog = now;
+          const moving = s.placement.filter((a) => a.bricks.length > REBALANCE_REPLICAS).length;
+          log(`rebalance: ${job.pgsDone}/${job.pgsTotal} PGs done, ${moving} moving`);
+        }
+        const finished = job.state === 'done' || job.state === 'stopped';
+        if (finished && !fioStopped) {
+          fioStopped = true;
+          fioDuring.stopEarly();
+        }
+        return finished;
+      },
+      target.procs,
+      250,
+    );
+    const r1 = cpuMark(target);
+    const doneMs = r1.ms;
+    res.fioDuring = await fioDuring.done;
+    fioDuring = undefined;
+    res.fioDuring.window = [duringStart, Date.now()];
+    if (res.fioDuring.error) log(`fio during the rebalance FAILED: ${res.fioDuring.error}`);
+    else log(`client during rebalance: ${fmt(res.fioDuring.value)} MiB/s`);
+    await waitUntil(
+      `every PG to have ${REBALANCE_REPLICAS} in-sync copies`,
+      60_000,
+      async () => {
+        snap = await coord.getSnapshot(VOLUME);
+        return snap.placement.every(
+          (a) => a.bricks.length === REBALANCE_REPLICAS && a.isr.length === REBALANCE_REPLICAS,
+        );
+      },
+      target.procs,
+    );
+    const settledMs = Date.now();
+    await delay(2000);
+    await writer.stop();
+
+    // 7. What moved, how fast, how even.
+    const after = snap;
+    job = after.rebalance ?? job;
+    const beforeOf = new Map(before.placement.map((a) => [a.pg, a.bricks]));
+    let pgsMoved = 0;
+    let replicasMoved = 0;
+    for (const a of after.placement) {
+      const was = beforeOf.get(a.pg) ?? [];
+      if (!sameSet(was, a.bricks)) pgsMoved++;
+      replicasMoved += a.bricks.filter((b) => !was.includes(b)).length;
+    }
+    const wallMs = (job.finishedAtMs ?? doneMs) - job.startedAtMs;
+    // Each PG holds about dataBytes / PGs (file data of the volume), every replica of it all of that.
+    const estimate = dataBytes != null ? (dataBytes * replicasMoved) / o.pgs : null;
+    const diskAfter = {};
+    for (const b of bricks) diskAfter[b.role] = await diskBytes(b.dataDir);
+    // The new brick holds nothing but the replicas moved onto it (the client overwrote, never added).
+    const landed =
+      diskAfter[spare.role] != null && diskBefore[spare.role] != null
+        ? diskAfter[spare.role] - diskBefore[spare.role]
+        : null;
+    const [bytesMoved, bytesMovedSource] =
+      job.bytesMoved > 0
+        ? [job.bytesMoved, 'rebalance record (bytesMoved)']
+        : landed > 0
+          ? [landed, `growth of ${spare.role}'s data directory`]
+          : [estimate, 'estimate'];
+    const seen = [...catchUps.values()];
+    const countsBefore = replicasPerBrick(before.placement);
+    const countsAfter = replicasPerBrick(after.placement);
+    const even = (o.pgs * REBALANCE_REPLICAS) / REBALANCE_BRICKS;
+    const perBrick = bricks.map((b) => {
+      const n = countsAfter.get(b.id) ?? 0;
+      return {
+        role: b.role,
+        id: b.id,
+        before: countsBefore.get(b.id) ?? 0,
+        after: n,
+        even,
+        withinTolerance: Math.abs(n - even) <= even * BALANCE_TOLERANCE + 1e-9,
+        diskBytesBefore: diskBefore[b.role],
+        diskBytesAfter: diskAfter[b.role],
+      };
+    });
+    const strays = [...countsAfter.keys()].filter((id) => !roleOf.has(id));
+    if (strays.length) json.notes.push(`PG replicas on unknown bricks after: ${strays.join(', ')}`);
+    res.rebalance = {
+      jobId: job.id,
+      state: job.state,
+      startedAtMs: job.startedAtMs,
+      finishedAtMs: job.finishedAtMs ?? null,
+      seconds: wallMs / 1000,
+      observedDoneSeconds: (doneMs - startMs) / 1000,
+      settledSeconds: (settledMs - startMs) / 1000,
+      pgsTotal: job.pgsTotal,
+      pgsDone: job.pgsDone,
+      pgsMoved,
+      replicasMoved,
+      pgsPerMin: pgsMoved / (wallMs / 60_000),
+      dataBytes,
+      bytesMoved,
+      bytesMovedSource,
+      bytesMovedEstimate: estimate,
+      bytesMovedByJob: job.bytesMoved,
+      newBrickBytes: landed,
+      catchUpsSeen: {
+        backfill: seen.filter((c) => c.mode === 'backfill').length,
+        log: seen.filter((c) => c.mode === 'log').length,
+        bytesLeftAtFirstSight: seen.reduce((n, c) => n + c.bytes, 0),
+        opsLeftAtFirstSight: seen.reduce((n, c) => n + c.ops, 0),
+      },
+      peakBackfillMiBPerS: peakRate / MiB,
+      mibPerS: bytesMoved != null ? bytesMoved / MiB / (wallMs / 1000) : null,
+      perBrick,
+      balanced: perBrick.every((b) => b.withinTolerance),
+      cpu: cpuWindow(r0, r1, res.fioDuring.detail),
+      timeline,
+    };
+    const rb = res.rebalance;
+    rb.vsDiskCopy = rb.mibPerS != null ? rb.mibPerS / res.diskCopy.mibPerS : null;
+    res.clientRatio =
+      res.fioDuring.value != null && res.fioBaseline.value
+        ? res.fioDuring.value / res.fioBaseline.value
+        : null;
+    res.writer = {
+      records: writer.acked,
+      errors: writer.errorCount,
+      firstErrors: writer.errors,
+      killedAtStop: writer.killed,
+      withoutRebalance: writerWindow(writer, ...res.fioBaseline.window),
+      duringRebalance: writerWindow(writer, startMs, doneMs),
+      wholeRun: writerWindow(writer, writer.startedAtMs ?? t0, Date.now()),
+      pausesOver50Ms: writer.pauses.map(([a, b]) => ({
+        atS: Number(((a - startMs) / 1000).toFixed(2)),
+        ms: Math.round(b - a),
+      })),
+    };
+    if (writer.stderr.trim()) res.writer.stderr = writer.stderr.trim();
+    log(
+      `rebalance done in ${rb.seconds.toFixed(1)} s: ${pgsMoved} PGs moved, ` +
+        `${rb.mibPerS != null ? fmt(rb.mibPerS) : '?'} MiB/s, writer worst pause ` +
+        `${res.writer.duringRebalance.worstPauseMs} ms`,
+    );
+  } catch (err) {
+    json.status = 'failed';
+    tj.status = 'failed';
+    json.error = err.message;
+    json.logs = target.logTails(20);
+    log(`rebalance check FAILED: ${err.message}`);
+    for (const [role, tail] of Object.entries(json.logs)) log(`${role} log tail:\n${tail}`);
+  } finally {
+    fioDuring?.stopEarly();
+    if (fioDuring) await withDeadline(fioDuring.done, 30_000, 'fio').catch(() => {});
+    if (writer && !writer.ended && !writer.killed) await writer.stop();
+    if (coord) await withDeadline(coord.stop(), 10_000, 'coordinator stop').catch(() => {});
+    await finishTarget(target, tj);
+  }
+  for (const [what, c] of [
+    ['without the rebalance', res.fioBaseline?.cpu],
+    ['during the rebalance', res.rebalance?.cpu],
+  ]) {
+    if (c && c.otherCpuS > 0.25 * c.seconds)
+      json.notes.push(
+        `other processes on this host used ${c.otherCpuS.toFixed(1)} CPU-s in the ${c.seconds.toFixed(0)} s ` +
+          `${what} (${os.cpus().length} CPUs): the client and rebalance rates shared the machine`,
+      );
+  }
+  if (res.rebalance && !res.rebalance.balanced)
+    json.notes.push(
+      `PG replicas per brick are not within ${BALANCE_TOLERANCE * 100}% of even after the rebalance`,
+    );
+  json.host.loadavgEnd = os.loadavg();
+  json.seconds = (Date.now() - t0) / 1000;
+  json.table = rebalanceTable(o, json, ctx);
+  cleanupAll();
+  writeJson(o, json);
+  console.log(json.table);
+  for (const n of json.notes) console.log(`\nNote: ${n}`);
+  log(`done in ${json.seconds.toFixed(0)} s; results in ${o.out}`);
+  // Numbers never fail the run; a run that could not measure does.
+  if (json.status !== 'ok') process.exitCode = 1;
+}
+
+function rebalanceTable(o, json, ctx) {
+  const r = json.results;
+  const rb = r.rebalance;
+  const num = (v, d = 1) => (v == null || Number.isNaN(v) ? '—' : v.toFixed(d));
+  const mibOf = (bytes) => (bytes == null ? '—' : num(bytes / MiB, 0));
+  const ratio = (v) => (v == null ? '—' : `${v >= 0.1 ? v.toFixed(2) : v.toPrecision(2)}×`);
+  const lines = ['| measure | value |', '|---|---:|'];
+  const row = (k, v) => lines.push(`| ${k} | ${v} |`);
+  if (r.diskCopy)
+    row(
+      `disk copy rate (cp ${r.diskCopy.mib} MiB + sync on the scratch directory${r.diskCopy.cold ? ', cold' : ''})`,
+      `${num(r.diskCopy.mibPerS)} MiB/s`,
+    );
+  if (rb) {
+    row(`rebalance rate (${mibOf(rb.bytesMoved)} MiB moved / wall time)`, `${num(rb.mibPerS)} MiB/s`);
+    row('rebalance rate / disk copy rate', ratio(rb.vsDiskCopy));
+    row(
+      `file data on the volume at the start (${r.fill.mib} MiB in ${REBALANCE_FILE_MIB} MiB files + the ` +
+        `${REBALANCE_FIO_FILE_MIB} MiB fio file)`,
+      `${mibOf(rb.dataBytes)} MiB`,
+    );
+    row(`PGs moved (of ${o.pgs}; ${rb.replicasMoved} replicas)`, `${rb.pgsMoved}`);
+    row('PGs moved per minute', num(rb.pgsPerMin, 0));
+    row(
+      `rebalance wall time (start to done${rb.state === 'done' ? '' : `; ended ${rb.state}`})`,
+      `${num(rb.seconds)} s`,
+    );
+  }
+  if (r.throttle)
+    row(
+      `throttle${r.throttle.default ? ' (dunixctl default)' : ''}`,
+      `${r.throttle.maxMiBPerS ? `${r.throttle.maxMiBPerS} MiB/s per brick` : 'no rate limit'}, ${r.throttle.maxConcurrent} PGs at once`,
+    );
+  const fioCell = (f) => (!f ? '—' : f.error ? 'error' : `${num(f.value)} MiB/s`);
+  if (r.fioBaseline)
+    row(
+      `client seq write, 1 MiB blocks, ${REBALANCE_FIO_S} s, fsync at end: no rebalance`,
+      fioCell(r.fioBaseline),
+    );
+  if (r.fioDuring) {
+    const s = r.fioDuring.detail?.interrupted
+      ? `${num(r.fioDuring.detail.seconds)} s, until it ended`
+      : `${REBALANCE_FIO_S} s`;
+    row(`client seq write during the rebalance (${s})`, fioCell(r.fioDuring));
+    row(
+      'client during / without (target ≥ 0.7)',
+      `${ratio(r.clientRatio)}${r.clientRatio != null ? (r.clientRatio >= 0.7 ? ' ok' : ' **below**') : ''}`,
+    );
+  }
+  if (r.writer) {
+    const w = r.writer;
+    row(
+      `writer (64 B + fsync every ${WRITER_PERIOD_MS} ms) worst pause during the rebalance`,
+      `${w.duringRebalance.worstPauseMs ?? '—'} ms`,
+    );
+    row(
+      'writer worst pause without the rebalance (same fio load)',
+      `${w.withoutRebalance.worstPauseMs ?? '—'} ms`,
+    );
+    row('writer errors (during the rebalance / whole run)', `${w.duringRebalance.errors} / ${w.errors}`);
+  }
+  const cpuCell = (c) =>
+    c
+      ? `${num(c.hostBusyPct, 0)}% busy; CPU-s: cluster ${num(c.clusterCpuS)}, fio ${num(c.fioCpuS)}, ` +
+        `others ${num(c.otherCpuS)} in ${num(c.seconds)} s`
+      : '—';
+  if (r.fioBaseline?.cpu) row(`host CPUs (${os.cpus().length}), no rebalance`, cpuCell(r.fioBaseline.cpu));
+  if (rb?.cpu) row(`host CPUs (${os.cpus().length}), during the rebalance`, cpuCell(rb.cpu));
+  if (rb) {
+    lines.push(
+      '',
+      '| brick | id | PG replicas before | after | even share | within 10% | MiB on disk before | after |',
+    );
+    lines.push('|---|---|---:|---:|---:|---|---:|---:|');
+    for (const b of rb.perBrick)
+      lines.push(
+        `| ${b.role} | ${b.id} | ${b.before} | ${b.after} | ${num(b.even)} | ${b.withinTolerance ? 'yes' : '**no**'} | ` +
+          `${mibOf(b.diskBytesBefore)} | ${mibOf(b.diskBytesAfter)} |`,
+      );
+  }
+  lines.push('');
+  if (json.status !== 'ok') lines.push(`FAILED: ${json.error.split('\n')[0]} (log tails in the JSON)`, '');
+  const f = r.fill;
+  lines.push(
+    `A fresh dunixfs volume (etcd, ${REBALANCE_BRICKS} bricks and 1 client on loopback; replicas ` +
+      `${REBALANCE_REPLICAS}, ${o.pgs} PGs, min in-sync ${json.minInsync ?? '—'}) created on 3 bricks; ` +
+      (f
+        ? `${f.files} files of ${REBALANCE_FILE_MIB} MiB written (${num(f.mibPerS)} MiB/s incl. sync); `
+        : '') +
+      `then brick4 started, added and a rebalance started` +
+      (r.started ? ` (${r.started.via})` : '') +
+      '. Rebalance rate: bytes moved over the wall time from the start to the record saying done' +
+      (rb
+        ? `; bytes moved: ${rb.bytesMovedSource} (cross-check: the volume's ${mibOf(rb.dataBytes)} MiB of ` +
+          `file data × replicas moved / PGs = ${mibOf(rb.bytesMovedEstimate)} MiB)`
+        : '') +
+      '. Disk copy: cp of one file of the same size on the same file system after drop_caches, plus sync. ' +
+      `Client rows: fio overwriting one ${REBALANCE_FIO_FILE_MIB} MiB file (written with the fill) in a ` +
+      'loop; during the rebalance it is cut short if the rebalance ends first (then the file is fsynced and ' +
+      'that time counted). The writer runs from before the first client row to the end; its pause is the ' +
+      'longest time between two acknowledged fsyncs. Host CPUs: from /proc/stat; "others" is every process ' +
+      'on the host but the cluster, fio and the bench (other work on a shared machine shows there). ' +
+      `Load average (1 min) ${ctx.loadStart.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end, ` +
+      `${os.cpus().length} CPUs; one run, nothing asserted.`,
   );
   return lines.join('\n');
 }
