@@ -85,6 +85,7 @@ t.test('dunixctl volume create/list/status', async (t) => {
     { live: 0, pgs: 0 },
   ]);
   t.equal(status.controller, null, 'no controller running');
+  t.equal(status.rebalance, null, 'no rebalance ever ran');
 
   r = await cli(kv, 'volume', 'status', 'v1');
   t.equal(r.code, 0);

@@ -4,11 +4,34 @@ import type { Coordinator } from '../coordinator.js';
 import { EtcdCoordinator } from '../etcd-coordinator.js';
 import { withTimeout } from '../etcd-kv.js';
 import {
+  brickAdd,
+  brickDrain,
+  brickList,
+  brickRemove,
+  brickSetWeight,
+  renderBrickChange,
+  renderBrickList,
+  renderBrickRemove,
+} from './brick.js';
+import {
+  type RebalanceAction,
+  rebalanceAction,
+  rebalanceStart,
+  rebalanceStatus,
+  type RebalanceStatusResult,
+  renderRebalanceAction,
+  renderRebalanceStart,
+  renderRebalanceStatus,
+  watchRebalance,
+} from './rebalance.js';
+import {
   renderVolumeCreate,
   renderVolumeList,
+  renderVolumeSet,
   renderVolumeStatus,
   volumeCreate,
   volumeList,
+  volumeSet,
   volumeStatus,
   volumeStatusExitCode,
 } from './volume.js';
@@ -25,6 +48,16 @@ export interface CliIo {
   stderr(text: string): void;
   /** Makes the coordinator (tests pass a MemoryCoordinator). */
   connect?(endpoints: string[], timeoutMs: number, log: Logger): Coordinator;
+  /** Where `--watch` draws its progress bar (default process.stdout): in place on a terminal, a line per poll otherwise. */
+  progress?: NodeJS.WritableStream;
+  /** Calls `stop` on an interrupt (default: SIGINT); returns the unsubscribe. */
+  onInterrupt?(stop: () => void): () => void;
+}
+
+function onSigint(stop: () => void): () => void {
+  const handler = () => stop();
+  process.on('SIGINT', handler);
+  return () => void process.removeListener('SIGINT', handler);
 }
 
 export const DEFAULT_ETCD = 'http://127.0.0.1:2379';
@@ -38,6 +71,30 @@ function intArg(name: string) {
     return Number(v);
   };
 }
+
+/** A number in min..max (decimals allowed). */
+function numArg(name: string, min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(v) || !(n >= min && n <= max)) {
+      throw new InvalidArgumentError(`${name} must be a number in ${min}..${max}`);
+    }
+    return n;
+  };
+}
+
+/** An integer in min..max. */
+function rangeArg(name: string, min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!/^[0-9]+$/.test(v) || !(n >= min && n <= max)) {
+      throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}`);
+    }
+    return n;
+  };
+}
+
+const weightArg = numArg('weight', 0, 1e6);
 
 interface GlobalOpts {
   etcd: string;
@@ -70,6 +127,15 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   let action: ((coord: Coordinator) => Promise<string | object>) | undefined;
   let render: ((data: never) => string) | undefined;
   let exitCode: ((data: never) => number) | undefined;
+  /** Runs after the first result instead of printing it (--watch); returns the exit code. */
+  let follow:
+    | ((
+        coord: Coordinator,
+        data: never,
+        g: GlobalOpts,
+        bound: <T>(p: Promise<T>) => Promise<T>,
+      ) => Promise<number>)
+    | undefined;
 
   const volume = program.command('volume').description('create and inspect volumes');
   volume
@@ -112,6 +178,114 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       exitCode = volumeStatusExitCode as (d: never) => number;
     });
 
+  volume
+    .command('set <name> <option> <value>')
+    .description(
+      'change a volume option: min_insync (integer 1..replicas) or down_out_interval ' +
+        '(90s, 5m, 1h or milliseconds: how long a brick may be down before its PGs are re-created elsewhere)',
+    )
+    .action((name: string, option: string, value: string) => {
+      action = (c) => volumeSet(c, name, option, value);
+      render = renderVolumeSet as (d: never) => string;
+    });
+
+  const rebalance = volume
+    .command('rebalance')
+    .description('move PG replicas toward the target placement (after brick add, set-weight)');
+  rebalance
+    .command('start <name>')
+    .description('start moving every PG whose bricks differ from the target placement')
+    .option(
+      '--max-mib-per-s <n>',
+      'backfill MiB/s per brick (0: no limit)',
+      numArg('--max-mib-per-s', 0, 1e6),
+      64,
+    )
+    .option('--max-concurrent <n>', 'PGs moved at once', rangeArg('--max-concurrent', 1, 1024), 4)
+    .option('--restart', 'replace a rebalance that is running or paused')
+    .action((name: string, o: { maxMibPerS: number; maxConcurrent: number; restart?: boolean }) => {
+      action = (c) =>
+        rebalanceStart(c, name, {
+          maxMiBPerS: o.maxMibPerS,
+          maxConcurrent: o.maxConcurrent,
+          restart: !!o.restart,
+        });
+      render = renderRebalanceStart as (d: never) => string;
+    });
+  for (const [verb, what] of [
+    ['pause', 'pause the running rebalance (PGs mid-move finish their step)'],
+    ['resume', 'resume a paused rebalance'],
+    ['stop', 'stop the rebalance for good (drains go on without one)'],
+  ] as const) {
+    rebalance
+      .command(`${verb} <name>`)
+      .description(what)
+      .action((name: string) => {
+        action = (c) => rebalanceAction(c, name, verb as RebalanceAction);
+        render = renderRebalanceAction as (d: never) => string;
+      });
+  }
+  rebalance
+    .command('status <name>')
+    .description('progress of the rebalance, drains and heal: PGs done, rate, bytes left, ETA, slowest PG')
+    .option('--watch', 'redraw until no rebalance runs and nothing drains or heals (Ctrl-C stops)')
+    .option('--interval <ms>', 'poll interval of --watch', rangeArg('--interval', 100, 3_600_000), 1000)
+    .action((name: string, o: { watch?: boolean; interval: number }) => {
+      action = (c) => rebalanceStatus(c, name);
+      render = renderRebalanceStatus as (d: never) => string;
+      if (o.watch) {
+        follow = ((c: Coordinator, first: RebalanceStatusResult, g: GlobalOpts, bound) =>
+          watchRebalance(c, name, first, {
+            intervalMs: o.interval,
+            timeoutMs: g.timeout,
+            json: !!g.json,
+            write: (text) => io.stdout(text),
+            stream: io.progress ?? process.stdout,
+            onInterrupt: io.onInterrupt ?? onSigint,
+            bound,
+          })) as typeof follow;
+      }
+    });
+
+  const brick = program.command('brick').description("add, drain, weigh and remove a volume's bricks");
+  brick
+    .command('list <volume>')
+    .description('bricks with their role, weight, PGs held and PGs the target placement gives them')
+    .action((name: string) => {
+      action = (c) => brickList(c, name);
+      render = renderBrickList as (d: never) => string;
+    });
+  brick
+    .command('add <volume> <brick>')
+    .description('let a registered brick (brickd --volume) hold PGs; a rebalance then moves PGs onto it')
+    .option('--weight <w>', 'relative capacity (default: the weight it registered with)', weightArg)
+    .action((name: string, id: string, o: { weight?: number }) => {
+      action = (c) => brickAdd(c, name, id, o.weight);
+      render = renderBrickChange as (d: never) => string;
+    });
+  brick
+    .command('drain <volume> <brick>')
+    .description('move every PG replica off a brick (then it can be removed)')
+    .action((name: string, id: string) => {
+      action = (c) => brickDrain(c, name, id);
+      render = renderBrickChange as (d: never) => string;
+    });
+  brick
+    .command('set-weight <volume> <brick>')
+    .argument('<weight>', 'relative capacity, 0..1000000', weightArg)
+    .description("change a brick's relative capacity; a rebalance then moves PGs to match")
+    .action((name: string, id: string, weight: number) => {
+      action = (c) => brickSetWeight(c, name, id, weight);
+      render = renderBrickChange as (d: never) => string;
+    });
+  brick
+    .command('remove <volume> <brick>')
+    .description('forget a brick that holds no PG replicas and is stopped')
+    .action((name: string, id: string) => {
+      action = (c) => brickRemove(c, name, id);
+      render = renderBrickRemove as (d: never) => string;
+    });
+
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
@@ -147,6 +321,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       g.timeout + 1000,
       'dunixctl',
     );
+    if (follow) return await follow(c, data as never, g, (p) => withTimeout(p, g.timeout + 1000, 'dunixctl'));
     io.stdout(g.json ? `${JSON.stringify(data, null, 2)}\n` : render(data as never));
     return exitCode ? exitCode(data as never) : 0;
   } catch (e) {

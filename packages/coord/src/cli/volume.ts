@@ -1,5 +1,11 @@
-import { FsError, type PgAssignment, type VolumeConfig } from '@dunix/proto';
-import { type Coordinator, type RecoveryReport, volumeConfig } from '../coordinator.js';
+import {
+  downOutIntervalMs,
+  downOutIntervalRangeMs,
+  FsError,
+  type PgAssignment,
+  type VolumeConfig,
+} from '@dunix/proto';
+import { type Coordinator, type RebalanceJob, type RecoveryReport, volumeConfig } from '../coordinator.js';
 
 /**
  * `dunixctl volume ...` handlers: each returns data; render* turns it into
@@ -79,6 +85,8 @@ export interface VolumeStatusResult {
   recovery: RecoveryRow[];
   /** Highest PG epoch (1 = never changed since creation). */
   epochMax: number;
+  /** The current or last rebalance (`dunixctl volume rebalance status` has the details), or null. */
+  rebalance: RebalanceJob | null;
 }
 
 function countPgs(placement: readonly PgAssignment[]): Map<string, { pgs: number; primaries: number }> {
@@ -137,7 +145,10 @@ export async function volumeStatus(coord: Coordinator, name: string): Promise<Vo
     snap.bricks.map((b) => [b.id, { primaries: 0, replicas: 0, outOfSync: 0 }]),
   );
   const histogram = new Map<number, number>();
-  const r: Omit<VolumeStatusResult, 'config' | 'controller' | 'bricks' | 'isrHistogram' | 'recovery'> = {
+  const r: Omit<
+    VolumeStatusResult,
+    'config' | 'controller' | 'bricks' | 'isrHistogram' | 'recovery' | 'rebalance'
+  > = {
     pgsDegraded: [],
     pgsReadOnly: [],
     pgsUnavailable: [],
@@ -160,6 +171,7 @@ export async function volumeStatus(coord: Coordinator, name: string): Promise<Vo
     if (live > 0 && !alive.has(a.bricks[0]!)) r.pgsFailoverPending.push(a.pg);
     r.epochMax = Math.max(r.epochMax, a.epoch);
   }
+  const rebalance = snap.rebalance ?? null;
   const isrHistogram: IsrSizeCount[] = [];
   for (let live = config.replicas; live >= 0; live--)
     isrHistogram.push({ live, pgs: histogram.get(live) ?? 0 });
@@ -180,6 +192,7 @@ export async function volumeStatus(coord: Coordinator, name: string): Promise<Vo
       const left = p.mode === 'log' ? p.opsLeft : p.bytesLeft;
       return { ...p, etaS: p.ratePerS > 0 ? Math.ceil(left / p.ratePerS) : left === 0 ? 0 : null };
     }),
+    rebalance,
   };
 }
 
@@ -278,6 +291,10 @@ export function renderVolumeStatus(r: VolumeStatusResult): string {
     `PGs degraded: ${r.pgsDegraded.length}, read-only: ${r.pgsReadOnly.length}, ` +
       `unavailable: ${r.pgsUnavailable.length}, failover pending: ${r.pgsFailoverPending.length}`,
   ];
+  const job = r.rebalance;
+  if (job && (job.state === 'running' || job.state === 'paused')) {
+    lines.push(`rebalance ${job.id}: ${job.state}, ${job.pgsDone}/${job.pgsTotal} PGs done`);
+  }
   if (r.pgsUnavailable.length) lines.push(`unavailable PGs: ${pgList(r.pgsUnavailable)}`);
   if (r.pgsReadOnly.length) lines.push(`read-only PGs: ${pgList(r.pgsReadOnly)}`);
   const table = renderTable(
@@ -311,4 +328,133 @@ export function renderVolumeStatus(r: VolumeStatusResult): string {
       );
   }
   return out;
+}
+
+/** The options `dunixctl volume set` changes, by their CLI names. */
+export const VOLUME_OPTIONS = ['min_insync', 'down_out_interval'] as const;
+export type VolumeOption = (typeof VOLUME_OPTIONS)[number];
+
+export interface VolumeSetResult {
+  option: VolumeOption;
+  /** The config before the change (null if it could not be read first). */
+  previous: VolumeConfig | null;
+  config: VolumeConfig;
+}
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * A duration in milliseconds from `90s`, `5m`, `1h`, `1h30m`, `1500ms`, `2d`
+ * or plain milliseconds (`90000`). INVALID_ARGUMENT otherwise (also for a
+ * result that is not a whole number of milliseconds).
+ */
+export function parseDuration(text: string): number {
+  const t = text.trim();
+  const bad = () =>
+    new FsError(
+      'INVALID_ARGUMENT',
+      `bad duration ${JSON.stringify(text)}: use e.g. 90s, 5m, 1h, 1h30m or plain milliseconds`,
+    );
+  if (/^[0-9]+$/.test(t)) {
+    const ms = Number(t);
+    if (!Number.isSafeInteger(ms)) throw bad();
+    return ms;
+  }
+  if (!/^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$/.test(t)) throw bad();
+  let ms = 0;
+  for (const m of t.matchAll(/([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)/g))
+    ms += Number(m[1]) * DURATION_UNITS_MS[m[2]!]!;
+  // 1.5s is 1500 ms; 0.0001s is no whole number of milliseconds.
+  const rounded = Math.round(ms);
+  if (Math.abs(ms - rounded) > 1e-6 || !Number.isSafeInteger(rounded)) throw bad();
+  return rounded;
+}
+
+/** Milliseconds in the largest units that divide them exactly: 300000 -> 5m, 90000 -> 1m30s, 1500 -> 1s500ms. */
+export function formatDuration(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return String(ms);
+  if (ms === 0) return '0s';
+  let left = Math.round(ms);
+  let out = '';
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+    ['ms', 1],
+  ] as const) {
+    const n = Math.floor(left / size);
+    if (n > 0) out += `${n}${unit}`;
+    left -= n * size;
+  }
+  return out;
+}
+
+/** The option name as given (`min_insync`, `min-insync`, `minInsync`) or INVALID_ARGUMENT. */
+export function volumeOption(name: string): VolumeOption {
+  const n = name
+    .replace(/([a-z])([A-Z])/g, '$1_$2')
+    .replace(/-/g, '_')
+    .toLowerCase();
+  const found = VOLUME_OPTIONS.find((o) => o === n);
+  if (!found) {
+    throw new FsError(
+      'INVALID_ARGUMENT',
+      `unknown option ${JSON.stringify(name)}: options that change are ${VOLUME_OPTIONS.join(', ')}`,
+    );
+  }
+  return found;
+}
+
+/** The config patch for `volume set OPTION VALUE`; INVALID_ARGUMENT for a value of the wrong kind. */
+export function volumeSetPatch(
+  option: VolumeOption,
+  value: string,
+): Partial<Pick<VolumeConfig, 'minInsync' | 'downOutIntervalMs'>> {
+  if (option === 'min_insync') {
+    if (!/^[0-9]+$/.test(value.trim()) || !Number.isSafeInteger(Number(value))) {
+      throw new FsError('INVALID_ARGUMENT', `min_insync ${JSON.stringify(value)} must be an integer`);
+    }
+    return { minInsync: Number(value) };
+  }
+  const ms = parseDuration(value);
+  const { min, max } = downOutIntervalRangeMs;
+  if (ms < min || ms > max) {
+    throw new FsError(
+      'INVALID_ARGUMENT',
+      `down_out_interval ${formatDuration(ms)} must be ${formatDuration(min)}..${formatDuration(max)}`,
+    );
+  }
+  return { downOutIntervalMs: ms };
+}
+
+export async function volumeSet(
+  coord: Coordinator,
+  name: string,
+  optionName: string,
+  value: string,
+): Promise<VolumeSetResult> {
+  const option = volumeOption(optionName);
+  const patch = volumeSetPatch(option, value);
+  const previous = (await coord.getVolume(name)) ?? null;
+  if (!previous) throw new FsError('NOT_FOUND', `volume ${name} does not exist`);
+  const config = await coord.updateVolumeConfig(name, patch);
+  return { option, previous, config };
+}
+
+function optionValues(c: VolumeConfig): { min_insync: string; down_out_interval: string } {
+  return {
+    min_insync: `${c.minInsync} of ${c.replicas}`,
+    down_out_interval:
+      formatDuration(downOutIntervalMs(c)) + (c.downOutIntervalMs === undefined ? ' (default)' : ''),
+  };
+}
+
+export function renderVolumeSet(r: VolumeSetResult): string {
+  const now = optionValues(r.config);
+  const was = r.previous ? optionValues(r.previous) : undefined;
+  const line = (o: VolumeOption) =>
+    `${o}: ${now[o]}` +
+    (was && was[o] !== now[o] ? ` (was ${was[o]})` : o === r.option ? ' (unchanged)' : '');
+  return `volume ${r.config.name}: ${line('min_insync')}; ${line('down_out_interval')}\n`;
 }
