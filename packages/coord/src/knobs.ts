@@ -126,6 +126,8 @@ export interface ControllerKnobs {
   replanAttemptsMax: number;
   /** Delay before the next pass after one failed (store unreachable, too many lost swaps). */
   retryMs: number;
+  /** PGs moved at once off draining or out bricks while no rebalance runs (a rebalance sets its own). */
+  forcedMovesConcurrent: number;
 }
 
 export const controllerDefaults: Readonly<ControllerKnobs> = Object.freeze({
@@ -134,6 +136,7 @@ export const controllerDefaults: Readonly<ControllerKnobs> = Object.freeze({
   probeConnectTimeoutMs: 200,
   replanAttemptsMax: 8,
   retryMs: 500,
+  forcedMovesConcurrent: 4,
 });
 
 export function validateControllerKnobs(partial: Partial<ControllerKnobs> = {}): ControllerKnobs {
@@ -151,6 +154,7 @@ export function validateControllerKnobs(partial: Partial<ControllerKnobs> = {}):
   range('probeConnectTimeoutMs', 10, 60_000);
   range('replanAttemptsMax', 1, 100);
   range('retryMs', 10, 60_000);
+  range('forcedMovesConcurrent', 1, 1024);
   if (k.probeConnectTimeoutMs >= k.probeTimeoutMs) {
     problems.push(
       `probeConnectTimeoutMs ${k.probeConnectTimeoutMs} must be < probeTimeoutMs ${k.probeTimeoutMs}`,

@@ -78,6 +78,19 @@ async function cluster(
       await n.coord.crash();
       await n.controller.stop();
     },
+    /** Registers (and starts the controller of) brick i after the volume exists. */
+    addBrick: async (i: number) => {
+      await startBrick(i);
+      await nodes.get(`b${i}`)!.controller.start();
+    },
+    /** What a primary does once a listed replica caught up: every live listed brick joins the in-sync set. */
+    catchUpAll: async () => {
+      const alive = new Set((await admin.listBricks('v')).filter((b) => b.alive).map((b) => b.id));
+      for (const a of await admin.getPlacement('v')) {
+        const isr = a.bricks.filter((b) => a.isr.includes(b) || alive.has(b));
+        if (isr.length !== a.isr.length) await admin.updatePlacement('v', a.pg, a.epoch, a.bricks, isr);
+      }
+    },
     /** Waits (on the manual clock) for every controller to be idle. */
     settle: async (ms = 100) => {
       await clock.advance(ms);
@@ -315,4 +328,107 @@ t.test('a start whose campaign fails rejects (and cleans up) instead of hanging'
   t.equal(outcome, 'UNAVAILABLE', 'start rejected with the campaign error');
   t.notOk(controller.isLeader(), 'not leading');
   await controller.stop();
+});
+
+t.test(
+  'controller: a rebalance onto a new brick runs step by step to done; a drain empties a brick',
+  async (t) => {
+    const c = await cluster(t);
+    await c.addBrick(3);
+    await c.settle();
+    t.notOk(
+      (await c.placement()).some((a) => a.bricks.includes('b3')),
+      'registered, not added: nothing moves',
+    );
+    await c.admin.setBrickAdmin('v', 'b3', { state: 'in', weight: 1, updatedAtMs: 0 });
+    await c.settle();
+    t.notOk(
+      (await c.placement()).some((a) => a.bricks.includes('b3')),
+      'added, no rebalance: nothing moves',
+    );
+    await c.admin.updateRebalance('v', () => ({
+      id: 'j',
+      state: 'running',
+      maxMiBPerS: 0,
+      maxConcurrent: 3,
+      startedAtMs: 0,
+      updatedAtMs: 0,
+      pgsTotal: 0,
+      pgsDone: 0,
+      bytesMoved: 0,
+    }));
+    await c.settle();
+    let p = await c.placement();
+    const adding = p.filter((a) => a.bricks.includes('b3'));
+    t.equal(adding.length, 3, 'maxConcurrent PGs get the new brick at a time');
+    t.ok(
+      adding.every((a) => a.bricks.length === 4 && !a.isr.includes('b3')),
+      'added beside the 3, not in sync yet',
+    );
+    for (let round = 0; round < 100; round++) {
+      await c.catchUpAll();
+      await c.settle();
+      if ((await c.admin.getSnapshot('v')).rebalance?.state === 'done') break;
+    }
+    const job = (await c.admin.getSnapshot('v')).rebalance!;
+    t.equal(job.state, 'done', 'the job finishes');
+    t.ok(
+      job.pgsTotal > 0 && job.pgsDone === job.pgsTotal,
+      `it counted its PGs (${job.pgsDone}/${job.pgsTotal})`,
+    );
+    p = await c.placement();
+    t.ok(
+      p.every((a) => a.bricks.length === 3 && a.isr.length === 3),
+      'every PG back to 3 bricks, all in sync',
+    );
+    const held = (id: string) => p.filter((a) => a.bricks.includes(id)).length;
+    for (const id of ['b0', 'b1', 'b2', 'b3'])
+      t.ok(Math.abs(held(id) - 24) <= 2.4, `${id} holds ${held(id)} of 96 replicas (share 24)`);
+
+    await c.admin.setBrickAdmin('v', 'b1', { state: 'draining', weight: 1, updatedAtMs: 0 });
+    for (let round = 0; round < 100; round++) {
+      await c.catchUpAll();
+      await c.settle();
+      if (!(await c.placement()).some((a) => a.bricks.includes('b1'))) break;
+    }
+    p = await c.placement();
+    t.notOk(
+      p.some((a) => a.bricks.includes('b1')),
+      'the drained brick holds nothing, without a rebalance job',
+    );
+    t.ok(
+      p.every((a) => a.isr.length === 3),
+      'and every PG kept 3 in-sync copies',
+    );
+  },
+);
+
+t.test('controller: a brick down for the down-out interval is replaced, not before', async (t) => {
+  const c = await cluster(t);
+  await c.addBrick(3);
+  await c.admin.setBrickAdmin('v', 'b3', { state: 'in', weight: 1, updatedAtMs: 0 });
+  await c.admin.updateVolumeConfig('v', { downOutIntervalMs: 60_000 });
+  await c.settle();
+  await c.kill('b2');
+  await c.clock.advance(BRICK_TTL + 1000);
+  await c.settle();
+  t.ok(
+    (await c.placement()).some((a) => a.bricks.includes('b2')),
+    'down, not yet out: still listed',
+  );
+  await c.clock.advance(60_000);
+  for (let round = 0; round < 100; round++) {
+    await c.catchUpAll();
+    await c.settle();
+    if (!(await c.placement()).some((a) => a.bricks.includes('b2'))) break;
+  }
+  const p = await c.placement();
+  t.notOk(
+    p.some((a) => a.bricks.includes('b2')),
+    'out: its replicas were re-created elsewhere',
+  );
+  t.ok(
+    p.every((a) => a.bricks.length === 3 && a.isr.length === 3),
+    'every PG has 3 in-sync copies',
+  );
 });

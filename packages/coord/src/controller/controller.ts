@@ -1,4 +1,4 @@
-import { createLogger, type Logger } from '@dunix/proto';
+import { createLogger, downOutIntervalMs, targetPlacement, type Logger } from '@dunix/proto';
 import { type Clock, realClock } from '../clock.js';
 import type {
   Coordinator,
@@ -9,6 +9,8 @@ import type {
 } from '../coordinator.js';
 import type { Campaign, ElectionState } from '../election.js';
 import { type ControllerKnobs, validateControllerKnobs } from '../knobs.js';
+import { placementCandidates, standings } from './candidates.js';
+import { differsFromTarget, inMotion, planMoves, type MoveChange } from './moves.js';
 import { planPlacement } from './plan.js';
 import type { BrickProbe } from './tcp-probe.js';
 
@@ -68,6 +70,10 @@ export class Controller {
   /** Watching the volume to retry after a failure. */
   private leadRetryTimer: unknown;
   private readonly tasks = new Set<Promise<void>>();
+  /** When each dead member was first seen down (this leader's view; a new leader starts over). */
+  private readonly downSinceMs = new Map<string, number>();
+  /** A pass when the next dead brick reaches the down-out interval. */
+  private downOutTimer: unknown;
   /** Probes in flight: stop() settles them as 'up' rather than wait for a probe that hangs. */
   private readonly probesInFlight = new Set<(v: 'down' | 'up') => void>();
 
@@ -158,9 +164,12 @@ export class Controller {
   }
 
   private clearRetries(): void {
-    for (const t of [this.retryTimer, this.leadRetryTimer]) if (t !== undefined) this.clock.clearTimeout(t);
+    for (const t of [this.retryTimer, this.leadRetryTimer, this.downOutTimer])
+      if (t !== undefined) this.clock.clearTimeout(t);
     this.retryTimer = undefined;
     this.leadRetryTimer = undefined;
+    this.downOutTimer = undefined;
+    this.downSinceMs.clear();
   }
 
   private onElection(s: ElectionState): void {
@@ -248,7 +257,8 @@ export class Controller {
     let snap = first;
     for (let attempt = 0; attempt < this.knobs.replanAttemptsMax; attempt++) {
       const changes = planPlacement(snap);
-      if (changes.length === 0) return true;
+      // Failovers and shrinks first; moves once the map needs none (they plan from the same epochs).
+      if (changes.length === 0) return this.movePass(term, snap);
       let results: PlacementUpdateResult[];
       try {
         results = await this.coord.updatePlacements(
@@ -289,6 +299,109 @@ export class Controller {
     }
     this.log.warn('PGs kept changing under the controller; retrying', { volume: this.volume });
     return false;
+  }
+
+  /**
+   * Moves PG replicas toward the target placement (moves.ts): off draining
+   * and out bricks always, toward balance while a rebalance runs, and keeps
+   * the rebalance record's progress. Each step is a compare-and-swap; a lost
+   * one is replanned on the next snapshot (every step changes the map, so
+   * one comes).
+   */
+  private async movePass(term: number, snap: VolumeSnapshot): Promise<boolean> {
+    const config = snap.config;
+    if (!config) return true;
+    const nowMs = this.clock.now();
+    this.trackDown(snap, nowMs, downOutIntervalMs(config));
+    const list = standings(snap, nowMs, this.downSinceMs);
+    const candidates = placementCandidates(snap, list);
+    if (candidates.length < config.replicas) return true;
+    const target = targetPlacement(config.pgCount, config.replicas, candidates, snap.placement);
+    const alive = new Set(snap.bricks.filter((b) => b.alive).map((b) => b.id));
+    const job = snap.rebalance;
+    const running = job?.state === 'running';
+    const moves = planMoves(snap.placement, target, {
+      replicas: config.replicas,
+      alive,
+      candidates: new Set(candidates.map((c) => c.id)),
+      balance: running,
+      maxConcurrent: running ? job.maxConcurrent : this.knobs.forcedMovesConcurrent,
+    });
+    if (moves.length > 0) {
+      let results: PlacementUpdateResult[];
+      try {
+        results = await this.coord.updatePlacements(
+          this.volume,
+          moves.map((c) => ({ pg: c.pg, expectedEpoch: c.expectedEpoch, bricks: c.bricks, isr: c.isr })),
+        );
+      } catch (e) {
+        if (term !== this.term) return true;
+        this.log.warn('move failed; retrying', { volume: this.volume, err: e });
+        return false;
+      }
+      const done = { add: 0, handover: 0, drop: 0, stale: 0 };
+      results.forEach((r, i) => {
+        const c = moves[i]!;
+        if (!r.applied) done.stale++;
+        else {
+          done[c.kind]++;
+          this.logMove(c);
+        }
+      });
+      this.log.info('controller moves', { volume: this.volume, planned: moves.length, ...done });
+    }
+    if (running && term === this.term) await this.recordProgress(snap, target, alive);
+    return true;
+  }
+
+  private logMove(c: MoveChange): void {
+    const what = { add: 'replica added', handover: 'primary handed over', drop: 'replica dropped' }[c.kind];
+    this.log.info(what, { volume: this.volume, pg: c.pg, brick: c.brick, bricks: c.bricks });
+  }
+
+  /** Updates the running job: PGs done, and 'done' once every PG is at its target. */
+  private async recordProgress(snap: VolumeSnapshot, target: string[][], alive: ReadonlySet<string>) {
+    const differ = snap.placement.filter((a) => differsFromTarget(a, target[a.pg]!)).length;
+    const moving = snap.placement.filter((a) => inMotion(a, target[a.pg]!, alive)).length;
+    const nowMs = this.clock.now();
+    try {
+      await this.coord.updateRebalance(this.volume, (j) => {
+        if (!j || j.state !== 'running') return undefined;
+        const pgsTotal = Math.max(j.pgsTotal, j.pgsDone + differ);
+        const pgsDone = Math.max(j.pgsDone, pgsTotal - differ);
+        if (differ === 0 && moving === 0)
+          return { ...j, pgsTotal, pgsDone, state: 'done', updatedAtMs: nowMs, finishedAtMs: nowMs };
+        if (pgsDone === j.pgsDone && pgsTotal === j.pgsTotal) return undefined;
+        return { ...j, pgsTotal, pgsDone, updatedAtMs: nowMs };
+      });
+    } catch (e) {
+      this.log.warn('rebalance progress not recorded', { volume: this.volume, err: e });
+    }
+  }
+
+  /** Remembers when dead members went down; wakes a pass when the next one is out. */
+  private trackDown(snap: VolumeSnapshot, nowMs: number, outAfterMs: number): void {
+    let nextOutMs = Infinity;
+    for (const b of snap.bricks) {
+      if (b.alive) {
+        this.downSinceMs.delete(b.id);
+        continue;
+      }
+      const since = this.downSinceMs.get(b.id) ?? nowMs;
+      this.downSinceMs.set(b.id, since);
+      if (since + outAfterMs > nowMs) nextOutMs = Math.min(nextOutMs, since + outAfterMs);
+    }
+    if (this.downOutTimer !== undefined) this.clock.clearTimeout(this.downOutTimer);
+    this.downOutTimer = undefined;
+    if (nextOutMs !== Infinity) {
+      this.downOutTimer = this.clock.setTimeout(
+        () => {
+          this.downOutTimer = undefined;
+          this.kick();
+        },
+        nextOutMs - nowMs + 1,
+      );
+    }
   }
 
   /** Starts a check of every report not handled yet that this candidate is in charge of. */
