@@ -169,7 +169,36 @@ function plan(seed: number, runMs: number) {
     });
   }
   faults.sort((x, y) => x.atMs - y.atMs);
-  return { bricks, knobs, coordKnobs, controllerKnobs, retryKnobs, net, volume, workload, faults };
+  // Moves (4 bricks, replicas 3: a PG can move): an operator drains a brick
+  // (and maybe takes it back), or gives one more weight and starts a
+  // rebalance - while the faults go on. Their own random stream, so the
+  // fault plans of earlier seeds stay as they were.
+  const m = new SimRandom(seed, 4);
+  const moves: MoveEvent[] = [];
+  if (brickCount === 4 && m.chance(0.6)) {
+    const atMs = m.int(100, Math.max(101, Math.floor(runMs / 2)));
+    moves.push({
+      kind: m.pick(['drain', 'weight'] as const),
+      brick: m.pick(bricks),
+      atMs,
+      undoAtMs: m.chance(0.5) ? m.int(atMs + 100, Math.max(atMs + 101, runMs - 100)) : undefined,
+      maxConcurrent: m.pick([1, 2, 8]),
+    });
+  }
+  return { bricks, knobs, coordKnobs, controllerKnobs, retryKnobs, net, volume, workload, faults, moves };
+}
+
+/**
+ * drain: the brick's operator record becomes `draining` (its replicas move
+ * off); undone: `in` again. weight: its weight becomes 3 and a rebalance
+ * starts (maxConcurrent PGs at a time); undone: weight 1 and another one.
+ */
+interface MoveEvent {
+  kind: 'drain' | 'weight';
+  brick: string;
+  atMs: number;
+  undoAtMs: number | undefined;
+  maxConcurrent: number;
 }
 
 /** Runs one seed: setup, workload with faults, heal, checkers. */
@@ -198,6 +227,11 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     `retain=${p.knobs.opLogRetain}`,
     `drop=${p.net.dropRate}`,
     `faults=${p.faults.map((f) => `${f.kind}:${f.brick}@${f.atMs}+${f.forMs}`).join(',') || 'none'}`,
+    ...(p.moves.length
+      ? [
+          `moves=${p.moves.map((m) => `${m.kind}:${m.brick}@${m.atMs}${m.undoAtMs ? `..${m.undoAtMs}` : ''}/${m.maxConcurrent}`).join(',')}`,
+        ]
+      : []),
   ].join(' ');
   trace.add('sim', `seed ${o.seed}${o.bug ? ` bug ${o.bug}` : ''}`, { config });
 
@@ -342,6 +376,46 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     trace.add('sim', 'faults and workload begin');
     net.knobs = { ...p.net };
     for (const f of p.faults) world.setTimeout(() => startFault(f), f.atMs);
+    const operate = (what: string, fn: () => Promise<unknown>) => {
+      trace.add('sim', what);
+      stats[`move.${what.split(' ')[0]}`] = (stats[`move.${what.split(' ')[0]}`] ?? 0) + 1;
+      // The operator's etcd calls may fail like anyone's: retried until they land.
+      const attempt = (n: number): void => {
+        fn().catch((err) => {
+          trace.add('sim', `${what} failed`, { err: String(err) });
+          if (n < 20) world.setTimeout(() => attempt(n + 1), 100);
+        });
+      };
+      attempt(1);
+    };
+    const job = (id: string, maxConcurrent: number) => () =>
+      coord.updateRebalance(VOLUME, () => ({
+        id,
+        state: 'running',
+        maxMiBPerS: 0,
+        maxConcurrent,
+        startedAtMs: world.now(),
+        updatedAtMs: world.now(),
+        pgsTotal: 0,
+        pgsDone: 0,
+        bytesMoved: 0,
+      }));
+    for (const mv of p.moves) {
+      const admin = (state: 'in' | 'draining', weight: number) => () =>
+        coord.setBrickAdmin(VOLUME, mv.brick, { state, weight, updatedAtMs: world.now() });
+      world.setTimeout(() => {
+        if (mv.kind === 'drain') operate(`drain ${mv.brick}`, admin('draining', 1));
+        else {
+          operate(`weight ${mv.brick} 3`, admin('in', 3));
+          operate('rebalance start', job('r1', mv.maxConcurrent));
+        }
+      }, mv.atMs);
+      if (mv.undoAtMs !== undefined)
+        world.setTimeout(() => {
+          operate(`undo ${mv.kind} ${mv.brick}`, admin('in', 1));
+          operate('rebalance start', job('r2', mv.maxConcurrent));
+        }, mv.undoAtMs);
+    }
     const startFault = (f: Fault) => {
       const b = nodes.get(f.brick)!;
       trace.add('sim', `fault ${f.kind}`, { brick: f.brick, forMs: f.forMs, other: f.other, rate: f.rate });
@@ -464,9 +538,17 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
 
 type OpStatus = 'acked' | 'maybe' | 'pending';
 
-/** Every brick alive, every PG's in-sync set full, its primary serving and its replicas caught up. */
+/**
+ * Every brick alive, no move to come (no rebalance running, nothing left on
+ * a draining brick), every PG's in-sync set full, its primary serving and
+ * its replicas caught up.
+ */
 function healthyCluster(s: VolumeSnapshot, nodes: Map<string, BrickNode>): boolean {
   if (!s.config || s.bricks.some((b) => !b.alive)) return false;
+  // Moves still to come would change the map under the checkers.
+  if (s.rebalance?.state === 'running') return false;
+  const draining = new Set(s.bricks.filter((b) => b.admin?.state === 'draining').map((b) => b.id));
+  if (s.placement.some((a) => a.bricks.some((b) => draining.has(b)))) return false;
   return s.placement.every((a) => pgHealthy(a, nodes));
 }
 
