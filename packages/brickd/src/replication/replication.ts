@@ -116,6 +116,11 @@ export class Replication {
       }
       // Acknowledge only as a primary whose lease holds and whose set is big enough.
       if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
+      // A handover (a move) made another brick primary while this entry was
+      // on its way: whether the successor's peering saw it is not known here,
+      // so the client retries there (its request id finds the stored reply).
+      if (st.role !== 'primary')
+        throw new FsError('NOT_PRIMARY', `pg ${st.pg}: the primary changed during the append`);
       if (st.isr.length < this.d.volume.minInsync)
         throw new FsError('NOT_ENOUGH_REPLICAS', `pg ${st.pg} has ${st.isr.length} in-sync copies`);
       return failed.length === 0;
@@ -707,6 +712,10 @@ export class Replication {
       );
       const r = await this.d.transport.replicate(brick, st.pg, epoch, batch, true);
       if (r.gap) throw new FsError('LOG_GAP', `replica ${brick} reports a gap during catch-up`);
+      // A new copy filled from a long log moves as many bytes as a backfill: paced alike.
+      await this.pace(
+        batch.reduce((n, e) => n + e.blocks.reduce((m, op) => m + (op.data?.length ?? 0), 0), 0),
+      );
       sent += batch.length;
       next = r.lastSeq + 1n;
       report();
