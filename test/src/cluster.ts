@@ -60,6 +60,12 @@ export interface ClusterOptions {
   volume?: string;
   /** Extra environment of every brick (an array: per brick). */
   brickEnv?: Record<string, string> | Record<string, string>[];
+  /**
+   * The last this many of `bricks` are not started with the others: the
+   * volume is created without them (start one with launch(), then e.g.
+   * `dunixctl brick add`).
+   */
+  spareBricks?: number;
   /** Mount the client once the volume exists (default true). */
   mount?: boolean;
   /** Extra `-o` options of the client. */
@@ -99,6 +105,8 @@ export interface BrickProc {
    * replaces the brick's extra env.
    */
   restart(env?: Record<string, string>): Promise<void>;
+  /** Starts the process (a spare brick's first start, or after stop()) without waiting for PGs. */
+  launch(env?: Record<string, string>): Promise<void>;
   /** Resolves once the brick answers BrickStatus with its PGs. */
   ready(timeoutMs?: number): Promise<void>;
   /** A gRPC client to this brick's current address (closed at teardown). */
@@ -322,6 +330,8 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   installExitHook();
   await initHashing();
   const nBricks = opts.bricks ?? 3;
+  const spareBricks = opts.spareBricks ?? 0;
+  if (spareBricks < 0 || spareBricks >= nBricks) throw new Error(`spareBricks ${spareBricks} of ${nBricks}`);
   const pgs = opts.pgs ?? 64;
   const volume = opts.volume ?? 'vol';
   const base = mkdtempSync(join(tmpdir(), 'dunix-cluster-'));
@@ -487,6 +497,10 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
         await start(env ?? brickEnv(i), true);
         await b.ready();
       },
+      launch: async (env?: Record<string, string>) => {
+        await terminate(proc);
+        await start(env ?? brickEnv(i), ports !== undefined);
+      },
       ready: async (timeoutMs = 30_000) => {
         await waitUntil(
           async () => {
@@ -524,7 +538,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
       },
     };
     stops.push(() => terminate(proc));
-    launches.push(start(brickEnv(i), false));
+    if (i < nBricks - spareBricks) launches.push(start(brickEnv(i), false));
     brickProcs.push(b);
   }
   await Promise.all(launches);
@@ -532,16 +546,16 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   // Every brick registered (and alive) before the volume is placed over them.
   await waitUntil(
     async () => {
-      for (const b of brickProcs)
+      for (const b of brickProcs.slice(0, nBricks - spareBricks))
         if (!b.alive()) throw new Error(`brick${b.index} exited:\n${tail(b.logFile, 20)}`);
       const listed = await coord.listBricks(volume).catch(() => []);
-      return listed.filter((x) => x.alive).length === nBricks;
+      return listed.filter((x) => x.alive).length === nBricks - spareBricks;
     },
     'all bricks to register',
     30_000,
     100,
   );
-  const replicas = opts.replicas ?? Math.min(3, nBricks);
+  const replicas = opts.replicas ?? Math.min(3, nBricks - spareBricks);
   const created = ctl([
     'volume',
     'create',
@@ -553,7 +567,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     ...(opts.minInsync !== undefined ? ['--min-insync', String(opts.minInsync)] : []),
   ]);
   if (created.status !== 0) throw new Error(`volume create failed: ${created.stderr}${created.stdout}`);
-  for (const b of brickProcs) await b.ready();
+  for (const b of brickProcs.slice(0, nBricks - spareBricks)) await b.ready();
 
   async function mount(): Promise<void> {
     if (client && !client.done) throw new Error('already mounted');
@@ -618,6 +632,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
       let inodes = 0;
       let blocks = 0;
       for (const b of brickProcs) {
+        if (!b.address) continue; // a spare never started
         const s = await callUnary<object, wire.BrickStatusReply__Output>(
           b.client(),
           'BrickStatus',
