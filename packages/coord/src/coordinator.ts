@@ -80,6 +80,79 @@ export interface RebalanceJob {
   bytesMoved: number;
 }
 
+/**
+ * A scrub of the volume: every PG's primary compares its copy with its
+ * in-sync replicas' (keys, and every block's chunks on every copy) and
+ * repairs what it can. Started by the operator (`dunixctl volume scrub
+ * start`) or by the controller every `scrubIntervalMs`; each PG's primary
+ * records its PG's result (`reportScrubPg`), which also adds it up here.
+ */
+export interface ScrubJob {
+  /** Unique per start (e.g. the start time in base 36). */
+  id: string;
+  state: 'running' | 'stopped' | 'done';
+  /** Who started it. */
+  trigger: 'operator' | 'schedule';
+  /** Scrub reads per brick, MiB/s; absent: each brick's own limit (knob scrubBytesPerS); 0: no limit. */
+  maxMiBPerS?: number;
+  startedAtMs: number;
+  /** Last change (start, stop, a PG's result). */
+  updatedAtMs: number;
+  /** When it ended (done or stopped). */
+  finishedAtMs?: number;
+  /** When the last scrub that reached every PG finished (this one once done; else carried over). */
+  lastCompletedAtMs?: number;
+  /** PGs of the volume when it started, and those whose result is in. */
+  pgsTotal: number;
+  pgsDone: number;
+  /** Bytes read by the PGs' primaries (keys, values, block files; each replica reads as much again). */
+  bytesVerified: number;
+  /** Problems (one per wrong copy) found, repaired, and unrecoverable (no copy verifies). */
+  found: number;
+  repaired: number;
+  unrecoverable: number;
+}
+
+/** One wrong copy a scrub found. */
+export interface ScrubProblemRecord {
+  kind: 'block-corrupt' | 'block-missing' | 'keys-differ';
+  /** The brick whose copy was wrong. */
+  brick: string;
+  /** Blocks: inode and block index (decimal). */
+  ino?: string;
+  index?: string;
+  /** keys-differ: how many keys. */
+  keys?: number;
+  detail: string;
+  /** unrepaired: a repair failed (the next scrub tries again); unrecoverable: no copy verifies, none changed. */
+  state: 'repaired' | 'unrecoverable' | 'unrepaired';
+}
+
+/** What the scrub of one PG found (its primary reports it once per job). */
+export interface ScrubPgResult {
+  jobId: string;
+  pg: number;
+  /** The primary that scrubbed it, at which epoch. */
+  brick: string;
+  epoch: number;
+  atMs: number;
+  keys: number;
+  blocks: number;
+  bytes: number;
+  /** In-sync replicas compared with the primary's copy, and those that could not be. */
+  replicas: string[];
+  skipped: string[];
+  /** The wrong copies found (the first SCRUB_PROBLEMS_LISTED_MAX of them). */
+  problems: ScrubProblemRecord[];
+  /** Problems found, repaired, unrecoverable: all of them, listed or not. */
+  found: number;
+  repaired: number;
+  unrecoverable: number;
+}
+
+/** Problems listed per PG result at most. */
+export const SCRUB_PROBLEMS_LISTED_MAX = 64;
+
 /** Everything a client or brick needs about one volume, read at one revision. */
 export interface VolumeSnapshot {
   /** null until the volume is created (bricks register before that). */
@@ -90,6 +163,8 @@ export interface VolumeSnapshot {
   bricks: BrickStatus[];
   /** The current or last rebalance, or null if none ever ran. */
   rebalance: RebalanceJob | null;
+  /** The current or last scrub; absent if none ever ran. */
+  scrub?: ScrubJob;
 }
 
 export type Unsubscribe = () => Promise<void>;
@@ -276,12 +351,40 @@ export interface Coordinator {
     volume: string,
     change: (job: RebalanceJob | null) => RebalanceJob | undefined,
   ): Promise<RebalanceJob | null>;
-  /** Changes the options of a volume config that may change (minInsync, downOutIntervalMs). */
+  /** Changes the options of a volume config that may change (minInsync, downOutIntervalMs, scrubIntervalMs). */
   updateVolumeConfig(
     volume: string,
-    patch: Partial<Pick<VolumeConfig, 'minInsync' | 'downOutIntervalMs'>>,
+    patch: Partial<Pick<VolumeConfig, ChangeableVolumeOption>>,
   ): Promise<VolumeConfig>;
+  /**
+   * Read-modify-write of the scrub record, as updateRebalance. A new job
+   * (another id) makes the earlier per-PG results stale: they are ignored.
+   */
+  updateScrub(
+    volume: string,
+    change: (job: ScrubJob | null) => ScrubJob | undefined,
+  ): Promise<ScrubJob | null>;
+  /**
+   * Records a PG's result for the running scrub `result.jobId` and adds it
+   * to the job's totals, in one transaction; the last PG marks the job
+   * done. 'recorded'; 'duplicate' (this PG's result for the job is in
+   * already: nothing changes); 'stale' (no such running job).
+   */
+  reportScrubPg(volume: string, result: ScrubPgResult): Promise<'recorded' | 'duplicate' | 'stale'>;
+  /** The stored result of a PG (of whatever job last reported it). */
+  getScrubResult(volume: string, pg: number): Promise<ScrubPgResult | undefined>;
+  /** Stored results of job `jobId`, sorted by PG. */
+  listScrubResults(volume: string, jobId: string): Promise<ScrubPgResult[]>;
 }
+
+/** Options of a volume's config that may change after creation. */
+export type ChangeableVolumeOption = 'minInsync' | 'downOutIntervalMs' | 'scrubIntervalMs';
+
+const CHANGEABLE_OPTIONS: ReadonlySet<ChangeableVolumeOption> = new Set([
+  'minInsync',
+  'downOutIntervalMs',
+  'scrubIntervalMs',
+]);
 
 export const BRICK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const ADDRESS_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})$/;
@@ -460,6 +563,136 @@ export function validateRebalanceJob(j: RebalanceJob): RebalanceJob {
     pgsTotal: j.pgsTotal,
     pgsDone: j.pgsDone,
     bytesMoved: j.bytesMoved,
+  };
+}
+
+const SCRUB_STATES = new Set(['running', 'stopped', 'done']);
+const SCRUB_PROBLEM_KINDS = new Set(['block-corrupt', 'block-missing', 'keys-differ']);
+const SCRUB_PROBLEM_STATES = new Set(['repaired', 'unrecoverable', 'unrepaired']);
+const JOB_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const DECIMAL_RE = /^(0|[1-9][0-9]{0,19})$/;
+
+function counters<T>(o: T, fields: readonly (keyof T)[], problems: string[]): void {
+  for (const f of fields) {
+    const v = o[f];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) problems.push(`${String(f)} ${String(v)}`);
+  }
+}
+
+export function validateScrubJob(j: ScrubJob): ScrubJob {
+  const problems: string[] = [];
+  if (typeof j !== 'object' || j === null)
+    throw new FsError('INVALID_ARGUMENT', 'scrub job is not an object');
+  if (typeof j.id !== 'string' || !JOB_ID_RE.test(j.id)) problems.push(`id ${JSON.stringify(j.id)}`);
+  if (!SCRUB_STATES.has(j.state)) problems.push(`state ${JSON.stringify(j.state)}`);
+  if (j.trigger !== 'operator' && j.trigger !== 'schedule')
+    problems.push(`trigger ${JSON.stringify(j.trigger)}`);
+  if (
+    j.maxMiBPerS !== undefined &&
+    (typeof j.maxMiBPerS !== 'number' ||
+      !Number.isFinite(j.maxMiBPerS) ||
+      j.maxMiBPerS < 0 ||
+      j.maxMiBPerS > 1e6)
+  )
+    problems.push(`maxMiBPerS ${j.maxMiBPerS} must be 0..1e6`);
+  counters(
+    j,
+    [
+      'startedAtMs',
+      'updatedAtMs',
+      'pgsTotal',
+      'pgsDone',
+      'bytesVerified',
+      'found',
+      'repaired',
+      'unrecoverable',
+    ],
+    problems,
+  );
+  for (const f of ['finishedAtMs', 'lastCompletedAtMs'] as const) {
+    const v = j[f];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) problems.push(`${f} ${v}`);
+  }
+  if (problems.length) throw new FsError('INVALID_ARGUMENT', `scrub job: bad ${problems.join(', ')}`);
+  return {
+    id: j.id,
+    state: j.state,
+    trigger: j.trigger,
+    ...(j.maxMiBPerS !== undefined ? { maxMiBPerS: j.maxMiBPerS } : {}),
+    startedAtMs: j.startedAtMs,
+    updatedAtMs: j.updatedAtMs,
+    ...(j.finishedAtMs !== undefined ? { finishedAtMs: j.finishedAtMs } : {}),
+    ...(j.lastCompletedAtMs !== undefined ? { lastCompletedAtMs: j.lastCompletedAtMs } : {}),
+    pgsTotal: j.pgsTotal,
+    pgsDone: j.pgsDone,
+    bytesVerified: j.bytesVerified,
+    found: j.found,
+    repaired: j.repaired,
+    unrecoverable: j.unrecoverable,
+  };
+}
+
+function validateScrubProblem(p: ScrubProblemRecord): ScrubProblemRecord {
+  const problems: string[] = [];
+  if (typeof p !== 'object' || p === null)
+    throw new FsError('INVALID_ARGUMENT', 'scrub problem is not an object');
+  if (!SCRUB_PROBLEM_KINDS.has(p.kind)) problems.push(`kind ${JSON.stringify(p.kind)}`);
+  if (typeof p.brick !== 'string' || !BRICK_ID_RE.test(p.brick))
+    problems.push(`brick ${JSON.stringify(p.brick)}`);
+  for (const f of ['ino', 'index'] as const)
+    if (p[f] !== undefined && (typeof p[f] !== 'string' || !DECIMAL_RE.test(p[f]))) problems.push(`${f}`);
+  if (p.keys !== undefined && (!Number.isInteger(p.keys) || p.keys < 0)) problems.push(`keys ${p.keys}`);
+  if (typeof p.detail !== 'string' || p.detail.length > 1024) problems.push('detail');
+  if (!SCRUB_PROBLEM_STATES.has(p.state)) problems.push(`state ${JSON.stringify(p.state)}`);
+  if (problems.length) throw new FsError('INVALID_ARGUMENT', `scrub problem: bad ${problems.join(', ')}`);
+  return {
+    kind: p.kind,
+    brick: p.brick,
+    ...(p.ino !== undefined ? { ino: p.ino } : {}),
+    ...(p.index !== undefined ? { index: p.index } : {}),
+    ...(p.keys !== undefined ? { keys: p.keys } : {}),
+    detail: p.detail,
+    state: p.state,
+  };
+}
+
+export function validateScrubPgResult(r: ScrubPgResult): ScrubPgResult {
+  const problems: string[] = [];
+  if (typeof r !== 'object' || r === null)
+    throw new FsError('INVALID_ARGUMENT', 'scrub result is not an object');
+  if (typeof r.jobId !== 'string' || !JOB_ID_RE.test(r.jobId))
+    problems.push(`jobId ${JSON.stringify(r.jobId)}`);
+  if (!Number.isInteger(r.pg) || r.pg < 0 || r.pg >= PG_COUNT_MAX) problems.push(`pg ${r.pg}`);
+  if (typeof r.brick !== 'string' || !BRICK_ID_RE.test(r.brick))
+    problems.push(`brick ${JSON.stringify(r.brick)}`);
+  if (!Number.isInteger(r.epoch) || r.epoch < 1) problems.push(`epoch ${r.epoch}`);
+  counters(r, ['atMs', 'keys', 'blocks', 'bytes', 'found', 'repaired', 'unrecoverable'], problems);
+  for (const f of ['replicas', 'skipped'] as const)
+    if (!Array.isArray(r[f]) || !r[f].every((b) => typeof b === 'string' && BRICK_ID_RE.test(b)))
+      problems.push(f);
+  if (
+    !Array.isArray(r.problems) ||
+    r.problems.length > SCRUB_PROBLEMS_LISTED_MAX ||
+    r.problems.length > r.found
+  )
+    problems.push('problems');
+  if (r.repaired + r.unrecoverable > r.found) problems.push('repaired + unrecoverable > found');
+  if (problems.length) throw new FsError('INVALID_ARGUMENT', `scrub result: bad ${problems.join(', ')}`);
+  return {
+    jobId: r.jobId,
+    pg: r.pg,
+    brick: r.brick,
+    epoch: r.epoch,
+    atMs: r.atMs,
+    keys: r.keys,
+    blocks: r.blocks,
+    bytes: r.bytes,
+    replicas: [...r.replicas],
+    skipped: [...r.skipped],
+    problems: r.problems.map(validateScrubProblem),
+    found: r.found,
+    repaired: r.repaired,
+    unrecoverable: r.unrecoverable,
   };
 }
 
@@ -780,6 +1013,7 @@ export abstract class KvCoordinator implements Coordinator {
     const alive = new Set<string>();
     const admins = new Map<string, BrickAdmin>();
     let rebalance: RebalanceJob | null = null;
+    let scrub: ScrubJob | undefined;
     const placement: PgAssignment[] = [];
     for (const e of entries) {
       const k = parseVolumeKey(volume, e.key);
@@ -799,6 +1033,9 @@ export abstract class KvCoordinator implements Coordinator {
           break;
         case 'rebalance':
           rebalance = parseRecord(e, validateRebalanceJob);
+          break;
+        case 'scrub':
+          scrub = parseRecord(e, validateScrubJob);
           break;
         case 'placement': {
           const a = parseRecord(e, checkAssignment);
@@ -825,7 +1062,7 @@ export abstract class KvCoordinator implements Coordinator {
         const admin = admins.get(b.id);
         return { ...b, alive: alive.has(b.id), ...(admin ? { admin } : {}) };
       });
-    return { config, placement: config ? placement : [], bricks, rebalance };
+    return { config, placement: config ? placement : [], bricks, rebalance, ...(scrub ? { scrub } : {}) };
   }
 
   async watchVolume(volume: string, onChange: (snapshot: VolumeSnapshot) => void): Promise<Unsubscribe> {
@@ -1246,10 +1483,14 @@ export abstract class KvCoordinator implements Coordinator {
 
   async updateVolumeConfig(
     volume: string,
-    patch: Partial<Pick<VolumeConfig, 'minInsync' | 'downOutIntervalMs'>>,
+    patch: Partial<Pick<VolumeConfig, ChangeableVolumeOption>>,
   ): Promise<VolumeConfig> {
     this.ensureStarted();
     validateVolumeName(volume);
+    const allowed: ReadonlySet<string> = CHANGEABLE_OPTIONS;
+    const other = Object.keys(patch).filter((k) => !allowed.has(k));
+    if (other.length)
+      throw new FsError('INVALID_ARGUMENT', `volume options that cannot change: ${other.join(', ')}`);
     const key = keys.config(volume);
     for (let attempt = 0; attempt < 20; attempt++) {
       const cur = await this.kv.get(key);
@@ -1259,5 +1500,97 @@ export abstract class KvCoordinator implements Coordinator {
         return next;
     }
     throw new FsError('CONFLICT', `config of ${volume} kept changing`);
+  }
+
+  async updateScrub(
+    volume: string,
+    change: (job: ScrubJob | null) => ScrubJob | undefined,
+  ): Promise<ScrubJob | null> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const key = keys.scrub(volume);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const cur = await this.kv.get(key);
+      const job = cur ? parseRecord(cur, validateScrubJob) : null;
+      const next = change(job);
+      if (next === undefined) return job;
+      const value = JSON.stringify(validateScrubJob(next));
+      if (await this.kv.txn([{ key, modRevision: cur?.modRevision ?? 0 }], [{ key, value }])) return next;
+    }
+    throw new FsError('CONFLICT', `scrub record of ${volume} kept changing`);
+  }
+
+  async reportScrubPg(volume: string, result: ScrubPgResult): Promise<'recorded' | 'duplicate' | 'stale'> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const r = validateScrubPgResult(result);
+    const jobKey = keys.scrub(volume);
+    const resultKey = keys.scrubPg(volume, r.pg);
+    // Every primary of the volume reports here: retried on a lost race for longer than updateScrub.
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const [cur, prev] = await Promise.all([this.kv.get(jobKey), this.kv.get(resultKey)]);
+      const job = cur ? parseRecord(cur, validateScrubJob) : null;
+      if (!job || job.id !== r.jobId || job.state !== 'running') return 'stale';
+      if (prev && parseRecord(prev, validateScrubPgResult).jobId === r.jobId) return 'duplicate';
+      const nowMs = this.clock.now();
+      const next: ScrubJob = {
+        ...job,
+        updatedAtMs: nowMs,
+        pgsDone: job.pgsDone + 1,
+        bytesVerified: job.bytesVerified + r.bytes,
+        found: job.found + r.found,
+        repaired: job.repaired + r.repaired,
+        unrecoverable: job.unrecoverable + r.unrecoverable,
+      };
+      if (next.pgsDone >= next.pgsTotal) {
+        next.state = 'done';
+        next.finishedAtMs = nowMs;
+        next.lastCompletedAtMs = nowMs;
+      }
+      const ok = await this.kv.txn(
+        [
+          { key: jobKey, modRevision: cur!.modRevision },
+          { key: resultKey, modRevision: prev?.modRevision ?? 0 },
+        ],
+        [
+          { key: jobKey, value: JSON.stringify(validateScrubJob(next)) },
+          { key: resultKey, value: JSON.stringify(r) },
+        ],
+      );
+      if (ok) {
+        if (next.state === 'done')
+          this.log.info('scrub done', {
+            volume,
+            job: next.id,
+            found: next.found,
+            repaired: next.repaired,
+            unrecoverable: next.unrecoverable,
+          });
+        return 'recorded';
+      }
+    }
+    throw new FsError('CONFLICT', `scrub record of ${volume} kept changing`);
+  }
+
+  async getScrubResult(volume: string, pg: number): Promise<ScrubPgResult | undefined> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    if (!Number.isInteger(pg) || pg < 0 || pg >= PG_COUNT_MAX)
+      throw new FsError('INVALID_ARGUMENT', `pg ${pg}`);
+    const e = await this.kv.get(keys.scrubPg(volume, pg));
+    return e ? parseRecord(e, validateScrubPgResult) : undefined;
+  }
+
+  async listScrubResults(volume: string, jobId: string): Promise<ScrubPgResult[]> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const { entries } = await this.kv.range(keys.scrubPgAll(volume));
+    const out: ScrubPgResult[] = [];
+    for (const e of entries) {
+      if (parseVolumeKey(volume, e.key)?.kind !== 'scrubPg') continue;
+      const r = parseRecord(e, validateScrubPgResult);
+      if (r.jobId === jobId) out.push(r);
+    }
+    return out.sort((x, y) => x.pg - y.pg);
   }
 }

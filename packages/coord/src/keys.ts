@@ -8,6 +8,8 @@
  * /dunix/v1/volumes/<name>/alive/<brickId>         bound to the brick's lease: its liveness
  * /dunix/v1/volumes/<name>/admin/<brickId>         BrickAdmin JSON: the operator's state and weight
  * /dunix/v1/volumes/<name>/rebalance               RebalanceJob JSON: the current or last rebalance
+ * /dunix/v1/volumes/<name>/scrub                   ScrubJob JSON: the current or last scrub, its totals
+ * /dunix/v1/volumes/<name>/scrub/<pg>              ScrubPgResult JSON: what the PG's scrub found (last job)
  * /dunix/v1/volumes/<name>/placement/<pg>          PgAssignment JSON {pg, bricks, isr, epoch}
  * /dunix/v1/volumes/<name>/controller              {id} of the elected controller, bound to its lease
  * /dunix/v1/volumes/<name>/suspects/<brickId>      a report that the brick may be dead (short lease)
@@ -17,9 +19,9 @@
  * One key per PG so that one PG's epoch is bumped by a compare-and-swap on
  * that key alone. PG numbers are decimal without padding; readers parse them.
  * A volume snapshot (watchVolume) is config, members, alive, admin,
- * rebalance and placement;
- * the controller, suspect and recovery keys change often and are read on
- * their own.
+ * rebalance, scrub and placement;
+ * the controller, suspect, recovery and per-PG scrub keys change often (or
+ * are many) and are read on their own.
  */
 export const KEY_PREFIX = '/dunix/v1/';
 
@@ -32,6 +34,9 @@ export const keys = {
   aliveAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/alive/`,
   admin: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/admin/${brickId}`,
   rebalance: (name: string): string => `${KEY_PREFIX}volumes/${name}/rebalance`,
+  scrub: (name: string): string => `${KEY_PREFIX}volumes/${name}/scrub`,
+  scrubPgAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/scrub/`,
+  scrubPg: (name: string, pg: number): string => `${KEY_PREFIX}volumes/${name}/scrub/${pg}`,
   alive: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/alive/${brickId}`,
   placementAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/placement/`,
   placement: (name: string, pg: number): string => `${KEY_PREFIX}volumes/${name}/placement/${pg}`,
@@ -50,6 +55,8 @@ export type VolumeKey =
   | { kind: 'alive'; brickId: string }
   | { kind: 'admin'; brickId: string }
   | { kind: 'rebalance' }
+  | { kind: 'scrub' }
+  | { kind: 'scrubPg'; pg: number }
   | { kind: 'placement'; pg: number }
   | { kind: 'controller' }
   | { kind: 'suspect'; brickId: string }
@@ -62,6 +69,7 @@ export const SNAPSHOT_KEY_KINDS: ReadonlySet<VolumeKey['kind']> = new Set([
   'alive',
   'admin',
   'rebalance',
+  'scrub',
   'placement',
 ]);
 
@@ -74,6 +82,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   if (rest === 'config') return { kind: 'config' };
   if (rest === 'controller') return { kind: 'controller' };
   if (rest === 'rebalance') return { kind: 'rebalance' };
+  if (rest === 'scrub') return { kind: 'scrub' };
   const parts = rest.split('/');
   if (parts.some((p) => p === '')) return undefined;
   const [dir, leaf, sub] = parts;
@@ -86,6 +95,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   if (dir === 'admin') return { kind: 'admin', brickId: leaf! };
   if (dir === 'suspects') return { kind: 'suspect', brickId: leaf! };
   if (dir === 'placement' && PG_RE.test(leaf!)) return { kind: 'placement', pg: Number(leaf) };
+  if (dir === 'scrub' && PG_RE.test(leaf!)) return { kind: 'scrubPg', pg: Number(leaf) };
   return undefined;
 }
 

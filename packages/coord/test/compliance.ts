@@ -7,6 +7,8 @@ import {
   keys,
   leaseFenced,
   type RecoveryProgress,
+  type ScrubJob,
+  type ScrubPgResult,
   type Suspect,
   volumeConfig,
   type VolumeSnapshot,
@@ -658,6 +660,113 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     );
     await t.rejects(c.updateVolumeConfig(v, { downOutIntervalMs: 5 }), { code: 'INVALID_ARGUMENT' });
     await t.rejects(c.updateVolumeConfig(vol('none'), { minInsync: 1 }), { code: 'NOT_FOUND' });
+  });
+
+  t.test(`${h.name}: the scrub record and per-PG results`, async (t) => {
+    const c = await make();
+    const v = vol('scrub');
+    await register(c, v, 2);
+    await c.createVolume(volumeConfig(v, { pgCount: 4, replicas: 2 }));
+    t.equal((await c.getSnapshot(v)).scrub, undefined, 'no scrub yet: absent from the snapshot');
+    const job: ScrubJob = {
+      id: 's1',
+      state: 'running',
+      trigger: 'operator',
+      startedAtMs: 1,
+      updatedAtMs: 1,
+      pgsTotal: 4,
+      pgsDone: 0,
+      bytesVerified: 0,
+      found: 0,
+      repaired: 0,
+      unrecoverable: 0,
+    };
+    t.same(await c.updateScrub(v, () => job), job);
+    t.same((await c.getSnapshot(v)).scrub, job, 'the snapshot carries it');
+    await t.rejects(
+      c.updateScrub(v, (j) => ({ ...j!, state: 'gone' as 'done' })),
+      { code: 'INVALID_ARGUMENT' },
+    );
+    const result = (pg: number, over: Partial<ScrubPgResult> = {}): ScrubPgResult => ({
+      jobId: 's1',
+      pg,
+      brick: 'b0',
+      epoch: 1,
+      atMs: 5,
+      keys: 10,
+      blocks: 2,
+      bytes: 1000,
+      replicas: ['b1'],
+      skipped: [],
+      problems: [],
+      found: 0,
+      repaired: 0,
+      unrecoverable: 0,
+      ...over,
+    });
+    const bad: ScrubPgResult['problems'] = [
+      {
+        kind: 'block-corrupt',
+        brick: 'b1',
+        ino: '281474976710657',
+        index: '0',
+        detail: 'x',
+        state: 'repaired',
+      },
+      { kind: 'block-missing', brick: 'b0', ino: '7', index: '3', detail: 'y', state: 'unrecoverable' },
+      { kind: 'keys-differ', brick: 'b1', keys: 3, detail: 'z', state: 'unrepaired' },
+    ];
+    const withBad = { problems: bad, found: 3, repaired: 1, unrecoverable: 1 };
+    // Every PG reports at once (the primaries race on the record): nothing is lost.
+    const outcomes = await Promise.all(
+      [0, 1, 2].map((pg) => c.reportScrubPg(v, result(pg, pg === 1 ? withBad : {}))),
+    );
+    t.same(outcomes, ['recorded', 'recorded', 'recorded']);
+    t.equal(await c.reportScrubPg(v, result(1)), 'duplicate', 'a PG counts once per job');
+    let s = (await c.getSnapshot(v)).scrub!;
+    t.match(s, {
+      state: 'running',
+      pgsDone: 3,
+      bytesVerified: 3000,
+      found: 3,
+      repaired: 1,
+      unrecoverable: 1,
+    });
+    t.same(await c.getScrubResult(v, 1), result(1, withBad));
+    t.equal(await c.getScrubResult(v, 3), undefined);
+    t.equal(await c.reportScrubPg(v, result(3, { jobId: 'other' })), 'stale', 'another job: not recorded');
+    t.equal(await c.reportScrubPg(v, result(3)), 'recorded');
+    s = (await c.getSnapshot(v)).scrub!;
+    t.equal(s.state, 'done', 'the last PG ends the job');
+    t.ok(s.finishedAtMs !== undefined && s.lastCompletedAtMs === s.finishedAtMs, 'with its finishing time');
+    t.same(
+      (await c.listScrubResults(v, 's1')).map((r) => r.pg),
+      [0, 1, 2, 3],
+    );
+    t.equal(await c.reportScrubPg(v, result(2)), 'stale', 'a job that is done takes no more');
+    // A new job: the old results are stale, not counted.
+    await c.updateScrub(v, (j) => ({ ...job, id: 's2', lastCompletedAtMs: j!.lastCompletedAtMs }));
+    t.same(await c.listScrubResults(v, 's2'), []);
+    t.equal(
+      await c.reportScrubPg(v, result(0, { jobId: 's2' })),
+      'recorded',
+      'a PG reports again for a new job',
+    );
+    t.equal((await c.listScrubResults(v, 's1')).length, 3, 'replaced for that PG');
+    await t.rejects(c.reportScrubPg(v, result(0, { brick: 'bad id!' })), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(
+      c.reportScrubPg(v, result(1, { problems: bad })),
+      { code: 'INVALID_ARGUMENT' },
+      'counts below the list',
+    );
+    // The schedule is a changeable option; others are refused.
+    t.equal((await c.updateVolumeConfig(v, { scrubIntervalMs: 0 })).scrubIntervalMs, 0, 'off');
+    t.equal((await c.updateVolumeConfig(v, { scrubIntervalMs: 3600_000 })).scrubIntervalMs, 3600_000);
+    await t.rejects(c.updateVolumeConfig(v, { scrubIntervalMs: 5 }), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(c.updateVolumeConfig(v, { replicas: 1 } as never), {
+      code: 'INVALID_ARGUMENT',
+      message: /cannot change/,
+    });
   });
 
   t.test(`${h.name}: lifecycle`, async (t) => {

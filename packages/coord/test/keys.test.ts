@@ -34,10 +34,15 @@ t.test('key layout', async (t) => {
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/recovery/7/b1/x'), undefined);
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/members/b1/x'), undefined);
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/alive/'), undefined);
+  t.equal(keys.scrub('v'), '/dunix/v1/volumes/v/scrub');
+  t.equal(keys.scrubPg('v', 3), '/dunix/v1/volumes/v/scrub/3');
+  t.same(parseVolumeKey('v', keys.scrub('v')), { kind: 'scrub' });
+  t.same(parseVolumeKey('v', keys.scrubPg('v', 3)), { kind: 'scrubPg', pg: 3 });
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/scrub/03'), undefined);
   t.same(
     [...SNAPSHOT_KEY_KINDS].sort(),
-    ['alive', 'config', 'member', 'placement'],
-    'controller, suspect and recovery keys stay out of snapshots',
+    ['admin', 'alive', 'config', 'member', 'placement', 'rebalance', 'scrub'],
+    'controller, suspect, recovery and per-PG scrub keys stay out of snapshots',
   );
   t.equal(volumeOfConfigKey(keys.config('abc')), 'abc');
   t.equal(volumeOfConfigKey(keys.member('abc', 'x')), undefined);

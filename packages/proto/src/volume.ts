@@ -23,6 +23,12 @@ export interface VolumeConfig {
    * Changeable (`dunixctl volume set`).
    */
   downOutIntervalMs?: number;
+  /**
+   * The controller starts a scrub (every chunk checked on every copy, copies
+   * compared) when the last one finished this long ago; 0: never on its own.
+   * Absent: scrubIntervalDefaultMs. Changeable.
+   */
+  scrubIntervalMs?: number;
 }
 
 /** 5 minutes: long enough for a reboot or a daemon upgrade, short of a long degraded spell. */
@@ -32,6 +38,16 @@ export const downOutIntervalRangeMs = { min: 1_000, max: 7 * 24 * 3600_000 } as 
 /** A volume's effective down-out interval. */
 export function downOutIntervalMs(c: VolumeConfig): number {
   return c.downOutIntervalMs ?? downOutIntervalDefaultMs;
+}
+
+/** A week: every byte read back about once a week. */
+export const scrubIntervalDefaultMs = 7 * 24 * 3600_000;
+/** 0 (off) or 1 minute .. 1 year. */
+export const scrubIntervalRangeMs = { min: 60_000, max: 366 * 24 * 3600_000 } as const;
+
+/** A volume's effective scrub interval (0: no scheduled scrub). */
+export function scrubIntervalMs(c: VolumeConfig): number {
+  return c.scrubIntervalMs ?? scrubIntervalDefaultMs;
 }
 
 export const volumeDefaults = {
@@ -87,6 +103,16 @@ export function validateVolumeConfig(c: VolumeConfig): VolumeConfig {
   ) {
     problems.push(
       `downOutIntervalMs ${c.downOutIntervalMs} must be an integer in ${downOutIntervalRangeMs.min}..${downOutIntervalRangeMs.max}`,
+    );
+  }
+  if (
+    c.scrubIntervalMs !== undefined &&
+    (!Number.isInteger(c.scrubIntervalMs) ||
+      (c.scrubIntervalMs !== 0 &&
+        (c.scrubIntervalMs < scrubIntervalRangeMs.min || c.scrubIntervalMs > scrubIntervalRangeMs.max)))
+  ) {
+    problems.push(
+      `scrubIntervalMs ${c.scrubIntervalMs} must be 0 (off) or an integer in ${scrubIntervalRangeMs.min}..${scrubIntervalRangeMs.max}`,
     );
   }
   if (problems.length) throw new RangeError(`invalid volume config: ${problems.join('; ')}`);
