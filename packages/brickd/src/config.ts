@@ -36,6 +36,13 @@ export interface BrickKnobs {
    * acknowledged. See store/group-commit.ts.
    */
   groupCommitMs: number;
+  /** Scrub: keys per compared range, and block bytes per range (read with the PG's appends held). */
+  scrubChunkKeys: number;
+  scrubChunkBytes: number;
+  /** Scrub reads of the PGs this brick leads, bytes per second, when the scrub job sets no limit (0: none). */
+  scrubBytesPerS: number;
+  /** While a scrub job runs: how often the brick looks again for PGs it leads that are not scrubbed yet. */
+  scrubRescanMs: number;
 }
 
 export const brickDefaults: BrickKnobs = {
@@ -54,6 +61,10 @@ export const brickDefaults: BrickKnobs = {
   backfillChunkBytes: 8 * 1024 * 1024,
   leaseFenceMarginMs: 600,
   groupCommitMs: 10,
+  scrubChunkKeys: 1024,
+  scrubChunkBytes: 4 * 1024 * 1024,
+  scrubBytesPerS: 16 * 1024 * 1024,
+  scrubRescanMs: 5000,
 };
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
@@ -76,6 +87,11 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('backfillChunkKeys', 1 << 20);
   positive('backfillChunkBytes', 1 << 30);
   positive('leaseFenceMarginMs', 600_000);
+  positive('scrubChunkKeys', 65_536);
+  positive('scrubChunkBytes', 64 * 1024 * 1024);
+  positive('scrubRescanMs', 3_600_000);
+  if (!Number.isInteger(k.scrubBytesPerS) || k.scrubBytesPerS < 0 || k.scrubBytesPerS > 2 ** 40)
+    bad.push(`scrubBytesPerS ${k.scrubBytesPerS} must be 0..2^40`);
   if (!Number.isInteger(k.groupCommitMs) || k.groupCommitMs < 0 || k.groupCommitMs > 1000)
     bad.push(`groupCommitMs ${k.groupCommitMs} must be 0..1000`);
   if (k.leaseFenceMarginMs * 2 > k.leaseTtlMs) bad.push('leaseFenceMarginMs must be <= leaseTtlMs / 2');

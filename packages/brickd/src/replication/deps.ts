@@ -4,6 +4,7 @@ import type { BlockFiles } from '../store/block-files.js';
 import type { Durability } from '../store/group-commit.js';
 import type { KvStore, KvWrite } from '../store/kv.js';
 import type { BlockOp, LogEntry, LogPosition } from '../pg/log-entry.js';
+import type { ScrubRow } from './scrub-digest.js';
 
 /**
  * What the replication protocol needs of the world, injected so that the
@@ -42,6 +43,36 @@ export interface ReplicaTransport {
   sync(brick: string, pg: number, epoch: number): Promise<void>;
   /** The replica's verified copy of one block, as a SYNC op (no record: it has none). */
   fetchBlock(brick: string, pg: number, epoch: number, ino: bigint, index: bigint): Promise<BlockOp>;
+  /** Scrub: the digest of a key range of the replica's copy at the primary's log sequence. */
+  scrubDigest(brick: string, pg: number, epoch: number, req: ScrubDigestRequest): Promise<ScrubDigestReply>;
+}
+
+/** A scrub's question to a replica (replication/scrub.ts). */
+export interface ScrubDigestRequest {
+  /** The primary's last log sequence: the replica answers only when it is exactly there. */
+  seq: bigint;
+  /** The PG's keys in [fromKey, toKey). */
+  fromKey: Buffer;
+  toKey: Buffer;
+  /** Read and check every block file the range's records describe. */
+  verifyBlocks: boolean;
+  /** Return every row's key and hash. */
+  rows: boolean;
+}
+
+export interface ScrubBadBlock {
+  ino: bigint;
+  index: bigint;
+  detail: string;
+}
+
+export interface ScrubDigestReply {
+  digest: string;
+  keys: number;
+  bytes: number;
+  badBlocks: ScrubBadBlock[];
+  rows: ScrubRow[];
+  rowsTruncated: boolean;
 }
 
 export type BackfillStep =

@@ -5,7 +5,8 @@ import type { BlockOp, LogEntry, LogPosition } from '../pg/log-entry.js';
 import type { PgState } from '../pg/pg-state.js';
 import { isBrickKey, KeyKind, keys, pgOfKey } from '../store/keys.js';
 import { prefixEnd, type KvWrite } from '../store/kv.js';
-import type { BackfillStep, ReplicationDeps } from './deps.js';
+import type { BackfillStep, ReplicationDeps, ScrubDigestReply, ScrubDigestRequest } from './deps.js';
+import { digestCopy, Scrubber } from './scrub.js';
 
 /** What an append writes: the PG's key changes and the block file changes that go with them. */
 export interface AppendOp {
@@ -31,10 +32,13 @@ function assert(cond: unknown, msg: string): asserts cond {
  */
 export class Replication {
   readonly logs: LogStore;
+  /** Scrub of the PGs this brick leads (scrub.ts). */
+  readonly scrub: Scrubber;
   private readonly catchingUp = new Set<string>();
 
   constructor(private readonly d: ReplicationDeps) {
     this.logs = new LogStore(d.kv, d.blocks, d.volume.blockSizeBytes, d.durability);
+    this.scrub = new Scrubber(d, this);
   }
 
   private get me(): string {
@@ -52,79 +56,87 @@ export class Replication {
    * the caller may reuse them.
    */
   append(st: PgState, requestId: string, kind: string, make: () => Promise<AppendOp>): Promise<boolean> {
-    return st.appendQueue.run(async () => {
-      this.checkWritable(st);
-      const op = await make();
-      if (op.writes.length === 0 && op.blocks.length === 0) return true;
-      for (const w of op.writes) assert(pgOfKey(w.key) === st.pg, `pg ${st.pg} op writes another PG's key`);
-      const seq = st.opSeq + 1n;
-      const entry: LogEntry = {
-        epoch: st.epoch,
-        seq,
-        requestId,
-        kind,
-        writes: [...op.writes, ...(await this.trimWrites(st, seq))],
-        blocks: op.blocks,
-      };
-      const others = st.isr.filter((b) => b !== this.me);
-      if (this.d.plantedBug === 'ack-before-replicas') {
-        // PLANTED BUG (simulation only): acknowledge before the replicas have the entry.
-        const sends = others.map((b) => this.send(st, b, entry));
-        await this.logs.write(st, entry);
-        this.remember(st, entry);
-        void Promise.allSettled(sends);
-        if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
-        return false;
-      }
-      const [local, ...remote] = await Promise.allSettled([
-        this.logs.write(st, entry),
-        ...others.map((b) => this.send(st, b, entry)),
-      ]);
-      if (local!.status === 'rejected') {
-        // The entry may be on replicas but not here: this copy cannot lead any more.
-        this.d.log.error('local log write failed; giving up the PG', {
-          pg: st.pg,
-          err: String(local!.reason),
-        });
-        st.role = 'replica';
-        st.ready = false;
-        throw new FsError('UNAVAILABLE', `pg ${st.pg}: local write failed`);
-      }
+    return st.appendQueue.run(() => this.appendHeld(st, requestId, kind, make));
+  }
+
+  /** append() for a caller that already holds the PG's append queue (the scrub's repairs). */
+  async appendHeld(
+    st: PgState,
+    requestId: string,
+    kind: string,
+    make: () => Promise<AppendOp>,
+  ): Promise<boolean> {
+    this.checkWritable(st);
+    const op = await make();
+    if (op.writes.length === 0 && op.blocks.length === 0) return true;
+    for (const w of op.writes) assert(pgOfKey(w.key) === st.pg, `pg ${st.pg} op writes another PG's key`);
+    const seq = st.opSeq + 1n;
+    const entry: LogEntry = {
+      epoch: st.epoch,
+      seq,
+      requestId,
+      kind,
+      writes: [...op.writes, ...(await this.trimWrites(st, seq))],
+      blocks: op.blocks,
+    };
+    const others = st.isr.filter((b) => b !== this.me);
+    if (this.d.plantedBug === 'ack-before-replicas') {
+      // PLANTED BUG (simulation only): acknowledge before the replicas have the entry.
+      const sends = others.map((b) => this.send(st, b, entry));
+      await this.logs.write(st, entry);
       this.remember(st, entry);
-      const failed = others.filter((_b, i) => remote[i]!.status === 'rejected');
-      if (failed.length > 0) {
-        for (const b of failed) {
-          const r = remote[others.indexOf(b)] as PromiseRejectedResult;
-          this.d.log.warn('replica did not take an entry; dropping it from the in-sync set', {
-            pg: st.pg,
-            brick: b,
-            seq: seq.toString(),
-            err: String(r.reason),
-          });
-        }
-        try {
-          await this.changeIsr(st, (isr) => isr.filter((b) => !failed.includes(b)));
-        } catch (err) {
-          // The entry (and its stored reply) is in this log but not on every member of
-          // the in-sync set in etcd. Serving on would let a retry of the request be
-          // answered from that stored reply (mutate's duplicate check) while a
-          // successor may lack the entry: an acknowledged op lost. Serve again only
-          // after peering has brought the set up to this log or dropped who is not.
-          st.ready = false;
-          throw err;
-        }
-      }
-      // Acknowledge only as a primary whose lease holds and whose set is big enough.
+      void Promise.allSettled(sends);
       if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
-      // A handover (a move) made another brick primary while this entry was
-      // on its way: whether the successor's peering saw it is not known here,
-      // so the client retries there (its request id finds the stored reply).
-      if (st.role !== 'primary')
-        throw new FsError('NOT_PRIMARY', `pg ${st.pg}: the primary changed during the append`);
-      if (st.isr.length < this.d.volume.minInsync)
-        throw new FsError('NOT_ENOUGH_REPLICAS', `pg ${st.pg} has ${st.isr.length} in-sync copies`);
-      return failed.length === 0;
-    });
+      return false;
+    }
+    const [local, ...remote] = await Promise.allSettled([
+      this.logs.write(st, entry),
+      ...others.map((b) => this.send(st, b, entry)),
+    ]);
+    if (local!.status === 'rejected') {
+      // The entry may be on replicas but not here: this copy cannot lead any more.
+      this.d.log.error('local log write failed; giving up the PG', {
+        pg: st.pg,
+        err: String(local!.reason),
+      });
+      st.role = 'replica';
+      st.ready = false;
+      throw new FsError('UNAVAILABLE', `pg ${st.pg}: local write failed`);
+    }
+    this.remember(st, entry);
+    const failed = others.filter((_b, i) => remote[i]!.status === 'rejected');
+    if (failed.length > 0) {
+      for (const b of failed) {
+        const r = remote[others.indexOf(b)] as PromiseRejectedResult;
+        this.d.log.warn('replica did not take an entry; dropping it from the in-sync set', {
+          pg: st.pg,
+          brick: b,
+          seq: seq.toString(),
+          err: String(r.reason),
+        });
+      }
+      try {
+        await this.changeIsr(st, (isr) => isr.filter((b) => !failed.includes(b)));
+      } catch (err) {
+        // The entry (and its stored reply) is in this log but not on every member of
+        // the in-sync set in etcd. Serving on would let a retry of the request be
+        // answered from that stored reply (mutate's duplicate check) while a
+        // successor may lack the entry: an acknowledged op lost. Serve again only
+        // after peering has brought the set up to this log or dropped who is not.
+        st.ready = false;
+        throw err;
+      }
+    }
+    // Acknowledge only as a primary whose lease holds and whose set is big enough.
+    if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
+    // A handover (a move) made another brick primary while this entry was
+    // on its way: whether the successor's peering saw it is not known here,
+    // so the client retries there (its request id finds the stored reply).
+    if (st.role !== 'primary')
+      throw new FsError('NOT_PRIMARY', `pg ${st.pg}: the primary changed during the append`);
+    if (st.isr.length < this.d.volume.minInsync)
+      throw new FsError('NOT_ENOUGH_REPLICAS', `pg ${st.pg} has ${st.isr.length} in-sync copies`);
+    return failed.length === 0;
   }
 
   /** Mutations and reads are served only by a ready primary whose lease holds. */
@@ -522,6 +534,29 @@ export class Replication {
     await this.d.durability?.sync();
   }
 
+  /**
+   * ScrubDigest: the digest of a key range of this copy (and its blocks that
+   * fail their checksums), when its log is exactly at the primary's `seq`.
+   */
+  scrubDigest(st: PgState, epoch: number, req: ScrubDigestRequest): Promise<ScrubDigestReply> {
+    return st.appendQueue.run(async () => {
+      this.promise(st, epoch);
+      if (st.backfilling) throw new FsError('UNAVAILABLE', `pg ${st.pg}: this copy is being backfilled`);
+      if (st.opSeq !== req.seq)
+        throw new FsError(
+          'LOG_GAP',
+          `pg ${st.pg}: this copy's log is at ${st.opSeq}, the primary's at ${req.seq}`,
+        );
+      if (
+        pgOfKey(req.fromKey) !== st.pg ||
+        pgOfKey(req.toKey) !== st.pg ||
+        Buffer.compare(req.fromKey, req.toKey) >= 0
+      )
+        throw new FsError('INVALID_ARGUMENT', `pg ${st.pg}: scrub range is not a range of the PG`);
+      return digestCopy(this.d.kv, this.d.blocks, st.pg, req);
+    });
+  }
+
   /** FetchBlock: this copy's block, verified against its record. */
   fetchBlock(st: PgState, epoch: number, ino: bigint, index: bigint): Promise<BlockOp> {
     return st.appendQueue.run(async () => {
@@ -536,44 +571,60 @@ export class Replication {
    * the same record gives its bytes. True when healed.
    */
   healBlock(st: PgState, ino: bigint, index: bigint): Promise<boolean> {
-    return st.appendQueue.run(async () => {
-      const mine = await this.logs.blockRecord(keys.block(st.pg, ino, index));
-      if (!mine) return false;
-      for (const b of st.isr) {
-        if (b === this.me) continue;
-        let op: BlockOp;
-        try {
-          op = await this.d.transport.fetchBlock(b, st.pg, st.epoch, ino, index);
-        } catch (err) {
-          this.d.log.warn('replica could not give a block to heal from', {
-            pg: st.pg,
-            brick: b,
-            err: String(err),
-          });
-          continue;
-        }
-        if (!op.record || !op.data || !sameRecord(decodeRecord<BlockRecord>(op.record), mine)) continue;
-        await this.d.blocks.delete(st.pg, ino, index);
-        const rec = await this.d.blocks.write(
-          st.pg,
-          ino,
-          index,
-          0,
-          op.data,
-          undefined,
-          this.d.volume.blockSizeBytes,
-        );
-        assert(sameRecord(rec, mine), `healed block ${ino}/${index} matches its record`);
-        this.d.log.warn('healed a block from a replica', {
+    return st.appendQueue.run(async () => (await this.healBlockHeld(st, ino, index)).from !== undefined);
+  }
+
+  /**
+   * healBlock() for a caller that holds the PG's append queue. `from`: the
+   * replica it was healed from; else how many other in-sync members
+   * answered and how many there are (all answered, none with a copy that
+   * verifies against the same record: no copy is left to heal from).
+   */
+  async healBlockHeld(
+    st: PgState,
+    ino: bigint,
+    index: bigint,
+  ): Promise<{ from?: string; answered: number; asked: number }> {
+    const mine = await this.logs.blockRecord(keys.block(st.pg, ino, index));
+    const others = st.isr.filter((b) => b !== this.me);
+    let answered = 0;
+    if (!mine) return { answered, asked: others.length };
+    for (const b of others) {
+      let op: BlockOp;
+      try {
+        op = await this.d.transport.fetchBlock(b, st.pg, st.epoch, ino, index);
+      } catch (err) {
+        // Its copy fails its own checksums: an answer all the same (no good copy there).
+        if (err instanceof FsError && err.code === 'CORRUPT') answered++;
+        this.d.log.warn('replica could not give a block to heal from', {
           pg: st.pg,
-          ino: ino.toString(),
-          index: index.toString(),
-          from: b,
+          brick: b,
+          err: String(err),
         });
-        return true;
+        continue;
       }
-      return false;
-    });
+      answered++;
+      if (!op.record || !op.data || !sameRecord(decodeRecord<BlockRecord>(op.record), mine)) continue;
+      await this.d.blocks.delete(st.pg, ino, index);
+      const rec = await this.d.blocks.write(
+        st.pg,
+        ino,
+        index,
+        0,
+        op.data,
+        undefined,
+        this.d.volume.blockSizeBytes,
+      );
+      assert(sameRecord(rec, mine), `healed block ${ino}/${index} matches its record`);
+      this.d.log.warn('healed a block from a replica', {
+        pg: st.pg,
+        ino: ino.toString(),
+        index: index.toString(),
+        from: b,
+      });
+      return { from: b, answered, asked: others.length };
+    }
+    return { answered, asked: others.length };
   }
 
   /** Backfill, receiving side. */

@@ -7,7 +7,12 @@ import {
   type LogEntry,
   type LogPosition,
 } from '../pg/log-entry.js';
-import type { BackfillStep, ReplicaTransport } from '../replication/deps.js';
+import type {
+  BackfillStep,
+  ReplicaTransport,
+  ScrubDigestReply,
+  ScrubDigestRequest,
+} from '../replication/deps.js';
 import { u64 } from './wire.js';
 
 /**
@@ -79,6 +84,33 @@ export class ReplicaPeers implements ReplicaTransport {
     return op;
   }
 
+  async scrubDigest(
+    brick: string,
+    pg: number,
+    epoch: number,
+    req: ScrubDigestRequest,
+  ): Promise<ScrubDigestReply> {
+    const r = await this.call<wire.ScrubDigestReply__Output>(brick, 'ScrubDigest', pg, epoch, {
+      seq: req.seq.toString(),
+      fromKey: req.fromKey,
+      toKey: req.toKey,
+      verifyBlocks: req.verifyBlocks,
+      rows: req.rows,
+    });
+    return {
+      digest: scrubHash(r.digest, 'digest'),
+      keys: r.keys,
+      bytes: Number(u64(r.bytes, 'bytes')),
+      badBlocks: r.badBlocks.map((b) => ({
+        ino: u64(b.ino, 'ino'),
+        index: u64(b.index, 'index'),
+        detail: b.detail,
+      })),
+      rows: r.rows.map((x) => ({ key: x.key, hash: scrubHash(x.hash, 'row hash') })),
+      rowsTruncated: r.rowsTruncated,
+    };
+  }
+
   async backfill(brick: string, pg: number, epoch: number, step: BackfillStep): Promise<void> {
     let body: object;
     if (step.step === 'BEGIN') body = { step: 'BEGIN' };
@@ -91,4 +123,10 @@ export class ReplicaPeers implements ReplicaTransport {
     } else body = { step: 'END', ...(step.base ? { base: entryToWire(step.base, false) } : {}) };
     await this.call<object>(brick, 'Backfill', pg, epoch, body);
   }
+}
+
+/** A scrub hash off the wire: 16 hex digits. */
+function scrubHash(v: string, field: string): string {
+  if (!/^[0-9a-f]{16}$/.test(v)) throw new FsError('INVALID_ARGUMENT', `${field} is not a scrub hash`);
+  return v;
 }

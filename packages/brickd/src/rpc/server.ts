@@ -584,6 +584,29 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
           .blocks![0],
       };
     }),
+
+    ScrubDigest: unary('ScrubDigest', async (req: wire.ScrubDigestRequest__Output) => {
+      const { st, epoch } = copyOf(req.header);
+      const r = await brick.repl.scrubDigest(st, epoch, {
+        seq: u64(req.seq, 'seq'),
+        fromKey: txKey(req.fromKey),
+        toKey: txKey(req.toKey),
+        verifyBlocks: req.verifyBlocks,
+        rows: req.rows,
+      });
+      return {
+        digest: r.digest,
+        keys: r.keys,
+        bytes: String(r.bytes),
+        badBlocks: r.badBlocks.map((b) => ({
+          ino: b.ino.toString(),
+          index: b.index.toString(),
+          detail: b.detail,
+        })),
+        rows: r.rows,
+        rowsTruncated: r.rowsTruncated,
+      };
+    }),
   };
 
   /** The copy of the header's PG held here and the sender's epoch (replication RPCs). */

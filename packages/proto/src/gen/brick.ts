@@ -49,6 +49,10 @@ import type { RenameReply as _dunix_v1_RenameReply, RenameReply__Output as _duni
 import type { RenameRequest as _dunix_v1_RenameRequest, RenameRequest__Output as _dunix_v1_RenameRequest__Output } from './dunix/v1/RenameRequest.js';
 import type { ReplicateReply as _dunix_v1_ReplicateReply, ReplicateReply__Output as _dunix_v1_ReplicateReply__Output } from './dunix/v1/ReplicateReply.js';
 import type { ReplicateRequest as _dunix_v1_ReplicateRequest, ReplicateRequest__Output as _dunix_v1_ReplicateRequest__Output } from './dunix/v1/ReplicateRequest.js';
+import type { ScrubBadBlock as _dunix_v1_ScrubBadBlock, ScrubBadBlock__Output as _dunix_v1_ScrubBadBlock__Output } from './dunix/v1/ScrubBadBlock.js';
+import type { ScrubDigestReply as _dunix_v1_ScrubDigestReply, ScrubDigestReply__Output as _dunix_v1_ScrubDigestReply__Output } from './dunix/v1/ScrubDigestReply.js';
+import type { ScrubDigestRequest as _dunix_v1_ScrubDigestRequest, ScrubDigestRequest__Output as _dunix_v1_ScrubDigestRequest__Output } from './dunix/v1/ScrubDigestRequest.js';
+import type { ScrubRow as _dunix_v1_ScrubRow, ScrubRow__Output as _dunix_v1_ScrubRow__Output } from './dunix/v1/ScrubRow.js';
 import type { SetAttrRequest as _dunix_v1_SetAttrRequest, SetAttrRequest__Output as _dunix_v1_SetAttrRequest__Output } from './dunix/v1/SetAttrRequest.js';
 import type { SetXattrRequest as _dunix_v1_SetXattrRequest, SetXattrRequest__Output as _dunix_v1_SetXattrRequest__Output } from './dunix/v1/SetXattrRequest.js';
 import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _dunix_v1_StatFsReply__Output } from './dunix/v1/StatFsReply.js';
@@ -121,6 +125,10 @@ export interface ProtoGrpcType {
       RenameRequest: MessageTypeDefinition<_dunix_v1_RenameRequest, _dunix_v1_RenameRequest__Output>
       ReplicateReply: MessageTypeDefinition<_dunix_v1_ReplicateReply, _dunix_v1_ReplicateReply__Output>
       ReplicateRequest: MessageTypeDefinition<_dunix_v1_ReplicateRequest, _dunix_v1_ReplicateRequest__Output>
+      ScrubBadBlock: MessageTypeDefinition<_dunix_v1_ScrubBadBlock, _dunix_v1_ScrubBadBlock__Output>
+      ScrubDigestReply: MessageTypeDefinition<_dunix_v1_ScrubDigestReply, _dunix_v1_ScrubDigestReply__Output>
+      ScrubDigestRequest: MessageTypeDefinition<_dunix_v1_ScrubDigestRequest, _dunix_v1_ScrubDigestRequest__Output>
+      ScrubRow: MessageTypeDefinition<_dunix_v1_ScrubRow, _dunix_v1_ScrubRow__Output>
       SetAttrRequest: MessageTypeDefinition<_dunix_v1_SetAttrRequest, _dunix_v1_SetAttrRequest__Output>
       SetXattrRequest: MessageTypeDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_SetXattrRequest__Output>
       StatFsReply: MessageTypeDefinition<_dunix_v1_StatFsReply, _dunix_v1_StatFsReply__Output>

@@ -45,6 +45,10 @@ export type { RenameReply, RenameReply__Output } from './dunix/v1/RenameReply.js
 export type { RenameRequest, RenameRequest__Output } from './dunix/v1/RenameRequest.js';
 export type { ReplicateReply, ReplicateReply__Output } from './dunix/v1/ReplicateReply.js';
 export type { ReplicateRequest, ReplicateRequest__Output } from './dunix/v1/ReplicateRequest.js';
+export type { ScrubBadBlock, ScrubBadBlock__Output } from './dunix/v1/ScrubBadBlock.js';
+export type { ScrubDigestReply, ScrubDigestReply__Output } from './dunix/v1/ScrubDigestReply.js';
+export type { ScrubDigestRequest, ScrubDigestRequest__Output } from './dunix/v1/ScrubDigestRequest.js';
+export type { ScrubRow, ScrubRow__Output } from './dunix/v1/ScrubRow.js';
 export type { SetAttrRequest, SetAttrRequest__Output } from './dunix/v1/SetAttrRequest.js';
 export type { SetXattrRequest, SetXattrRequest__Output } from './dunix/v1/SetXattrRequest.js';
 export type { StatFsReply, StatFsReply__Output } from './dunix/v1/StatFsReply.js';

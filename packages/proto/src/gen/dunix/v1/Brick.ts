@@ -41,6 +41,8 @@ import type { RenameReply as _dunix_v1_RenameReply, RenameReply__Output as _duni
 import type { RenameRequest as _dunix_v1_RenameRequest, RenameRequest__Output as _dunix_v1_RenameRequest__Output } from '../../dunix/v1/RenameRequest.js';
 import type { ReplicateReply as _dunix_v1_ReplicateReply, ReplicateReply__Output as _dunix_v1_ReplicateReply__Output } from '../../dunix/v1/ReplicateReply.js';
 import type { ReplicateRequest as _dunix_v1_ReplicateRequest, ReplicateRequest__Output as _dunix_v1_ReplicateRequest__Output } from '../../dunix/v1/ReplicateRequest.js';
+import type { ScrubDigestReply as _dunix_v1_ScrubDigestReply, ScrubDigestReply__Output as _dunix_v1_ScrubDigestReply__Output } from '../../dunix/v1/ScrubDigestReply.js';
+import type { ScrubDigestRequest as _dunix_v1_ScrubDigestRequest, ScrubDigestRequest__Output as _dunix_v1_ScrubDigestRequest__Output } from '../../dunix/v1/ScrubDigestRequest.js';
 import type { SetAttrRequest as _dunix_v1_SetAttrRequest, SetAttrRequest__Output as _dunix_v1_SetAttrRequest__Output } from '../../dunix/v1/SetAttrRequest.js';
 import type { SetXattrRequest as _dunix_v1_SetXattrRequest, SetXattrRequest__Output as _dunix_v1_SetXattrRequest__Output } from '../../dunix/v1/SetXattrRequest.js';
 import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _dunix_v1_StatFsReply__Output } from '../../dunix/v1/StatFsReply.js';
@@ -275,6 +277,15 @@ export interface BrickClient extends grpc.Client {
   rmdir(argument: _dunix_v1_UnlinkRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   rmdir(argument: _dunix_v1_UnlinkRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   
+  ScrubDigest(argument: _dunix_v1_ScrubDigestRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  ScrubDigest(argument: _dunix_v1_ScrubDigestRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  ScrubDigest(argument: _dunix_v1_ScrubDigestRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  ScrubDigest(argument: _dunix_v1_ScrubDigestRequest, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  scrubDigest(argument: _dunix_v1_ScrubDigestRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  scrubDigest(argument: _dunix_v1_ScrubDigestRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  scrubDigest(argument: _dunix_v1_ScrubDigestRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  scrubDigest(argument: _dunix_v1_ScrubDigestRequest, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  
   SetAttr(argument: _dunix_v1_SetAttrRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   SetAttr(argument: _dunix_v1_SetAttrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   SetAttr(argument: _dunix_v1_SetAttrRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
@@ -461,6 +472,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   Rmdir: grpc.handleUnaryCall<_dunix_v1_UnlinkRequest__Output, _dunix_v1_Empty>;
   
+  ScrubDigest: grpc.handleUnaryCall<_dunix_v1_ScrubDigestRequest__Output, _dunix_v1_ScrubDigestReply>;
+  
   SetAttr: grpc.handleUnaryCall<_dunix_v1_SetAttrRequest__Output, _dunix_v1_AttrReply>;
   
   SetXattr: grpc.handleUnaryCall<_dunix_v1_SetXattrRequest__Output, _dunix_v1_Empty>;
@@ -518,6 +531,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   Rename: MethodDefinition<_dunix_v1_RenameRequest, _dunix_v1_RenameReply, _dunix_v1_RenameRequest__Output, _dunix_v1_RenameReply__Output>
   Replicate: MethodDefinition<_dunix_v1_ReplicateRequest, _dunix_v1_ReplicateReply, _dunix_v1_ReplicateRequest__Output, _dunix_v1_ReplicateReply__Output>
   Rmdir: MethodDefinition<_dunix_v1_UnlinkRequest, _dunix_v1_Empty, _dunix_v1_UnlinkRequest__Output, _dunix_v1_Empty__Output>
+  ScrubDigest: MethodDefinition<_dunix_v1_ScrubDigestRequest, _dunix_v1_ScrubDigestReply, _dunix_v1_ScrubDigestRequest__Output, _dunix_v1_ScrubDigestReply__Output>
   SetAttr: MethodDefinition<_dunix_v1_SetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_SetAttrRequest__Output, _dunix_v1_AttrReply__Output>
   SetXattr: MethodDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_Empty, _dunix_v1_SetXattrRequest__Output, _dunix_v1_Empty__Output>
   StatFs: MethodDefinition<_dunix_v1_StatFsRequest, _dunix_v1_StatFsReply, _dunix_v1_StatFsRequest__Output, _dunix_v1_StatFsReply__Output>
