@@ -31,6 +31,7 @@ import { NamespaceEngine } from './namespace/engine.js';
 import { writePortFile } from './port-file.js';
 import { RemotePeers } from './rpc/peers.js';
 import { ReplicaPeers } from './rpc/replica-peers.js';
+import { ScrubRunner } from './scrub-runner.js';
 import type { RecoveryReporter } from './replication/deps.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
@@ -91,6 +92,7 @@ export class BrickDaemon {
         .catch((err) => this.log.warn('suspect report failed', { brick: brickId, err: String(err) })),
   });
   private brick: Brick | undefined;
+  private scrubRunner: ScrubRunner | undefined;
   private handlers: BrickHandlers | undefined;
   private identity: Identity | undefined;
   private applying: Promise<void> = Promise.resolve();
@@ -263,6 +265,18 @@ export class BrickDaemon {
         startedAtMs: Date.now(),
       });
       this.brick = brick;
+      this.scrubRunner = new ScrubRunner({
+        brick,
+        brickId: this.brickId,
+        control: {
+          result: (pg) => coord.getScrubResult(config.name, pg),
+          report: (r) => coord.reportScrubPg(config.name, r),
+        },
+        knobs: this.knobs,
+        log: this.log,
+        clock: monotonicClock,
+        wallMs: () => Date.now(),
+      });
       brick.start();
       void brick.recoverySweep();
       this.memoryTimer = setInterval(() => {
@@ -284,6 +298,8 @@ export class BrickDaemon {
     // A running rebalance paces this brick's backfills.
     const job = s.rebalance;
     this.brick.repl.setBackfillLimit(job?.state === 'running' ? job.maxMiBPerS * 1024 * 1024 : 0);
+    // A running scrub: this brick scrubs the PGs it leads.
+    this.scrubRunner?.setJob(s.scrub);
   }
 
   /** Handlers that answer UNAVAILABLE until the volume exists. */
@@ -360,6 +376,7 @@ export class BrickDaemon {
     this.stopping ??= (async () => {
       await this.controller?.stop().catch(() => {});
       this.brick?.stop();
+      await this.scrubRunner?.stop().catch(() => {});
       clearInterval(this.memoryTimer);
       if (this.server) {
         const server = this.server;
