@@ -12,6 +12,7 @@ import { type ControllerKnobs, validateControllerKnobs } from '../knobs.js';
 import { placementCandidates, standings } from './candidates.js';
 import { differsFromTarget, inMotion, planMoves, type MoveChange } from './moves.js';
 import { planPlacement } from './plan.js';
+import { runScrubSchedule } from './scrub-schedule.js';
 import type { BrickProbe } from './tcp-probe.js';
 
 export interface ControllerOptions {
@@ -76,6 +77,8 @@ export class Controller {
   private downOutTimer: unknown;
   /** Probes in flight: stop() settles them as 'up' rather than wait for a probe that hangs. */
   private readonly probesInFlight = new Set<(v: 'down' | 'up') => void>();
+  /** A pass when the scheduled scrub is due (scrub-schedule.ts). */
+  private scrubTimer: unknown;
 
   constructor(opts: ControllerOptions) {
     this.knobs = validateControllerKnobs(opts.knobs);
@@ -164,11 +167,12 @@ export class Controller {
   }
 
   private clearRetries(): void {
-    for (const t of [this.retryTimer, this.leadRetryTimer, this.downOutTimer])
+    for (const t of [this.retryTimer, this.leadRetryTimer, this.downOutTimer, this.scrubTimer])
       if (t !== undefined) this.clock.clearTimeout(t);
     this.retryTimer = undefined;
     this.leadRetryTimer = undefined;
     this.downOutTimer = undefined;
+    this.scrubTimer = undefined;
     this.downSinceMs.clear();
   }
 
@@ -254,6 +258,7 @@ export class Controller {
    * the store failed or the PGs kept changing.
    */
   private async pass(term: number, first: VolumeSnapshot): Promise<boolean> {
+    await this.scrubSchedule(term, first);
     let snap = first;
     for (let attempt = 0; attempt < this.knobs.replanAttemptsMax; attempt++) {
       const changes = planPlacement(snap);
@@ -402,6 +407,22 @@ export class Controller {
         nextOutMs - nowMs + 1,
       );
     }
+  }
+
+  // ---------------------------------------------------------- scheduled scrub
+
+  /** Starts the volume's scrub when the schedule says so; wakes a pass when it will. */
+  private async scrubSchedule(term: number, snap: VolumeSnapshot): Promise<void> {
+    if (this.scrubTimer !== undefined) this.clock.clearTimeout(this.scrubTimer);
+    this.scrubTimer = undefined;
+    const nextMs = await runScrubSchedule(this.coord, this.volume, snap, this.clock.now(), this.log);
+    if (nextMs === null || term !== this.term) return;
+    // Long waits are re-armed on the way (timers take at most ~24 days).
+    const waitMs = Math.min(Math.max(0, nextMs - this.clock.now()) + 1, 3600_000);
+    this.scrubTimer = this.clock.setTimeout(() => {
+      this.scrubTimer = undefined;
+      this.kick();
+    }, waitMs);
   }
 
   /** Starts a check of every report not handled yet that this candidate is in charge of. */
