@@ -25,6 +25,16 @@ import {
   watchRebalance,
 } from './rebalance.js';
 import {
+  renderScrubSchedule,
+  renderScrubStart,
+  renderScrubStatus,
+  renderScrubStop,
+  scrubSchedule,
+  scrubStart,
+  scrubStatus,
+  scrubStop,
+} from './scrub.js';
+import {
   renderVolumeCreate,
   renderVolumeList,
   renderVolumeSet,
@@ -245,6 +255,49 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
             bound,
           })) as typeof follow;
       }
+    });
+
+  const scrub = volume
+    .command('scrub')
+    .description(
+      'verify every chunk of every block on every copy and compare the copies of each PG; ' +
+        'a bad or missing copy is repaired from a good one',
+    );
+  scrub
+    .command('start <name>')
+    .description("start a scrub of every PG (each PG's primary does its own, in the background)")
+    .option(
+      '--max-mib-per-s <n>',
+      "scrub reads MiB/s per brick (0: no limit; default: each brick's scrubBytesPerS)",
+      numArg('--max-mib-per-s', 0, 1e6),
+    )
+    .option('--restart', 'replace a scrub that is running')
+    .action((name: string, o: { maxMibPerS?: number; restart?: boolean }) => {
+      action = (c) => scrubStart(c, name, { maxMiBPerS: o.maxMibPerS, restart: !!o.restart });
+      render = renderScrubStart as (d: never) => string;
+    });
+  scrub
+    .command('stop <name>')
+    .description('stop the running scrub (PGs done keep their results)')
+    .action((name: string) => {
+      action = (c) => scrubStop(c, name);
+      render = renderScrubStop as (d: never) => string;
+    });
+  scrub
+    .command('status <name>')
+    .description(
+      'state, PGs done, bytes verified and rate, problems found, repaired and unrecoverable (PG, inode, block)',
+    )
+    .action((name: string) => {
+      action = (c) => scrubStatus(c, name);
+      render = renderScrubStatus as (d: never) => string;
+    });
+  scrub
+    .command('schedule <name> <interval>')
+    .description('scrub on its own every INTERVAL (e.g. 7d, 12h), or off, or default (7d)')
+    .action((name: string, interval: string) => {
+      action = (c) => scrubSchedule(c, name, interval);
+      render = renderScrubSchedule as (d: never) => string;
     });
 
   const brick = program.command('brick').description("add, drain, weigh and remove a volume's bricks");
