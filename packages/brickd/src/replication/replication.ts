@@ -541,7 +541,8 @@ export class Replication {
   scrubDigest(st: PgState, epoch: number, req: ScrubDigestRequest): Promise<ScrubDigestReply> {
     return st.appendQueue.run(async () => {
       this.promise(st, epoch);
-      if (st.backfilling) throw new FsError('UNAVAILABLE', `pg ${st.pg}: this copy is being backfilled`);
+      // The log position decides: `backfilling` stays set on a copy whose backfill was cut
+      // off even once a catch-up from the log's start made it whole (and in sync) again.
       if (st.opSeq !== req.seq)
         throw new FsError(
           'LOG_GAP',

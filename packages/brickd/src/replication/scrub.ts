@@ -81,6 +81,9 @@ export interface ScrubOptions {
 
 /** Rows a replica returns in one reply at most. */
 const ROWS_REPLY_MAX = 16_384;
+/** Tries of a range when a replica does not answer (timeout, not at the primary's sequence yet). */
+const RANGE_ATTEMPTS = 3;
+const RANGE_RETRY_MS = 100;
 /** Repair rounds per range before the rest is left unrepaired. */
 const REPAIR_ROUNDS_MAX = 3;
 
@@ -207,15 +210,24 @@ export class Scrubber {
       skipped: [],
       problems: [],
     };
+    let attempt = 0;
     for (const seg of scrubSegments(st.pg)) {
       let from: Buffer | undefined = seg.from;
       while (from) {
         if (o.cancelled?.()) return out;
         if (!this.stillPrimary(st, epoch)) return out;
         const at: Buffer = from;
-        const r = await st.appendQueue.run(() => this.scrubRange(st, epoch, at, seg.to, out));
-        from = r.next;
+        const tries = attempt;
+        const r = await st.appendQueue.run(() => this.scrubRange(st, epoch, at, seg.to, out, tries));
         await this.pace(r.bytes);
+        if (r.retry) {
+          // A replica did not answer: the range again shortly, with the queue let go meanwhile.
+          attempt++;
+          await this.d.clock.sleep(RANGE_RETRY_MS * attempt);
+          continue;
+        }
+        attempt = 0;
+        from = r.next;
       }
     }
     out.complete = true;
@@ -256,7 +268,8 @@ export class Scrubber {
     from: Buffer,
     segEnd: Buffer,
     out: ScrubOutcome,
-  ): Promise<{ next: Buffer | undefined; bytes: number }> {
+    attempt: number,
+  ): Promise<{ next: Buffer | undefined; bytes: number; retry: boolean }> {
     this.checkPrimary(st, epoch);
     const pg = st.pg;
     const me = this.d.brickId;
@@ -268,7 +281,7 @@ export class Scrubber {
       bytes += e.key.length + e.value.length;
     }
     let mine = scrubRows(entries);
-    out.keys += mine.length;
+    let blockCount = 0;
 
     // The primary's own blocks: verify; heal a bad one from a replica that has it right.
     /** Primary blocks that fail and could not be healed: what their other copies count as. */
@@ -277,7 +290,7 @@ export class Scrubber {
       if (!isBlockKey(e.key)) continue;
       const { ino, index } = blockOf(e.key);
       const rec = decodeRecord<BlockRecord>(e.value);
-      out.blocks++;
+      blockCount++;
       bytes += rec.length;
       const bad = await verifyBlock(this.d.blocks, pg, ino, index, rec);
       if (bad === undefined) continue;
@@ -309,6 +322,10 @@ export class Scrubber {
     const replies = await Promise.allSettled(
       others.map((b) => this.d.transport.scrubDigest(b, pg, epoch, req)),
     );
+    if (attempt < RANGE_ATTEMPTS - 1 && replies.some((r) => r.status === 'rejected'))
+      return { next: from, bytes, retry: true };
+    out.keys += mine.length;
+    out.blocks += blockCount;
     // Problems per replica waiting for the repair's outcome.
     const pending = new Map<string, ScrubProblem[]>();
     const writes = new Map<string, KvWrite>();
@@ -427,7 +444,7 @@ export class Scrubber {
     }
     for (const problems of pending.values()) out.problems.push(...problems);
     out.bytes += bytes;
-    return { next: last ? undefined : to, bytes };
+    return { next: last ? undefined : to, bytes, retry: false };
   }
 
   private skip(out: ScrubOutcome, brick: string, err: unknown): void {
