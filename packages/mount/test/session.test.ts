@@ -1448,9 +1448,16 @@ t.test(
           return r.unique === unique;
         },
       ),
-      { numRuns: 1500 },
+      { numRuns: Number(process.env.DUNIX_SESSION_RUNS ?? 1500) },
     );
     t.equal(h.s.stats.bugs, 0, 'no input is a bug');
+    if (h.s.stats.bugs)
+      t.comment(
+        h.logLines
+          .filter((l) => /bug|threw|refused/.test(l))
+          .slice(0, 5)
+          .join('\n'),
+      );
     const r = await h.ask(Opcode.GETATTR, { nodeid: 42n, body: In.getattr.build({}) });
     t.equal(r.error, 0, 'still serving');
   },
