@@ -84,6 +84,10 @@ t.test(`${SEEDS} seeds from ${FIRST}: every checker passes`, async (t) => {
   t.ok(share((r) => event(r, 'backfilling a replica') > 0) > 0.05, 'some seeds backfill a replica');
   t.ok(share((r) => event(r, 'replica rejoined the in-sync set') > 0) > 0.5, 'most seeds catch a replica up');
   t.ok(share((r) => (r.stats.maybe ?? 0) > 0) > 0.3, 'many seeds have ops of unknown outcome');
+  t.ok(
+    share((r) => (r.stats.scrubPlanted ?? 0) > 0 && event(r, 'scrub: repaired a replica') > 0) > 0.3,
+    'the final scrub repairs the damage planted in many seeds',
+  );
   for (const kind of ['crash', 'pause', 'suspend', 'etcd-cut', 'etcd-flaky', 'isolate', 'loss'])
     t.ok(share((r) => (r.stats[`fault.${kind}`] ?? 0) > 0) > 0.05, `fault ${kind} is injected`);
 });

@@ -29,6 +29,7 @@ import {
 import { SessionKv, SimCoordinator } from './etcd.js';
 import { SimNet, SimNode, type NetKnobs } from './net.js';
 import { SimRandom } from './random.js';
+import { checkScrub } from './scrub-check.js';
 import { SimKv } from './sim-kv.js';
 import { Trace } from './trace.js';
 import { History, SimClient, type WorkloadKnobs } from './workload.js';
@@ -502,6 +503,16 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       );
       // The checkers read local stores only; the clock is driven in case one waits anyway.
       if (!(await until(() => checks.done, 10_000, 10))) failures.push('checkers did not finish');
+      // Scrub last (it may repair what it plants): messages travel, so the clock is driven.
+      const scrubbed = settled(
+        (async () => {
+          const s = await coord.getSnapshot(VOLUME);
+          await checkScrub(s.placement, nodes, new SimRandom(o.seed, 6), failures, stats, (msg, fields) =>
+            trace.add('sim', msg, fields),
+          );
+        })().catch((err) => failures.push(`scrub checker failed: ${String((err as Error)?.stack ?? err)}`)),
+      );
+      if (!(await until(() => scrubbed.done, 30_000, 10))) failures.push('scrub did not finish');
     }
     failures.push(...history.anomalies);
   } catch (err) {
