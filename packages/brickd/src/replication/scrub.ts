@@ -1,4 +1,4 @@
-import { FsError, giveBack } from '@dunix/proto';
+import { errorTable, FsError, giveBack } from '@dunix/proto';
 import type { BlockOp } from '../pg/log-entry.js';
 import type { PgState } from '../pg/pg-state.js';
 import type { BlockFiles } from '../store/block-files.js';
@@ -107,7 +107,9 @@ async function verifyBlock(
     giveBack(data);
     return undefined;
   } catch (err) {
-    if (err instanceof FsError && err.code === 'CORRUPT') return err.message;
+    // Without the code's summary and the brick's data dir: "block file 0005/<ino>.<index> chunk 2: ...".
+    if (err instanceof FsError && err.code === 'CORRUPT')
+      return err.message.replace(`${errorTable.CORRUPT.summary}: `, '').replace(/\S*\/blocks\//, '');
     throw err;
   }
 }
