@@ -6,7 +6,8 @@
  * differ, are missing or extra on a replica; a clean PG reports nothing;
  * a replica behind the primary's log refuses; the reads are paced.
  */
-import { initHashing, pgOfIno, ROOT_INO } from '@dunix/proto';
+import type { ScrubJob, ScrubPgResult } from '@dunix/coord';
+import { createLogger, initHashing, pgOfIno, ROOT_INO } from '@dunix/proto';
 import t, { type Test } from 'tap';
 import { KeyKind, keys } from '../../src/store/keys.js';
 import { prefixEnd } from '../../src/store/kv.js';
@@ -19,6 +20,7 @@ import {
   scrubSegments,
 } from '../../src/replication/scrub-digest.js';
 import type { ScrubOutcome } from '../../src/replication/scrub.js';
+import { ScrubRunner } from '../../src/scrub-runner.js';
 import { BLOCK, IDS, pattern, PG_COUNT, root, trio, type Id, type Trio } from './trio.js';
 
 t.before(() => initHashing());
@@ -321,4 +323,95 @@ t.test('reads are paced under the limit, and a scrub can be cancelled', async (t
   let calls = 0;
   const o = await c.bricks.A.repl.scrub.scrubPg(c.bricks.A.copy(0), { cancelled: () => ++calls > 2 });
   t.equal(o.complete, false, 'cancelled between ranges');
+});
+
+t.test('the runner scrubs the PGs its brick leads while the job runs, each recorded once', async (t) => {
+  const c = await trio();
+  const { blocks } = await populate(c);
+  const results = new Map<number, ScrubPgResult>();
+  const reports: string[] = [];
+  let stale = false;
+  const runner = new ScrubRunner({
+    brick: c.bricks.A,
+    brickId: 'A',
+    control: {
+      result: async (pg) => results.get(pg),
+      report: async (r) => {
+        reports.push(`${r.jobId}/${r.pg}`);
+        if (stale) return 'stale';
+        if (results.get(r.pg)?.jobId === r.jobId) return 'duplicate';
+        results.set(r.pg, r);
+        return 'recorded';
+      },
+    },
+    knobs: { scrubBytesPerS: 0, scrubRescanMs: 5 },
+    log: createLogger('runner', () => {}),
+    clock: { nowMs: () => Date.now(), sleep: (ms) => new Promise((r) => setTimeout(r, ms)) },
+    wallMs: () => 42,
+  });
+  t.teardown(() => runner.stop());
+  const job = (id: string, state: ScrubJob['state'] = 'running'): ScrubJob => ({
+    id,
+    state,
+    trigger: 'operator',
+    startedAtMs: 1,
+    updatedAtMs: 1,
+    pgsTotal: PG_COUNT,
+    pgsDone: 0,
+    bytesVerified: 0,
+    found: 0,
+    repaired: 0,
+    unrecoverable: 0,
+  });
+  // Damage on a replica: its PG's result says what was found and repaired.
+  const x = blocks[4]!;
+  c.blocks.C.setBytes(x.pg, x.ino, x.index, undefined);
+  runner.setJob(job('j1'));
+  const until = async (cond: () => boolean) => {
+    for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  };
+  await until(() => results.size === PG_COUNT);
+  t.same([...results.keys()].sort(), [0, 1, 2, 3], 'every PG recorded');
+  t.same(reports.sort(), ['j1/0', 'j1/1', 'j1/2', 'j1/3'], 'each once');
+  const r = results.get(x.pg)!;
+  t.match(r, {
+    jobId: 'j1',
+    brick: 'A',
+    epoch: 1,
+    atMs: 42,
+    replicas: ['B', 'C'],
+    skipped: [],
+    found: 1,
+    repaired: 1,
+  });
+  t.match(r.problems[0], {
+    kind: 'block-missing',
+    brick: 'C',
+    ino: x.ino.toString(),
+    index: x.index.toString(),
+    state: 'repaired',
+  });
+  // Rescans find nothing new; the same job again changes nothing.
+  runner.setJob(job('j1'));
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(reports.length, 4, 'no PG scrubbed twice for one job');
+  // A new job scrubs again; a stale answer ends the pass.
+  runner.setJob(job('j2'));
+  await until(() => [...results.values()].every((v) => v.jobId === 'j2'));
+  t.ok(
+    [...results.values()].every((v) => v.jobId === 'j2' && v.found === 0),
+    'j2: every PG again, clean now',
+  );
+  stale = true;
+  runner.setJob(job('j3', 'stopped'));
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(
+    reports.some((x) => x.startsWith('j3')),
+    'a stopped job scrubs nothing',
+  );
+  // The job's throttle reaches the scrubber (1 MiB/s on the manual clock).
+  runner.setJob({ ...job('j4'), maxMiBPerS: 1 });
+  await until(() => reports.some((x) => x.startsWith('j4')));
+  await runner.stop();
+  t.ok(c.clock.slept > 0, 'paced by the job limit');
 });
