@@ -35,8 +35,11 @@ import {
  *   the ordinary append path, so every copy applies it in sequence;
  * - the replica is asked again; what now matches is repaired.
  *
- * The primary's keys are authoritative (it acknowledged them, and every
- * replica applied the same log); its block bytes only when they verify.
+ * The primary's keys are what it acknowledged (every replica applied the
+ * same log), yet a key is set to the primary's value only when another copy
+ * has that value too (or the primary has one other copy only): a key no
+ * replica agrees with the primary on is reported unrecoverable and left as
+ * it is everywhere. Block bytes count only when they verify.
  * Reads are paced by a bytes-per-second limit. Free of I/O and time but
  * through `ReplicationDeps`.
  */
@@ -84,6 +87,8 @@ const ROWS_REPLY_MAX = 16_384;
 /** Tries of a range when a replica does not answer (timeout, not at the primary's sequence yet). */
 const RANGE_ATTEMPTS = 3;
 const RANGE_RETRY_MS = 100;
+/** Why copies were left as they are. */
+const DISPUTED = "no replica agrees with the primary's value: every copy left as it is";
 /** Repair rounds per range before the rest is left unrepaired. */
 const REPAIR_ROUNDS_MAX = 3;
 
@@ -328,12 +333,9 @@ export class Scrubber {
       return { next: from, bytes, retry: true };
     out.keys += mine.length;
     out.blocks += blockCount;
-    // Problems per replica waiting for the repair's outcome.
-    const pending = new Map<string, ScrubProblem[]>();
-    const writes = new Map<string, KvWrite>();
-    const syncs = new Map<string, { ino: bigint; index: bigint }>();
-    const deletes = new Map<string, { ino: bigint; index: bigint }>();
     let digest = digestOf(mine, 0).digest;
+    // Each answering replica: its reply, and its rows when its digest differs.
+    const copies = new Map<string, { reply: ScrubDigestReply; rows?: Map<string, string>; diff?: RowDiff }>();
     for (let i = 0; i < others.length; i++) {
       const b = others[i]!;
       const r = replies[i]!;
@@ -341,9 +343,45 @@ export class Scrubber {
         this.skip(out, b, r.reason);
         continue;
       }
+      if (r.value.digest === digest) {
+        copies.set(b, { reply: r.value });
+        continue;
+      }
+      try {
+        const theirs = await this.d.transport.scrubDigest(b, pg, epoch, {
+          ...req,
+          verifyBlocks: false,
+          rows: true,
+        });
+        copies.set(b, {
+          reply: r.value,
+          rows: new Map(theirs.rows.map((x) => [x.key.toString('latin1'), x.hash])),
+          diff: rowDiff(mine, theirs),
+        });
+      } catch (err) {
+        this.skip(out, b, err);
+      }
+    }
+    // The primary's keys are what it acknowledged, but not taken on trust alone: a key that
+    // differs is set to the primary's value only if another copy has that value too (or the
+    // primary has one other copy only). Otherwise no copy is known good: all are left as they are.
+    const myHash = new Map(mine.map((x) => [x.key.toString('latin1'), x.hash]));
+    const disputed = (k: string): boolean => {
+      if (copies.size <= 1) return false;
+      for (const c of copies.values()) if (!c.rows || c.rows.get(k) === myHash.get(k)) return false;
+      return true;
+    };
+    // Problems per replica waiting for the repair's outcome, and the keys each one covers.
+    const pending = new Map<string, ScrubProblem[]>();
+    const keysOf = new Map<ScrubProblem, Set<string>>();
+    const writes = new Map<string, KvWrite>();
+    const syncs = new Map<string, { ino: bigint; index: bigint }>();
+    const deletes = new Map<string, { ino: bigint; index: bigint }>();
+    for (const [b, c] of copies) {
       const problems: ScrubProblem[] = [];
-      for (const bad of r.value.badBlocks) {
+      for (const bad of c.reply.badBlocks) {
         const id = blockId(bad.ino, bad.index);
+        const key = blockKeyOf(pg, bad.ino, bad.index);
         const p: ScrubProblem = {
           kind: problemKind(bad.detail),
           brick: b,
@@ -353,35 +391,45 @@ export class Scrubber {
           state: lost.get(id) ?? 'unrepaired',
         };
         if (lost.has(id)) out.problems.push(p);
+        else if (disputed(key))
+          out.problems.push({ ...p, state: 'unrecoverable', detail: `${p.detail}; ${DISPUTED}` });
         else {
           problems.push(p);
-          if (values.has(blockKeyOf(pg, bad.ino, bad.index)))
-            syncs.set(id, { ino: bad.ino, index: bad.index });
+          // The primary's bytes (and record); a block only the replica has goes with its record below.
+          if (values.has(key)) syncs.set(id, { ino: bad.ino, index: bad.index });
         }
       }
-      if (r.value.digest !== digest) {
-        let theirs: ScrubDigestReply;
-        try {
-          theirs = await this.d.transport.scrubDigest(b, pg, epoch, {
-            ...req,
-            verifyBlocks: false,
-            rows: true,
+      if (c.diff) {
+        const all = [...c.diff.differ, ...c.diff.missing, ...c.diff.extra];
+        const bad = new Set(all.map((k) => k.toString('latin1')).filter(disputed));
+        const keep = (k: Buffer) => !bad.has(k.toString('latin1'));
+        const ok: RowDiff = {
+          differ: c.diff.differ.filter(keep),
+          missing: c.diff.missing.filter(keep),
+          extra: c.diff.extra.filter(keep),
+        };
+        const where = `keys ${hexKey(from)}..${hexKey(to)}`;
+        if (bad.size > 0)
+          out.problems.push({
+            kind: 'keys-differ',
+            brick: b,
+            keys: bad.size,
+            detail: `${where}: ${bad.size} no other copy agrees on; ${DISPUTED}`,
+            state: 'unrecoverable',
           });
-        } catch (err) {
-          this.skip(out, b, err);
-          continue;
-        }
-        const diff = rowDiff(mine, theirs);
-        this.planRows(diff, values, lost, writes, syncs, deletes);
-        const n = diff.differ.length + diff.missing.length + diff.extra.length;
-        if (n > 0)
-          problems.push({
+        const n = ok.differ.length + ok.missing.length + ok.extra.length;
+        if (n > 0) {
+          const p: ScrubProblem = {
             kind: 'keys-differ',
             brick: b,
             keys: n,
-            detail: `keys ${hexKey(from)}..${hexKey(to)}: ${describeDiff(diff)}`,
+            detail: `${where}: ${describeDiff(ok)}`,
             state: 'unrepaired',
-          });
+          };
+          problems.push(p);
+          keysOf.set(p, new Set([...ok.differ, ...ok.missing, ...ok.extra].map((k) => k.toString('latin1'))));
+          this.planRows(ok, values, lost, writes, syncs, deletes);
+        }
       }
       if (problems.length) pending.set(b, problems);
     }
@@ -416,10 +464,29 @@ export class Scrubber {
           continue;
         }
         const stillBad = new Set(r.badBlocks.map((x) => blockId(x.ino, x.index)));
-        const rowsOk = r.digest === digest;
+        const diff = rowDiff(mine, r);
+        const differing = new Set(
+          [...diff.differ, ...diff.missing, ...diff.extra].map((k) => k.toString('latin1')),
+        );
+        const retry: RowDiff = { differ: [], missing: [], extra: [] };
         for (const p of problems) {
-          const ok = p.kind === 'keys-differ' ? rowsOk : !stillBad.has(blockId(p.ino!, p.index!));
-          if (!ok || p.state === 'repaired') continue;
+          if (p.state === 'repaired') continue;
+          let ok: boolean;
+          if (p.kind === 'keys-differ') {
+            const mineKeys = keysOf.get(p)!;
+            ok = ![...mineKeys].some((k) => differing.has(k));
+            if (!ok) {
+              const inP = (k: Buffer) => mineKeys.has(k.toString('latin1'));
+              retry.differ.push(...diff.differ.filter(inP));
+              retry.missing.push(...diff.missing.filter(inP));
+              retry.extra.push(...diff.extra.filter(inP));
+            }
+          } else {
+            ok = !stillBad.has(blockId(p.ino!, p.index!));
+            if (!ok && values.has(blockKeyOf(pg, p.ino!, p.index!)))
+              syncs.set(blockId(p.ino!, p.index!), { ino: p.ino!, index: p.index! });
+          }
+          if (!ok) continue;
           p.state = 'repaired';
           this.d.log.warn('scrub: repaired a replica', {
             pg,
@@ -436,12 +503,7 @@ export class Scrubber {
           continue;
         }
         // Another round for what is still wrong.
-        for (const x of r.badBlocks) {
-          const id = blockId(x.ino, x.index);
-          if (values.has(blockKeyOf(pg, x.ino, x.index)) && !lost.has(id))
-            syncs.set(id, { ino: x.ino, index: x.index });
-        }
-        if (!rowsOk) this.planRows(rowDiff(mine, r), values, lost, writes, syncs, deletes);
+        this.planRows(retry, values, lost, writes, syncs, deletes);
       }
     }
     for (const problems of pending.values()) out.problems.push(...problems);

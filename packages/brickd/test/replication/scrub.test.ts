@@ -285,6 +285,47 @@ t.test("a replica's keys that differ, are missing or extra are set to the primar
   t.same(problems(await scrubAll(c)), [], 'a second scrub finds nothing');
 });
 
+t.test('a key no other copy agrees with the primary on is reported, and no copy of it changed', async (t) => {
+  const c = await trio();
+  await populate(c);
+  const pg = pgOfIno(ROOT_INO);
+  const inode = keys.inode(pg, ROOT_INO);
+  const good = (await c.kvs.A.get(inode))!;
+  const other = Buffer.from('{"other":1}');
+  // Both replicas agree with each other, not with the primary.
+  await c.kvs.B.write([{ key: inode, value: other }], true);
+  await c.kvs.C.write([{ key: inode, value: other }], true);
+  // And in the same range, a key only B lacks: the primary and C agree on it.
+  const xattr = keys.xattr(pg, ROOT_INO, Buffer.from('user.k'));
+  await c.kvs.B.write([{ key: xattr, value: undefined }], true);
+  let ps = problems(await scrubAll(c));
+  const disputed = ps.filter((p) => p.state === 'unrecoverable');
+  t.equal(disputed.length, 2, 'the inode: one per replica');
+  t.ok(
+    disputed.every((p) => p.kind === 'keys-differ' && p.keys === 1 && /every copy left/.test(p.detail)),
+    'unrecoverable, left alone',
+  );
+  t.match(
+    ps.filter((p) => p.state !== 'unrecoverable'),
+    [{ brick: 'B', kind: 'keys-differ', keys: 1, state: 'repaired' }],
+    "B's missing xattr (C has it) repaired",
+  );
+  t.ok((await c.kvs.B.get(xattr))?.equals(Buffer.from('v')));
+  t.ok((await c.kvs.A.get(inode))!.equals(good), "the primary's inode unchanged");
+  t.ok((await c.kvs.B.get(inode))!.equals(other), "B's unchanged");
+  // All three differ: still reported, nothing changed.
+  await c.kvs.C.write([{ key: inode, value: Buffer.from('{"third":1}') }], true);
+  ps = problems(await scrubAll(c));
+  t.ok(ps.length === 2 && ps.every((p) => p.state === 'unrecoverable'), 'reported, not repaired');
+  t.ok((await c.kvs.C.get(inode))!.equals(Buffer.from('{"third":1}')), "C's unchanged");
+  // A replica agreeing with the primary makes its value the good one.
+  await c.kvs.B.write([{ key: inode, value: good }], true);
+  ps = problems(await scrubAll(c));
+  t.match(ps, [{ brick: 'C', kind: 'keys-differ', state: 'repaired' }]);
+  t.ok((await c.kvs.C.get(inode))!.equals(good), 'C repaired from the corroborated primary');
+  t.same(problems(await scrubAll(c)), [], 'then nothing');
+});
+
 t.test("a replica answers only at the primary's log position, and in its own PG", async (t) => {
   const c = await trio();
   await populate(c);
