@@ -293,6 +293,7 @@ export class Scrubber {
     // The primary's own blocks: verify; heal a bad one from a replica that has it right.
     /** Primary blocks that fail and could not be healed: what their other copies count as. */
     const lost = new Map<string, 'unrecoverable' | 'unrepaired'>();
+    const ownProblems: ScrubProblem[] = [];
     for (const e of entries) {
       if (!isBlockKey(e.key)) continue;
       const { ino, index } = blockOf(e.key);
@@ -304,14 +305,17 @@ export class Scrubber {
       const heal = await this.repl.healBlockHeld(st, ino, index);
       const state = heal.from ? 'repaired' : heal.answered === heal.asked ? 'unrecoverable' : 'unrepaired';
       if (state !== 'repaired') lost.set(blockId(ino, index), state);
-      out.problems.push({
+      // A healed block is reported now (it verifies on a retry of the range); the rest once the range is done.
+      (state === 'repaired' ? out.problems : ownProblems).push({
         kind: problemKind(bad),
         brick: me,
         ino,
         index,
         detail: heal.from
           ? `${bad}; healed from ${heal.from}`
-          : `${bad}; no replica has a copy that verifies`,
+          : state === 'unrecoverable'
+            ? `${bad}; no replica has a copy that verifies`
+            : `${bad}; no replica that answered has a copy that verifies`,
         state,
       });
       this.d.log.warn('scrub: a block of the primary fails its checksums', {
@@ -331,6 +335,7 @@ export class Scrubber {
     );
     if (attempt < RANGE_ATTEMPTS - 1 && replies.some((r) => r.status === 'rejected'))
       return { next: from, bytes, retry: true };
+    out.problems.push(...ownProblems);
     out.keys += mine.length;
     out.blocks += blockCount;
     let digest = digestOf(mine, 0).digest;
