@@ -61,6 +61,22 @@ async function checkFiles(t: Test, c: Cluster, sums: Map<string, string>) {
   t.equal(same, sums.size, `every file reads back identical (${sums.size} files)`);
 }
 
+/** Starts a rebalance job as `dunixctl volume rebalance start` would (throttle, PGs at once). */
+async function startRebalance(c: Cluster, id: string, maxMiBPerS: number, maxConcurrent: number) {
+  const nowMs = Date.now();
+  await c.coord.updateRebalance(c.volume, () => ({
+    id,
+    state: 'running',
+    maxMiBPerS,
+    maxConcurrent,
+    startedAtMs: nowMs,
+    updatedAtMs: nowMs,
+    pgsTotal: 0,
+    pgsDone: 0,
+    bytesMoved: 0,
+  }));
+}
+
 /** Every PG: exactly `replicas` bricks, all in sync. */
 function settled(placement: PgAssignment[], replicas: number): boolean {
   return placement.every((a) => a.bricks.length === replicas && a.isr.length === replicas);
@@ -87,17 +103,7 @@ t.test('grow from 3 to 5 bricks under a writer; drain and remove one', async (t)
   for (const id of ids.slice(3))
     await c.coord.setBrickAdmin(c.volume, id, { state: 'in', weight: 1, updatedAtMs: Date.now() });
   const startedMs = Date.now();
-  await c.coord.updateRebalance(c.volume, () => ({
-    id: 'grow',
-    state: 'running',
-    maxMiBPerS: 200,
-    maxConcurrent: 8,
-    startedAtMs: startedMs,
-    updatedAtMs: startedMs,
-    pgsTotal: 0,
-    pgsDone: 0,
-    bytesMoved: 0,
-  }));
+  await startRebalance(c, 'grow', 200, 8);
   await waitUntil(
     async () => (await c.coord.getSnapshot(c.volume)).rebalance?.state === 'done',
     'the rebalance to finish',
@@ -208,18 +214,8 @@ t.test('a rebalance survives the death of the controller and of the brick being 
   );
   await c.coord.setBrickAdmin(c.volume, newcomer.id, { state: 'in', weight: 1, updatedAtMs: Date.now() });
   const startedMs = Date.now();
-  await c.coord.updateRebalance(c.volume, () => ({
-    id: 'crash',
-    state: 'running',
-    // Slow enough that the kills land in the middle of backfills.
-    maxMiBPerS: 4,
-    maxConcurrent: 2,
-    startedAtMs: startedMs,
-    updatedAtMs: startedMs,
-    pgsTotal: 0,
-    pgsDone: 0,
-    bytesMoved: 0,
-  }));
+  // Slow enough (4 MiB/s, 2 PGs at once) that the kills land in the middle of backfills.
+  await startRebalance(c, 'crash', 4, 2);
   await waitUntil(
     async () =>
       (await c.placement()).some((a) => a.bricks.includes(newcomer.id) && !a.isr.includes(newcomer.id)),

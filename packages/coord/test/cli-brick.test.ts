@@ -1,38 +1,14 @@
-import { createLogger, targetPlacement } from '@dunix/proto';
+import { createLogger } from '@dunix/proto';
 import t, { type Test } from 'tap';
-import {
-  type Coordinator,
-  MemoryCoordinator,
-  MemoryKv,
-  placementCandidates,
-  run,
-  standings,
-  type VolumeSnapshot,
-} from '../src/index.js';
+import { type Coordinator, MemoryCoordinator, MemoryKv } from '../src/index.js';
 import { brick } from './compliance.js';
+import { runCli, targetOf } from './helpers/cli.js';
 
 const log = createLogger('cli-brick-test', () => undefined);
 
-async function cli(kv: MemoryKv, ...argv: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await run(argv, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    connect: (): Coordinator => new MemoryCoordinator({ kv, log }),
-  });
-  return { code, stdout, stderr };
-}
+const cli = (kv: MemoryKv, ...argv: string[]) => runCli(kv, argv);
 
-function target(snap: VolumeSnapshot): string[][] {
-  const c = snap.config!;
-  return targetPlacement(
-    c.pgCount,
-    c.replicas,
-    placementCandidates(snap, standings(snap, Date.now())),
-    snap.placement,
-  );
-}
+const target = targetOf;
 
 function sameSet(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((x) => b.includes(x));

@@ -7,29 +7,14 @@
 import { createLogger } from '@dunix/proto';
 import t, { type Test } from 'tap';
 import { nextScrubDueAtMs, runScrubSchedule } from '../src/controller/scrub-schedule.js';
-import {
-  type Coordinator,
-  MemoryCoordinator,
-  MemoryKv,
-  run,
-  type ScrubPgResult,
-  volumeConfig,
-} from '../src/index.js';
+import { MemoryCoordinator, MemoryKv, type ScrubPgResult, volumeConfig } from '../src/index.js';
 import { brick } from './compliance.js';
+import { runCli } from './helpers/cli.js';
 
 const log = createLogger('cli-scrub-test', () => undefined);
 const DAY = 86_400_000;
 
-async function cli(kv: MemoryKv, ...argv: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await run(argv, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    connect: (): Coordinator => new MemoryCoordinator({ kv, log }),
-  });
-  return { code, stdout, stderr };
-}
+const cli = (kv: MemoryKv, ...argv: string[]) => runCli(kv, argv);
 
 async function setup(t: Test) {
   const kv = new MemoryKv();

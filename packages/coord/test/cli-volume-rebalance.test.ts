@@ -1,42 +1,16 @@
 import { PassThrough } from 'node:stream';
-import { createLogger, targetPlacement } from '@dunix/proto';
+import { createLogger } from '@dunix/proto';
 import t, { type Test } from 'tap';
-import {
-  type CliIo,
-  type Coordinator,
-  MemoryCoordinator,
-  MemoryKv,
-  placementCandidates,
-  run,
-  standings,
-  type VolumeSnapshot,
-} from '../src/index.js';
+import { MemoryCoordinator, MemoryKv } from '../src/index.js';
 import { brick } from './compliance.js';
+import { runCli, targetOf } from './helpers/cli.js';
 
 const log = createLogger('cli-rebalance-test', () => undefined);
 const MiB = 1024 * 1024;
 
-async function cli(kv: MemoryKv, argv: string[], extra: Partial<CliIo> = {}) {
-  let stdout = '';
-  let stderr = '';
-  const code = await run(argv, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    connect: (): Coordinator => new MemoryCoordinator({ kv, log }),
-    ...extra,
-  });
-  return { code, stdout, stderr };
-}
+const cli = runCli;
 
-function target(snap: VolumeSnapshot): string[][] {
-  const c = snap.config!;
-  return targetPlacement(
-    c.pgCount,
-    c.replicas,
-    placementCandidates(snap, standings(snap, Date.now())),
-    snap.placement,
-  );
-}
+const target = targetOf;
 
 /** A volume of 3 bricks (replicas 2, 32 PGs), then b3 added: PGs differ from the target. */
 async function setup(t: Test) {

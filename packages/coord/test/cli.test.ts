@@ -1,20 +1,12 @@
 import { createLogger } from '@dunix/proto';
 import t from 'tap';
-import { type Coordinator, MemoryCoordinator, MemoryKv, run } from '../src/index.js';
+import { MemoryCoordinator, MemoryKv, run } from '../src/index.js';
 import { brick } from './compliance.js';
+import { runCli } from './helpers/cli.js';
 
 const log = createLogger('cli-test', () => undefined);
 
-async function cli(kv: MemoryKv, ...argv: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await run(argv, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    connect: (): Coordinator => new MemoryCoordinator({ kv, log }),
-  });
-  return { code, stdout, stderr };
-}
+const cli = (kv: MemoryKv, ...argv: string[]) => runCli(kv, argv);
 
 t.test('dunixctl volume create/list/status', async (t) => {
   const kv = new MemoryKv();
