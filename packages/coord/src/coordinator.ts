@@ -1463,22 +1463,41 @@ export abstract class KvCoordinator implements Coordinator {
     this.log.info('brick removed', { volume, brick: brickId });
   }
 
+  /**
+   * Read-modify-write of one JSON record by compare-and-swap on its
+   * revision, retried on a lost race: `decide` sees the stored entry and
+   * returns what to store (`put`) or what to answer without writing (`keep`).
+   */
+  private async updateRecord<T>(
+    key: string,
+    what: string,
+    decide: (cur: KvEntry | undefined) => { put: T } | { keep: T },
+  ): Promise<T> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const cur = await this.kv.get(key);
+      const d = decide(cur);
+      if ('keep' in d) return d.keep;
+      const value = JSON.stringify(d.put);
+      if (await this.kv.txn([{ key, modRevision: cur?.modRevision ?? 0 }], [{ key, value }])) return d.put;
+    }
+    throw new FsError('CONFLICT', `${what} kept changing`);
+  }
+
   async updateRebalance(
     volume: string,
     change: (job: RebalanceJob | null) => RebalanceJob | undefined,
   ): Promise<RebalanceJob | null> {
     this.ensureStarted();
     validateVolumeName(volume);
-    const key = keys.rebalance(volume);
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const cur = await this.kv.get(key);
-      const job = cur ? parseRecord(cur, validateRebalanceJob) : null;
-      const next = change(job);
-      if (next === undefined) return job;
-      const value = JSON.stringify(validateRebalanceJob(next));
-      if (await this.kv.txn([{ key, modRevision: cur?.modRevision ?? 0 }], [{ key, value }])) return next;
-    }
-    throw new FsError('CONFLICT', `rebalance record of ${volume} kept changing`);
+    return this.updateRecord<RebalanceJob | null>(
+      keys.rebalance(volume),
+      `rebalance record of ${volume}`,
+      (cur) => {
+        const job = cur ? parseRecord(cur, validateRebalanceJob) : null;
+        const next = change(job);
+        return next === undefined ? { keep: job } : { put: validateRebalanceJob(next) };
+      },
+    );
   }
 
   async updateVolumeConfig(
@@ -1491,15 +1510,10 @@ export abstract class KvCoordinator implements Coordinator {
     const other = Object.keys(patch).filter((k) => !allowed.has(k));
     if (other.length)
       throw new FsError('INVALID_ARGUMENT', `volume options that cannot change: ${other.join(', ')}`);
-    const key = keys.config(volume);
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const cur = await this.kv.get(key);
+    return this.updateRecord(keys.config(volume), `config of ${volume}`, (cur) => {
       if (!cur) throw new FsError('NOT_FOUND', `volume ${volume} does not exist`);
-      const next = checkedVolumeConfig({ ...parseRecord(cur, readVolumeConfig), ...patch });
-      if (await this.kv.txn([{ key, modRevision: cur.modRevision }], [{ key, value: JSON.stringify(next) }]))
-        return next;
-    }
-    throw new FsError('CONFLICT', `config of ${volume} kept changing`);
+      return { put: checkedVolumeConfig({ ...parseRecord(cur, readVolumeConfig), ...patch }) };
+    });
   }
 
   async updateScrub(
@@ -1508,16 +1522,11 @@ export abstract class KvCoordinator implements Coordinator {
   ): Promise<ScrubJob | null> {
     this.ensureStarted();
     validateVolumeName(volume);
-    const key = keys.scrub(volume);
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const cur = await this.kv.get(key);
+    return this.updateRecord<ScrubJob | null>(keys.scrub(volume), `scrub record of ${volume}`, (cur) => {
       const job = cur ? parseRecord(cur, validateScrubJob) : null;
       const next = change(job);
-      if (next === undefined) return job;
-      const value = JSON.stringify(validateScrubJob(next));
-      if (await this.kv.txn([{ key, modRevision: cur?.modRevision ?? 0 }], [{ key, value }])) return next;
-    }
-    throw new FsError('CONFLICT', `scrub record of ${volume} kept changing`);
+      return next === undefined ? { keep: job } : { put: validateScrubJob(next) };
+    });
   }
 
   async reportScrubPg(volume: string, result: ScrubPgResult): Promise<'recorded' | 'duplicate' | 'stale'> {
