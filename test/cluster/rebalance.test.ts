@@ -14,12 +14,20 @@
  * Printed, not asserted: the writer's longest pause, the rebalance time and
  * bytes moved: `# rebalance: scenario=NAME key=value ...`.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import type { PgAssignment } from '@dunix/proto';
 import { startCluster, waitUntil, type Cluster } from '../src/cluster.js';
-import { checkWriter, errorSummary, keepLogs, pauseAfter, readBack, recordWriter } from '../src/failover.js';
+import {
+  checkWriter,
+  errorSummary,
+  filesIntact,
+  keepLogs,
+  pauseAfter,
+  recordWriter,
+  sha256,
+} from '../src/failover.js';
 
 const MiB = 1024 * 1024;
 
@@ -45,20 +53,13 @@ async function writeFiles(c: Cluster, n: number): Promise<Map<string, string>> {
     const data = randomBytes(MiB + i * 4099);
     const p = c.path(`data-${i}`);
     writeFileSync(p, data);
-    sums.set(p, createHash('sha256').update(data).digest('hex'));
+    sums.set(p, sha256(data));
   }
   return sums;
 }
 
 async function checkFiles(t: Test, c: Cluster, sums: Map<string, string>) {
-  let same = 0;
-  for (const [p, sum] of sums) {
-    const got = createHash('sha256')
-      .update(await readBack(c, p, { direct: true }))
-      .digest('hex');
-    if (got === sum) same++;
-  }
-  t.equal(same, sums.size, `every file reads back identical (${sums.size} files)`);
+  t.equal(await filesIntact(c, sums), sums.size, `every file reads back identical (${sums.size} files)`);
 }
 
 /** Starts a rebalance job as `dunixctl volume rebalance start` would (throttle, PGs at once). */

@@ -13,13 +13,12 @@
  * over the job's time, unthrottled; every replica reads as much again):
  * `# scrub: scenario=NAME key=value ...`.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { blockPg } from '@dunix/proto';
 import { startCluster, waitUntil, type BrickProc, type Cluster } from '../src/cluster.js';
-import { keepLogs, readBack, waitFullRedundancy } from '../src/failover.js';
+import { filesIntact, keepLogs, readBack, sha256, waitFullRedundancy } from '../src/failover.js';
 
 const MiB = 1024 * 1024;
 
@@ -90,22 +89,18 @@ t.test('a corrupted and a deleted block on one brick are found and repaired', as
     const data = fileBytes(i, 4 * MiB + i * 4096);
     const path = c.path(`f-${i}`);
     writeFileSync(path, data);
-    sums.set(path, createHash('sha256').update(data).digest('hex'));
+    sums.set(path, sha256(data));
     files.push({ path, ino: lstatSync(path, { bigint: true }).ino, size: data.length });
   }
   // Small files (inline) and directories for the key side.
   for (let i = 0; i < 20; i++) writeFileSync(c.path(`small-${i}`), `small ${i}\n`);
 
-  const checkAll = async (what: string) => {
-    let same = 0;
-    for (const [p, sum] of sums) {
-      const got = createHash('sha256')
-        .update(await readBack(c, p, { direct: true }))
-        .digest('hex');
-      if (got === sum) same++;
-    }
-    t.equal(same, sums.size, `${what}: every file reads back identical (${sums.size} files)`);
-  };
+  const checkAll = async (what: string) =>
+    t.equal(
+      await filesIntact(c, sums),
+      sums.size,
+      `${what}: every file reads back identical (${sums.size} files)`,
+    );
 
   // A clean volume first: the scrub finds nothing; its rate, unthrottled.
   const clean = await scrub(t, c, ['--max-mib-per-s', '0']);
@@ -163,11 +158,7 @@ t.test('a corrupted and a deleted block on one brick are found and repaired', as
   flipped[777]! ^= 0x01;
   writeFileSync(lpath, flipped);
   const readWhole = await readBack(c, led.path, { direct: true });
-  t.equal(
-    createHash('sha256').update(readWhole).digest('hex'),
-    sums.get(led.path),
-    "a read of the primary's bad block returns the right bytes",
-  );
+  t.equal(sha256(readWhole), sums.get(led.path), "a read of the primary's bad block returns the right bytes");
   t.ok(readFileSync(lpath).equals(good), 'and the primary healed its copy from a replica');
 
   const found = await scrub(t, c);

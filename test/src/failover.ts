@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 /**
  * Helpers of the real-process fault tests (test/cluster/fault-*.test.ts):
  * a file whose PGs a chosen brick leads, `dunixctl volume status --json`
@@ -161,6 +162,18 @@ export async function readBack(
   return data;
 }
 let readBacks = 0;
+
+/** sha256 of bytes, hex: what a file's content is checked against after faults. */
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** How many of `sums` (path -> sha256) read back identical, each with O_DIRECT (the bricks answer). */
+export async function filesIntact(c: Cluster, sums: ReadonlyMap<string, string>): Promise<number> {
+  let same = 0;
+  for (const [p, sum] of sums) if (sha256(await readBack(c, p, { direct: true })) === sum) same++;
+  return same;
+}
 
 /** A record writer on `path` with its log and stop file in the cluster's temp dir. */
 export function recordWriter(

@@ -39,6 +39,26 @@ function roundTrip(entries: LogEntry[]): LogEntry[] {
 
 const viaCodec = (w: wire.LogEntry) => decodeLogEntry(encodeLogEntry(w));
 
+/** A received write-block entry (no bytes of its own) with WRITE ops of these lengths, blocks 0, 1, ... */
+function writeShell(lengths: number[]) {
+  return viaCodec({
+    epoch: '1',
+    seq: '1',
+    requestId: '',
+    kind: 'write-block',
+    writes: [],
+    blocks: lengths.map((length, i) => ({
+      ino: '1',
+      index: String(i),
+      kind: 'WRITE' as const,
+      offset: 0,
+      length,
+      data: Buffer.alloc(0),
+      record: Buffer.alloc(0),
+    })),
+  });
+}
+
 t.test('every kind of op survives the round trip; bytes come in order', async (t) => {
   const sent = [
     entry(7n, [
@@ -101,62 +121,13 @@ t.test('one op: its own buffer goes out, and the receiver gets views, not copies
   ]);
   t.equal(data, block, 'the same Buffer, not a copy');
   const tail = Buffer.concat([bytes(2, 1), bytes(2, 2)]);
-  const [e] = entriesFromReplicate(
-    [
-      viaCodec({
-        epoch: '1',
-        seq: '1',
-        requestId: '',
-        kind: 'write-block',
-        writes: [],
-        blocks: [
-          {
-            ino: '1',
-            index: '0',
-            kind: 'WRITE',
-            offset: 0,
-            length: 2,
-            data: Buffer.alloc(0),
-            record: Buffer.alloc(0),
-          },
-          {
-            ino: '1',
-            index: '1',
-            kind: 'WRITE',
-            offset: 0,
-            length: 2,
-            data: Buffer.alloc(0),
-            record: Buffer.alloc(0),
-          },
-        ],
-      }),
-    ],
-    tail,
-  );
+  const [e] = entriesFromReplicate([writeShell([2, 2])], tail);
   t.equal(e!.blocks[1]!.data!.buffer, tail.buffer, 'a view of the request data');
   t.equal(e!.blocks[1]!.data!.toString('hex'), '0202');
 });
 
 t.test('ops and bytes that disagree are refused', async (t) => {
-  const shell = (length: number) =>
-    viaCodec({
-      epoch: '1',
-      seq: '1',
-      requestId: '',
-      kind: 'write-block',
-      writes: [],
-      blocks: [
-        {
-          ino: '1',
-          index: '0',
-          kind: 'WRITE',
-          offset: 0,
-          length,
-          data: Buffer.alloc(0),
-          record: Buffer.alloc(0),
-        },
-      ],
-    });
+  const shell = (length: number) => writeShell([length]);
   for (const [what, length, data] of [
     ['bytes short of the ops', 10, bytes(4, 0)],
     ['bytes no op claims', 2, bytes(4, 0)],
