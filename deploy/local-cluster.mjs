@@ -45,6 +45,8 @@ const BIN = {
   mountHelper: join(REPO, 'packages/mount/dist/src/bin/mount-helper.cjs'),
 };
 const MOUNT_WRAPPER = '/sbin/mount.dunixfs';
+/** mount(8) runs /sbin/mount.fuse.dunixfs for `-t fuse.dunixfs` and fstab type fuse.dunixfs. */
+const MOUNT_WRAPPER_FUSE = '/sbin/mount.fuse.dunixfs';
 const LOOPBACK = '127.0.0.1';
 const BRICKS = ['b1', 'b2', 'b3'];
 const FSTYPE = 'fuse.dunixfs';
@@ -729,18 +731,22 @@ function installAndBuild(cfg) {
 function installMountWrapper() {
   const text =
     '#!/bin/sh\n' +
-    '# mount(8) helper for `mount -t dunixfs` and fstab entries; installed by\n' +
-    `# ${join(REPO, 'deploy/local-cluster.mjs')}.\n` +
+    '# mount(8) helper for `mount -t dunixfs`, `mount -t fuse.dunixfs` and fstab entries;\n' +
+    `# installed by ${join(REPO, 'deploy/local-cluster.mjs')}.\n` +
     `exec ${process.execPath} ${BIN.mountHelper} "$@"\n`;
-  let old;
-  try {
-    old = readFileSync(MOUNT_WRAPPER, 'utf8');
-  } catch {
-    old = undefined;
+  const done = [];
+  for (const path of [MOUNT_WRAPPER, MOUNT_WRAPPER_FUSE]) {
+    let old;
+    try {
+      old = readFileSync(path, 'utf8');
+    } catch {
+      old = undefined;
+    }
+    if (old === text) continue;
+    writeAtomic(path, text, 0o755);
+    done.push(`${old === undefined ? 'installed' : 'updated'} ${path}`);
   }
-  if (old === text) return 'up to date';
-  writeAtomic(MOUNT_WRAPPER, text, 0o755);
-  return old === undefined ? 'installed' : 'updated';
+  return done.length ? done.join(', ') : 'up to date';
 }
 
 function daemonEnv(strip) {

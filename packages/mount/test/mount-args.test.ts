@@ -1,5 +1,5 @@
 import t from 'tap';
-import { parseMountArgs } from '../src/bin/mount-args.js';
+import { mountUsage, parseMountArgs, wantsHelp } from '../src/bin/mount-args.js';
 
 /** Mount arguments as mount(8) and fstab pass them: defaults, options, bounds. */
 
@@ -46,4 +46,34 @@ t.test('other options keep their bounds; kernel options pass through', async (t)
   t.match(a, { attrTtlMs: 0, entryTtlMs: 5, foreground: true, extra: 'ro' });
   t.throws(() => parseMountArgs([...base, '-o', 'attr_ttl_ms=-1']), /attr_ttl_ms must be 0\.\.86400000/);
   t.throws(() => parseMountArgs([...base, '-o', 'bogus=1']), /unknown mount option/);
+});
+
+t.test('-t dunixfs and -t fuse.dunixfs (mount(8) passes the type of fstab); others refused', async (t) => {
+  for (const type of ['dunixfs', 'fuse.dunixfs']) {
+    t.match(parseMountArgs([...base, '-o', 'rw,noatime', '-t', type]), { volume: 'vol', extra: 'noatime' });
+    t.match(parseMountArgs([...base, `-t${type}`]), { volume: 'vol' }, `-t${type} in one word`);
+    t.match(parseMountArgs(['-t', type, ...base, '-s', '-n', '-v']), { mountpoint: '/mnt/x' }, 'type first');
+  }
+  t.throws(() => parseMountArgs([...base, '-t', 'ext4']), /unsupported filesystem type "ext4"/);
+  t.throws(() => parseMountArgs([...base, '-t', 'fuse']), /unsupported filesystem type/);
+  t.throws(() => parseMountArgs([...base, '-t']), /-t needs a filesystem type/);
+});
+
+t.test('--help and -h ask for the usage, which names every option', async (t) => {
+  t.ok(wantsHelp(['--help']));
+  t.ok(wantsHelp([...base, '-h']));
+  t.notOk(wantsHelp(base));
+  for (const prog of ['dunixfs', 'mount.dunixfs'] as const) {
+    const u = mountUsage(prog);
+    t.match(u, new RegExp(`^usage: ${prog.replace('.', '\\.')} `));
+    for (const o of [
+      'attr_ttl_ms',
+      'failover_timeout_ms',
+      'read_ahead_kb',
+      'log=FILE',
+      'fuse.dunixfs',
+      'noatime',
+    ])
+      t.match(u, o, `${prog} usage names ${o}`);
+  }
 });

@@ -4,7 +4,7 @@ import { createLogger, initHashing, Router } from '@dunix/proto';
 import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { FuseMount } from '../fuse/mount.js';
-import { parseMountArgs } from './mount-args.js';
+import { mountUsage, parseMountArgs, wantsHelp } from './mount-args.js';
 
 /**
  * dunixfs SPEC MOUNTPOINT [-o options]: mounts a volume and serves it in the
@@ -13,6 +13,10 @@ import { parseMountArgs } from './mount-args.js';
  * background for mount(8) and fstab.
  */
 export async function main(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    process.stdout.write(mountUsage('dunixfs'));
+    return 0;
+  }
   const log = createLogger('dunixfs');
   let args;
   try {

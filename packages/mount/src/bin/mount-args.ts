@@ -1,6 +1,6 @@
 /**
  * Arguments of dunixfs and mount.dunixfs: SPEC MOUNTPOINT [-o a,b=c] [-f]
- * [-s -n -v (ignored, as mount(8) passes them)].
+ * [-t dunixfs|fuse.dunixfs] [-s -n -v (ignored, as mount(8) passes them)].
  */
 export interface MountArgs {
   spec: string;
@@ -53,6 +53,50 @@ const KERNEL_PASSTHROUGH = new Set([
   'dirsync',
 ]);
 
+/**
+ * Filesystem types we answer to: `dunixfs` (fstab, `mount -t dunixfs`) and
+ * `fuse.dunixfs`, the type the kernel shows (findmnt) and fstab generators
+ * write; mount(8) passes `-t TYPE` to a helper when the type has a subtype.
+ */
+export const FS_TYPES = ['dunixfs', 'fuse.dunixfs'] as const;
+
+/** Usage text of dunixfs (foreground client) and mount.dunixfs (mount(8) helper). */
+export function mountUsage(prog: 'dunixfs' | 'mount.dunixfs'): string {
+  const what =
+    prog === 'dunixfs'
+      ? 'Mounts a dunixfs volume and serves it in the foreground until it is unmounted.'
+      : 'mount(8) helper: starts the dunixfs client in the background and returns once the mount is live.';
+  return `usage: ${prog} ETCD_HOST:PORT[,HOST:PORT...]/VOLUME MOUNTPOINT [-o OPTIONS] [-f] [-t TYPE]
+
+${what}
+
+  -o OPTIONS   comma-separated mount options:
+                 attr_ttl_ms=MS, entry_ttl_ms=MS     kernel attribute/entry cache (default 1000)
+                 dial_timeout_ms=MS                   etcd connect timeout (default 10000)
+                 failover_timeout_ms=MS               how long an op rides out a failover (default 60000, min 1000)
+                 read_ahead_kb=KB                     kernel readahead window (default 32768)
+                 log=FILE                             client log of mount.dunixfs (default /var/log/dunixfs/<dir>.log)
+                 ${[...KERNEL_PASSTHROUGH].join(', ')}
+                                                      passed to the kernel
+                 ${[...USERSPACE_ONLY].join(', ')}, x-*, comment=*
+                                                      accepted, ignored (mount(8) and fstab)
+  -f           stay in the foreground
+  -t TYPE      ${FS_TYPES.join(' or ')} (as mount(8) passes it)
+  -s -n -v -w  accepted and ignored (mount(8) passes them); -r mounts read-only
+  -h, --help   this text
+
+Examples:
+  mount -t dunixfs 127.0.0.1:2379/dunix /mnt/dunix
+  mount -t fuse.dunixfs 127.0.0.1:2379/dunix /mnt/dunix
+  fstab: 127.0.0.1:2379/dunix  /mnt/dunix  fuse.dunixfs  defaults,_netdev  0 0
+`;
+}
+
+/** True when argv asks for the usage text (-h, --help), whatever else it holds. */
+export function wantsHelp(argv: string[]): boolean {
+  return argv.some((a) => a === '-h' || a === '--help');
+}
+
 function ms(name: string, v: string, minMs = 0): number {
   const n = Number(v);
   if (v.trim() === '' || !Number.isInteger(n) || n < minMs || n > 86_400_000)
@@ -90,13 +134,21 @@ export function parseMountArgs(argv: string[]): MountArgs {
       opts.push(...v.split(',').filter(Boolean));
     } else if (a.startsWith('-o') && a.length > 2) opts.push(...a.slice(2).split(',').filter(Boolean));
     else if (a === '-f' || a === '--foreground') foreground = true;
+    else if (a === '-t' || (a.startsWith('-t') && a.length > 2)) {
+      const type = a === '-t' ? argv[++i] : a.slice(2);
+      if (type === undefined) throw new Error('-t needs a filesystem type');
+      if (!(FS_TYPES as readonly string[]).includes(type))
+        throw new Error(
+          `unsupported filesystem type ${JSON.stringify(type)}: expected ${FS_TYPES.join(' or ')}`,
+        );
+    } else if (a === '-N') throw new Error('-N (mount namespaces) is not supported');
     else if (a === '-s' || a === '-n' || a === '-v' || a === '-r' || a === '-w') {
       if (a === '-r') opts.push('ro');
     } else if (a.startsWith('-')) throw new Error(`unknown option ${a}`);
     else positional.push(a);
   }
   if (positional.length !== 2)
-    throw new Error('usage: dunixfs HOST:PORT/VOLUME MOUNTPOINT [-o options] [-f]');
+    throw new Error('usage: dunixfs HOST:PORT/VOLUME MOUNTPOINT [-o options] [-f] (--help for more)');
   const [spec, mountpoint] = positional as [string, string];
   const { endpoints, volume } = parseSpec(spec);
   const out: MountArgs = {

@@ -3,11 +3,15 @@ import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readMountInfo } from '../fuse/mount.js';
-import { parseMountArgs } from './mount-args.js';
+import { mountUsage, parseMountArgs, wantsHelp } from './mount-args.js';
 
 const READY_TIMEOUT_MS = 30_000;
 
 export async function main(argv: string[]): Promise<number> {
+  if (wantsHelp(argv)) {
+    process.stdout.write(mountUsage('mount.dunixfs'));
+    return 0;
+  }
   let args;
   try {
     args = parseMountArgs(argv);
