@@ -54,6 +54,12 @@ export const O_ACCMODE = 0o3;
 export const O_WRONLY = 0o1;
 export const O_RDWR = 0o2;
 export const O_TRUNC = 0o1000;
+/**
+ * __FMODE_EXEC: set in the flags of the open the kernel makes to execute a
+ * file (execve, uselib). Such an open needs execute permission, not read: a
+ * mode 0711 binary runs for everyone, as on a local filesystem.
+ */
+export const FMODE_EXEC = 0x20;
 /** setxattr(2) flags. */
 export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
@@ -658,6 +664,7 @@ export class NamespaceEngine implements NamespaceOps {
     const inode = await new Inodes(t).need(ino);
     const acc = flags & O_ACCMODE;
     let want = acc === O_WRONLY ? W_OK : acc === O_RDWR || acc === O_ACCMODE ? R_OK | W_OK : R_OK;
+    if (flags & FMODE_EXEC && acc === 0) want = X_OK;
     if (flags & O_TRUNC) want |= W_OK;
     if (isLnk(inode.mode)) throw new FsError('SYMLINK_LOOP', `open of symlink ${ino}`);
     if (isDir(inode.mode) && want & W_OK)

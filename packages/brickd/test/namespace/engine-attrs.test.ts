@@ -1,7 +1,14 @@
 import { limits } from '@dunix/proto';
 import t from 'tap';
 import type { Cred, SetAttrChanges } from '../../src/namespace/api.js';
-import { O_RDWR, O_TRUNC, O_WRONLY, XATTR_CREATE, XATTR_REPLACE } from '../../src/namespace/engine.js';
+import {
+  FMODE_EXEC,
+  O_RDWR,
+  O_TRUNC,
+  O_WRONLY,
+  XATTR_CREATE,
+  XATTR_REPLACE,
+} from '../../src/namespace/engine.js';
 import { S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG } from '../../src/store/records.js';
 import { alice, b, bob, Fixture, nobody, ROOT, root } from './harness.js';
 
@@ -215,6 +222,36 @@ t.test('convertInline and extend', async (t) => {
   t.equal(
     await f.code((tx) => f.engine.extend(tx, alice, file, BigInt(limits.fileSizeMaxBytes) + 1n, false)),
     'FILE_TOO_LARGE',
+  );
+});
+
+t.test('open for exec (FMODE_EXEC) needs execute, not read: 0711 runs for everyone', async (t) => {
+  const { f, file } = await withFile();
+  await f.chmod(file, 0o711);
+  t.equal(
+    await f.code((tx) => f.engine.open(tx, bob, file, 0)),
+    'PERMISSION_DENIED',
+    'a read open is refused',
+  );
+  t.equal(await f.code((tx) => f.engine.open(tx, bob, file, FMODE_EXEC)), 'OK', 'an exec open is not');
+  t.equal(await f.code((tx) => f.engine.open(tx, root, file, FMODE_EXEC)), 'OK');
+  await f.chmod(file, 0o744);
+  t.equal(
+    await f.code((tx) => f.engine.open(tx, bob, file, FMODE_EXEC)),
+    'PERMISSION_DENIED',
+    'read without x is no exec',
+  );
+  t.equal(
+    await f.code((tx) => f.engine.open(tx, root, file, FMODE_EXEC)),
+    'PERMISSION_DENIED',
+    'root execs only with some x bit',
+  );
+  await f.chmod(file, 0o701);
+  t.equal(await f.code((tx) => f.engine.open(tx, bob, file, FMODE_EXEC)), 'OK', 'x for others is enough');
+  t.equal(
+    await f.code((tx) => f.engine.open(tx, bob, file, FMODE_EXEC | O_TRUNC)),
+    'PERMISSION_DENIED',
+    'O_TRUNC still needs write',
   );
 });
 
