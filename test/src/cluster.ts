@@ -60,6 +60,8 @@ export interface ClusterOptions {
   volume?: string;
   /** Extra environment of every brick (an array: per brick). */
   brickEnv?: Record<string, string> | Record<string, string>[];
+  /** Extra command-line arguments of brick `index` (e.g. ['--capacity', '64MiB']). */
+  brickArgs?: (index: number) => string[];
   /**
    * The last this many of `bricks` are not started with the others: the
    * volume is created without them (start one with launch(), then e.g.
@@ -439,6 +441,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
           etcdEndpoint,
           '--volume',
           volume,
+          ...(opts.brickArgs?.(i) ?? []),
         ],
         logFile,
         childEnv(env),

@@ -19,7 +19,7 @@ import { PgState, type PreparedTx } from './pg/pg-state.js';
 import type { ReplicationDeps } from './replication/deps.js';
 import { Replication } from './replication/replication.js';
 import { KeyKind, keys, pgOfKey } from './store/keys.js';
-import { prefixEnd, type KvStore, type KvWrite } from './store/kv.js';
+import { prefixEnd, type KvEntry, type KvStore, type KvWrite } from './store/kv.js';
 import {
   decodeRecord,
   encodeRecord,
@@ -81,6 +81,11 @@ export interface BrickDeps {
   storeLost?: boolean;
   /** Whether a brick holds its lease now (catch-up skips dead replicas). */
   brickAlive?: (brickId: string) => boolean;
+  /**
+   * Whether any of these bricks is full (usage.ts): a write that adds block
+   * bytes to a PG with a full copy gets ENOSPC. Absent: never full.
+   */
+  anyFull?: (bricks: readonly string[]) => boolean;
 }
 
 /** Thrown inside a single-PG attempt that needs another PG: the op is rerun as a transaction. */
@@ -816,15 +821,11 @@ export class Brick implements PgEndpoint {
     const st = this.serving(pg);
     this.checkBlockPg(pg, ino, index);
     return this.repl.append(st, '', 'write-block', async () => {
-      const rec = await this.d.blocks.write(
-        pg,
-        ino,
-        index,
-        offset,
-        data,
-        await this.blockRecord(pg, ino, index),
-        this.d.volume.blockSizeBytes,
-      );
+      const old = await this.blockRecord(pg, ino, index);
+      // Overwrites go on when full (they need no new space); growth does not.
+      if (offset + data.length > (old?.length ?? 0) && this.d.anyFull?.(st.isr))
+        throw new FsError('NO_SPACE', `pg ${pg}: a brick holding it is full`);
+      const rec = await this.d.blocks.write(pg, ino, index, offset, data, old, this.d.volume.blockSizeBytes);
       return {
         writes: [{ key: keys.block(pg, ino, index), value: encodeRecord(rec) }],
         blocks: [{ ino, index, kind: 'WRITE', offset, length: data.length, data }],
@@ -951,6 +952,17 @@ export class Brick implements PgEndpoint {
     return this.inodeCount.value;
   }
 
+  /** Bytes of block files of every PG copy held here, any role (from the block records). */
+  async blockBytesHeld(): Promise<number> {
+    let total = 0;
+    for (const pg of [...this.pgs.keys()]) {
+      await this.scanRange(keys.kindPrefix(pg, KeyKind.block), (r) => {
+        if (r.value) total += decodeRecord<BlockRecord>(r.value).length;
+      });
+    }
+    return total;
+  }
+
   /** Counts for BrickStatus. */
   async counts(): Promise<{ inodes: number; blocks: number }> {
     let inodes = 0;
@@ -967,14 +979,20 @@ export class Brick implements PgEndpoint {
 
   private async countRange(prefix: Buffer): Promise<number> {
     let n = 0;
+    await this.scanRange(prefix, () => n++);
+    return n;
+  }
+
+  /** Visits every row under `prefix`, a page at a time. */
+  private async scanRange(prefix: Buffer, visit: (row: KvEntry) => void): Promise<void> {
     let after: Buffer | undefined;
     const lt = prefixEnd(prefix);
     for (;;) {
       const rows = await this.d.kv.range(
         after ? { gt: after, lt, limit: 4096 } : { gte: prefix, lt, limit: 4096 },
       );
-      n += rows.length;
-      if (rows.length < 4096) return n;
+      rows.forEach(visit);
+      if (rows.length < 4096) return;
       after = rows[rows.length - 1]!.key;
     }
   }

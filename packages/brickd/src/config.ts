@@ -43,6 +43,8 @@ export interface BrickKnobs {
   scrubBytesPerS: number;
   /** While a scrub job runs: how often the brick looks again for PGs it leads that are not scrubbed yet. */
   scrubRescanMs: number;
+  /** How often the brick measures its space and publishes it (dunixctl df, the full threshold). */
+  usageIntervalMs: number;
 }
 
 export const brickDefaults: BrickKnobs = {
@@ -65,6 +67,7 @@ export const brickDefaults: BrickKnobs = {
   scrubChunkBytes: 4 * 1024 * 1024,
   scrubBytesPerS: 16 * 1024 * 1024,
   scrubRescanMs: 5000,
+  usageIntervalMs: 5000,
 };
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
@@ -90,6 +93,7 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('scrubChunkKeys', 65_536);
   positive('scrubChunkBytes', 64 * 1024 * 1024);
   positive('scrubRescanMs', 3_600_000);
+  positive('usageIntervalMs', 3_600_000);
   if (!Number.isInteger(k.scrubBytesPerS) || k.scrubBytesPerS < 0 || k.scrubBytesPerS > 2 ** 40)
     bad.push(`scrubBytesPerS ${k.scrubBytesPerS} must be 0..2^40`);
   if (!Number.isInteger(k.groupCommitMs) || k.groupCommitMs < 0 || k.groupCommitMs > 1000)

@@ -11,6 +11,7 @@ import {
 } from '@dunix/coord';
 import {
   brickProto,
+  fullThresholdPct,
   createLogger,
   FrameServer,
   FsError,
@@ -32,6 +33,7 @@ import { writePortFile } from './port-file.js';
 import { RemotePeers } from './rpc/peers.js';
 import { ReplicaPeers } from './rpc/replica-peers.js';
 import { ScrubRunner } from './scrub-runner.js';
+import { SpaceKeeper } from './space.js';
 import type { RecoveryReporter } from './replication/deps.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
@@ -53,6 +55,8 @@ export interface BrickdOptions {
   /** Failure domain (default: this machine's hostname). */
   host?: string;
   weight?: number;
+  /** Bytes this brick may fill (0 or absent: its filesystem's size). */
+  capacityBytes?: number;
   knobs?: Partial<BrickKnobs>;
   log?: Logger;
   /** Where to report the ports actually bound (port-file.ts), once both servers listen. */
@@ -93,6 +97,7 @@ export class BrickDaemon {
   });
   private brick: Brick | undefined;
   private scrubRunner: ScrubRunner | undefined;
+  private space: SpaceKeeper | undefined;
   private handlers: BrickHandlers | undefined;
   private identity: Identity | undefined;
   private applying: Promise<void> = Promise.resolve();
@@ -222,12 +227,27 @@ export class BrickDaemon {
     this.router.update({ config, placement: s.placement, bricks: s.bricks });
     if (!this.brick) {
       const coord = this.coord!;
+      const space = new SpaceKeeper({
+        brickId: this.brickId,
+        dataDir: this.o.dataDir,
+        metaDir: join(this.o.dataDir, 'meta'),
+        capacityBytes: this.o.capacityBytes ?? 0,
+        intervalMs: this.knobs.usageIntervalMs,
+        blockBytes: () => this.brick?.blockBytesHeld() ?? Promise.resolve(0),
+        thresholdPct: () => fullThresholdPct(this.router.current?.config ?? config),
+        control: {
+          publish: (u) => coord.publishUsage(config.name, this.brickId, u),
+          list: () => coord.listUsage(config.name),
+        },
+        log: this.log,
+      });
+      this.space = space;
       const brick = new Brick({
         brickId: this.brickId,
         // Its own copy: adoptConfig changes the options that may change.
         volume: { ...config },
         kv: this.kv!,
-        blocks: this.blocks!,
+        blocks: space.counting(this.blocks!),
         engine: new NamespaceEngine({
           pgCount: config.pgCount,
           inlineMaxBytes: config.inlineMaxBytes,
@@ -255,6 +275,7 @@ export class BrickDaemon {
         },
         storeLost: this.storeLost,
         brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,
+        anyFull: (bricks) => space.anyFull(bricks),
       });
       await brick.applyPlacement(s.placement);
       this.handlers = brickHandlers({
@@ -263,6 +284,7 @@ export class BrickDaemon {
         dataDir: this.o.dataDir,
         log: this.log,
         startedAtMs: Date.now(),
+        usage: () => space.meter.current(),
       });
       this.brick = brick;
       this.scrubRunner = new ScrubRunner({
@@ -278,6 +300,7 @@ export class BrickDaemon {
         wallMs: () => Date.now(),
       });
       brick.start();
+      space.start();
       void brick.recoverySweep();
       this.memoryTimer = setInterval(() => {
         const m = process.memoryUsage();
@@ -378,6 +401,7 @@ export class BrickDaemon {
       this.brick?.stop();
       await this.scrubRunner?.stop().catch(() => {});
       clearInterval(this.memoryTimer);
+      this.space?.stop();
       if (this.server) {
         const server = this.server;
         await new Promise<void>((resolve) => {

@@ -1,4 +1,6 @@
 import {
+  type BrickUsage,
+  parseBrickUsage,
   computePlacement,
   createLogger,
   defaultMinInsync,
@@ -351,7 +353,14 @@ export interface Coordinator {
     volume: string,
     change: (job: RebalanceJob | null) => RebalanceJob | undefined,
   ): Promise<RebalanceJob | null>;
-  /** Changes the options of a volume config that may change (minInsync, downOutIntervalMs, scrubIntervalMs). */
+  /**
+   * Publishes the space of a brick registered through this coordinator,
+   * bound to its lease (a dead brick's record goes with the lease).
+   */
+  publishUsage(volume: string, brickId: string, usage: BrickUsage): Promise<void>;
+  /** Every brick's last published usage (bricks without a live record are absent). */
+  listUsage(volume: string): Promise<Map<string, BrickUsage>>;
+  /** Changes the options of a volume config that may change (minInsync, downOutIntervalMs, scrubIntervalMs, fullThresholdPct). */
   updateVolumeConfig(
     volume: string,
     patch: Partial<Pick<VolumeConfig, ChangeableVolumeOption>>,
@@ -378,12 +387,13 @@ export interface Coordinator {
 }
 
 /** Options of a volume's config that may change after creation. */
-export type ChangeableVolumeOption = 'minInsync' | 'downOutIntervalMs' | 'scrubIntervalMs';
+export type ChangeableVolumeOption = 'minInsync' | 'downOutIntervalMs' | 'scrubIntervalMs' | 'fullThresholdPct';
 
 const CHANGEABLE_OPTIONS: ReadonlySet<ChangeableVolumeOption> = new Set([
   'minInsync',
   'downOutIntervalMs',
   'scrubIntervalMs',
+  'fullThresholdPct',
 ]);
 
 export const BRICK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -982,6 +992,36 @@ export abstract class KvCoordinator implements Coordinator {
         },
       ],
     );
+  }
+
+  async publishUsage(volume: string, brickId: string, usage: BrickUsage): Promise<void> {
+    this.ensureStarted();
+    const reg = this.registrations.get(`${validateVolumeName(volume)}/${brickId}`);
+    if (!reg) throw new FsError('NOT_FOUND', `brick ${brickId} is not registered here`);
+    await this.kv.put({
+      key: keys.usage(volume, brickId),
+      value: JSON.stringify(usage),
+      lease: reg.held.lease,
+    });
+  }
+
+  async listUsage(volume: string): Promise<Map<string, BrickUsage>> {
+    this.ensureStarted();
+    const prefix = keys.usageAll(validateVolumeName(volume));
+    const out = new Map<string, BrickUsage>();
+    for (const kv of (await this.kv.range(prefix)).entries) {
+      const k = parseVolumeKey(volume, kv.key);
+      if (k?.kind !== 'usage') continue;
+      let u: BrickUsage | undefined;
+      try {
+        u = parseBrickUsage(JSON.parse(kv.value));
+      } catch {
+        u = undefined;
+      }
+      if (u) out.set(k.brickId, u);
+      else this.log.warn('ignoring a malformed usage record', { volume, key: kv.key });
+    }
+    return out;
   }
 
   leaseHealth(volume: string, brickId: string): LeaseHealth | undefined {

@@ -14,14 +14,15 @@
  * /dunix/v1/volumes/<name>/controller              {id} of the elected controller, bound to its lease
  * /dunix/v1/volumes/<name>/suspects/<brickId>      a report that the brick may be dead (short lease)
  * /dunix/v1/volumes/<name>/recovery/<pg>/<brickId> RecoveryReport JSON, bound to the reporter's lease
+ * /dunix/v1/volumes/<name>/usage/<brickId>         BrickUsage JSON (proto capacity.ts), bound to the brick's lease
  * ```
  *
  * One key per PG so that one PG's epoch is bumped by a compare-and-swap on
  * that key alone. PG numbers are decimal without padding; readers parse them.
  * A volume snapshot (watchVolume) is config, members, alive, admin,
  * rebalance, scrub and placement;
- * the controller, suspect, recovery and per-PG scrub keys change often (or
- * are many) and are read on their own.
+ * the controller, suspect, recovery, usage and per-PG scrub keys change
+ * often (or are many) and are read on their own.
  */
 export const KEY_PREFIX = '/dunix/v1/';
 
@@ -43,6 +44,8 @@ export const keys = {
   controller: (name: string): string => `${KEY_PREFIX}volumes/${name}/controller`,
   suspects: (name: string): string => `${KEY_PREFIX}volumes/${name}/suspects/`,
   suspect: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/suspects/${brickId}`,
+  usageAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/usage/`,
+  usage: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/usage/${brickId}`,
   recoveryAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/recovery/`,
   recovery: (name: string, pg: number, brickId: string): string =>
     `${KEY_PREFIX}volumes/${name}/recovery/${pg}/${brickId}`,
@@ -60,6 +63,7 @@ export type VolumeKey =
   | { kind: 'placement'; pg: number }
   | { kind: 'controller' }
   | { kind: 'suspect'; brickId: string }
+  | { kind: 'usage'; brickId: string }
   | { kind: 'recovery'; pg: number; brickId: string };
 
 /** Kinds that make up a VolumeSnapshot. */
@@ -94,6 +98,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   if (dir === 'alive') return { kind: 'alive', brickId: leaf! };
   if (dir === 'admin') return { kind: 'admin', brickId: leaf! };
   if (dir === 'suspects') return { kind: 'suspect', brickId: leaf! };
+  if (dir === 'usage') return { kind: 'usage', brickId: leaf! };
   if (dir === 'placement' && PG_RE.test(leaf!)) return { kind: 'placement', pg: Number(leaf) };
   if (dir === 'scrub' && PG_RE.test(leaf!)) return { kind: 'scrubPg', pg: Number(leaf) };
   return undefined;

@@ -231,17 +231,28 @@ t.test('volume set: min_insync and down_out_interval', async (t) => {
   const { kv, bricks } = await setup(t);
   let r = await cli(kv, 'volume', 'set', 'v', 'min_insync', '1');
   t.equal(r.code, 0, r.stderr);
-  t.equal(r.stdout, 'volume v: min_insync: 1 of 2 (was 2 of 2); down_out_interval: 5m (default)\n');
+  t.equal(
+    r.stdout,
+    'volume v: min_insync: 1 of 2 (was 2 of 2); down_out_interval: 5m (default); full_threshold: 95% (default)\n',
+  );
   t.equal((await bricks.getVolume('v'))!.minInsync, 1);
 
   r = await cli(kv, 'volume', 'set', 'v', 'down_out_interval', '90s');
   t.equal(r.code, 0, r.stderr);
-  t.equal(r.stdout, 'volume v: min_insync: 1 of 2; down_out_interval: 1m30s (was 5m (default))\n');
+  t.equal(
+    r.stdout,
+    'volume v: min_insync: 1 of 2; down_out_interval: 1m30s (was 5m (default)); full_threshold: 95% (default)\n',
+  );
   t.equal((await bricks.getVolume('v'))!.downOutIntervalMs, 90_000);
 
   r = await cli(kv, '--json', 'volume', 'set', 'v', 'down-out-interval', '3600000');
   t.equal(r.code, 0);
   t.match(JSON.parse(r.stdout), { option: 'down_out_interval', config: { downOutIntervalMs: 3_600_000 } });
+
+  r = await cli(kv, 'volume', 'set', 'v', 'full_threshold', '90%');
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /full_threshold: 90% \(was 95% \(default\)\)\n$/);
+  t.equal((await bricks.getVolume('v'))!.fullThresholdPct, 90);
 
   const refusals: [string[], RegExp][] = [
     [['min_insync', '3'], /^dunixctl: invalid volume config: minInsync 3 must be 1\.\.replicas \(2\)\n$/],
@@ -252,9 +263,11 @@ t.test('volume set: min_insync and down_out_interval', async (t) => {
       /^dunixctl: bad duration "5x": use e\.g\. 90s, 5m, 1h, 1h30m or plain milliseconds\n$/,
     ],
     [['down_out_interval', '10ms'], /^dunixctl: down_out_interval 10ms must be 1s\.\.7d\n$/],
+    [['full_threshold', '100'], /^dunixctl: full_threshold "100" must be a percent in 50\.\.99\n$/],
+    [['full_threshold', '0.9'], /full_threshold "0\.9" must be a percent/],
     [
       ['replicas', '3'],
-      /^dunixctl: unknown option "replicas": options that change are min_insync, down_out_interval\n$/,
+      /^dunixctl: unknown option "replicas": options that change are min_insync, down_out_interval, full_threshold\n$/,
     ],
   ];
   for (const [args, re] of refusals) {
@@ -264,7 +277,7 @@ t.test('volume set: min_insync and down_out_interval', async (t) => {
   }
   t.match(
     await bricks.getVolume('v'),
-    { minInsync: 1, downOutIntervalMs: 3_600_000 },
+    { minInsync: 1, downOutIntervalMs: 3_600_000, fullThresholdPct: 90 },
     'unchanged by refusals',
   );
   r = await cli(kv, 'volume', 'set', 'nope', 'min_insync', '1');

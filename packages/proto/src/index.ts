@@ -5,6 +5,7 @@ export * from './hashing.js';
 export * from './placement.js';
 export * from './limits.js';
 export * from './volume.js';
+export * from './capacity.js';
 export * from './rpc.js';
 export * from './retry-policy.js';
 export * from './router.js';

@@ -1,5 +1,6 @@
 import { PG_COUNT_MAX } from './ids.js';
 import { limits } from './limits.js';
+import { fullThresholdRangePct } from './capacity.js';
 
 /** A volume's fixed configuration, stored in etcd when it is created. */
 export interface VolumeConfig {
@@ -29,6 +30,12 @@ export interface VolumeConfig {
    * Absent: scrubIntervalDefaultMs. Changeable.
    */
   scrubIntervalMs?: number;
+  /**
+   * A brick filled to this percent of its capacity is full: writes that add
+   * block bytes to its PGs get ENOSPC (capacity.ts). Absent:
+   * fullThresholdDefaultPct. Changeable.
+   */
+  fullThresholdPct?: number;
 }
 
 /** 5 minutes: long enough for a reboot or a daemon upgrade, short of a long degraded spell. */
@@ -113,6 +120,16 @@ export function validateVolumeConfig(c: VolumeConfig): VolumeConfig {
   ) {
     problems.push(
       `scrubIntervalMs ${c.scrubIntervalMs} must be 0 (off) or an integer in ${scrubIntervalRangeMs.min}..${scrubIntervalRangeMs.max}`,
+    );
+  }
+  if (
+    c.fullThresholdPct !== undefined &&
+    (!Number.isInteger(c.fullThresholdPct) ||
+      c.fullThresholdPct < fullThresholdRangePct.min ||
+      c.fullThresholdPct > fullThresholdRangePct.max)
+  ) {
+    problems.push(
+      `fullThresholdPct ${c.fullThresholdPct} must be an integer in ${fullThresholdRangePct.min}..${fullThresholdRangePct.max}`,
     );
   }
   if (problems.length) throw new RangeError(`invalid volume config: ${problems.join('; ')}`);

@@ -14,6 +14,19 @@ function intArg(name: string, min: number, max: number) {
   };
 }
 
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** A byte count: digits with an optional K, M, G or T (binary units; `iB`/`B` accepted). */
+function sizeArg(name: string) {
+  return (v: string) => {
+    const m = /^([0-9]+)\s*([kmgt]?)(?:i?b)?$/i.exec(v.trim());
+    const n = m ? Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]! : NaN;
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new InvalidArgumentError(`${name} must be a byte count such as 500G or 64MiB`);
+    return n;
+  };
+}
+
 function listenArg(v: string): string {
   const m = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost|[0-9.]+):(\d{1,5})$/.exec(v);
   if (!m || Number(m[2]) > 65535) throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7101');
@@ -38,6 +51,16 @@ const program = new Command('brickd')
   )
   .option('--host <name>', 'failure domain (default: hostname)')
   .option('--weight <n>', 'relative capacity', intArg('--weight', 0, 1000), 1)
+  .option(
+    '--capacity <bytes>',
+    'space this brick may fill, e.g. 500G (default: its filesystem); a full brick refuses growth (ENOSPC)',
+    sizeArg('--capacity'),
+  )
+  .option(
+    '--usage-interval-ms <ms>',
+    'how often the brick measures and publishes its space',
+    intArg('--usage-interval-ms', 1, 3_600_000),
+  )
   .option('--lease-ttl-ms <ms>', 'liveness lease in etcd', intArg('--lease-ttl-ms', 2000, 600000))
   .option(
     '--group-commit-ms <ms>',
@@ -58,9 +81,11 @@ const program = new Command('brickd')
       host: opts.host,
       dataPort: opts.dataPort,
       weight: opts.weight,
+      capacityBytes: opts.capacity,
       knobs: {
         ...(opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {}),
         ...(opts.groupCommitMs !== undefined ? { groupCommitMs: opts.groupCommitMs } : {}),
+        ...(opts.usageIntervalMs !== undefined ? { usageIntervalMs: opts.usageIntervalMs } : {}),
       },
       log,
       portFile: opts.portFile,

@@ -17,6 +17,7 @@ import {
   validateName,
   validateXattrName,
   type BrickHandlers,
+  type BrickUsage,
   type Logger,
   type wire,
 } from '@dunix/proto';
@@ -33,6 +34,8 @@ export interface ServerDeps {
   dataDir: string;
   log: Logger;
   startedAtMs: number;
+  /** This brick's space (capacity.ts), once measured: statfs answers from it. */
+  usage?: () => BrickUsage | undefined;
 }
 
 type Header = wire.Header__Output | null;
@@ -442,10 +445,15 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     StatFs: unary('StatFs', async () => {
       const s = await statfs(d.dataDir);
       const counts = await brick.inodeCountCached();
+      const u = d.usage?.();
+      // The brick's own capacity (a quota below its disk) once measured, else the disk's.
+      const total = u ? BigInt(u.capacityBytes) : BigInt(s.blocks) * BigInt(s.bsize);
+      const free = u ? BigInt(u.freeBytes) : BigInt(s.bfree) * BigInt(s.bsize);
+      const avail = u ? BigInt(u.freeBytes) : BigInt(s.bavail) * BigInt(s.bsize);
       return {
-        bytesTotal: (BigInt(s.blocks) * BigInt(s.bsize)).toString(),
-        bytesFree: (BigInt(s.bfree) * BigInt(s.bsize)).toString(),
-        bytesAvail: (BigInt(s.bavail) * BigInt(s.bsize)).toString(),
+        bytesTotal: total.toString(),
+        bytesFree: free.toString(),
+        bytesAvail: avail.toString(),
         inodesUsed: counts.toString(),
         inodesFree: (BigInt(s.ffree) * 16n).toString(),
       };

@@ -3,6 +3,7 @@ import { createLogger, errorTable, FsError, type Logger } from '@dunix/proto';
 import type { Coordinator } from '../coordinator.js';
 import { EtcdCoordinator } from '../etcd-coordinator.js';
 import { withTimeout } from '../etcd-kv.js';
+import { renderDf, volumeDf } from './df.js';
 import {
   brickAdd,
   brickDrain,
@@ -298,6 +299,16 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     .action((name: string, interval: string) => {
       action = (c) => scrubSchedule(c, name, interval);
       render = renderScrubSchedule as (d: never) => string;
+    });
+
+  program
+    .command('df <volume>')
+    .description(
+      'space of each brick (capacity, used, free, state) and of the volume: raw, and usable (one copy of each byte)',
+    )
+    .action((name: string) => {
+      action = (c) => volumeDf(c, name);
+      render = renderDf as (d: never) => string;
     });
 
   const brick = program.command('brick').description("add, drain, weigh and remove a volume's bricks");

@@ -1,4 +1,6 @@
 import {
+  fullThresholdPct,
+  fullThresholdRangePct,
   downOutIntervalMs,
   downOutIntervalRangeMs,
   FsError,
@@ -331,7 +333,7 @@ export function renderVolumeStatus(r: VolumeStatusResult): string {
 }
 
 /** The options `dunixctl volume set` changes, by their CLI names. */
-export const VOLUME_OPTIONS = ['min_insync', 'down_out_interval'] as const;
+export const VOLUME_OPTIONS = ['min_insync', 'down_out_interval', 'full_threshold'] as const;
 export type VolumeOption = (typeof VOLUME_OPTIONS)[number];
 
 export interface VolumeSetResult {
@@ -410,7 +412,18 @@ export function volumeOption(name: string): VolumeOption {
 export function volumeSetPatch(
   option: VolumeOption,
   value: string,
-): Partial<Pick<VolumeConfig, 'minInsync' | 'downOutIntervalMs'>> {
+): Partial<Pick<VolumeConfig, 'minInsync' | 'downOutIntervalMs' | 'fullThresholdPct'>> {
+  if (option === 'full_threshold') {
+    const m = /^([0-9]{1,3})%?$/.exec(value.trim());
+    const n = m ? Number(m[1]) : NaN;
+    const { min, max } = fullThresholdRangePct;
+    if (!(n >= min && n <= max))
+      throw new FsError(
+        'INVALID_ARGUMENT',
+        `full_threshold ${JSON.stringify(value)} must be a percent in ${min}..${max}`,
+      );
+    return { fullThresholdPct: n };
+  }
   if (option === 'min_insync') {
     if (!/^[0-9]+$/.test(value.trim()) || !Number.isSafeInteger(Number(value))) {
       throw new FsError('INVALID_ARGUMENT', `min_insync ${JSON.stringify(value)} must be an integer`);
@@ -442,8 +455,9 @@ export async function volumeSet(
   return { option, previous, config };
 }
 
-function optionValues(c: VolumeConfig): { min_insync: string; down_out_interval: string } {
+function optionValues(c: VolumeConfig): Record<VolumeOption, string> {
   return {
+    full_threshold: `${fullThresholdPct(c)}%` + (c.fullThresholdPct === undefined ? ' (default)' : ''),
     min_insync: `${c.minInsync} of ${c.replicas}`,
     down_out_interval:
       formatDuration(downOutIntervalMs(c)) + (c.downOutIntervalMs === undefined ? ' (default)' : ''),
@@ -456,5 +470,5 @@ export function renderVolumeSet(r: VolumeSetResult): string {
   const line = (o: VolumeOption) =>
     `${o}: ${now[o]}` +
     (was && was[o] !== now[o] ? ` (was ${was[o]})` : o === r.option ? ' (unchanged)' : '');
-  return `volume ${r.config.name}: ${line('min_insync')}; ${line('down_out_interval')}\n`;
+  return `volume ${r.config.name}: ${VOLUME_OPTIONS.map(line).join('; ')}\n`;
 }

@@ -481,10 +481,12 @@ export class DunixFs implements FileSystem {
       used += BigInt(r.inodesUsed);
       ffree += BigInt(r.inodesFree);
     }
+    // Each byte of a file is stored `replicas` times: show what files can still take.
+    const copies = BigInt(Math.max(1, this.api.config.replicas));
     return {
-      blocks,
-      bfree,
-      bavail,
+      blocks: blocks / copies,
+      bfree: bfree / copies,
+      bavail: bavail / copies,
       files: used + ffree,
       ffree,
       bsize: 4096,

@@ -1,0 +1,158 @@
+/**
+ * Capacity with real processes: three bricks (replicas 3), each limited to
+ * 48 MiB with --capacity. `dunixctl df` and statfs on the mount show each
+ * brick's and the volume's space (usable = one copy of three). A writer
+ * fills the volume with fsync'd 1 MiB files until it gets ENOSPC — never
+ * EIO — near the 95% full threshold; then overwrites inside existing data,
+ * mkdir and reads still work, df shows the bricks full, and every file
+ * written matches its checksum. Removing a third of the files frees space: writes work
+ * again. Lowering `full_threshold` with `dunixctl volume set` makes the
+ * bricks full at once (ENOSPC), raising it lets writes go on.
+ */
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statfsSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import t from 'tap';
+import { startCluster, waitUntil, type Cluster } from '../src/cluster.js';
+import { sha256 } from '../src/failover.js';
+
+const MiB = 1024 * 1024;
+const CAPACITY_MIB = 48;
+
+interface DfJson {
+  replicas: number;
+  fullThresholdPct: number;
+  total: {
+    usableCapacityBytes: number;
+    usableFreeBytes: number;
+    rawCapacityBytes: number;
+    bricksFull: number;
+    bricksUnknown: number;
+  };
+  bricks: {
+    id: string;
+    usage: { capacityBytes: number; usedBytes: number; freeBytes: number; state: string } | null;
+    pgs: number;
+  }[];
+}
+
+function df(c: Cluster): DfJson {
+  const r = c.ctl(['--json', 'df', c.volume]);
+  if (r.status !== 0) throw new Error(`dunixctl df: ${r.stderr}`);
+  return JSON.parse(r.stdout) as DfJson;
+}
+
+function fileBytes(seed: number): Buffer {
+  const b = Buffer.alloc(MiB);
+  let x = (seed + 7) * 2654435761;
+  for (let i = 0; i < MiB; i += 4) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b.writeUInt32LE(x, i);
+  }
+  return b;
+}
+
+/** Writes a 1 MiB file and fsyncs it; the errno code it failed with, or undefined. */
+function writeFile(path: string, data: Buffer): string | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'w');
+    writeSync(fd, data);
+    fsyncSync(fd);
+    return undefined;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code ?? String(e);
+  } finally {
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        /* the error above is the one that counts */
+      }
+    }
+  }
+}
+
+t.test('a full volume answers ENOSPC, shows it, and takes writes again once space is freed', async (t) => {
+  const c = await startCluster(t, {
+    replicas: 3,
+    pgs: 16,
+    brickArgs: () => ['--capacity', `${CAPACITY_MIB}MiB`, '--usage-interval-ms', '500'],
+  });
+  await waitUntil(() => df(c).bricks.every((b) => b.usage !== null), 'every brick to publish its usage');
+  let d = df(c);
+  t.equal(d.replicas, 3);
+  t.equal(d.fullThresholdPct, 95);
+  for (const b of d.bricks) {
+    t.equal(b.usage!.capacityBytes, CAPACITY_MIB * MiB, `${b.id}: capacity from --capacity`);
+    t.equal(b.usage!.state, 'ok');
+    t.equal(b.pgs, 16, `${b.id} holds every PG (3 bricks, 3 copies)`);
+  }
+  t.equal(d.total.usableCapacityBytes, CAPACITY_MIB * MiB, 'usable: one copy of three');
+  t.equal(d.total.rawCapacityBytes, 3 * CAPACITY_MIB * MiB);
+  const sfs = statfsSync(c.mountpoint);
+  t.equal(sfs.blocks * sfs.bsize, CAPACITY_MIB * MiB, 'statfs on the mount shows the usable size');
+  const text = c.ctl(['df', c.volume]);
+  t.equal(text.status, 0);
+  t.match(text.stdout, /^volume vol: [0-9.]+ MiB free of 48\.0 MiB usable \(3 copies of each byte/);
+  t.match(text.stdout, /\nBRICK +HOST +STATE +SIZE +USED +FREE +USE% +BLOCKS +META +PGS +AGE\n/);
+
+  // Fill it.
+  const sums = new Map<string, string>();
+  let failure: string | undefined;
+  let n = 0;
+  for (; n < 2 * CAPACITY_MIB; n++) {
+    const data = fileBytes(n);
+    failure = writeFile(c.path(`f${n}`), data);
+    if (failure) break;
+    sums.set(`f${n}`, sha256(data));
+  }
+  t.comment(`capacity: wrote ${n} MiB of files before ${failure}`);
+  t.equal(failure, 'ENOSPC', 'a full volume answers ENOSPC, not EIO');
+  t.ok(n >= 38 && n <= 46, `full near 95% of 48 MiB (wrote ${n} MiB)`);
+
+  // What needs no new space still works.
+  const fd = openSync(c.path('f0'), 'r+');
+  const patch = Buffer.alloc(4096, 0x5a);
+  writeSync(fd, patch, 0, patch.length, 8192);
+  fsyncSync(fd);
+  closeSync(fd);
+  const f0 = fileBytes(0);
+  patch.copy(f0, 8192);
+  sums.set('f0', sha256(f0));
+  mkdirSync(c.path('dir-when-full'));
+  for (const [name, sum] of sums) t.equal(sha256(readFileSync(c.path(name))), sum, `${name} intact`);
+  await waitUntil(() => df(c).total.bricksFull === 3, 'df to show the bricks full');
+  t.match(c.ctl(['df', c.volume]).stdout, /3 brick\(s\) full: writes that add data to their PGs get ENOSPC/);
+
+  // Free a third: writes go on.
+  for (let i = 0; i < n; i += 3) {
+    unlinkSync(c.path(`f${i}`));
+    sums.delete(`f${i}`);
+  }
+  await waitUntil(() => df(c).total.bricksFull === 0, 'the bricks to have space again');
+  t.equal(writeFile(c.path('after-free'), fileBytes(1000)), undefined, 'a write after freeing space');
+  sums.set('after-free', sha256(fileBytes(1000)));
+
+  // The volume's threshold: lowered under what is used, the bricks are full at once.
+  d = df(c);
+  const usedPct = Math.ceil((d.bricks[0]!.usage!.usedBytes / (CAPACITY_MIB * MiB)) * 100);
+  const lowPct = Math.max(50, usedPct - 5);
+  t.ok(usedPct > 55, `two thirds of the files left: ${usedPct}% used`);
+  t.equal(c.ctl(['volume', 'set', c.volume, 'full_threshold', `${lowPct}%`]).status, 0);
+  await waitUntil(() => df(c).total.bricksFull === 3, `the bricks full at ${lowPct}%`);
+  t.equal(writeFile(c.path('over-threshold'), fileBytes(2000)), 'ENOSPC', 'ENOSPC under the lower threshold');
+  t.equal(c.ctl(['volume', 'set', c.volume, 'full_threshold', '95']).status, 0);
+  await waitUntil(() => df(c).total.bricksFull === 0, 'the bricks not full at 95%');
+  t.equal(writeFile(c.path('over-threshold'), fileBytes(2000)), undefined, 'writes again at 95%');
+  sums.set('over-threshold', sha256(fileBytes(2000)));
+  for (const [name, sum] of sums)
+    t.equal(sha256(readFileSync(c.path(name))), sum, `${name} intact at the end`);
+});
