@@ -217,6 +217,57 @@ export interface RecoveryReport extends RecoveryProgress {
 }
 
 /**
+ * A mounted client, as it registers itself (registerMount). This is the
+ * seed of the client session of issue 10: `id` is the session id bricks
+ * will tag locks and open-file pins with, and the lease the record is bound
+ * to is the session's lease (when it ends, the session has ended).
+ */
+export interface MountInfo {
+  /** Unique per mount process (MOUNT_ID_RE). */
+  id: string;
+  /** The client machine (hostname). */
+  host: string;
+  pid: number;
+  /** Absolute path of the mount point on `host`. */
+  mountPoint: string;
+  /** Wall-clock ms when the client started. */
+  startedAtMs: number;
+  /** The client's version (the mount package's). */
+  version: string;
+}
+
+/** A mount record as stored under `mounts/<id>` (bound to the mount's lease). */
+export interface MountRecord extends MountInfo {
+  /** TTL of the lease the record is bound to: a killed client's record is gone within it. */
+  leaseTtlMs: number;
+  /** The volume incarnation mounted (its config's createdAtMs): a re-created volume is another one. */
+  volumeCreatedAtMs: number;
+}
+
+/** A registered mount (registerMount): its lease is kept alive until close(). */
+export interface MountSession {
+  readonly id: string;
+  readonly leaseTtlMs: number;
+  health(): LeaseHealth;
+  /** Revokes the lease: the record goes at once. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** What deleteVolume removed. */
+export interface VolumeDeletion {
+  volume: string;
+  /** null: the volume was never created (only bricks had registered for it). */
+  config: VolumeConfig | null;
+  forced: boolean;
+  /** Keys under the volume's prefix when it was deleted (all of them went in one transaction). */
+  keysDeleted: number;
+  /** Mount records present (only with force: the mounts then fail every call with EIO). */
+  mounts: MountRecord[];
+  /** Member bricks and whether their brickd was running (only with force when running). */
+  bricks: { id: string; alive: boolean }[];
+}
+
+/**
  * The control plane as seen by bricks, clients and the admin CLI. Two
  * implementations: EtcdCoordinator (real etcd) and MemoryCoordinator (tests
  * and simulation); test/compliance.ts runs the same suite on both.
@@ -384,10 +435,33 @@ export interface Coordinator {
   getScrubResult(volume: string, pg: number): Promise<ScrubPgResult | undefined>;
   /** Stored results of job `jobId`, sorted by PG. */
   listScrubResults(volume: string, jobId: string): Promise<ScrubPgResult[]>;
+
+  /**
+   * Writes the mount record of a client that has mounted the volume, bound
+   * to a lease this coordinator keeps alive (leaseTtlMs, default
+   * knobs.mountLeaseTtlMs) until the session's close() or stop(). The write
+   * is a compare-and-swap on the volume's config, so no record lands in a
+   * volume being deleted; NOT_FOUND if the volume does not exist (or is
+   * another incarnation than the one first seen). A lost lease is replaced
+   * and the record written again while the volume exists.
+   */
+  registerMount(volume: string, info: MountInfo, leaseTtlMs?: number): Promise<MountSession>;
+  /** The volume's mount records, sorted by id. */
+  listMounts(volume: string): Promise<MountRecord[]>;
+  /**
+   * Deletes every key of the volume (config, placement, members, liveness,
+   * operator records, jobs, reports, mount records) in one transaction.
+   * Refused (BUSY) while a mount record exists or a member brick is alive
+   * (its brickd runs), unless `force`; NOT_FOUND when nothing is stored
+   * under the name. Running bricks and mounts find the volume gone in the
+   * snapshot they watch and stop serving it.
+   */
+  deleteVolume(volume: string, opts?: { force?: boolean }): Promise<VolumeDeletion>;
 }
 
 /** Options of a volume's config that may change after creation. */
-export type ChangeableVolumeOption = 'minInsync' | 'downOutIntervalMs' | 'scrubIntervalMs' | 'fullThresholdPct';
+export type ChangeableVolumeOption =
+  'minInsync' | 'downOutIntervalMs' | 'scrubIntervalMs' | 'fullThresholdPct';
 
 const CHANGEABLE_OPTIONS: ReadonlySet<ChangeableVolumeOption> = new Set([
   'minInsync',
@@ -519,6 +593,38 @@ function checkRecovery(p: RecoveryProgress): RecoveryProgress {
     bytesLeft: p.bytesLeft,
     ratePerS: p.ratePerS,
     startedAtMs: p.startedAtMs,
+  };
+}
+
+/** Ids of mounts (sessions): as brick ids. */
+export const MOUNT_ID_RE = BRICK_ID_RE;
+
+export function validateMountRecord(m: MountRecord): MountRecord {
+  const problems: string[] = [];
+  if (typeof m !== 'object' || m === null)
+    throw new FsError('INVALID_ARGUMENT', 'mount record is not an object');
+  if (typeof m.id !== 'string' || !MOUNT_ID_RE.test(m.id))
+    problems.push(`id ${JSON.stringify(m.id)} must match ${MOUNT_ID_RE}`);
+  if (typeof m.host !== 'string' || m.host.length === 0 || m.host.length > 255)
+    problems.push('host must be 1..255 characters');
+  if (!Number.isInteger(m.pid) || m.pid < 1) problems.push(`pid ${m.pid}`);
+  if (typeof m.mountPoint !== 'string' || !m.mountPoint.startsWith('/') || m.mountPoint.length > 4096)
+    problems.push('mountPoint must be an absolute path');
+  if (typeof m.version !== 'string' || m.version.length === 0 || m.version.length > 64)
+    problems.push('version must be 1..64 characters');
+  for (const f of ['startedAtMs', 'volumeCreatedAtMs'] as const)
+    if (typeof m[f] !== 'number' || !Number.isFinite(m[f])) problems.push(`${f} ${m[f]}`);
+  if (!Number.isInteger(m.leaseTtlMs) || m.leaseTtlMs < 1) problems.push(`leaseTtlMs ${m.leaseTtlMs}`);
+  if (problems.length) throw new FsError('INVALID_ARGUMENT', `mount record: bad ${problems.join(', ')}`);
+  return {
+    id: m.id,
+    host: m.host,
+    pid: m.pid,
+    mountPoint: m.mountPoint,
+    startedAtMs: m.startedAtMs,
+    version: m.version,
+    leaseTtlMs: m.leaseTtlMs,
+    volumeCreatedAtMs: m.volumeCreatedAtMs,
   };
 }
 
@@ -788,6 +894,8 @@ export abstract class KvCoordinator implements Coordinator {
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private readonly registrations = new Map<string, Registration>();
+  /** Mounts registered through this session, by volume/id. */
+  private readonly mountSessions = new Map<string, { volume: string; id: string; held: HeldLease }>();
   private readonly watches = new Set<Watch>();
   private readonly campaigns = new Set<KvCampaign>();
   /** Last suspect report per volume/brick sent by this session (clock ms), for de-duplication. */
@@ -854,6 +962,22 @@ export abstract class KvCoordinator implements Coordinator {
             this.log.warn('lease revoke failed; it will expire', {
               volume: r.volume,
               brick: r.info.id,
+              err: e,
+            });
+          }),
+        ),
+      );
+    }
+    const mounts = [...this.mountSessions.values()];
+    this.mountSessions.clear();
+    for (const m of mounts) m.held.cancel();
+    if (revoke && wasStarted) {
+      await Promise.all(
+        mounts.map((m) =>
+          this.kv.revokeLease(m.held.lease).catch((e: unknown) => {
+            this.log.warn('mount lease revoke failed; it will expire', {
+              volume: m.volume,
+              mount: m.id,
               err: e,
             });
           }),
@@ -1641,5 +1765,163 @@ export abstract class KvCoordinator implements Coordinator {
       if (r.jobId === jobId) out.push(r);
     }
     return out.sort((x, y) => x.pg - y.pg);
+  }
+
+  async registerMount(
+    volume: string,
+    info: MountInfo,
+    leaseTtlMs = this.knobs.mountLeaseTtlMs,
+  ): Promise<MountSession> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    try {
+      validateLeaseTtl(leaseTtlMs, this.knobs.keepaliveIntervalMs);
+    } catch (e) {
+      throw new FsError('INVALID_ARGUMENT', `mount lease: ${(e as Error).message}`);
+    }
+    const config = await this.getVolume(volume);
+    if (!config) throw new FsError('NOT_FOUND', `volume ${volume} does not exist`);
+    const record = validateMountRecord({ ...info, leaseTtlMs, volumeCreatedAtMs: config.createdAtMs });
+    const key = `${volume}/${record.id}`;
+    if (this.mountSessions.has(key))
+      throw new FsError('ALREADY_EXISTS', `mount ${record.id} is registered already`);
+    const sentAt = this.clock.now();
+    const lease = await this.kv.grantLease(leaseTtlMs);
+    try {
+      await this.writeMount(volume, record, lease);
+    } catch (e) {
+      await this.kv.revokeLease(lease).catch(() => undefined);
+      throw e;
+    }
+    if (this.state !== 'started') {
+      await this.kv.revokeLease(lease).catch(() => undefined);
+      throw new Error('coordinator stopped during registerMount');
+    }
+    const held = new HeldLease(
+      this.kv,
+      this.clock,
+      this.log,
+      this.knobs,
+      leaseTtlMs,
+      lease,
+      sentAt,
+      { volume, mount: record.id },
+      { bind: (l) => this.writeMount(volume, record, l) },
+    );
+    this.mountSessions.set(key, { volume, id: record.id, held });
+    this.log.info('mount registered', {
+      volume,
+      mount: record.id,
+      host: record.host,
+      mountPoint: record.mountPoint,
+      lease,
+      leaseTtlMs,
+    });
+    let closing: Promise<void> | undefined;
+    return {
+      id: record.id,
+      leaseTtlMs,
+      health: () => held.health(),
+      close: () =>
+        (closing ??= (async () => {
+          if (this.mountSessions.get(key)?.held !== held) return; // stop() took it
+          this.mountSessions.delete(key);
+          await held.revoke().catch((e: unknown) => {
+            this.log.warn('mount lease revoke failed; it will expire', { volume, mount: record.id, err: e });
+          });
+        })()),
+    };
+  }
+
+  /** The mount record under `lease`, by compare-and-swap on the config of the incarnation mounted. */
+  private async writeMount(volume: string, record: MountRecord, lease: string): Promise<void> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const c = await this.kv.get(keys.config(volume));
+      if (!c || parseRecord(c, readVolumeConfig).createdAtMs !== record.volumeCreatedAtMs)
+        throw new FsError('NOT_FOUND', `volume ${volume} was deleted`);
+      // The stamp: a delete that read the volume before this lands sees it changed and reads again.
+      const ok = await this.kv.txn(
+        [{ key: c.key, modRevision: c.modRevision }],
+        [
+          { key: keys.mount(volume, record.id), value: JSON.stringify(record), lease },
+          { key: keys.mountStamp(volume), value: JSON.stringify({ id: record.id, atMs: this.clock.now() }) },
+        ],
+      );
+      if (ok) return;
+    }
+    throw new FsError('CONFLICT', `config of ${volume} kept changing`);
+  }
+
+  async listMounts(volume: string): Promise<MountRecord[]> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const { entries } = await this.kv.range(keys.mountsAll(volume));
+    const out: MountRecord[] = [];
+    for (const e of entries)
+      if (parseVolumeKey(volume, e.key)?.kind === 'mount') out.push(parseRecord(e, validateMountRecord));
+    return out.sort((x, y) => byId(x.id, y.id));
+  }
+
+  async deleteVolume(volume: string, opts: { force?: boolean } = {}): Promise<VolumeDeletion> {
+    this.ensureStarted();
+    validateVolumeName(volume);
+    const force = opts.force === true;
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const { entries } = await this.kv.range(keys.volume(volume));
+      if (entries.length === 0) throw new FsError('NOT_FOUND', `volume ${volume} does not exist`);
+      const configEntry = entries.find((e) => e.key === keys.config(volume));
+      const config = configEntry ? parseRecord(configEntry, readVolumeConfig) : null;
+      const mounts: MountRecord[] = [];
+      const members: string[] = [];
+      const alive = new Set<string>();
+      for (const e of entries) {
+        const k = parseVolumeKey(volume, e.key);
+        if (k?.kind === 'mount') mounts.push(parseRecord(e, validateMountRecord));
+        else if (k?.kind === 'member') members.push(k.brickId);
+        else if (k?.kind === 'alive') alive.add(k.brickId);
+      }
+      const bricks = [...new Set([...members, ...alive])]
+        .sort(byId)
+        .map((id) => ({ id, alive: alive.has(id) }));
+      if (!force && mounts.length > 0) {
+        const where = mounts.map((m) => `${m.host}:${m.mountPoint} (pid ${m.pid})`).join(', ');
+        throw new FsError(
+          'BUSY',
+          `volume ${volume} is mounted by ${mounts.length} client${mounts.length === 1 ? '' : 's'}: ${where}; ` +
+            'unmount first (a killed client is forgotten within its lease TTL), or --force (the mounts then fail with EIO)',
+        );
+      }
+      const running = bricks.filter((b) => b.alive).map((b) => b.id);
+      if (!force && running.length > 0) {
+        throw new FsError(
+          'BUSY',
+          `volume ${volume} has ${running.length} running brick${running.length === 1 ? '' : 's'}: ` +
+            `${running.join(', ')}; stop their brickd first (data directories are kept), ` +
+            'or --force (running bricks then stop serving it and exit)',
+        );
+      }
+      // A mount registering after this read rewrites the stamp (and one cannot land after the config goes).
+      const stamp = entries.find((e) => e.key === keys.mountStamp(volume));
+      const ok = await this.kv.txn(
+        [
+          { key: keys.config(volume), modRevision: configEntry?.modRevision ?? 0 },
+          { key: keys.mountStamp(volume), modRevision: stamp?.modRevision ?? 0 },
+        ],
+        [],
+        [],
+        [keys.volume(volume)],
+      );
+      if (!ok) continue;
+      this.log.warn('volume deleted', {
+        volume,
+        forced: force,
+        keys: entries.length,
+        mounts: mounts.length,
+        bricks: bricks.length,
+        running: running.length,
+      });
+      return { volume, config, forced: force, keysDeleted: entries.length, mounts, bricks };
+    }
+    throw new FsError('CONFLICT', `volume ${volume} kept changing while being deleted; try again`);
   }
 }

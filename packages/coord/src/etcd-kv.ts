@@ -111,8 +111,14 @@ export class EtcdKv implements KvBackend {
     await this.txn([], [p]);
   }
 
-  async txn(compares: KvCompare[], puts: KvPut[], deletes: string[] = []): Promise<boolean> {
+  async txn(
+    compares: KvCompare[],
+    puts: KvPut[],
+    deletes: string[] = [],
+    deletePrefixes: string[] = [],
+  ): Promise<boolean> {
     const ops = [
+      ...deletePrefixes.map((p) => this.client.delete().prefix(p)),
       ...deletes.map((k) => this.client.delete().key(k)),
       ...puts.map((p) => {
         const b = this.client.put(p.key).value(p.value);

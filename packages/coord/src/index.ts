@@ -16,4 +16,5 @@ export * from './controller/moves.js';
 export * from './controller/controller.js';
 export * from './controller/tcp-probe.js';
 export * from './cli/volume.js';
+export * from './cli/volume-lifecycle.js';
 export * from './cli/program.js';

@@ -14,6 +14,8 @@
  * /dunix/v1/volumes/<name>/controller              {id} of the elected controller, bound to its lease
  * /dunix/v1/volumes/<name>/suspects/<brickId>      a report that the brick may be dead (short lease)
  * /dunix/v1/volumes/<name>/recovery/<pg>/<brickId> RecoveryReport JSON, bound to the reporter's lease
+ * /dunix/v1/volumes/<name>/mounts/<mountId>        MountRecord JSON, bound to the mount's session lease
+ * /dunix/v1/volumes/<name>/mounted                 {id, atMs} of the last mount registered (a stamp)
  * /dunix/v1/volumes/<name>/usage/<brickId>         BrickUsage JSON (proto capacity.ts), bound to the brick's lease
  * ```
  *
@@ -23,6 +25,15 @@
  * rebalance, scrub and placement;
  * the controller, suspect, recovery, usage and per-PG scrub keys change
  * often (or are many) and are read on their own.
+ *
+ * A mount record is one client session (issue 10): a dunixfs mount writes
+ * it when it has mounted, bound to a lease it keeps alive (knob
+ * mountLeaseTtlMs), and revokes the lease when it unmounts; a killed client's
+ * record goes when the lease expires. `volume delete` refuses while any
+ * exists; every registration also rewrites the `mounted` stamp, which the
+ * delete's transaction compares, so a mount registering between the
+ * delete's read and its write makes the delete look again. Mount ids match
+ * MOUNT_ID_RE (coordinator.ts).
  */
 export const KEY_PREFIX = '/dunix/v1/';
 
@@ -46,6 +57,9 @@ export const keys = {
   suspect: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/suspects/${brickId}`,
   usageAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/usage/`,
   usage: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/usage/${brickId}`,
+  mountStamp: (name: string): string => `${KEY_PREFIX}volumes/${name}/mounted`,
+  mountsAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/mounts/`,
+  mount: (name: string, mountId: string): string => `${KEY_PREFIX}volumes/${name}/mounts/${mountId}`,
   recoveryAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/recovery/`,
   recovery: (name: string, pg: number, brickId: string): string =>
     `${KEY_PREFIX}volumes/${name}/recovery/${pg}/${brickId}`,
@@ -64,6 +78,8 @@ export type VolumeKey =
   | { kind: 'controller' }
   | { kind: 'suspect'; brickId: string }
   | { kind: 'usage'; brickId: string }
+  | { kind: 'mount'; mountId: string }
+  | { kind: 'mountStamp' }
   | { kind: 'recovery'; pg: number; brickId: string };
 
 /** Kinds that make up a VolumeSnapshot. */
@@ -87,6 +103,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   if (rest === 'controller') return { kind: 'controller' };
   if (rest === 'rebalance') return { kind: 'rebalance' };
   if (rest === 'scrub') return { kind: 'scrub' };
+  if (rest === 'mounted') return { kind: 'mountStamp' };
   const parts = rest.split('/');
   if (parts.some((p) => p === '')) return undefined;
   const [dir, leaf, sub] = parts;
@@ -98,6 +115,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   if (dir === 'alive') return { kind: 'alive', brickId: leaf! };
   if (dir === 'admin') return { kind: 'admin', brickId: leaf! };
   if (dir === 'suspects') return { kind: 'suspect', brickId: leaf! };
+  if (dir === 'mounts') return { kind: 'mount', mountId: leaf! };
   if (dir === 'usage') return { kind: 'usage', brickId: leaf! };
   if (dir === 'placement' && PG_RE.test(leaf!)) return { kind: 'placement', pg: Number(leaf) };
   if (dir === 'scrub' && PG_RE.test(leaf!)) return { kind: 'scrubPg', pg: Number(leaf) };

@@ -6,6 +6,12 @@
 export interface CoordinatorKnobs {
   /** TTL of a brick's liveness lease when registerBrick is given none. Whole seconds (etcd's unit). */
   leaseTtlMs: number;
+  /**
+   * TTL of a mount's session lease (registerMount, its mount record): a
+   * killed client's record disappears within about this long. Whole seconds;
+   * the `session_ttl_ms` mount option overrides it.
+   */
+  mountLeaseTtlMs: number;
   /** Period of lease keepalives; must be below leaseTtlMs / 3 so two can be lost before expiry. */
   keepaliveIntervalMs: number;
   /** Delay before retrying a failed lease re-grant or re-put. */
@@ -34,6 +40,7 @@ export interface CoordinatorKnobs {
 
 export const coordinatorDefaults: Readonly<CoordinatorKnobs> = Object.freeze({
   leaseTtlMs: 10_000,
+  mountLeaseTtlMs: 10_000,
   keepaliveIntervalMs: 500,
   regrantRetryMs: 500,
   rpcTimeoutMs: 5_000,
@@ -83,10 +90,12 @@ export function validateCoordinatorKnobs(partial: Partial<CoordinatorKnobs> = {}
   positive('watchCoalesceMs', 0, 10_000);
   positive('fenceMarginMs', 0, 60_000);
   positive('placementBatchMax', 1, 65_536);
-  try {
-    validateLeaseTtl(k.leaseTtlMs, k.keepaliveIntervalMs);
-  } catch (e) {
-    problems.push((e as Error).message);
+  for (const name of ['leaseTtlMs', 'mountLeaseTtlMs'] as const) {
+    try {
+      validateLeaseTtl(k[name], k.keepaliveIntervalMs);
+    } catch (e) {
+      problems.push(`${name}: ${(e as Error).message}`);
+    }
   }
   if (
     !Number.isInteger(k.suspectTtlMs) ||

@@ -40,8 +40,13 @@ export interface KvBackend {
   /** The smallest key >= `from` that starts with `prefix`, or undefined. */
   next(from: string, prefix: string): Promise<string | undefined>;
   put(p: KvPut): Promise<void>;
-  /** All puts and deletes if every compare holds, else nothing; true when applied. */
-  txn(compares: KvCompare[], puts: KvPut[], deletes?: string[]): Promise<boolean>;
+  /**
+   * All puts and deletes if every compare holds, else nothing; true when
+   * applied. `deletePrefixes`: every key under each prefix is deleted too
+   * (one range delete each, however many keys). No put or named delete may
+   * fall under a deleted prefix (etcd refuses overlapping operations).
+   */
+  txn(compares: KvCompare[], puts: KvPut[], deletes?: string[], deletePrefixes?: string[]): Promise<boolean>;
   grantLease(ttlMs: number): Promise<string>;
   /** Renews the lease; false when the store no longer has it (expired or revoked). */
   keepalive(lease: string, timeoutMs: number): Promise<boolean>;

@@ -69,13 +69,21 @@ export class MemoryKv implements KvBackend {
     await this.txn([], [p]);
   }
 
-  async txn(compares: KvCompare[], puts: KvPut[], deletes: string[] = []): Promise<boolean> {
+  async txn(
+    compares: KvCompare[],
+    puts: KvPut[],
+    deletes: string[] = [],
+    deletePrefixes: string[] = [],
+  ): Promise<boolean> {
     this.check();
     for (const c of compares) if ((this.data.get(c.key)?.modRevision ?? 0) !== c.modRevision) return false;
     for (const p of puts)
       if (p.lease !== undefined && !this.leases.has(p.lease))
         throw new FsError('NOT_FOUND', `lease ${p.lease}`);
-    const gone = deletes.filter((k) => this.data.has(k));
+    const named = new Set(deletes);
+    const gone = [...this.data.keys()].filter(
+      (k) => named.has(k) || deletePrefixes.some((p) => k.startsWith(p)),
+    );
     if (puts.length === 0 && gone.length === 0) return true;
     this.revision++;
     for (const k of gone) {

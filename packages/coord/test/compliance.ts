@@ -3,8 +3,10 @@ import type { Test } from 'tap';
 import {
   type BrickInfo,
   type Coordinator,
+  coordinatorDefaults,
   type ElectionState,
   keys,
+  type MountInfo,
   leaseFenced,
   type RecoveryProgress,
   type ScrubJob,
@@ -772,6 +774,172 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
       code: 'INVALID_ARGUMENT',
       message: /cannot change/,
     });
+  });
+
+  const mountInfo = (id: string, over: Partial<MountInfo> = {}): MountInfo => ({
+    id,
+    host: 'client-host',
+    pid: 4242,
+    mountPoint: `/mnt/${id}`,
+    startedAtMs: 1_700_000_000_000,
+    version: '0.1.0',
+    ...over,
+  });
+
+  t.test(`${h.name}: mount records: bound to the session's lease, listed, gone on close`, async (t) => {
+    const c = await make();
+    const v = vol('mnt');
+    await register(c, v, 2);
+    await t.rejects(c.registerMount(v, mountInfo('m1'), TTL), { code: 'NOT_FOUND' }, 'no volume yet');
+    const config = volumeConfig(v, { pgCount: 8, replicas: 2 });
+    await c.createVolume(config);
+    const s1 = await c.registerMount(v, mountInfo('m1'), TTL);
+    const s2 = await c.registerMount(v, mountInfo('m2', { host: 'other' }));
+    t.equal(s2.leaseTtlMs, coordinatorDefaults.mountLeaseTtlMs, 'the knob is the default TTL');
+    const listed = await c.listMounts(v);
+    t.same(
+      listed.map((m) => [m.id, m.host, m.leaseTtlMs, m.volumeCreatedAtMs]),
+      [
+        ['m1', 'client-host', TTL, config.createdAtMs],
+        ['m2', 'other', coordinatorDefaults.mountLeaseTtlMs, config.createdAtMs],
+      ],
+    );
+    t.match(listed[0], {
+      pid: 4242,
+      mountPoint: '/mnt/m1',
+      version: '0.1.0',
+      startedAtMs: 1_700_000_000_000,
+    });
+    t.ok(await h.leaseOfKey(keys.mount(v, 'm1')), 'bound to a lease');
+    t.equal(s1.health().lost, false);
+    await t.rejects(c.registerMount(v, mountInfo('m1'), TTL), { code: 'ALREADY_EXISTS' });
+    await t.rejects(c.registerMount(v, mountInfo('bad id'), TTL), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(c.registerMount(v, mountInfo('m3', { mountPoint: 'rel' }), TTL), {
+      code: 'INVALID_ARGUMENT',
+    });
+    await t.rejects(
+      c.registerMount(v, mountInfo('m3'), 1500),
+      { code: 'INVALID_ARGUMENT' },
+      'TTL in seconds',
+    );
+    const snap = await c.getSnapshot(v);
+    t.equal(snap.config?.name, v, 'mount records are not part of the snapshot');
+    await s1.close();
+    await s1.close();
+    t.same(
+      (await c.listMounts(v)).map((m) => m.id),
+      ['m2'],
+      'an unmount revokes the lease: the record goes at once',
+    );
+    // A lease lost behind the session's back (an expiry during an outage) is replaced and the record rewritten.
+    const lease = await h.leaseOfKey(keys.mount(v, 'm2'));
+    await h.revokeLease(lease!);
+    await waitFor('the record rewritten under a new lease', async () => {
+      const l = await h.leaseOfKey(keys.mount(v, 'm2'));
+      return l !== undefined && l !== lease;
+    });
+    await c.stop();
+    const d = await make();
+    t.same(await d.listMounts(v), [], 'stop() revokes the session leases');
+  });
+
+  t.test(`${h.name}: delete a volume: refused while mounted or running, then every key goes`, async (t) => {
+    const c = await make();
+    const bricksSession = await make();
+    const v = vol('del');
+    const neighbour = `${v}x`; // shares the name's prefix: must survive
+    for (const name of [v, neighbour]) {
+      await register(bricksSession, name, 2);
+      await bricksSession.createVolume(volumeConfig(name, { pgCount: 8, replicas: 2 }));
+    }
+    await c.updateScrub(v, () => ({
+      id: 's1',
+      state: 'running',
+      trigger: 'operator',
+      startedAtMs: 1,
+      updatedAtMs: 1,
+      pgsTotal: 8,
+      pgsDone: 0,
+      bytesVerified: 0,
+      found: 0,
+      repaired: 0,
+      unrecoverable: 0,
+    }));
+    const m = await c.registerMount(v, mountInfo('m1'), TTL);
+    await t.rejects(c.deleteVolume(v), {
+      code: 'BUSY',
+      message: /mounted by 1 client: client-host:\/mnt\/m1 \(pid 4242\)/,
+    });
+    t.ok(await c.getVolume(v), 'nothing deleted');
+    await m.close();
+    await t.rejects(c.deleteVolume(v), {
+      code: 'BUSY',
+      message: /2 running bricks: b0, b1; stop their brickd/,
+    });
+    const r = await c.deleteVolume(v, { force: true });
+    t.equal(r.forced, true);
+    t.equal(r.config?.name, v);
+    t.same(r.bricks, [
+      { id: 'b0', alive: true },
+      { id: 'b1', alive: true },
+    ]);
+    t.ok(r.keysDeleted >= 8 + 1 + 2 + 2 + 1, 'config, placement, members, alive keys, scrub');
+    t.equal(await c.getVolume(v), undefined);
+    t.same(await c.listBricks(v), [], 'members and liveness gone');
+    t.same((await c.getSnapshot(v)).placement, []);
+    t.equal(await h.leaseOfKey(keys.alive(v, 'b0')), undefined);
+    t.notOk((await c.listVolumes()).some((x) => x.name === v));
+    t.ok(await c.getVolume(neighbour), 'a volume whose name extends it is untouched');
+    t.equal((await c.getPlacement(neighbour)).length, 8);
+    await t.rejects(c.deleteVolume(v), { code: 'NOT_FOUND' });
+    await t.rejects(
+      c.registerMount(v, mountInfo('m2'), TTL),
+      { code: 'NOT_FOUND' },
+      'no record lands in a deleted volume',
+    );
+    // Stopped bricks (members, not alive) do not hold a delete up.
+    await bricksSession.stop();
+    const plain = await c.deleteVolume(neighbour);
+    t.equal(plain.forced, false);
+    t.same(plain.bricks, [
+      { id: 'b0', alive: false },
+      { id: 'b1', alive: false },
+    ]);
+    t.equal(await c.getVolume(neighbour), undefined);
+  });
+
+  t.test(`${h.name}: delete racing a mount registration: exactly one wins`, async (t) => {
+    const c = await make();
+    const d = await make();
+    const outcomes = new Set<string>();
+    for (let i = 0; i < 8; i++) {
+      const v = vol('delrace');
+      const b = await make();
+      await register(b, v, 1);
+      await b.createVolume(volumeConfig(v, { pgCount: 4, replicas: 1 }));
+      await b.stop(); // a stopped brick does not hold the delete up
+      const [del, mnt] = await Promise.allSettled([
+        c.deleteVolume(v),
+        d.registerMount(v, mountInfo(`m${i}`), TTL),
+      ]);
+      if (del.status === 'fulfilled') {
+        t.equal(mnt.status, 'rejected', 'the mount did not register');
+        t.equal(((mnt as PromiseRejectedResult).reason as FsError).code, 'NOT_FOUND');
+        t.equal(await c.getVolume(v), undefined);
+        outcomes.add('deleted');
+      } else {
+        t.match(del.reason, { code: 'BUSY', message: /mounted/ }, 'refused for the mount');
+        t.equal(mnt.status, 'fulfilled');
+        t.same(
+          (await c.listMounts(v)).map((m) => m.id),
+          [`m${i}`],
+          'the mount and its volume are there',
+        );
+        if (mnt.status === 'fulfilled') await mnt.value.close();
+        outcomes.add('mounted');
+      }
+    }
+    t.ok(outcomes.size >= 1, `outcomes: ${[...outcomes].join(', ')}`);
   });
 
   t.test(`${h.name}: lifecycle`, async (t) => {

@@ -79,3 +79,20 @@ t.test('controller knobs: defaults valid, rules enforced', async (t) => {
   t.throws(() => validateControllerKnobs({ retryMs: 0 }), /retryMs/);
   t.throws(() => validateControllerKnobs({ replanAttemptsMax: 0 }), /replanAttemptsMax/);
 });
+
+t.test('mount records: key layout and the session TTL knob', async (t) => {
+  t.equal(keys.mount('v', 'm-1'), '/dunix/v1/volumes/v/mounts/m-1');
+  t.equal(keys.mountsAll('v'), '/dunix/v1/volumes/v/mounts/');
+  t.equal(keys.mountStamp('v'), '/dunix/v1/volumes/v/mounted');
+  t.same(parseVolumeKey('v', keys.mount('v', 'm-1')), { kind: 'mount', mountId: 'm-1' });
+  t.same(parseVolumeKey('v', keys.mountStamp('v')), { kind: 'mountStamp' });
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/mounts/'), undefined);
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/mounts/m/x'), undefined);
+  t.notOk(SNAPSHOT_KEY_KINDS.has('mount'), 'mount records are read on their own, not in the snapshot');
+  t.notOk(SNAPSHOT_KEY_KINDS.has('mountStamp'));
+  t.ok(keys.mount('v', 'm').startsWith(keys.volume('v')), 'under the volume prefix: deleted with it');
+  t.equal(coordinatorDefaults.mountLeaseTtlMs, 10_000);
+  t.throws(() => validateCoordinatorKnobs({ mountLeaseTtlMs: 1000 }), /mountLeaseTtlMs/);
+  t.throws(() => validateCoordinatorKnobs({ mountLeaseTtlMs: 2500 }), /mountLeaseTtlMs: .*whole seconds/);
+  t.equal(validateCoordinatorKnobs({ mountLeaseTtlMs: 3000 }).mountLeaseTtlMs, 3000);
+});

@@ -46,6 +46,7 @@ import {
   volumeStatus,
   volumeStatusExitCode,
 } from './volume.js';
+import { renderVolumeDelete, renderVolumeMounts, volumeDelete, volumeMounts } from './volume-lifecycle.js';
 
 /**
  * dunixctl: the admin CLI. `run` parses argv, runs one handler against the
@@ -198,6 +199,29 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     .action((name: string, option: string, value: string) => {
       action = (c) => volumeSet(c, name, option, value);
       render = renderVolumeSet as (d: never) => string;
+    });
+
+  volume
+    .command('mounts <name>')
+    .description('list the clients that have the volume mounted (their session records)')
+    .action((name: string) => {
+      action = (c) => volumeMounts(c, name);
+      render = renderVolumeMounts as (d: never) => string;
+    });
+
+  volume
+    .command('delete <name>')
+    .description(
+      'delete the volume from the control plane (every key, in one transaction); refused while it is ' +
+        'mounted or a brick of it runs: unmount, stop its brickd processes, then delete (brick data stays on disk)',
+    )
+    .option(
+      '--force',
+      'delete even while mounted or bricks run: mounts then fail with EIO, bricks stop and exit',
+    )
+    .action((name: string, o: { force?: boolean }) => {
+      action = (c) => volumeDelete(c, name, { force: !!o.force });
+      render = renderVolumeDelete as (d: never) => string;
     });
 
   const rebalance = volume
