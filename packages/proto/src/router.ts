@@ -58,6 +58,8 @@ export class Router implements RouteSource {
   private readonly knobs: RetryKnobs;
   private readonly clock: RetryClock;
   private closed = false;
+  /** Why routing ended for good (fail()); undefined after a plain close(). */
+  private failure: FsError | undefined;
 
   constructor(private readonly o: RouterOptions = {}) {
     this.knobs = validateRetryKnobs({ ...retryDefaults, ...o.knobs });
@@ -92,7 +94,7 @@ export class Router implements RouteSource {
 
   route(pg: number): Route {
     // Final, not UNAVAILABLE: a call must not retry against a router that is gone.
-    if (this.closed) throw new FsError('INTERRUPTED', 'router closed');
+    if (this.closed) throw this.failure ?? new FsError('INTERRUPTED', 'router closed');
     const s = this.snapshot;
     if (!s) throw new FsError('UNAVAILABLE', 'no placement map yet');
     const a = s.placement[pg];
@@ -126,6 +128,7 @@ export class Router implements RouteSource {
 
   /** The connection to a brick: frames when it offers them, else gRPC. */
   connFor(brickId: string): BrickConn {
+    if (this.failure) throw this.failure;
     const cached = this.clients.get(brickId);
     if (cached) return cached.conn;
     const b = this.snapshot?.bricks.find((x) => x.id === brickId);
@@ -159,6 +162,16 @@ export class Router implements RouteSource {
       const timer = this.clock.setTimeout(done, timeoutMs);
       const unsubscribe = this.onUpdate(done);
     });
+  }
+
+  /**
+   * Ends routing for good because of `reason` (a non-retryable FsError, e.g.
+   * the volume was deleted): calls in flight and every later call fail with
+   * it at once instead of retrying until their deadline.
+   */
+  fail(reason: FsError): void {
+    this.failure ??= reason;
+    this.close();
   }
 
   close(): void {

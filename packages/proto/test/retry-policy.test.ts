@@ -303,6 +303,26 @@ t.test('closing the router ends calls at once', async (t) => {
   t.ok(err instanceof FsError && err.code === 'INTERRUPTED', String(err));
 });
 
+t.test(
+  'a failed router (the volume was deleted) ends calls in flight and later ones with its reason',
+  async (t) => {
+    const a = new FakeConn(hang);
+    const { router } = setup({ a });
+    router.update(snapshot('a', 1));
+    const call = router.call(0, 'GetAttr', {}, { deadlineMs: 60_000 });
+    await settle();
+    router.fail(new FsError('IO', 'volume v was deleted'));
+    const err = await call.catch((e: unknown) => e);
+    t.ok(err instanceof FsError && err.code === 'IO' && /deleted/.test(err.message), String(err));
+    const later = await router.call(1, 'GetAttr', {}, { deadlineMs: 60_000 }).catch((e: unknown) => e);
+    t.ok(
+      later instanceof FsError && later.code === 'IO',
+      'a later call fails at once, not after the deadline',
+    );
+    t.throws(() => router.connFor('a'), { code: 'IO' }, 'no new connection');
+  },
+);
+
 t.test('real frames: a killed brick is refused, reported and retried until a live one serves', async (t) => {
   const handlers = {
     GetAttr: (call: { request: { header: { epoch: number } } }, cb: (e: null, r: unknown) => void) =>
