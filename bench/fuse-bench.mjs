@@ -2350,7 +2350,9 @@ async function rebalanceBench(o) {
       if (!out.started) throw new Error(`dunixctl volume rebalance start: nothing started:\n${r.stdout}`);
       res.started.pgsDiffering = out.pgsDiffering;
     } else {
-      await coord.setBrickAdmin(VOLUME, spare.id, { state: 'in', weight: 1, updatedAtMs: Date.now() });
+      // The weight it registered with (its capacity in GiB), like the bricks the volume started with.
+      const weight = (await coord.listBricks(VOLUME)).find((b) => b.id === spare.id).weight;
+      await coord.setBrickAdmin(VOLUME, spare.id, { state: 'in', weight, updatedAtMs: Date.now() });
       startMs = Date.now();
       await coord.updateRebalance(VOLUME, () => ({
         id: `bench-${startMs.toString(36)}`,

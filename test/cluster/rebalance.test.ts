@@ -41,6 +41,11 @@ function report(
 }
 
 /** PG replicas listed per brick id. */
+/** The weight a brick registered with (its capacity in GiB, as every brick here shares one disk). */
+async function weightOf(c: Cluster, id: string): Promise<number> {
+  return (await c.coord.listBricks(c.volume)).find((b) => b.id === id)!.weight;
+}
+
 function replicaCounts(placement: PgAssignment[]): Map<string, number> {
   const out = new Map<string, number>();
   for (const a of placement) for (const b of a.bricks) out.set(b, (out.get(b) ?? 0) + 1);
@@ -102,7 +107,11 @@ t.test('grow from 3 to 5 bricks under a writer; drain and remove one', async (t)
     'registered bricks get nothing before they are added',
   );
   for (const id of ids.slice(3))
-    await c.coord.setBrickAdmin(c.volume, id, { state: 'in', weight: 1, updatedAtMs: Date.now() });
+    await c.coord.setBrickAdmin(c.volume, id, {
+      state: 'in',
+      weight: await weightOf(c, id),
+      updatedAtMs: Date.now(),
+    });
   const startedMs = Date.now();
   await startRebalance(c, 'grow', 200, 8);
   await waitUntil(
@@ -129,7 +138,11 @@ t.test('grow from 3 to 5 bricks under a writer; drain and remove one', async (t)
 
   // Drain one of the original bricks: every replica moves off.
   const drained = ids[0]!;
-  await c.coord.setBrickAdmin(c.volume, drained, { state: 'draining', weight: 1, updatedAtMs: Date.now() });
+  await c.coord.setBrickAdmin(c.volume, drained, {
+    state: 'draining',
+    weight: await weightOf(c, drained),
+    updatedAtMs: Date.now(),
+  });
   await t.rejects(
     c.coord.removeBrick(c.volume, drained),
     { code: 'BUSY' },
@@ -213,7 +226,11 @@ t.test('a rebalance survives the death of the controller and of the brick being 
     async () => (await c.coord.listBricks(c.volume)).filter((b) => b.alive).length === 4,
     'the new brick to register',
   );
-  await c.coord.setBrickAdmin(c.volume, newcomer.id, { state: 'in', weight: 1, updatedAtMs: Date.now() });
+  await c.coord.setBrickAdmin(c.volume, newcomer.id, {
+    state: 'in',
+    weight: await weightOf(c, newcomer.id),
+    updatedAtMs: Date.now(),
+  });
   const startedMs = Date.now();
   // Slow enough (4 MiB/s, 2 PGs at once) that the kills land in the middle of backfills.
   await startRebalance(c, 'crash', 4, 2);

@@ -33,7 +33,7 @@ import { writePortFile } from './port-file.js';
 import { RemotePeers } from './rpc/peers.js';
 import { ReplicaPeers } from './rpc/replica-peers.js';
 import { ScrubRunner } from './scrub-runner.js';
-import { SpaceKeeper } from './space.js';
+import { capacityWeight, SpaceKeeper } from './space.js';
 import type { RecoveryReporter } from './replication/deps.js';
 import { brickHandlers, startBrickServer } from './rpc/server.js';
 import { BlockStore } from './store/block-store.js';
@@ -54,6 +54,7 @@ export interface BrickdOptions {
   dataPort?: number;
   /** Failure domain (default: this machine's hostname). */
   host?: string;
+  /** Relative capacity for placement (default: capacity in GiB, space.ts capacityWeight). */
   weight?: number;
   /** Bytes this brick may fill (0 or absent: its filesystem's size). */
   capacityBytes?: number;
@@ -169,7 +170,7 @@ export class BrickDaemon {
           address,
           dataAddress,
           host: this.o.host ?? hostname(),
-          weight: this.o.weight ?? 1,
+          weight: this.o.weight ?? (await capacityWeight(this.o.dataDir, this.o.capacityBytes ?? 0)),
           dataDir: this.o.dataDir,
         },
         this.knobs.leaseTtlMs,

@@ -117,6 +117,21 @@ export class SpaceKeeper {
   }
 }
 
+const GiB = 2 ** 30;
+
+/**
+ * A brick's default placement weight: its capacity in GiB (at least 1, at
+ * most 1e6), as Ceph derives an OSD's CRUSH weight from its disk, so PGs —
+ * and so bytes — spread in proportion to space without the operator
+ * weighing every brick. `--weight` or `dunixctl brick set-weight` override it.
+ */
+export async function capacityWeight(dataDir: string, capacityBytes: number): Promise<number> {
+  const s = await statfs(dataDir);
+  const diskBytes = s.blocks * s.bsize;
+  const bytes = capacityBytes > 0 ? Math.min(capacityBytes, diskBytes) : diskBytes;
+  return Math.min(1e6, Math.max(1, Math.round(bytes / GiB)));
+}
+
 /** Bytes of the regular files directly in `dir` (LevelDB keeps no subdirectories). */
 async function dirBytes(dir: string): Promise<number> {
   let total = 0;

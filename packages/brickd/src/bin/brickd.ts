@@ -50,7 +50,11 @@ const program = new Command('brickd')
     intArg('--data-port', 1, 65535),
   )
   .option('--host <name>', 'failure domain (default: hostname)')
-  .option('--weight <n>', 'relative capacity', intArg('--weight', 0, 1000), 1)
+  .option(
+    '--weight <n>',
+    'relative capacity for placement (default: the capacity in GiB, at least 1)',
+    intArg('--weight', 0, 1_000_000),
+  )
   .option(
     '--capacity <bytes>',
     'space this brick may fill, e.g. 500G (default: its filesystem); a full brick refuses growth (ENOSPC)',
