@@ -235,7 +235,7 @@ t.test('open for exec (FMODE_EXEC) needs execute, not read: 0711 runs for everyo
   );
   t.equal(await f.code((tx) => f.engine.open(tx, bob, file, FMODE_EXEC)), 'OK', 'an exec open is not');
   t.equal(await f.code((tx) => f.engine.open(tx, root, file, FMODE_EXEC)), 'OK');
-  await f.chmod(file, 0o744);
+  await f.chmod(file, 0o644);
   t.equal(
     await f.code((tx) => f.engine.open(tx, bob, file, FMODE_EXEC)),
     'PERMISSION_DENIED',
