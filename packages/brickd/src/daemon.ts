@@ -23,7 +23,7 @@ import {
   type VolumeConfig,
 } from '@dunix/proto';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Brick } from './brick.js';
@@ -62,11 +62,28 @@ export interface BrickdOptions {
   log?: Logger;
   /** Where to report the ports actually bound (port-file.ts), once both servers listen. */
   portFile?: string;
+  /**
+   * The data dir served a volume that has been deleted since (or deleted
+   * and created again): empty it and start as a new brick, instead of
+   * refusing to start (brickd --wipe-deleted-volume).
+   */
+  wipeDeletedVolume?: boolean;
+  /**
+   * The volume was deleted while this brick served it: it has stopped
+   * serving; the owner should stop() it and exit. Default: the daemon stops itself.
+   */
+  onVolumeDeleted?: () => void;
 }
 
 interface Identity {
   id: string;
   volume: string;
+  /**
+   * createdAtMs of the volume's config when this brick first served it: a
+   * volume of that name with no config, or another createdAtMs, is not the
+   * one this data belongs to (it was deleted).
+   */
+  volumeCreatedAtMs?: number;
 }
 
 /**
@@ -103,6 +120,8 @@ export class BrickDaemon {
   private identity: Identity | undefined;
   private applying: Promise<void> = Promise.resolve();
   private replicasWarned = false;
+  /** The volume served was found deleted: nothing is applied any more. */
+  private volumeDeleted = false;
   private storeLost = false;
   port = 0;
 
@@ -122,7 +141,9 @@ export class BrickDaemon {
     try {
       await initHashing();
       await mkdir(this.o.dataDir, { recursive: true });
-      const { identity, created } = await this.loadIdentity();
+      this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
+      await this.coord.start();
+      const { identity, created } = await this.checkedIdentity(this.coord);
       this.identity = identity;
       this.kv = new CachedKv(new LevelKv(join(this.o.dataDir, 'meta')));
       await this.kv.open();
@@ -161,8 +182,6 @@ export class BrickDaemon {
       const dataPort = await this.frames.listen(host, this.o.dataPort ?? 0);
       const dataAddress = `${host}:${dataPort}`;
       if (this.o.portFile) await writePortFile(this.o.portFile, { pid: process.pid, address, dataAddress });
-      this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
-      await this.coord.start();
       await this.coord.registerBrick(
         this.o.volume,
         {
@@ -215,7 +234,7 @@ export class BrickDaemon {
   }
 
   private async applySnapshot(s: VolumeSnapshot): Promise<void> {
-    if (!s.config) return;
+    if (this.volumeGone(s) || !s.config) return;
     const config: VolumeConfig = s.config;
     if (this.o.replicas !== undefined && config.replicas !== this.o.replicas && !this.replicasWarned) {
       // The volume's config is what counts; the flag states what the operator expects.
@@ -227,6 +246,7 @@ export class BrickDaemon {
     }
     this.router.update({ config, placement: s.placement, bricks: s.bricks });
     if (!this.brick) {
+      if (this.identity?.volumeCreatedAtMs === undefined) await this.recordVolume(config.createdAtMs);
       const coord = this.coord!;
       const space = new SpaceKeeper({
         brickId: this.brickId,
@@ -376,6 +396,74 @@ export class BrickDaemon {
   private fenced(): boolean {
     const health = this.coord?.leaseHealth(this.o.volume, this.brickId);
     return leaseFenced(health, realClock.now(), this.knobs.leaseFenceMarginMs);
+  }
+
+  /**
+   * Whether the volume this brick served is gone from `s`: no config, or a
+   * config of another incarnation. The first time, logs it and stops
+   * serving (onVolumeDeleted, or stop()); the data dir is left as it is.
+   */
+  private volumeGone(s: VolumeSnapshot): boolean {
+    if (this.volumeDeleted) return true;
+    const servedAt = this.identity?.volumeCreatedAtMs;
+    // Never served a volume (registered, waiting for `volume create`): nothing is gone.
+    if (!this.brick && servedAt === undefined) return false;
+    if (s.config && (servedAt === undefined || s.config.createdAtMs === servedAt)) return false;
+    this.volumeDeleted = true;
+    this.log.error(
+      'volume deleted: this brick stops serving it and exits; its data stays in the data dir ' +
+        '(brickd refuses to start into the deleted volume without --wipe-deleted-volume)',
+      {
+        volume: this.o.volume,
+        brick: this.brickId,
+        dataDir: this.o.dataDir,
+        ...(s.config ? { recreatedAtMs: s.config.createdAtMs } : {}),
+      },
+    );
+    if (this.o.onVolumeDeleted) this.o.onVolumeDeleted();
+    else void this.stop();
+    return true;
+  }
+
+  /** Notes in brick.json which incarnation of the volume this data dir serves. */
+  private async recordVolume(createdAtMs: number): Promise<void> {
+    const identity: Identity = { ...this.identity!, volumeCreatedAtMs: createdAtMs };
+    const path = join(this.o.dataDir, 'brick.json');
+    await writeFile(`${path}.tmp`, JSON.stringify(identity));
+    await rename(`${path}.tmp`, path);
+    this.identity = identity;
+  }
+
+  /**
+   * The identity in the data dir, once the volume it served is known to
+   * exist still. A data dir of a deleted volume (or of an earlier
+   * incarnation of a re-created one) is refused, or with wipeDeletedVolume
+   * emptied (store, block files, identity) and started as a new brick.
+   */
+  private async checkedIdentity(coord: Coordinator): Promise<{ identity: Identity; created: boolean }> {
+    const loaded = await this.loadIdentity();
+    const servedAt = loaded.identity.volumeCreatedAtMs;
+    if (servedAt === undefined) return loaded;
+    const config = await coord.getVolume(this.o.volume);
+    if (config?.createdAtMs === servedAt) return loaded;
+    const how = config ? 'deleted and created again' : 'deleted';
+    const dir = this.o.dataDir;
+    if (!this.o.wipeDeletedVolume) {
+      throw new Error(
+        `volume ${this.o.volume}, which ${dir} served as brick ${loaded.identity.id} ` +
+          `(volume created ${new Date(servedAt).toISOString()}), was ${how}; its data is kept in ${dir}: ` +
+          'remove the directory, or start brickd with --wipe-deleted-volume to empty it and join as a new brick',
+      );
+    }
+    this.log.warn('the volume this data dir served was deleted: wiping it (--wipe-deleted-volume)', {
+      volume: this.o.volume,
+      brick: loaded.identity.id,
+      dataDir: dir,
+      how,
+    });
+    for (const name of ['meta', 'blocks', 'brick.json'])
+      await rm(join(dir, name), { recursive: true, force: true });
+    return this.loadIdentity();
   }
 
   private async loadIdentity(): Promise<{ identity: Identity; created: boolean }> {

@@ -1912,7 +1912,7 @@ export abstract class KvCoordinator implements Coordinator {
         [keys.volume(volume)],
       );
       if (!ok) continue;
-      this.log.warn('volume deleted', {
+      this.log.info('volume deleted', {
         volume,
         forced: force,
         keys: entries.length,

@@ -75,6 +75,11 @@ const program = new Command('brickd')
     '--port-file <file>',
     'once listening, write {"pid","address","dataAddress"} here (atomically): the ports of a port-0 --listen',
   )
+  .option(
+    '--wipe-deleted-volume',
+    'if the volume this data dir served was deleted (dunixctl volume delete), empty the dir and start as a new brick ' +
+      '(without it, brickd refuses to start there)',
+  )
   .action(async (opts) => {
     const daemon = new BrickDaemon({
       dataDir: opts.data,
@@ -93,6 +98,9 @@ const program = new Command('brickd')
       },
       log,
       portFile: opts.portFile,
+      wipeDeletedVolume: !!opts.wipeDeletedVolume,
+      // The volume went: stop serving and exit 0 (nothing failed; a restart would be refused).
+      onVolumeDeleted: () => shutdown('volume deleted'),
     });
     let stopping = false;
     const shutdown = (signal: string) => {

@@ -1,8 +1,9 @@
 import { resolve } from 'node:path';
-import { EtcdCoordinator } from '@dunix/coord';
-import { createLogger, initHashing, Router } from '@dunix/proto';
+import { EtcdCoordinator, type MountSession } from '@dunix/coord';
+import { createLogger, FsError, initHashing, Router, type VolumeConfig } from '@dunix/proto';
 import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
+import { mountInfo, newMountId, volumeGone } from '../client/mount-record.js';
 import { FuseMount } from '../fuse/mount.js';
 import { mountUsage, parseMountArgs, wantsHelp } from './mount-args.js';
 
@@ -26,8 +27,14 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const mountpoint = resolve(args.mountpoint);
+  const startedAtMs = Date.now();
   await initHashing();
-  const coord = new EtcdCoordinator({ endpoints: args.endpoints, log, dialTimeoutMs: args.dialTimeoutMs });
+  const coord = new EtcdCoordinator({
+    endpoints: args.endpoints,
+    log,
+    dialTimeoutMs: args.dialTimeoutMs,
+    knobs: { mountLeaseTtlMs: args.sessionTtlMs },
+  });
   const router = new Router({
     log,
     // A refused connection is the quickest sign of a dead brick: telling the
@@ -39,13 +46,29 @@ export async function main(argv: string[]): Promise<number> {
     },
   });
   let unwatch: (() => Promise<void>) | undefined;
+  let session: MountSession | undefined;
+  /** Set once the volume mounted is found deleted (or re-created): every call fails with EIO from then on. */
+  let gone = false;
+  const volumeEnded = (how: 'deleted' | 're-created') => {
+    if (gone) return;
+    gone = true;
+    log.error('volume deleted: every call on this mount now fails with EIO; unmount it', {
+      volume: args.volume,
+      how,
+      mountpoint,
+    });
+    router.fail(new FsError('IO', `volume ${args.volume} was ${how} (dunixctl volume delete)`));
+    void session?.close();
+  };
   try {
     await coord.start();
-    const config = await coord.getVolume(args.volume);
+    const config: VolumeConfig | undefined = await coord.getVolume(args.volume);
     if (!config)
       throw new Error(`volume ${args.volume} does not exist (dunixctl volume create ${args.volume})`);
     unwatch = await coord.watchVolume(args.volume, (s) => {
-      if (s.config) router.update({ config: s.config, placement: s.placement, bricks: s.bricks });
+      const ended = volumeGone(config, s);
+      if (ended) volumeEnded(ended);
+      else if (s.config) router.update({ config: s.config, placement: s.placement, bricks: s.bricks });
     });
   } catch (err) {
     log.error('cannot reach the volume', { spec: args.spec, err: (err as Error).message });
@@ -79,11 +102,27 @@ export async function main(argv: string[]): Promise<number> {
     router.close();
     return 1;
   }
-  log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid });
+  try {
+    // The mount record (the client session): listed by `dunixctl volume mounts`, it holds off `volume delete`.
+    session = await coord.registerMount(args.volume, mountInfo(newMountId(), mountpoint, startedAtMs));
+    if (gone) void session.close();
+  } catch (err) {
+    log.error('could not register the mount; unmounting', {
+      volume: args.volume,
+      err: (err as Error).message,
+    });
+    await mount.stop().catch(() => {});
+    await unwatch?.().catch(() => {});
+    await coord.stop().catch(() => {});
+    router.close();
+    return 1;
+  }
+  log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid, mount: session.id });
   await mount.serveUntilUnmounted();
   router.close();
   // etcd may be gone already (cluster shutdown): never let its reconnect loop keep us alive.
   const cleanup = (async () => {
+    await session?.close().catch(() => {});
     await unwatch?.().catch(() => {});
     await coord.stop().catch(() => {});
   })();

@@ -1,3 +1,5 @@
+import { coordinatorDefaults, validateLeaseTtl } from '@dunix/coord';
+
 /**
  * Arguments of dunixfs and mount.dunixfs: SPEC MOUNTPOINT [-o a,b=c] [-f]
  * [-t dunixfs|fuse.dunixfs] [-s -n -v (ignored, as mount(8) passes them)].
@@ -18,6 +20,11 @@ export interface MountArgs {
   failoverTimeoutMs: number;
   /** Kernel readahead window of the mount. */
   readAheadKb: number;
+  /**
+   * TTL of the session lease the mount record is bound to: a killed client
+   * is forgotten (`dunixctl volume mounts`) within about this long.
+   */
+  sessionTtlMs: number;
   /** Where mount.dunixfs sends the client's log. */
   logFile: string | undefined;
   /** Options passed on to the kernel mount (ro, noatime, ...). */
@@ -75,6 +82,8 @@ ${what}
                  dial_timeout_ms=MS                   etcd connect timeout (default 10000)
                  failover_timeout_ms=MS               how long an op rides out a failover (default 60000, min 1000)
                  read_ahead_kb=KB                     kernel readahead window (default 32768)
+                 session_ttl_ms=MS                    lease of the mount record: a killed client is forgotten
+                                                      within it (default ${coordinatorDefaults.mountLeaseTtlMs}, whole seconds, min 2000)
                  log=FILE                             client log of mount.dunixfs (default /var/log/dunixfs/<dir>.log)
                  ${[...KERNEL_PASSTHROUGH].join(', ')}
                                                       passed to the kernel
@@ -162,6 +171,7 @@ export function parseMountArgs(argv: string[]): MountArgs {
     dialTimeoutMs: 10_000,
     failoverTimeoutMs: 60_000,
     readAheadKb: 32768,
+    sessionTtlMs: coordinatorDefaults.mountLeaseTtlMs,
     logFile: undefined,
     extra: '',
   };
@@ -180,6 +190,13 @@ export function parseMountArgs(argv: string[]): MountArgs {
       if (!Number.isInteger(n) || n < 0 || n > 1024 * 1024)
         throw new Error('read_ahead_kb must be 0..1048576');
       out.readAheadKb = n;
+    } else if (k === 'session_ttl_ms' && v !== undefined) {
+      const n = ms(k, v);
+      try {
+        out.sessionTtlMs = validateLeaseTtl(n, coordinatorDefaults.keepaliveIntervalMs);
+      } catch (err) {
+        throw new Error(`session_ttl_ms: ${(err as Error).message}`);
+      }
     } else if (k === 'log' && v !== undefined) out.logFile = v;
     else if (k === 'foreground') out.foreground = true;
     else if (USERSPACE_ONLY.has(k!) || k!.startsWith('x-') || k!.startsWith('comment=')) continue;
