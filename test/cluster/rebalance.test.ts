@@ -135,6 +135,13 @@ t.test('grow from 3 to 5 bricks under a writer; drain and remove one', async (t)
   const job = (await c.coord.getSnapshot(c.volume)).rebalance!;
   t.equal(job.pgsDone, job.pgsTotal, `the job counted its PGs (${job.pgsDone}/${job.pgsTotal})`);
   t.ok(job.pgsTotal > 0, 'it moved some');
+  // About 40% of 3 copies of ~13 MiB land on the new bricks; each brick reports within 2 s.
+  await waitUntil(
+    async () => (await c.coord.getSnapshot(c.volume)).rebalance!.bytesMoved >= 5 * MiB,
+    'the job to count the bytes its moves copied',
+    10_000,
+    250,
+  );
 
   // Drain one of the original bricks: every replica moves off.
   const drained = ids[0]!;

@@ -75,6 +75,9 @@ export interface BrickdOptions {
   onVolumeDeleted?: () => void;
 }
 
+/** How often a brick adds the bytes its backfills moved to the running rebalance job. */
+const MOVED_REPORT_MS = 2000;
+
 interface Identity {
   id: string;
   volume: string;
@@ -116,6 +119,9 @@ export class BrickDaemon {
   private brick: Brick | undefined;
   private scrubRunner: ScrubRunner | undefined;
   private space: SpaceKeeper | undefined;
+  private movedTimer: NodeJS.Timeout | undefined;
+  /** State of the volume's rebalance job in the last snapshot. */
+  private jobState: string | undefined;
   private handlers: BrickHandlers | undefined;
   private identity: Identity | undefined;
   private applying: Promise<void> = Promise.resolve();
@@ -339,9 +345,14 @@ export class BrickDaemon {
       this.brick.adoptConfig(config);
       await this.brick.applyPlacement(s.placement);
     }
-    // A running rebalance paces this brick's backfills.
+    // A running rebalance paces this brick's backfills, and counts the bytes they move.
     const job = s.rebalance;
     this.brick.repl.setBackfillLimit(job?.state === 'running' ? job.maxMiBPerS * 1024 * 1024 : 0);
+    this.jobState = job?.state;
+    if (job?.state === 'running' && !this.movedTimer) {
+      this.movedTimer = setInterval(() => void this.reportMoved(config.name), MOVED_REPORT_MS);
+      this.movedTimer.unref();
+    }
     // A running scrub: this brick scrubs the PGs it leads.
     this.scrubRunner?.setJob(s.scrub);
   }
@@ -364,6 +375,31 @@ export class BrickDaemon {
       };
     }
     return out as unknown as BrickHandlers;
+  }
+
+  /**
+   * Adds the bytes this brick's backfills sent since the last report to the
+   * running rebalance job (one compare-and-swap per brick every
+   * MOVED_REPORT_MS at most); stops once no job runs.
+   */
+  private async reportMoved(volume: string): Promise<void> {
+    const brick = this.brick;
+    const coord = this.coord;
+    if (!brick || !coord) return;
+    const bytes = brick.repl.takePacedBytes();
+    if (this.jobState !== 'running') {
+      clearInterval(this.movedTimer);
+      this.movedTimer = undefined;
+    }
+    if (bytes === 0) return;
+    try {
+      // Also once the job is done: its last moves' bytes arrive up to MOVED_REPORT_MS late.
+      await coord.updateRebalance(volume, (j) =>
+        j ? { ...j, bytesMoved: j.bytesMoved + bytes } : undefined,
+      );
+    } catch (err) {
+      this.log.debug('rebalance bytes not recorded', { bytes, err: String(err) });
+    }
   }
 
   /** Recovery progress to etcd for `dunixctl volume status`, at most every 500 ms per replica. */
@@ -491,6 +527,7 @@ export class BrickDaemon {
       await this.scrubRunner?.stop().catch(() => {});
       clearInterval(this.memoryTimer);
       this.space?.stop();
+      clearInterval(this.movedTimer);
       if (this.server) {
         const server = this.server;
         await new Promise<void>((resolve) => {

@@ -713,9 +713,20 @@ export class Replication {
     this.backfillBytesPerS = bytesPerS;
   }
 
+  /** Bytes sent to new or returning copies while a limit (a rebalance) was set, not yet taken. */
+  private pacedBytes = 0;
+
+  /** The bytes paced since the last call (a rebalance job's bytesMoved grows by them). */
+  takePacedBytes(): number {
+    const n = this.pacedBytes;
+    this.pacedBytes = 0;
+    return n;
+  }
+
   /** Waits so that this brick's backfills together stay under the limit. */
   private async pace(bytes: number): Promise<void> {
     if (this.backfillBytesPerS <= 0) return;
+    this.pacedBytes += bytes;
     const now = this.d.clock.nowMs();
     const start = Math.max(now, this.backfillFreeAtMs);
     this.backfillFreeAtMs = start + (bytes / this.backfillBytesPerS) * 1000;
