@@ -67,7 +67,7 @@ t.test('mount records, and volume delete refused while mounted, then forced', as
   });
 
   // While mounted: one record naming this client.
-  let rows = mounts(c);
+  const rows = mounts(c);
   t.equal(rows.length, 1, 'one mount record');
   t.match(rows[0], {
     id: /^m-[0-9a-f]{12}$/,
