@@ -403,6 +403,55 @@ t.test(
   },
 );
 
+t.test('controller: a full brick gets no new PG copy until it has space again', async (t) => {
+  const c = await cluster(t);
+  await c.addBrick(3);
+  await c.admin.setBrickAdmin('v', 'b3', { state: 'in', weight: 1, updatedAtMs: 0 });
+  const b3 = c.nodes.get('b3')!.coord;
+  const usage = (state: 'ok' | 'full') => ({
+    capacityBytes: 100,
+    usedBytes: state === 'full' ? 96 : 10,
+    freeBytes: state === 'full' ? 4 : 90,
+    blockBytes: 0,
+    metaBytes: 0,
+    state,
+    atMs: 0,
+  });
+  await b3.publishUsage('v', 'b3', usage('full'));
+  await c.admin.updateRebalance('v', () => ({
+    id: 'j',
+    state: 'running',
+    maxMiBPerS: 0,
+    maxConcurrent: 3,
+    startedAtMs: 0,
+    updatedAtMs: 0,
+    pgsTotal: 0,
+    pgsDone: 0,
+    bytesMoved: 0,
+  }));
+  for (let round = 0; round < 5; round++) {
+    await c.catchUpAll();
+    await c.settle();
+  }
+  t.notOk(
+    (await c.placement()).some((a) => a.bricks.includes('b3')),
+    'full: the rebalance adds nothing to it',
+  );
+  t.equal((await c.admin.getSnapshot('v')).rebalance!.state, 'running', 'the job waits, it does not finish');
+  await b3.publishUsage('v', 'b3', usage('ok'));
+  await c.admin.setBrickAdmin('v', 'b3', { state: 'in', weight: 1, updatedAtMs: 1 }); // a change wakes a pass
+  for (let round = 0; round < 100; round++) {
+    await c.catchUpAll();
+    await c.settle();
+    if ((await c.admin.getSnapshot('v')).rebalance?.state === 'done') break;
+  }
+  t.ok(
+    (await c.placement()).filter((a) => a.bricks.includes('b3')).length > 0,
+    'with space again it gets its share',
+  );
+  t.equal((await c.admin.getSnapshot('v')).rebalance!.state, 'done');
+});
+
 t.test('controller: a brick down for the down-out interval is replaced, not before', async (t) => {
   const c = await cluster(t);
   await c.addBrick(3);

@@ -1,4 +1,4 @@
-import { createLogger, downOutIntervalMs, targetPlacement, type Logger } from '@dunix/proto';
+import { type BrickUsage, createLogger, downOutIntervalMs, targetPlacement, type Logger } from '@dunix/proto';
 import { type Clock, realClock } from '../clock.js';
 import type {
   Coordinator,
@@ -325,13 +325,14 @@ export class Controller {
     const alive = new Set(snap.bricks.filter((b) => b.alive).map((b) => b.id));
     const job = snap.rebalance;
     const running = job?.state === 'running';
-    const moves = planMoves(snap.placement, target, {
+    let moves = planMoves(snap.placement, target, {
       replicas: config.replicas,
       alive,
       candidates: new Set(candidates.map((c) => c.id)),
       balance: running,
       maxConcurrent: running ? job.maxConcurrent : this.knobs.forcedMovesConcurrent,
     });
+    if (moves.some((m) => m.kind === 'add')) moves = await this.withoutAddsToFull(moves);
     if (moves.length > 0) {
       let results: PlacementUpdateResult[];
       try {
@@ -357,6 +358,31 @@ export class Controller {
     }
     if (running && term === this.term) await this.recordProgress(snap, target, alive);
     return true;
+  }
+
+  /**
+   * A full brick (its usage record says so) gets no new PG copy: the adds
+   * onto it wait (the next pass plans them again) until it has space, while
+   * every other step goes on. Without usage records nothing is held back.
+   */
+  private async withoutAddsToFull(moves: MoveChange[]): Promise<MoveChange[]> {
+    let usage: Map<string, BrickUsage>;
+    try {
+      usage = await this.coord.listUsage(this.volume);
+    } catch (e) {
+      this.log.warn('usage not read; adds go ahead', { volume: this.volume, err: e });
+      return moves;
+    }
+    const full = new Set([...usage].filter(([, u]) => u.state === 'full').map(([id]) => id));
+    if (full.size === 0) return moves;
+    const held = moves.filter((m) => m.kind === 'add' && full.has(m.brick));
+    if (held.length > 0)
+      this.log.warn('not adding PG copies to full bricks', {
+        volume: this.volume,
+        bricks: [...full],
+        pgs: held.map((m) => m.pg),
+      });
+    return moves.filter((m) => !held.includes(m));
   }
 
   private logMove(c: MoveChange): void {
