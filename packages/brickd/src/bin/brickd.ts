@@ -120,6 +120,7 @@ const program = new Command('brickd')
     try {
       await daemon.start();
     } catch (err) {
+      if (stopping) return; // stopped while starting (the volume was deleted meanwhile): shutdown exits
       log.error('start failed', { err: err instanceof Error ? err.message : String(err) });
       process.exit(1);
     }

@@ -73,8 +73,8 @@ export class SessionKv implements KvBackend {
     return this.write('put', () => this.base.put(p));
   }
 
-  txn(compares: KvCompare[], puts: KvPut[], deletes?: string[]): Promise<boolean> {
-    return this.write('txn', () => this.base.txn(compares, puts, deletes));
+  txn(compares: KvCompare[], puts: KvPut[], deletes?: string[], deletePrefixes?: string[]): Promise<boolean> {
+    return this.write('txn', () => this.base.txn(compares, puts, deletes, deletePrefixes));
   }
 
   grantLease(ttlMs: number): Promise<string> {
