@@ -101,10 +101,15 @@ t.test('volume set: option names and values', async (t) => {
   t.throws(() => volumeSetPatch('down_out_interval', '500ms'), /down_out_interval 500ms must be 1s\.\.7d/);
   t.throws(() => volumeSetPatch('down_out_interval', '8d'), /must be 1s\.\.7d/);
   t.throws(() => volumeSetPatch('down_out_interval', 'soon'), /bad duration "soon"/);
+  t.same(volumeSetPatch('full_threshold', '90%'), { fullThresholdPct: 90 });
+  t.same(volumeSetPatch('full_threshold', ' 80 '), { fullThresholdPct: 80 });
+  t.equal(volumeOption('full-threshold'), 'full_threshold');
+  for (const bad of ['49', '100', '95.5', 'high', ''])
+    t.throws(() => volumeSetPatch('full_threshold', bad), /must be a percent in 50\.\.99/, bad);
   const c = { name: 'v', ...volumeDefaults, replicas: 3, minInsync: 2, createdAtMs: 0 };
   t.equal(
     renderVolumeSet({ option: 'min_insync', previous: c, config: { ...c, minInsync: 1 } }),
-    'volume v: min_insync: 1 of 3 (was 2 of 3); down_out_interval: 5m (default)\n',
+    'volume v: min_insync: 1 of 3 (was 2 of 3); down_out_interval: 5m (default); full_threshold: 95% (default)\n',
   );
   t.equal(
     renderVolumeSet({
@@ -112,11 +117,11 @@ t.test('volume set: option names and values', async (t) => {
       previous: c,
       config: { ...c, downOutIntervalMs: 90_000 },
     }),
-    'volume v: min_insync: 2 of 3; down_out_interval: 1m30s (was 5m (default))\n',
+    'volume v: min_insync: 2 of 3; down_out_interval: 1m30s (was 5m (default)); full_threshold: 95% (default)\n',
   );
   t.equal(
     renderVolumeSet({ option: 'min_insync', previous: c, config: c }),
-    'volume v: min_insync: 2 of 3 (unchanged); down_out_interval: 5m (default)\n',
+    'volume v: min_insync: 2 of 3 (unchanged); down_out_interval: 5m (default); full_threshold: 95% (default)\n',
   );
 });
 

@@ -84,8 +84,8 @@ t.test('dunixctl volume create/list/status', async (t) => {
   t.match(r.stdout, /min in-sync 2/);
   t.match(r.stdout, /\nin-sync: 2\/2: 64 PGs, 1\/2: 0 PGs, 0\/2: 0 PGs\n/);
   t.match(r.stdout, /PGs degraded: 0, read-only: 0, unavailable: 0, failover pending: 0/);
-  t.match(r.stdout, /BRICK\s+STATE\s+ADDRESS\s+HOST\s+WEIGHT\s+PRIMARY\s+REPLICA\s+OUT-OF-SYNC\n/);
-  t.match(r.stdout, /b0\s+alive\s+127\.0\.0\.1:7100\s+host0\s+1\s+\d+\s+\d+\s+0\n/);
+  t.match(r.stdout, /BRICK\s+STATE\s+ADDRESS\s+HOST\s+WEIGHT\s+PRIMARY\s+REPLICA\s+OUT-OF-SYNC\s+USE%\n/);
+  t.match(r.stdout, /b0\s+alive\s+127\.0\.0\.1:7100\s+host0\s+1\s+\d+\s+\d+\s+0\s+-\n/);
 
   r = await cli(kv, 'volume', 'status', 'nope');
   t.equal(r.code, 1);
@@ -131,7 +131,7 @@ t.test('dunixctl: a dead brick shows as dead and its PGs as degraded', async (t)
   t.match(r.stdout, /in-sync: 2\/2: 0 PGs, 1\/2: 16 PGs, 0\/2: 0 PGs/);
   t.match(r.stdout, /PGs degraded: 16, read-only: 16, unavailable: 0, failover pending: [1-9]/);
   t.match(r.stdout, /read-only PGs: 0, 1, 2, /);
-  t.match(r.stdout, /b1\s+dead\s+\S+\s+\S+\s+1\s+\d+\s+\d+\s+16\n/, 'every PG of b1 out of sync');
+  t.match(r.stdout, /b1\s+dead\s+\S+\s+\S+\s+1\s+\d+\s+\d+\s+16\s+-\n/, 'every PG of b1 out of sync');
 });
 
 t.test('dunixctl volume status: unavailable PGs exit 2; controller and recovery shown', async (t) => {
@@ -193,4 +193,85 @@ t.test('dunixctl: unreachable etcd fails within the timeout', async (t) => {
   t.equal(code, 1);
   t.match(stderr, /^dunixctl: etcd unreachable: .*\n$/);
   t.ok(Date.now() - started < 4000, 'did not hang');
+});
+
+t.test('dunixctl df and volume status: the space the bricks published', async (t) => {
+  const kv = new MemoryKv();
+  const bricks = new MemoryCoordinator({ kv, log });
+  t.teardown(() => bricks.stop());
+  await bricks.start();
+  for (let i = 0; i < 3; i++) await bricks.registerBrick('v', brick(i), 2000);
+  t.equal((await cli(kv, 'volume', 'create', 'v', '--replicas', '3', '--pgs', '8')).code, 0);
+  const MiB = 1024 * 1024;
+  const usage = (usedMiB: number, state: 'ok' | 'nearfull' | 'full') => ({
+    capacityBytes: 100 * MiB,
+    usedBytes: usedMiB * MiB,
+    freeBytes: (100 - usedMiB) * MiB,
+    blockBytes: (usedMiB - 1) * MiB,
+    metaBytes: MiB,
+    state,
+    atMs: Date.now(),
+  });
+
+  let r = await cli(kv, 'df', 'v');
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^volume v: 0 B free of 0 B usable/, 'nothing published yet');
+  t.match(r.stdout, /3 brick\(s\) have not reported their space/);
+  t.match(r.stdout, /\nb0\s+host0\s+unknown\s+-\s+-/);
+
+  await bricks.publishUsage('v', 'b0', usage(20, 'ok'));
+  await bricks.publishUsage('v', 'b1', usage(90, 'nearfull'));
+  await bricks.publishUsage('v', 'b2', usage(96, 'full'));
+  await t.rejects(
+    bricks.publishUsage('v', 'b9', usage(1, 'ok')),
+    { code: 'NOT_FOUND' },
+    'only bricks registered here',
+  );
+
+  r = await cli(kv, '--json', 'df', 'v');
+  t.equal(r.code, 0);
+  const df = JSON.parse(r.stdout);
+  t.match(df.total, {
+    rawCapacityBytes: 300 * MiB,
+    rawUsedBytes: 206 * MiB,
+    rawFreeBytes: 94 * MiB,
+    usableCapacityBytes: 100 * MiB,
+    bricksFull: 1,
+    bricksNearfull: 1,
+    bricksUnknown: 0,
+  });
+  t.equal(df.total.usableFreeBytes, Math.floor((94 * MiB) / 3));
+  t.equal(df.bricks.length, 3);
+  t.match(df.bricks[2], { id: 'b2', pgs: 8, usage: { state: 'full' } });
+
+  r = await cli(kv, 'df', 'v');
+  t.match(
+    r.stdout,
+    /^volume v: 31\.3 MiB free of 100\.0 MiB usable \(3 copies of each byte; raw 206\.0 MiB used/,
+  );
+  t.match(r.stdout, /\n1 brick\(s\) full: writes that add data to their PGs get ENOSPC/);
+  t.match(
+    r.stdout,
+    /\nb1\s+host1\s+nearfull\s+100\.0 MiB\s+90\.0 MiB\s+10\.0 MiB\s+90%\s+89\.0 MiB\s+1\.0 MiB\s+8\s+\d+s\n/,
+  );
+
+  r = await cli(kv, 'volume', 'status', 'v');
+  t.equal(r.code, 0);
+  t.match(
+    r.stdout,
+    /\nspace: 31\.3 MiB free of 100\.0 MiB usable; 1 brick\(s\) full \(writes that add data to their PGs: ENOSPC\); 1 brick\(s\) near full\n/,
+  );
+  t.match(r.stdout, /\nb2\s+alive\s+\S+\s+\S+\s+1\s+\d+\s+\d+\s+0\s+96% full\n/);
+  r = await cli(kv, '--json', 'volume', 'status', 'v');
+  t.match(JSON.parse(r.stdout).space, { bricksFull: 1, usableCapacityBytes: 100 * MiB });
+
+  // A record goes with its brick's lease.
+  await bricks.stop();
+  const other = new MemoryCoordinator({ kv, log });
+  t.teardown(() => other.stop());
+  await other.start();
+  t.equal((await other.listUsage('v')).size, 0, 'no usage record outlives its lease');
+  r = await cli(kv, 'df', 'nope');
+  t.equal(r.code, 1);
+  t.match(r.stderr, /volume nope does not exist/);
 });

@@ -1,4 +1,7 @@
 import {
+  type BrickUsage,
+  type VolumeUsage,
+  volumeUsage,
   fullThresholdPct,
   fullThresholdRangePct,
   downOutIntervalMs,
@@ -7,7 +10,13 @@ import {
   type PgAssignment,
   type VolumeConfig,
 } from '@dunix/proto';
-import { type Coordinator, type RebalanceJob, type RecoveryReport, volumeConfig } from '../coordinator.js';
+import {
+  type Coordinator,
+  type RebalanceJob,
+  type RecoveryReport,
+  type ScrubJob,
+  volumeConfig,
+} from '../coordinator.js';
 
 /**
  * `dunixctl volume ...` handlers: each returns data; render* turns it into
@@ -56,6 +65,8 @@ export interface BrickStatusRow {
   replicas: number;
   /** PGs it is listed in but not in sync with (catching up, or dead). */
   outOfSync: number;
+  /** Its space as it last published it (`dunixctl df`), or null. */
+  usage: BrickUsage | null;
 }
 
 /** PGs whose live in-sync members number `live` (of `replicas`). */
@@ -89,6 +100,10 @@ export interface VolumeStatusResult {
   epochMax: number;
   /** The current or last rebalance (`dunixctl volume rebalance status` has the details), or null. */
   rebalance: RebalanceJob | null;
+  /** The current or last scrub (`dunixctl volume scrub status` has the details), or null. */
+  scrub: ScrubJob | null;
+  /** The volume's space from the bricks' usage records (`dunixctl df` has the details). */
+  space: VolumeUsage;
 }
 
 function countPgs(placement: readonly PgAssignment[]): Map<string, { pgs: number; primaries: number }> {
@@ -140,7 +155,11 @@ export async function volumeList(coord: Coordinator): Promise<VolumeListRow[]> {
 export async function volumeStatus(coord: Coordinator, name: string): Promise<VolumeStatusResult> {
   const snap = await coord.getSnapshot(name);
   if (!snap.config) throw new FsError('NOT_FOUND', `volume ${name} does not exist`);
-  const [controller, reports] = await Promise.all([coord.getController(name), coord.listRecovery(name)]);
+  const [controller, reports, usage] = await Promise.all([
+    coord.getController(name),
+    coord.listRecovery(name),
+    coord.listUsage(name),
+  ]);
   const config = snap.config;
   const alive = new Set(snap.bricks.filter((b) => b.alive).map((b) => b.id));
   const rows = new Map<string, { primaries: number; replicas: number; outOfSync: number }>(
@@ -149,7 +168,7 @@ export async function volumeStatus(coord: Coordinator, name: string): Promise<Vo
   const histogram = new Map<number, number>();
   const r: Omit<
     VolumeStatusResult,
-    'config' | 'controller' | 'bricks' | 'isrHistogram' | 'recovery' | 'rebalance'
+    'config' | 'controller' | 'bricks' | 'isrHistogram' | 'recovery' | 'rebalance' | 'scrub' | 'space'
   > = {
     pgsDegraded: [],
     pgsReadOnly: [],
@@ -187,6 +206,7 @@ export async function volumeStatus(coord: Coordinator, name: string): Promise<Vo
       weight: b.weight,
       alive: b.alive,
       ...rows.get(b.id)!,
+      usage: usage.get(b.id) ?? null,
     })),
     isrHistogram,
     ...r,
@@ -195,6 +215,12 @@ export async function volumeStatus(coord: Coordinator, name: string): Promise<Vo
       return { ...p, etaS: p.ratePerS > 0 ? Math.ceil(left / p.ratePerS) : left === 0 ? 0 : null };
     }),
     rebalance,
+    scrub: snap.scrub ?? null,
+    space: volumeUsage(
+      snap.bricks.map((b) => b.id),
+      usage,
+      config.replicas,
+    ),
   };
 }
 
@@ -297,10 +323,23 @@ export function renderVolumeStatus(r: VolumeStatusResult): string {
   if (job && (job.state === 'running' || job.state === 'paused')) {
     lines.push(`rebalance ${job.id}: ${job.state}, ${job.pgsDone}/${job.pgsTotal} PGs done`);
   }
+  if (r.scrub?.state === 'running') {
+    lines.push(`scrub ${r.scrub.id}: running, ${r.scrub.pgsDone}/${r.scrub.pgsTotal} PGs done`);
+  }
+  const sp = r.space;
+  if (sp.rawCapacityBytes > 0) {
+    lines.push(
+      `space: ${size(sp.usableFreeBytes)} free of ${size(sp.usableCapacityBytes)} usable` +
+        (sp.bricksFull
+          ? `; ${sp.bricksFull} brick(s) full (writes that add data to their PGs: ENOSPC)`
+          : '') +
+        (sp.bricksNearfull ? `; ${sp.bricksNearfull} brick(s) near full` : ''),
+    );
+  }
   if (r.pgsUnavailable.length) lines.push(`unavailable PGs: ${pgList(r.pgsUnavailable)}`);
   if (r.pgsReadOnly.length) lines.push(`read-only PGs: ${pgList(r.pgsReadOnly)}`);
   const table = renderTable(
-    ['BRICK', 'STATE', 'ADDRESS', 'HOST', 'WEIGHT', 'PRIMARY', 'REPLICA', 'OUT-OF-SYNC'],
+    ['BRICK', 'STATE', 'ADDRESS', 'HOST', 'WEIGHT', 'PRIMARY', 'REPLICA', 'OUT-OF-SYNC', 'USE%'],
     r.bricks.map((b) => [
       b.id,
       b.alive ? 'alive' : 'dead',
@@ -310,6 +349,10 @@ export function renderVolumeStatus(r: VolumeStatusResult): string {
       b.primaries,
       b.replicas,
       b.outOfSync,
+      b.usage
+        ? `${Math.round((b.usage.usedBytes / Math.max(1, b.usage.capacityBytes)) * 100)}%` +
+          (b.usage.state === 'ok' ? '' : ` ${b.usage.state}`)
+        : '-',
     ]),
   );
   let out = `${lines.join('\n')}\n${table}`;
