@@ -100,8 +100,10 @@ t.test('mount records, and volume delete refused while mounted, then forced', as
   await waitUntil(() => mounts(c).length === 0, 'the killed client forgotten', SESSION_TTL_MS + 8000, 100);
   const forgottenMs = Date.now() - killedAt;
   t.comment(`killed client forgotten after ${forgottenMs} ms (session TTL ${SESSION_TTL_MS} ms)`);
+  // The lease runs from the last keepalive (up to keepaliveIntervalMs before the kill); etcd checks expiry every 0.5 s.
   t.ok(forgottenMs < SESSION_TTL_MS + 3000, `within the TTL and etcd's expiry tick (${forgottenMs} ms)`);
   await waitUntil(() => mountsAt(c.mountpoint).length === 0, 'the watchdog to detach the dead mount', 10_000);
+  await waitUntil(() => c.mountPid === 0, 'the killed client to be reaped', 10_000);
 
   // Mounted again: delete refused (non-zero exit, a message naming the mount), nothing changes.
   await c.mount();
