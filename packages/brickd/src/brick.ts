@@ -15,7 +15,9 @@ import type { BlockFiles } from './store/block-files.js';
 export type { BlockFiles } from './store/block-files.js';
 import type { Cred, NamespaceOps } from './namespace/api.js';
 import { KvTxn, RecordTxn, type KvReader, type MetaTxn } from './namespace/txn.js';
+import { clipAfterTruncate } from './namespace/alloc-map.js';
 import { PgState, type PreparedTx } from './pg/pg-state.js';
+import { punchPlan } from './store/punch-plan.js';
 import type { ReplicationDeps } from './replication/deps.js';
 import { Replication } from './replication/replication.js';
 import { KeyKind, keys, pgOfKey } from './store/keys.js';
@@ -26,6 +28,7 @@ import {
   isReg,
   type BlockRecord,
   type PgMetaRecord,
+  type PunchRecord,
   type TrimRecord,
 } from './store/records.js';
 
@@ -56,6 +59,7 @@ export interface PgEndpoint {
   allocIno(pg: number): Promise<bigint>;
   reclaim(pg: number, ino: bigint): Promise<void>;
   truncateBlocks(pg: number, ino: bigint, size: bigint): Promise<void>;
+  punchBlocks(pg: number, ino: bigint, from: bigint, to: bigint): Promise<void>;
 }
 
 export interface BrickDeps {
@@ -745,7 +749,9 @@ export class Brick implements PgEndpoint {
     const inode = await t.getInode(ino);
     await this.d.engine.reclaim(t, ino);
     if (!inode || inode.nlink !== 0 || (await t.getInode(ino))) return false;
-    if (inode.size > 0n && isReg(inode.mode)) t.setTrim(ino, { size: 0n, oldSize: inode.size });
+    // Also a file of size 0 with preallocated space: its allocation map goes with the trim.
+    if (isReg(inode.mode) && (inode.size > 0n || (inode.allocBytes ?? 0n) > 0n))
+      t.setTrim(ino, { size: 0n, oldSize: inode.size });
     return true;
   }
 
@@ -776,13 +782,51 @@ export class Brick implements PgEndpoint {
       const last = (rec.oldSize + bs - 1n) / bs - 1n;
       const pgs = pgsOfBlocks(ino, rec.size / bs, last, this.d.volume.pgCount);
       await Promise.all(pgs.map((p) => this.endpoint(p).truncateBlocks(p, ino, rec.size)));
-      await this.mutate(pg, '', 'trim-done', async (t) => {
-        const cur = await t.getTrim(ino);
-        if (cur && cur.size === rec.size && cur.oldSize === rec.oldSize) t.setTrim(ino, undefined);
-        return null;
-      });
+      // The allocation map past the size goes too (in bounded entries), then the record.
+      let more = true;
+      while (more) {
+        more = await this.mutate(pg, '', 'trim-done', async (t) => {
+          const inode = await t.getInode(ino);
+          const left = await clipAfterTruncate(t, ino, inode, rec.size, this.d.volume.blockSizeBytes);
+          if (inode) t.putInode(inode);
+          const cur = await t.getTrim(ino);
+          if (!left && cur && cur.size === rec.size && cur.oldSize === rec.oldSize) t.setTrim(ino, undefined);
+          return left;
+        });
+      }
     })().finally(() => this.trimsRunning.delete(key));
     this.trimsRunning.set(key, p);
+    return p;
+  }
+
+  private readonly punchesRunning = new Map<string, Promise<void>>();
+
+  /**
+   * Zeroes or frees the bytes a hole punch (or ZERO_RANGE) recorded, on
+   * every PG that may hold the inode's blocks in that range (each change an
+   * entry of that PG's log, so every replica frees them too), then clears
+   * the record. Runs once per inode at a time; the sweep and Open finish one
+   * a crash left.
+   */
+  finishPunch(pg: number, ino: bigint): Promise<void> {
+    const key = `${pg}/${ino}`;
+    const running = this.punchesRunning.get(key);
+    if (running) return running;
+    const p = (async () => {
+      this.serving(pg);
+      const v = await this.d.kv.get(keys.punch(pg, ino));
+      if (!v) return;
+      const rec = decodeRecord<PunchRecord>(v);
+      const bs = BigInt(this.d.volume.blockSizeBytes);
+      const pgs = pgsOfBlocks(ino, rec.from / bs, (rec.to - 1n) / bs, this.d.volume.pgCount);
+      await Promise.all(pgs.map((p) => this.endpoint(p).punchBlocks(p, ino, rec.from, rec.to)));
+      await this.mutate(pg, '', 'punch-done', async (t) => {
+        const cur = await t.getPunch(ino);
+        if (cur && cur.from === rec.from && cur.to === rec.to) t.setPunch(ino, undefined);
+        return null;
+      });
+    })().finally(() => this.punchesRunning.delete(key));
+    this.punchesRunning.set(key, p);
     return p;
   }
 
@@ -861,6 +905,46 @@ export class Brick implements PgEndpoint {
     }
   }
 
+  /**
+   * Zeroes the inode's bytes in [from, to) held in this PG (punchPlan): each
+   * block changed by one entry of this PG's log, so every replica applies it.
+   */
+  async punchBlocks(pg: number, ino: bigint, from: bigint, to: bigint): Promise<void> {
+    const st = this.serving(pg);
+    const bs = this.d.volume.blockSizeBytes;
+    const rows = await this.d.kv.range({
+      gte: keys.block(pg, ino, from / BigInt(bs)),
+      lt: keys.block(pg, ino, (to + BigInt(bs) - 1n) / BigInt(bs)),
+    });
+    for (const row of rows) {
+      const index = row.key.readBigUInt64BE(11);
+      await this.repl.append(st, '', 'punch-block', async () => {
+        const rec = await this.blockRecord(pg, ino, index);
+        const plan = rec && punchPlan(rec.length, index, bs, from, to);
+        if (!rec || !plan) return { writes: [], blocks: [] };
+        const key = keys.block(pg, ino, index);
+        if (plan.kind === 'DELETE')
+          return {
+            writes: [{ key, value: undefined }],
+            blocks: [{ ino, index, kind: 'DELETE', offset: 0, length: 0 }],
+          };
+        if (plan.kind === 'TRUNCATE') {
+          const next = await this.d.blocks.truncate(pg, ino, index, plan.keep, rec);
+          return {
+            writes: [{ key, value: next && encodeRecord(next) }],
+            blocks: [{ ino, index, kind: 'TRUNCATE', offset: 0, length: plan.keep }],
+          };
+        }
+        const zeros = Buffer.alloc(plan.length);
+        const next = await this.d.blocks.write(pg, ino, index, plan.offset, zeros, rec, bs);
+        return {
+          writes: [{ key, value: encodeRecord(next) }],
+          blocks: [{ ino, index, kind: 'WRITE', offset: plan.offset, length: plan.length, data: zeros }],
+        };
+      });
+    }
+  }
+
   // ---------------------------------------------------------------- recovery
 
   /**
@@ -914,6 +998,14 @@ export class Brick implements PgEndpoint {
         for (const row of trims) {
           await this.finishTrim(pg, row.key.readBigUInt64BE(3)).catch((err) =>
             this.d.log.warn('block trim deferred', { pg, err: String(err) }),
+          );
+        }
+        const hprefix = keys.kindPrefix(pg, KeyKind.punch);
+        const punches = await this.d.kv.range({ gte: hprefix, lt: prefixEnd(hprefix), limit: 256 });
+        found += punches.length;
+        for (const row of punches) {
+          await this.finishPunch(pg, row.key.readBigUInt64BE(3)).catch((err) =>
+            this.d.log.warn('hole punch deferred', { pg, err: String(err) }),
           );
         }
         const oprefix = keys.kindPrefix(pg, KeyKind.orphan);

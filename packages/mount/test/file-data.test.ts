@@ -28,6 +28,7 @@ function attr(size: bigint): wire.Attr__Output {
     rdev: null,
     dataVersion: '1',
     inline: false,
+    blocks: '0',
   };
 }
 

@@ -32,7 +32,59 @@ export const limits = {
   openInosMax: 64,
   /** Length of a request id. */
   requestIdMaxBytes: 64,
+  /**
+   * Blocks one Fallocate or Extend may change in the inode's allocation map
+   * (one log entry; ~40 bytes a block): the client splits larger ranges.
+   */
+  allocExtentsPerCallMax: 4096,
 } as const;
+
+/** fallocate(2) mode bits (linux/falloc.h). */
+export const FALLOC_FL = {
+  KEEP_SIZE: 0x01,
+  PUNCH_HOLE: 0x02,
+  NO_HIDE_STALE: 0x04,
+  COLLAPSE_RANGE: 0x08,
+  ZERO_RANGE: 0x10,
+  INSERT_RANGE: 0x20,
+  UNSHARE_RANGE: 0x40,
+} as const;
+
+/** lseek(2) whence values of holes (SEEK_DATA, SEEK_HOLE). */
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+
+/**
+ * The fallocate modes dunixfs serves: 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE,
+ * ZERO_RANGE (with or without KEEP_SIZE). COLLAPSE_RANGE, INSERT_RANGE and
+ * UNSHARE_RANGE are NOT_SUPPORTED (EOPNOTSUPP), as are unknown bits and a
+ * PUNCH_HOLE without KEEP_SIZE or with ZERO_RANGE (the kernel's answers); an
+ * empty or negative range is INVALID_ARGUMENT (EINVAL); a range past the
+ * largest file is FILE_TOO_LARGE (EFBIG).
+ */
+export function validateFallocate(mode: number, offset: bigint, length: bigint): void {
+  const F = FALLOC_FL;
+  const known =
+    F.KEEP_SIZE |
+    F.PUNCH_HOLE |
+    F.NO_HIDE_STALE |
+    F.COLLAPSE_RANGE |
+    F.ZERO_RANGE |
+    F.INSERT_RANGE |
+    F.UNSHARE_RANGE;
+  if (mode & ~known) throw new FsError('NOT_SUPPORTED', `fallocate mode ${mode}`);
+  if (mode & (F.COLLAPSE_RANGE | F.INSERT_RANGE | F.UNSHARE_RANGE | F.NO_HIDE_STALE))
+    throw new FsError(
+      'NOT_SUPPORTED',
+      `fallocate mode ${mode}: collapse, insert and unshare are not supported`,
+    );
+  if (mode & F.PUNCH_HOLE && (mode & F.ZERO_RANGE || !(mode & F.KEEP_SIZE)))
+    throw new FsError('NOT_SUPPORTED', `fallocate mode ${mode}: PUNCH_HOLE needs KEEP_SIZE alone`);
+  if (offset < 0n || length <= 0n)
+    throw new FsError('INVALID_ARGUMENT', `fallocate range ${offset}+${length}`);
+  if (offset + length > BigInt(limits.fileSizeMaxBytes))
+    throw new FsError('FILE_TOO_LARGE', `fallocate to ${offset + length} past ${limits.fileSizeMaxBytes}`);
+}
 
 export function validateName(name: Uint8Array): Uint8Array {
   if (name.length === 0) throw new FsError('INVALID_ARGUMENT', 'empty name');

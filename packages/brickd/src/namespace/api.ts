@@ -118,8 +118,31 @@ export interface NamespaceOps {
     data: Buffer,
     killSuidgid: boolean,
   ): Promise<InodeRecord>;
-  /** After block writes: size = max(size, end); mtime = ctime = now; dataVersion + 1. */
-  extend(t: MetaTxn, cred: Cred, ino: bigint, end: bigint, killSuidgid: boolean): Promise<InodeRecord>;
+  /**
+   * After block writes: size = max(size, end); mtime = ctime = now;
+   * dataVersion + 1; `written` blocks enter the allocation map.
+   */
+  extend(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    end: bigint,
+    killSuidgid: boolean,
+    written?: readonly { index: bigint; end: number }[],
+  ): Promise<InodeRecord>;
+  /**
+   * fallocate(2) (mode checked by validateFallocate): the map, size and
+   * times; `punch`: the bytes to zero or free on the blocks' PGs.
+   */
+  fallocate(
+    t: MetaTxn,
+    ino: bigint,
+    mode: number,
+    offset: bigint,
+    length: bigint,
+  ): Promise<{ inode: InodeRecord; punch?: { from: bigint; to: bigint } }>;
+  /** lseek(2) SEEK_DATA / SEEK_HOLE. */
+  seek(t: MetaTxn, ino: bigint, offset: bigint, whence: number): Promise<bigint>;
   /** inline → block file once the content is in block 0; CONFLICT if dataVersion moved on. */
   convertInline(t: MetaTxn, ino: bigint, dataVersion: bigint): Promise<InodeRecord>;
   /** Deletes an orphan (nlink 0) inode with its inline data and xattrs; no-op if gone. */

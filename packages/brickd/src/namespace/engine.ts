@@ -4,6 +4,7 @@ import {
   limits,
   pgOfIno,
   ROOT_INO,
+  validateFallocate,
   validateName,
   validateXattrName,
 } from '@dunix/proto';
@@ -47,6 +48,7 @@ import {
   W_OK,
   X_OK,
 } from './permissions.js';
+import * as allocMap from './alloc-map.js';
 import type { MetaTxn } from './txn.js';
 
 /** open(2) flag bits as the Linux kernel sends them through FUSE. */
@@ -704,13 +706,21 @@ export class NamespaceEngine implements NamespaceOps {
     return inode;
   }
 
-  async extend(t: MetaTxn, _cred: Cred, ino: bigint, end: bigint, kill: boolean): Promise<InodeRecord> {
+  async extend(
+    t: MetaTxn,
+    _cred: Cred,
+    ino: bigint,
+    end: bigint,
+    kill: boolean,
+    written: readonly { index: bigint; end: number }[] = [],
+  ): Promise<InodeRecord> {
     const inodes = new Inodes(t);
     const inode = await inodes.need(ino);
     if (!isReg(inode.mode)) throw new FsError('INVALID_ARGUMENT', `extend of non-regular ${ino}`);
     if (end < 0n) throw new FsError('INVALID_ARGUMENT', `end ${end}`);
     if (end > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE', `end ${end}`);
     if (end > inode.size) inode.size = end;
+    await allocMap.recordWritten(t, inode, written, this.cfg.blockSizeBytes);
     this.contentChanged(t, inode, kill);
     inodes.changed(inode);
     inodes.flush();
@@ -725,11 +735,37 @@ export class NamespaceEngine implements NamespaceOps {
     }
     if (!isReg(inode.mode)) throw new FsError('INVALID_ARGUMENT', `convert of non-regular ${ino}`);
     if (!inode.inline) return inode;
+    const content = await t.getInline(ino);
     inode.inline = false;
     t.deleteInline(ino);
+    // The content is block 0's first bytes now.
+    if (content && content.length > 0)
+      await allocMap.recordWritten(t, inode, [{ index: 0n, end: content.length }], this.cfg.blockSizeBytes);
     inodes.changed(inode);
     inodes.flush();
     return inode;
+  }
+
+  async fallocate(
+    t: MetaTxn,
+    ino: bigint,
+    mode: number,
+    offset: bigint,
+    length: bigint,
+  ): Promise<{ inode: InodeRecord; punch?: { from: bigint; to: bigint } }> {
+    validateFallocate(mode, offset, length);
+    const inodes = new Inodes(t);
+    const inode = await inodes.need(ino);
+    const { punch } = await allocMap.fallocate(t, inode, mode, offset, length, this.cfg.blockSizeBytes);
+    inodes.changed(inode);
+    inodes.flush();
+    return punch ? { inode, punch } : { inode };
+  }
+
+  async seek(t: MetaTxn, ino: bigint, offset: bigint, whence: number): Promise<bigint> {
+    const inode = await new Inodes(t).need(ino);
+    if (!isReg(inode.mode)) throw new FsError('INVALID_ARGUMENT', `seek in non-regular inode ${ino}`);
+    return allocMap.seek(t, inode, offset, whence, this.cfg.blockSizeBytes);
   }
 
   async reclaim(t: MetaTxn, ino: bigint): Promise<void> {
@@ -805,6 +841,7 @@ export class NamespaceEngine implements NamespaceOps {
       parent: 0n,
       entries: 0,
       nextCookie: isDir(m) ? 1n : 0n,
+      ...(isReg(m) ? { allocTracked: true, allocBytes: 0n } : {}),
     };
   }
 

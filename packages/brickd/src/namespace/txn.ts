@@ -7,6 +7,8 @@ import {
   type DirentRecord,
   type InodeRecord,
   type TrimRecord,
+  type AllocRecord,
+  type PunchRecord,
 } from '../store/records.js';
 
 /**
@@ -43,6 +45,19 @@ export interface MetaTxn {
   /** Records (or clears) block bytes of the inode still to trim on the blocks' PGs. */
   setTrim(ino: bigint, rec: TrimRecord | undefined): void;
   getTrim(ino: bigint): Promise<TrimRecord | undefined>;
+  /** The inode's allocation map (see AllocRecord); the inode's PG must be local. */
+  getAlloc(ino: bigint, index: bigint): Promise<AllocRecord | undefined>;
+  putAlloc(ino: bigint, index: bigint, rec: AllocRecord | undefined): void;
+  /** Map entries with index >= from (and < to), ascending, as committed (not this transaction's writes). */
+  listAlloc(
+    ino: bigint,
+    from: bigint,
+    to: bigint,
+    limit: number,
+  ): Promise<{ index: bigint; rec: AllocRecord }[]>;
+  /** Records (or clears) a hole punch still to carry out on the blocks' PGs. */
+  setPunch(ino: bigint, rec: PunchRecord | undefined): void;
+  getPunch(ino: bigint): Promise<PunchRecord | undefined>;
   /** A fresh inode number in `pg` (never handed out before). */
   allocIno(pg: number): Promise<bigint>;
 }
@@ -186,6 +201,34 @@ export class RecordTxn implements MetaTxn {
   async getTrim(ino: bigint): Promise<TrimRecord | undefined> {
     const v = await this.kv.get(keys.trim(pgOfIno(ino), ino));
     return v && decodeRecord<TrimRecord>(v);
+  }
+  async getAlloc(ino: bigint, index: bigint): Promise<AllocRecord | undefined> {
+    const v = await this.kv.get(keys.alloc(pgOfIno(ino), ino, index));
+    return v && decodeRecord<AllocRecord>(v);
+  }
+  putAlloc(ino: bigint, index: bigint, rec: AllocRecord | undefined): void {
+    const key = keys.alloc(pgOfIno(ino), ino, index);
+    if (rec) this.kv.put(key, encodeRecord(rec));
+    else this.kv.del(key);
+  }
+  async listAlloc(
+    ino: bigint,
+    from: bigint,
+    to: bigint,
+    limit: number,
+  ): Promise<{ index: bigint; rec: AllocRecord }[]> {
+    const pg = pgOfIno(ino);
+    const rows = await this.kv.range({ gte: keys.alloc(pg, ino, from), lt: keys.alloc(pg, ino, to), limit });
+    return rows.map((r) => ({ index: r.key.readBigUInt64BE(11), rec: decodeRecord<AllocRecord>(r.value) }));
+  }
+  setPunch(ino: bigint, rec: PunchRecord | undefined): void {
+    const key = keys.punch(pgOfIno(ino), ino);
+    if (rec) this.kv.put(key, encodeRecord(rec));
+    else this.kv.del(key);
+  }
+  async getPunch(ino: bigint): Promise<PunchRecord | undefined> {
+    const v = await this.kv.get(keys.punch(pgOfIno(ino), ino));
+    return v && decodeRecord<PunchRecord>(v);
   }
   allocIno(pg: number): Promise<bigint> {
     return this.alloc(pg);

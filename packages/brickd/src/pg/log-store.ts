@@ -14,7 +14,7 @@ import {
 import type { PgState } from './pg-state.js';
 
 /** Record kinds the recovery sweep finishes (see PgState.sweepGen). */
-const SWEPT_KINDS = new Set<number>([KeyKind.decision, KeyKind.trim, KeyKind.orphan]);
+const SWEPT_KINDS = new Set<number>([KeyKind.decision, KeyKind.trim, KeyKind.orphan, KeyKind.punch]);
 
 /**
  * The storage side of a PG's log: the only code that writes a PG's key

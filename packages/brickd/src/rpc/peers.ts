@@ -78,4 +78,8 @@ export class RemotePeers implements PgEndpoint {
   async truncateBlocks(pg: number, ino: bigint, size: bigint): Promise<void> {
     await this.call(pg, 'TruncateBlocks', { ino: ino.toString(), size: size.toString() });
   }
+
+  async punchBlocks(pg: number, ino: bigint, from: bigint, to: bigint): Promise<void> {
+    await this.call(pg, 'PunchBlocks', { ino: ino.toString(), from: from.toString(), to: to.toString() });
+  }
 }

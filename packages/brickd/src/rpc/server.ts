@@ -14,6 +14,7 @@ import {
   toServiceError,
   validateDeviceId,
   validateIno,
+  validateFallocate,
   validateName,
   validateXattrName,
   type BrickHandlers,
@@ -364,8 +365,9 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     Open: unary('Open', async (req: wire.OpenRequest__Output) => {
       const i = ino(req.ino, 'ino');
       const { pg } = route(req.header, pgOfIno(i), false);
-      // A trim left by a crash is finished before anyone writes the file again.
+      // A trim or punch left by a crash is finished before anyone writes the file again.
       await brick.finishTrim(pg, i);
+      await brick.finishPunch(pg, i);
       const r = await brick.read(pg, (t) => brick.engine.open(t, cred(req.caller), i, req.flags));
       return attrReply(r.inode, r.inline);
     }),
@@ -387,10 +389,41 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const end = u64(req.end, 'end');
       if (end > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
       const version = req.fromInline ? u64(req.dataVersion, 'data_version') : undefined;
+      if (req.written.length > limits.allocExtentsPerCallMax)
+        throw new FsError('INVALID_ARGUMENT', `${req.written.length} written extents`);
+      const written = req.written.map((e) => ({ index: blockIndex(e.index), end: e.end }));
       return mutate(routed, 'extend', async (t) => {
         if (version !== undefined) await brick.engine.convertInline(t, i, version);
-        return attrReply(await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid));
+        return attrReply(await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid, written));
       });
+    }),
+
+    Fallocate: unary('Fallocate', async (req: wire.FallocateRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const routed = route(req.header, pgOfIno(i), true);
+      const offset = u64(req.offset, 'offset');
+      const length = u64(req.length, 'length');
+      validateFallocate(req.mode, offset, length);
+      // One punch at a time per inode: a crash's leftover is finished first.
+      await brick.finishPunch(routed.pg, i);
+      const reply = await mutate(routed, 'fallocate', async (t) => {
+        if (await t.getPunch(i)) throw new FsError('CONFLICT', `inode ${i}: a hole punch is still running`);
+        const r = await brick.engine.fallocate(t, i, req.mode, offset, length);
+        if (r.punch) t.setPunch(i, r.punch);
+        return attrReply(r.inode);
+      });
+      // Answered once the blocks are zeroed or freed on every copy (a retry finishes it too).
+      await brick.finishPunch(routed.pg, i);
+      return reply;
+    }),
+
+    Seek: unary('Seek', async (req: wire.SeekRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      const offset = u64(req.offset, 'offset');
+      return {
+        offset: (await brick.read(pg, (t) => brick.engine.seek(t, i, offset, req.whence))).toString(),
+      };
     }),
 
     ConvertInline: unary('ConvertInline', async (req: wire.ConvertInlineRequest__Output) => {
@@ -439,6 +472,17 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const size = u64(req.size, 'size');
       if (size > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
       await brick.truncateBlocks(pg, i, size);
+      return {};
+    }),
+
+    PunchBlocks: unary('PunchBlocks', async (req: wire.PunchBlocksRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, undefined, false);
+      const from = u64(req.from, 'from');
+      const to = u64(req.to, 'to');
+      if (to > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
+      if (from >= to) throw new FsError('INVALID_ARGUMENT', `punch range ${from}..${to}`);
+      await brick.punchBlocks(pg, i, from, to);
       return {};
     }),
 

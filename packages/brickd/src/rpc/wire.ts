@@ -1,4 +1,5 @@
 import { decodeDeviceId, FsError, limits, type wire } from '@dunix/proto';
+import { blocksOf } from '../namespace/alloc-map.js';
 import type { DirentRecord, InodeRecord } from '../store/records.js';
 import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
 
@@ -19,6 +20,7 @@ export function attrToWire(r: InodeRecord): wire.Attr {
     rdev: type === S_IFCHR || type === S_IFBLK ? decodeDeviceId(r.rdev) : null,
     dataVersion: r.dataVersion.toString(),
     inline: r.inline,
+    blocks: blocksOf(r).toString(),
   };
 }
 

@@ -31,6 +31,10 @@ export const KeyKind = {
   log: 0x4c, // 'L'
   /** ino → block trim still to finish (TrimRecord): truncate or reclaim of a block file */
   trim: 0x5a, // 'Z'
+  /** ino + block index → AllocRecord: the inode's allocation map, on the inode's PG */
+  alloc: 0x41, // 'A'
+  /** ino → PunchRecord: a hole punch still to finish on the blocks' PGs */
+  punch: 0x48, // 'H'
 } as const;
 
 function head(pg: number, kind: number, extra: number): Buffer {
@@ -77,6 +81,13 @@ export const keys = {
     return b;
   },
   blockPrefix: (pg: number, ino: bigint) => inoKey(pg, KeyKind.block, ino),
+  alloc(pg: number, ino: bigint, index: bigint): Buffer {
+    const b = inoKey(pg, KeyKind.alloc, ino, Buffer.alloc(8));
+    b.writeBigUInt64BE(index, 11);
+    return b;
+  },
+  allocPrefix: (pg: number, ino: bigint) => inoKey(pg, KeyKind.alloc, ino),
+  punch: (pg: number, ino: bigint) => inoKey(pg, KeyKind.punch, ino),
   request: (pg: number, requestId: string) =>
     Buffer.concat([head(pg, KeyKind.request, 0), Buffer.from(requestId)]),
   prepared: (pg: number, txId: string) => Buffer.concat([head(pg, KeyKind.prepared, 0), Buffer.from(txId)]),

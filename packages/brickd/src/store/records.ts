@@ -26,6 +26,31 @@ export interface InodeRecord {
   entries: number;
   /** Directories: next readdir cookie to hand out. */
   nextCookie: bigint;
+  /**
+   * Regular files created with an allocation map (`alloc` keys, see
+   * AllocRecord): st_blocks and SEEK_DATA/SEEK_HOLE come from it. Absent
+   * (files from before the map): every byte below the size counts as data.
+   */
+  allocTracked?: boolean;
+  /** Bytes the allocation map counts (each block's length rounded up to 4 KiB). */
+  allocBytes?: bigint;
+}
+
+/**
+ * One block of a file in its inode's allocation map: bytes [0, len) of the
+ * block are allocated; `pre`: preallocated (fallocate), never written since,
+ * so it reads as zeros and SEEK_DATA treats it as a hole (as ext4 treats
+ * unwritten extents).
+ */
+export interface AllocRecord {
+  len: number;
+  pre?: boolean;
+}
+
+/** Bytes [from, to) of a file whose blocks are still to be zeroed or freed on their PGs (a punch). */
+export interface PunchRecord {
+  from: bigint;
+  to: bigint;
 }
 
 export interface DirentRecord {
@@ -70,6 +95,9 @@ const BIG_FIELDS = new Set([
   'cookie',
   'seqReserved',
   'oldSize',
+  'allocBytes',
+  'from',
+  'to',
 ]);
 
 export function encodeRecord(rec: object): Buffer {

@@ -361,6 +361,22 @@ export class DunixFs implements FileSystem {
     return h.data.write(offset, data, (flags & FUSE_WRITE_KILL_SUIDGID) !== 0, writer, h.mark);
   }
 
+  async fallocate(
+    caller: Caller,
+    _ino: bigint,
+    fh: bigint,
+    offset: bigint,
+    length: bigint,
+    mode: number,
+  ): Promise<void> {
+    const h = this.handle(fh);
+    await h.data.fallocate(mode, offset, length, this.caller(caller), h.mark);
+  }
+
+  lseek(_caller: Caller, _ino: bigint, fh: bigint, offset: bigint, whence: number): Promise<bigint> {
+    return this.handle(fh).data.seek(offset, whence);
+  }
+
   async flush(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
     const h = this.handle(fh);
     if (h.writable) await h.data.flush(h.mark);

@@ -1,4 +1,13 @@
-import { blockPg, FsError, type wire } from '@dunix/proto';
+import {
+  blockPg,
+  FsError,
+  limits,
+  pgsOfBlocks,
+  SEEK_DATA,
+  SEEK_HOLE,
+  validateFallocate,
+  type wire,
+} from '@dunix/proto';
 import type { BrickApi } from './brick-api.js';
 
 export interface DataOptions {
@@ -51,6 +60,12 @@ export class FileData {
   private writer: wire.Caller = { uid: 0, gid: 0, groups: [], pid: 0 };
   private readonly dirty = new Map<bigint, DirtyBlock>();
   private dirtyBytes = 0;
+  /**
+   * Blocks written since the last publish and how far (their stored end at
+   * least): the Extend that publishes them enters them in the inode's
+   * allocation map (st_blocks, SEEK_DATA/SEEK_HOLE).
+   */
+  private readonly written = new Map<bigint, number>();
   private readonly inflight = new Set<Promise<void>>();
   /** Block writes that failed so far, and the last one's error (see ErrorMark). */
   private errorSeq = 0;
@@ -97,7 +112,13 @@ export class FileData {
   }
 
   get hasUnpublished(): boolean {
-    return this.inlineDirty || this.needsExtend || this.dirty.size > 0 || this.inflight.size > 0;
+    return (
+      this.inlineDirty ||
+      this.needsExtend ||
+      this.dirty.size > 0 ||
+      this.inflight.size > 0 ||
+      this.written.size > 0
+    );
   }
 
   /**
@@ -204,6 +225,7 @@ export class FileData {
     if (!db) return;
     this.dirty.delete(index);
     this.dirtyBytes -= db.end - db.start;
+    this.written.set(index, Math.max(this.written.get(index) ?? 0, db.end));
     const pg = blockPg(this.ino, index, this.api.pgCount);
     this.api.changed(pg);
     const p: Promise<void> = this.api
@@ -325,7 +347,10 @@ export class FileData {
         await this.convertToBlocks();
       }
     }
-    if (this.needsExtend) {
+    if (this.needsExtend || this.written.size > 0) {
+      // At most allocExtentsPerCallMax blocks per Extend: the first carries the conversion, the rest follow.
+      const extents = [...this.written].map(([index, end]) => ({ index: index.toString(), end }));
+      const chunk = limits.allocExtentsPerCallMax;
       const extend = () =>
         this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
           caller: this.writer,
@@ -334,6 +359,7 @@ export class FileData {
           killSuidgid: this.killSuidgid,
           fromInline: this.pendingConvert !== undefined,
           dataVersion: (this.pendingConvert ?? 0n).toString(),
+          written: extents.slice(0, chunk),
         });
       let r: wire.AttrReply__Output;
       try {
@@ -349,6 +375,17 @@ export class FileData {
         r = await extend();
       }
       this.pendingConvert = undefined;
+      for (let at = chunk; at < extents.length; at += chunk) {
+        r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
+          caller: this.writer,
+          ino: this.ino.toString(),
+          end: this.localEnd.toString(),
+          killSuidgid: false,
+          written: extents.slice(at, at + chunk),
+        });
+      }
+      for (const e of extents)
+        if (this.written.get(BigInt(e.index)) === e.end) this.written.delete(BigInt(e.index));
       this.needsExtend = false;
       this.killSuidgid = false;
       this.localEnd = 0n;
@@ -424,6 +461,63 @@ export class FileData {
     return out;
   }
 
+  /**
+   * fallocate(2): buffered writes are published first; an inline file
+   * becomes a block file (its allocation is then counted like any other);
+   * the inode's PG does the rest, in calls of at most
+   * allocExtentsPerCallMax blocks, each answered once the blocks' PGs have
+   * zeroed or freed their part on every copy.
+   */
+  async fallocate(
+    mode: number,
+    offset: bigint,
+    length: bigint,
+    writer: wire.Caller,
+    mark?: ErrorMark,
+  ): Promise<void> {
+    validateFallocate(mode, offset, length);
+    this.writer = writer;
+    await this.flush(mark);
+    if (this.attr.inline) {
+      await this.leaveInline();
+      await this.flush(mark);
+    }
+    const bs = BigInt(this.blockSize);
+    const span = BigInt(limits.allocExtentsPerCallMax) * bs;
+    const end = offset + length;
+    for (let pos = offset; pos < end;) {
+      const next = (pos / bs) * bs + span < end ? (pos / bs) * bs + span : end;
+      for (const pg of pgsOfBlocks(this.ino, pos / bs, (next - 1n) / bs, this.api.pgCount))
+        this.api.changed(pg);
+      const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'Fallocate', {
+        caller: writer,
+        ino: this.ino.toString(),
+        mode,
+        offset: pos.toString(),
+        length: (next - pos).toString(),
+      });
+      this.refresh(r.attr!);
+      pos = next;
+    }
+  }
+
+  /** lseek(2) SEEK_DATA / SEEK_HOLE after publishing what this client wrote. */
+  async seek(offset: bigint, whence: number): Promise<bigint> {
+    if (whence !== SEEK_DATA && whence !== SEEK_HOLE)
+      throw new FsError('INVALID_ARGUMENT', `whence ${whence}`);
+    await this.publishForReader();
+    if (!this.attr.inline) {
+      const r = await this.api.read<wire.SeekReply__Output>(this.pg, 'Seek', {
+        ino: this.ino.toString(),
+        offset: offset.toString(),
+        whence,
+      });
+      return BigInt(r.offset);
+    }
+    if (offset >= this.size) throw new FsError('NO_DATA_AT_OFFSET', `offset ${offset}`);
+    return whence === SEEK_DATA ? offset : this.size;
+  }
+
   /** After a truncate to `size`: drop buffered bytes past it and adjust inline content. */
   truncated(size: bigint): void {
     const bs = BigInt(this.blockSize);
@@ -437,6 +531,11 @@ export class FileData {
         this.dirtyBytes -= db.end - Math.max(db.start, keep);
         db.end = Math.max(db.start, keep);
       }
+    }
+    for (const [index, end] of [...this.written]) {
+      const start = index * bs;
+      if (start >= size) this.written.delete(index);
+      else if (start + BigInt(end) > size) this.written.set(index, Number(size - start));
     }
     if (this.localEnd > size) this.localEnd = size;
     if (this.inlineData && this.inlineData.length > Number(size))

@@ -7,6 +7,7 @@ import type { AllocInoRequest as _dunix_v1_AllocInoRequest, AllocInoRequest__Out
 import type { Attr as _dunix_v1_Attr, Attr__Output as _dunix_v1_Attr__Output } from './dunix/v1/Attr.js';
 import type { AttrReply as _dunix_v1_AttrReply, AttrReply__Output as _dunix_v1_AttrReply__Output } from './dunix/v1/AttrReply.js';
 import type { BackfillRequest as _dunix_v1_BackfillRequest, BackfillRequest__Output as _dunix_v1_BackfillRequest__Output } from './dunix/v1/BackfillRequest.js';
+import type { BlockExtent as _dunix_v1_BlockExtent, BlockExtent__Output as _dunix_v1_BlockExtent__Output } from './dunix/v1/BlockExtent.js';
 import type { BlockOp as _dunix_v1_BlockOp, BlockOp__Output as _dunix_v1_BlockOp__Output } from './dunix/v1/BlockOp.js';
 import type { BrickClient as _dunix_v1_BrickClient, BrickDefinition as _dunix_v1_BrickDefinition } from './dunix/v1/Brick.js';
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
@@ -17,6 +18,7 @@ import type { Dirent as _dunix_v1_Dirent, Dirent__Output as _dunix_v1_Dirent__Ou
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from './dunix/v1/Empty.js';
 import type { EntryReply as _dunix_v1_EntryReply, EntryReply__Output as _dunix_v1_EntryReply__Output } from './dunix/v1/EntryReply.js';
 import type { ExtendRequest as _dunix_v1_ExtendRequest, ExtendRequest__Output as _dunix_v1_ExtendRequest__Output } from './dunix/v1/ExtendRequest.js';
+import type { FallocateRequest as _dunix_v1_FallocateRequest, FallocateRequest__Output as _dunix_v1_FallocateRequest__Output } from './dunix/v1/FallocateRequest.js';
 import type { FetchBlockReply as _dunix_v1_FetchBlockReply, FetchBlockReply__Output as _dunix_v1_FetchBlockReply__Output } from './dunix/v1/FetchBlockReply.js';
 import type { FetchBlockRequest as _dunix_v1_FetchBlockRequest, FetchBlockRequest__Output as _dunix_v1_FetchBlockRequest__Output } from './dunix/v1/FetchBlockRequest.js';
 import type { FetchLogReply as _dunix_v1_FetchLogReply, FetchLogReply__Output as _dunix_v1_FetchLogReply__Output } from './dunix/v1/FetchLogReply.js';
@@ -37,6 +39,7 @@ import type { MknodRequest as _dunix_v1_MknodRequest, MknodRequest__Output as _d
 import type { OpenRequest as _dunix_v1_OpenRequest, OpenRequest__Output as _dunix_v1_OpenRequest__Output } from './dunix/v1/OpenRequest.js';
 import type { PgPositionReply as _dunix_v1_PgPositionReply, PgPositionReply__Output as _dunix_v1_PgPositionReply__Output } from './dunix/v1/PgPositionReply.js';
 import type { PgPositionRequest as _dunix_v1_PgPositionRequest, PgPositionRequest__Output as _dunix_v1_PgPositionRequest__Output } from './dunix/v1/PgPositionRequest.js';
+import type { PunchBlocksRequest as _dunix_v1_PunchBlocksRequest, PunchBlocksRequest__Output as _dunix_v1_PunchBlocksRequest__Output } from './dunix/v1/PunchBlocksRequest.js';
 import type { ReadBlockReply as _dunix_v1_ReadBlockReply, ReadBlockReply__Output as _dunix_v1_ReadBlockReply__Output } from './dunix/v1/ReadBlockReply.js';
 import type { ReadBlockRequest as _dunix_v1_ReadBlockRequest, ReadBlockRequest__Output as _dunix_v1_ReadBlockRequest__Output } from './dunix/v1/ReadBlockRequest.js';
 import type { ReadDirReply as _dunix_v1_ReadDirReply, ReadDirReply__Output as _dunix_v1_ReadDirReply__Output } from './dunix/v1/ReadDirReply.js';
@@ -53,6 +56,8 @@ import type { ScrubBadBlock as _dunix_v1_ScrubBadBlock, ScrubBadBlock__Output as
 import type { ScrubDigestReply as _dunix_v1_ScrubDigestReply, ScrubDigestReply__Output as _dunix_v1_ScrubDigestReply__Output } from './dunix/v1/ScrubDigestReply.js';
 import type { ScrubDigestRequest as _dunix_v1_ScrubDigestRequest, ScrubDigestRequest__Output as _dunix_v1_ScrubDigestRequest__Output } from './dunix/v1/ScrubDigestRequest.js';
 import type { ScrubRow as _dunix_v1_ScrubRow, ScrubRow__Output as _dunix_v1_ScrubRow__Output } from './dunix/v1/ScrubRow.js';
+import type { SeekReply as _dunix_v1_SeekReply, SeekReply__Output as _dunix_v1_SeekReply__Output } from './dunix/v1/SeekReply.js';
+import type { SeekRequest as _dunix_v1_SeekRequest, SeekRequest__Output as _dunix_v1_SeekRequest__Output } from './dunix/v1/SeekRequest.js';
 import type { SetAttrRequest as _dunix_v1_SetAttrRequest, SetAttrRequest__Output as _dunix_v1_SetAttrRequest__Output } from './dunix/v1/SetAttrRequest.js';
 import type { SetXattrRequest as _dunix_v1_SetXattrRequest, SetXattrRequest__Output as _dunix_v1_SetXattrRequest__Output } from './dunix/v1/SetXattrRequest.js';
 import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _dunix_v1_StatFsReply__Output } from './dunix/v1/StatFsReply.js';
@@ -83,6 +88,7 @@ export interface ProtoGrpcType {
       Attr: MessageTypeDefinition<_dunix_v1_Attr, _dunix_v1_Attr__Output>
       AttrReply: MessageTypeDefinition<_dunix_v1_AttrReply, _dunix_v1_AttrReply__Output>
       BackfillRequest: MessageTypeDefinition<_dunix_v1_BackfillRequest, _dunix_v1_BackfillRequest__Output>
+      BlockExtent: MessageTypeDefinition<_dunix_v1_BlockExtent, _dunix_v1_BlockExtent__Output>
       BlockOp: MessageTypeDefinition<_dunix_v1_BlockOp, _dunix_v1_BlockOp__Output>
       Brick: SubtypeConstructor<typeof grpc.Client, _dunix_v1_BrickClient> & { service: _dunix_v1_BrickDefinition }
       BrickStatusReply: MessageTypeDefinition<_dunix_v1_BrickStatusReply, _dunix_v1_BrickStatusReply__Output>
@@ -93,6 +99,7 @@ export interface ProtoGrpcType {
       Empty: MessageTypeDefinition<_dunix_v1_Empty, _dunix_v1_Empty__Output>
       EntryReply: MessageTypeDefinition<_dunix_v1_EntryReply, _dunix_v1_EntryReply__Output>
       ExtendRequest: MessageTypeDefinition<_dunix_v1_ExtendRequest, _dunix_v1_ExtendRequest__Output>
+      FallocateRequest: MessageTypeDefinition<_dunix_v1_FallocateRequest, _dunix_v1_FallocateRequest__Output>
       FetchBlockReply: MessageTypeDefinition<_dunix_v1_FetchBlockReply, _dunix_v1_FetchBlockReply__Output>
       FetchBlockRequest: MessageTypeDefinition<_dunix_v1_FetchBlockRequest, _dunix_v1_FetchBlockRequest__Output>
       FetchLogReply: MessageTypeDefinition<_dunix_v1_FetchLogReply, _dunix_v1_FetchLogReply__Output>
@@ -113,6 +120,7 @@ export interface ProtoGrpcType {
       OpenRequest: MessageTypeDefinition<_dunix_v1_OpenRequest, _dunix_v1_OpenRequest__Output>
       PgPositionReply: MessageTypeDefinition<_dunix_v1_PgPositionReply, _dunix_v1_PgPositionReply__Output>
       PgPositionRequest: MessageTypeDefinition<_dunix_v1_PgPositionRequest, _dunix_v1_PgPositionRequest__Output>
+      PunchBlocksRequest: MessageTypeDefinition<_dunix_v1_PunchBlocksRequest, _dunix_v1_PunchBlocksRequest__Output>
       ReadBlockReply: MessageTypeDefinition<_dunix_v1_ReadBlockReply, _dunix_v1_ReadBlockReply__Output>
       ReadBlockRequest: MessageTypeDefinition<_dunix_v1_ReadBlockRequest, _dunix_v1_ReadBlockRequest__Output>
       ReadDirReply: MessageTypeDefinition<_dunix_v1_ReadDirReply, _dunix_v1_ReadDirReply__Output>
@@ -129,6 +137,8 @@ export interface ProtoGrpcType {
       ScrubDigestReply: MessageTypeDefinition<_dunix_v1_ScrubDigestReply, _dunix_v1_ScrubDigestReply__Output>
       ScrubDigestRequest: MessageTypeDefinition<_dunix_v1_ScrubDigestRequest, _dunix_v1_ScrubDigestRequest__Output>
       ScrubRow: MessageTypeDefinition<_dunix_v1_ScrubRow, _dunix_v1_ScrubRow__Output>
+      SeekReply: MessageTypeDefinition<_dunix_v1_SeekReply, _dunix_v1_SeekReply__Output>
+      SeekRequest: MessageTypeDefinition<_dunix_v1_SeekRequest, _dunix_v1_SeekRequest__Output>
       SetAttrRequest: MessageTypeDefinition<_dunix_v1_SetAttrRequest, _dunix_v1_SetAttrRequest__Output>
       SetXattrRequest: MessageTypeDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_SetXattrRequest__Output>
       StatFsReply: MessageTypeDefinition<_dunix_v1_StatFsReply, _dunix_v1_StatFsReply__Output>

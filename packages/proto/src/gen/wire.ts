@@ -4,6 +4,7 @@ export type { AllocInoRequest, AllocInoRequest__Output } from './dunix/v1/AllocI
 export type { Attr, Attr__Output } from './dunix/v1/Attr.js';
 export type { AttrReply, AttrReply__Output } from './dunix/v1/AttrReply.js';
 export type { BackfillRequest, BackfillRequest__Output } from './dunix/v1/BackfillRequest.js';
+export type { BlockExtent, BlockExtent__Output } from './dunix/v1/BlockExtent.js';
 export type { BlockOp, BlockOp__Output } from './dunix/v1/BlockOp.js';
 export type { BrickStatusReply, BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
 export type { Caller, Caller__Output } from './dunix/v1/Caller.js';
@@ -13,6 +14,7 @@ export type { Dirent, Dirent__Output } from './dunix/v1/Dirent.js';
 export type { Empty, Empty__Output } from './dunix/v1/Empty.js';
 export type { EntryReply, EntryReply__Output } from './dunix/v1/EntryReply.js';
 export type { ExtendRequest, ExtendRequest__Output } from './dunix/v1/ExtendRequest.js';
+export type { FallocateRequest, FallocateRequest__Output } from './dunix/v1/FallocateRequest.js';
 export type { FetchBlockReply, FetchBlockReply__Output } from './dunix/v1/FetchBlockReply.js';
 export type { FetchBlockRequest, FetchBlockRequest__Output } from './dunix/v1/FetchBlockRequest.js';
 export type { FetchLogReply, FetchLogReply__Output } from './dunix/v1/FetchLogReply.js';
@@ -33,6 +35,7 @@ export type { MknodRequest, MknodRequest__Output } from './dunix/v1/MknodRequest
 export type { OpenRequest, OpenRequest__Output } from './dunix/v1/OpenRequest.js';
 export type { PgPositionReply, PgPositionReply__Output } from './dunix/v1/PgPositionReply.js';
 export type { PgPositionRequest, PgPositionRequest__Output } from './dunix/v1/PgPositionRequest.js';
+export type { PunchBlocksRequest, PunchBlocksRequest__Output } from './dunix/v1/PunchBlocksRequest.js';
 export type { ReadBlockReply, ReadBlockReply__Output } from './dunix/v1/ReadBlockReply.js';
 export type { ReadBlockRequest, ReadBlockRequest__Output } from './dunix/v1/ReadBlockRequest.js';
 export type { ReadDirReply, ReadDirReply__Output } from './dunix/v1/ReadDirReply.js';
@@ -49,6 +52,8 @@ export type { ScrubBadBlock, ScrubBadBlock__Output } from './dunix/v1/ScrubBadBl
 export type { ScrubDigestReply, ScrubDigestReply__Output } from './dunix/v1/ScrubDigestReply.js';
 export type { ScrubDigestRequest, ScrubDigestRequest__Output } from './dunix/v1/ScrubDigestRequest.js';
 export type { ScrubRow, ScrubRow__Output } from './dunix/v1/ScrubRow.js';
+export type { SeekReply, SeekReply__Output } from './dunix/v1/SeekReply.js';
+export type { SeekRequest, SeekRequest__Output } from './dunix/v1/SeekRequest.js';
 export type { SetAttrRequest, SetAttrRequest__Output } from './dunix/v1/SetAttrRequest.js';
 export type { SetXattrRequest, SetXattrRequest__Output } from './dunix/v1/SetXattrRequest.js';
 export type { StatFsReply, StatFsReply__Output } from './dunix/v1/StatFsReply.js';

@@ -17,6 +17,7 @@ export interface Attr {
   'rdev'?: (_dunix_v1_DeviceId | null);
   'dataVersion'?: (number | string | Long);
   'inline'?: (boolean);
+  'blocks'?: (number | string | Long);
 }
 
 export interface Attr__Output {
@@ -32,4 +33,5 @@ export interface Attr__Output {
   'rdev': (_dunix_v1_DeviceId__Output | null);
   'dataVersion': (string);
   'inline': (boolean);
+  'blocks': (string);
 }

@@ -12,6 +12,7 @@ import type { ConvertInlineRequest as _dunix_v1_ConvertInlineRequest, ConvertInl
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from '../../dunix/v1/Empty.js';
 import type { EntryReply as _dunix_v1_EntryReply, EntryReply__Output as _dunix_v1_EntryReply__Output } from '../../dunix/v1/EntryReply.js';
 import type { ExtendRequest as _dunix_v1_ExtendRequest, ExtendRequest__Output as _dunix_v1_ExtendRequest__Output } from '../../dunix/v1/ExtendRequest.js';
+import type { FallocateRequest as _dunix_v1_FallocateRequest, FallocateRequest__Output as _dunix_v1_FallocateRequest__Output } from '../../dunix/v1/FallocateRequest.js';
 import type { FetchBlockReply as _dunix_v1_FetchBlockReply, FetchBlockReply__Output as _dunix_v1_FetchBlockReply__Output } from '../../dunix/v1/FetchBlockReply.js';
 import type { FetchBlockRequest as _dunix_v1_FetchBlockRequest, FetchBlockRequest__Output as _dunix_v1_FetchBlockRequest__Output } from '../../dunix/v1/FetchBlockRequest.js';
 import type { FetchLogReply as _dunix_v1_FetchLogReply, FetchLogReply__Output as _dunix_v1_FetchLogReply__Output } from '../../dunix/v1/FetchLogReply.js';
@@ -29,6 +30,7 @@ import type { MknodRequest as _dunix_v1_MknodRequest, MknodRequest__Output as _d
 import type { OpenRequest as _dunix_v1_OpenRequest, OpenRequest__Output as _dunix_v1_OpenRequest__Output } from '../../dunix/v1/OpenRequest.js';
 import type { PgPositionReply as _dunix_v1_PgPositionReply, PgPositionReply__Output as _dunix_v1_PgPositionReply__Output } from '../../dunix/v1/PgPositionReply.js';
 import type { PgPositionRequest as _dunix_v1_PgPositionRequest, PgPositionRequest__Output as _dunix_v1_PgPositionRequest__Output } from '../../dunix/v1/PgPositionRequest.js';
+import type { PunchBlocksRequest as _dunix_v1_PunchBlocksRequest, PunchBlocksRequest__Output as _dunix_v1_PunchBlocksRequest__Output } from '../../dunix/v1/PunchBlocksRequest.js';
 import type { ReadBlockReply as _dunix_v1_ReadBlockReply, ReadBlockReply__Output as _dunix_v1_ReadBlockReply__Output } from '../../dunix/v1/ReadBlockReply.js';
 import type { ReadBlockRequest as _dunix_v1_ReadBlockRequest, ReadBlockRequest__Output as _dunix_v1_ReadBlockRequest__Output } from '../../dunix/v1/ReadBlockRequest.js';
 import type { ReadDirReply as _dunix_v1_ReadDirReply, ReadDirReply__Output as _dunix_v1_ReadDirReply__Output } from '../../dunix/v1/ReadDirReply.js';
@@ -43,6 +45,8 @@ import type { ReplicateReply as _dunix_v1_ReplicateReply, ReplicateReply__Output
 import type { ReplicateRequest as _dunix_v1_ReplicateRequest, ReplicateRequest__Output as _dunix_v1_ReplicateRequest__Output } from '../../dunix/v1/ReplicateRequest.js';
 import type { ScrubDigestReply as _dunix_v1_ScrubDigestReply, ScrubDigestReply__Output as _dunix_v1_ScrubDigestReply__Output } from '../../dunix/v1/ScrubDigestReply.js';
 import type { ScrubDigestRequest as _dunix_v1_ScrubDigestRequest, ScrubDigestRequest__Output as _dunix_v1_ScrubDigestRequest__Output } from '../../dunix/v1/ScrubDigestRequest.js';
+import type { SeekReply as _dunix_v1_SeekReply, SeekReply__Output as _dunix_v1_SeekReply__Output } from '../../dunix/v1/SeekReply.js';
+import type { SeekRequest as _dunix_v1_SeekRequest, SeekRequest__Output as _dunix_v1_SeekRequest__Output } from '../../dunix/v1/SeekRequest.js';
 import type { SetAttrRequest as _dunix_v1_SetAttrRequest, SetAttrRequest__Output as _dunix_v1_SetAttrRequest__Output } from '../../dunix/v1/SetAttrRequest.js';
 import type { SetXattrRequest as _dunix_v1_SetXattrRequest, SetXattrRequest__Output as _dunix_v1_SetXattrRequest__Output } from '../../dunix/v1/SetXattrRequest.js';
 import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _dunix_v1_StatFsReply__Output } from '../../dunix/v1/StatFsReply.js';
@@ -105,6 +109,15 @@ export interface BrickClient extends grpc.Client {
   extend(argument: _dunix_v1_ExtendRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   extend(argument: _dunix_v1_ExtendRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   extend(argument: _dunix_v1_ExtendRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  
+  Fallocate(argument: _dunix_v1_FallocateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  Fallocate(argument: _dunix_v1_FallocateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  Fallocate(argument: _dunix_v1_FallocateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  Fallocate(argument: _dunix_v1_FallocateRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  fallocate(argument: _dunix_v1_FallocateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  fallocate(argument: _dunix_v1_FallocateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  fallocate(argument: _dunix_v1_FallocateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  fallocate(argument: _dunix_v1_FallocateRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   
   FetchBlock(argument: _dunix_v1_FetchBlockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
   FetchBlock(argument: _dunix_v1_FetchBlockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_FetchBlockReply__Output>): grpc.ClientUnaryCall;
@@ -205,6 +218,15 @@ export interface BrickClient extends grpc.Client {
   pgPosition(argument: _dunix_v1_PgPositionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
   pgPosition(argument: _dunix_v1_PgPositionRequest, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
   
+  PunchBlocks(argument: _dunix_v1_PunchBlocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  PunchBlocks(argument: _dunix_v1_PunchBlocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  PunchBlocks(argument: _dunix_v1_PunchBlocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  PunchBlocks(argument: _dunix_v1_PunchBlocksRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  punchBlocks(argument: _dunix_v1_PunchBlocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  punchBlocks(argument: _dunix_v1_PunchBlocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  punchBlocks(argument: _dunix_v1_PunchBlocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  punchBlocks(argument: _dunix_v1_PunchBlocksRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  
   ReadBlock(argument: _dunix_v1_ReadBlockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReadBlockReply__Output>): grpc.ClientUnaryCall;
   ReadBlock(argument: _dunix_v1_ReadBlockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_ReadBlockReply__Output>): grpc.ClientUnaryCall;
   ReadBlock(argument: _dunix_v1_ReadBlockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ReadBlockReply__Output>): grpc.ClientUnaryCall;
@@ -285,6 +307,15 @@ export interface BrickClient extends grpc.Client {
   scrubDigest(argument: _dunix_v1_ScrubDigestRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
   scrubDigest(argument: _dunix_v1_ScrubDigestRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
   scrubDigest(argument: _dunix_v1_ScrubDigestRequest, callback: grpc.requestCallback<_dunix_v1_ScrubDigestReply__Output>): grpc.ClientUnaryCall;
+  
+  Seek(argument: _dunix_v1_SeekRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
+  Seek(argument: _dunix_v1_SeekRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
+  Seek(argument: _dunix_v1_SeekRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
+  Seek(argument: _dunix_v1_SeekRequest, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
+  seek(argument: _dunix_v1_SeekRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
+  seek(argument: _dunix_v1_SeekRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
+  seek(argument: _dunix_v1_SeekRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
+  seek(argument: _dunix_v1_SeekRequest, callback: grpc.requestCallback<_dunix_v1_SeekReply__Output>): grpc.ClientUnaryCall;
   
   SetAttr(argument: _dunix_v1_SetAttrRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   SetAttr(argument: _dunix_v1_SetAttrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
@@ -434,6 +465,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   Extend: grpc.handleUnaryCall<_dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply>;
   
+  Fallocate: grpc.handleUnaryCall<_dunix_v1_FallocateRequest__Output, _dunix_v1_AttrReply>;
+  
   FetchBlock: grpc.handleUnaryCall<_dunix_v1_FetchBlockRequest__Output, _dunix_v1_FetchBlockReply>;
   
   FetchLog: grpc.handleUnaryCall<_dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply>;
@@ -456,6 +489,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   PgPosition: grpc.handleUnaryCall<_dunix_v1_PgPositionRequest__Output, _dunix_v1_PgPositionReply>;
   
+  PunchBlocks: grpc.handleUnaryCall<_dunix_v1_PunchBlocksRequest__Output, _dunix_v1_Empty>;
+  
   ReadBlock: grpc.handleUnaryCall<_dunix_v1_ReadBlockRequest__Output, _dunix_v1_ReadBlockReply>;
   
   ReadDir: grpc.handleUnaryCall<_dunix_v1_ReadDirRequest__Output, _dunix_v1_ReadDirReply>;
@@ -473,6 +508,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   Rmdir: grpc.handleUnaryCall<_dunix_v1_UnlinkRequest__Output, _dunix_v1_Empty>;
   
   ScrubDigest: grpc.handleUnaryCall<_dunix_v1_ScrubDigestRequest__Output, _dunix_v1_ScrubDigestReply>;
+  
+  Seek: grpc.handleUnaryCall<_dunix_v1_SeekRequest__Output, _dunix_v1_SeekReply>;
   
   SetAttr: grpc.handleUnaryCall<_dunix_v1_SetAttrRequest__Output, _dunix_v1_AttrReply>;
   
@@ -512,6 +549,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   BrickStatus: MethodDefinition<_dunix_v1_Empty, _dunix_v1_BrickStatusReply, _dunix_v1_Empty__Output, _dunix_v1_BrickStatusReply__Output>
   ConvertInline: MethodDefinition<_dunix_v1_ConvertInlineRequest, _dunix_v1_AttrReply, _dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply__Output>
   Extend: MethodDefinition<_dunix_v1_ExtendRequest, _dunix_v1_AttrReply, _dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply__Output>
+  Fallocate: MethodDefinition<_dunix_v1_FallocateRequest, _dunix_v1_AttrReply, _dunix_v1_FallocateRequest__Output, _dunix_v1_AttrReply__Output>
   FetchBlock: MethodDefinition<_dunix_v1_FetchBlockRequest, _dunix_v1_FetchBlockReply, _dunix_v1_FetchBlockRequest__Output, _dunix_v1_FetchBlockReply__Output>
   FetchLog: MethodDefinition<_dunix_v1_FetchLogRequest, _dunix_v1_FetchLogReply, _dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply__Output>
   GetAttr: MethodDefinition<_dunix_v1_GetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply__Output>
@@ -523,6 +561,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   Mknod: MethodDefinition<_dunix_v1_MknodRequest, _dunix_v1_EntryReply, _dunix_v1_MknodRequest__Output, _dunix_v1_EntryReply__Output>
   Open: MethodDefinition<_dunix_v1_OpenRequest, _dunix_v1_AttrReply, _dunix_v1_OpenRequest__Output, _dunix_v1_AttrReply__Output>
   PgPosition: MethodDefinition<_dunix_v1_PgPositionRequest, _dunix_v1_PgPositionReply, _dunix_v1_PgPositionRequest__Output, _dunix_v1_PgPositionReply__Output>
+  PunchBlocks: MethodDefinition<_dunix_v1_PunchBlocksRequest, _dunix_v1_Empty, _dunix_v1_PunchBlocksRequest__Output, _dunix_v1_Empty__Output>
   ReadBlock: MethodDefinition<_dunix_v1_ReadBlockRequest, _dunix_v1_ReadBlockReply, _dunix_v1_ReadBlockRequest__Output, _dunix_v1_ReadBlockReply__Output>
   ReadDir: MethodDefinition<_dunix_v1_ReadDirRequest, _dunix_v1_ReadDirReply, _dunix_v1_ReadDirRequest__Output, _dunix_v1_ReadDirReply__Output>
   Readlink: MethodDefinition<_dunix_v1_ReadlinkRequest, _dunix_v1_ReadlinkReply, _dunix_v1_ReadlinkRequest__Output, _dunix_v1_ReadlinkReply__Output>
@@ -532,6 +571,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   Replicate: MethodDefinition<_dunix_v1_ReplicateRequest, _dunix_v1_ReplicateReply, _dunix_v1_ReplicateRequest__Output, _dunix_v1_ReplicateReply__Output>
   Rmdir: MethodDefinition<_dunix_v1_UnlinkRequest, _dunix_v1_Empty, _dunix_v1_UnlinkRequest__Output, _dunix_v1_Empty__Output>
   ScrubDigest: MethodDefinition<_dunix_v1_ScrubDigestRequest, _dunix_v1_ScrubDigestReply, _dunix_v1_ScrubDigestRequest__Output, _dunix_v1_ScrubDigestReply__Output>
+  Seek: MethodDefinition<_dunix_v1_SeekRequest, _dunix_v1_SeekReply, _dunix_v1_SeekRequest__Output, _dunix_v1_SeekReply__Output>
   SetAttr: MethodDefinition<_dunix_v1_SetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_SetAttrRequest__Output, _dunix_v1_AttrReply__Output>
   SetXattr: MethodDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_Empty, _dunix_v1_SetXattrRequest__Output, _dunix_v1_Empty__Output>
   StatFs: MethodDefinition<_dunix_v1_StatFsRequest, _dunix_v1_StatFsReply, _dunix_v1_StatFsRequest__Output, _dunix_v1_StatFsReply__Output>

@@ -3,6 +3,7 @@
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
 import type { Caller as _dunix_v1_Caller, Caller__Output as _dunix_v1_Caller__Output } from '../../dunix/v1/Caller.js';
+import type { BlockExtent as _dunix_v1_BlockExtent, BlockExtent__Output as _dunix_v1_BlockExtent__Output } from '../../dunix/v1/BlockExtent.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface ExtendRequest {
@@ -13,6 +14,7 @@ export interface ExtendRequest {
   'killSuidgid'?: (boolean);
   'fromInline'?: (boolean);
   'dataVersion'?: (number | string | Long);
+  'written'?: (_dunix_v1_BlockExtent)[];
 }
 
 export interface ExtendRequest__Output {
@@ -23,4 +25,5 @@ export interface ExtendRequest__Output {
   'killSuidgid': (boolean);
   'fromInline': (boolean);
   'dataVersion': (string);
+  'written': (_dunix_v1_BlockExtent__Output)[];
 }
