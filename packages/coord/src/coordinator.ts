@@ -437,7 +437,7 @@ export interface Coordinator {
   listScrubResults(volume: string, jobId: string): Promise<ScrubPgResult[]>;
 
   /**
-   * Writes the mount record of a client that has mounted the volume, bound
+   * Writes the mount record of a client mounting the volume, bound
    * to a lease this coordinator keeps alive (leaseTtlMs, default
    * knobs.mountLeaseTtlMs) until the session's close() or stop(). The write
    * is a compare-and-swap on the volume's config, so no record lands in a

@@ -27,7 +27,7 @@
  * often (or are many) and are read on their own.
  *
  * A mount record is one client session (issue 10): a dunixfs mount writes
- * it when it has mounted, bound to a lease it keeps alive (knob
+ * it as it mounts, bound to a lease it keeps alive (knob
  * mountLeaseTtlMs), and revokes the lease when it unmounts; a killed client's
  * record goes when the lease expires. `volume delete` refuses while any
  * exists; every registration also rewrites the `mounted` stamp, which the

@@ -70,6 +70,10 @@ export async function main(argv: string[]): Promise<number> {
       if (ended) volumeEnded(ended);
       else if (s.config) router.update({ config: s.config, placement: s.placement, bricks: s.bricks });
     });
+    // The mount record (the client session), before the kernel mount: while mounted, it is listed
+    // (`dunixctl volume mounts`) and holds off `volume delete`.
+    session = await coord.registerMount(args.volume, mountInfo(newMountId(), mountpoint, startedAtMs));
+    if (gone) void session.close();
   } catch (err) {
     log.error('cannot reach the volume', { spec: args.spec, err: (err as Error).message });
     await coord.stop().catch(() => {});
@@ -97,21 +101,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   } catch (err) {
     log.error('mount failed', { mountpoint, err: (err as Error).message });
-    await unwatch?.().catch(() => {});
-    await coord.stop().catch(() => {});
-    router.close();
-    return 1;
-  }
-  try {
-    // The mount record (the client session): listed by `dunixctl volume mounts`, it holds off `volume delete`.
-    session = await coord.registerMount(args.volume, mountInfo(newMountId(), mountpoint, startedAtMs));
-    if (gone) void session.close();
-  } catch (err) {
-    log.error('could not register the mount; unmounting', {
-      volume: args.volume,
-      err: (err as Error).message,
-    });
-    await mount.stop().catch(() => {});
+    await session.close().catch(() => {});
     await unwatch?.().catch(() => {});
     await coord.stop().catch(() => {});
     router.close();
