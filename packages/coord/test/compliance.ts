@@ -908,6 +908,19 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     t.equal(await c.getVolume(neighbour), undefined);
   });
 
+  t.test(`${h.name}: delete a volume never created (only brick registrations)`, async (t) => {
+    const c = await make();
+    const b = await make();
+    const v = vol('uncreated');
+    await register(b, v, 2);
+    await t.rejects(c.deleteVolume(v), { code: 'BUSY', message: /running bricks/ }, 'its bricks run');
+    const r = await c.deleteVolume(v, { force: true });
+    t.equal(r.config, null, 'no config');
+    t.equal(r.keysDeleted, 4, 'two members, two alive keys');
+    t.same(await c.listBricks(v), []);
+    await t.rejects(c.deleteVolume(vol('never')), { code: 'NOT_FOUND' }, 'nothing stored: NOT_FOUND');
+  });
+
   t.test(`${h.name}: delete racing a mount registration: exactly one wins`, async (t) => {
     const c = await make();
     const d = await make();
