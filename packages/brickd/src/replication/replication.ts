@@ -744,8 +744,12 @@ export class Replication {
     const startedAtMs = this.d.clock.nowMs();
     const pos = await this.d.transport.position(brick, st.pg, epoch);
     let next = pos.lastSeq + 1n;
-    let logUsable = pos.lastSeq <= st.opSeq && next >= st.firstSeq;
-    if (logUsable && pos.lastSeq > 0n) {
+    // A copy with nothing yet (a move's new copy, a replaced disk) is backfilled even when the
+    // log reaches back to the start: replaying it sends a block's whole current bytes once per
+    // entry that touched it (a rebalance of young PGs measured ~2.5x its data on the wire),
+    // a backfill sends each block once.
+    let logUsable = pos.lastSeq > 0n && pos.lastSeq <= st.opSeq && next >= st.firstSeq;
+    if (logUsable) {
       const mine = await this.logs.entry(st.pg, pos.lastSeq);
       logUsable = mine?.epoch === pos.lastEpoch;
     }
