@@ -442,8 +442,10 @@ export class BrickDaemon {
   private volumeGone(s: VolumeSnapshot): boolean {
     if (this.volumeDeleted) return true;
     const servedAt = this.identity?.volumeCreatedAtMs;
-    // Never served a volume (registered, waiting for `volume create`): nothing is gone.
-    if (!this.brick && servedAt === undefined) return false;
+    // Never served a volume (registered, waiting for `volume create`): gone only if its registration
+    // went too (a forced delete of the volume it waits for; removeBrick refuses while it runs).
+    if (!this.brick && servedAt === undefined && (s.config || s.bricks.some((b) => b.id === this.brickId)))
+      return false;
     if (s.config && (servedAt === undefined || s.config.createdAtMs === servedAt)) return false;
     this.volumeDeleted = true;
     this.log.error(
