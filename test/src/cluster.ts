@@ -23,13 +23,17 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdCoordinator, spawnEtcd, type EtcdProcess } from '@dunix/coord';
+import { certDir, initCa, issueCert } from '@dunix/coord/ca';
 import {
   brickClient,
   callUnary,
   directoryPg,
   initHashing,
+  loadTlsDir,
   pgOfIno,
   type BrickClient,
+  type ClientPolicy,
+  type TransportSecurity,
   type Logger,
   type PgAssignment,
   type wire,
@@ -78,6 +82,23 @@ export interface ClusterOptions {
    * undefined keeps the real one.
    */
   brickEtcd?: (index: number, etcdEndpoint: string) => string | undefined | Promise<string | undefined>;
+  /**
+   * Mutual TLS between the client, the bricks and this harness: a cluster
+   * CA in BASE/tls, a brick certificate per brick (--tls-dir), a client
+   * certificate `client` for the mount (tls_dir) and the harness's gRPC
+   * clients. Default: insecure (loopback), as before.
+   */
+  tls?: boolean;
+}
+
+/** The cluster's CA when started with `tls` (ClusterOptions). */
+export interface ClusterTls {
+  /** The CA directory (ca.crt, ca.key, bricks/, clients/). */
+  readonly dir: string;
+  /** What the mount and the harness's clients use: the certificate `client`. */
+  readonly client: TransportSecurity;
+  /** Issues another certificate; resolves with its TLS directory. */
+  issue(role: 'brick' | 'client', name: string, policy?: ClientPolicy): Promise<string>;
 }
 
 export interface BrickProc {
@@ -127,7 +148,8 @@ export interface Cluster {
   readonly coord: EtcdCoordinator;
   /** PID of the client process (0 when not mounted). */
   readonly mountPid: number;
-  mount(): Promise<void>;
+  /** Mounts the client; `options` replaces ClusterOptions.mountOptions for this mount. */
+  mount(options?: string): Promise<void>;
   /** umount (retried while busy), umount -l as the last resort; waits for the client to exit. */
   unmount(): Promise<void>;
   /** Unmounts, stops every process, removes the temp dir. Idempotent. */
@@ -143,6 +165,8 @@ export interface Cluster {
   logTails(lines?: number): string;
   /** A path inside the mount. */
   path(...parts: string[]): string;
+  /** The CA and the harness's certificate, when started with `tls`. */
+  readonly tls: ClusterTls | undefined;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -385,6 +409,19 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   const brickEnv = (i: number): Record<string, string> =>
     Array.isArray(opts.brickEnv) ? (opts.brickEnv[i] ?? {}) : (opts.brickEnv ?? {});
 
+  let tlsInfo: ClusterTls | undefined;
+  if (opts.tls) {
+    const dir = join(base, 'tls');
+    await initCa(dir);
+    const issue = async (role: 'brick' | 'client', name: string, policy?: ClientPolicy) =>
+      (await issueCert(dir, { role, name, ...(policy ? { policy } : {}) })).dir;
+    for (let i = 0; i < nBricks; i++) await issue('brick', `brick${i}`);
+    const client = await loadTlsDir(await issue('client', 'client'), 'client');
+    tlsInfo = { dir, client, issue };
+  }
+  const brickTlsArgs = (i: number) =>
+    tlsInfo ? ['--tls-dir', certDir(tlsInfo.dir, 'brick', `brick${i}`)] : [];
+
   const etcd = await spawnEtcd({ log: fileLogger(etcdLog) });
   const etcdHostPort = `127.0.0.1:${etcd.clientPort}`;
   started.etcd = etcd;
@@ -441,6 +478,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
           etcdEndpoint,
           '--volume',
           volume,
+          ...brickTlsArgs(i),
           ...(opts.brickArgs?.(i) ?? []),
         ],
         logFile,
@@ -533,7 +571,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
           grpcClient = undefined;
         }
         if (!grpcClient) {
-          grpcClient = brickClient(b.address);
+          grpcClient = brickClient(b.address, tlsInfo?.client);
           grpcClientAddress = b.address;
           clients.push(grpcClient);
         }
@@ -572,10 +610,16 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   if (created.status !== 0) throw new Error(`volume create failed: ${created.stderr}${created.stdout}`);
   for (const b of brickProcs.slice(0, nBricks - spareBricks)) await b.ready();
 
-  async function mount(): Promise<void> {
+  async function mount(options = opts.mountOptions): Promise<void> {
     if (client && !client.done) throw new Error('already mounted');
     const args = [bins.dunixfs, `${etcdHostPort}/${volume}`, mountpoint];
-    if (opts.mountOptions) args.push('-o', opts.mountOptions);
+    // The harness's client certificate unless the options name another TLS directory.
+    const tlsOption =
+      tlsInfo && !/(^|,)tls_dir=/.test(options ?? '')
+        ? `tls_dir=${certDir(tlsInfo.dir, 'client', 'client')}`
+        : '';
+    const all = [options, tlsOption].filter(Boolean).join(',');
+    if (all) args.push('-o', all);
     client = spawnLogged(process.execPath, args, clientLog, childEnv({}), base);
     liveMounts.add(mountpoint);
     reap.add({ kind: 'mount', path: mountpoint });
@@ -649,6 +693,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     },
     logTails,
     path: (...parts) => join(mountpoint, ...parts),
+    tls: tlsInfo,
   };
   if (opts.mount ?? true) await mount();
   return cluster;

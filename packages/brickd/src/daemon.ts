@@ -13,10 +13,14 @@ import {
   brickProto,
   fullThresholdPct,
   createLogger,
+  connectBrick,
   FrameServer,
   FsError,
+  INSECURE_TRANSPORT,
   initHashing,
   Router,
+  warnInsecure,
+  type TransportSecurity,
   toServiceError,
   type BrickHandlers,
   type Logger,
@@ -73,6 +77,11 @@ export interface BrickdOptions {
    * serving; the owner should stop() it and exit. Default: the daemon stops itself.
    */
   onVolumeDeleted?: () => void;
+  /**
+   * TLS for both servers and for calls to other bricks (brickd --tls-dir:
+   * a brick certificate). Absent: insecure, loopback only, logged loudly.
+   */
+  security?: TransportSecurity;
 }
 
 /** How often a brick adds the bytes its backfills moved to the running rebalance job. */
@@ -111,6 +120,8 @@ export class BrickDaemon {
   private unwatch: Unsubscribe | undefined;
   /** Routes to primaries (cross-PG transactions) and to replicas; a refused connection is reported. */
   private readonly router = new Router({
+    // TLS as brickd was given (read at connect time: this.o is not set yet here).
+    connect: (brick, events) => connectBrick(brick, events, this.o.security),
     onConnectionRefused: (brickId) =>
       void this.coord
         ?.reportSuspect(this.o.volume, brickId)
@@ -176,14 +187,18 @@ export class BrickDaemon {
         this.knobs.groupCommitMs === 0
           ? syncEachWrite
           : new GroupCommit(this.kv, this.blocks, this.knobs.groupCommitMs);
-      const { server, port } = await startBrickServer(this.o.listen, this.delegatingHandlers());
+      const security = this.o.security ?? INSECURE_TRANSPORT;
+      if (security.kind === 'insecure') warnInsecure(this.log, 'brickd', this.o.security === undefined);
+      const { server, port } = await startBrickServer(this.o.listen, this.delegatingHandlers(), security);
       this.server = server;
       this.port = port;
       const host = this.o.listen.slice(0, this.o.listen.lastIndexOf(':'));
       const address = `${host}:${port}`;
       // The data path: the same handlers over frames, on its own port (--data-listen, default any free one).
-      this.frames = new FrameServer(this.delegatingHandlers(), (reason) =>
-        this.log.warn('malformed frame stream; connection closed', { reason }),
+      this.frames = new FrameServer(
+        this.delegatingHandlers(),
+        (reason) => this.log.warn('malformed frame stream; connection closed', { reason }),
+        security,
       );
       const dataPort = await this.frames.listen(host, this.o.dataPort ?? 0);
       const dataAddress = `${host}:${dataPort}`;
@@ -312,6 +327,7 @@ export class BrickDaemon {
         log: this.log,
         startedAtMs: Date.now(),
         usage: () => space.meter.current(),
+        requireCertificate: this.o.security?.kind === 'tls',
       });
       this.brick = brick;
       this.scrubRunner = new ScrubRunner({

@@ -1,9 +1,18 @@
 import * as grpc from '@grpc/grpc-js';
 import net from 'node:net';
+import tls from 'node:tls';
 import { errorTable, FsError, GrpcStatus, type ErrorCode } from './errors.js';
 import { giveBack, takeBuffer } from './buffer-pool.js';
 import { limits } from './limits.js';
 import { brickProto, ERROR_CODE_METADATA_KEY, fromServiceError, type BrickHandlers } from './rpc.js';
+import { identityFromCertificate, INSECURE_PEER, PEER_IDENTITY, type PeerIdentity } from './peer-identity.js';
+import {
+  assertInsecureAllowed,
+  INSECURE_TRANSPORT,
+  tlsClientOptions,
+  tlsServerOptions,
+  type TransportSecurity,
+} from './transport-security.js';
 
 /**
  * The brick data path: the same protobuf messages and handlers as the gRPC
@@ -191,7 +200,11 @@ interface ErrorBody {
   dunixCode?: string;
 }
 
-/** Serves a brick's handlers over frames. One listener; connections are independent. */
+/**
+ * Serves a brick's handlers over frames. One listener; connections are
+ * independent. With TLS, every connection is mutually authenticated before
+ * its first frame, and each call carries the peer's identity (peerOf).
+ */
 export class FrameServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
@@ -199,11 +212,17 @@ export class FrameServer {
   constructor(
     private readonly handlers: BrickHandlers,
     private readonly onBadStream?: (reason: string) => void,
+    private readonly security: TransportSecurity = INSECURE_TRANSPORT,
   ) {
-    this.server = net.createServer((sock) => this.serve(sock));
+    if (security.kind === 'tls') {
+      this.server = tls.createServer(tlsServerOptions(security), (sock) => this.serveTls(sock));
+      // A handshake that fails (no client certificate, another CA) never reaches serve().
+      this.server.on('tlsClientError', (err) => this.onBadStream?.(`TLS handshake refused: ${err.message}`));
+    } else this.server = net.createServer((sock) => this.serve(sock, INSECURE_PEER));
   }
 
   listen(host: string, port: number): Promise<number> {
+    if (this.security.kind === 'insecure') assertInsecureAllowed(host, 'frame listen address');
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
@@ -218,7 +237,19 @@ export class FrameServer {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
-  private serve(sock: net.Socket): void {
+  private serveTls(sock: tls.TLSSocket): void {
+    let peer: PeerIdentity;
+    try {
+      peer = identityFromCertificate(sock.getPeerCertificate());
+    } catch (err) {
+      this.onBadStream?.(`connection refused: ${(err as Error).message}`);
+      sock.destroy();
+      return;
+    }
+    this.serve(sock, peer);
+  }
+
+  private serve(sock: net.Socket, peer: PeerIdentity): void {
     sock.setNoDelay(true);
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
@@ -252,10 +283,11 @@ export class FrameServer {
         );
         return;
       }
-      const call = { request, metadata: new grpc.Metadata() } as unknown as grpc.ServerUnaryCall<
-        unknown,
-        unknown
-      >;
+      const call = {
+        request,
+        metadata: new grpc.Metadata(),
+        [PEER_IDENTITY]: peer,
+      } as unknown as grpc.ServerUnaryCall<unknown, unknown>;
       handler(call, (err, reply) => {
         if (sock.destroyed) return;
         if (err) {
@@ -317,6 +349,7 @@ export class FrameConn implements BrickConn {
   constructor(
     private readonly address: string,
     private readonly events: ConnEvents = {},
+    private readonly security: TransportSecurity = INSECURE_TRANSPORT,
   ) {}
 
   private connect(): Promise<net.Socket> {
@@ -325,20 +358,29 @@ export class FrameConn implements BrickConn {
     const host = this.address.slice(0, at).replace(/^\[|\]$/g, '');
     const port = Number(this.address.slice(at + 1));
     const { defs } = methods();
+    const security = this.security;
+    if (security.kind === 'insecure') {
+      try {
+        assertInsecureAllowed(host, 'brick address');
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     this.connected = new Promise((resolve, reject) => {
       // Replies are read into one buffer of ours (no allocation per socket read);
       // the reader copies each frame out once.
-      const sock = net.connect({
-        host,
-        port,
-        onread: {
-          buffer: Buffer.allocUnsafeSlow(RECEIVE_BUFFER_BYTES),
-          callback: (nread: number, buf: Buffer) => {
-            if (reader.push(buf.subarray(0, nread))) sock.destroy(new Error('malformed stream from brick'));
-            return true;
-          },
+      const onread = {
+        buffer: Buffer.allocUnsafeSlow(RECEIVE_BUFFER_BYTES),
+        callback: (nread: number, buf: Buffer) => {
+          if (reader.push(buf.subarray(0, nread))) sock.destroy(new Error('malformed stream from brick'));
+          return true;
         },
-      });
+      };
+      const sock: net.Socket =
+        security.kind === 'tls'
+          ? // Node's tls.connect takes onread too (its typings lack it).
+            tls.connect({ host, port, onread, ...tlsClientOptions(security, host) } as tls.ConnectionOptions)
+          : net.connect({ host, port, onread });
       sock.setNoDelay(true);
       const reader = new FrameReader((id, mi, kind, payload, flags) => {
         const p = this.pending.get(id);
@@ -355,7 +397,8 @@ export class FrameConn implements BrickConn {
           p.reject(errorFromBody(payload));
         }
       });
-      sock.on('connect', () => {
+      // With TLS the connection is usable once the handshake verified the brick.
+      sock.on(security.kind === 'tls' ? 'secureConnect' : 'connect', () => {
         this.sock = sock;
         resolve(sock);
       });

@@ -15,6 +15,7 @@ import {
   type RouteSource,
 } from './retry-policy.js';
 import { brickClient, fromServiceError, type BrickClient } from './rpc.js';
+import type { TransportSecurity } from './transport-security.js';
 import type { VolumeConfig } from './volume.js';
 
 /** What a router needs of the control plane: the volume's current map and brick addresses. */
@@ -37,12 +38,17 @@ export interface RouterOptions {
   onConnectionRefused?: (brickId: string) => void;
   /** Opens a connection to a brick (tests substitute fakes). */
   connect?: (brick: BrickAddress, events: Required<ConnEvents>) => BrickConn;
+  /** How connections to bricks are secured (default: insecure, loopback only). */
+  security?: TransportSecurity;
 }
 
-type BrickAddress = RoutingSnapshot['bricks'][number];
+export type BrickAddress = RoutingSnapshot['bricks'][number];
 
-function connectBrick(b: BrickAddress, events: ConnEvents): BrickConn {
-  return b.dataAddress ? new FrameConn(b.dataAddress, events) : new GrpcConn(brickClient(b.address), events);
+/** A connection to a brick: frames when it registered a data address, else gRPC. */
+export function connectBrick(b: BrickAddress, events: ConnEvents, security?: TransportSecurity): BrickConn {
+  return b.dataAddress
+    ? new FrameConn(b.dataAddress, events, security)
+    : new GrpcConn(brickClient(b.address, security), events);
 }
 
 /**
@@ -134,7 +140,7 @@ export class Router implements RouteSource {
     const b = this.snapshot?.bricks.find((x) => x.id === brickId);
     if (!b) throw new FsError('UNAVAILABLE', `brick ${brickId} has no address`);
     const events = { onConnectionRefused: () => this.suspect(brickId) };
-    const conn = (this.o.connect ?? connectBrick)(b, events);
+    const conn = this.o.connect ? this.o.connect(b, events) : connectBrick(b, events, this.o.security);
     this.clients.set(brickId, { address: b.dataAddress ?? b.address, conn });
     return conn;
   }

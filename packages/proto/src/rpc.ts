@@ -5,6 +5,12 @@ import { errorTable, FsError, GrpcStatus, type ErrorCode } from './errors.js';
 import { limits } from './limits.js';
 import type { ProtoGrpcType } from './gen/brick.js';
 import type { BrickClient } from './gen/dunix/v1/Brick.js';
+import {
+  assertInsecureAllowed,
+  grpcChannelCredentials,
+  INSECURE_TRANSPORT,
+  type TransportSecurity,
+} from './transport-security.js';
 
 export type { BrickClient, BrickHandlers } from './gen/dunix/v1/Brick.js';
 export type * as wire from './gen/wire.js';
@@ -34,9 +40,12 @@ export const channelOptions: grpc.ChannelOptions = {
   'grpc.keepalive_timeout_ms': 5_000,
 };
 
-export function brickClient(address: string): BrickClient {
+/** A gRPC client of a brick; with TLS, the brick must show a brick certificate of our CA for `address`. */
+export function brickClient(address: string, security: TransportSecurity = INSECURE_TRANSPORT): BrickClient {
   const Ctor = brickProto().dunix.v1.Brick;
-  return new Ctor(address, grpc.credentials.createInsecure(), channelOptions);
+  if (security.kind === 'insecure')
+    assertInsecureAllowed(address.slice(0, address.lastIndexOf(':')), 'brick address');
+  return new Ctor(address, grpcChannelCredentials(security), channelOptions);
 }
 
 export const ERROR_CODE_METADATA_KEY = 'dunix-code';

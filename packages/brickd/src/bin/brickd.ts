@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { createLogger } from '@dunix/proto';
+import { createLogger, INSECURE_TRANSPORT, loadTlsDir, type TransportSecurity } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
 import { BrickDaemon } from '../daemon.js';
 
@@ -76,12 +76,34 @@ const program = new Command('brickd')
     'once listening, write {"pid","address","dataAddress"} here (atomically): the ports of a port-0 --listen',
   )
   .option(
+    '--tls-dir <dir>',
+    'mutual TLS on both ports and to other bricks: a directory from `dunixctl cert issue --brick NAME` ' +
+      '(ca.crt, tls.crt, tls.key)',
+  )
+  .option(
+    '--insecure',
+    'plain TCP without authentication, loopback addresses only (development; the default when --tls-dir is absent, logged loudly)',
+  )
+  .option(
     '--wipe-deleted-volume',
     'if the volume this data dir served was deleted (dunixctl volume delete), empty the dir and start as a new brick ' +
       '(without it, brickd refuses to start there)',
   )
   .action(async (opts) => {
+    if (opts.tlsDir && opts.insecure) {
+      log.error('start failed', { err: '--tls-dir and --insecure exclude each other' });
+      process.exit(2);
+    }
+    let security: TransportSecurity | undefined;
+    try {
+      if (opts.tlsDir) security = await loadTlsDir(String(opts.tlsDir), 'brick');
+      else if (opts.insecure) security = INSECURE_TRANSPORT;
+    } catch (err) {
+      log.error('start failed', { err: (err as Error).message });
+      process.exit(1);
+    }
     const daemon = new BrickDaemon({
+      security,
       dataDir: opts.data,
       listen: opts.listen,
       etcdEndpoints: String(opts.etcd).split(',').filter(Boolean),

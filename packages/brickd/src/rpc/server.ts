@@ -1,8 +1,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { statfs } from 'node:fs/promises';
 import {
+  assertInsecureAllowed,
   brickProto,
   channelOptions,
+  grpcServerCredentials,
+  INSECURE_TRANSPORT,
+  type TransportSecurity,
   deviceFromLinuxRdev,
   encodeDeviceId,
   fsErrorFromErrno,
@@ -28,6 +32,7 @@ import type { MetaTxn } from '../namespace/txn.js';
 import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
 import { entriesFromReplicate, entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
+import { admit } from './admission.js';
 
 export interface ServerDeps {
   brick: Brick;
@@ -37,6 +42,8 @@ export interface ServerDeps {
   startedAtMs: number;
   /** This brick's space (capacity.ts), once measured: statfs answers from it. */
   usage?: () => BrickUsage | undefined;
+  /** TLS is on: every call must come with a certificate (admission.ts). */
+  requireCertificate?: boolean;
 }
 
 type Header = wire.Header__Output | null;
@@ -78,7 +85,8 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     return (call, callback) => {
       let p: Promise<Rep>;
       try {
-        p = fn(call.request);
+        // The certificate's role and policy first: refused calls touch nothing.
+        p = fn(admit(method, call, d.requireCertificate ?? false));
       } catch (err) {
         p = Promise.reject(err);
       }
@@ -693,13 +701,14 @@ function txId(v: string): string {
 export async function startBrickServer(
   listen: string,
   handlers: BrickHandlers,
+  security: TransportSecurity = INSECURE_TRANSPORT,
 ): Promise<{ server: grpc.Server; port: number }> {
+  if (security.kind === 'insecure')
+    assertInsecureAllowed(listen.slice(0, listen.lastIndexOf(':')), 'listen address');
   const server = new grpc.Server(channelOptions);
   server.addService(brickProto().dunix.v1.Brick.service, handlers);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    ),
+    server.bindAsync(listen, grpcServerCredentials(security), (err, p) => (err ? reject(err) : resolve(p))),
   );
   return { server, port };
 }

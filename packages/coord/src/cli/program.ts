@@ -5,6 +5,14 @@ import { EtcdCoordinator } from '../etcd-coordinator.js';
 import { withTimeout } from '../etcd-kv.js';
 import { renderDf, volumeDf } from './df.js';
 import {
+  caInit,
+  certIssue,
+  DEFAULT_CA_DIR,
+  renderCaInit,
+  renderCertIssue,
+  type CertIssueArgs,
+} from './cert.js';
+import {
   brickAdd,
   brickDrain,
   brickList,
@@ -374,11 +382,65 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       render = renderBrickRemove as (d: never) => string;
     });
 
+  /** A command run on this host alone (no etcd): the CA and certificates. */
+  let local: (() => Promise<object>) | undefined;
+  const dirOption = [
+    '--dir <dir>',
+    'directory of the cluster CA',
+    process.env.DUNIX_CA_DIR ?? DEFAULT_CA_DIR,
+  ] as const;
+  program
+    .command('ca')
+    .description('the cluster certificate authority (mutual TLS between clients and bricks)')
+    .command('init')
+    .description('create the cluster CA: DIR/ca.crt and DIR/ca.key (0600)')
+    .option(...dirOption)
+    .option('--days <n>', 'validity in days', rangeArg('--days', 1, 36500))
+    .option('--force', 'replace an existing CA (every certificate must then be issued again)')
+    .action((o: { dir: string; days?: number; force?: boolean }) => {
+      local = () => caInit(o.dir, o);
+      render = renderCaInit as (d: never) => string;
+    });
+  program
+    .command('cert')
+    .description('certificates signed by the cluster CA')
+    .command('issue')
+    .description(
+      'issue a brick or client certificate into DIR/bricks/NAME or DIR/clients/NAME (ca.crt, tls.crt, tls.key 0600); ' +
+        'the role and the client policy are in the certificate',
+    )
+    .option(...dirOption)
+    .option('--brick <name>', 'a brick certificate (may call brick-to-brick RPCs)')
+    .option('--client <name>', 'a client certificate (namespace and data RPCs only)')
+    .option('--squash-root', 'client policy: uid and gid 0 are served as nobody (65534)')
+    .option(
+      '--uid-range <a-b>',
+      'client policy: calls with a uid outside A..B are refused (nobody is allowed)',
+    )
+    .option('--san <list>', 'brick: more host names or IPs it serves on, comma-separated (loopback always)')
+    .option('--days <n>', 'validity in days', rangeArg('--days', 1, 36500))
+    .option('--force', 'replace an existing certificate of that name')
+    .action((o: CertIssueArgs & { dir: string }) => {
+      local = () => certIssue(o.dir, o);
+      render = renderCertIssue as (d: never) => string;
+    });
+
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 1;
     throw e;
+  }
+  if (local && render) {
+    const json = !!program.opts<GlobalOpts>().json;
+    try {
+      const data = await local();
+      io.stdout(json ? `${JSON.stringify(data, null, 2)}\n` : render(data as never));
+      return 0;
+    } catch (e) {
+      io.stderr(`dunixctl: ${oneLine(e)}\n`);
+      return 1;
+    }
   }
   if (!action || !render) {
     io.stderr(program.helpInformation());

@@ -1,6 +1,16 @@
 import { resolve } from 'node:path';
 import { EtcdCoordinator, type MountSession } from '@dunix/coord';
-import { createLogger, FsError, initHashing, Router, type VolumeConfig } from '@dunix/proto';
+import {
+  createLogger,
+  FsError,
+  INSECURE_TRANSPORT,
+  initHashing,
+  loadTlsDir,
+  Router,
+  warnInsecure,
+  type TransportSecurity,
+  type VolumeConfig,
+} from '@dunix/proto';
 import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { mountInfo, newMountId, volumeGone } from '../client/mount-record.js';
@@ -28,6 +38,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   const mountpoint = resolve(args.mountpoint);
   const startedAtMs = Date.now();
+  let security: TransportSecurity = INSECURE_TRANSPORT;
+  try {
+    if (args.tlsDir) security = await loadTlsDir(resolve(args.tlsDir), 'client');
+  } catch (err) {
+    log.error('cannot load the TLS directory', { tlsDir: args.tlsDir, err: (err as Error).message });
+    return 1;
+  }
+  if (security.kind === 'insecure') warnInsecure(log, 'dunixfs', !args.insecure);
   await initHashing();
   const coord = new EtcdCoordinator({
     endpoints: args.endpoints,
@@ -37,6 +55,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   const router = new Router({
     log,
+    security,
     // A refused connection is the quickest sign of a dead brick: telling the
     // controller starts failover now instead of when the brick's lease expires.
     onConnectionRefused: (brickId) => {

@@ -29,6 +29,10 @@ export interface MountArgs {
   logFile: string | undefined;
   /** Options passed on to the kernel mount (ro, noatime, ...). */
   extra: string;
+  /** Mutual TLS to the bricks: a directory from `dunixctl cert issue --client NAME`. */
+  tlsDir: string | undefined;
+  /** Plain TCP to loopback bricks, said explicitly (development). */
+  insecure: boolean;
 }
 
 /** Options fstab/mount(8) may pass that concern mount(8) itself, not the kernel. */
@@ -85,6 +89,10 @@ ${what}
                  session_ttl_ms=MS                    lease of the mount record: a killed client is forgotten
                                                       within it (default ${coordinatorDefaults.mountLeaseTtlMs}, whole seconds, min 2000)
                  log=FILE                             client log of mount.dunixfs (default /var/log/dunixfs/<dir>.log)
+                 tls_dir=DIR                          mutual TLS to the bricks: ca.crt, tls.crt, tls.key of
+                                                      \`dunixctl cert issue --client NAME\`
+                 insecure                             plain TCP to loopback bricks (development; the default
+                                                      without tls_dir, logged loudly)
                  ${[...KERNEL_PASSTHROUGH].join(', ')}
                                                       passed to the kernel
                  ${[...USERSPACE_ONLY].join(', ')}, x-*, comment=*
@@ -174,6 +182,8 @@ export function parseMountArgs(argv: string[]): MountArgs {
     sessionTtlMs: coordinatorDefaults.mountLeaseTtlMs,
     logFile: undefined,
     extra: '',
+    tlsDir: undefined,
+    insecure: false,
   };
   const extra: string[] = [];
   for (const o of opts) {
@@ -198,11 +208,14 @@ export function parseMountArgs(argv: string[]): MountArgs {
         throw new Error(`session_ttl_ms: ${(err as Error).message}`);
       }
     } else if (k === 'log' && v !== undefined) out.logFile = v;
+    else if (k === 'tls_dir' && v) out.tlsDir = v;
+    else if (k === 'insecure' && v === undefined) out.insecure = true;
     else if (k === 'foreground') out.foreground = true;
     else if (USERSPACE_ONLY.has(k!) || k!.startsWith('x-') || k!.startsWith('comment=')) continue;
     else if (KERNEL_PASSTHROUGH.has(k!)) extra.push(o);
     else throw new Error(`unknown mount option ${JSON.stringify(o)}`);
   }
   out.extra = extra.join(',');
+  if (out.tlsDir && out.insecure) throw new Error('tls_dir and insecure exclude each other');
   return out;
 }
