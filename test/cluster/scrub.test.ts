@@ -53,6 +53,7 @@ interface ScrubJson {
     found: number;
     repaired: number;
     unrecoverable: number;
+    orphanBlocksRemoved?: number;
     startedAtMs: number;
     finishedAtMs?: number;
   } | null;
@@ -136,6 +137,9 @@ t.test('a corrupted and a deleted block on one brick are found and repaired', as
   writeFileSync(corrupt.path, bytes);
   unlinkSync(gone.path);
   t.notOk(existsSync(gone.path), 'block file deleted');
+  // A block file no record names (as a crash between a block write and its entry leaves).
+  const orphanPath = blockPath(victim, gone.pg, (BigInt(gone.pg) << 48n) | 0xdeadn, 0n);
+  writeFileSync(orphanPath, Buffer.alloc(64 * 1024, 7));
   const back = Date.now();
   await victim.restart();
   await waitFullRedundancy(c, back);
@@ -163,6 +167,8 @@ t.test('a corrupted and a deleted block on one brick are found and repaired', as
 
   const found = await scrub(t, c);
   t.match(found.job, { pgsDone: 16, found: 2, repaired: 2, unrecoverable: 0 }, 'both found and repaired');
+  t.equal(found.job!.orphanBlocksRemoved, 1, 'the orphan block file counted');
+  t.notOk(existsSync(orphanPath), 'and removed from the disk');
   const mine = found.problems.filter((p) => p.brick === victim.id);
   t.match(
     mine.find((p) => p.ino === corrupt.ino.toString() && p.index === corrupt.index.toString()),
@@ -176,6 +182,7 @@ t.test('a corrupted and a deleted block on one brick are found and repaired', as
   );
   const text = c.ctl(['volume', 'scrub', 'status', c.volume]);
   t.match(text.stdout, /problems: 2 found, 2 repaired, 0 unrecoverable/);
+  t.match(text.stdout, /block files no record named, removed: 1/);
   t.comment(text.stdout.trim());
   for (const x of targets)
     t.ok(
@@ -185,6 +192,7 @@ t.test('a corrupted and a deleted block on one brick are found and repaired', as
 
   const again = await scrub(t, c);
   t.match(again.job, { found: 0, repaired: 0, unrecoverable: 0 }, 'a second scrub finds nothing');
+  t.notOk(again.job!.orphanBlocksRemoved, 'and no orphan');
   await checkAll('after the scrub');
 
   // Throttled: about the limit (per brick, so up to 3x over the volume).

@@ -1044,6 +1044,30 @@ export class Brick implements PgEndpoint {
     return this.inodeCount.value;
   }
 
+  /**
+   * Removes block files of `pg` that no record names: what a crash between a
+   * block write and its entry's batch leaves when the op is never retried
+   * (the file takes space nothing accounts for and nothing reads). With the
+   * PG's append queue held, so no append is between the two; skipped while
+   * the copy is being backfilled (it is rebuilt anyway). Returns how many.
+   */
+  async sweepOrphanBlocks(pg: number): Promise<number> {
+    const st = this.pgs.get(pg);
+    const list = this.d.blocks.list?.bind(this.d.blocks);
+    if (!st || !list) return 0;
+    return st.appendQueue.run(async () => {
+      if (st.backfilling || this.pgs.get(pg) !== st) return 0;
+      let removed = 0;
+      for (const { ino, index } of await list(pg)) {
+        if (await this.d.kv.get(keys.block(pg, ino, index))) continue;
+        this.d.log.warn('removing a block file no record names', { pg, ino, index });
+        await this.d.blocks.delete(pg, ino, index);
+        removed++;
+      }
+      return removed;
+    });
+  }
+
   /** Bytes of block files of every PG copy held here, any role (from the block records). */
   async blockBytesHeld(): Promise<number> {
     let total = 0;

@@ -336,6 +336,13 @@ export class BrickDaemon {
         control: {
           result: (pg) => coord.getScrubResult(config.name, pg),
           report: (r) => coord.reportScrubPg(config.name, r),
+          orphansRemoved: async (jobId, count) => {
+            await coord.updateScrub(config.name, (j) =>
+              j?.id === jobId
+                ? { ...j, orphanBlocksRemoved: (j.orphanBlocksRemoved ?? 0) + count }
+                : undefined,
+            );
+          },
         },
         knobs: this.knobs,
         log: this.log,

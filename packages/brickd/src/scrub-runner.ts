@@ -11,6 +11,8 @@ export interface ScrubControl {
   /** The stored result of a PG: its job id says whether the running job has it. */
   result(pg: number): Promise<{ jobId: string } | undefined>;
   report(result: ScrubPgResult): Promise<'recorded' | 'duplicate' | 'stale'>;
+  /** Adds block files the sweep of this brick's copies removed to job `jobId`'s count. */
+  orphansRemoved(jobId: string, count: number): Promise<void>;
 }
 
 export interface ScrubRunnerOptions {
@@ -73,6 +75,7 @@ export class ScrubRunner {
       if (this.doneJob !== id) {
         this.done.clear();
         this.doneJob = id;
+        await this.sweepOrphans(id);
       }
       await this.pass(id);
       if (!this.running(id)) continue;
@@ -82,6 +85,27 @@ export class ScrubRunner {
       ]);
       this.wake = undefined;
     }
+  }
+
+  /**
+   * Once per job: every copy this brick holds (any role) loses the block
+   * files no record names (Brick.sweepOrphanBlocks); the count goes to the job.
+   */
+  private async sweepOrphans(id: string): Promise<void> {
+    let removed = 0;
+    for (const pg of [...this.o.brick.pgs.keys()].sort((a, b) => a - b)) {
+      if (!this.running(id)) break;
+      try {
+        removed += await this.o.brick.sweepOrphanBlocks(pg);
+      } catch (err) {
+        this.o.log.warn('orphan block sweep of a PG failed', { pg, err: String(err) });
+      }
+    }
+    if (removed === 0) return;
+    this.o.log.warn('removed block files no record named', { job: id, removed });
+    await this.o.control
+      .orphansRemoved(id, removed)
+      .catch((err) => this.o.log.warn('orphan count not recorded', { job: id, err: String(err) }));
   }
 
   /** Every PG this brick leads that the job lacks. */

@@ -85,6 +85,7 @@ export class SpaceKeeper {
       },
       truncate: (...a) => blocks.truncate(...a),
       delete: (...a) => blocks.delete(...a),
+      ...(blocks.list ? { list: (pg: number) => blocks.list!(pg) } : {}),
       ...(blocks.syncDirty ? { syncDirty: () => blocks.syncDirty!() } : {}),
     };
   }

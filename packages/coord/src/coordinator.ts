@@ -113,6 +113,8 @@ export interface ScrubJob {
   found: number;
   repaired: number;
   unrecoverable: number;
+  /** Block files no record named, removed by the bricks' sweeps of their copies for this job. */
+  orphanBlocksRemoved?: number;
 }
 
 /** One wrong copy a scrub found. */
@@ -729,6 +731,7 @@ export function validateScrubJob(j: ScrubJob): ScrubJob {
     const v = j[f];
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) problems.push(`${f} ${v}`);
   }
+  if (j.orphanBlocksRemoved !== undefined) counters(j, ['orphanBlocksRemoved'], problems);
   if (problems.length) throw new FsError('INVALID_ARGUMENT', `scrub job: bad ${problems.join(', ')}`);
   return {
     id: j.id,
@@ -745,6 +748,7 @@ export function validateScrubJob(j: ScrubJob): ScrubJob {
     found: j.found,
     repaired: j.repaired,
     unrecoverable: j.unrecoverable,
+    ...(j.orphanBlocksRemoved !== undefined ? { orphanBlocksRemoved: j.orphanBlocksRemoved } : {}),
   };
 }
 

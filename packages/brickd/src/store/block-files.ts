@@ -27,6 +27,8 @@ export interface BlockFiles {
     rec: BlockRecord | undefined,
   ): Promise<BlockRecord | undefined>;
   delete(pg: number, ino: bigint, index: bigint): Promise<void>;
+  /** The blocks of `pg` that have a file (any order), for the orphan sweep. */
+  list?(pg: number): Promise<{ ino: bigint; index: bigint }[]>;
   /** Makes every change so far durable, when changes are not synced one by one. */
   syncDirty?(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import { mkdir, open as openFile, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open as openFile, readdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, takeBuffer } from '@dunix/proto';
 import { checkRecord, checkUint, chunkCount, chunkSum } from './block-record.js';
@@ -7,6 +7,8 @@ import type { BlockRecord } from './records.js';
 export { chunkSum } from './block-record.js';
 
 const CHUNK = CHECKSUM_CHUNK_BYTES;
+/** A block file's name: inode (16 hex digits) dot block index (hex). */
+const BLOCK_FILE_RE = /^([0-9a-f]{16})\.([0-9a-f]{1,16})$/;
 
 export interface BlockStoreOptions {
   /** The brick's data dir; block files live under `<dataDir>/blocks`. */
@@ -117,10 +119,27 @@ export class BlockStore {
     while (this.closing.size > 0) await Promise.all(this.closing);
   }
 
-  /** Path of a block file. */
+  /** Path of a block file (BLOCK_FILE_RE parses its name). */
   pathOf(pg: number, ino: bigint, index: bigint): string {
     assert(ino >= 0n && ino < 1n << 64n && index >= 0n && index < 1n << 64n, `block ${ino}.${index}`);
     return join(this.pgDir(pg), `${ino.toString(16).padStart(16, '0')}.${index.toString(16)}`);
+  }
+
+  /** Blocks of `pg` with a file; names that are not block files (none are made here) are skipped. */
+  async list(pg: number): Promise<{ ino: bigint; index: bigint }[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.pgDir(pg));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const out: { ino: bigint; index: bigint }[] = [];
+    for (const name of names) {
+      const m = BLOCK_FILE_RE.exec(name);
+      if (m) out.push({ ino: BigInt(`0x${m[1]}`), index: BigInt(`0x${m[2]}`) });
+    }
+    return out;
   }
 
   /** Open handles (for tests of the cache bound). */

@@ -33,6 +33,17 @@ export class MemoryBlockFiles implements BlockFiles {
   private readonly queues = new Map<string, BlockQueue>();
   private hashing: Promise<void> | undefined;
 
+  async list(pg: number): Promise<{ ino: bigint; index: bigint }[]> {
+    const prefix = `${pg.toString(16).padStart(4, '0')}/`;
+    const out: { ino: bigint; index: bigint }[] = [];
+    for (const key of this.files.keys()) {
+      if (!key.startsWith(prefix)) continue;
+      const [ino, index] = key.slice(prefix.length).split('.');
+      out.push({ ino: BigInt(`0x${ino}`), index: BigInt(`0x${index}`) });
+    }
+    return out;
+  }
+
   private keyOf(pg: number, ino: bigint, index: bigint): string {
     assert(Number.isInteger(pg) && pg >= 0 && pg <= 0xffff, `pg ${pg}`);
     assert(ino >= 0n && ino < 1n << 64n && index >= 0n && index < 1n << 64n, `block ${ino}.${index}`);

@@ -180,6 +180,10 @@ export function renderScrubStatus(r: ScrubStatusResult): string {
       `; throttle ${throttleText(j)}`,
   );
   lines.push(`problems: ${j.found} found, ${j.repaired} repaired, ${j.unrecoverable} unrecoverable`);
+  if (j.orphanBlocksRemoved)
+    lines.push(
+      `block files no record named, removed: ${j.orphanBlocksRemoved} (space nothing accounted for)`,
+    );
   lines.push(
     `schedule ${schedule}; last complete scrub ${j.lastCompletedAtMs !== undefined ? iso(j.lastCompletedAtMs) : 'never'}`,
   );
