@@ -90,3 +90,13 @@ t.test('session_ttl_ms sets the lease of the mount record (whole seconds, valida
   }
   t.match(mountUsage('dunixfs'), /session_ttl_ms=MS/);
 });
+
+t.test('tls_dir and insecure: how the client reaches the bricks', async (t) => {
+  const plain = parseMountArgs(base);
+  t.same([plain.tlsDir, plain.insecure], [undefined, false], 'neither by default (insecure, logged loudly)');
+  t.equal(parseMountArgs([...base, '-o', 'tls_dir=/etc/dunix/clients/web']).tlsDir, '/etc/dunix/clients/web');
+  t.equal(parseMountArgs([...base, '-o', 'insecure']).insecure, true);
+  t.throws(() => parseMountArgs([...base, '-o', 'tls_dir=/x,insecure']), /exclude each other/);
+  t.throws(() => parseMountArgs([...base, '-o', 'insecure=1']), /unknown mount option/);
+  t.match(mountUsage('mount.dunixfs'), /tls_dir=DIR/);
+});
