@@ -4,6 +4,11 @@ cluster tests (Node has no binding for either call).
 
   falloc PATH MODE OFFSET LENGTH   prints "ok" or the errno name
   seek PATH WHENCE OFFSET          WHENCE data|hole; prints the offset or the errno name
+  tmpfile DIR NAME SIZE HOW        O_TMPFILE in DIR, SIZE bytes written, then named NAME by
+                                   linkat(fd, "", AT_EMPTY_PATH) (HOW=empty), through
+                                   /proc/self/fd (HOW=proc), O_EXCL then linkat (HOW=excl:
+                                   prints the errno), never (HOW=none); HOW=hold: prints
+                                   "open" and keeps it open until killed
   model SEED OPS REMOTE LOCAL      random write/truncate/fallocate/punch/zero/seek on
                                    REMOTE (the mount) and LOCAL (ext4), compared after
                                    every op; prints one JSON line, exits 1 on a mismatch
@@ -161,11 +166,41 @@ def model(seed, ops, remote_path, local_path):
     return 0
 
 
+def cmd_tmpfile(directory, name, size, how):
+    flags = os.O_TMPFILE | os.O_RDWR | (os.O_EXCL if how == "excl" else 0)
+    fd = os.open(directory, flags, 0o640)
+    data = bytes((i * 7 + 3) % 251 for i in range(int(size)))
+    os.pwrite(fd, data, 0)
+    target = os.path.join(directory, name)
+    AT_FDCWD, AT_EMPTY_PATH, AT_SYMLINK_FOLLOW = -100, 0x1000, 0x400
+    libc.linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    if how in ("empty", "excl"):
+        if libc.linkat(fd, b"", AT_FDCWD, target.encode(), AT_EMPTY_PATH) != 0:
+            print(errname(ctypes.get_errno()))
+            return
+    elif how == "proc":
+        # os.link() would call link(2), which does not follow the /proc magic link
+        if libc.linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD, target.encode(), AT_SYMLINK_FOLLOW) != 0:
+            print(errname(ctypes.get_errno()))
+            return
+    elif how == "hold":
+        print("open", flush=True)
+        while True:
+            os.pread(fd, 1, 0)
+            import time
+            time.sleep(0.2)
+    st = os.fstat(fd)
+    os.close(fd)
+    print(json.dumps({"nlink": st.st_nlink, "size": st.st_size}))
+
+
 def main(argv):
     if argv[0] == "falloc":
         cmd_falloc(*argv[1:5])
     elif argv[0] == "seek":
         cmd_seek(*argv[1:4])
+    elif argv[0] == "tmpfile":
+        cmd_tmpfile(*argv[1:5])
     elif argv[0] == "model":
         return model(int(argv[1]), int(argv[2]), argv[3], argv[4])
     else:

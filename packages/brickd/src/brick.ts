@@ -3,6 +3,7 @@ import {
   blockPg,
   FsError,
   firstSeq,
+  limits,
   makeIno,
   pgOfIno,
   pgsOfBlocks,
@@ -27,6 +28,7 @@ import {
   encodeRecord,
   isReg,
   type BlockRecord,
+  type OrphanRecord,
   type PgMetaRecord,
   type PunchRecord,
   type TrimRecord,
@@ -90,6 +92,12 @@ export interface BrickDeps {
    * bytes to a PG with a full copy gets ENOSPC. Absent: never full.
    */
   anyFull?: (bricks: readonly string[]) => boolean;
+  /**
+   * The mount sessions alive now (their records in etcd), for reclaiming
+   * O_TMPFILE inodes of a mount that died; undefined when unknown (etcd
+   * unreachable: nothing is reclaimed). Absent: never reclaimed that way.
+   */
+  mountsAlive?: () => Promise<ReadonlySet<string> | undefined>;
 }
 
 /** Thrown inside a single-PG attempt that needs another PG: the op is rerun as a transaction. */
@@ -731,10 +739,10 @@ export class Brick implements PgEndpoint {
   }
 
   /** Deletes an orphan inode; its blocks are trimmed by this PG's primary (recorded in the same entry). */
-  async reclaim(pg: number, ino: bigint): Promise<void> {
+  async reclaim(pg: number, ino: bigint, unpublished = false): Promise<void> {
     if (pgOfIno(ino) !== pg) throw new FsError('INVALID_ARGUMENT', `inode ${ino} is not in pg ${pg}`);
     await this.mutate(pg, '', 'reclaim', async (t) => {
-      await this.reclaimIn(t, ino);
+      await this.reclaimIn(t, ino, unpublished);
       return null;
     });
     await this.finishTrim(pg, ino);
@@ -745,13 +753,15 @@ export class Brick implements PgEndpoint {
    * an orphan's records go, and a trim record for its blocks is written,
    * which finishTrim then carries out. Whether the inode was reclaimed.
    */
-  async reclaimIn(t: MetaTxn, ino: bigint): Promise<boolean> {
+  async reclaimIn(t: MetaTxn, ino: bigint, unpublished = false): Promise<boolean> {
     const inode = await t.getInode(ino);
     await this.d.engine.reclaim(t, ino);
     if (!inode || inode.nlink !== 0 || (await t.getInode(ino))) return false;
     // Also a file of size 0 with preallocated space: its allocation map goes with the trim.
-    if (isReg(inode.mode) && (inode.size > 0n || (inode.allocBytes ?? 0n) > 0n))
-      t.setTrim(ino, { size: 0n, oldSize: inode.size });
+    // `unpublished`: its client died and may have written blocks past the size it published:
+    // every PG is trimmed.
+    if (isReg(inode.mode) && (unpublished || inode.size > 0n || (inode.allocBytes ?? 0n) > 0n))
+      t.setTrim(ino, { size: 0n, oldSize: unpublished ? BigInt(limits.fileSizeMaxBytes) : inode.size });
     return true;
   }
 
@@ -1014,8 +1024,11 @@ export class Brick implements PgEndpoint {
         for (const row of orphans) {
           const ino = row.key.readBigUInt64BE(3);
           const inode = await this.read(pg, (t) => t.getInode(ino));
-          // Directories hold no data a process may still read; files wait for their last close.
+          // Directories hold no data a process may still read; files wait for their last close,
+          // or, with an owner (O_TMPFILE), until the owner's session is gone.
           if (!inode || (inode.mode & 0o170000) === 0o040000) await this.reclaim(pg, ino);
+          else if (row.value.length > 0 && (await this.ownerGone(decodeRecord<OrphanRecord>(row.value))))
+            await this.reclaim(pg, ino, true);
         }
         // Nothing was pending when the scans ran: skip the scans until an entry writes such a record.
         if (found === 0) st.sweptGen = gen;
@@ -1025,6 +1038,14 @@ export class Brick implements PgEndpoint {
     } finally {
       this.recovering = false;
     }
+  }
+
+  /** Whether an orphan's owning mount has no session and the orphan is past the grace period. */
+  private async ownerGone(rec: OrphanRecord): Promise<boolean> {
+    const graceNs = BigInt(this.d.knobs.orphanOwnerGraceMs) * 1_000_000n;
+    if (this.d.clockNs() - rec.sinceNs < graceNs) return false;
+    const alive = await this.d.mountsAlive?.();
+    return alive !== undefined && !alive.has(rec.owner);
   }
 
   /** Reclaims a removed directory in the background (the recovery sweep retries failures). */

@@ -19,6 +19,11 @@ export interface BrickKnobs {
   txResolveAfterMs: number;
   /** Interval of the recovery sweep (prepared and decided transactions, orphan directories, catch-up). */
   recoveryIntervalMs: number;
+  /**
+   * An O_TMPFILE inode whose owning mount has no session record is reclaimed
+   * once it is this old (covers a mount record not yet visible in etcd).
+   */
+  orphanOwnerGraceMs: number;
   /** A replica that has not taken an entry within this is dropped from the in-sync set. */
   replicateTimeoutMs: number;
   /** Entries per Replicate call while catching a replica up. */
@@ -56,6 +61,7 @@ export const brickDefaults: BrickKnobs = {
   txAttemptsMax: 50,
   txResolveAfterMs: 2000,
   recoveryIntervalMs: 1000,
+  orphanOwnerGraceMs: 30_000,
   replicateTimeoutMs: 2000,
   catchUpBatchEntries: 256,
   catchUpFinalEntries: 64,
@@ -84,6 +90,7 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('txAttemptsMax', 1000);
   positive('txResolveAfterMs', 600_000);
   positive('recoveryIntervalMs', 600_000);
+  positive('orphanOwnerGraceMs', 86_400_000);
   positive('replicateTimeoutMs', 600_000);
   positive('catchUpBatchEntries', 65_536);
   positive('catchUpFinalEntries', 65_536);

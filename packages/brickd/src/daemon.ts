@@ -45,6 +45,7 @@ import { CachedKv } from './store/cached-kv.js';
 import { GroupCommit, syncEachWrite, type Durability } from './store/group-commit.js';
 import { brickKeys } from './store/keys.js';
 import { LevelKv } from './store/leveldb-kv.js';
+import { mountSessions } from './mount-sessions.js';
 
 export interface BrickdOptions {
   dataDir: string;
@@ -318,6 +319,7 @@ export class BrickDaemon {
         storeLost: this.storeLost,
         brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,
         anyFull: (bricks) => space.anyFull(bricks),
+        mountsAlive: mountSessions(coord, config.name),
       });
       await brick.applyPlacement(s.placement);
       this.handlers = brickHandlers({

@@ -473,6 +473,7 @@ const KERNEL_LAYOUT: Record<string, { body: number; names: number; data: boolean
   SETLKW: { body: 48, names: 0, data: false },
   ACCESS: { body: 8, names: 0, data: false },
   CREATE: { body: 16, names: 1, data: false },
+  TMPFILE: { body: 16, names: 1, data: false },
   INTERRUPT: { body: 8, names: 0, data: false },
   DESTROY: { body: 0, names: 0, data: false },
   FALLOCATE: { body: 32, names: 0, data: false },

@@ -1231,7 +1231,6 @@ t.test('locks, unknown and unsupported opcodes get ENOSYS', async (t) => {
     Opcode.POLL,
     Opcode.SETUPMAPPING,
     Opcode.REMOVEMAPPING,
-    Opcode.TMPFILE,
     Opcode.STATX,
     0,
     7,
@@ -1243,6 +1242,13 @@ t.test('locks, unknown and unsupported opcodes get ENOSYS', async (t) => {
     const r = await h.ask(op, { nodeid: 7n, body: Buffer.alloc(16) });
     t.strictSame([r.unique, r.error, r.len], [r.sent, -E.ENOSYS!, 16], `opcode ${op}`);
   }
+  // TMPFILE (as the kernel sends it: fuse_create_in and the name "/") to a backend without tmpfile.
+  const r = await h.ask(Opcode.TMPFILE, {
+    nodeid: 7n,
+    body: In.create.build({ flags: 0o20000002, mode: 0o100600, umask: 0o022, openFlags: 0 }),
+    names: ['/'],
+  });
+  t.strictSame([r.unique, r.error, r.len], [r.sent, -E.ENOSYS!, 16], 'TMPFILE without tmpfile: ENOSYS');
   t.equal(h.s.stats.bugs, 0, 'not bugs');
   t.equal(h.fs.calls.length, 0, 'the backend saw none of them');
 });

@@ -72,6 +72,11 @@ const program = new Command('brickd')
     intArg('--group-commit-ms', 0, 1000),
   )
   .option(
+    '--orphan-owner-grace-ms <ms>',
+    "an O_TMPFILE file whose mount's session is gone is reclaimed once this old",
+    intArg('--orphan-owner-grace-ms', 1, 86_400_000),
+  )
+  .option(
     '--port-file <file>',
     'once listening, write {"pid","address","dataAddress"} here (atomically): the ports of a port-0 --listen',
   )
@@ -117,6 +122,7 @@ const program = new Command('brickd')
         ...(opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {}),
         ...(opts.groupCommitMs !== undefined ? { groupCommitMs: opts.groupCommitMs } : {}),
         ...(opts.usageIntervalMs !== undefined ? { usageIntervalMs: opts.usageIntervalMs } : {}),
+        ...(opts.orphanOwnerGraceMs !== undefined ? { orphanOwnerGraceMs: opts.orphanOwnerGraceMs } : {}),
       },
       log,
       portFile: opts.portFile,

@@ -141,6 +141,11 @@ export interface NamespaceOps {
     offset: bigint,
     length: bigint,
   ): Promise<{ inode: InodeRecord; punch?: { from: bigint; to: bigint } }>;
+  /**
+   * open(dir, O_TMPFILE): a regular file with nlink 0 in the parent's PG,
+   * linkable once, marked orphan with its owner (the mount holding it).
+   */
+  tmpfile(t: MetaTxn, cred: Cred, parent: bigint, mode: number, owner: string): Promise<InodeRecord>;
   /** lseek(2) SEEK_DATA / SEEK_HOLE. */
   seek(t: MetaTxn, ino: bigint, offset: bigint, whence: number): Promise<bigint>;
   /** inline → block file once the content is in block 0; CONFLICT if dataVersion moved on. */

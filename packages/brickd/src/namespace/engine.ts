@@ -428,9 +428,14 @@ export class NamespaceEngine implements NamespaceOps {
     }
     checkAccess(cred, dir, W_OK | X_OK);
     if (isDir(inode.mode)) throw new FsError('NOT_PERMITTED', `hard link to directory ${ino}`);
-    if (inode.nlink === 0) throw new FsError('NOT_FOUND', `inode ${ino} has no links`);
+    if (inode.nlink === 0 && !inode.linkable) throw new FsError('NOT_FOUND', `inode ${ino} has no links`);
     if (inode.nlink >= limits.linkMax) throw new FsError('TOO_MANY_LINKS', `inode ${ino}`);
     const now = t.nowNs;
+    if (inode.linkable) {
+      // An O_TMPFILE inode gets its first name: no longer an orphan.
+      delete inode.linkable;
+      t.setOrphan(ino, false);
+    }
     inode.nlink += 1;
     inode.ctimeNs = now;
     inodes.changed(inode);
@@ -760,6 +765,26 @@ export class NamespaceEngine implements NamespaceOps {
     inodes.changed(inode);
     inodes.flush();
     return punch ? { inode, punch } : { inode };
+  }
+
+  async tmpfile(t: MetaTxn, cred: Cred, parent: bigint, mode: number, owner: string): Promise<InodeRecord> {
+    if ((mode & S_IFMT) !== 0 && (mode & S_IFMT) !== S_IFREG)
+      throw new FsError('INVALID_ARGUMENT', `O_TMPFILE of type ${(mode & S_IFMT).toString(8)}`);
+    if (owner.length > limits.requestIdMaxBytes)
+      throw new FsError('INVALID_ARGUMENT', 'O_TMPFILE owner too long');
+    const inodes = new Inodes(t);
+    const dir = await this.searchDir(inodes, cred, parent);
+    checkAccess(cred, dir, W_OK | X_OK);
+    const ino = await t.allocIno(pgOfIno(parent));
+    const inode = this.newInode(t, cred, dir, ino, S_IFREG | (mode & 0o7777));
+    inode.nlink = 0;
+    inode.inline = true;
+    inode.linkable = true;
+    inodes.add(inode);
+    // Without an owner only the client's last close reclaims it (as an unlinked open file).
+    t.setOrphan(ino, owner ? { owner, sinceNs: t.nowNs } : true);
+    inodes.flush();
+    return inode;
   }
 
   async seek(t: MetaTxn, ino: bigint, offset: bigint, whence: number): Promise<bigint> {

@@ -8,6 +8,7 @@ import {
   type InodeRecord,
   type TrimRecord,
   type AllocRecord,
+  type OrphanRecord,
   type PunchRecord,
 } from '../store/records.js';
 
@@ -41,7 +42,8 @@ export interface MetaTxn {
     afterCookie: bigint,
     limit: number,
   ): Promise<{ name: Buffer; rec: DirentRecord }[]>;
-  setOrphan(ino: bigint, orphan: boolean): void;
+  /** Marks (true, or with its owner) or clears the orphan marker of an inode with nlink 0. */
+  setOrphan(ino: bigint, orphan: boolean | OrphanRecord): void;
   /** Records (or clears) block bytes of the inode still to trim on the blocks' PGs. */
   setTrim(ino: bigint, rec: TrimRecord | undefined): void;
   getTrim(ino: bigint): Promise<TrimRecord | undefined>;
@@ -188,9 +190,10 @@ export class RecordTxn implements MetaTxn {
     }
     return out;
   }
-  setOrphan(ino: bigint, orphan: boolean): void {
+  setOrphan(ino: bigint, orphan: boolean | OrphanRecord): void {
     const key = keys.orphan(pgOfIno(ino), ino);
-    if (orphan) this.kv.put(key, Buffer.alloc(0));
+    if (typeof orphan === 'object') this.kv.put(key, encodeRecord(orphan));
+    else if (orphan) this.kv.put(key, Buffer.alloc(0));
     else this.kv.del(key);
   }
   setTrim(ino: bigint, rec: TrimRecord | undefined): void {

@@ -218,6 +218,18 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       });
     }),
 
+    Tmpfile: unary('Tmpfile', async (req: wire.TmpfileRequest__Output) => {
+      const parent = ino(req.parent, 'parent');
+      const routed = route(req.header, pgOfIno(parent), true);
+      return mutate(routed, 'tmpfile', async (t) => {
+        const inode = await brick.engine.tmpfile(t, cred(req.caller), parent, req.mode, req.owner);
+        return {
+          entry: direntToWire(Buffer.alloc(0), { ino: inode.ino, type: 8, cookie: 0n }, inode),
+          existed: false,
+        };
+      });
+    }),
+
     Mkdir: unary('Mkdir', async (req: wire.MkdirRequest__Output) => {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);

@@ -34,6 +34,18 @@ export interface InodeRecord {
   allocTracked?: boolean;
   /** Bytes the allocation map counts (each block's length rounded up to 4 KiB). */
   allocBytes?: bigint;
+  /** An O_TMPFILE inode not yet linked: link() may give it its first name (nlink 0 -> 1). */
+  linkable?: boolean;
+}
+
+/**
+ * The orphan marker's value for an inode with an owner (O_TMPFILE): the
+ * mount whose session holds it open, and since when. Orphans of unlink
+ * have no value (their client reclaims them at the last close).
+ */
+export interface OrphanRecord {
+  owner: string;
+  sinceNs: bigint;
 }
 
 /**
@@ -96,6 +108,7 @@ const BIG_FIELDS = new Set([
   'seqReserved',
   'oldSize',
   'allocBytes',
+  'sinceNs',
   'from',
   'to',
 ]);

@@ -105,6 +105,8 @@ export async function main(argv: string[]): Promise<number> {
       ...dunixFsDefaults,
       attrTtlMs: args.attrTtlMs,
       entryTtlMs: args.entryTtlMs,
+      // Owner of this mount's O_TMPFILE inodes: bricks reclaim them once the session is gone.
+      ...(session ? { mountId: session.id } : {}),
     },
   );
   let mount: FuseMount;

@@ -22,6 +22,12 @@ export interface DunixFsOptions {
   /** Entries asked per ReadDir call. */
   readDirBatch: number;
   data: DataOptions;
+  /**
+   * This mount's session id (its record in etcd): the owner of its O_TMPFILE
+   * inodes, which bricks reclaim once the session is gone. Absent: only the
+   * last close reclaims them.
+   */
+  mountId?: string;
 }
 
 export const dunixFsDefaults: DunixFsOptions = {
@@ -130,6 +136,10 @@ export class DunixFs implements FileSystem {
   forget(): void {}
 
   async getattr(_caller: Caller, ino: bigint): Promise<AttrReply> {
+    // st_blocks comes from the inode's allocation map, which counts this client's writes once
+    // published: publish first (as a read does).
+    const open = this.files.get(ino);
+    if (open?.hasUnpublished) await open.publishForReader();
     const r = await this.attrOf(ino);
     const file = this.files.get(ino);
     if (file && !file.hasUnpublished) file.refresh(r.attr!);
@@ -275,7 +285,25 @@ export class DunixFs implements FileSystem {
       newParent: newParent.toString(),
       newName,
     });
+    // An O_TMPFILE inode that got its name is no longer reclaimed at its last close.
+    const file = this.files.get(ino);
+    if (file) file.reclaimOnClose = false;
     return this.direntEntry(r.entry!);
+  }
+
+  async tmpfile(caller: Caller, parent: bigint, mode: number, flags: number): Promise<CreateReply> {
+    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Tmpfile', {
+      caller: this.caller(caller),
+      parent: parent.toString(),
+      mode: mode & 0o7777,
+      owner: this.o.mountId ?? '',
+    });
+    const attr = r.entry!.attr!;
+    const ino = BigInt(attr.ino);
+    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), truncatedFrom: '0' }, flags);
+    // Never named (linkat): reclaimed at the last close, like an unlinked open file.
+    this.files.get(ino)!.reclaimOnClose = true;
+    return { entry: this.entry(attr), open };
   }
 
   private openHandle(ino: bigint, reply: wire.AttrReply__Output, flags: number): OpenReply {

@@ -265,6 +265,8 @@ export const requestLayout: Partial<Record<OpcodeName, RequestLayout>> = {
   SETLKW: L(In.lk),
   ACCESS: L(In.access),
   CREATE: L(In.create, 1),
+  // The name is the kernel's placeholder "/" (vfs_tmpfile).
+  TMPFILE: L(In.create, 1),
   INTERRUPT: L(In.interrupt),
   DESTROY: L(undefined),
   FALLOCATE: L(In.fallocate),

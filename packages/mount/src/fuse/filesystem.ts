@@ -172,6 +172,12 @@ export interface FileSystem {
     flags: number,
     umask: number,
   ): Promise<CreateReply>;
+  /**
+   * open(dir, O_TMPFILE): an open regular file with no name (nlink 0) that
+   * link() may name later. Absent: the kernel gets ENOSYS (EOPNOTSUPP to
+   * the program).
+   */
+  tmpfile?(caller: Caller, parent: bigint, mode: number, flags: number, umask: number): Promise<CreateReply>;
   read(caller: Caller, ino: bigint, fh: bigint, offset: bigint, size: number): Promise<Buffer>;
   /** Returns the number of bytes written. `data` is only valid until the promise settles. */
   write(

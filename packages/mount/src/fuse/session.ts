@@ -529,6 +529,12 @@ export class FuseSession {
         const r = await fs.create(caller, ino, this.name(req, 0), b.mode, b.flags, b.umask);
         return [this.entryOut(r.entry), this.openOut(r.open)];
       }
+      case 'TMPFILE': {
+        if (!fs.tmpfile) throw new FsError('UNIMPLEMENTED');
+        const b = In.create.decode(req.buf, at);
+        const r = await fs.tmpfile(caller, ino, b.mode, b.flags, b.umask);
+        return [this.entryOut(r.entry), this.openOut(r.open)];
+      }
       case 'READ': {
         const b = In.read.decode(req.buf, at);
         if (b.size > this.options.maxWriteBytes * 2)

@@ -64,6 +64,7 @@ import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _duni
 import type { StatFsRequest as _dunix_v1_StatFsRequest, StatFsRequest__Output as _dunix_v1_StatFsRequest__Output } from './dunix/v1/StatFsRequest.js';
 import type { SymlinkRequest as _dunix_v1_SymlinkRequest, SymlinkRequest__Output as _dunix_v1_SymlinkRequest__Output } from './dunix/v1/SymlinkRequest.js';
 import type { SyncRequest as _dunix_v1_SyncRequest, SyncRequest__Output as _dunix_v1_SyncRequest__Output } from './dunix/v1/SyncRequest.js';
+import type { TmpfileRequest as _dunix_v1_TmpfileRequest, TmpfileRequest__Output as _dunix_v1_TmpfileRequest__Output } from './dunix/v1/TmpfileRequest.js';
 import type { TruncateBlocksRequest as _dunix_v1_TruncateBlocksRequest, TruncateBlocksRequest__Output as _dunix_v1_TruncateBlocksRequest__Output } from './dunix/v1/TruncateBlocksRequest.js';
 import type { TxIdRequest as _dunix_v1_TxIdRequest, TxIdRequest__Output as _dunix_v1_TxIdRequest__Output } from './dunix/v1/TxIdRequest.js';
 import type { TxKey as _dunix_v1_TxKey, TxKey__Output as _dunix_v1_TxKey__Output } from './dunix/v1/TxKey.js';
@@ -145,6 +146,7 @@ export interface ProtoGrpcType {
       StatFsRequest: MessageTypeDefinition<_dunix_v1_StatFsRequest, _dunix_v1_StatFsRequest__Output>
       SymlinkRequest: MessageTypeDefinition<_dunix_v1_SymlinkRequest, _dunix_v1_SymlinkRequest__Output>
       SyncRequest: MessageTypeDefinition<_dunix_v1_SyncRequest, _dunix_v1_SyncRequest__Output>
+      TmpfileRequest: MessageTypeDefinition<_dunix_v1_TmpfileRequest, _dunix_v1_TmpfileRequest__Output>
       TruncateBlocksRequest: MessageTypeDefinition<_dunix_v1_TruncateBlocksRequest, _dunix_v1_TruncateBlocksRequest__Output>
       TxIdRequest: MessageTypeDefinition<_dunix_v1_TxIdRequest, _dunix_v1_TxIdRequest__Output>
       TxKey: MessageTypeDefinition<_dunix_v1_TxKey, _dunix_v1_TxKey__Output>

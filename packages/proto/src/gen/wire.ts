@@ -60,6 +60,7 @@ export type { StatFsReply, StatFsReply__Output } from './dunix/v1/StatFsReply.js
 export type { StatFsRequest, StatFsRequest__Output } from './dunix/v1/StatFsRequest.js';
 export type { SymlinkRequest, SymlinkRequest__Output } from './dunix/v1/SymlinkRequest.js';
 export type { SyncRequest, SyncRequest__Output } from './dunix/v1/SyncRequest.js';
+export type { TmpfileRequest, TmpfileRequest__Output } from './dunix/v1/TmpfileRequest.js';
 export type { TruncateBlocksRequest, TruncateBlocksRequest__Output } from './dunix/v1/TruncateBlocksRequest.js';
 export type { TxIdRequest, TxIdRequest__Output } from './dunix/v1/TxIdRequest.js';
 export type { TxKey, TxKey__Output } from './dunix/v1/TxKey.js';

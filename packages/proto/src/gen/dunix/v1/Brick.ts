@@ -53,6 +53,7 @@ import type { StatFsReply as _dunix_v1_StatFsReply, StatFsReply__Output as _duni
 import type { StatFsRequest as _dunix_v1_StatFsRequest, StatFsRequest__Output as _dunix_v1_StatFsRequest__Output } from '../../dunix/v1/StatFsRequest.js';
 import type { SymlinkRequest as _dunix_v1_SymlinkRequest, SymlinkRequest__Output as _dunix_v1_SymlinkRequest__Output } from '../../dunix/v1/SymlinkRequest.js';
 import type { SyncRequest as _dunix_v1_SyncRequest, SyncRequest__Output as _dunix_v1_SyncRequest__Output } from '../../dunix/v1/SyncRequest.js';
+import type { TmpfileRequest as _dunix_v1_TmpfileRequest, TmpfileRequest__Output as _dunix_v1_TmpfileRequest__Output } from '../../dunix/v1/TmpfileRequest.js';
 import type { TruncateBlocksRequest as _dunix_v1_TruncateBlocksRequest, TruncateBlocksRequest__Output as _dunix_v1_TruncateBlocksRequest__Output } from '../../dunix/v1/TruncateBlocksRequest.js';
 import type { TxIdRequest as _dunix_v1_TxIdRequest, TxIdRequest__Output as _dunix_v1_TxIdRequest__Output } from '../../dunix/v1/TxIdRequest.js';
 import type { TxPrepareRequest as _dunix_v1_TxPrepareRequest, TxPrepareRequest__Output as _dunix_v1_TxPrepareRequest__Output } from '../../dunix/v1/TxPrepareRequest.js';
@@ -371,6 +372,15 @@ export interface BrickClient extends grpc.Client {
   syncCopy(argument: _dunix_v1_SyncRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   syncCopy(argument: _dunix_v1_SyncRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   
+  Tmpfile(argument: _dunix_v1_TmpfileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  Tmpfile(argument: _dunix_v1_TmpfileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  Tmpfile(argument: _dunix_v1_TmpfileRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  Tmpfile(argument: _dunix_v1_TmpfileRequest, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  tmpfile(argument: _dunix_v1_TmpfileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  tmpfile(argument: _dunix_v1_TmpfileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  tmpfile(argument: _dunix_v1_TmpfileRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  tmpfile(argument: _dunix_v1_TmpfileRequest, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
+  
   TruncateBlocks(argument: _dunix_v1_TruncateBlocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   TruncateBlocks(argument: _dunix_v1_TruncateBlocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   TruncateBlocks(argument: _dunix_v1_TruncateBlocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
@@ -523,6 +533,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   SyncCopy: grpc.handleUnaryCall<_dunix_v1_SyncRequest__Output, _dunix_v1_Empty>;
   
+  Tmpfile: grpc.handleUnaryCall<_dunix_v1_TmpfileRequest__Output, _dunix_v1_EntryReply>;
+  
   TruncateBlocks: grpc.handleUnaryCall<_dunix_v1_TruncateBlocksRequest__Output, _dunix_v1_Empty>;
   
   TxAbort: grpc.handleUnaryCall<_dunix_v1_TxIdRequest__Output, _dunix_v1_Empty>;
@@ -578,6 +590,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   Symlink: MethodDefinition<_dunix_v1_SymlinkRequest, _dunix_v1_EntryReply, _dunix_v1_SymlinkRequest__Output, _dunix_v1_EntryReply__Output>
   Sync: MethodDefinition<_dunix_v1_SyncRequest, _dunix_v1_Empty, _dunix_v1_SyncRequest__Output, _dunix_v1_Empty__Output>
   SyncCopy: MethodDefinition<_dunix_v1_SyncRequest, _dunix_v1_Empty, _dunix_v1_SyncRequest__Output, _dunix_v1_Empty__Output>
+  Tmpfile: MethodDefinition<_dunix_v1_TmpfileRequest, _dunix_v1_EntryReply, _dunix_v1_TmpfileRequest__Output, _dunix_v1_EntryReply__Output>
   TruncateBlocks: MethodDefinition<_dunix_v1_TruncateBlocksRequest, _dunix_v1_Empty, _dunix_v1_TruncateBlocksRequest__Output, _dunix_v1_Empty__Output>
   TxAbort: MethodDefinition<_dunix_v1_TxIdRequest, _dunix_v1_Empty, _dunix_v1_TxIdRequest__Output, _dunix_v1_Empty__Output>
   TxCommit: MethodDefinition<_dunix_v1_TxIdRequest, _dunix_v1_Empty, _dunix_v1_TxIdRequest__Output, _dunix_v1_Empty__Output>
