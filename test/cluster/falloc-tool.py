@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""fallocate(2), lseek(2) SEEK_DATA/SEEK_HOLE and a model driver for the
-cluster tests (Node has no binding for either call).
+"""Syscalls Node has no binding for, for the cluster tests: fallocate(2),
+lseek(2) SEEK_DATA/SEEK_HOLE, O_TMPFILE with linkat(2), file handles; and a
+model driver for holes.
 
   falloc PATH MODE OFFSET LENGTH   prints "ok" or the errno name
   seek PATH WHENCE OFFSET          WHENCE data|hole; prints the offset or the errno name
@@ -9,6 +10,10 @@ cluster tests (Node has no binding for either call).
                                    /proc/self/fd (HOW=proc), O_EXCL then linkat (HOW=excl:
                                    prints the errno), never (HOW=none); HOW=hold: prints
                                    "open" and keeps it open until killed
+  handle PATH                      name_to_handle_at: prints the handle as hex
+  openh DIR HEX                    open_by_handle_at(DIR's mount, handle): prints what a
+                                   file reads (hex of the first 64 bytes) or, for a
+                                   directory, its entries, or the errno name
   model SEED OPS REMOTE LOCAL      random write/truncate/fallocate/punch/zero/seek on
                                    REMOTE (the mount) and LOCAL (ext4), compared after
                                    every op; prints one JSON line, exits 1 on a mismatch
@@ -194,6 +199,43 @@ def cmd_tmpfile(directory, name, size, how):
     print(json.dumps({"nlink": st.st_nlink, "size": st.st_size}))
 
 
+class FileHandle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int), ("f_handle", ctypes.c_ubyte * 128)]
+
+
+def cmd_handle(path):
+    fh = FileHandle()
+    fh.handle_bytes = 128
+    mount_id = ctypes.c_int()
+    libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(FileHandle), ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    if libc.name_to_handle_at(-100, path.encode(), ctypes.byref(fh), ctypes.byref(mount_id), 0) != 0:
+        print(errname(ctypes.get_errno()))
+        return
+    raw = bytes(fh.f_handle[: fh.handle_bytes])
+    print(f"{fh.handle_type}:{raw.hex()}")
+
+
+def cmd_openh(directory, text):
+    kind, raw = text.split(":")
+    raw = bytes.fromhex(raw)
+    fh = FileHandle()
+    fh.handle_bytes = len(raw)
+    fh.handle_type = int(kind)
+    ctypes.memmove(fh.f_handle, raw, len(raw))
+    mfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.POINTER(FileHandle), ctypes.c_int]
+    fd = libc.open_by_handle_at(mfd, ctypes.byref(fh), os.O_RDONLY)
+    if fd < 0:
+        print(errname(ctypes.get_errno()))
+        return
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+        print(" ".join(sorted(os.listdir(fd))))
+    else:
+        print(os.pread(fd, 64, 0).hex())
+    os.close(fd)
+    os.close(mfd)
+
+
 def main(argv):
     if argv[0] == "falloc":
         cmd_falloc(*argv[1:5])
@@ -201,6 +243,10 @@ def main(argv):
         cmd_seek(*argv[1:4])
     elif argv[0] == "tmpfile":
         cmd_tmpfile(*argv[1:5])
+    elif argv[0] == "handle":
+        cmd_handle(argv[1])
+    elif argv[0] == "openh":
+        cmd_openh(argv[1], argv[2])
     elif argv[0] == "model":
         return model(int(argv[1]), int(argv[2]), argv[3], argv[4])
     else:

@@ -29,6 +29,7 @@ function attr(size: bigint): wire.Attr__Output {
     dataVersion: '1',
     inline: false,
     blocks: '0',
+    parent: '0',
   };
 }
 

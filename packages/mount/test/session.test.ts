@@ -604,6 +604,15 @@ t.test('INIT negotiation', async (t) => {
     t.notOk(Out.init.decode(r2!.body, 0).flags & Number(InitFlag.WRITEBACK_CACHE));
   });
 
+  t.test('export support (file handles) is offered only when configured', async (t) => {
+    const on = await setup({ init: false, exportSupport: true });
+    const [r1] = await on.send(initRequest({ flags: 0xffffffff }).msg);
+    t.ok(Out.init.decode(r1!.body, 0).flags & Number(InitFlag.EXPORT_SUPPORT));
+    const off = await setup({ init: false });
+    const [r2] = await off.send(initRequest({ flags: 0xffffffff }).msg);
+    t.notOk(Out.init.decode(r2!.body, 0).flags & Number(InitFlag.EXPORT_SUPPORT));
+  });
+
   t.test('smaller max_write and readahead options', async (t) => {
     const h = await setup({ init: false, maxWriteBytes: 128 * 1024, maxReadaheadBytes: 64 * 1024 });
     const [r] = await h.send(initRequest({ maxReadahead: MiB }).msg);

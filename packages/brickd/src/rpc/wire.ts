@@ -21,6 +21,7 @@ export function attrToWire(r: InodeRecord): wire.Attr {
     dataVersion: r.dataVersion.toString(),
     inline: r.inline,
     blocks: blocksOf(r).toString(),
+    parent: r.parent.toString(),
   };
 }
 

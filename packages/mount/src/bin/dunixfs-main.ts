@@ -118,7 +118,8 @@ export async function main(argv: string[]): Promise<number> {
       allowOther: true,
       readAheadKb: args.readAheadKb,
       ...(args.extra ? { extra: args.extra } : {}),
-      session: { attrTtlMs: args.attrTtlMs, entryTtlMs: args.entryTtlMs },
+      // Inode numbers are never reused and route by themselves: file handles outlive the kernel's cache.
+      session: { attrTtlMs: args.attrTtlMs, entryTtlMs: args.entryTtlMs, exportSupport: true },
     });
   } catch (err) {
     log.error('mount failed', { mountpoint, err: (err as Error).message });

@@ -125,6 +125,16 @@ export class DunixFs implements FileSystem {
   }
 
   async lookup(caller: Caller, parent: bigint, name: Buffer): Promise<Entry> {
+    // Export support (open_by_handle_at, NFS): "." is the node itself, ".." a directory's parent,
+    // found from the inode number alone. A number that names no inode is NOT_FOUND (ESTALE).
+    if (name[0] === 0x2e && name.length <= 2 && pgOfIno(parent) >= this.api.pgCount)
+      throw new FsError('NOT_FOUND', `inode ${parent}: no such PG`);
+    if (name.length === 1 && name[0] === 0x2e) return this.entry((await this.attrOf(parent)).attr!);
+    if (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e) {
+      const dir = (await this.attrOf(parent)).attr!;
+      if ((dir.mode & S_IFMT) !== S_IFDIR) throw new FsError('NOT_A_DIRECTORY', `.. of inode ${parent}`);
+      return this.entry((await this.attrOf(BigInt(dir.parent))).attr!);
+    }
     const r = await this.api.read<wire.LookupReply__Output>(pgOfIno(parent), 'Lookup', {
       caller: this.caller(caller),
       parent: parent.toString(),

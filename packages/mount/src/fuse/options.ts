@@ -22,6 +22,12 @@ export interface SessionOptions {
   defaultPermissions: boolean;
   /** Spare request buffers kept for reuse; more are allocated under load and dropped after. */
   spareBuffersMax: number;
+  /**
+   * FUSE_EXPORT_SUPPORT: the backend answers LOOKUP of "." and ".." by node
+   * id alone (open_by_handle_at and NFS re-export after the kernel dropped
+   * the inode). Only for backends whose node ids outlive the kernel's cache.
+   */
+  exportSupport: boolean;
 }
 
 export const sessionDefaults: SessionOptions = {
@@ -36,6 +42,7 @@ export const sessionDefaults: SessionOptions = {
   writebackCache: false,
   defaultPermissions: true,
   spareBuffersMax: 16,
+  exportSupport: false,
 };
 
 const PAGE_BYTES = 4096;

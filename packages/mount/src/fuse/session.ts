@@ -673,6 +673,7 @@ export class FuseSession {
       InitFlag.INIT_EXT |
       InitFlag.HAS_EXPIRE_ONLY;
     if (this.options.writebackCache) want |= InitFlag.WRITEBACK_CACHE;
+    if (this.options.exportSupport) want |= InitFlag.EXPORT_SUPPORT;
     const flags = want & offered;
     const minor = Math.min(k.minor, FUSE_KERNEL_MINOR_VERSION);
     const maxReadahead = Math.min(k.maxReadahead, this.options.maxReadaheadBytes);

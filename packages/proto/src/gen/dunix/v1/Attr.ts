@@ -18,6 +18,7 @@ export interface Attr {
   'dataVersion'?: (number | string | Long);
   'inline'?: (boolean);
   'blocks'?: (number | string | Long);
+  'parent'?: (number | string | Long);
 }
 
 export interface Attr__Output {
@@ -34,4 +35,5 @@ export interface Attr__Output {
   'dataVersion': (string);
   'inline': (boolean);
   'blocks': (string);
+  'parent': (string);
 }
