@@ -99,7 +99,10 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --rebalance-mib N   data written before the rebalance, in 4 MiB files (default 512)
   --rebalance-max-mib-per-s N  rebalance throttle: backfill MiB/s per brick, 0 = none
                       (default: dunixctl's)
-  --rebalance-max-concurrent N  rebalance throttle: PGs moved at once (default: dunixctl's)`;
+  --rebalance-max-concurrent N  rebalance throttle: PGs moved at once (default: dunixctl's)
+  --tls               also run every dunixfs volume with mutual TLS (a CA and certificates
+                      made by dunixctl in the target's scratch dir), beside the same volume
+                      without: columns dunixfs-rN-tls and ratio rN-tls/rN in one run`;
 
 function parseArgs(argv) {
   const o = {
@@ -121,6 +124,7 @@ function parseArgs(argv) {
     rebalanceMiB: 512,
     rebalanceMaxMiBPerS: undefined,
     rebalanceMaxConcurrent: undefined,
+    tls: false,
   };
   const int = (flag, v, min) => {
     const n = Number(v);
@@ -190,6 +194,9 @@ function parseArgs(argv) {
       case '--pgs':
         o.pgs = int(a, next(), 1);
         if ((o.pgs & (o.pgs - 1)) !== 0) die(`--pgs must be a power of two, got ${o.pgs}`);
+        break;
+      case '--tls':
+        o.tls = true;
         break;
       case '--rebalance':
         o.rebalance = true;
@@ -579,14 +586,17 @@ async function waitUntil(what, ms, check, watch = [], everyMs = 100) {
  * started by setup (the volume is created without them): startSpareBrick()
  * starts the next one later, registered but not yet added to the volume.
  */
-function dunixfsTarget(replicas, { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spareBricks = 0, name } = {}) {
+function dunixfsTarget(
+  replicas,
+  { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spareBricks = 0, name, tls = false } = {},
+) {
   const VOLUME = 'bench';
   /** etcd starts before giving up when its ports keep being taken first. */
   const ETCD_PORT_ATTEMPTS = 10;
   const INITIAL = BRICKS - spareBricks;
   const t = {
-    name: name ?? `dunixfs-r${replicas}`,
-    label: `dunixfs replicas ${replicas}`,
+    name: name ?? `dunixfs-r${replicas}${tls ? '-tls' : ''}`,
+    label: `dunixfs replicas ${replicas}${tls ? ', TLS' : ''}`,
     replicas,
     pgs,
     volumeName: VOLUME,
@@ -641,6 +651,7 @@ function dunixfsTarget(replicas, { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spa
           t.etcdUrl,
           '--volume',
           VOLUME,
+          ...(tls ? ['--tls-dir', join(t.base, 'tls', 'bricks', `brick${n}`)] : []),
         ],
         t.base,
       );
@@ -674,6 +685,7 @@ function dunixfsTarget(replicas, { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spa
       t.base = base;
       const mnt = join(base, 'mnt');
       mkdirSync(mnt, { recursive: true });
+      if (tls) await t.makeCertificates(base);
       const { etcd, etcdUrl, clientPort } = await t.startEtcd(base);
       t.etcdUrl = etcdUrl;
       const bricks = Array.from({ length: INITIAL }, (_, i) => t.startBrick(i + 1));
@@ -744,7 +756,12 @@ function dunixfsTarget(replicas, { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spa
       const client = t.start(
         'client',
         process.execPath,
-        [DUNIX_BINS.client, `127.0.0.1:${clientPort}/${VOLUME}`, mnt],
+        [
+          DUNIX_BINS.client,
+          `127.0.0.1:${clientPort}/${VOLUME}`,
+          mnt,
+          ...(tls ? ['-o', `tls_dir=${join(base, 'tls', 'clients', 'bench')}`] : []),
+        ],
         base,
       );
       await waitUntil(
@@ -755,6 +772,19 @@ function dunixfsTarget(replicas, { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spa
       );
       t.exited = Promise.all(t.procs.map((p) => p.exited));
       return { dir: mnt, pid: client.pid };
+    },
+    /** A cluster CA in BASE/tls, a certificate per brick and one for the client (dunixctl). */
+    async makeCertificates(base) {
+      const dir = join(base, 'tls');
+      const ctl = async (args) => {
+        const r = await run(process.execPath, [DUNIX_BINS.dunixctl, ...args, '--dir', dir], {
+          timeoutMs: 60_000,
+        });
+        if (r.code !== 0) throw new Error(`dunixctl ${args.join(' ')}: ${r.stderr || r.stdout}`);
+      };
+      await ctl(['ca', 'init']);
+      for (let n = 1; n <= BRICKS; n++) await ctl(['cert', 'issue', '--brick', `brick${n}`]);
+      await ctl(['cert', 'issue', '--client', 'bench']);
     },
     /**
      * etcd on ports picked by freePorts(); when one was taken before etcd
@@ -889,8 +919,13 @@ const TARGETS = [
  * o.targets to their names (dunixfs-r1,dunixfs-r3), in --replicas order.
  */
 function addDunixfsTargets(o) {
-  for (const n of o.replicas) TARGETS.push(dunixfsTarget(n, { pgs: o.pgs }));
-  const names = o.replicas.map((n) => `dunixfs-r${n}`);
+  for (const n of o.replicas) {
+    TARGETS.push(dunixfsTarget(n, { pgs: o.pgs }));
+    if (o.tls) TARGETS.push(dunixfsTarget(n, { pgs: o.pgs, tls: true }));
+  }
+  const names = o.replicas.flatMap((n) =>
+    o.tls ? [`dunixfs-r${n}`, `dunixfs-r${n}-tls`] : [`dunixfs-r${n}`],
+  );
   o.targets = o.targets.flatMap((n) => (n === 'dunixfs' ? names : [n]));
 }
 
@@ -929,6 +964,9 @@ function setRatios(o) {
   RATIOS.push([base, 'local'], [base, 'passthrough']);
   for (const n of [base, ...others]) RATIOS.push([n, 'floor']);
   for (const n of others) RATIOS.push([n, base]);
+  // --tls: each volume with TLS against the same volume without.
+  for (const n of o.replicas)
+    if (o.targets.includes(`dunixfs-r${n}-tls`)) RATIOS.push([`dunixfs-r${n}-tls`, `dunixfs-r${n}`]);
 }
 
 /**
