@@ -71,7 +71,12 @@ export interface NamespaceOps {
     ino: bigint,
     changes: SetAttrChanges,
   ): Promise<{ inode: InodeRecord; truncatedFrom?: bigint }>;
-  /** Regular files, FIFOs, sockets, char/block devices. rdev is an encoded DeviceId word. */
+  /**
+   * Regular files, FIFOs, sockets, char/block devices. rdev is an encoded
+   * DeviceId word. `umask` (0: already applied by the kernel) applies
+   * unless the parent has a default ACL (acl.ts inheritAcl); mkdir and
+   * tmpfile alike.
+   */
   mknod(
     t: MetaTxn,
     cred: Cred,
@@ -80,8 +85,16 @@ export interface NamespaceOps {
     mode: number,
     rdev: bigint,
     exclusive: boolean,
+    umask?: number,
   ): Promise<EntryResult & { existed: boolean }>;
-  mkdir(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer, mode: number): Promise<EntryResult>;
+  mkdir(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    name: Buffer,
+    mode: number,
+    umask?: number,
+  ): Promise<EntryResult>;
   symlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer, target: Buffer): Promise<EntryResult>;
   link(t: MetaTxn, cred: Cred, ino: bigint, newParent: bigint, newName: Buffer): Promise<EntryResult>;
   unlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked>;
@@ -145,7 +158,14 @@ export interface NamespaceOps {
    * open(dir, O_TMPFILE): a regular file with nlink 0 in the parent's PG,
    * linkable once, marked orphan with its owner (the mount holding it).
    */
-  tmpfile(t: MetaTxn, cred: Cred, parent: bigint, mode: number, owner: string): Promise<InodeRecord>;
+  tmpfile(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    mode: number,
+    owner: string,
+    umask?: number,
+  ): Promise<InodeRecord>;
   /** lseek(2) SEEK_DATA / SEEK_HOLE. */
   seek(t: MetaTxn, ino: bigint, offset: bigint, whence: number): Promise<bigint>;
   /** inline → block file once the content is in block 0; CONFLICT if dataVersion moved on. */

@@ -48,6 +48,16 @@ import {
   W_OK,
   X_OK,
 } from './permissions.js';
+import {
+  chmodAcl,
+  inheritAcl,
+  isBaseAcl,
+  modeOfAcl,
+  parseAcl,
+  serializeAcl,
+  XATTR_ACL_ACCESS,
+  XATTR_ACL_DEFAULT,
+} from './acl.js';
 import * as allocMap from './alloc-map.js';
 import type { MetaTxn } from './txn.js';
 
@@ -147,6 +157,12 @@ function killSuidgid(mode: number): number {
   let m = mode & ~S_ISUID;
   if (m & S_IXGRP) m &= ~S_ISGID;
   return m;
+}
+
+/** Which ACL an xattr name is (they live in the inode record, acl.ts), or undefined. */
+function aclXattrKind(name: Buffer): 'access' | 'default' | undefined {
+  const n = name.toString('latin1');
+  return n === XATTR_ACL_ACCESS ? 'access' : n === XATTR_ACL_DEFAULT ? 'default' : undefined;
 }
 
 function xattrNamespace(name: Buffer): XattrNamespace {
@@ -317,6 +333,8 @@ export class NamespaceEngine implements NamespaceOps {
       if (drop) mode &= ~S_ISGID;
     }
     if (changes.killSuidgid) mode = killSuidgid(mode);
+    // posix_acl_chmod: the ACL's owner, mask (or owning group) and other follow the new bits.
+    if (inode.acl && (mode & 0o777) !== (inode.mode & 0o777)) inode.acl = chmodAcl(inode.acl, mode);
     inode.mode = mode;
     if (changes.uid !== undefined) inode.uid = changes.uid;
     if (changes.gid !== undefined) inode.gid = changes.gid;
@@ -349,6 +367,7 @@ export class NamespaceEngine implements NamespaceOps {
     mode: number,
     rdev: bigint,
     exclusive: boolean,
+    umask = 0,
   ): Promise<EntryResult & { existed: boolean }> {
     const type = (mode & S_IFMT) === 0 ? S_IFREG : mode & S_IFMT;
     if (type === S_IFDIR) throw new FsError('NOT_PERMITTED', 'mknod of a directory');
@@ -367,7 +386,7 @@ export class NamespaceEngine implements NamespaceOps {
     const device = type === S_IFCHR || type === S_IFBLK;
     if (device && !isRoot(cred)) throw new FsError('NOT_PERMITTED', 'device nodes are made by root');
     const ino = await t.allocIno(pgOfIno(parent));
-    const inode = this.newInode(t, cred, dir, ino, type | (mode & 0o7777));
+    const inode = this.newInode(t, cred, dir, ino, type | (mode & 0o7777), umask);
     inodes.add(inode);
     inode.rdev = device ? rdev : 0n;
     inode.inline = type === S_IFREG;
@@ -376,7 +395,14 @@ export class NamespaceEngine implements NamespaceOps {
     return { name, dirent, inode, existed: false };
   }
 
-  async mkdir(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer, mode: number): Promise<EntryResult> {
+  async mkdir(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    name: Buffer,
+    mode: number,
+    umask = 0,
+  ): Promise<EntryResult> {
     validateName(name);
     const inodes = new Inodes(t);
     const dir = await this.searchDir(inodes, cred, parent);
@@ -386,7 +412,7 @@ export class NamespaceEngine implements NamespaceOps {
     if (dir.nlink >= limits.linkMax) throw new FsError('TOO_MANY_LINKS', `directory ${parent}`);
     const ino = await t.allocIno(directoryPg(parent, name, this.cfg.pgCount));
     // mkdir ignores set-user-ID and set-group-ID in `mode`; set-group-ID comes from the parent.
-    const inode = this.newInode(t, cred, dir, ino, S_IFDIR | (mode & 0o1777));
+    const inode = this.newInode(t, cred, dir, ino, S_IFDIR | (mode & 0o1777), umask);
     inodes.add(inode);
     inode.nlink = 2;
     inode.parent = parent;
@@ -618,6 +644,8 @@ export class NamespaceEngine implements NamespaceOps {
     if (value.length > limits.xattrValueMaxBytes) {
       throw new FsError('OUT_OF_RANGE', `xattr value of ${value.length} bytes`);
     }
+    const aclKind = aclXattrKind(name);
+    if (aclKind) return this.setAcl(t, cred, ino, aclKind, value, flags);
     const ns = xattrNamespace(name);
     const inodes = new Inodes(t);
     const inode = await inodes.need(ino);
@@ -633,6 +661,14 @@ export class NamespaceEngine implements NamespaceOps {
 
   async getxattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<Buffer> {
     validateXattrName(name);
+    const aclKind = aclXattrKind(name);
+    if (aclKind) {
+      // Anyone may read an ACL (as on Linux): it says no more than stat's mode would.
+      const inode = await new Inodes(t).need(ino);
+      const acl = aclKind === 'access' ? inode.acl : inode.defaultAcl;
+      if (!acl) throw new FsError('NO_XATTR', `xattr ${name.toString()}`);
+      return serializeAcl(acl);
+    }
     const ns = xattrNamespace(name);
     const inode = await new Inodes(t).need(ino);
     checkXattrAccess(cred, inode, ns, false);
@@ -643,20 +679,67 @@ export class NamespaceEngine implements NamespaceOps {
 
   /** Like Linux, listing needs no permission on the inode; trusted.* names are hidden from non-root. */
   async listxattr(t: MetaTxn, cred: Cred, ino: bigint): Promise<Buffer[]> {
-    await new Inodes(t).need(ino);
-    const names = await t.listXattrNames(ino);
-    if (isRoot(cred)) return names;
-    return names.filter((n) => !n.subarray(0, 8).equals(Buffer.from('trusted.')));
+    const inode = await new Inodes(t).need(ino);
+    const stored = await t.listXattrNames(ino);
+    const names = isRoot(cred)
+      ? stored
+      : stored.filter((n) => !n.subarray(0, 8).equals(Buffer.from('trusted.')));
+    if (inode.acl) names.push(Buffer.from(XATTR_ACL_ACCESS));
+    if (inode.defaultAcl) names.push(Buffer.from(XATTR_ACL_DEFAULT));
+    return names;
   }
 
   async removexattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<void> {
     validateXattrName(name);
+    const aclKind = aclXattrKind(name);
+    if (aclKind) return this.setAcl(t, cred, ino, aclKind, undefined, 0);
     const ns = xattrNamespace(name);
     const inodes = new Inodes(t);
     const inode = await inodes.need(ino);
     checkXattrAccess(cred, inode, ns, true);
     if (!(await t.getXattr(ino, name))) throw new FsError('NO_XATTR', `xattr ${name.toString()}`);
     t.deleteXattr(ino, name);
+    inode.ctimeNs = t.nowNs;
+    inodes.changed(inode);
+    inodes.flush();
+  }
+
+  /**
+   * set_posix_acl: only the owner or root; no ACLs on symlinks; a default
+   * ACL only on directories. An access ACL sets the mode's permission bits
+   * (its mask becomes the group bits) and is kept only when it says more
+   * than the mode; set-group-ID goes unless the caller is in the group.
+   * `value` undefined removes (removexattr, which leaves the mode alone).
+   */
+  private async setAcl(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    kind: 'access' | 'default',
+    value: Buffer | undefined,
+    flags: number,
+  ): Promise<void> {
+    const acl = value === undefined ? undefined : parseAcl(value);
+    const inodes = new Inodes(t);
+    const inode = await inodes.need(ino);
+    if (isLnk(inode.mode)) throw new FsError('NOT_SUPPORTED', `ACL on symlink ${ino}`);
+    if (!isOwnerOrRoot(cred, inode)) throw new FsError('NOT_PERMITTED', `ACL of ${ino}`);
+    const present = kind === 'access' ? inode.acl !== undefined : inode.defaultAcl !== undefined;
+    if (value === undefined && !present) throw new FsError('NO_XATTR', `no ${kind} ACL on ${ino}`);
+    if (flags & XATTR_CREATE && present) throw new FsError('ALREADY_EXISTS', `${kind} ACL of ${ino}`);
+    if (flags & XATTR_REPLACE && !present) throw new FsError('NO_XATTR', `${kind} ACL of ${ino}`);
+    if (kind === 'default') {
+      if (!isDir(inode.mode)) {
+        if (acl) throw new FsError('PERMISSION_DENIED', `default ACL on non-directory ${ino}`);
+      } else if (acl) inode.defaultAcl = acl;
+      else delete inode.defaultAcl;
+    } else if (acl) {
+      let mode = (inode.mode & ~0o777) | modeOfAcl(acl);
+      if (!isRoot(cred) && !inGroup(cred, inode.gid)) mode &= ~S_ISGID;
+      inode.mode = mode;
+      if (isBaseAcl(acl)) delete inode.acl;
+      else inode.acl = acl;
+    } else delete inode.acl;
     inode.ctimeNs = t.nowNs;
     inodes.changed(inode);
     inodes.flush();
@@ -767,7 +850,14 @@ export class NamespaceEngine implements NamespaceOps {
     return punch ? { inode, punch } : { inode };
   }
 
-  async tmpfile(t: MetaTxn, cred: Cred, parent: bigint, mode: number, owner: string): Promise<InodeRecord> {
+  async tmpfile(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    mode: number,
+    owner: string,
+    umask = 0,
+  ): Promise<InodeRecord> {
     if ((mode & S_IFMT) !== 0 && (mode & S_IFMT) !== S_IFREG)
       throw new FsError('INVALID_ARGUMENT', `O_TMPFILE of type ${(mode & S_IFMT).toString(8)}`);
     if (owner.length > limits.requestIdMaxBytes)
@@ -776,7 +866,7 @@ export class NamespaceEngine implements NamespaceOps {
     const dir = await this.searchDir(inodes, cred, parent);
     checkAccess(cred, dir, W_OK | X_OK);
     const ino = await t.allocIno(pgOfIno(parent));
-    const inode = this.newInode(t, cred, dir, ino, S_IFREG | (mode & 0o7777));
+    const inode = this.newInode(t, cred, dir, ino, S_IFREG | (mode & 0o7777), umask);
     inode.nlink = 0;
     inode.inline = true;
     inode.linkable = true;
@@ -840,10 +930,19 @@ export class NamespaceEngine implements NamespaceOps {
     }
   }
 
-  private newInode(t: MetaTxn, cred: Cred, dir: InodeRecord, ino: bigint, mode: number): InodeRecord {
+  private newInode(
+    t: MetaTxn,
+    cred: Cred,
+    dir: InodeRecord,
+    ino: bigint,
+    mode: number,
+    umask = 0,
+  ): InodeRecord {
     const now = t.nowNs;
     let gid = cred.gid;
-    let m = mode;
+    // The directory's default ACL, else the umask (a kernel with FUSE_POSIX_ACL leaves it to us).
+    const inherited = isLnk(mode) ? { mode } : inheritAcl(dir.defaultAcl, mode, umask, isDir(mode));
+    let m = inherited.mode;
     if (dir.mode & S_ISGID) {
       gid = dir.gid;
       if (isDir(m)) m |= S_ISGID;
@@ -867,6 +966,8 @@ export class NamespaceEngine implements NamespaceOps {
       entries: 0,
       nextCookie: isDir(m) ? 1n : 0n,
       ...(isReg(m) ? { allocTracked: true, allocBytes: 0n } : {}),
+      ...(inherited.acl ? { acl: inherited.acl } : {}),
+      ...(inherited.defaultAcl ? { defaultAcl: inherited.defaultAcl } : {}),
     };
   }
 

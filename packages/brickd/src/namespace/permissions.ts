@@ -1,9 +1,10 @@
 import { FsError } from '@dunix/proto';
 import { isDir, S_ISGID, S_ISVTX } from '../store/records.js';
+import { aclAllows, type AclEntry } from './acl.js';
 import type { Cred } from './api.js';
 
 /**
- * Pure permission rules (Linux DAC, no ACLs, no capabilities beyond uid 0).
+ * Pure permission rules (Linux DAC with POSIX ACLs, no capabilities beyond uid 0).
  * The engine calls these with the records it read in the same transaction.
  */
 
@@ -17,6 +18,8 @@ export interface Owned {
   mode: number;
   uid: number;
   gid: number;
+  /** Its POSIX access ACL, when it has one beyond the mode (acl.ts). */
+  acl?: readonly AclEntry[];
 }
 
 /** Group-execute permission bit. */
@@ -40,6 +43,7 @@ export function mayAccess(cred: Cred, inode: Owned, want: number): boolean {
     if (want & X_OK && !isDir(inode.mode)) return (inode.mode & 0o111) !== 0;
     return true;
   }
+  if (inode.acl) return aclAllows(cred, inode, inode.acl, want);
   let bits: number;
   if (cred.uid === inode.uid) bits = (inode.mode >> 6) & 7;
   else if (inGroup(cred, inode.gid)) bits = (inode.mode >> 3) & 7;

@@ -48,6 +48,12 @@ export interface ServerDeps {
 
 type Header = wire.Header__Output | null;
 
+/** A umask field: permission bits only (0o777), else INVALID_ARGUMENT. */
+function umaskOf(v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0o777) throw new FsError('INVALID_ARGUMENT', `umask ${v}`);
+  return v;
+}
+
 interface Routed {
   pg: number;
   requestId: string;
@@ -213,7 +219,16 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
         rdev = encodeDeviceId(validateDeviceId(req.rdev ?? deviceFromLinuxRdev(0)));
       }
       return mutate(routed, 'mknod', async (t) => {
-        const r = await brick.engine.mknod(t, cred(req.caller), parent, n, req.mode, rdev, req.exclusive);
+        const r = await brick.engine.mknod(
+          t,
+          cred(req.caller),
+          parent,
+          n,
+          req.mode,
+          rdev,
+          req.exclusive,
+          umaskOf(req.umask),
+        );
         return entryReply(r, r.existed);
       });
     }),
@@ -222,7 +237,14 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const parent = ino(req.parent, 'parent');
       const routed = route(req.header, pgOfIno(parent), true);
       return mutate(routed, 'tmpfile', async (t) => {
-        const inode = await brick.engine.tmpfile(t, cred(req.caller), parent, req.mode, req.owner);
+        const inode = await brick.engine.tmpfile(
+          t,
+          cred(req.caller),
+          parent,
+          req.mode,
+          req.owner,
+          umaskOf(req.umask),
+        );
         return {
           entry: direntToWire(Buffer.alloc(0), { ino: inode.ino, type: 8, cookie: 0n }, inode),
           existed: false,
@@ -235,7 +257,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const routed = route(req.header, pgOfIno(parent), true);
       const n = name(req.name);
       return mutate(routed, 'mkdir', async (t) =>
-        entryReply(await brick.engine.mkdir(t, cred(req.caller), parent, n, req.mode)),
+        entryReply(await brick.engine.mkdir(t, cred(req.caller), parent, n, req.mode, umaskOf(req.umask))),
       );
     }),
 

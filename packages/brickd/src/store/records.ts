@@ -1,3 +1,5 @@
+import type { AclEntry } from '../namespace/acl.js';
+
 /**
  * Values of the brick store. Records are JSON with 64-bit integers as
  * decimal strings: small, readable in a dump, and versioned by field names.
@@ -36,6 +38,14 @@ export interface InodeRecord {
   allocBytes?: bigint;
   /** An O_TMPFILE inode not yet linked: link() may give it its first name (nlink 0 -> 1). */
   linkable?: boolean;
+  /**
+   * POSIX access ACL beyond the mode (namespace/acl.ts; absent when the
+   * mode says it all): `system.posix_acl_access`, checked by permission
+   * checks. The mode's group bits are its mask.
+   */
+  acl?: AclEntry[];
+  /** Directories: the default ACL new entries inherit (`system.posix_acl_default`). */
+  defaultAcl?: AclEntry[];
 }
 
 /**

@@ -354,7 +354,8 @@ t.test('xattr namespaces, names and value sizes', async (t) => {
     'user.u',
   ]);
   t.equal(await f.code((tx) => f.engine.removexattr(tx, alice, file, b('trusted.t'))), 'NOT_PERMITTED');
-  t.equal(await set(root, 'system.posix_acl_access', 'v'), 'NOT_SUPPORTED');
+  t.equal(await set(root, 'system.posix_acl_access', 'v'), 'INVALID_ARGUMENT', 'an ACL must be one');
+  t.equal(await set(root, 'system.other', 'v'), 'NOT_SUPPORTED', 'no other system.* name');
   t.equal(await set(root, 'other.x', 'v'), 'NOT_SUPPORTED');
   t.equal(await f.code((tx) => f.engine.getxattr(tx, root, file, b('os2.x'))), 'NOT_SUPPORTED');
   t.equal(await set(root, 'user.', 'v'), 'INVALID_ARGUMENT');

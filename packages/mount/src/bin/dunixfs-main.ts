@@ -119,7 +119,13 @@ export async function main(argv: string[]): Promise<number> {
       readAheadKb: args.readAheadKb,
       ...(args.extra ? { extra: args.extra } : {}),
       // Inode numbers are never reused and route by themselves: file handles outlive the kernel's cache.
-      session: { attrTtlMs: args.attrTtlMs, entryTtlMs: args.entryTtlMs, exportSupport: true },
+      // POSIX ACLs: the bricks keep and enforce them, the kernel checks them too (default_permissions).
+      session: {
+        attrTtlMs: args.attrTtlMs,
+        entryTtlMs: args.entryTtlMs,
+        posixAcl: true,
+        exportSupport: true,
+      },
     });
   } catch (err) {
     log.error('mount failed', { mountpoint, err: (err as Error).message });

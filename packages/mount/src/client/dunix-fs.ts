@@ -204,7 +204,15 @@ export class DunixFs implements FileSystem {
     return this.direntEntry(r.entry!);
   }
 
-  async mknod(caller: Caller, parent: bigint, name: Buffer, mode: number, rdev: number): Promise<Entry> {
+  // The umask goes to the brick: it applies there unless the parent has a default ACL.
+  async mknod(
+    caller: Caller,
+    parent: bigint,
+    name: Buffer,
+    mode: number,
+    rdev: number,
+    umask: number,
+  ): Promise<Entry> {
     const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
       caller: this.caller(caller),
       parent: parent.toString(),
@@ -212,16 +220,18 @@ export class DunixFs implements FileSystem {
       mode,
       rdev: deviceFromLinuxRdev(rdev),
       exclusive: true,
+      umask: umask & 0o777,
     });
     return this.direntEntry(r.entry!);
   }
 
-  async mkdir(caller: Caller, parent: bigint, name: Buffer, mode: number): Promise<Entry> {
+  async mkdir(caller: Caller, parent: bigint, name: Buffer, mode: number, umask: number): Promise<Entry> {
     const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mkdir', {
       caller: this.caller(caller),
       parent: parent.toString(),
       name,
       mode: (mode & 0o7777) | S_IFDIR,
+      umask: umask & 0o777,
     });
     return this.direntEntry(r.entry!);
   }
@@ -301,12 +311,19 @@ export class DunixFs implements FileSystem {
     return this.direntEntry(r.entry!);
   }
 
-  async tmpfile(caller: Caller, parent: bigint, mode: number, flags: number): Promise<CreateReply> {
+  async tmpfile(
+    caller: Caller,
+    parent: bigint,
+    mode: number,
+    flags: number,
+    umask: number,
+  ): Promise<CreateReply> {
     const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Tmpfile', {
       caller: this.caller(caller),
       parent: parent.toString(),
       mode: mode & 0o7777,
       owner: this.o.mountId ?? '',
+      umask: umask & 0o777,
     });
     const attr = r.entry!.attr!;
     const ino = BigInt(attr.ino);
@@ -346,6 +363,7 @@ export class DunixFs implements FileSystem {
     name: Buffer,
     mode: number,
     flags: number,
+    umask: number,
   ): Promise<CreateReply> {
     let r: wire.EntryReply__Output;
     try {
@@ -356,6 +374,7 @@ export class DunixFs implements FileSystem {
         mode: (mode & 0o7777) | S_IFREG,
         rdev: null,
         exclusive: true,
+        umask: umask & 0o777,
       });
     } catch (err) {
       // Created by someone else since the kernel's lookup: open it like open(2) without O_EXCL would.

@@ -20,6 +20,12 @@ export interface SessionOptions {
   writebackCache: boolean;
   /** Let the kernel check permissions from the attributes we return. */
   defaultPermissions: boolean;
+  /**
+   * FUSE_POSIX_ACL: the kernel checks POSIX ACLs (read through getxattr of
+   * system.posix_acl_*) along with the mode, and leaves the umask to the
+   * backend (which must apply it, or a directory's default ACL instead).
+   */
+  posixAcl: boolean;
   /** Spare request buffers kept for reuse; more are allocated under load and dropped after. */
   spareBuffersMax: number;
   /**
@@ -41,6 +47,7 @@ export const sessionDefaults: SessionOptions = {
   negativeTtlMs: 0,
   writebackCache: false,
   defaultPermissions: true,
+  posixAcl: false,
   spareBuffersMax: 16,
   exportSupport: false,
 };

@@ -673,6 +673,8 @@ export class FuseSession {
       InitFlag.INIT_EXT |
       InitFlag.HAS_EXPIRE_ONLY;
     if (this.options.writebackCache) want |= InitFlag.WRITEBACK_CACHE;
+    // DONT_MASK too: else the kernel applies the umask itself, also under a default ACL.
+    if (this.options.posixAcl) want |= InitFlag.POSIX_ACL | InitFlag.DONT_MASK;
     if (this.options.exportSupport) want |= InitFlag.EXPORT_SUPPORT;
     const flags = want & offered;
     const minor = Math.min(k.minor, FUSE_KERNEL_MINOR_VERSION);

@@ -11,6 +11,7 @@ export interface MkdirRequest {
   'parent'?: (number | string | Long);
   'name'?: (Buffer | Uint8Array | string);
   'mode'?: (number);
+  'umask'?: (number);
 }
 
 export interface MkdirRequest__Output {
@@ -19,4 +20,5 @@ export interface MkdirRequest__Output {
   'parent': (string);
   'name': (Buffer);
   'mode': (number);
+  'umask': (number);
 }

@@ -14,6 +14,7 @@ export interface MknodRequest {
   'mode'?: (number);
   'rdev'?: (_dunix_v1_DeviceId | null);
   'exclusive'?: (boolean);
+  'umask'?: (number);
 }
 
 export interface MknodRequest__Output {
@@ -24,4 +25,5 @@ export interface MknodRequest__Output {
   'mode': (number);
   'rdev': (_dunix_v1_DeviceId__Output | null);
   'exclusive': (boolean);
+  'umask': (number);
 }

@@ -11,6 +11,7 @@ export interface TmpfileRequest {
   'parent'?: (number | string | Long);
   'mode'?: (number);
   'owner'?: (string);
+  'umask'?: (number);
 }
 
 export interface TmpfileRequest__Output {
@@ -19,4 +20,5 @@ export interface TmpfileRequest__Output {
   'parent': (string);
   'mode': (number);
   'owner': (string);
+  'umask': (number);
 }

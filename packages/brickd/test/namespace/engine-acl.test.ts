@@ -1,0 +1,199 @@
+import t from 'tap';
+import {
+  ACL_GROUP,
+  ACL_GROUP_OBJ,
+  ACL_MASK,
+  ACL_OTHER,
+  ACL_USER,
+  ACL_USER_OBJ,
+  parseAcl,
+  serializeAcl,
+} from '../../src/namespace/acl.js';
+import { alice, b, bob, Fixture, nobody, ROOT, root } from './harness.js';
+
+const ACCESS = b('system.posix_acl_access');
+const DEFAULT = b('system.posix_acl_default');
+const acl = (...entries: [number, number, number?][]) =>
+  serializeAcl(entries.map(([tag, perm, id]) => ({ tag, perm, id: id ?? -1 })));
+
+t.test(
+  'an access ACL: set by the owner, sets the mode, is enforced, follows chmod, goes with -b',
+  async (t) => {
+    const f = await Fixture.make();
+    const d = await f.mkdir(ROOT, 'd', 0o777);
+    const file = await f.create(d, 'f', 0o600, alice);
+    const grant = acl(
+      [ACL_USER_OBJ, 6],
+      [ACL_USER, 4, bob.uid],
+      [ACL_GROUP_OBJ, 0],
+      [ACL_MASK, 4],
+      [ACL_OTHER, 0],
+    );
+    t.equal(
+      await f.code((x) => f.engine.setxattr(x, bob, file, ACCESS, grant, 0)),
+      'NOT_PERMITTED',
+      'not the owner',
+    );
+    t.equal(
+      await f.code((x) => f.engine.open(x, bob, file, 0)),
+      'PERMISSION_DENIED',
+      'before: bob may not read',
+    );
+    await f.run((x) => f.engine.setxattr(x, alice, file, ACCESS, grant, 0));
+    t.equal((await f.stat(file)).mode, 0o100640, 'the mask is the group bits');
+    t.equal(await f.code((x) => f.engine.open(x, bob, file, 0)), 'OK', 'bob reads through his entry');
+    t.equal(await f.code((x) => f.engine.open(x, bob, file, 1)), 'PERMISSION_DENIED', 'but does not write');
+    t.equal(await f.code((x) => f.engine.open(x, nobody, file, 0)), 'PERMISSION_DENIED');
+    t.same(
+      parseAcl(await f.read((x) => f.engine.getxattr(x, nobody, file, ACCESS))),
+      parseAcl(grant),
+      'anyone reads it back',
+    );
+    const names = (await f.read((x) => f.engine.listxattr(x, nobody, file))).map(String);
+    t.ok(names.includes('system.posix_acl_access'), 'listed');
+    await f.chmod(file, 0o600, alice);
+    t.equal(
+      await f.code((x) => f.engine.open(x, bob, file, 0)),
+      'PERMISSION_DENIED',
+      'chmod 600: the mask is ---',
+    );
+    t.same(
+      parseAcl(await f.read((x) => f.engine.getxattr(x, root, file, ACCESS))).map((e) => e.perm),
+      [6, 4, 0, 0, 0],
+      'the entry stays, masked',
+    );
+    await f.run((x) => f.engine.removexattr(x, alice, file, ACCESS));
+    t.equal(await f.code((x) => f.engine.getxattr(x, root, file, ACCESS)), 'NO_XATTR');
+    t.equal((await f.stat(file)).mode, 0o100600, 'removal leaves the mode');
+    t.equal(await f.code((x) => f.engine.removexattr(x, alice, file, ACCESS)), 'NO_XATTR');
+    // An ACL of base entries only is just a mode.
+    await f.run((x) =>
+      f.engine.setxattr(
+        x,
+        alice,
+        file,
+        ACCESS,
+        acl([ACL_USER_OBJ, 7], [ACL_GROUP_OBJ, 5], [ACL_OTHER, 4]),
+        0,
+      ),
+    );
+    t.equal((await f.stat(file)).mode, 0o100754);
+    t.equal(
+      await f.code((x) => f.engine.getxattr(x, root, file, ACCESS)),
+      'NO_XATTR',
+      'no ACL kept for a plain mode',
+    );
+    t.equal(
+      await f.code((x) => f.engine.setxattr(x, alice, file, ACCESS, Buffer.from('junk'), 0)),
+      'INVALID_ARGUMENT',
+    );
+  },
+);
+
+t.test('named groups, set-group-ID, symlinks and default ACLs on files', async (t) => {
+  const f = await Fixture.make();
+  const d = await f.mkdir(ROOT, 'd', 0o777);
+  const file = await f.create(d, 'f', 0o2750, alice);
+  // bob is in group 100; alice's file is group 1000.
+  await f.run((x) =>
+    f.engine.setxattr(
+      x,
+      alice,
+      file,
+      ACCESS,
+      acl([ACL_USER_OBJ, 7], [ACL_GROUP_OBJ, 5], [ACL_GROUP, 6, 100], [ACL_MASK, 7], [ACL_OTHER, 0]),
+      0,
+    ),
+  );
+  t.equal(await f.code((x) => f.engine.open(x, bob, file, 2)), 'OK', 'group 100 may read and write');
+  t.equal((await f.stat(file)).mode & 0o2000, 0o2000, 'the owner is in the group: set-group-ID stays');
+  await f.chown(file, alice.uid, 4242);
+  await f.run((x) =>
+    f.engine.setxattr(x, alice, file, ACCESS, acl([ACL_USER_OBJ, 7], [ACL_GROUP_OBJ, 5], [ACL_OTHER, 0]), 0),
+  );
+  t.equal((await f.stat(file)).mode & 0o2000, 0, 'set by a non-member of the group: set-group-ID goes');
+  const link = await f.run((x) => f.engine.symlink(x, alice, d, b('l'), b('f')));
+  t.equal(
+    await f.code((x) =>
+      f.engine.setxattr(
+        x,
+        alice,
+        link.inode.ino,
+        ACCESS,
+        acl([ACL_USER_OBJ, 7], [ACL_GROUP_OBJ, 5], [ACL_OTHER, 0]),
+        0,
+      ),
+    ),
+    'NOT_SUPPORTED',
+  );
+  const def = acl([ACL_USER_OBJ, 7], [ACL_GROUP_OBJ, 5], [ACL_OTHER, 0]);
+  t.equal(
+    await f.code((x) => f.engine.setxattr(x, alice, file, DEFAULT, def, 0)),
+    'PERMISSION_DENIED',
+    'files have no default ACL',
+  );
+  t.equal(
+    await f.code((x) => f.engine.setxattr(x, root, d, DEFAULT, def, 2)),
+    'NO_XATTR',
+    'XATTR_REPLACE of none',
+  );
+  await f.run((x) => f.engine.setxattr(x, root, d, DEFAULT, def, 1));
+  t.equal(
+    await f.code((x) => f.engine.setxattr(x, root, d, DEFAULT, def, 1)),
+    'ALREADY_EXISTS',
+    'XATTR_CREATE of one',
+  );
+});
+
+t.test('creation: a default ACL is inherited (no umask), else the umask applies', async (t) => {
+  const f = await Fixture.make();
+  const d = await f.mkdir(ROOT, 'd', 0o755);
+  await f.run((x) =>
+    f.engine.setxattr(
+      x,
+      root,
+      d,
+      DEFAULT,
+      acl([ACL_USER_OBJ, 7], [ACL_GROUP_OBJ, 5], [ACL_GROUP, 7, 100], [ACL_MASK, 7], [ACL_OTHER, 5]),
+      0,
+    ),
+  );
+  const file = await f.run((x) => f.engine.mknod(x, root, d, b('f'), 0o100666, 0n, true, 0o077));
+  t.equal(file.inode.mode, 0o100664, 'the umask does not apply under a default ACL');
+  t.same(
+    file.inode.acl?.map((e) => e.perm),
+    [6, 5, 7, 6, 4],
+  );
+  t.equal(
+    await f.code((x) => f.engine.open(x, bob, file.inode.ino, 2)),
+    'OK',
+    'group 100 writes the new file',
+  );
+  const sub = await f.run((x) => f.engine.mkdir(x, root, d, b('sub'), 0o777, 0o077));
+  t.equal(sub.inode.mode, 0o040775);
+  t.ok(sub.inode.defaultAcl, 'a new directory carries the default on');
+  const deeper = await f.run((x) =>
+    f.engine.mknod(x, root, sub.inode.ino, b('g'), 0o100600, 0n, true, 0o022),
+  );
+  t.same(
+    deeper.inode.acl?.map((e) => e.perm),
+    [6, 5, 7, 0, 0],
+    'two levels down, limited by mode 600 (the mask, not the owning group)',
+  );
+  const tmp = await f.run((x) => f.engine.tmpfile(x, root, d, 0o640, 'm', 0o077));
+  t.equal(tmp.mode, 0o100640);
+  const link = await f.run((x) => f.engine.symlink(x, root, d, b('l'), b('f')));
+  t.equal(link.inode.mode & 0o777, 0o777, 'symlinks inherit nothing');
+  t.equal(link.inode.acl, undefined);
+  // Without a default ACL: the umask.
+  const plain = await f.run((x) => f.engine.mknod(x, root, ROOT, b('p'), 0o100666, 0n, true, 0o027));
+  t.equal(plain.inode.mode, 0o100640);
+  const plainDir = await f.run((x) => f.engine.mkdir(x, root, ROOT, b('q'), 0o777, 0o022));
+  t.equal(plainDir.inode.mode, 0o040755);
+  t.equal(
+    await f.code((x) => f.engine.mkdir(x, root, ROOT, b('r'), 0o777)),
+    'OK',
+    'umask absent: 0 (the kernel applied it)',
+  );
+  t.equal((await f.stat(await f.lookupIno(ROOT, 'r'))).mode, 0o040777);
+});
