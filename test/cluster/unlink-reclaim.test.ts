@@ -4,7 +4,9 @@
  * an Unlink and a later Reclaim), and its blocks follow. A file still open
  * on this mount stays readable and is reclaimed at its last close; an inode
  * whose last name is in a directory of another PG falls back to the
- * client's Reclaim. Nothing is left behind in any case.
+ * client's Reclaim. Nothing is left behind in any case, also when the
+ * client dies holding an unlinked file open: the orphan carries its session
+ * and the bricks reclaim it once that session is gone.
  */
 import {
   closeSync,
@@ -19,6 +21,7 @@ import {
 import { callUnary, pgOfIno, type wire } from '@dunix/proto';
 import { statSync } from 'node:fs';
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { startCluster, waitUntil, type Cluster } from '../src/cluster.js';
 
 const MiB = 1024 * 1024;
@@ -97,3 +100,52 @@ t.test('unlinking a closed file is one log entry of its PG, not two', async (t) 
     t.equal(await backupLastSeq(c, pg), seq + 1n, `unlink ${i}: one entry, with the reclaim in it`);
   }
 });
+
+t.test(
+  'an unlinked file held open by a client that is then killed is reclaimed once its session is gone',
+  async (t) => {
+    const c = await startCluster(t, {
+      pgs: 16,
+      replicas: 3,
+      mountOptions: 'session_ttl_ms=2000',
+      brickArgs: () => ['--orphan-owner-grace-ms', '1000'],
+    });
+    const before = await c.counts();
+    // A process holds the file open and unlinks it: the orphan is the client's to reclaim at its last close.
+    const path = c.path('held');
+    const holder = spawn(
+      'python3',
+      [
+        '-c',
+        'import os,sys,time\n' +
+          `f=open(${JSON.stringify(path)},"wb+")\n` +
+          `f.write(b"x"*${2 * MiB}); f.flush(); os.fsync(f.fileno())\n` +
+          `os.unlink(${JSON.stringify(path)})\n` +
+          'print("held", flush=True)\n' +
+          'time.sleep(600)\n',
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    t.teardown(() => {
+      holder.kill('SIGKILL');
+    });
+    await new Promise<void>((res) => holder.stdout!.once('data', () => res()));
+    const held = await c.counts();
+    t.equal(held.inodes, before.inodes + 1, 'unlinked but open: the inode stays');
+    await new Promise((r) => setTimeout(r, 3000));
+    t.equal((await c.counts()).inodes, before.inodes + 1, 'kept while its client lives');
+    // The client dies with the file open: no last close will ever come.
+    process.kill(c.mountPid, 'SIGKILL');
+    holder.kill('SIGKILL');
+    await waitUntil(
+      async () => {
+        const n = await c.counts();
+        return n.inodes === before.inodes && n.blocks === before.blocks;
+      },
+      'the dead client’s orphan reclaimed',
+      30_000,
+      250,
+    );
+    t.pass('reclaimed with its blocks once the session record expired');
+  },
+);

@@ -12,6 +12,7 @@ export interface UnlinkRequest {
   'name'?: (Buffer | Uint8Array | string);
   'reclaim'?: (boolean);
   'openInos'?: (number | string | Long)[];
+  'owner'?: (string);
 }
 
 export interface UnlinkRequest__Output {
@@ -21,4 +22,5 @@ export interface UnlinkRequest__Output {
   'name': (Buffer);
   'reclaim': (boolean);
   'openInos': (string)[];
+  'owner': (string);
 }
