@@ -14,6 +14,8 @@ model driver for holes.
   openh DIR HEX                    open_by_handle_at(DIR's mount, handle): prints what a
                                    file reads (hex of the first 64 bytes) or, for a
                                    directory, its entries, or the errno name
+  copy SRC DST OFFIN OFFOUT LEN     copy_file_range until LEN bytes or the source's end;
+                                   prints the bytes copied and the calls made
   model SEED OPS REMOTE LOCAL      random write/truncate/fallocate/punch/zero/seek on
                                    REMOTE (the mount) and LOCAL (ext4), compared after
                                    every op; prints one JSON line, exits 1 on a mismatch
@@ -236,6 +238,28 @@ def cmd_openh(directory, text):
     os.close(mfd)
 
 
+def cmd_copy(src, dst, off_in, off_out, length):
+    fi = os.open(src, os.O_RDONLY)
+    fo = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
+    off_in, off_out, left = int(off_in), int(off_out), int(length)
+    done = calls = 0
+    try:
+        while left > 0:
+            n = os.copy_file_range(fi, fo, left, off_in + done, off_out + done)
+            calls += 1
+            if n == 0:
+                break
+            done += n
+            left -= n
+    except OSError as e:
+        print(errname(e.errno))
+        return
+    finally:
+        os.close(fi)
+        os.close(fo)
+    print(json.dumps({"copied": done, "calls": calls}))
+
+
 def main(argv):
     if argv[0] == "falloc":
         cmd_falloc(*argv[1:5])
@@ -247,6 +271,8 @@ def main(argv):
         cmd_handle(argv[1])
     elif argv[0] == "openh":
         cmd_openh(argv[1], argv[2])
+    elif argv[0] == "copy":
+        cmd_copy(*argv[1:6])
     elif argv[0] == "model":
         return model(int(argv[1]), int(argv[2]), argv[3], argv[4])
     else:

@@ -62,6 +62,7 @@ export interface PgEndpoint {
   reclaim(pg: number, ino: bigint): Promise<void>;
   truncateBlocks(pg: number, ino: bigint, size: bigint): Promise<void>;
   punchBlocks(pg: number, ino: bigint, from: bigint, to: bigint): Promise<void>;
+  readBlock(pg: number, ino: bigint, index: bigint, offset: number, length: number): Promise<Buffer>;
 }
 
 export interface BrickDeps {
@@ -885,6 +886,31 @@ export class Brick implements PgEndpoint {
         blocks: [{ ino, index, kind: 'WRITE', offset, length: data.length, data }],
       };
     });
+  }
+
+  /**
+   * copy_file_range's unit: bytes of a source block (read from its PG's
+   * primary, this brick or a peer) written into a block of this PG through
+   * its log, zeros where the source holds none. A hole copied onto a hole
+   * writes nothing.
+   */
+  async copyBlock(
+    pg: number,
+    dst: { ino: bigint; index: bigint; offset: number },
+    src: { ino: bigint; index: bigint; offset: number },
+    length: number,
+  ): Promise<void> {
+    this.serving(pg);
+    this.checkBlockPg(pg, dst.ino, dst.index);
+    const srcPg = blockPg(src.ino, src.index, this.d.volume.pgCount);
+    const bytes = await this.endpoint(srcPg).readBlock(srcPg, src.ino, src.index, src.offset, length);
+    if (bytes.length === 0 && !(await this.blockRecord(pg, dst.ino, dst.index))) return;
+    let data = bytes;
+    if (bytes.length < length) {
+      data = Buffer.alloc(length);
+      bytes.copy(data);
+    }
+    await this.writeBlock(pg, dst.ino, dst.index, dst.offset, data);
   }
 
   /** Keeps the first `size` bytes of the inode's blocks held in this PG. */

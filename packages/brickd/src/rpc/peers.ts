@@ -79,6 +79,16 @@ export class RemotePeers implements PgEndpoint {
     await this.call(pg, 'TruncateBlocks', { ino: ino.toString(), size: size.toString() });
   }
 
+  async readBlock(pg: number, ino: bigint, index: bigint, offset: number, length: number): Promise<Buffer> {
+    const r = await this.call<wire.ReadBlockReply__Output>(pg, 'ReadBlock', {
+      ino: ino.toString(),
+      index: index.toString(),
+      offset,
+      length,
+    });
+    return r.data;
+  }
+
   async punchBlocks(pg: number, ino: bigint, from: bigint, to: bigint): Promise<void> {
     await this.call(pg, 'PunchBlocks', { ino: ino.toString(), from: from.toString(), to: to.toString() });
   }

@@ -293,7 +293,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
           `${req.openInos.length} open inodes, at most ${limits.openInosMax}`,
         );
       const open = new Set(req.openInos.map((v) => ino(v, 'openInos')));
-      if (req.owner.length > limits.requestIdMaxBytes) throw new FsError('INVALID_ARGUMENT', 'owner too long');
       const reply = await mutate(routed, 'unlink', async (t) => {
         const u = await brick.engine.unlink(t, cred(req.caller), parent, n);
         // The last link of an inode of this PG that the client does not hold
@@ -304,10 +303,6 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
           pgOfIno(u.ino) === routed.pg &&
           !open.has(u.ino) &&
           (await brick.reclaimIn(t, u.ino));
-        // An orphan left to the client (open, or in another PG): marked with its session, so
-        // that the recovery sweep reclaims it should the client die before its last close.
-        if (u.nlink === 0 && !reclaimed && req.owner && !u.isDir)
-          t.setOrphan(u.ino, { owner: req.owner, sinceNs: t.nowNs });
         return { ino: u.ino.toString(), nlink: u.nlink, size: u.size.toString(), reclaimed };
       });
       if (reply.reclaimed) brick.finishTrimSoon(routed.pg, BigInt(reply.ino));
@@ -519,6 +514,29 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const size = u64(req.size, 'size');
       if (size > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE');
       await brick.truncateBlocks(pg, i, size);
+      return {};
+    }),
+
+    CopyBlock: unary('CopyBlock', async (req: wire.CopyBlockRequest__Output) => {
+      const dstIno = ino(req.dstIno, 'dst_ino');
+      const srcIno = ino(req.srcIno, 'src_ino');
+      const { pg } = route(req.header, undefined, false);
+      const bs = volume().blockSizeBytes;
+      const dstIndex = blockIndex(req.dstIndex);
+      const srcIndex = blockIndex(req.srcIndex);
+      if (
+        req.length === 0 ||
+        req.length > bs ||
+        req.dstOffset + req.length > bs ||
+        req.srcOffset + req.length > bs
+      )
+        throw new FsError('OUT_OF_RANGE', 'copy outside a block');
+      await brick.copyBlock(
+        pg,
+        { ino: dstIno, index: dstIndex, offset: req.dstOffset },
+        { ino: srcIno, index: srcIndex, offset: req.srcOffset },
+        req.length,
+      );
       return {};
     }),
 

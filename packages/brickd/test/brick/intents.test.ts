@@ -75,6 +75,8 @@ class Net implements PgEndpoint {
   allocIno = (pg: number) => this.at(pg).allocIno(pg);
   reclaim = (pg: number, ino: bigint) => this.at(pg).reclaim(pg, ino);
   truncateBlocks = (pg: number, ino: bigint, size: bigint) => this.at(pg).truncateBlocks(pg, ino, size);
+  readBlock = (pg: number, ino: bigint, index: bigint, offset: number, length: number) =>
+    this.at(pg).readBlock(pg, ino, index, offset, length);
   punchBlocks = (pg: number, ino: bigint, from: bigint, to: bigint) =>
     this.at(pg).punchBlocks(pg, ino, from, to);
 }

@@ -14,6 +14,7 @@ import type {
 } from '../fuse/filesystem.js';
 import { fuseAttr } from './attrs.js';
 import type { BrickApi } from './brick-api.js';
+import { copyRange } from './copy-range.js';
 import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
 
 export interface DunixFsOptions {
@@ -246,8 +247,6 @@ export class DunixFs implements FileSystem {
       name,
       reclaim,
       openInos: reclaim ? [...this.files.keys()].map(String) : [],
-      // An orphan left to us is marked with our session: the bricks reclaim it if we die first.
-      owner: this.o.mountId ?? '',
     });
     if (r.nlink === 0 && !r.reclaimed) this.lastLinkGone(BigInt(r.ino));
   }
@@ -434,6 +433,27 @@ export class DunixFs implements FileSystem {
 
   lseek(_caller: Caller, _ino: bigint, fh: bigint, offset: bigint, whence: number): Promise<bigint> {
     return this.handle(fh).data.seek(offset, whence);
+  }
+
+  /**
+   * copy_file_range: the bricks copy (copyRange); an inline source answers
+   * EOPNOTSUPP, and the kernel copies it itself (splice).
+   */
+  async copyFileRange(
+    caller: Caller,
+    _inoIn: bigint,
+    fhIn: bigint,
+    offIn: bigint,
+    _inoOut: bigint,
+    fhOut: bigint,
+    offOut: bigint,
+    length: bigint,
+    flags: number,
+  ): Promise<number> {
+    if (flags !== 0) throw new FsError('INVALID_ARGUMENT', `copy_file_range flags ${flags}`);
+    const src = this.handle(fhIn);
+    const dst = this.handle(fhOut);
+    return copyRange(src.data, dst.data, offIn, offOut, length, this.caller(caller), dst.mark);
   }
 
   async flush(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {

@@ -78,7 +78,7 @@ export class FileData {
 
   constructor(
     readonly ino: bigint,
-    private readonly api: BrickApi,
+    readonly api: BrickApi,
     private readonly pg: number,
     attr: wire.Attr__Output,
     inlineData: Buffer | undefined,
@@ -478,10 +478,7 @@ export class FileData {
     validateFallocate(mode, offset, length);
     this.writer = writer;
     await this.flush(mark);
-    if (this.attr.inline) {
-      await this.leaveInline();
-      await this.flush(mark);
-    }
+    await this.toBlocks(mark);
     const bs = BigInt(this.blockSize);
     const span = BigInt(limits.allocExtentsPerCallMax) * bs;
     const end = offset + length;
@@ -499,6 +496,25 @@ export class FileData {
       this.refresh(r.attr!);
       pos = next;
     }
+  }
+
+  /** An inline file becomes a block file now (its content moves to block 0), published. */
+  async toBlocks(mark?: ErrorMark): Promise<void> {
+    if (!this.attr.inline) return;
+    await this.leaveInline();
+    await this.flush(mark);
+  }
+
+  /**
+   * Bytes the bricks copied into this file (copy_file_range): published
+   * with the next flush like this client's own writes (size, mtime, the
+   * allocation map).
+   */
+  noteCopied(extents: ReadonlyMap<bigint, number>, end: bigint, writer: wire.Caller): void {
+    this.writer = writer;
+    for (const [index, e] of extents) this.written.set(index, Math.max(this.written.get(index) ?? 0, e));
+    if (end > this.localEnd) this.localEnd = end;
+    this.needsExtend = true;
   }
 
   /** lseek(2) SEEK_DATA / SEEK_HOLE after publishing what this client wrote. */

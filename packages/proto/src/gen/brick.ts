@@ -13,6 +13,7 @@ import type { BrickClient as _dunix_v1_BrickClient, BrickDefinition as _dunix_v1
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
 import type { Caller as _dunix_v1_Caller, Caller__Output as _dunix_v1_Caller__Output } from './dunix/v1/Caller.js';
 import type { ConvertInlineRequest as _dunix_v1_ConvertInlineRequest, ConvertInlineRequest__Output as _dunix_v1_ConvertInlineRequest__Output } from './dunix/v1/ConvertInlineRequest.js';
+import type { CopyBlockRequest as _dunix_v1_CopyBlockRequest, CopyBlockRequest__Output as _dunix_v1_CopyBlockRequest__Output } from './dunix/v1/CopyBlockRequest.js';
 import type { DeviceId as _dunix_v1_DeviceId, DeviceId__Output as _dunix_v1_DeviceId__Output } from './dunix/v1/DeviceId.js';
 import type { Dirent as _dunix_v1_Dirent, Dirent__Output as _dunix_v1_Dirent__Output } from './dunix/v1/Dirent.js';
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from './dunix/v1/Empty.js';
@@ -95,6 +96,7 @@ export interface ProtoGrpcType {
       BrickStatusReply: MessageTypeDefinition<_dunix_v1_BrickStatusReply, _dunix_v1_BrickStatusReply__Output>
       Caller: MessageTypeDefinition<_dunix_v1_Caller, _dunix_v1_Caller__Output>
       ConvertInlineRequest: MessageTypeDefinition<_dunix_v1_ConvertInlineRequest, _dunix_v1_ConvertInlineRequest__Output>
+      CopyBlockRequest: MessageTypeDefinition<_dunix_v1_CopyBlockRequest, _dunix_v1_CopyBlockRequest__Output>
       DeviceId: MessageTypeDefinition<_dunix_v1_DeviceId, _dunix_v1_DeviceId__Output>
       Dirent: MessageTypeDefinition<_dunix_v1_Dirent, _dunix_v1_Dirent__Output>
       Empty: MessageTypeDefinition<_dunix_v1_Empty, _dunix_v1_Empty__Output>

@@ -9,6 +9,7 @@ export type { BlockOp, BlockOp__Output } from './dunix/v1/BlockOp.js';
 export type { BrickStatusReply, BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
 export type { Caller, Caller__Output } from './dunix/v1/Caller.js';
 export type { ConvertInlineRequest, ConvertInlineRequest__Output } from './dunix/v1/ConvertInlineRequest.js';
+export type { CopyBlockRequest, CopyBlockRequest__Output } from './dunix/v1/CopyBlockRequest.js';
 export type { DeviceId, DeviceId__Output } from './dunix/v1/DeviceId.js';
 export type { Dirent, Dirent__Output } from './dunix/v1/Dirent.js';
 export type { Empty, Empty__Output } from './dunix/v1/Empty.js';

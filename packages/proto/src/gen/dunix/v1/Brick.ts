@@ -9,6 +9,7 @@ import type { AttrReply as _dunix_v1_AttrReply, AttrReply__Output as _dunix_v1_A
 import type { BackfillRequest as _dunix_v1_BackfillRequest, BackfillRequest__Output as _dunix_v1_BackfillRequest__Output } from '../../dunix/v1/BackfillRequest.js';
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from '../../dunix/v1/BrickStatusReply.js';
 import type { ConvertInlineRequest as _dunix_v1_ConvertInlineRequest, ConvertInlineRequest__Output as _dunix_v1_ConvertInlineRequest__Output } from '../../dunix/v1/ConvertInlineRequest.js';
+import type { CopyBlockRequest as _dunix_v1_CopyBlockRequest, CopyBlockRequest__Output as _dunix_v1_CopyBlockRequest__Output } from '../../dunix/v1/CopyBlockRequest.js';
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from '../../dunix/v1/Empty.js';
 import type { EntryReply as _dunix_v1_EntryReply, EntryReply__Output as _dunix_v1_EntryReply__Output } from '../../dunix/v1/EntryReply.js';
 import type { ExtendRequest as _dunix_v1_ExtendRequest, ExtendRequest__Output as _dunix_v1_ExtendRequest__Output } from '../../dunix/v1/ExtendRequest.js';
@@ -101,6 +102,15 @@ export interface BrickClient extends grpc.Client {
   convertInline(argument: _dunix_v1_ConvertInlineRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   convertInline(argument: _dunix_v1_ConvertInlineRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   convertInline(argument: _dunix_v1_ConvertInlineRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  
+  CopyBlock(argument: _dunix_v1_CopyBlockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  CopyBlock(argument: _dunix_v1_CopyBlockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  CopyBlock(argument: _dunix_v1_CopyBlockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  CopyBlock(argument: _dunix_v1_CopyBlockRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  copyBlock(argument: _dunix_v1_CopyBlockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  copyBlock(argument: _dunix_v1_CopyBlockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  copyBlock(argument: _dunix_v1_CopyBlockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  copyBlock(argument: _dunix_v1_CopyBlockRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   
   Extend(argument: _dunix_v1_ExtendRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   Extend(argument: _dunix_v1_ExtendRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
@@ -473,6 +483,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   ConvertInline: grpc.handleUnaryCall<_dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply>;
   
+  CopyBlock: grpc.handleUnaryCall<_dunix_v1_CopyBlockRequest__Output, _dunix_v1_Empty>;
+  
   Extend: grpc.handleUnaryCall<_dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply>;
   
   Fallocate: grpc.handleUnaryCall<_dunix_v1_FallocateRequest__Output, _dunix_v1_AttrReply>;
@@ -560,6 +572,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   Backfill: MethodDefinition<_dunix_v1_BackfillRequest, _dunix_v1_Empty, _dunix_v1_BackfillRequest__Output, _dunix_v1_Empty__Output>
   BrickStatus: MethodDefinition<_dunix_v1_Empty, _dunix_v1_BrickStatusReply, _dunix_v1_Empty__Output, _dunix_v1_BrickStatusReply__Output>
   ConvertInline: MethodDefinition<_dunix_v1_ConvertInlineRequest, _dunix_v1_AttrReply, _dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply__Output>
+  CopyBlock: MethodDefinition<_dunix_v1_CopyBlockRequest, _dunix_v1_Empty, _dunix_v1_CopyBlockRequest__Output, _dunix_v1_Empty__Output>
   Extend: MethodDefinition<_dunix_v1_ExtendRequest, _dunix_v1_AttrReply, _dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply__Output>
   Fallocate: MethodDefinition<_dunix_v1_FallocateRequest, _dunix_v1_AttrReply, _dunix_v1_FallocateRequest__Output, _dunix_v1_AttrReply__Output>
   FetchBlock: MethodDefinition<_dunix_v1_FetchBlockRequest, _dunix_v1_FetchBlockReply, _dunix_v1_FetchBlockRequest__Output, _dunix_v1_FetchBlockReply__Output>
