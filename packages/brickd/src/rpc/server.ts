@@ -293,6 +293,7 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
           `${req.openInos.length} open inodes, at most ${limits.openInosMax}`,
         );
       const open = new Set(req.openInos.map((v) => ino(v, 'openInos')));
+      if (req.owner.length > limits.requestIdMaxBytes) throw new FsError('INVALID_ARGUMENT', 'owner too long');
       const reply = await mutate(routed, 'unlink', async (t) => {
         const u = await brick.engine.unlink(t, cred(req.caller), parent, n);
         // The last link of an inode of this PG that the client does not hold
@@ -303,6 +304,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
           pgOfIno(u.ino) === routed.pg &&
           !open.has(u.ino) &&
           (await brick.reclaimIn(t, u.ino));
+        // An orphan left to the client (open, or in another PG): marked with its session, so
+        // that the recovery sweep reclaims it should the client die before its last close.
+        if (u.nlink === 0 && !reclaimed && req.owner && !u.isDir)
+          t.setOrphan(u.ino, { owner: req.owner, sinceNs: t.nowNs });
         return { ino: u.ino.toString(), nlink: u.nlink, size: u.size.toString(), reclaimed };
       });
       if (reply.reclaimed) brick.finishTrimSoon(routed.pg, BigInt(reply.ino));

@@ -247,6 +247,8 @@ export class DunixFs implements FileSystem {
       name,
       reclaim,
       openInos: reclaim ? [...this.files.keys()].map(String) : [],
+      // An orphan left to us is marked with our session: the bricks reclaim it if we die first.
+      owner: this.o.mountId ?? '',
     });
     if (r.nlink === 0 && !r.reclaimed) this.lastLinkGone(BigInt(r.ino));
   }
