@@ -72,6 +72,8 @@ export type ErrorCode =
   | 'NO_MEMORY'
   | 'TOO_MANY_OPEN'
   | 'NO_DATA_AT_OFFSET'
+  | 'DEADLOCK'
+  | 'NO_LOCKS'
   | 'NOT_PRIMARY'
   | 'CONFLICT'
   | 'NOT_INLINE'
@@ -125,6 +127,8 @@ export const errorTable = {
   NO_MEMORY: { errno: 'ENOMEM', grpc: 'RESOURCE_EXHAUSTED', summary: 'out of memory' },
   TOO_MANY_OPEN: { errno: 'EMFILE', grpc: 'RESOURCE_EXHAUSTED', summary: 'too many open files' },
   NO_DATA_AT_OFFSET: { errno: 'ENXIO', grpc: 'OUT_OF_RANGE', summary: 'no data or hole past offset' },
+  DEADLOCK: { errno: 'EDEADLK', grpc: 'ABORTED', summary: 'waiting for the lock would deadlock' },
+  NO_LOCKS: { errno: 'ENOLCK', grpc: 'RESOURCE_EXHAUSTED', summary: 'too many locks on the inode' },
   // Internal codes: the client acts on them (refresh the placement map, retry)
   // and reports the errno only when its retries run out.
   NOT_PRIMARY: { errno: 'EAGAIN', grpc: 'FAILED_PRECONDITION', summary: 'brick does not serve this PG' },

@@ -12,6 +12,7 @@ import type { BlockOp as _dunix_v1_BlockOp, BlockOp__Output as _dunix_v1_BlockOp
 import type { BrickClient as _dunix_v1_BrickClient, BrickDefinition as _dunix_v1_BrickDefinition } from './dunix/v1/Brick.js';
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
 import type { Caller as _dunix_v1_Caller, Caller__Output as _dunix_v1_Caller__Output } from './dunix/v1/Caller.js';
+import type { CancelLockRequest as _dunix_v1_CancelLockRequest, CancelLockRequest__Output as _dunix_v1_CancelLockRequest__Output } from './dunix/v1/CancelLockRequest.js';
 import type { ConvertInlineRequest as _dunix_v1_ConvertInlineRequest, ConvertInlineRequest__Output as _dunix_v1_ConvertInlineRequest__Output } from './dunix/v1/ConvertInlineRequest.js';
 import type { CopyBlockRequest as _dunix_v1_CopyBlockRequest, CopyBlockRequest__Output as _dunix_v1_CopyBlockRequest__Output } from './dunix/v1/CopyBlockRequest.js';
 import type { DeviceId as _dunix_v1_DeviceId, DeviceId__Output as _dunix_v1_DeviceId__Output } from './dunix/v1/DeviceId.js';
@@ -31,6 +32,9 @@ import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Ou
 import type { LinkRequest as _dunix_v1_LinkRequest, LinkRequest__Output as _dunix_v1_LinkRequest__Output } from './dunix/v1/LinkRequest.js';
 import type { ListXattrReply as _dunix_v1_ListXattrReply, ListXattrReply__Output as _dunix_v1_ListXattrReply__Output } from './dunix/v1/ListXattrReply.js';
 import type { ListXattrRequest as _dunix_v1_ListXattrRequest, ListXattrRequest__Output as _dunix_v1_ListXattrRequest__Output } from './dunix/v1/ListXattrRequest.js';
+import type { LockReply as _dunix_v1_LockReply, LockReply__Output as _dunix_v1_LockReply__Output } from './dunix/v1/LockReply.js';
+import type { LockRequest as _dunix_v1_LockRequest, LockRequest__Output as _dunix_v1_LockRequest__Output } from './dunix/v1/LockRequest.js';
+import type { LockSpec as _dunix_v1_LockSpec, LockSpec__Output as _dunix_v1_LockSpec__Output } from './dunix/v1/LockSpec.js';
 import type { LogEntry as _dunix_v1_LogEntry, LogEntry__Output as _dunix_v1_LogEntry__Output } from './dunix/v1/LogEntry.js';
 import type { LogWrite as _dunix_v1_LogWrite, LogWrite__Output as _dunix_v1_LogWrite__Output } from './dunix/v1/LogWrite.js';
 import type { LookupReply as _dunix_v1_LookupReply, LookupReply__Output as _dunix_v1_LookupReply__Output } from './dunix/v1/LookupReply.js';
@@ -48,6 +52,7 @@ import type { ReadDirRequest as _dunix_v1_ReadDirRequest, ReadDirRequest__Output
 import type { ReadlinkReply as _dunix_v1_ReadlinkReply, ReadlinkReply__Output as _dunix_v1_ReadlinkReply__Output } from './dunix/v1/ReadlinkReply.js';
 import type { ReadlinkRequest as _dunix_v1_ReadlinkRequest, ReadlinkRequest__Output as _dunix_v1_ReadlinkRequest__Output } from './dunix/v1/ReadlinkRequest.js';
 import type { ReclaimRequest as _dunix_v1_ReclaimRequest, ReclaimRequest__Output as _dunix_v1_ReclaimRequest__Output } from './dunix/v1/ReclaimRequest.js';
+import type { ReleaseLocksRequest as _dunix_v1_ReleaseLocksRequest, ReleaseLocksRequest__Output as _dunix_v1_ReleaseLocksRequest__Output } from './dunix/v1/ReleaseLocksRequest.js';
 import type { RemoveXattrRequest as _dunix_v1_RemoveXattrRequest, RemoveXattrRequest__Output as _dunix_v1_RemoveXattrRequest__Output } from './dunix/v1/RemoveXattrRequest.js';
 import type { RenameReply as _dunix_v1_RenameReply, RenameReply__Output as _dunix_v1_RenameReply__Output } from './dunix/v1/RenameReply.js';
 import type { RenameRequest as _dunix_v1_RenameRequest, RenameRequest__Output as _dunix_v1_RenameRequest__Output } from './dunix/v1/RenameRequest.js';
@@ -95,6 +100,7 @@ export interface ProtoGrpcType {
       Brick: SubtypeConstructor<typeof grpc.Client, _dunix_v1_BrickClient> & { service: _dunix_v1_BrickDefinition }
       BrickStatusReply: MessageTypeDefinition<_dunix_v1_BrickStatusReply, _dunix_v1_BrickStatusReply__Output>
       Caller: MessageTypeDefinition<_dunix_v1_Caller, _dunix_v1_Caller__Output>
+      CancelLockRequest: MessageTypeDefinition<_dunix_v1_CancelLockRequest, _dunix_v1_CancelLockRequest__Output>
       ConvertInlineRequest: MessageTypeDefinition<_dunix_v1_ConvertInlineRequest, _dunix_v1_ConvertInlineRequest__Output>
       CopyBlockRequest: MessageTypeDefinition<_dunix_v1_CopyBlockRequest, _dunix_v1_CopyBlockRequest__Output>
       DeviceId: MessageTypeDefinition<_dunix_v1_DeviceId, _dunix_v1_DeviceId__Output>
@@ -114,6 +120,9 @@ export interface ProtoGrpcType {
       LinkRequest: MessageTypeDefinition<_dunix_v1_LinkRequest, _dunix_v1_LinkRequest__Output>
       ListXattrReply: MessageTypeDefinition<_dunix_v1_ListXattrReply, _dunix_v1_ListXattrReply__Output>
       ListXattrRequest: MessageTypeDefinition<_dunix_v1_ListXattrRequest, _dunix_v1_ListXattrRequest__Output>
+      LockReply: MessageTypeDefinition<_dunix_v1_LockReply, _dunix_v1_LockReply__Output>
+      LockRequest: MessageTypeDefinition<_dunix_v1_LockRequest, _dunix_v1_LockRequest__Output>
+      LockSpec: MessageTypeDefinition<_dunix_v1_LockSpec, _dunix_v1_LockSpec__Output>
       LogEntry: MessageTypeDefinition<_dunix_v1_LogEntry, _dunix_v1_LogEntry__Output>
       LogWrite: MessageTypeDefinition<_dunix_v1_LogWrite, _dunix_v1_LogWrite__Output>
       LookupReply: MessageTypeDefinition<_dunix_v1_LookupReply, _dunix_v1_LookupReply__Output>
@@ -131,6 +140,7 @@ export interface ProtoGrpcType {
       ReadlinkReply: MessageTypeDefinition<_dunix_v1_ReadlinkReply, _dunix_v1_ReadlinkReply__Output>
       ReadlinkRequest: MessageTypeDefinition<_dunix_v1_ReadlinkRequest, _dunix_v1_ReadlinkRequest__Output>
       ReclaimRequest: MessageTypeDefinition<_dunix_v1_ReclaimRequest, _dunix_v1_ReclaimRequest__Output>
+      ReleaseLocksRequest: MessageTypeDefinition<_dunix_v1_ReleaseLocksRequest, _dunix_v1_ReleaseLocksRequest__Output>
       RemoveXattrRequest: MessageTypeDefinition<_dunix_v1_RemoveXattrRequest, _dunix_v1_RemoveXattrRequest__Output>
       RenameReply: MessageTypeDefinition<_dunix_v1_RenameReply, _dunix_v1_RenameReply__Output>
       RenameRequest: MessageTypeDefinition<_dunix_v1_RenameRequest, _dunix_v1_RenameRequest__Output>

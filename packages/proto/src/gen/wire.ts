@@ -8,6 +8,7 @@ export type { BlockExtent, BlockExtent__Output } from './dunix/v1/BlockExtent.js
 export type { BlockOp, BlockOp__Output } from './dunix/v1/BlockOp.js';
 export type { BrickStatusReply, BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
 export type { Caller, Caller__Output } from './dunix/v1/Caller.js';
+export type { CancelLockRequest, CancelLockRequest__Output } from './dunix/v1/CancelLockRequest.js';
 export type { ConvertInlineRequest, ConvertInlineRequest__Output } from './dunix/v1/ConvertInlineRequest.js';
 export type { CopyBlockRequest, CopyBlockRequest__Output } from './dunix/v1/CopyBlockRequest.js';
 export type { DeviceId, DeviceId__Output } from './dunix/v1/DeviceId.js';
@@ -27,6 +28,9 @@ export type { Header, Header__Output } from './dunix/v1/Header.js';
 export type { LinkRequest, LinkRequest__Output } from './dunix/v1/LinkRequest.js';
 export type { ListXattrReply, ListXattrReply__Output } from './dunix/v1/ListXattrReply.js';
 export type { ListXattrRequest, ListXattrRequest__Output } from './dunix/v1/ListXattrRequest.js';
+export type { LockReply, LockReply__Output } from './dunix/v1/LockReply.js';
+export type { LockRequest, LockRequest__Output } from './dunix/v1/LockRequest.js';
+export type { LockSpec, LockSpec__Output } from './dunix/v1/LockSpec.js';
 export type { LogEntry, LogEntry__Output } from './dunix/v1/LogEntry.js';
 export type { LogWrite, LogWrite__Output } from './dunix/v1/LogWrite.js';
 export type { LookupReply, LookupReply__Output } from './dunix/v1/LookupReply.js';
@@ -44,6 +48,7 @@ export type { ReadDirRequest, ReadDirRequest__Output } from './dunix/v1/ReadDirR
 export type { ReadlinkReply, ReadlinkReply__Output } from './dunix/v1/ReadlinkReply.js';
 export type { ReadlinkRequest, ReadlinkRequest__Output } from './dunix/v1/ReadlinkRequest.js';
 export type { ReclaimRequest, ReclaimRequest__Output } from './dunix/v1/ReclaimRequest.js';
+export type { ReleaseLocksRequest, ReleaseLocksRequest__Output } from './dunix/v1/ReleaseLocksRequest.js';
 export type { RemoveXattrRequest, RemoveXattrRequest__Output } from './dunix/v1/RemoveXattrRequest.js';
 export type { RenameReply, RenameReply__Output } from './dunix/v1/RenameReply.js';
 export type { RenameRequest, RenameRequest__Output } from './dunix/v1/RenameRequest.js';

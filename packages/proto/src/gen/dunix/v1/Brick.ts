@@ -8,6 +8,7 @@ import type { AllocInoRequest as _dunix_v1_AllocInoRequest, AllocInoRequest__Out
 import type { AttrReply as _dunix_v1_AttrReply, AttrReply__Output as _dunix_v1_AttrReply__Output } from '../../dunix/v1/AttrReply.js';
 import type { BackfillRequest as _dunix_v1_BackfillRequest, BackfillRequest__Output as _dunix_v1_BackfillRequest__Output } from '../../dunix/v1/BackfillRequest.js';
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from '../../dunix/v1/BrickStatusReply.js';
+import type { CancelLockRequest as _dunix_v1_CancelLockRequest, CancelLockRequest__Output as _dunix_v1_CancelLockRequest__Output } from '../../dunix/v1/CancelLockRequest.js';
 import type { ConvertInlineRequest as _dunix_v1_ConvertInlineRequest, ConvertInlineRequest__Output as _dunix_v1_ConvertInlineRequest__Output } from '../../dunix/v1/ConvertInlineRequest.js';
 import type { CopyBlockRequest as _dunix_v1_CopyBlockRequest, CopyBlockRequest__Output as _dunix_v1_CopyBlockRequest__Output } from '../../dunix/v1/CopyBlockRequest.js';
 import type { Empty as _dunix_v1_Empty, Empty__Output as _dunix_v1_Empty__Output } from '../../dunix/v1/Empty.js';
@@ -24,6 +25,8 @@ import type { GetXattrRequest as _dunix_v1_GetXattrRequest, GetXattrRequest__Out
 import type { LinkRequest as _dunix_v1_LinkRequest, LinkRequest__Output as _dunix_v1_LinkRequest__Output } from '../../dunix/v1/LinkRequest.js';
 import type { ListXattrReply as _dunix_v1_ListXattrReply, ListXattrReply__Output as _dunix_v1_ListXattrReply__Output } from '../../dunix/v1/ListXattrReply.js';
 import type { ListXattrRequest as _dunix_v1_ListXattrRequest, ListXattrRequest__Output as _dunix_v1_ListXattrRequest__Output } from '../../dunix/v1/ListXattrRequest.js';
+import type { LockReply as _dunix_v1_LockReply, LockReply__Output as _dunix_v1_LockReply__Output } from '../../dunix/v1/LockReply.js';
+import type { LockRequest as _dunix_v1_LockRequest, LockRequest__Output as _dunix_v1_LockRequest__Output } from '../../dunix/v1/LockRequest.js';
 import type { LookupReply as _dunix_v1_LookupReply, LookupReply__Output as _dunix_v1_LookupReply__Output } from '../../dunix/v1/LookupReply.js';
 import type { LookupRequest as _dunix_v1_LookupRequest, LookupRequest__Output as _dunix_v1_LookupRequest__Output } from '../../dunix/v1/LookupRequest.js';
 import type { MkdirRequest as _dunix_v1_MkdirRequest, MkdirRequest__Output as _dunix_v1_MkdirRequest__Output } from '../../dunix/v1/MkdirRequest.js';
@@ -39,6 +42,7 @@ import type { ReadDirRequest as _dunix_v1_ReadDirRequest, ReadDirRequest__Output
 import type { ReadlinkReply as _dunix_v1_ReadlinkReply, ReadlinkReply__Output as _dunix_v1_ReadlinkReply__Output } from '../../dunix/v1/ReadlinkReply.js';
 import type { ReadlinkRequest as _dunix_v1_ReadlinkRequest, ReadlinkRequest__Output as _dunix_v1_ReadlinkRequest__Output } from '../../dunix/v1/ReadlinkRequest.js';
 import type { ReclaimRequest as _dunix_v1_ReclaimRequest, ReclaimRequest__Output as _dunix_v1_ReclaimRequest__Output } from '../../dunix/v1/ReclaimRequest.js';
+import type { ReleaseLocksRequest as _dunix_v1_ReleaseLocksRequest, ReleaseLocksRequest__Output as _dunix_v1_ReleaseLocksRequest__Output } from '../../dunix/v1/ReleaseLocksRequest.js';
 import type { RemoveXattrRequest as _dunix_v1_RemoveXattrRequest, RemoveXattrRequest__Output as _dunix_v1_RemoveXattrRequest__Output } from '../../dunix/v1/RemoveXattrRequest.js';
 import type { RenameReply as _dunix_v1_RenameReply, RenameReply__Output as _dunix_v1_RenameReply__Output } from '../../dunix/v1/RenameReply.js';
 import type { RenameRequest as _dunix_v1_RenameRequest, RenameRequest__Output as _dunix_v1_RenameRequest__Output } from '../../dunix/v1/RenameRequest.js';
@@ -93,6 +97,15 @@ export interface BrickClient extends grpc.Client {
   brickStatus(argument: _dunix_v1_Empty, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_BrickStatusReply__Output>): grpc.ClientUnaryCall;
   brickStatus(argument: _dunix_v1_Empty, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_BrickStatusReply__Output>): grpc.ClientUnaryCall;
   brickStatus(argument: _dunix_v1_Empty, callback: grpc.requestCallback<_dunix_v1_BrickStatusReply__Output>): grpc.ClientUnaryCall;
+  
+  CancelLock(argument: _dunix_v1_CancelLockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  CancelLock(argument: _dunix_v1_CancelLockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  CancelLock(argument: _dunix_v1_CancelLockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  CancelLock(argument: _dunix_v1_CancelLockRequest, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  cancelLock(argument: _dunix_v1_CancelLockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  cancelLock(argument: _dunix_v1_CancelLockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  cancelLock(argument: _dunix_v1_CancelLockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  cancelLock(argument: _dunix_v1_CancelLockRequest, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
   
   ConvertInline(argument: _dunix_v1_ConvertInlineRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   ConvertInline(argument: _dunix_v1_ConvertInlineRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
@@ -156,6 +169,15 @@ export interface BrickClient extends grpc.Client {
   getAttr(argument: _dunix_v1_GetAttrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   getAttr(argument: _dunix_v1_GetAttrRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   getAttr(argument: _dunix_v1_GetAttrRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  
+  GetLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  GetLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  GetLock(argument: _dunix_v1_LockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  GetLock(argument: _dunix_v1_LockRequest, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  getLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  getLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  getLock(argument: _dunix_v1_LockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  getLock(argument: _dunix_v1_LockRequest, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
   
   GetXattr(argument: _dunix_v1_GetXattrRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_GetXattrReply__Output>): grpc.ClientUnaryCall;
   GetXattr(argument: _dunix_v1_GetXattrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_GetXattrReply__Output>): grpc.ClientUnaryCall;
@@ -274,6 +296,15 @@ export interface BrickClient extends grpc.Client {
   reclaim(argument: _dunix_v1_ReclaimRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   reclaim(argument: _dunix_v1_ReclaimRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   
+  ReleaseLocks(argument: _dunix_v1_ReleaseLocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  ReleaseLocks(argument: _dunix_v1_ReleaseLocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  ReleaseLocks(argument: _dunix_v1_ReleaseLocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  ReleaseLocks(argument: _dunix_v1_ReleaseLocksRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  releaseLocks(argument: _dunix_v1_ReleaseLocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  releaseLocks(argument: _dunix_v1_ReleaseLocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  releaseLocks(argument: _dunix_v1_ReleaseLocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  releaseLocks(argument: _dunix_v1_ReleaseLocksRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  
   RemoveXattr(argument: _dunix_v1_RemoveXattrRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   RemoveXattr(argument: _dunix_v1_RemoveXattrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   RemoveXattr(argument: _dunix_v1_RemoveXattrRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
@@ -336,6 +367,15 @@ export interface BrickClient extends grpc.Client {
   setAttr(argument: _dunix_v1_SetAttrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   setAttr(argument: _dunix_v1_SetAttrRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
   setAttr(argument: _dunix_v1_SetAttrRequest, callback: grpc.requestCallback<_dunix_v1_AttrReply__Output>): grpc.ClientUnaryCall;
+  
+  SetLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  SetLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  SetLock(argument: _dunix_v1_LockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  SetLock(argument: _dunix_v1_LockRequest, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  setLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  setLock(argument: _dunix_v1_LockRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  setLock(argument: _dunix_v1_LockRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
+  setLock(argument: _dunix_v1_LockRequest, callback: grpc.requestCallback<_dunix_v1_LockReply__Output>): grpc.ClientUnaryCall;
   
   SetXattr(argument: _dunix_v1_SetXattrRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   SetXattr(argument: _dunix_v1_SetXattrRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
@@ -481,6 +521,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   BrickStatus: grpc.handleUnaryCall<_dunix_v1_Empty__Output, _dunix_v1_BrickStatusReply>;
   
+  CancelLock: grpc.handleUnaryCall<_dunix_v1_CancelLockRequest__Output, _dunix_v1_LockReply>;
+  
   ConvertInline: grpc.handleUnaryCall<_dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply>;
   
   CopyBlock: grpc.handleUnaryCall<_dunix_v1_CopyBlockRequest__Output, _dunix_v1_Empty>;
@@ -494,6 +536,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   FetchLog: grpc.handleUnaryCall<_dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply>;
   
   GetAttr: grpc.handleUnaryCall<_dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply>;
+  
+  GetLock: grpc.handleUnaryCall<_dunix_v1_LockRequest__Output, _dunix_v1_LockReply>;
   
   GetXattr: grpc.handleUnaryCall<_dunix_v1_GetXattrRequest__Output, _dunix_v1_GetXattrReply>;
   
@@ -521,6 +565,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   Reclaim: grpc.handleUnaryCall<_dunix_v1_ReclaimRequest__Output, _dunix_v1_Empty>;
   
+  ReleaseLocks: grpc.handleUnaryCall<_dunix_v1_ReleaseLocksRequest__Output, _dunix_v1_Empty>;
+  
   RemoveXattr: grpc.handleUnaryCall<_dunix_v1_RemoveXattrRequest__Output, _dunix_v1_Empty>;
   
   Rename: grpc.handleUnaryCall<_dunix_v1_RenameRequest__Output, _dunix_v1_RenameReply>;
@@ -534,6 +580,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   Seek: grpc.handleUnaryCall<_dunix_v1_SeekRequest__Output, _dunix_v1_SeekReply>;
   
   SetAttr: grpc.handleUnaryCall<_dunix_v1_SetAttrRequest__Output, _dunix_v1_AttrReply>;
+  
+  SetLock: grpc.handleUnaryCall<_dunix_v1_LockRequest__Output, _dunix_v1_LockReply>;
   
   SetXattr: grpc.handleUnaryCall<_dunix_v1_SetXattrRequest__Output, _dunix_v1_Empty>;
   
@@ -571,6 +619,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   AllocIno: MethodDefinition<_dunix_v1_AllocInoRequest, _dunix_v1_AllocInoReply, _dunix_v1_AllocInoRequest__Output, _dunix_v1_AllocInoReply__Output>
   Backfill: MethodDefinition<_dunix_v1_BackfillRequest, _dunix_v1_Empty, _dunix_v1_BackfillRequest__Output, _dunix_v1_Empty__Output>
   BrickStatus: MethodDefinition<_dunix_v1_Empty, _dunix_v1_BrickStatusReply, _dunix_v1_Empty__Output, _dunix_v1_BrickStatusReply__Output>
+  CancelLock: MethodDefinition<_dunix_v1_CancelLockRequest, _dunix_v1_LockReply, _dunix_v1_CancelLockRequest__Output, _dunix_v1_LockReply__Output>
   ConvertInline: MethodDefinition<_dunix_v1_ConvertInlineRequest, _dunix_v1_AttrReply, _dunix_v1_ConvertInlineRequest__Output, _dunix_v1_AttrReply__Output>
   CopyBlock: MethodDefinition<_dunix_v1_CopyBlockRequest, _dunix_v1_Empty, _dunix_v1_CopyBlockRequest__Output, _dunix_v1_Empty__Output>
   Extend: MethodDefinition<_dunix_v1_ExtendRequest, _dunix_v1_AttrReply, _dunix_v1_ExtendRequest__Output, _dunix_v1_AttrReply__Output>
@@ -578,6 +627,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   FetchBlock: MethodDefinition<_dunix_v1_FetchBlockRequest, _dunix_v1_FetchBlockReply, _dunix_v1_FetchBlockRequest__Output, _dunix_v1_FetchBlockReply__Output>
   FetchLog: MethodDefinition<_dunix_v1_FetchLogRequest, _dunix_v1_FetchLogReply, _dunix_v1_FetchLogRequest__Output, _dunix_v1_FetchLogReply__Output>
   GetAttr: MethodDefinition<_dunix_v1_GetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply__Output>
+  GetLock: MethodDefinition<_dunix_v1_LockRequest, _dunix_v1_LockReply, _dunix_v1_LockRequest__Output, _dunix_v1_LockReply__Output>
   GetXattr: MethodDefinition<_dunix_v1_GetXattrRequest, _dunix_v1_GetXattrReply, _dunix_v1_GetXattrRequest__Output, _dunix_v1_GetXattrReply__Output>
   Link: MethodDefinition<_dunix_v1_LinkRequest, _dunix_v1_EntryReply, _dunix_v1_LinkRequest__Output, _dunix_v1_EntryReply__Output>
   ListXattr: MethodDefinition<_dunix_v1_ListXattrRequest, _dunix_v1_ListXattrReply, _dunix_v1_ListXattrRequest__Output, _dunix_v1_ListXattrReply__Output>
@@ -591,6 +641,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   ReadDir: MethodDefinition<_dunix_v1_ReadDirRequest, _dunix_v1_ReadDirReply, _dunix_v1_ReadDirRequest__Output, _dunix_v1_ReadDirReply__Output>
   Readlink: MethodDefinition<_dunix_v1_ReadlinkRequest, _dunix_v1_ReadlinkReply, _dunix_v1_ReadlinkRequest__Output, _dunix_v1_ReadlinkReply__Output>
   Reclaim: MethodDefinition<_dunix_v1_ReclaimRequest, _dunix_v1_Empty, _dunix_v1_ReclaimRequest__Output, _dunix_v1_Empty__Output>
+  ReleaseLocks: MethodDefinition<_dunix_v1_ReleaseLocksRequest, _dunix_v1_Empty, _dunix_v1_ReleaseLocksRequest__Output, _dunix_v1_Empty__Output>
   RemoveXattr: MethodDefinition<_dunix_v1_RemoveXattrRequest, _dunix_v1_Empty, _dunix_v1_RemoveXattrRequest__Output, _dunix_v1_Empty__Output>
   Rename: MethodDefinition<_dunix_v1_RenameRequest, _dunix_v1_RenameReply, _dunix_v1_RenameRequest__Output, _dunix_v1_RenameReply__Output>
   Replicate: MethodDefinition<_dunix_v1_ReplicateRequest, _dunix_v1_ReplicateReply, _dunix_v1_ReplicateRequest__Output, _dunix_v1_ReplicateReply__Output>
@@ -598,6 +649,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   ScrubDigest: MethodDefinition<_dunix_v1_ScrubDigestRequest, _dunix_v1_ScrubDigestReply, _dunix_v1_ScrubDigestRequest__Output, _dunix_v1_ScrubDigestReply__Output>
   Seek: MethodDefinition<_dunix_v1_SeekRequest, _dunix_v1_SeekReply, _dunix_v1_SeekRequest__Output, _dunix_v1_SeekReply__Output>
   SetAttr: MethodDefinition<_dunix_v1_SetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_SetAttrRequest__Output, _dunix_v1_AttrReply__Output>
+  SetLock: MethodDefinition<_dunix_v1_LockRequest, _dunix_v1_LockReply, _dunix_v1_LockRequest__Output, _dunix_v1_LockReply__Output>
   SetXattr: MethodDefinition<_dunix_v1_SetXattrRequest, _dunix_v1_Empty, _dunix_v1_SetXattrRequest__Output, _dunix_v1_Empty__Output>
   StatFs: MethodDefinition<_dunix_v1_StatFsRequest, _dunix_v1_StatFsReply, _dunix_v1_StatFsRequest__Output, _dunix_v1_StatFsReply__Output>
   Symlink: MethodDefinition<_dunix_v1_SymlinkRequest, _dunix_v1_EntryReply, _dunix_v1_SymlinkRequest__Output, _dunix_v1_EntryReply__Output>
