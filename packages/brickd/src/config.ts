@@ -50,6 +50,14 @@ export interface BrickKnobs {
   scrubRescanMs: number;
   /** How often the brick measures its space and publishes it (dunixctl df, the full threshold). */
   usageIntervalMs: number;
+  /** Longest a SetLock call waits at the brick before answering `waiting` (the client calls again). */
+  lockWaitSliceMaxMs: number;
+  /** A waiter between two of its calls keeps its place in line this long. */
+  lockWaitKeepMs: number;
+  /** Locks one inode may carry (more: ENOLCK). */
+  locksPerInodeMax: number;
+  /** How often the primary looks for locks of sessions whose mount record is gone. */
+  lockSessionCheckMs: number;
 }
 
 export const brickDefaults: BrickKnobs = {
@@ -74,6 +82,10 @@ export const brickDefaults: BrickKnobs = {
   scrubBytesPerS: 16 * 1024 * 1024,
   scrubRescanMs: 5000,
   usageIntervalMs: 5000,
+  lockWaitSliceMaxMs: 5000,
+  lockWaitKeepMs: 10_000,
+  locksPerInodeMax: 4096,
+  lockSessionCheckMs: 1000,
 };
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
@@ -101,12 +113,17 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('scrubChunkBytes', 64 * 1024 * 1024);
   positive('scrubRescanMs', 3_600_000);
   positive('usageIntervalMs', 3_600_000);
+  positive('lockWaitSliceMaxMs', 600_000);
+  positive('lockWaitKeepMs', 600_000);
+  positive('locksPerInodeMax', 1 << 20);
+  positive('lockSessionCheckMs', 600_000);
   if (!Number.isInteger(k.scrubBytesPerS) || k.scrubBytesPerS < 0 || k.scrubBytesPerS > 2 ** 40)
     bad.push(`scrubBytesPerS ${k.scrubBytesPerS} must be 0..2^40`);
   if (!Number.isInteger(k.groupCommitMs) || k.groupCommitMs < 0 || k.groupCommitMs > 1000)
     bad.push(`groupCommitMs ${k.groupCommitMs} must be 0..1000`);
   if (k.leaseFenceMarginMs * 2 > k.leaseTtlMs) bad.push('leaseFenceMarginMs must be <= leaseTtlMs / 2');
   if (k.catchUpFinalEntries > k.opLogRetain) bad.push('catchUpFinalEntries must be <= opLogRetain');
+  if (k.lockWaitKeepMs <= k.lockWaitSliceMaxMs) bad.push('lockWaitKeepMs must be > lockWaitSliceMaxMs');
   if (k.leaseTtlMs < 2000) bad.push('leaseTtlMs must be >= 2000 (etcd keepalive granularity)');
   if (k.txResolveAfterMs >= k.peerCallTimeoutMs * 10)
     bad.push('txResolveAfterMs must be < 10 x peerCallTimeoutMs');

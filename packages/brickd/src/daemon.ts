@@ -46,6 +46,7 @@ import { GroupCommit, syncEachWrite, type Durability } from './store/group-commi
 import { brickKeys } from './store/keys.js';
 import { LevelKv } from './store/leveldb-kv.js';
 import { mountSessions } from './mount-sessions.js';
+import { LockService } from './lock-service.js';
 
 export interface BrickdOptions {
   dataDir: string;
@@ -119,6 +120,7 @@ export class BrickDaemon {
   /** Every brick runs one; the election picks the one that acts. */
   private controller: Controller | undefined;
   private unwatch: Unsubscribe | undefined;
+  private locks: LockService | undefined;
   /** Routes to primaries (cross-PG transactions) and to replicas; a refused connection is reported. */
   private readonly router = new Router({
     // TLS as brickd was given (read at connect time: this.o is not set yet here).
@@ -322,7 +324,23 @@ export class BrickDaemon {
         mountsAlive: mountSessions(coord, config.name),
       });
       await brick.applyPlacement(s.placement);
+      const locks = new LockService({
+        mutate: (pg, kind, op) => brick.mutate(pg, '', kind, op, false),
+        read: (pg, op) => brick.read(pg, op),
+        ledPgs: () => [...brick.pgs.keys()].filter((pg) => brick.leads(pg)),
+        kv: this.kv!,
+        mountsAlive: mountSessions(coord, config.name),
+        knobs: this.knobs,
+        timers: {
+          nowMs: () => performance.now(),
+          set: (fn, ms) => setTimeout(fn, ms).unref(),
+          clear: (h) => clearTimeout(h as NodeJS.Timeout),
+        },
+        log: this.log,
+      });
+      this.locks = locks;
       this.handlers = brickHandlers({
+        locks,
         brick,
         brickId: this.brickId,
         dataDir: this.o.dataDir,
@@ -352,6 +370,7 @@ export class BrickDaemon {
         wallMs: () => Date.now(),
       });
       brick.start();
+      locks.start();
       space.start();
       void brick.recoverySweep();
       this.memoryTimer = setInterval(() => {
@@ -550,6 +569,7 @@ export class BrickDaemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       await this.controller?.stop().catch(() => {});
+      this.locks?.stop();
       this.brick?.stop();
       await this.scrubRunner?.stop().catch(() => {});
       clearInterval(this.memoryTimer);

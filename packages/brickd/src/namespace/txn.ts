@@ -11,6 +11,13 @@ import {
   type OrphanRecord,
   type PunchRecord,
 } from '../store/records.js';
+import {
+  decodeLockTable,
+  encodeLockTable,
+  type HeldLock,
+  type LockTable,
+  type LockTableRecord,
+} from './lock-table.js';
 
 /**
  * What the namespace engine may touch: typed records of any PG, read through
@@ -60,6 +67,10 @@ export interface MetaTxn {
   /** Records (or clears) a hole punch still to carry out on the blocks' PGs. */
   setPunch(ino: bigint, rec: PunchRecord | undefined): void;
   getPunch(ino: bigint): Promise<PunchRecord | undefined>;
+  /** The inode's lock table (empty when none); the inode's PG must be local. */
+  getLocks(ino: bigint): Promise<HeldLock[]>;
+  /** Stores the inode's lock table (an empty one deletes the record). */
+  setLocks(ino: bigint, table: LockTable): void;
   /** A fresh inode number in `pg` (never handed out before). */
   allocIno(pg: number): Promise<bigint>;
 }
@@ -232,6 +243,15 @@ export class RecordTxn implements MetaTxn {
   async getPunch(ino: bigint): Promise<PunchRecord | undefined> {
     const v = await this.kv.get(keys.punch(pgOfIno(ino), ino));
     return v && decodeRecord<PunchRecord>(v);
+  }
+  async getLocks(ino: bigint): Promise<HeldLock[]> {
+    const v = await this.kv.get(keys.lock(pgOfIno(ino), ino));
+    return v ? decodeLockTable(JSON.parse(v.toString()) as LockTableRecord) : [];
+  }
+  setLocks(ino: bigint, table: LockTable): void {
+    const key = keys.lock(pgOfIno(ino), ino);
+    if (table.length === 0) this.kv.del(key);
+    else this.kv.put(key, Buffer.from(JSON.stringify(encodeLockTable(table))));
   }
   allocIno(pg: number): Promise<bigint> {
     return this.alloc(pg);

@@ -33,6 +33,8 @@ import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
 import { entriesFromReplicate, entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
 import { admit } from './admission.js';
+import type { LockReply, LockService } from '../lock-service.js';
+import { LOCK_END_MAX, validLockRequest, type LockKind, type LockRequest } from '../namespace/lock-table.js';
 
 export interface ServerDeps {
   brick: Brick;
@@ -44,6 +46,8 @@ export interface ServerDeps {
   usage?: () => BrickUsage | undefined;
   /** TLS is on: every call must come with a certificate (admission.ts). */
   requireCertificate?: boolean;
+  /** Cluster-wide locks; absent: lock calls answer UNIMPLEMENTED. */
+  locks?: LockService;
 }
 
 type Header = wire.Header__Output | null;
@@ -69,6 +73,10 @@ interface Routed {
  */
 export function brickHandlers(d: ServerDeps): BrickHandlers {
   const { brick, log } = d;
+  const locks = (): LockService => {
+    if (!d.locks) throw new FsError('UNIMPLEMENTED', 'locks are not served here');
+    return d.locks;
+  };
   const volume = () => brick.volume;
   const ino = (v: string, field: string) => validateIno(u64(v, field), volume().pgCount);
 
@@ -293,7 +301,8 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
           `${req.openInos.length} open inodes, at most ${limits.openInosMax}`,
         );
       const open = new Set(req.openInos.map((v) => ino(v, 'openInos')));
-      if (req.owner.length > limits.requestIdMaxBytes) throw new FsError('INVALID_ARGUMENT', 'owner too long');
+      if (req.owner.length > limits.requestIdMaxBytes)
+        throw new FsError('INVALID_ARGUMENT', 'owner too long');
       const reply = await mutate(routed, 'unlink', async (t) => {
         const u = await brick.engine.unlink(t, cred(req.caller), parent, n);
         // The last link of an inode of this PG that the client does not hold
@@ -441,7 +450,9 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const written = req.written.map((e) => ({ index: blockIndex(e.index), end: e.end }));
       return mutate(routed, 'extend', async (t) => {
         if (version !== undefined) await brick.engine.convertInline(t, i, version);
-        return attrReply(await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid, written));
+        return attrReply(
+          await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid, written, req.allocMap),
+        );
       });
     }),
 
@@ -707,6 +718,44 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       };
     }),
 
+    GetLock: unary('GetLock', async (req: wire.LockRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), false);
+      return lockReplyToWire(await locks().getLock(pg, i, lockOf(req.lock)));
+    }),
+
+    SetLock: unary('SetLock', async (req: wire.LockRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), true);
+      const lock = lockOf(req.lock);
+      if (lock.type === 'u' && req.waitMs > 0)
+        throw new FsError('INVALID_ARGUMENT', 'an unlock does not wait');
+      const r = await locks().setLock(pg, i, lock, req.waitMs, waitIdOf(req.waitId, req.waitMs > 0));
+      return lockReplyToWire(r);
+    }),
+
+    CancelLock: unary('CancelLock', async (req: wire.CancelLockRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), true);
+      return lockReplyToWire(await locks().cancel(pg, i, waitIdOf(req.waitId, true)));
+    }),
+
+    ReleaseLocks: unary('ReleaseLocks', async (req: wire.ReleaseLocksRequest__Output) => {
+      const i = ino(req.ino, 'ino');
+      const { pg } = route(req.header, pgOfIno(i), true);
+      if (req.owners.length > LOCK_OWNERS_PER_CALL_MAX)
+        throw new FsError(
+          'OUT_OF_RANGE',
+          `${req.owners.length} lock owners, at most ${LOCK_OWNERS_PER_CALL_MAX}`,
+        );
+      const kinds = new Set<LockKind>();
+      if (req.posix) kinds.add('posix');
+      if (req.flock) kinds.add('flock');
+      const owners = new Set(req.owners.map((o) => u64(o, 'owners').toString()));
+      await locks().release(pg, i, sessionOf(req.session), owners, kinds);
+      return {};
+    }),
+
     ScrubDigest: unary('ScrubDigest', async (req: wire.ScrubDigestRequest__Output) => {
       const { st, epoch } = copyOf(req.header);
       const r = await brick.repl.scrubDigest(st, epoch, {
@@ -743,6 +792,60 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
 
 /** Entries in one Replicate or FetchLog message. */
 const REPLICATE_ENTRIES_MAX = 4096;
+
+/** Lock owners one ReleaseLocks may name. */
+const LOCK_OWNERS_PER_CALL_MAX = 1024;
+
+function sessionOf(v: string): string {
+  if (v.length === 0 || v.length > limits.requestIdMaxBytes)
+    throw new FsError('INVALID_ARGUMENT', 'bad lock session');
+  return v;
+}
+
+function waitIdOf(v: string, required: boolean): string {
+  if (v.length > limits.requestIdMaxBytes || (required && v.length === 0))
+    throw new FsError('INVALID_ARGUMENT', 'bad wait id');
+  return v;
+}
+
+const LOCK_TYPES = ['r', 'w', 'u'] as const;
+
+/** A lock off the wire, checked (range, type; flock is whole-file). */
+function lockOf(l: wire.LockSpec__Output | null): LockRequest {
+  if (!l) throw new FsError('INVALID_ARGUMENT', 'missing lock');
+  const type = LOCK_TYPES[l.type];
+  if (type === undefined) throw new FsError('INVALID_ARGUMENT', `lock type ${l.type}`);
+  const req: LockRequest = {
+    session: sessionOf(l.session),
+    owner: u64(l.owner, 'owner').toString(),
+    kind: l.flock ? 'flock' : 'posix',
+    type,
+    start: l.flock ? 0n : u64(l.start, 'start'),
+    end: l.flock ? LOCK_END_MAX : u64(l.end, 'end'),
+    pid: l.pid,
+  };
+  if (!validLockRequest(req)) throw new FsError('INVALID_ARGUMENT', `lock range ${req.start}..${req.end}`);
+  return req;
+}
+
+function lockReplyToWire(r: LockReply): wire.LockReply {
+  const c = r.conflict;
+  return {
+    granted: r.granted,
+    waiting: r.waiting,
+    conflict: c
+      ? {
+          session: c.session,
+          owner: c.owner,
+          flock: c.kind === 'flock',
+          type: LOCK_TYPES.indexOf(c.type),
+          start: c.start.toString(),
+          end: c.end.toString(),
+          pid: c.pid,
+        }
+      : { type: 2 },
+  };
+}
 
 /** Longest name or xattr name read off the wire before the real limits apply (FUSE passes up to 1024). */
 const WIRE_NAME_MAX_BYTES = 4096;

@@ -35,6 +35,8 @@ export const KeyKind = {
   alloc: 0x41, // 'A'
   /** ino → PunchRecord: a hole punch still to finish on the blocks' PGs */
   punch: 0x48, // 'H'
+  /** ino → LockTableRecord: the inode's POSIX and flock locks (namespace/lock-table.ts) */
+  lock: 0x4b, // 'K'
 } as const;
 
 function head(pg: number, kind: number, extra: number): Buffer {
@@ -88,6 +90,7 @@ export const keys = {
   },
   allocPrefix: (pg: number, ino: bigint) => inoKey(pg, KeyKind.alloc, ino),
   punch: (pg: number, ino: bigint) => inoKey(pg, KeyKind.punch, ino),
+  lock: (pg: number, ino: bigint) => inoKey(pg, KeyKind.lock, ino),
   request: (pg: number, requestId: string) =>
     Buffer.concat([head(pg, KeyKind.request, 0), Buffer.from(requestId)]),
   prepared: (pg: number, txId: string) => Buffer.concat([head(pg, KeyKind.prepared, 0), Buffer.from(txId)]),
