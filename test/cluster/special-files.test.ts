@@ -129,6 +129,12 @@ sys.stdout.write(out.decode())`,
         `${major.toString(16)}:${minor.toString(16)}`,
         `${name}: stat(1) shows major:minor`,
       );
+      // The structured binding (DESIGN.md, virtual inodes): made by mknod here, so virtual.
+      t.same(
+        JSON.parse(ok('getfattr', ['-n', 'dunix.device', '--only-values', p])),
+        { binding: 'virtual', node: 0, major, minor },
+        `${name}: dunix.device tells its binding`,
+      );
     }
     // The node opens the local device: writes to "null" vanish, "zero" reads zeros.
     t.equal(run('sh', ['-c', `echo x > ${join(dir, 'null')}`]).status, 0, 'writing to the null node');

@@ -1,4 +1,5 @@
 import {
+  decodeDeviceId,
   directoryPg,
   FsError,
   limits,
@@ -157,6 +158,22 @@ function killSuidgid(mode: number): number {
   let m = mode & ~S_ISUID;
   if (m & S_IXGRP) m &= ~S_ISGID;
   return m;
+}
+
+/**
+ * `dunix.device`: the structured binding of a device inode (DESIGN.md,
+ * "virtual inodes"): whether it is virtual (any node's device) or bound to
+ * one node, and its major/minor, as JSON. Computed from the inode's rdev,
+ * read-only, not listed (a copy tool must not carry it to another
+ * filesystem); mknod sets the binding.
+ */
+export const XATTR_DEVICE = 'dunix.device';
+
+export function deviceBinding(rdev: bigint): Buffer {
+  const d = decodeDeviceId(rdev);
+  return Buffer.from(
+    JSON.stringify({ binding: d.bound ? 'node' : 'virtual', node: d.node, major: d.major, minor: d.minor }),
+  );
 }
 
 /** Which ACL an xattr name is (they live in the inode record, acl.ts), or undefined. */
@@ -646,6 +663,8 @@ export class NamespaceEngine implements NamespaceOps {
     }
     const aclKind = aclXattrKind(name);
     if (aclKind) return this.setAcl(t, cred, ino, aclKind, value, flags);
+    if (name.toString('latin1') === XATTR_DEVICE)
+      throw new FsError('NOT_PERMITTED', `${XATTR_DEVICE} is set by mknod`);
     const ns = xattrNamespace(name);
     const inodes = new Inodes(t);
     const inode = await inodes.need(ino);
@@ -668,6 +687,12 @@ export class NamespaceEngine implements NamespaceOps {
       const acl = aclKind === 'access' ? inode.acl : inode.defaultAcl;
       if (!acl) throw new FsError('NO_XATTR', `xattr ${name.toString()}`);
       return serializeAcl(acl);
+    }
+    if (name.toString('latin1') === XATTR_DEVICE) {
+      const inode = await new Inodes(t).need(ino);
+      const type = inode.mode & S_IFMT;
+      if (type !== S_IFCHR && type !== S_IFBLK) throw new FsError('NO_XATTR', `inode ${ino} is no device`);
+      return deviceBinding(inode.rdev);
     }
     const ns = xattrNamespace(name);
     const inode = await new Inodes(t).need(ino);
@@ -693,6 +718,8 @@ export class NamespaceEngine implements NamespaceOps {
     validateXattrName(name);
     const aclKind = aclXattrKind(name);
     if (aclKind) return this.setAcl(t, cred, ino, aclKind, undefined, 0);
+    if (name.toString('latin1') === XATTR_DEVICE)
+      throw new FsError('NOT_PERMITTED', `${XATTR_DEVICE} is set by mknod`);
     const ns = xattrNamespace(name);
     const inodes = new Inodes(t);
     const inode = await inodes.need(ino);
@@ -801,6 +828,7 @@ export class NamespaceEngine implements NamespaceOps {
     end: bigint,
     kill: boolean,
     written: readonly { index: bigint; end: number }[] = [],
+    writtenReported = true,
   ): Promise<InodeRecord> {
     const inodes = new Inodes(t);
     const inode = await inodes.need(ino);
@@ -808,7 +836,7 @@ export class NamespaceEngine implements NamespaceOps {
     if (end < 0n) throw new FsError('INVALID_ARGUMENT', `end ${end}`);
     if (end > BigInt(limits.fileSizeMaxBytes)) throw new FsError('FILE_TOO_LARGE', `end ${end}`);
     if (end > inode.size) inode.size = end;
-    await allocMap.recordWritten(t, inode, written, this.cfg.blockSizeBytes);
+    await allocMap.recordWritten(t, inode, written, this.cfg.blockSizeBytes, writtenReported);
     this.contentChanged(t, inode, kill);
     inodes.changed(inode);
     inodes.flush();

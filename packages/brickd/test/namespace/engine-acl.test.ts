@@ -1,4 +1,5 @@
 import t from 'tap';
+import { encodeDeviceId } from '@dunix/proto';
 import {
   ACL_GROUP,
   ACL_GROUP_OBJ,
@@ -196,4 +197,37 @@ t.test('creation: a default ACL is inherited (no umask), else the umask applies'
     'umask absent: 0 (the kernel applied it)',
   );
   t.equal((await f.stat(await f.lookupIno(ROOT, 'r'))).mode, 0o040777);
+});
+
+t.test('dunix.device: a device inode tells its binding; read-only, not listed', async (t) => {
+  const f = await Fixture.make();
+  const dev = (bound: boolean, node: number, major: number, minor: number) =>
+    encodeDeviceId({ bound, node, major, minor });
+  const cons = await f.run((x) =>
+    f.engine.mknod(x, root, ROOT, b('null'), 0o020666, dev(false, 0, 1, 3), true),
+  );
+  const disk = await f.run((x) =>
+    f.engine.mknod(x, root, ROOT, b('sda'), 0o060660, dev(true, 7, 8, 0), true),
+  );
+  const NAME = b('dunix.device');
+  t.same(JSON.parse((await f.read((x) => f.engine.getxattr(x, nobody, cons.inode.ino, NAME))).toString()), {
+    binding: 'virtual',
+    node: 0,
+    major: 1,
+    minor: 3,
+  });
+  t.same(JSON.parse((await f.read((x) => f.engine.getxattr(x, nobody, disk.inode.ino, NAME))).toString()), {
+    binding: 'node',
+    node: 7,
+    major: 8,
+    minor: 0,
+  });
+  const file = await f.create(ROOT, 'plain');
+  t.equal(await f.code((x) => f.engine.getxattr(x, root, file, NAME)), 'NO_XATTR', 'no device, no binding');
+  t.equal(await f.code((x) => f.engine.setxattr(x, root, disk.inode.ino, NAME, b('{}'), 0)), 'NOT_PERMITTED');
+  t.equal(await f.code((x) => f.engine.removexattr(x, root, disk.inode.ino, NAME)), 'NOT_PERMITTED');
+  t.notOk(
+    (await f.read((x) => f.engine.listxattr(x, root, disk.inode.ino))).map(String).includes('dunix.device'),
+    'not listed',
+  );
 });
