@@ -125,6 +125,8 @@ export async function main(argv: string[]): Promise<number> {
         entryTtlMs: args.entryTtlMs,
         posixAcl: true,
         exportSupport: true,
+        // fcntl, OFD and flock locks are cluster-wide: kept by each inode's primary, owned by this session.
+        locks: true,
       },
     });
   } catch (err) {
@@ -135,6 +137,7 @@ export async function main(argv: string[]): Promise<number> {
     router.close();
     return 1;
   }
+  fs.kernel = { invalInode: (ino) => mount.session.notifyInvalInode(ino) };
   log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid, mount: session.id });
   await mount.serveUntilUnmounted();
   router.close();

@@ -6,6 +6,7 @@ import type {
   CreateReply,
   DirFiller,
   Entry,
+  FileLock,
   FileSystem,
   OpenReply,
   RenameFlags,
@@ -16,6 +17,7 @@ import { fuseAttr } from './attrs.js';
 import type { BrickApi } from './brick-api.js';
 import { copyRange } from './copy-range.js';
 import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
+import { FileLocks } from './file-locks.js';
 
 export interface DunixFsOptions {
   entryTtlMs: number;
@@ -29,6 +31,8 @@ export interface DunixFsOptions {
    * last close reclaims them.
    */
   mountId?: string;
+  /** One SetLock call of a lock wait waits at most this long at the brick. */
+  lockWaitSliceMs: number;
 }
 
 export const dunixFsDefaults: DunixFsOptions = {
@@ -36,6 +40,7 @@ export const dunixFsDefaults: DunixFsOptions = {
   attrTtlMs: 1000,
   readDirBatch: 512,
   data: dataDefaults,
+  lockWaitSliceMs: 5000,
 };
 
 /** How long a process's supplementary groups are reused (a setgroups() takes effect after this). */
@@ -44,6 +49,7 @@ const GROUPS_CACHE_MAX = 4096;
 /** Inodes with remembered absent xattrs before the memory is dropped. */
 const ABSENT_XATTR_INODES_MAX = 16384;
 const S_IFMT = 0o170000;
+const F_UNLCK = 2;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
@@ -74,12 +80,21 @@ export class DunixFs implements FileSystem {
   private readonly handles = new Map<bigint, Handle>();
   private readonly files = new Map<bigint, FileData>();
   private nextFh = 1n;
+  private readonly locks: FileLocks;
+  /**
+   * The kernel's caches, once mounted: a lock granted here drops the
+   * inode's cached pages and attributes (another machine may have written
+   * under the lock), as NFS clients do.
+   */
+  kernel: { invalInode(ino: bigint): Promise<void> } | undefined;
 
   constructor(
     private readonly api: BrickApi,
     private readonly log: Logger,
     private readonly o: DunixFsOptions = dunixFsDefaults,
-  ) {}
+  ) {
+    this.locks = new FileLocks(api, () => this.o.mountId, { waitSliceMs: o.lockWaitSliceMs });
+  }
 
   private readonly groupsByPid = new Map<
     number,
@@ -458,10 +473,41 @@ export class DunixFs implements FileSystem {
     return copyRange(src.data, dst.data, offIn, offOut, length, this.caller(caller), dst.mark);
   }
 
-  async flush(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
+  async flush(_caller: Caller, ino: bigint, fh: bigint, lockOwner: bigint): Promise<void> {
     const h = this.handle(fh);
-    if (h.writable) await h.data.flush(h.mark);
-    else await h.data.publishForReader();
+    try {
+      if (h.writable) await h.data.flush(h.mark);
+      else await h.data.publishForReader();
+    } finally {
+      // The closing process's POSIX locks go (after its writes are published).
+      await this.locks.flushed(ino, fh, lockOwner);
+    }
+  }
+
+  async getlk(_caller: Caller, ino: bigint, _fh: bigint, lock: FileLock): Promise<FileLock> {
+    return this.locks.getlk(ino, lock);
+  }
+
+  async setlk(
+    _caller: Caller,
+    ino: bigint,
+    fh: bigint,
+    lock: FileLock,
+    wait: boolean,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const h = this.handle(fh);
+    // Writes made under the lock are published before another machine can take it.
+    if (lock.type === F_UNLCK && h.data.hasUnpublished) await h.data.publishForReader();
+    await this.locks.setlk(ino, fh, lock, wait, signal);
+    if (lock.type !== F_UNLCK) await this.revalidate(ino);
+  }
+
+  /** After a lock is granted: what another machine wrote under its lock is read, not cached bytes. */
+  private async revalidate(ino: bigint): Promise<void> {
+    const file = this.files.get(ino);
+    if (file && !file.hasUnpublished) file.refresh((await this.attrOf(ino)).attr!);
+    await this.kernel?.invalInode(ino);
   }
 
   async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
@@ -471,7 +517,13 @@ export class DunixFs implements FileSystem {
     await this.api.sync();
   }
 
-  async release(_caller: Caller, ino: bigint, fh: bigint): Promise<void> {
+  async release(
+    _caller: Caller,
+    ino: bigint,
+    fh: bigint,
+    _flags: number,
+    lock?: { owner: bigint; flock: boolean },
+  ): Promise<void> {
     const h = this.handle(fh);
     this.handles.delete(fh);
     const file = h.data;
@@ -485,6 +537,8 @@ export class DunixFs implements FileSystem {
         // The flush above published the size, so the brick trims every block written here.
         if (file.reclaimOnClose) void this.reclaim(ino);
       }
+      // flock and OFD locks belong to the open file: they go with its last close.
+      await this.locks.released(ino, fh, lock?.owner);
     }
   }
 
@@ -600,6 +654,8 @@ export class DunixFs implements FileSystem {
       name,
       value,
       flags,
+      // Records a session owns (dunix.listener) go with it.
+      owner: this.o.mountId ?? '',
     });
   }
 

@@ -142,6 +142,8 @@ export const FUSE_WRITE_LOCKOWNER = 2;
 export const FUSE_WRITE_KILL_SUIDGID = 4;
 export const FUSE_RELEASE_FLUSH = 1;
 export const FUSE_RELEASE_FLOCK_UNLOCK = 2;
+/** fuse_lk_in.lk_flags: the lock is a flock(2) lock. */
+export const FUSE_LK_FLOCK = 1;
 export const FUSE_FSYNC_FDATASYNC = 1;
 export const FUSE_OPEN_KILL_SUIDGID = 1;
 

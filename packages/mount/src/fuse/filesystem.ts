@@ -194,7 +194,17 @@ export interface FileSystem {
    * saves a round trip per close.
    */
   flush?(caller: Caller, ino: bigint, fh: bigint, lockOwner: bigint): Promise<void>;
-  release(caller: Caller, ino: bigint, fh: bigint, flags: number): Promise<void>;
+  /**
+   * `lock`: the last close of an open file that took flock locks
+   * (FUSE_RELEASE_FLOCK_UNLOCK) names their lock owner; only with `locks`.
+   */
+  release(
+    caller: Caller,
+    ino: bigint,
+    fh: bigint,
+    flags: number,
+    lock?: { owner: bigint; flock: boolean },
+  ): Promise<void>;
   fsync(caller: Caller, ino: bigint, fh: bigint, dataOnly: boolean): Promise<void>;
   opendir(caller: Caller, ino: bigint, flags: number): Promise<OpenReply>;
   readdir(
@@ -237,4 +247,36 @@ export interface FileSystem {
     flags: number,
   ): Promise<number>;
   syncfs?(caller: Caller): Promise<void>;
+  /**
+   * F_GETLK (with the session option `locks`): the lock that keeps `lock`
+   * from being granted, or type F_UNLCK. Absent: ENOSYS.
+   */
+  getlk?(caller: Caller, ino: bigint, fh: bigint, lock: FileLock): Promise<FileLock>;
+  /**
+   * F_SETLK / F_SETLKW / flock (with `locks`): EAGAIN when not grantable and
+   * `wait` is false; with `wait`, resolves once granted, or rejects with
+   * EINTR soon after `signal` aborts (FUSE INTERRUPT). Absent: ENOSYS.
+   */
+  setlk?(
+    caller: Caller,
+    ino: bigint,
+    fh: bigint,
+    lock: FileLock,
+    wait: boolean,
+    signal: AbortSignal,
+  ): Promise<void>;
+}
+
+/** A lock as FUSE carries it (fuse_file_lock plus the owner and the FLOCK flag). */
+export interface FileLock {
+  /** The kernel's lock owner: a process's files (POSIX) or an open file (OFD, flock). */
+  owner: bigint;
+  start: bigint;
+  /** Inclusive; OFFSET_MAX (2^63-1) to the end of the file. */
+  end: bigint;
+  /** F_RDLCK 0, F_WRLCK 1, F_UNLCK 2. */
+  type: number;
+  pid: number;
+  /** flock(2) rather than fcntl (FUSE_LK_FLOCK). */
+  flock: boolean;
 }

@@ -34,6 +34,12 @@ export interface SessionOptions {
    * the inode). Only for backends whose node ids outlive the kernel's cache.
    */
   exportSupport: boolean;
+  /**
+   * FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS: fcntl, OFD and flock locks go to
+   * the backend (getlk/setlk) instead of staying in this machine's kernel.
+   * Only for backends that implement them cluster-wide.
+   */
+  locks: boolean;
 }
 
 export const sessionDefaults: SessionOptions = {
@@ -50,6 +56,7 @@ export const sessionDefaults: SessionOptions = {
   posixAcl: false,
   spareBuffersMax: 16,
   exportSupport: false,
+  locks: false,
 };
 
 const PAGE_BYTES = 4096;

@@ -13,6 +13,8 @@ import {
   FUSE_GETATTR_FH,
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
+  FUSE_LK_FLOCK,
+  FUSE_RELEASE_FLOCK_UNLOCK,
   InitFlag,
   NotifyCode,
   Opcode,
@@ -37,6 +39,7 @@ import {
   type Caller,
   type DirEntry,
   type Entry,
+  type FileLock,
   type FileSystem,
   NEGATIVE_ENTRY,
   type OpenReply,
@@ -139,6 +142,8 @@ export class FuseSession {
   private readonly log: Logger;
   /** Uniques of requests being served. */
   private readonly inflight = new Set<bigint>();
+  /** SETLKW requests being served: an INTERRUPT aborts the wait. */
+  private readonly waits = new Map<bigint, AbortController>();
   /** Called when the last in-flight request is answered, while the session ends. */
   private onDrained: (() => void) | undefined;
   private readonly spare: Buffer[] = [];
@@ -383,9 +388,15 @@ export class FuseSession {
 
   private interrupt(req: RawRequest): void {
     const target = In.interrupt.decode(req.buf, req.bodyAt).unique;
+    const wait = this.waits.get(target);
+    if (wait) {
+      // A lock wait: the backend gives up and the request is answered EINTR.
+      wait.abort();
+      return;
+    }
     if (this.inflight.has(target)) {
-      // Backends finish what they started (none blocks indefinitely: locks are
-      // the kernel's); the reply reaches the interrupted caller. Nothing to do.
+      // Backends finish what they started (only lock waits block indefinitely,
+      // above); the reply reaches the interrupted caller. Nothing to do.
       return;
     }
     // Not seen yet (another reader holds it) or already answered: the kernel
@@ -559,7 +570,9 @@ export class FuseSession {
       }
       case 'RELEASE': {
         const b = In.release.decode(req.buf, at);
-        await fs.release(caller, ino, b.fh, b.flags);
+        if (this.options.locks && b.releaseFlags & FUSE_RELEASE_FLOCK_UNLOCK)
+          await fs.release(caller, ino, b.fh, b.flags, { owner: b.lockOwner, flock: true });
+        else await fs.release(caller, ino, b.fh, b.flags);
         return [];
       }
       case 'FSYNC': {
@@ -640,7 +653,27 @@ export class FuseSession {
       case 'SYNCFS':
         await fs.syncfs?.(caller);
         return [];
-      // Locks are left to the kernel (we never offer POSIX_LOCKS/FLOCK_LOCKS): see ARCHITECTURE.md.
+      case 'GETLK': {
+        if (!fs.getlk || !this.options.locks) throw new FsError('UNIMPLEMENTED');
+        const b = In.lk.decode(req.buf, at);
+        const r = await fs.getlk(caller, ino, b.fh, lockOf(b));
+        return [Out.lk.build({ start: r.start, end: r.end, type: r.type, pid: r.pid })];
+      }
+      case 'SETLK':
+      case 'SETLKW': {
+        if (!fs.setlk || !this.options.locks) throw new FsError('UNIMPLEMENTED');
+        const b = In.lk.decode(req.buf, at);
+        const wait = req.opcode === 'SETLKW';
+        const abort = new AbortController();
+        if (wait) this.waits.set(h.unique, abort);
+        try {
+          await fs.setlk(caller, ino, b.fh, lockOf(b), wait, abort.signal);
+        } finally {
+          if (wait) this.waits.delete(h.unique);
+        }
+        return [];
+      }
+      // Without the `locks` option the kernel keeps locks itself and sends none of these.
       default:
         throw new FsError('UNIMPLEMENTED', `opcode ${req.opcode ?? h.opcode}`);
     }
@@ -676,6 +709,7 @@ export class FuseSession {
     // DONT_MASK too: else the kernel applies the umask itself, also under a default ACL.
     if (this.options.posixAcl) want |= InitFlag.POSIX_ACL | InitFlag.DONT_MASK;
     if (this.options.exportSupport) want |= InitFlag.EXPORT_SUPPORT;
+    if (this.options.locks) want |= InitFlag.POSIX_LOCKS | InitFlag.FLOCK_LOCKS;
     const flags = want & offered;
     const minor = Math.min(k.minor, FUSE_KERNEL_MINOR_VERSION);
     const maxReadahead = Math.min(k.maxReadahead, this.options.maxReadaheadBytes);
@@ -734,6 +768,17 @@ export class FuseSession {
     await this.fs.readdir(caller, req.header.nodeid, b.fh, b.offset, plus, fill);
     return out.subarray(0, used);
   }
+}
+
+function lockOf(b: ReturnType<typeof In.lk.decode>): FileLock {
+  return {
+    owner: b.owner,
+    start: b.start,
+    end: b.end,
+    type: b.type,
+    pid: b.pid,
+    flock: (b.lkFlags & FUSE_LK_FLOCK) !== 0,
+  };
 }
 
 function sizedReply(value: Buffer, size: number): Buffer[] {
