@@ -65,13 +65,24 @@ function checkSpan(firstIndex: bigint, lastIndex: bigint): void {
     );
 }
 
-/** Blocks written: block `index` now holds [0, end) (and is data, no longer only preallocated). */
+/**
+ * Blocks written: block `index` now holds [0, end) (and is data, no longer
+ * only preallocated). `reported` false: the writer does not report its
+ * blocks (a client from before the map), so the map can no longer be
+ * trusted and is dropped: the file counts its size and is all data.
+ */
 export async function recordWritten(
   t: MetaTxn,
   inode: InodeRecord,
   extents: readonly { index: bigint; end: number }[],
   blockSizeBytes: number,
+  reported = true,
 ): Promise<void> {
+  if (!reported) {
+    delete inode.allocTracked;
+    delete inode.allocBytes;
+    return;
+  }
   if (extents.length > limits.allocExtentsPerCallMax)
     throw new FsError(
       'INVALID_ARGUMENT',

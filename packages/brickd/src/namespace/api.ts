@@ -142,6 +142,8 @@ export interface NamespaceOps {
     end: bigint,
     killSuidgid: boolean,
     written?: readonly { index: bigint; end: number }[],
+    /** False: the writer does not report written blocks; the allocation map is dropped. */
+    writtenReported?: boolean,
   ): Promise<InodeRecord>;
   /**
    * fallocate(2) (mode checked by validateFallocate): the map, size and

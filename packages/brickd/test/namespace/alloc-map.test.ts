@@ -108,3 +108,19 @@ t.test('seek on files without a map, and a dense map', async (t) => {
   t.equal(await seek(g, d, 7n, SEEK_HOLE), 3000n * B, 'a hole only at the end (walks several scans)');
   t.equal(await seek(g, d, 2999n * B, SEEK_DATA), 2999n * B);
 });
+
+t.test('a writer that does not report its blocks (an older client) drops the map', async (t) => {
+  const { f, ino } = await blockFile();
+  await f.run((tx) => f.engine.extend(tx, alice, ino, 3n * B, false, [{ index: 0n, end: 10 }]));
+  t.equal(
+    await f.code((tx) => f.engine.seek(tx, ino, B, SEEK_DATA)),
+    'NO_DATA_AT_OFFSET',
+    'tracked: only block 0 is data',
+  );
+  await f.run((tx) => f.engine.extend(tx, alice, ino, 3n * B, false, [], false));
+  const st = await f.stat(ino);
+  t.equal(st.allocTracked, undefined, 'no longer tracked');
+  t.equal(blocksOf(st), (3n * B) / 512n, 'st_blocks from the size');
+  t.equal(await seek(f, ino, B, SEEK_DATA), B, 'all data: SEEK_DATA skips nothing');
+  t.equal(await seek(f, ino, B, SEEK_HOLE), 3n * B);
+});

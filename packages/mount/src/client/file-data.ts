@@ -360,6 +360,7 @@ export class FileData {
           fromInline: this.pendingConvert !== undefined,
           dataVersion: (this.pendingConvert ?? 0n).toString(),
           written: extents.slice(0, chunk),
+          allocMap: true,
         });
       let r: wire.AttrReply__Output;
       try {
@@ -382,6 +383,7 @@ export class FileData {
           end: this.localEnd.toString(),
           killSuidgid: false,
           written: extents.slice(at, at + chunk),
+          allocMap: true,
         });
       }
       for (const e of extents)

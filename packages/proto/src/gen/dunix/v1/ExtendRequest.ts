@@ -15,6 +15,7 @@ export interface ExtendRequest {
   'fromInline'?: (boolean);
   'dataVersion'?: (number | string | Long);
   'written'?: (_dunix_v1_BlockExtent)[];
+  'allocMap'?: (boolean);
 }
 
 export interface ExtendRequest__Output {
@@ -26,4 +27,5 @@ export interface ExtendRequest__Output {
   'fromInline': (boolean);
   'dataVersion': (string);
   'written': (_dunix_v1_BlockExtent__Output)[];
+  'allocMap': (boolean);
 }
