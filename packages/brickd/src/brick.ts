@@ -14,7 +14,7 @@ import {
 import type { BrickKnobs } from './config.js';
 import type { BlockFiles } from './store/block-files.js';
 export type { BlockFiles } from './store/block-files.js';
-import type { Cred, NamespaceOps } from './namespace/api.js';
+import type { Cred, NamespaceOps, SessionContext } from './namespace/api.js';
 import { KvTxn, RecordTxn, type KvReader, type MetaTxn } from './namespace/txn.js';
 import { clipAfterTruncate } from './namespace/alloc-map.js';
 import { PgState, type PreparedTx } from './pg/pg-state.js';
@@ -1064,6 +1064,22 @@ export class Brick implements PgEndpoint {
     } finally {
       this.recovering = false;
     }
+  }
+
+  /**
+   * The caller's session and a check of others', for records a session
+   * owns (dunix.listener): gone once its mount record is missing and the
+   * record is older than orphanOwnerGraceMs; never gone while etcd does
+   * not answer.
+   */
+  async sessionContext(owner: string): Promise<SessionContext> {
+    const alive = await this.d.mountsAlive?.();
+    const graceNs = BigInt(this.d.knobs.orphanOwnerGraceMs) * 1_000_000n;
+    const nowNs = this.d.clockNs();
+    return {
+      owner,
+      gone: (rec) => alive !== undefined && nowNs - rec.sinceNs >= graceNs && !alive.has(rec.owner),
+    };
   }
 
   /** Whether an orphan's owning mount has no session and the orphan is past the grace period. */

@@ -33,6 +33,7 @@ import type {
   EntryResult,
   NamespaceOps,
   RenameFlags,
+  SessionContext,
   SetAttrChanges,
   Unlinked,
 } from './api.js';
@@ -175,6 +176,16 @@ export function deviceBinding(rdev: bigint): Buffer {
     JSON.stringify({ binding: d.bound ? 'node' : 'virtual', node: d.node, major: d.major, minor: d.minor }),
   );
 }
+
+/**
+ * `dunix.listener`: the process fabric's listener record of a socket or
+ * FIFO inode (an opaque value: node id, pid, endpoint), kept in the inode
+ * record with the mount session that set it. Once that session is gone
+ * (SessionContext.gone) the record reads as absent and may be set anew:
+ * a listener dies with its machine's session without anyone clearing it.
+ */
+export const XATTR_LISTENER = 'dunix.listener';
+export const LISTENER_VALUE_MAX_BYTES = 4096;
 
 /** Which ACL an xattr name is (they live in the inode record, acl.ts), or undefined. */
 function aclXattrKind(name: Buffer): 'access' | 'default' | undefined {
@@ -654,9 +665,12 @@ export class NamespaceEngine implements NamespaceOps {
     name: Buffer,
     value: Buffer,
     flags: number,
+    session?: SessionContext,
   ): Promise<void> {
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE))
       throw new FsError('INVALID_ARGUMENT', `xattr flags ${flags}`);
+    if (name.toString('latin1') === XATTR_LISTENER)
+      return this.setListener(t, cred, ino, value, flags, session);
     validateXattrName(name);
     if (value.length > limits.xattrValueMaxBytes) {
       throw new FsError('OUT_OF_RANGE', `xattr value of ${value.length} bytes`);
@@ -678,8 +692,21 @@ export class NamespaceEngine implements NamespaceOps {
     inodes.flush();
   }
 
-  async getxattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<Buffer> {
+  async getxattr(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    name: Buffer,
+    session?: SessionContext,
+  ): Promise<Buffer> {
     validateXattrName(name);
+    if (name.toString('latin1') === XATTR_LISTENER) {
+      // Like stat: whoever may look the inode up may read where it listens.
+      const rec = (await new Inodes(t).need(ino)).listener;
+      if (!rec || (session && rec.owner && session.gone(rec)))
+        throw new FsError('NO_XATTR', `no listener on ${ino}`);
+      return Buffer.from(rec.value, 'base64');
+    }
     const aclKind = aclXattrKind(name);
     if (aclKind) {
       // Anyone may read an ACL (as on Linux): it says no more than stat's mode would.
@@ -714,8 +741,16 @@ export class NamespaceEngine implements NamespaceOps {
     return names;
   }
 
-  async removexattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<void> {
+  async removexattr(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    name: Buffer,
+    session?: SessionContext,
+  ): Promise<void> {
     validateXattrName(name);
+    if (name.toString('latin1') === XATTR_LISTENER)
+      return this.setListener(t, cred, ino, undefined, 0, session);
     const aclKind = aclXattrKind(name);
     if (aclKind) return this.setAcl(t, cred, ino, aclKind, undefined, 0);
     if (name.toString('latin1') === XATTR_DEVICE)
@@ -726,6 +761,39 @@ export class NamespaceEngine implements NamespaceOps {
     checkXattrAccess(cred, inode, ns, true);
     if (!(await t.getXattr(ino, name))) throw new FsError('NO_XATTR', `xattr ${name.toString()}`);
     t.deleteXattr(ino, name);
+    inode.ctimeNs = t.nowNs;
+    inodes.changed(inode);
+    inodes.flush();
+  }
+
+  /**
+   * Sets (value) or clears (undefined) a socket's or FIFO's listener record,
+   * for a caller that may write the inode; a record whose session is gone
+   * counts as absent (XATTR_CREATE succeeds over it).
+   */
+  private async setListener(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    value: Buffer | undefined,
+    flags: number,
+    session: SessionContext | undefined,
+  ): Promise<void> {
+    if (value && value.length > LISTENER_VALUE_MAX_BYTES)
+      throw new FsError('OUT_OF_RANGE', `listener record of ${value.length} bytes`);
+    const inodes = new Inodes(t);
+    const inode = await inodes.need(ino);
+    const type = inode.mode & S_IFMT;
+    if (type !== S_IFSOCK && type !== S_IFIFO)
+      throw new FsError('NOT_PERMITTED', `${XATTR_LISTENER} only on sockets and FIFOs`);
+    checkAccess(cred, inode, W_OK);
+    const rec = inode.listener;
+    const present = rec !== undefined && !(session && rec.owner && session.gone(rec));
+    if (flags & XATTR_CREATE && present) throw new FsError('ALREADY_EXISTS', `listener of ${ino}`);
+    if ((flags & XATTR_REPLACE || !value) && !present) throw new FsError('NO_XATTR', `no listener on ${ino}`);
+    if (value)
+      inode.listener = { owner: session?.owner ?? '', sinceNs: t.nowNs, value: value.toString('base64') };
+    else delete inode.listener;
     inode.ctimeNs = t.nowNs;
     inodes.changed(inode);
     inodes.flush();

@@ -29,6 +29,7 @@ import {
 import { constants } from 'node:os';
 import { Brick, type TxKeyValue } from '../brick.js';
 import type { MetaTxn } from '../namespace/txn.js';
+import { XATTR_LISTENER } from '../namespace/engine.js';
 import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
 import { entriesFromReplicate, entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
@@ -51,6 +52,8 @@ export interface ServerDeps {
 }
 
 type Header = wire.Header__Output | null;
+
+const isListener = (name: Buffer) => name.toString('latin1') === XATTR_LISTENER;
 
 /** A umask field: permission bits only (0o777), else INVALID_ARGUMENT. */
 function umaskOf(v: number): number {
@@ -389,8 +392,12 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
       const value = bytes(req.value, 'value', limits.xattrValueMaxBytes);
       if (req.flags & ~3) throw new FsError('INVALID_ARGUMENT', `xattr flags ${req.flags}`);
+      if (req.owner.length > limits.requestIdMaxBytes)
+        throw new FsError('INVALID_ARGUMENT', 'owner too long');
+      // Only a session-owned name needs to know which sessions live.
+      const session = isListener(n) ? await brick.sessionContext(req.owner) : undefined;
       return mutate(routed, 'setxattr', async (t) => {
-        await brick.engine.setxattr(t, cred(req.caller), i, n, value, req.flags);
+        await brick.engine.setxattr(t, cred(req.caller), i, n, value, req.flags, session);
         return {};
       });
     }),
@@ -399,7 +406,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const i = ino(req.ino, 'ino');
       const { pg } = route(req.header, pgOfIno(i), false);
       const n = Buffer.from(validateXattrName(bytes(req.name, 'name', WIRE_NAME_MAX_BYTES)));
-      return { value: await brick.read(pg, (t) => brick.engine.getxattr(t, cred(req.caller), i, n)) };
+      const session = isListener(n) ? await brick.sessionContext('') : undefined;
+      return {
+        value: await brick.read(pg, (t) => brick.engine.getxattr(t, cred(req.caller), i, n, session)),
+      };
     }),
 
     ListXattr: unary('ListXattr', async (req: wire.ListXattrRequest__Output) => {

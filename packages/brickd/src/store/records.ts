@@ -46,6 +46,15 @@ export interface InodeRecord {
   acl?: AclEntry[];
   /** Directories: the default ACL new entries inherit (`system.posix_acl_default`). */
   defaultAcl?: AclEntry[];
+  /** Sockets and FIFOs: the process fabric's listener record (`dunix.listener`, engine.ts). */
+  listener?: ListenerRecord;
+}
+
+/** Who set a listener record (a mount session id, '' unknown), when, and its value (base64). */
+export interface ListenerRecord {
+  owner: string;
+  sinceNs: bigint;
+  value: string;
 }
 
 /**

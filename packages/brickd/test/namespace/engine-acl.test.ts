@@ -231,3 +231,55 @@ t.test('dunix.device: a device inode tells its binding; read-only, not listed', 
     'not listed',
   );
 });
+
+t.test('dunix.listener: on sockets and FIFOs, by who may write them, gone with its session', async (t) => {
+  const f = await Fixture.make();
+  const d = await f.mkdir(ROOT, 'd', 0o777);
+  const sock = await f.run((x) => f.engine.mknod(x, alice, d, b('s'), 0o140666, 0n, true));
+  const file = await f.create(d, 'plain', 0o666, alice);
+  const NAME = b('dunix.listener');
+  const gone = new Set<string>();
+  const ctx = (owner: string) => ({ owner, gone: (r: { owner: string }) => gone.has(r.owner) });
+  const rec = b('{"node":3,"pid":4242,"endpoint":"tcp:10.0.0.3:9000"}');
+  t.equal(
+    await f.code((x) => f.engine.setxattr(x, alice, file, NAME, rec, 0, ctx('m-a'))),
+    'NOT_PERMITTED',
+    'only sockets and FIFOs',
+  );
+  t.equal(await f.code((x) => f.engine.getxattr(x, bob, sock.inode.ino, NAME, ctx(''))), 'NO_XATTR');
+  await f.run((x) => f.engine.setxattr(x, bob, sock.inode.ino, NAME, rec, 1, ctx('m-a')));
+  t.same(
+    await f.read((x) => f.engine.getxattr(x, nobody, sock.inode.ino, NAME, ctx(''))),
+    rec,
+    'anyone reads it',
+  );
+  t.equal(
+    await f.code((x) => f.engine.setxattr(x, bob, sock.inode.ino, NAME, rec, 1, ctx('m-b'))),
+    'ALREADY_EXISTS',
+    'XATTR_CREATE over a live record',
+  );
+  t.equal(
+    await f.code((x) => f.engine.setxattr(x, bob, sock.inode.ino, NAME, Buffer.alloc(4097), 0, ctx('m-b'))),
+    'OUT_OF_RANGE',
+  );
+  await f.chmod(sock.inode.ino, 0o644, alice);
+  t.equal(
+    await f.code((x) => f.engine.setxattr(x, bob, sock.inode.ino, NAME, rec, 0, ctx('m-b'))),
+    'PERMISSION_DENIED',
+    'writing it needs write permission on the inode',
+  );
+  gone.add('m-a');
+  t.equal(
+    await f.code((x) => f.engine.getxattr(x, nobody, sock.inode.ino, NAME, ctx(''))),
+    'NO_XATTR',
+    'its session gone: absent',
+  );
+  await f.run((x) => f.engine.setxattr(x, alice, sock.inode.ino, NAME, b('new'), 1, ctx('m-c')));
+  t.same(
+    await f.read((x) => f.engine.getxattr(x, root, sock.inode.ino, NAME, ctx(''))),
+    b('new'),
+    'and set anew',
+  );
+  await f.run((x) => f.engine.removexattr(x, alice, sock.inode.ino, NAME, ctx('m-c')));
+  t.equal(await f.code((x) => f.engine.removexattr(x, alice, sock.inode.ino, NAME, ctx('m-c'))), 'NO_XATTR');
+});

@@ -12,6 +12,7 @@ export interface SetXattrRequest {
   'name'?: (Buffer | Uint8Array | string);
   'value'?: (Buffer | Uint8Array | string);
   'flags'?: (number);
+  'owner'?: (string);
 }
 
 export interface SetXattrRequest__Output {
@@ -21,4 +22,5 @@ export interface SetXattrRequest__Output {
   'name': (Buffer);
   'value': (Buffer);
   'flags': (number);
+  'owner': (string);
 }
