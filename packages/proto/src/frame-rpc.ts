@@ -74,6 +74,11 @@ export function header(
 
 /** Header and payload go out as one writev: no copy of the payload. */
 function sendFrame(sock: net.Socket, id: number, method: number, kind: number, payload: Buffer): void {
+  if (sock instanceof tls.TLSSocket) {
+    // TLS copies a multi-buffer write into one fresh buffer anyway; one buffer here, one record.
+    sock.write(Buffer.concat([header(id, method, kind, 0, payload.length), payload]));
+    return;
+  }
   sock.cork();
   sock.write(header(id, method, kind, 0, payload.length));
   sock.write(payload);
@@ -105,6 +110,17 @@ function sendMessage(
   const body = serialize({ ...(msg as object), data: EMPTY });
   const len = Buffer.allocUnsafe(4);
   len.writeUInt32LE(body.length, 0);
+  if (sock instanceof tls.TLSSocket) {
+    // A corked write would reach TLS as several buffers, which it copies into
+    // one fresh buffer (a page-faulting MiB per block): the small parts go as
+    // one buffer, the block data on its own, encrypted from where it lies.
+    sock.write(
+      Buffer.concat([header(id, method, kind, FLAG_TAIL, 4 + body.length + data.length), len, body]),
+    );
+    if (recycle) sock.write(data, () => giveBack(data));
+    else sock.write(data);
+    return;
+  }
   sock.cork();
   sock.write(header(id, method, kind, FLAG_TAIL, 4 + body.length + data.length));
   sock.write(len);
