@@ -69,6 +69,9 @@ interface Waiter {
   keepTimer?: unknown;
 }
 
+/** Cancelled wait ids remembered at most (the oldest go first). */
+const CANCELLED_REMEMBERED_MAX = 65_536;
+
 const inoKeyOf = (pg: number, ino: bigint) => `${pg}/${ino}`;
 
 /**
@@ -84,6 +87,11 @@ export class LockService {
   private readonly lines = new Map<string, Waiter[]>();
   private readonly byId = new Map<string, Waiter>();
   private readonly waking = new Map<string, { again: boolean }>();
+  /**
+   * Wait ids cancelled lately (id -> when): a SetLock call of that wait still
+   * on its way must not queue it again after the cancel.
+   */
+  private readonly cancelled = new Map<string, number>();
   private sweepTimer: unknown;
   private sweeping = false;
   private stopped = false;
@@ -125,6 +133,7 @@ export class LockService {
     const known = waitId ? this.byId.get(waitId) : undefined;
     if (known && known.pg === pg && known.ino === ino) return this.attach(known, slice);
     const r = await this.d.mutate(pg, 'lock', async (t) => {
+      if (waitId && this.cancelled.has(waitId)) return { granted: false as const, cancelled: true as const };
       const table = await t.getLocks(ino);
       const pre = beforeRequest(table, req);
       const conflict = firstConflict(pre, req);
@@ -155,6 +164,7 @@ export class LockService {
       return { granted: true, waiting: false };
     }
     if ('waiter' in r && r.waiter) return this.attach(r.waiter, slice);
+    if ('cancelled' in r) return { granted: false, waiting: false };
     return { granted: false, waiting: false, conflict: r.conflict };
   }
 
@@ -165,12 +175,14 @@ export class LockService {
    */
   async cancel(pg: number, ino: bigint, waitId: string): Promise<LockReply> {
     const w = await this.d.mutate(pg, 'lock-cancel', async () => {
+      this.noteCancelled(waitId);
       const found = this.byId.get(waitId);
-      return found && found.pg === pg && found.ino === ino ? found : undefined;
+      if (!found || found.pg !== pg || found.ino !== ino) return undefined;
+      this.forget(found);
+      return found;
     });
     if (!w) return { granted: false, waiting: false };
     const granted = w.state === 'granted';
-    this.forget(w);
     w.attached?.({ granted: false, waiting: false });
     w.attached = undefined;
     // Leaving the line may let a later waiter in.
@@ -194,6 +206,16 @@ export class LockService {
       return true;
     });
     if (changed) this.wakeSoon(pg, ino);
+  }
+
+  private noteCancelled(waitId: string): void {
+    const now = this.d.timers.nowMs();
+    this.cancelled.set(waitId, now);
+    // Forgotten once no call of the wait can still be on its way.
+    for (const [id, at] of this.cancelled) {
+      if (now - at < 2 * this.d.knobs.lockWaitKeepMs && this.cancelled.size <= CANCELLED_REMEMBERED_MAX) break;
+      this.cancelled.delete(id);
+    }
   }
 
   /** Owners the waiter of `owner` (if any) waits for. */
