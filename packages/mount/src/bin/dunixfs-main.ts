@@ -137,7 +137,10 @@ export async function main(argv: string[]): Promise<number> {
     router.close();
     return 1;
   }
-  fs.kernel = { invalInode: (ino) => mount.session.notifyInvalInode(ino) };
+  fs.kernel = {
+    invalInode: (ino) => mount.session.notifyInvalInode(ino),
+    invalEntry: (parent, name) => mount.session.notifyInvalEntry(parent, name),
+  };
   log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid, mount: session.id });
   await mount.serveUntilUnmounted();
   router.close();

@@ -18,6 +18,7 @@ import type { BrickApi } from './brick-api.js';
 import { copyRange } from './copy-range.js';
 import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
 import { FileLocks } from './file-locks.js';
+import { KernelNames } from './kernel-names.js';
 
 export interface DunixFsOptions {
   entryTtlMs: number;
@@ -81,12 +82,15 @@ export class DunixFs implements FileSystem {
   private readonly files = new Map<bigint, FileData>();
   private nextFh = 1n;
   private readonly locks: FileLocks;
+  private readonly names = new KernelNames();
   /**
    * The kernel's caches, once mounted: a lock granted here drops the
    * inode's cached pages and attributes (another machine may have written
    * under the lock), as NFS clients do.
    */
-  kernel: { invalInode(ino: bigint): Promise<void> } | undefined;
+  kernel:
+    | { invalInode(ino: bigint): Promise<void>; invalEntry(parent: bigint, name: Buffer): Promise<void> }
+    | undefined;
 
   constructor(
     private readonly api: BrickApi,
@@ -156,7 +160,9 @@ export class DunixFs implements FileSystem {
       parent: parent.toString(),
       name,
     });
-    return this.direntEntry(r.entry!);
+    const e = await this.direntEntry(r.entry!);
+    this.names.noted(parent, name, e.nodeid);
+    return e;
   }
 
   forget(): void {}
@@ -408,6 +414,7 @@ export class DunixFs implements FileSystem {
     }
     const attr = r.entry!.attr ?? (await this.attrOf(BigInt(r.entry!.ino))).attr!;
     const ino = BigInt(attr.ino);
+    this.names.noted(parent, name, ino);
     const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), truncatedFrom: '0' }, flags);
     return { entry: this.entry(attr), open };
   }
@@ -503,11 +510,19 @@ export class DunixFs implements FileSystem {
     if (lock.type !== F_UNLCK) await this.revalidate(ino);
   }
 
-  /** After a lock is granted: what another machine wrote under its lock is read, not cached bytes. */
+  /**
+   * After a lock is granted: what another machine wrote under its lock is
+   * read, not cached bytes, and names it made or removed beside the file
+   * are looked up again (KernelNames).
+   */
   private async revalidate(ino: bigint): Promise<void> {
     const file = this.files.get(ino);
     if (file && !file.hasUnpublished) file.refresh((await this.attrOf(ino)).attr!);
-    await this.kernel?.invalInode(ino);
+    const kernel = this.kernel;
+    if (!kernel) return;
+    await kernel.invalInode(ino);
+    const dir = this.names.siblingsOf(ino);
+    if (dir) await Promise.all(dir.names.map((n) => kernel.invalEntry(dir.parent, n)));
   }
 
   async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
