@@ -11,6 +11,8 @@ have mkfifo || need+=(coreutils)
 have bindfs || need+=(bindfs)
 have fio || need+=(fio)
 have etcd || need+=(etcd-server)
+have sqlite3 || need+=(sqlite3)
+have flock || need+=(util-linux)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root to install them)" >&2

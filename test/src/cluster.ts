@@ -152,6 +152,11 @@ export interface Cluster {
   mount(options?: string): Promise<void>;
   /** umount (retried while busy), umount -l as the last resort; waits for the client to exit. */
   unmount(): Promise<void>;
+  /**
+   * Mounts another client of the volume at BASE/mnt-N (its own process and
+   * session, log BASE/logs/client-N.log); unmounted by stop() at the latest.
+   */
+  mountAnother(options?: string): Promise<ExtraMount>;
   /** Unmounts, stops every process, removes the temp dir. Idempotent. */
   stop(): Promise<void>;
   placement(): Promise<PgAssignment[]>;
@@ -167,6 +172,19 @@ export interface Cluster {
   path(...parts: string[]): string;
   /** The CA and the harness's certificate, when started with `tls`. */
   readonly tls: ClusterTls | undefined;
+}
+
+/** A further client of the cluster's volume (Cluster.mountAnother). */
+export interface ExtraMount {
+  readonly mountpoint: string;
+  readonly logFile: string;
+  /** PID of its client process (0 once it exited). */
+  readonly pid: number;
+  path(...parts: string[]): string;
+  /** Sends `signal` to the client process and waits for it to exit (SIGKILL leaves the mount to its watchdog). */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** umount (retried while busy, -l as the last resort); waits for the client to exit. */
+  unmount(): Promise<void>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -652,6 +670,63 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     }
   }
 
+  let extraMounts = 0;
+  async function mountAnother(options = opts.mountOptions): Promise<ExtraMount> {
+    const n = ++extraMounts;
+    const mp = join(base, `mnt-${n}`);
+    mkdirSync(mp, { mode: 0o755 });
+    const log = join(logDir, `client-${n}.log`);
+    const args = [bins.dunixfs, `${etcdHostPort}/${volume}`, mp];
+    const tlsOption =
+      tlsInfo && !/(^|,)tls_dir=/.test(options ?? '')
+        ? `tls_dir=${certDir(tlsInfo.dir, 'client', 'client')}`
+        : '';
+    const all = [options, tlsOption].filter(Boolean).join(',');
+    if (all) args.push('-o', all);
+    const p = spawnLogged(process.execPath, args, log, childEnv({}), base);
+    liveMounts.add(mp);
+    reap.add({ kind: 'mount', path: mp });
+    const unmountIt = async () => {
+      for (let i = 0; i < 20 && mountsAt(mp).length > 0; i++) {
+        const r = spawnSync('umount', [mp], { encoding: 'utf8', timeout: 15_000 });
+        if (r.status === 0) break;
+        await sleep(250);
+      }
+      if (mountsAt(mp).length > 0) spawnSync('umount', ['-l', mp], { timeout: 15_000 });
+      liveMounts.delete(mp);
+      reap.remove({ kind: 'mount', path: mp });
+      if (!p.done) {
+        const timer = setTimeout(() => void terminate(p, 5000), 10_000);
+        await p.exit;
+        clearTimeout(timer);
+      }
+    };
+    // Before the bricks stop: unmounting needs no brick, but the client exits sooner with them.
+    stops.unshift(unmountIt);
+    await waitUntil(
+      () => {
+        if (p.done) throw new Error(`dunixfs exited before mounting:\n${tail(log, 20)}`);
+        return mountsAt(mp).some((m) => m.fstype === 'fuse.dunixfs');
+      },
+      'another dunixfs mount',
+      30_000,
+    );
+    return {
+      mountpoint: mp,
+      logFile: log,
+      get pid() {
+        return p.done ? 0 : p.child.pid!;
+      },
+      path: (...parts) => join(mp, ...parts),
+      kill: async (signal = 'SIGKILL') => {
+        if (p.done) return;
+        p.child.kill(signal);
+        await p.exit;
+      },
+      unmount: unmountIt,
+    };
+  }
+
   const cluster: Cluster = {
     base,
     etcd,
@@ -666,6 +741,7 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     },
     mount,
     unmount,
+    mountAnother,
     stop,
     placement: () => coord.getPlacement(volume),
     brickOfPg: async (pg) => {
