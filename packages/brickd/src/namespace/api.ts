@@ -1,6 +1,14 @@
 import type { DirentRecord, InodeRecord } from '../store/records.js';
 import type { MetaTxn } from './txn.js';
 
+/** The caller's session and what the brick knows of others' (for session-owned records). */
+export interface SessionContext {
+  /** The caller's mount session id ('' when unknown). */
+  owner: string;
+  /** Whether the session that made a record is gone (its mount record expired, past a grace). */
+  gone: (rec: { owner: string; sinceNs: bigint }) => boolean;
+}
+
 /** Who a namespace operation acts for. uid 0 is the superuser. */
 export interface Cred {
   uid: number;
@@ -116,10 +124,19 @@ export interface NamespaceOps {
     afterCookie: bigint,
     limit: number,
   ): Promise<{ entries: { name: Buffer; dirent: DirentRecord }[]; eof: boolean; parent: bigint }>;
-  setxattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer, value: Buffer, flags: number): Promise<void>;
-  getxattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<Buffer>;
+  /** `session`: the caller's and others' sessions, for session-owned names (dunix.listener). */
+  setxattr(
+    t: MetaTxn,
+    cred: Cred,
+    ino: bigint,
+    name: Buffer,
+    value: Buffer,
+    flags: number,
+    session?: SessionContext,
+  ): Promise<void>;
+  getxattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer, session?: SessionContext): Promise<Buffer>;
   listxattr(t: MetaTxn, cred: Cred, ino: bigint): Promise<Buffer[]>;
-  removexattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer): Promise<void>;
+  removexattr(t: MetaTxn, cred: Cred, ino: bigint, name: Buffer, session?: SessionContext): Promise<void>;
   /** Permission check for open(2) flags; returns the inode and its inline content. */
   open(t: MetaTxn, cred: Cred, ino: bigint, flags: number): Promise<{ inode: InodeRecord; inline?: Buffer }>;
   /** NOT_INLINE when the file is not inline or offset+length > inlineMaxBytes. */
