@@ -213,7 +213,8 @@ export class LockService {
     this.cancelled.set(waitId, now);
     // Forgotten once no call of the wait can still be on its way.
     for (const [id, at] of this.cancelled) {
-      if (now - at < 2 * this.d.knobs.lockWaitKeepMs && this.cancelled.size <= CANCELLED_REMEMBERED_MAX) break;
+      if (now - at < 2 * this.d.knobs.lockWaitKeepMs && this.cancelled.size <= CANCELLED_REMEMBERED_MAX)
+        break;
       this.cancelled.delete(id);
     }
   }
