@@ -4,9 +4,10 @@
   lock-tool.py try PATH r|w START LEN [ofd]       F_SETLK once: prints ok or EAGAIN
   lock-tool.py getlk PATH r|w START LEN [ofd]     prints "unlck" or "<r|w> <start> <len> <pid>"
   lock-tool.py hold PATH r|w START LEN [wait] [ofd]
-      takes the lock (F_SETLKW with "wait"), prints "locked <monotonic s>", then reads
+      takes the lock (F_SETLKW with "wait", after printing "waiting <monotonic s>"),
+      prints "locked <monotonic s>", then reads
       commands from stdin, one per line:
-        unlock          prints "unlocking <monotonic s>", unlocks, prints "unlocked"
+        unlock          prints "unlocking <monotonic s>", unlocks, prints "unlocked <monotonic s>"
         lock r|w S L    F_SETLKW, prints "locked <monotonic s>" or "error <errno name>"
       and exits at EOF (the kernel releases what is left at close).
   lock-tool.py bench PATH N                       N uncontended F_SETLK w + F_UNLCK: prints mean us
@@ -68,6 +69,8 @@ def main():
         return
     if op == "hold":
         try:
+            if "wait" in rest:
+                out("waiting", time.monotonic())
             lk(fd, setw if "wait" in rest else set_, t, start, length)
         except OSError as e:
             out("error", errno.errorcode[e.errno])
@@ -80,7 +83,7 @@ def main():
             if w[0] == "unlock":
                 out("unlocking", time.monotonic())
                 lk(fd, set_, "u", 0, 0)
-                out("unlocked")
+                out("unlocked", time.monotonic())
             elif w[0] == "lock":
                 try:
                     lk(fd, setw, w[1], int(w[2]), int(w[3]))

@@ -159,11 +159,12 @@ t.test('cluster-wide locks on two mounts', async (t) => {
       const h = hold(A('d', 'f'), 'w', 0, 0);
       t.match(await h.line(), /^locked /);
       const w = hold(B('d', 'f'), 'w', 0, 0, 'wait');
+      t.match(await w.line(), /^waiting /);
       await sleep(300);
       t.notOk(w.pending(), 'the waiter waits');
       h.send('unlock');
       const unlocking = secs(await h.line());
-      t.equal(await h.line(), 'unlocked');
+      t.match(await h.line(), /^unlocked /);
       const got = await w.line();
       t.match(got, /^locked /, 'woken');
       handoffMs.push((secs(got) - unlocking) * 1000);
@@ -175,8 +176,10 @@ t.test('cluster-wide locks on two mounts', async (t) => {
     const h = hold(A('d', 'g'), 'w', 0, 0);
     t.match(await h.line(), /^locked /);
     const w1 = hold(B('d', 'g'), 'w', 0, 0, 'wait');
+    t.match(await w1.line(), /^waiting /);
     await sleep(300);
     const w2 = hold(A('d', 'g'), 'w', 0, 0, 'wait');
+    t.match(await w2.line(), /^waiting /);
     await sleep(300);
     h.send('unlock');
     t.match(await w1.line(), /^locked /, 'the first waiter got it');
@@ -218,7 +221,8 @@ t.test('cluster-wide locks on two mounts', async (t) => {
     const r = await Promise.race([waiter.exit, sleep(5000).then(() => undefined)]);
     const ms = performance.now() - t0;
     t.ok(r, `the waiter ended (${ms.toFixed(0)} ms after SIGINT)`);
-    t.ok(ms < 1000, 'within a second');
+    // Generous: a wait that ignored the interrupt would last until the holder unlocks (never, here).
+    t.ok(ms < 3000, 'promptly');
     t.comment(`SIGINT of a waiting flock: exited after ${ms.toFixed(0)} ms`);
     holder.end();
     await holder.exit;
@@ -266,6 +270,7 @@ t.test('cluster-wide locks on two mounts', async (t) => {
     t.equal(lockTool('try', B('d', 'g'), 'w', 0, 0), 'EAGAIN', 'still locked after the failover');
     t.equal(lockTool('getlk', B('d', 'g'), 'r', 0, 0), 'w 0 0 0', 'the new primary reports it');
     const w = hold(B('d', 'g'), 'w', 0, 0, 'wait');
+    t.match(await w.line(), /^waiting /);
     await sleep(300);
     t.notOk(w.pending(), 'a waiter waits at the new primary');
     h.send('unlock');
