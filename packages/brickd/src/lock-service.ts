@@ -43,8 +43,11 @@ export interface LockServiceDeps {
   /** PGs this brick serves as ready primary now. */
   ledPgs(): number[];
   kv: KvStore;
-  /** The mount sessions alive (their records in etcd); undefined when unknown (nothing is released). */
-  mountsAlive?: () => Promise<ReadonlySet<string> | undefined>;
+  /**
+   * The mount sessions alive (their records in etcd), possibly cached;
+   * `fresh`: listed now. Undefined when unknown (nothing is released).
+   */
+  mountsAlive?: (fresh?: boolean) => Promise<ReadonlySet<string> | undefined>;
   knobs: Pick<
     BrickKnobs,
     'lockWaitSliceMaxMs' | 'lockWaitKeepMs' | 'locksPerInodeMax' | 'lockSessionCheckMs'
@@ -377,6 +380,7 @@ export class LockService {
     let dropped = 0;
     try {
       let alive: ReadonlySet<string> | undefined;
+      let fresh = false;
       for (const pg of this.d.ledPgs()) {
         const prefix = keys.kindPrefix(pg, KeyKind.lock);
         const rows = await this.d.kv.range({ gte: prefix, lt: prefixEnd(prefix), limit: 4096 });
@@ -387,6 +391,12 @@ export class LockService {
           );
           alive ??= await this.d.mountsAlive();
           if (alive === undefined) return dropped;
+          if (!fresh && ![...sessions].every((s) => alive!.has(s))) {
+            // A session that registered after the cached listing is not gone: list again, now.
+            alive = await this.d.mountsAlive(true);
+            fresh = true;
+            if (alive === undefined) return dropped;
+          }
           const live = alive;
           if ([...sessions].every((s) => live.has(s))) continue;
           const n = await this.d.mutate(pg, 'lock-session-gone', async (t) => {

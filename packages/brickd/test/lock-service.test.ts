@@ -16,7 +16,8 @@ import { RecordTxn, KvTxn } from '../src/namespace/txn.js';
 const PG = 3;
 const INO = (3n << 48n) | 7n;
 
-function world(alive: Set<string> = new Set(['s1', 's2', 's3'])) {
+/** `cached`: what a cached listing of the mount records says (default: the truth, `alive`). */
+function world(alive: Set<string> = new Set(['s1', 's2', 's3']), cached?: Set<string>) {
   const kv = new MemoryKv();
   let queue: Promise<unknown> = Promise.resolve();
   let now = 0;
@@ -38,7 +39,7 @@ function world(alive: Set<string> = new Set(['s1', 's2', 's3'])) {
     read: (pg, op) => mutate(pg, 'read', op),
     ledPgs: () => [PG],
     kv,
-    mountsAlive: async () => alive,
+    mountsAlive: async (fresh) => (fresh ? alive : (cached ?? alive)),
     knobs: { ...brickDefaults, lockWaitSliceMaxMs: 1000, lockWaitKeepMs: 3000, lockSessionCheckMs: 100_000 },
     timers: {
       nowMs: () => now,
@@ -197,4 +198,11 @@ t.test("a gone session's locks are released and its waiters dropped", async (t) 
     (await w.table()).map((h: HeldLock) => h.session),
     ['s2'],
   );
+});
+
+t.test('a session missing from a cached listing is listed again before its locks go', async (t) => {
+  const w = world(new Set(['s1', 's2']), new Set(['s2']));
+  await w.svc.setLock(PG, INO, lk('s1', 'w'), 0, '');
+  t.equal(await w.svc.sweepSessions(), 0, 'the fresh listing has s1: kept');
+  t.equal((await w.table()).length, 1);
 });
