@@ -10,7 +10,7 @@
         unlock          prints "unlocking <monotonic s>", unlocks, prints "unlocked <monotonic s>"
         lock r|w S L    F_SETLKW, prints "locked <monotonic s>" or "error <errno name>"
       and exits at EOF (the kernel releases what is left at close).
-  lock-tool.py bench PATH N                       N uncontended F_SETLK w + F_UNLCK: prints mean us
+  lock-tool.py bench PATH N                       N uncontended F_SETLK w + F_UNLCK: prints the mean us of each
 """
 import errno
 import fcntl
@@ -47,11 +47,15 @@ def main():
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     if op == "bench":
         n = int(sys.argv[3])
-        t0 = time.monotonic()
+        acquire = release = 0.0
         for _ in range(n):
+            t0 = time.monotonic()
             lk(fd, fcntl.F_SETLK, "w", 0, 1)
+            t1 = time.monotonic()
             lk(fd, fcntl.F_SETLK, "u", 0, 1)
-        out(f"{(time.monotonic() - t0) / n * 1e6:.0f}")
+            acquire += t1 - t0
+            release += time.monotonic() - t1
+        out(f"{acquire / n * 1e6:.0f} {release / n * 1e6:.0f}")
         return
     t, start, length = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     rest = sys.argv[6:]
