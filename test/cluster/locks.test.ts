@@ -261,6 +261,10 @@ t.test('cluster-wide locks on two mounts', async (t) => {
     const primary = await c.brickOfPg(pgOfIno(ino));
     const h = hold(A('d', 'g'), 'w', 0, 0);
     t.match(await h.line(), /^locked /);
+    // A waiter from before the failover: its call fails over and waits at the new primary.
+    const early = hold(B('d', 'g'), 'w', 0, 0, 'wait');
+    t.match(await early.line(), /^waiting /);
+    await sleep(300);
     await primary.kill('SIGKILL');
     await waitUntil(
       async () => (await c.brickOfPg(pgOfIno(ino))).id !== primary.id,
@@ -269,15 +273,21 @@ t.test('cluster-wide locks on two mounts', async (t) => {
     );
     t.equal(lockTool('try', B('d', 'g'), 'w', 0, 0), 'EAGAIN', 'still locked after the failover');
     t.equal(lockTool('getlk', B('d', 'g'), 'r', 0, 0), 'w 0 0 0', 'the new primary reports it');
-    const w = hold(B('d', 'g'), 'w', 0, 0, 'wait');
+    const w = hold(A('d', 'g'), 'w', 0, 0, 'wait');
     t.match(await w.line(), /^waiting /);
     await sleep(300);
-    t.notOk(w.pending(), 'a waiter waits at the new primary');
+    t.notOk(early.pending() || w.pending(), 'both waiters wait at the new primary');
     h.send('unlock');
-    t.match(await w.line(), /^locked /, 'and is woken by the unlock');
+    await waitUntil(() => early.pending() || w.pending(), 'a waiter woken by the unlock', 30_000);
+    await sleep(200);
+    const [got, other] = early.pending() ? [early, w] : [w, early];
+    t.notOk(other.pending(), 'one waiter has it, the other still waits');
+    t.match(await got.line(), /^locked /);
+    got.end();
+    t.match(await other.line(), /^locked /, 'then the other');
+    other.end();
     h.end();
-    w.end();
-    await Promise.all([h.exit, w.exit]);
+    await Promise.all([h.exit, early.exit, w.exit]);
     await primary.restart();
   });
 
