@@ -12,6 +12,7 @@ import {
   ownerKey,
   releaseOwners,
   releaseSessions,
+  sameLocks,
   type HeldLock,
   type LockKind,
   type LockRequest,
@@ -144,8 +145,10 @@ export class LockService {
         const next = applyLock(pre, req);
         if (next.length > this.d.knobs.locksPerInodeMax && next.length > table.length)
           throw new FsError('NO_LOCKS', `inode ${ino} carries ${table.length} locks`);
+        // A lock already held, an unlock of nothing: no entry, and no one to wake.
+        if (sameLocks(next, table)) return { granted: true as const, changed: false };
         t.setLocks(ino, next);
-        return { granted: true as const };
+        return { granted: true as const, changed: true };
       }
       // A flock conversion dropped the old lock before waiting (as Linux does).
       if (pre.length !== table.length) t.setLocks(ino, pre);
@@ -163,7 +166,7 @@ export class LockService {
     });
     if (r.granted) {
       // An unlock (or a downgrade) may let waiters in.
-      this.wakeSoon(pg, ino);
+      if (r.changed) this.wakeSoon(pg, ino);
       return { granted: true, waiting: false };
     }
     if ('waiter' in r && r.waiter) return this.attach(r.waiter, slice);

@@ -19,6 +19,7 @@ const INO = (3n << 48n) | 7n;
 /** `cached`: what a cached listing of the mount records says (default: the truth, `alive`). */
 function world(alive: Set<string> = new Set(['s1', 's2', 's3']), cached?: Set<string>) {
   const kv = new MemoryKv();
+  const writes = { n: 0 };
   let queue: Promise<unknown> = Promise.resolve();
   let now = 0;
   const timers = new Map<number, { at: number; fn: () => void }>();
@@ -28,7 +29,9 @@ function world(alive: Set<string> = new Set(['s1', 's2', 's3']), cached?: Set<st
       const k = new KvTxn({ get: (key) => kv.get(key), range: (o) => kv.range(o) });
       const txn = new RecordTxn(k, 0n, () => Promise.reject(new Error('no alloc')));
       const r = await op(txn);
-      await kv.write(k.writeBatch(), false);
+      const batch = k.writeBatch();
+      if (batch.length > 0) writes.n++;
+      await kv.write(batch, false);
       return r;
     });
     queue = run.catch(() => {});
@@ -63,7 +66,7 @@ function world(alive: Set<string> = new Set(['s1', 's2', 's3']), cached?: Set<st
     await settle();
   };
   const table = () => mutate(PG, 'read', (t) => t.getLocks(INO));
-  return { svc, advance, table, alive };
+  return { svc, advance, table, alive, writes };
 }
 
 const settle = async () => {
@@ -205,4 +208,15 @@ t.test('a session missing from a cached listing is listed again before its locks
   await w.svc.setLock(PG, INO, lk('s1', 'w'), 0, '');
   t.equal(await w.svc.sweepSessions(), 0, 'the fresh listing has s1: kept');
   t.equal((await w.table()).length, 1);
+});
+
+t.test('a lock already held and an unlock of nothing write no entry', async (t) => {
+  const w = world();
+  await w.svc.setLock(PG, INO, lk('s1', 'w', 0n, 9n), 0, '');
+  const n = w.writes.n;
+  t.same(await w.svc.setLock(PG, INO, lk('s1', 'w', 2n, 5n), 0, ''), { granted: true, waiting: false });
+  t.same(await w.svc.setLock(PG, INO, lk('s1', 'u', 20n, 29n), 0, ''), { granted: true, waiting: false });
+  t.equal(w.writes.n, n, 'no write');
+  await w.svc.setLock(PG, INO, lk('s1', 'r', 2n, 5n), 0, '');
+  t.equal(w.writes.n, n + 1, 'a downgrade writes');
 });

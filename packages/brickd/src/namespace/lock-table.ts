@@ -206,6 +206,15 @@ export function blockersOf(table: LockTable, req: LockRequest): string[] {
   return [...new Set(conflicts(beforeRequest(table, req), req).map(ownerKey))];
 }
 
+/** The same locks, in any order (a change that changed nothing needs no log entry). */
+export function sameLocks(a: LockTable, b: LockTable): boolean {
+  if (a.length !== b.length) return false;
+  const key = (h: HeldLock) => `${h.session}/${h.owner}/${h.kind}/${h.type}/${h.start}/${h.end}/${h.pid}`;
+  const ka = a.map(key).sort();
+  const kb = b.map(key).sort();
+  return ka.every((k, i) => k === kb[i]);
+}
+
 function pickOwner(o: LockOwner): LockOwner {
   return { session: o.session, owner: o.owner };
 }
