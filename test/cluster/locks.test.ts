@@ -12,8 +12,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
-import { pgOfIno, run, startCluster, waitUntil } from '../src/cluster.js';
+import t, { type Test } from 'tap';
+import { pgOfIno, run, startCluster, waitUntil, type Cluster } from '../src/cluster.js';
 
 const tool = fileURLToPath(new URL('../../cluster/lock-tool.py', import.meta.url));
 const TTL_MS = 2000;
@@ -92,6 +92,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test('cluster-wide locks on two mounts', async (t) => {
   const c = await startCluster(t, { pgs: 16, replicas: 3, mountOptions: `session_ttl_ms=${TTL_MS}` });
+  try {
+    await lockTests(t, c);
+  } finally {
+    // Before the cluster's teardown unmounts: nothing of ours keeps a file open on a mount.
+    for (const p of started) killGroup(p, 'SIGKILL');
+  }
+});
+
+async function lockTests(t: Test, c: Cluster): Promise<void> {
   const b = await c.mountAnother(`session_ttl_ms=${TTL_MS}`);
   const A = (...p: string[]) => c.path(...p);
   const B = (...p: string[]) => b.path(...p);
@@ -333,4 +342,4 @@ t.test('cluster-wide locks on two mounts', async (t) => {
   });
 
   await b.unmount();
-});
+}
