@@ -412,7 +412,7 @@ export class LockService {
             dropped += n;
             this.d.log.info('locks of ended sessions released', { pg, ino: ino.toString(), locks: n });
             for (const w of [...(this.lines.get(inoKeyOf(pg, ino)) ?? [])])
-              if (!live.has(w.req.session)) this.forget(w);
+              if (!live.has(w.req.session)) this.drop(w, new FsError('UNAVAILABLE', 'the session has ended'));
             this.wakeSoon(pg, ino);
           }
         }
