@@ -150,13 +150,17 @@ export class KvCampaign implements Campaign {
     void this.attemptNow().catch((e: unknown) => {
       if (this.closed) return;
       this.log.warn('controller election attempt failed; retrying', { ...this.ctx, err: e });
-      if (this.retryTimer === undefined) {
-        this.retryTimer = this.clock.setTimeout(() => {
-          this.retryTimer = undefined;
-          this.kick();
-        }, this.knobs.regrantRetryMs);
-      }
+      this.retryLater();
     });
+  }
+
+  /** One more attempt after regrantRetryMs (at most one pending). */
+  private retryLater(): void {
+    if (this.closed || this.retryTimer !== undefined) return;
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = undefined;
+      this.kick();
+    }, this.knobs.regrantRetryMs);
   }
 
   /** Attempts until no change arrived meanwhile. Throws on a store error. */
@@ -187,7 +191,13 @@ export class KvCampaign implements Campaign {
       return;
     }
     this.set({ leading: false, leaderId: undefined });
-    if (!held.healthy()) return; // only a confirmed lease may take the key
+    if (!held.healthy()) {
+      // Only a confirmed lease may take the key. Look again soon: a lease being replaced is held
+      // only once its bind (this attempt) has returned, and no watch event may come to wake us
+      // (found by CI: a candidate whose lease was being replaced when the key went never led).
+      this.retryLater();
+      return;
+    }
     const lease = held.lease;
     const record: ControllerRecord = { id: this.candidateId, sinceMs: this.clock.now() };
     const won = await this.kv.txn(
