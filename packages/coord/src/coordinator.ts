@@ -1080,31 +1080,45 @@ export abstract class KvCoordinator implements Coordinator {
       old.held.cancel();
       await this.kv.revokeLease(old.held.lease).catch(() => undefined);
     }
+    const held = await this.holdRecord(leaseTtlMs, 'registerBrick', { volume, brick: b.id }, (l) =>
+      this.writeRegistration(volume, b, l),
+    );
+    this.registrations.set(id, { volume, info: b, held });
+    this.log.info('brick registered', {
+      volume,
+      brick: b.id,
+      address: b.address,
+      lease: held.lease,
+      leaseTtlMs,
+    });
+  }
+
+  /**
+   * A record bound to a lease of its own that this coordinator keeps alive
+   * (and rewrites under a new lease if the old one is lost): granted, written,
+   * and given up again if the write fails or the coordinator stopped meanwhile.
+   */
+  private async holdRecord(
+    leaseTtlMs: number,
+    what: string,
+    context: Record<string, string>,
+    write: (lease: string) => Promise<void>,
+  ): Promise<HeldLease> {
     const sentAt = this.clock.now();
     const lease = await this.kv.grantLease(leaseTtlMs);
     try {
-      await this.writeRegistration(volume, b, lease);
+      await write(lease);
     } catch (e) {
       await this.kv.revokeLease(lease).catch(() => undefined);
       throw e;
     }
     if (this.state !== 'started') {
       await this.kv.revokeLease(lease).catch(() => undefined);
-      throw new Error('coordinator stopped during registerBrick');
+      throw new Error(`coordinator stopped during ${what}`);
     }
-    const held = new HeldLease(
-      this.kv,
-      this.clock,
-      this.log,
-      this.knobs,
-      leaseTtlMs,
-      lease,
-      sentAt,
-      { volume, brick: b.id },
-      { bind: (l) => this.writeRegistration(volume, b, l) },
-    );
-    this.registrations.set(id, { volume, info: b, held });
-    this.log.info('brick registered', { volume, brick: b.id, address: b.address, lease, leaseTtlMs });
+    return new HeldLease(this.kv, this.clock, this.log, this.knobs, leaseTtlMs, lease, sentAt, context, {
+      bind: write,
+    });
   }
 
   private async writeRegistration(volume: string, info: BrickInfo, lease: string): Promise<void> {
@@ -1789,28 +1803,8 @@ export abstract class KvCoordinator implements Coordinator {
     const key = `${volume}/${record.id}`;
     if (this.mountSessions.has(key))
       throw new FsError('ALREADY_EXISTS', `mount ${record.id} is registered already`);
-    const sentAt = this.clock.now();
-    const lease = await this.kv.grantLease(leaseTtlMs);
-    try {
-      await this.writeMount(volume, record, lease);
-    } catch (e) {
-      await this.kv.revokeLease(lease).catch(() => undefined);
-      throw e;
-    }
-    if (this.state !== 'started') {
-      await this.kv.revokeLease(lease).catch(() => undefined);
-      throw new Error('coordinator stopped during registerMount');
-    }
-    const held = new HeldLease(
-      this.kv,
-      this.clock,
-      this.log,
-      this.knobs,
-      leaseTtlMs,
-      lease,
-      sentAt,
-      { volume, mount: record.id },
-      { bind: (l) => this.writeMount(volume, record, l) },
+    const held = await this.holdRecord(leaseTtlMs, 'registerMount', { volume, mount: record.id }, (l) =>
+      this.writeMount(volume, record, l),
     );
     this.mountSessions.set(key, { volume, id: record.id, held });
     this.log.info('mount registered', {
@@ -1818,7 +1812,7 @@ export abstract class KvCoordinator implements Coordinator {
       mount: record.id,
       host: record.host,
       mountPoint: record.mountPoint,
-      lease,
+      lease: held.lease,
       leaseTtlMs,
     });
     let closing: Promise<void> | undefined;
