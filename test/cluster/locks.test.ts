@@ -304,7 +304,7 @@ async function lockTests(t: Test, c: Cluster): Promise<void> {
     const db = 'd/test.db';
     const setup = run('sqlite3', [A(db), 'PRAGMA journal_mode=DELETE; CREATE TABLE t(who TEXT, n INTEGER);']);
     t.equal(setup.status, 0, setup.stderr);
-    const rows = 150;
+    const rows = 40;
     const writer = (path: string, who: string) => {
       const sql = ['.timeout 60000', 'PRAGMA journal_mode=DELETE;'];
       for (let i = 0; i < rows; i++) sql.push(`INSERT INTO t VALUES('${who}', ${i});`);

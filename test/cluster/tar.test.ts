@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import t from 'tap';
 import { run, sh, startCluster, waitUntil } from '../src/cluster.js';
 
-/** The whole of /usr/include with DUNIX_TAR_FULL=1; by default a subset of about 1000 entries. */
+/** The whole of /usr/include with DUNIX_TAR_FULL=1; by default a subset of about 400 entries (the suite's time: tar speed is measured by the bench). */
 function members(): string[] {
   if (process.env.DUNIX_TAR_FULL === '1') return ['include'];
   const top = readdirSync('/usr/include', { withFileTypes: true })
     .filter((d) => !d.isDirectory())
     .map((d) => `include/${d.name}`);
-  const dirs = ['linux', 'asm-generic', 'netinet', 'ncursesw', 'arpa'].filter((d) => {
+  const dirs = ['linux/netfilter', 'linux/usb', 'asm-generic', 'netinet', 'ncursesw', 'arpa'].filter((d) => {
     try {
       return lstatSync(`/usr/include/${d}`).isDirectory();
     } catch {
@@ -78,13 +78,21 @@ t.test('tar extract, compare and rm -rf on the mount', async (t) => {
   const got = walk(dst);
   const files = [...want.values()].filter((m) => m.type === 'file').length;
   const links = [...want.values()].filter((m) => m.type === 'symlink').length;
-  t.ok(files >= 500, `many small files (${files})`);
+  t.ok(files >= 250, `many small files (${files})`);
   t.ok(links >= 5, `symlinks (${links})`);
   t.same([...got.keys()].sort(), [...want.keys()].sort(), 'the same entries');
   const mismatches: string[] = [];
+  const implied = new Set(
+    members().flatMap((m) =>
+      m
+        .split('/')
+        .slice(0, -1)
+        .map((_, i, parts) => parts.slice(0, i + 1).join('/')),
+    ),
+  );
   for (const [rel, w] of want) {
-    // The top directory is created by tar itself when the archive holds only some of its members.
-    if (rel === '' || (rel === 'include' && process.env.DUNIX_TAR_FULL !== '1')) continue;
+    // Directories above the archived members are created by tar itself (their times are not in the archive).
+    if (rel === '' || implied.has(rel)) continue;
     const g = got.get(rel);
     if (!g) continue;
     for (const k of ['type', 'mode', 'size', 'mtimeS', 'uid', 'gid', 'target', 'nlink'] as const) {

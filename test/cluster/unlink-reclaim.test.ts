@@ -23,6 +23,7 @@ import { statSync } from 'node:fs';
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { startCluster, waitUntil, type Cluster } from '../src/cluster.js';
+import { killClientAndAwaitReclaim } from '../src/failover.js';
 
 const MiB = 1024 * 1024;
 
@@ -132,20 +133,7 @@ t.test(
     await new Promise<void>((res) => holder.stdout!.once('data', () => res()));
     const held = await c.counts();
     t.equal(held.inodes, before.inodes + 1, 'unlinked but open: the inode stays');
-    await new Promise((r) => setTimeout(r, 3000));
-    t.equal((await c.counts()).inodes, before.inodes + 1, 'kept while its client lives');
-    // The client dies with the file open: no last close will ever come.
-    process.kill(c.mountPid, 'SIGKILL');
-    holder.kill('SIGKILL');
-    await waitUntil(
-      async () => {
-        const n = await c.counts();
-        return n.inodes === before.inodes && n.blocks === before.blocks;
-      },
-      'the dead client’s orphan reclaimed',
-      30_000,
-      250,
-    );
+    await killClientAndAwaitReclaim(t, c, holder, before, 'orphan');
     t.pass('reclaimed with its blocks once the session record expired');
   },
 );

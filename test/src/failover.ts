@@ -18,7 +18,7 @@ import {
 import { basename, join } from 'node:path';
 import type { Test } from 'tap';
 import { blockPg, pgOfIno } from '@dunix/proto';
-import { bins, runAsync, type BrickProc, type Cluster, type TestLike } from './cluster.js';
+import { bins, runAsync, waitUntil, type BrickProc, type Cluster, type TestLike } from './cluster.js';
 import {
   checkRecords,
   errorSummary,
@@ -269,6 +269,34 @@ export async function checkWriter(
 export function report(t: TestLike, scenario: string, fields: Record<string, string | number>): void {
   const kv = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'number' ? Math.round(v) : v}`);
   t.comment(`failover: scenario=${scenario} ${kv.join(' ')}`);
+}
+
+/**
+ * A file held open (unlinked, or O_TMPFILE) by `holder` on the mount: kept
+ * while its client lives; then the client is SIGKILLed with the file open
+ * (no last close will ever come) and the bricks must reclaim its inode and
+ * blocks once the client's session record expired (counts back to `before`).
+ */
+export async function killClientAndAwaitReclaim(
+  t: Test,
+  c: Cluster,
+  holder: { kill(signal: NodeJS.Signals): unknown },
+  before: { inodes: number; blocks: number },
+  what: string,
+): Promise<void> {
+  await new Promise((r) => setTimeout(r, 3000));
+  t.equal((await c.counts()).inodes, before.inodes + 1, `${what}: kept while its client lives`);
+  process.kill(c.mountPid, 'SIGKILL');
+  holder.kill('SIGKILL');
+  await waitUntil(
+    async () => {
+      const n = await c.counts();
+      return n.inodes === before.inodes && n.blocks === before.blocks;
+    },
+    `the dead client’s ${what} reclaimed`,
+    30_000,
+    250,
+  );
 }
 
 export { errorSummary };
