@@ -10,6 +10,7 @@ import {
   type VolumeSnapshot,
 } from '@dunix/coord';
 import {
+  assertInsecureAllowed,
   brickProto,
   fullThresholdPct,
   createLogger,
@@ -28,6 +29,7 @@ import {
 } from '@dunix/proto';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { lookup } from 'node:dns/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Brick } from './brick.js';
@@ -47,16 +49,22 @@ import { brickKeys } from './store/keys.js';
 import { LevelKv } from './store/leveldb-kv.js';
 import { mountSessions } from './mount-sessions.js';
 import { LockService } from './lock-service.js';
+import { brickAddresses, formatHostPort } from './net-address.js';
 
 export interface BrickdOptions {
   dataDir: string;
-  /** host:port to listen on (port 0 picks a free one). */
+  /**
+   * HOST:PORT both servers bind (port 0 picks free ones); an IPv6 literal
+   * is bracketed. net-address.ts has the rules.
+   */
   listen: string;
+  /** The host clients and other bricks dial, as registered (default: the listen host). */
+  advertise?: string;
   etcdEndpoints: string[];
   volume: string;
   /** Copies per PG the operator expects; the volume's config decides (a mismatch is logged). */
   replicas?: number;
-  /** Port of the frame transport on the listen host (default: any free port). */
+  /** Port of the frame transport on the listen host (default: gRPC port + DATA_PORT_OFFSET; any free one with port 0). */
   dataPort?: number;
   /** Failure domain (default: this machine's hostname). */
   host?: string;
@@ -159,6 +167,13 @@ export class BrickDaemon {
 
   async start(): Promise<void> {
     try {
+      // Bad addresses fail before anything is opened or registered.
+      const at = await brickAddresses(this.o, async (h) =>
+        (await lookup(h, { all: true })).map((a) => a.address),
+      );
+      // Others would refuse to dial a non-loopback address without TLS: refuse it here.
+      if ((this.o.security ?? INSECURE_TRANSPORT).kind === 'insecure')
+        assertInsecureAllowed(at.advertiseHost, 'advertised address');
       await initHashing();
       await mkdir(this.o.dataDir, { recursive: true });
       this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
@@ -192,19 +207,22 @@ export class BrickDaemon {
           : new GroupCommit(this.kv, this.blocks, this.knobs.groupCommitMs);
       const security = this.o.security ?? INSECURE_TRANSPORT;
       if (security.kind === 'insecure') warnInsecure(this.log, 'brickd', this.o.security === undefined);
-      const { server, port } = await startBrickServer(this.o.listen, this.delegatingHandlers(), security);
+      const { server, port } = await startBrickServer(
+        formatHostPort(at.listenHost, at.listenPort),
+        this.delegatingHandlers(),
+        security,
+      );
       this.server = server;
       this.port = port;
-      const host = this.o.listen.slice(0, this.o.listen.lastIndexOf(':'));
-      const address = `${host}:${port}`;
-      // The data path: the same handlers over frames, on its own port (--data-listen, default any free one).
+      const address = formatHostPort(at.advertiseHost, port);
+      // The data path: the same handlers over frames, on its own port.
       this.frames = new FrameServer(
         this.delegatingHandlers(),
         (reason) => this.log.warn('malformed frame stream; connection closed', { reason }),
         security,
       );
-      const dataPort = await this.frames.listen(host, this.o.dataPort ?? 0);
-      const dataAddress = `${host}:${dataPort}`;
+      const dataPort = await this.frames.listen(at.listenHost, at.dataPort);
+      const dataAddress = formatHostPort(at.advertiseHost, dataPort);
       if (this.o.portFile) await writePortFile(this.o.portFile, { pid: process.pid, address, dataAddress });
       await this.coord.registerBrick(
         this.o.volume,

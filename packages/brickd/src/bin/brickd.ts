@@ -2,6 +2,13 @@
 import { createLogger, INSECURE_TRANSPORT, loadTlsDir, type TransportSecurity } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
 import { BrickDaemon } from '../daemon.js';
+import {
+  DATA_PORT_OFFSET,
+  GRPC_PORT_DEFAULT,
+  parseFailureDomain,
+  parseHost,
+  parseListen,
+} from '../net-address.js';
 
 const log = createLogger('brickd');
 
@@ -27,16 +34,31 @@ function sizeArg(name: string) {
   };
 }
 
-function listenArg(v: string): string {
-  const m = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost|[0-9.]+):(\d{1,5})$/.exec(v);
-  if (!m || Number(m[2]) > 65535) throw new InvalidArgumentError('expected HOST:PORT, e.g. 127.0.0.1:7101');
-  return v;
+/** Commander's parser from one of net-address.ts's (their message becomes the usage error). */
+function checked<T>(parse: (v: string) => T) {
+  return (v: string) => {
+    try {
+      return parse(v);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
 }
 
 const program = new Command('brickd')
   .description('dunixfs storage daemon: serves the placement groups the volume map assigns to it')
   .requiredOption('--data <dir>', 'data directory (LevelDB metadata and block files)')
-  .requiredOption('--listen <host:port>', 'gRPC listen address', listenArg)
+  .option(
+    '--listen <host:port>',
+    `address both servers bind: IPv4, [IPv6] or a name; 0.0.0.0 / [::] need --advertise (default 127.0.0.1:${GRPC_PORT_DEFAULT})`,
+    checked((v) => (parseListen(v), v)),
+    `127.0.0.1:${GRPC_PORT_DEFAULT}`,
+  )
+  .option(
+    '--advertise <host>',
+    'address or name clients and other bricks dial, registered in etcd (default: the --listen host; never 0.0.0.0 or ::)',
+    checked(parseHost),
+  )
   .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379)')
   .requiredOption('--volume <name>', 'volume this brick belongs to')
   .option(
@@ -46,10 +68,14 @@ const program = new Command('brickd')
   )
   .option(
     '--data-port <port>',
-    'port of the frame transport (default: any free port)',
+    `port of the frame transport (default: the --listen port + ${DATA_PORT_OFFSET}; any free one with port 0)`,
     intArg('--data-port', 1, 65535),
   )
-  .option('--host <name>', 'failure domain (default: hostname)')
+  .option(
+    '--host <name>',
+    'failure domain: copies of a PG go to bricks of distinct hosts (default: hostname)',
+    checked(parseFailureDomain),
+  )
   .option(
     '--weight <n>',
     'relative capacity for placement (default: the capacity in GiB, at least 1)',
@@ -111,6 +137,7 @@ const program = new Command('brickd')
       security,
       dataDir: opts.data,
       listen: opts.listen,
+      advertise: opts.advertise,
       etcdEndpoints: String(opts.etcd).split(',').filter(Boolean),
       volume: opts.volume,
       replicas: opts.replicas,
