@@ -40,7 +40,8 @@ export interface CoordinatorKnobs {
 
 export const coordinatorDefaults: Readonly<CoordinatorKnobs> = Object.freeze({
   leaseTtlMs: 10_000,
-  mountLeaseTtlMs: 10_000,
+  // 6 s: a dead client's locks are free within 10 s (TTL + etcd's expiry check + the bricks' 2 s listing cache + 1 s check).
+  mountLeaseTtlMs: 6_000,
   keepaliveIntervalMs: 500,
   regrantRetryMs: 500,
   rpcTimeoutMs: 5_000,

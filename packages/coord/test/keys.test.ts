@@ -91,7 +91,7 @@ t.test('mount records: key layout and the session TTL knob', async (t) => {
   t.notOk(SNAPSHOT_KEY_KINDS.has('mount'), 'mount records are read on their own, not in the snapshot');
   t.notOk(SNAPSHOT_KEY_KINDS.has('mountStamp'));
   t.ok(keys.mount('v', 'm').startsWith(keys.volume('v')), 'under the volume prefix: deleted with it');
-  t.equal(coordinatorDefaults.mountLeaseTtlMs, 10_000);
+  t.equal(coordinatorDefaults.mountLeaseTtlMs, 6_000);
   t.throws(() => validateCoordinatorKnobs({ mountLeaseTtlMs: 1000 }), /mountLeaseTtlMs/);
   t.throws(() => validateCoordinatorKnobs({ mountLeaseTtlMs: 2500 }), /mountLeaseTtlMs: .*whole seconds/);
   t.equal(validateCoordinatorKnobs({ mountLeaseTtlMs: 3000 }).mountLeaseTtlMs, 3000);

@@ -79,7 +79,7 @@ t.test('--help and -h ask for the usage, which names every option', async (t) =>
 });
 
 t.test('session_ttl_ms sets the lease of the mount record (whole seconds, validated)', async (t) => {
-  t.equal(parseMountArgs(base).sessionTtlMs, 10_000, 'the coordinator knob mountLeaseTtlMs by default');
+  t.equal(parseMountArgs(base).sessionTtlMs, 6_000, 'the coordinator knob mountLeaseTtlMs by default');
   t.equal(parseMountArgs([...base, '-o', 'session_ttl_ms=3000']).sessionTtlMs, 3000);
   for (const bad of ['1000', '2500', '0', 'x', '']) {
     t.throws(
