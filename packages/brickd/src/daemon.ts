@@ -16,10 +16,13 @@ import {
   createLogger,
   connectBrick,
   FrameServer,
+  ERROR_CODE_METADATA_KEY,
   FsError,
   INSECURE_TRANSPORT,
   initHashing,
   Router,
+  startMetricsServer,
+  type MetricsServer,
   warnInsecure,
   type TransportSecurity,
   toServiceError,
@@ -49,6 +52,7 @@ import { brickKeys } from './store/keys.js';
 import { LevelKv } from './store/leveldb-kv.js';
 import { mountSessions } from './mount-sessions.js';
 import { LockService } from './lock-service.js';
+import { BrickMetrics } from './metrics.js';
 import { brickAddresses, formatHostPort } from './net-address.js';
 
 export interface BrickdOptions {
@@ -92,6 +96,8 @@ export interface BrickdOptions {
    * a brick certificate). Absent: insecure, loopback only, logged loudly.
    */
   security?: TransportSecurity;
+  /** HOST:PORT of the Prometheus /metrics endpoint (brickd --metrics-listen); absent: none. */
+  metricsListen?: string;
 }
 
 /** How often a brick adds the bytes its backfills moved to the running rebalance job. */
@@ -152,6 +158,8 @@ export class BrickDaemon {
   private volumeDeleted = false;
   private storeLost = false;
   port = 0;
+  readonly metrics = new BrickMetrics();
+  private metricsServer: MetricsServer | undefined;
 
   constructor(private readonly o: BrickdOptions) {
     this.log = o.log ?? createLogger('brickd');
@@ -176,6 +184,14 @@ export class BrickDaemon {
         assertInsecureAllowed(at.advertiseHost, 'advertised address');
       await initHashing();
       await mkdir(this.o.dataDir, { recursive: true });
+      if (this.o.metricsListen) {
+        const { registry } = this.metrics;
+        this.metricsServer = await startMetricsServer(
+          this.o.metricsListen,
+          { contentType: registry.contentType, render: () => registry.metrics() },
+          this.log,
+        );
+      }
       this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
       await this.coord.start();
       const { identity, created } = await this.checkedIdentity(this.coord);
@@ -223,7 +239,13 @@ export class BrickDaemon {
       );
       const dataPort = await this.frames.listen(at.listenHost, at.dataPort);
       const dataAddress = formatHostPort(at.advertiseHost, dataPort);
-      if (this.o.portFile) await writePortFile(this.o.portFile, { pid: process.pid, address, dataAddress });
+      if (this.o.portFile)
+        await writePortFile(this.o.portFile, {
+          pid: process.pid,
+          address,
+          dataAddress,
+          ...(this.metricsServer ? { metricsAddress: this.metricsServer.address } : {}),
+        });
       await this.coord.registerBrick(
         this.o.volume,
         {
@@ -368,6 +390,12 @@ export class BrickDaemon {
         requireCertificate: this.o.security?.kind === 'tls',
       });
       this.brick = brick;
+      this.metrics.attach({
+        brickId: this.brickId,
+        pgs: () => brick.pgs.values(),
+        replicas: () => brick.volume.replicas,
+        catchUpsRunning: () => brick.repl.catchUpsRunning,
+      });
       this.scrubRunner = new ScrubRunner({
         brick,
         brickId: this.brickId,
@@ -427,16 +455,39 @@ export class BrickDaemon {
         const h = (
           this.handlers as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>> | undefined
         )?.[method];
+        const done = this.observed(method, call, callback);
         if (!h)
-          callback(
+          done(
             toServiceError(
               new FsError('UNAVAILABLE', `brick is waiting for volume ${this.o.volume} to be created`),
             ),
           );
-        else h(call, callback);
+        else h(call, done);
       };
     }
     return out as unknown as BrickHandlers;
+  }
+
+  /** `callback` counting the call in the metrics: latency by result code, bytes of block reads and writes. */
+  private observed(
+    method: string,
+    call: { request: unknown },
+    callback: grpc.sendUnaryData<unknown>,
+  ): grpc.sendUnaryData<unknown> {
+    const startNs = process.hrtime.bigint();
+    return (err, reply, ...rest) => {
+      const m = this.metrics;
+      if (err) {
+        const code = (err as Partial<grpc.ServiceError>).metadata?.get(ERROR_CODE_METADATA_KEY)[0];
+        m.observeRpc(method, startNs, typeof code === 'string' ? code : 'UNKNOWN');
+      } else {
+        m.observeRpc(method, startNs, 'OK');
+        if (method === 'ReadBlock') m.addRead((reply as { data?: Buffer } | null)?.data?.length ?? 0);
+        else if (method === 'WriteBlock' || method === 'WriteInline')
+          m.addWritten((call.request as { data?: Buffer } | null)?.data?.length ?? 0);
+      }
+      callback(err, reply, ...rest);
+    };
   }
 
   /**
@@ -613,6 +664,7 @@ export class BrickDaemon {
       if (this.durability instanceof GroupCommit) await this.durability.stop().catch(() => {});
       await this.blocks?.close().catch(() => {});
       await this.kv?.close().catch(() => {});
+      await this.metricsServer?.close();
     })();
     return this.stopping;
   }

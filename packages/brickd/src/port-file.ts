@@ -13,6 +13,8 @@ export interface PortReport {
   address: string;
   /** Frame transport, host:port. */
   dataAddress: string;
+  /** Prometheus /metrics, host:port (only with --metrics-listen). */
+  metricsAddress?: string;
 }
 
 /** Writes the report atomically: a reader sees no file or the whole of it, never a part. */

@@ -14,3 +14,4 @@ export * from './peer-identity.js';
 export * from './transport-security.js';
 export * from './buffer-pool.js';
 export * from './log-codec.js';
+export * from './metrics-server.js';

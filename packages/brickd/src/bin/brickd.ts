@@ -1,5 +1,11 @@
 #!/usr/bin/env node
-import { createLogger, INSECURE_TRANSPORT, loadTlsDir, type TransportSecurity } from '@dunix/proto';
+import {
+  createLogger,
+  INSECURE_TRANSPORT,
+  loadTlsDir,
+  parseMetricsListen,
+  type TransportSecurity,
+} from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
 import { BrickDaemon } from '../daemon.js';
 import {
@@ -116,6 +122,17 @@ const program = new Command('brickd')
     'plain TCP without authentication, loopback addresses only (development; the default when --tls-dir is absent, logged loudly)',
   )
   .option(
+    '--metrics-listen <host:port>',
+    'serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free one, reported in --port-file); default: off',
+    (v: string) => {
+      try {
+        return (parseMetricsListen(v), v);
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    },
+  )
+  .option(
     '--wipe-deleted-volume',
     'if the volume this data dir served was deleted (dunixctl volume delete), empty the dir and start as a new brick ' +
       '(without it, brickd refuses to start there)',
@@ -154,6 +171,7 @@ const program = new Command('brickd')
       log,
       portFile: opts.portFile,
       wipeDeletedVolume: !!opts.wipeDeletedVolume,
+      metricsListen: opts.metricsListen,
       // The volume went: stop serving and exit 0 (nothing failed; a restart would be refused).
       onVolumeDeleted: () => shutdown('volume deleted'),
     });

@@ -53,6 +53,12 @@ export class PgState {
   /** Last log sequence written (advanced only once the entry is in the store). */
   opSeq = 0n;
   /**
+   * As primary: the last sequence each other copy acknowledged (replicate
+   * replies, catch-up rounds); opSeq minus it is the copy's replication lag
+   * (metrics). A copy not heard from since this brick leads is absent.
+   */
+  readonly ackedSeq = new Map<string, bigint>();
+  /**
    * Request ids of recent ops (a ring of opLogRetain slots, slot = seq mod
    * size, with the slot's sequence beside it) so trimming the log needs no
    * read. Allocated on the PG's first op.

@@ -189,6 +189,7 @@ export class Replication {
     const r = await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
     if (!r.gap) {
       assert(r.lastSeq >= e.seq, `replica ${brick} of pg ${st.pg} acknowledged ${r.lastSeq} for ${e.seq}`);
+      st.ackedSeq.set(brick, r.lastSeq);
       return;
     }
     // Entries before e are on this primary's log (written or being written by
@@ -210,6 +211,7 @@ export class Replication {
     const last = await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
     if (last.gap || last.lastSeq < e.seq)
       throw new FsError('LOG_GAP', `replica ${brick} still misses ${e.seq}`);
+    st.ackedSeq.set(brick, last.lastSeq);
   }
 
   /**
@@ -342,6 +344,9 @@ export class Replication {
       if (lost.length > 0) await this.changeIsr(st, (isr) => isr.filter((b) => !lost.includes(b)));
       if (st.role !== 'primary') return;
       await onReconciled();
+      // Peering brought every in-sync copy to this log; positions heard in an earlier term are stale.
+      st.ackedSeq.clear();
+      for (const b of st.isr) if (b !== this.me) st.ackedSeq.set(b, st.opSeq);
       st.ready = true;
       this.d.log.info('serving as primary', {
         pg: st.pg,
@@ -743,6 +748,7 @@ export class Replication {
     const epoch = st.epoch;
     const startedAtMs = this.d.clock.nowMs();
     const pos = await this.d.transport.position(brick, st.pg, epoch);
+    st.ackedSeq.set(brick, pos.lastSeq);
     let next = pos.lastSeq + 1n;
     // A copy with nothing yet (a move's new copy, a replaced disk) is backfilled even when the
     // log reaches back to the start: replaying it sends a block's whole current bytes once per
@@ -753,7 +759,10 @@ export class Replication {
       const mine = await this.logs.entry(st.pg, pos.lastSeq);
       logUsable = mine?.epoch === pos.lastEpoch;
     }
-    if (!logUsable) next = (await this.backfill(st, brick, epoch, startedAtMs)) + 1n;
+    if (!logUsable) {
+      next = (await this.backfill(st, brick, epoch, startedAtMs)) + 1n;
+      st.ackedSeq.set(brick, next - 1n);
+    }
     let sent = 0;
     const report = () => {
       const elapsedS = Math.max(0.001, (this.d.clock.nowMs() - startedAtMs) / 1000);
@@ -785,6 +794,7 @@ export class Replication {
       );
       sent += batch.length;
       next = r.lastSeq + 1n;
+      st.ackedSeq.set(brick, r.lastSeq);
       report();
     }
     await st.appendQueue.run(async () => {
@@ -794,6 +804,7 @@ export class Replication {
         const r = await this.d.transport.replicate(brick, st.pg, st.epoch, batch, true);
         if (r.gap) throw new FsError('LOG_GAP', `replica ${brick} reports a gap during catch-up`);
         next = r.lastSeq + 1n;
+        st.ackedSeq.set(brick, r.lastSeq);
       }
       await this.changeIsr(st, (isr) => [...isr, brick]);
       this.d.log.info('replica rejoined the in-sync set', {

@@ -15,6 +15,10 @@ import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { mountInfo, newMountId, volumeGone } from '../client/mount-record.js';
 import { FuseMount } from '../fuse/mount.js';
+import { startMetricsServer, type MetricsServer } from '@dunix/proto';
+import { ClientMetrics } from '../client/metrics.js';
+import { writeFile, rename } from 'node:fs/promises';
+import { constants } from 'node:os';
 import { mountUsage, parseMountArgs, wantsHelp } from './mount-args.js';
 
 /**
@@ -98,19 +102,36 @@ export async function main(argv: string[]): Promise<number> {
     await coord.stop().catch(() => {});
     return 1;
   }
-  const fs = new DunixFs(
-    new BrickApi(router, { ...brickApiDefaults, opDeadlineMs: args.failoverTimeoutMs }),
-    log,
-    {
-      ...dunixFsDefaults,
-      attrTtlMs: args.attrTtlMs,
-      entryTtlMs: args.entryTtlMs,
-      // Owner of this mount's O_TMPFILE inodes: bricks reclaim them once the session is gone.
-      ...(session ? { mountId: session.id } : {}),
-    },
-  );
+  const api = new BrickApi(router, { ...brickApiDefaults, opDeadlineMs: args.failoverTimeoutMs });
+  const fs = new DunixFs(api, log, {
+    ...dunixFsDefaults,
+    attrTtlMs: args.attrTtlMs,
+    entryTtlMs: args.entryTtlMs,
+    // Owner of this mount's O_TMPFILE inodes: bricks reclaim them once the session is gone.
+    ...(session ? { mountId: session.id } : {}),
+  });
+  let metrics: ClientMetrics | undefined;
+  let metricsServer: MetricsServer | undefined;
   let mount: FuseMount;
   try {
+    if (args.metricsListen) {
+      metrics = new ClientMetrics(errnoName);
+      api.metrics = metrics;
+      const { registry } = metrics;
+      metricsServer = await startMetricsServer(
+        args.metricsListen,
+        { contentType: registry.contentType, render: () => registry.metrics() },
+        log,
+      );
+      if (args.metricsPortFile) {
+        const tmp = `${args.metricsPortFile}.tmp-${process.pid}`;
+        await writeFile(
+          tmp,
+          `${JSON.stringify({ pid: process.pid, metricsAddress: metricsServer.address })}\n`,
+        );
+        await rename(tmp, args.metricsPortFile);
+      }
+    }
     mount = await FuseMount.start(fs, {
       mountpoint,
       source: args.spec,
@@ -131,18 +152,21 @@ export async function main(argv: string[]): Promise<number> {
     });
   } catch (err) {
     log.error('mount failed', { mountpoint, err: (err as Error).message });
+    await metricsServer?.close();
     await session.close().catch(() => {});
     await unwatch?.().catch(() => {});
     await coord.stop().catch(() => {});
     router.close();
     return 1;
   }
+  mount.session.observer = metrics;
   fs.kernel = {
     invalInode: (ino) => mount.session.notifyInvalInode(ino),
     invalEntry: (parent, name) => mount.session.notifyInvalEntry(parent, name),
   };
   log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid, mount: session.id });
   await mount.serveUntilUnmounted();
+  await metricsServer?.close();
   router.close();
   // etcd may be gone already (cluster shutdown): never let its reconnect loop keep us alive.
   const cleanup = (async () => {
@@ -152,4 +176,10 @@ export async function main(argv: string[]): Promise<number> {
   })();
   await Promise.race([cleanup, new Promise((r) => setTimeout(r, 2000).unref())]);
   process.exit(0);
+}
+
+/** errno number -> its name (ENOENT), for the metrics' result label. */
+function errnoName(errno: number): string {
+  for (const [name, n] of Object.entries(constants.errno)) if (n === errno) return name;
+  return `E${errno}`;
 }

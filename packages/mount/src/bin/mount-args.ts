@@ -1,4 +1,5 @@
 import { coordinatorDefaults, validateLeaseTtl } from '@dunix/coord';
+import { parseMetricsListen } from '@dunix/proto';
 
 /**
  * Arguments of dunixfs and mount.dunixfs: SPEC MOUNTPOINT [-o a,b=c] [-f]
@@ -10,6 +11,10 @@ export interface MountArgs {
   volume: string;
   mountpoint: string;
   foreground: boolean;
+  /** HOST:PORT of the Prometheus /metrics endpoint; undefined: none. */
+  metricsListen: string | undefined;
+  /** Where to write {"pid","metricsAddress"} once it listens (the port of a port-0 metrics_listen). */
+  metricsPortFile: string | undefined;
   attrTtlMs: number;
   entryTtlMs: number;
   dialTimeoutMs: number;
@@ -86,6 +91,8 @@ ${what}
                  dial_timeout_ms=MS                   etcd connect timeout (default 10000)
                  failover_timeout_ms=MS               how long an op rides out a failover (default 60000, min 1000)
                  read_ahead_kb=KB                     kernel readahead window (default 32768)
+                 metrics_listen=HOST:PORT             serve Prometheus metrics at http://HOST:PORT/metrics (default off)
+                 metrics_port_file=FILE               write {"pid","metricsAddress"} there once listening
                  session_ttl_ms=MS                    lease of the mount record: a killed client is forgotten
                                                       within it (default ${coordinatorDefaults.mountLeaseTtlMs}, whole seconds, min 2000)
                  log=FILE                             client log of mount.dunixfs (default /var/log/dunixfs/<dir>.log)
@@ -174,6 +181,8 @@ export function parseMountArgs(argv: string[]): MountArgs {
     volume,
     mountpoint,
     foreground,
+    metricsListen: undefined,
+    metricsPortFile: undefined,
     attrTtlMs: 1000,
     entryTtlMs: 1000,
     dialTimeoutMs: 10_000,
@@ -192,6 +201,8 @@ export function parseMountArgs(argv: string[]): MountArgs {
       : [o, undefined];
     if (k === 'attr_ttl_ms' && v !== undefined) out.attrTtlMs = ms(k, v);
     else if (k === 'entry_ttl_ms' && v !== undefined) out.entryTtlMs = ms(k, v);
+    else if (k === 'metrics_listen' && v) out.metricsListen = (parseMetricsListen(v), v);
+    else if (k === 'metrics_port_file' && v) out.metricsPortFile = v;
     else if (k === 'dial_timeout_ms' && v !== undefined) out.dialTimeoutMs = ms(k, v);
     else if (k === 'failover_timeout_ms' && v !== undefined)
       out.failoverTimeoutMs = ms(k, v, FAILOVER_TIMEOUT_MIN_MS);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { retryDefaults, type Router } from '@dunix/proto';
+import { FsError, retryDefaults, type Router } from '@dunix/proto';
+import type { ClientMetrics } from './metrics.js';
 
 export interface BrickApiOptions {
   /** Backstop deadline of one attempt (the map changing ends an attempt sooner). */
@@ -37,6 +38,8 @@ export class BrickApi {
   private readonly o: BrickApiOptions;
   /** PGs changed through this client since their last Sync (bricks sync by group commit otherwise). */
   private readonly unsynced = new Set<number>();
+  /** The client's metrics (mount -o metrics_listen=): every call's latency and result, cache hits. */
+  metrics: ClientMetrics | undefined;
 
   constructor(
     private readonly router: Router,
@@ -58,20 +61,42 @@ export class BrickApi {
   }
 
   read<Rep>(pg: number, method: string, body: object): Promise<Rep> {
-    return this.router.call<Rep>(pg, method, body, {
-      requestId: '',
-      deadlineMs: this.o.opDeadlineMs,
-      callTimeoutMs: this.o.callTimeoutMs,
-    });
+    return this.observed(
+      method,
+      this.router.call<Rep>(pg, method, body, {
+        requestId: '',
+        deadlineMs: this.o.opDeadlineMs,
+        callTimeoutMs: this.o.callTimeoutMs,
+      }),
+    );
   }
 
   mutate<Rep>(pg: number, method: string, body: object): Promise<Rep> {
     this.unsynced.add(pg);
-    return this.router.call<Rep>(pg, method, body, {
-      requestId: this.newRequestId(),
-      deadlineMs: this.o.opDeadlineMs,
-      callTimeoutMs: this.o.callTimeoutMs,
-    });
+    return this.observed(
+      method,
+      this.router.call<Rep>(pg, method, body, {
+        requestId: this.newRequestId(),
+        deadlineMs: this.o.opDeadlineMs,
+        callTimeoutMs: this.o.callTimeoutMs,
+      }),
+    );
+  }
+
+  private observed<Rep>(method: string, call: Promise<Rep>): Promise<Rep> {
+    const m = this.metrics;
+    if (!m) return call;
+    const startNs = process.hrtime.bigint();
+    return call.then(
+      (reply) => {
+        m.rpcDone(method, startNs, 'OK');
+        return reply;
+      },
+      (err: unknown) => {
+        m.rpcDone(method, startNs, err instanceof FsError ? err.code : 'UNKNOWN');
+        throw err;
+      },
+    );
   }
 
   /** A change sent to `pg` outside `mutate` (block writes). */

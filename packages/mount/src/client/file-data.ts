@@ -413,7 +413,13 @@ export class FileData {
     const fileSize = this.size;
     if (offset >= fileSize || size === 0) return Buffer.alloc(0);
     const n = Number(fileSize - offset < BigInt(size) ? fileSize - offset : BigInt(size));
-    if (this.attr.inline && !this.inlineData) await this.loadInline();
+    if (this.attr.inline) {
+      if (this.inlineData) this.api.metrics?.cacheHit('inline');
+      else {
+        this.api.metrics?.cacheMiss('inline');
+        await this.loadInline();
+      }
+    }
     if (this.attr.inline) {
       const out = Buffer.alloc(n);
       const data = this.inlineData ?? Buffer.alloc(0);

@@ -137,8 +137,15 @@ class RequestCaller implements Caller {
   }
 }
 
+/** Told of every answered request (metrics); runs on the request path, so it must be cheap. */
+export interface RequestObserver {
+  requestDone(op: string, startNs: bigint, errno: number, readBytes: number, writtenBytes: number): void;
+}
+
 export class FuseSession {
   readonly options: SessionOptions;
+  /** Set by the owner to count requests (the client's metrics). */
+  observer: RequestObserver | undefined;
   private readonly log: Logger;
   /** Uniques of requests being served. */
   private readonly inflight = new Set<bigint>();
@@ -334,8 +341,17 @@ export class FuseSession {
     }
     this.inflight.add(unique);
     if (this.inflight.size > this.stats.inflightMax) this.stats.inflightMax = this.inflight.size;
+    const observer = this.observer;
+    const startNs = observer ? process.hrtime.bigint() : 0n;
     try {
       const body = await this.dispatch(req);
+      observer?.requestDone(
+        req.opcode ?? 'UNKNOWN',
+        startNs,
+        0,
+        req.opcode === 'READ' ? (body[0]?.length ?? 0) : 0,
+        req.opcode === 'WRITE' ? req.data.length : 0,
+      );
       this.reply(unique, body);
       // Replies are written synchronously: pooled block buffers in them are free again.
       for (const b of body) giveBack(b);
@@ -348,6 +364,7 @@ export class FuseSession {
         this.log.debug('request failed', { op: req.opcode, errno, msg: (err as Error).message });
       }
       this.stats.errors++;
+      observer?.requestDone(req.opcode ?? 'UNKNOWN', startNs, errno, 0, 0);
       this.replyError(unique, errno);
     } finally {
       this.inflight.delete(unique);

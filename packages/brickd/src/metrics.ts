@@ -1,0 +1,155 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { PgState } from './pg/pg-state.js';
+
+/** Seconds; from a cached read (~50 µs) to a call that waited out a failover. */
+const RPC_BUCKETS_S = [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30];
+
+/** What the gauges read at scrape time: the brick's PG table (absent until the volume exists). */
+export interface PgTableView {
+  brickId: string;
+  pgs(): Iterable<PgState> | undefined;
+  /** Copies per PG the volume asks for. */
+  replicas(): number;
+  catchUpsRunning(): number;
+}
+
+/**
+ * brickd's Prometheus metrics (one registry per process, served on the
+ * metrics port). Counters move on the RPC path: observeRpc is one histogram
+ * observe and, on failure, one counter increment, with label values taken
+ * from fixed tables (method names, error codes), nothing built per call.
+ * PG gauges are computed from the PG table when scraped, not kept up to date
+ * on every change.
+ */
+export class BrickMetrics {
+  readonly registry = new Registry();
+  private readonly rpcSeconds = new Histogram({
+    name: 'dunix_brick_rpc_seconds',
+    help: 'Time to answer an RPC, by method and result code (OK or the error table code)',
+    labelNames: ['method', 'code'] as const,
+    buckets: RPC_BUCKETS_S,
+    registers: [this.registry],
+  });
+  private readonly rpcErrors = new Counter({
+    name: 'dunix_brick_rpc_errors_total',
+    help: 'RPCs answered with an error, by error table code',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+  private readonly readBytes = new Counter({
+    name: 'dunix_brick_read_bytes_total',
+    help: 'Block bytes returned by ReadBlock',
+    registers: [this.registry],
+  });
+  private readonly writtenBytes = new Counter({
+    name: 'dunix_brick_written_bytes_total',
+    help: 'Bytes received by WriteBlock and WriteInline',
+    registers: [this.registry],
+  });
+  private view: PgTableView | undefined;
+
+  constructor() {
+    const pgs = () => this.view?.pgs() ?? [];
+    const registers = [this.registry];
+    const view = () => this.view;
+    new Gauge({
+      name: 'dunix_brick_pgs',
+      help: 'PG copies on this brick by state: primary (serving), primary_peering, replica, backfilling, lost',
+      labelNames: ['state'] as const,
+      registers,
+      collect() {
+        const n = { primary: 0, primary_peering: 0, replica: 0, backfilling: 0, lost: 0 };
+        for (const st of pgs()) {
+          if (st.role === 'primary') n[st.ready ? 'primary' : 'primary_peering']++;
+          else n.replica++;
+          if (st.backfilling) n.backfilling++;
+          if (st.lost) n.lost++;
+        }
+        this.reset();
+        for (const [state, v] of Object.entries(n)) this.set({ state }, v);
+      },
+    });
+    new Gauge({
+      name: 'dunix_brick_pg_insync_replicas',
+      help: 'Size of the in-sync set of each PG this brick leads',
+      labelNames: ['pg'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const st of pgs())
+          if (st.role === 'primary' && st.ready) this.set({ pg: String(st.pg) }, st.isr.length);
+      },
+    });
+    new Gauge({
+      name: 'dunix_brick_pgs_under_replicated',
+      help: "PGs this brick leads whose in-sync set is smaller than the volume's replica count",
+      registers,
+      collect() {
+        const want = view()?.replicas() ?? 0;
+        let n = 0;
+        for (const st of pgs()) if (st.role === 'primary' && st.ready && st.isr.length < want) n++;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'dunix_brick_recoveries_running',
+      help: 'Catch-ups and backfills this brick runs as primary',
+      registers,
+      collect() {
+        this.set(view()?.catchUpsRunning() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'dunix_brick_replication_lag_entries',
+      help: "Log entries a copy lacks: the primary's last sequence minus the copy's last acknowledged one",
+      labelNames: ['pg', 'replica'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const st of pgs()) {
+          if (st.role !== 'primary') continue;
+          for (const b of st.bricks) {
+            const acked = st.ackedSeq.get(b);
+            if (acked === undefined) continue;
+            this.set({ pg: String(st.pg), replica: b }, Number(st.opSeq > acked ? st.opSeq - acked : 0n));
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: 'dunix_brick_replication_lag_max_entries',
+      help: 'Largest replication lag over the copies of the PGs this brick leads (0: every copy caught up)',
+      registers,
+      collect() {
+        let max = 0n;
+        for (const st of pgs()) {
+          if (st.role !== 'primary') continue;
+          for (const b of st.bricks) {
+            const acked = st.ackedSeq.get(b);
+            if (acked !== undefined && st.opSeq - acked > max) max = st.opSeq - acked;
+          }
+        }
+        this.set(Number(max));
+      },
+    });
+  }
+
+  /** The PG table to report once the brick serves its volume. */
+  attach(view: PgTableView): void {
+    this.view = view;
+  }
+
+  /** One answered RPC: `startNs` from process.hrtime.bigint(), `code` 'OK' or the error table's code. */
+  observeRpc(method: string, startNs: bigint, code: string): void {
+    this.rpcSeconds.observe({ method, code }, Number(process.hrtime.bigint() - startNs) / 1e9);
+    if (code !== 'OK') this.rpcErrors.inc({ code });
+  }
+
+  addRead(bytes: number): void {
+    if (bytes > 0) this.readBytes.inc(bytes);
+  }
+
+  addWritten(bytes: number): void {
+    if (bytes > 0) this.writtenBytes.inc(bytes);
+  }
+}
