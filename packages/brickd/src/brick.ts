@@ -1179,6 +1179,11 @@ export class Brick implements PgEndpoint {
   /** Caller identity of a request, as the engine wants it. */
   static cred(c: { uid: number; gid: number; groups: readonly number[] } | null | undefined): Cred {
     if (!c) throw new FsError('INVALID_ARGUMENT', 'missing caller');
+    if (c.groups.length > limits.callerGroupsMax)
+      throw new FsError(
+        'INVALID_ARGUMENT',
+        `caller has ${c.groups.length} groups (at most ${limits.callerGroupsMax})`,
+      );
     return { uid: c.uid, gid: c.gid, groups: c.groups };
   }
 }

@@ -3,6 +3,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { errorTable, FsError, GrpcStatus, type ErrorCode } from './errors.js';
 import { giveBack, takeBuffer } from './buffer-pool.js';
+import { connLimitDefaults, validateConnLimits, type ConnLimits } from './conn-limits.js';
 import { limits } from './limits.js';
 import { brickProto, ERROR_CODE_METADATA_KEY, fromServiceError, type BrickHandlers } from './rpc.js';
 import { identityFromCertificate, INSECURE_PEER, PEER_IDENTITY, type PeerIdentity } from './peer-identity.js';
@@ -29,6 +30,8 @@ import {
  * data is never copied into or out of a protobuf buffer.
  */
 const HEADER_BYTES = 12;
+/** A TLS peer has this long to finish its handshake (Node's default is 120 s). */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Socket read buffer of a client connection. */
 const RECEIVE_BUFFER_BYTES = 256 * 1024;
 const KIND_REQUEST = 0;
@@ -216,22 +219,70 @@ interface ErrorBody {
   dunixCode?: string;
 }
 
+/** A request frame read but not yet handed to its handler. */
+interface HeldFrame {
+  id: number;
+  method: number;
+  kind: number;
+  payload: Buffer;
+  flags: number;
+}
+
+/** What the server tracks of one connection to apply ConnLimits. */
+interface ConnState {
+  sock: net.Socket;
+  inflightCalls: number;
+  inflightBytes: number;
+  /** Frames read past a limit: served as calls finish (at most one socket read's worth). */
+  held: HeldFrame[];
+  lastActiveMs: number;
+}
+
+/** FrameServer counters (tests, metrics). */
+export interface FrameServerStats {
+  connections: number;
+  inflightCalls: number;
+  /** Reply bytes written to sockets and not yet taken by the kernel, over all connections. */
+  queuedBytes: number;
+  /** Request frames read and waiting for a limit to clear. */
+  heldFrames: number;
+  /** Connections refused at connectionsMax (nothing idle to close instead). */
+  refused: number;
+  /** Connections closed to make room for a new one, or for idling past idleTimeoutMs. */
+  idleClosed: number;
+}
+
 /**
  * Serves a brick's handlers over frames. One listener; connections are
  * independent. With TLS, every connection is mutually authenticated before
  * its first frame, and each call carries the peer's identity (peerOf).
+ *
+ * Limits (ConnLimits): past a connection's in-flight calls or bytes, or
+ * with more unread reply bytes queued than allowed, the server stops
+ * reading that connection (TCP pushes back on the peer) and serves what it
+ * holds as calls finish and the peer drains; a peer that never reads costs
+ * at most queuedBytesPerConnMax plus the replies of its in-flight calls.
  */
 export class FrameServer {
   private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly conns = new Map<net.Socket, ConnState>();
+  private readonly limits: ConnLimits;
+  private refused = 0;
+  private idleClosed = 0;
 
   constructor(
     private readonly handlers: BrickHandlers,
     private readonly onBadStream?: (reason: string) => void,
     private readonly security: TransportSecurity = INSECURE_TRANSPORT,
+    connLimits: Partial<ConnLimits> = {},
   ) {
+    this.limits = validateConnLimits({ ...connLimitDefaults, ...connLimits }, limits.messageMaxBytes);
     if (security.kind === 'tls') {
-      this.server = tls.createServer(tlsServerOptions(security), (sock) => this.serveTls(sock));
+      this.server = tls.createServer(
+        // A peer that never finishes its handshake is not a connection yet: it must not hold a socket long.
+        { ...tlsServerOptions(security), handshakeTimeout: HANDSHAKE_TIMEOUT_MS },
+        (sock) => this.serveTls(sock),
+      );
       // A handshake that fails (no client certificate, another CA) never reaches serve().
       this.server.on('tlsClientError', (err) => this.onBadStream?.(`TLS handshake refused: ${err.message}`));
     } else this.server = net.createServer((sock) => this.serve(sock, INSECURE_PEER));
@@ -249,8 +300,32 @@ export class FrameServer {
   }
 
   close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
+    for (const s of this.conns.keys()) s.destroy();
     return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The open connections' sockets (tests drop them as a brick restart would). */
+  get sockets(): ReadonlySet<net.Socket> {
+    return new Set(this.conns.keys());
+  }
+
+  stats(): FrameServerStats {
+    let inflightCalls = 0;
+    let queuedBytes = 0;
+    let heldFrames = 0;
+    for (const c of this.conns.values()) {
+      inflightCalls += c.inflightCalls;
+      queuedBytes += c.sock.writableLength;
+      heldFrames += c.held.length;
+    }
+    return {
+      connections: this.conns.size,
+      inflightCalls,
+      queuedBytes,
+      heldFrames,
+      refused: this.refused,
+      idleClosed: this.idleClosed,
+    };
   }
 
   private serveTls(sock: tls.TLSSocket): void {
@@ -265,14 +340,74 @@ export class FrameServer {
     this.serve(sock, peer);
   }
 
+  /** Room for one more connection: the longest idle one goes, or false (refuse the new one). */
+  private makeRoom(): boolean {
+    if (this.conns.size < this.limits.connectionsMax) return true;
+    let idlest: ConnState | undefined;
+    for (const c of this.conns.values())
+      if (c.inflightCalls === 0 && c.held.length === 0 && (!idlest || c.lastActiveMs < idlest.lastActiveMs))
+        idlest = c;
+    if (!idlest) return false;
+    this.idleClosed++;
+    this.conns.delete(idlest.sock);
+    idlest.sock.destroy();
+    return true;
+  }
+
   private serve(sock: net.Socket, peer: PeerIdentity): void {
+    if (!this.makeRoom()) {
+      this.refused++;
+      this.onBadStream?.(
+        `connection refused: ${this.conns.size} connections, every one busy (connectionsMax ${this.limits.connectionsMax})`,
+      );
+      sock.destroy();
+      return;
+    }
     sock.setNoDelay(true);
-    this.sockets.add(sock);
-    sock.on('close', () => this.sockets.delete(sock));
+    const lim = this.limits;
+    const conn: ConnState = { sock, inflightCalls: 0, inflightBytes: 0, held: [], lastActiveMs: Date.now() };
+    this.conns.set(sock, conn);
+    sock.on('close', () => this.conns.delete(sock));
     sock.on('error', () => sock.destroy());
+    sock.setTimeout(lim.idleTimeoutMs);
+    sock.on('timeout', () => {
+      // A call in flight (a lock wait, a slow disk) is not idleness.
+      if (conn.inflightCalls > 0 || conn.held.length > 0) return;
+      this.idleClosed++;
+      sock.destroy();
+    });
     const { names, defs } = methods();
     const handlers = this.handlers as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
-    const reader = new FrameReader((id, mi, kind, payload, flags) => {
+    const blocked = () =>
+      conn.inflightCalls >= lim.inflightCallsPerConnMax ||
+      conn.inflightBytes >= lim.inflightBytesPerConnMax ||
+      sock.writableLength >= lim.queuedBytesPerConnMax;
+    let pumping = false;
+    /** Serves held frames while the limits allow; reads again once nothing is held. */
+    const pump = () => {
+      // A handler that answers at once calls back in here: the loop below goes on instead.
+      if (pumping) return;
+      pumping = true;
+      try {
+        while (conn.held.length > 0 && !blocked() && !sock.destroyed) dispatch(conn.held.shift()!);
+      } finally {
+        pumping = false;
+      }
+      if (sock.destroyed) return;
+      if (conn.held.length === 0 && !blocked()) {
+        if (sock.isPaused()) sock.resume();
+      } else if (!sock.isPaused()) sock.pause();
+    };
+    const finished = (bytes: number) => {
+      conn.inflightCalls--;
+      conn.inflightBytes -= bytes;
+      conn.lastActiveMs = Date.now();
+      pump();
+    };
+    // The peer took queued replies: held frames may go on.
+    sock.on('drain', pump);
+    const dispatch = (f: HeldFrame) => {
+      const { id, method: mi, kind, payload, flags } = f;
       const fail = (code: number, details: string, dunixCode?: ErrorCode) =>
         !sock.destroyed &&
         sendFrame(
@@ -304,30 +439,53 @@ export class FrameServer {
         metadata: new grpc.Metadata(),
         [PEER_IDENTITY]: peer,
       } as unknown as grpc.ServerUnaryCall<unknown, unknown>;
+      conn.inflightCalls++;
+      conn.inflightBytes += payload.length;
+      let answered = false;
       handler(call, (err, reply) => {
-        if (sock.destroyed) return;
-        if (err) {
-          const dunixCode = err.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
-          fail(
-            err.code ?? GrpcStatus.UNKNOWN,
-            err.details ?? '',
-            typeof dunixCode === 'string' ? (dunixCode as ErrorCode) : undefined,
-          );
-          return;
-        }
+        // A handler answers once; a second answer must not free a slot twice.
+        if (answered) return;
+        answered = true;
         try {
-          sendMessage(sock, id, mi, KIND_REPLY, reply, (v) => def.responseSerialize(v), true);
-        } catch (e) {
-          fail(GrpcStatus.INTERNAL, `reply of ${names[mi]} did not serialize: ${(e as Error).message}`, 'IO');
+          if (sock.destroyed) return;
+          if (err) {
+            const dunixCode = err.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
+            fail(
+              err.code ?? GrpcStatus.UNKNOWN,
+              err.details ?? '',
+              typeof dunixCode === 'string' ? (dunixCode as ErrorCode) : undefined,
+            );
+            return;
+          }
+          try {
+            sendMessage(sock, id, mi, KIND_REPLY, reply, (v) => def.responseSerialize(v), true);
+          } catch (e) {
+            fail(
+              GrpcStatus.INTERNAL,
+              `reply of ${names[mi]} did not serialize: ${(e as Error).message}`,
+              'IO',
+            );
+          }
+        } finally {
+          finished(payload.length);
         }
       });
+    };
+    const reader = new FrameReader((id, method, kind, payload, flags) => {
+      const f = { id, method, kind, payload, flags };
+      // In order: nothing overtakes a held frame.
+      if (conn.held.length > 0 || blocked()) conn.held.push(f);
+      else dispatch(f);
     });
     sock.on('data', (chunk: Buffer) => {
+      conn.lastActiveMs = Date.now();
       const bad = reader.push(chunk);
       if (bad) {
         this.onBadStream?.(bad);
         sock.destroy();
+        return;
       }
+      pump();
     });
   }
 }

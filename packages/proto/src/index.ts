@@ -10,6 +10,7 @@ export * from './rpc.js';
 export * from './retry-policy.js';
 export * from './router.js';
 export * from './frame-rpc.js';
+export * from './conn-limits.js';
 export * from './peer-identity.js';
 export * from './transport-security.js';
 export * from './buffer-pool.js';

@@ -37,6 +37,8 @@ export const limits = {
    * (one log entry; ~40 bytes a block): the client splits larger ranges.
    */
   allocExtentsPerCallMax: 4096,
+  /** Supplementary groups of one caller (Linux NGROUPS_MAX): every permission check scans them. */
+  callerGroupsMax: 65536,
 } as const;
 
 /** fallocate(2) mode bits (linux/falloc.h). */

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { statfs } from 'node:fs/promises';
 import {
+  connLimitDefaults,
   assertInsecureAllowed,
   brickProto,
   channelOptions,
@@ -27,6 +28,7 @@ import {
   type wire,
 } from '@dunix/proto';
 import { constants } from 'node:os';
+import { coalesced } from '../util/coalesce.js';
 import { Brick, type TxKeyValue } from '../brick.js';
 import type { MetaTxn } from '../namespace/txn.js';
 import { XATTR_LISTENER } from '../namespace/engine.js';
@@ -76,6 +78,8 @@ interface Routed {
  */
 export function brickHandlers(d: ServerDeps): BrickHandlers {
   const { brick, log } = d;
+  // A status scan reads every key of the PGs led here: concurrent callers share one.
+  const counts = coalesced(() => brick.counts());
   const locks = (): LockService => {
     if (!d.locks) throw new FsError('UNIMPLEMENTED', 'locks are not served here');
     return d.locks;
@@ -595,13 +599,13 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     }),
 
     BrickStatus: unary('BrickStatus', async () => {
-      const counts = await brick.counts();
+      const c = await counts();
       return {
         brickId: d.brickId,
         volume: volume().name,
         pgs: [...brick.pgs.keys()].sort((a, b) => a - b),
-        inodes: counts.inodes.toString(),
-        blocks: counts.blocks.toString(),
+        inodes: c.inodes.toString(),
+        blocks: c.blocks.toString(),
         uptimeMs: String(Date.now() - d.startedAtMs),
         rssBytes: String(process.memoryUsage.rss()),
       };
@@ -880,7 +884,13 @@ export async function startBrickServer(
 ): Promise<{ server: grpc.Server; port: number }> {
   if (security.kind === 'insecure')
     assertInsecureAllowed(listen.slice(0, listen.lastIndexOf(':')), 'listen address');
-  const server = new grpc.Server(channelOptions);
+  // The frame server's per-connection limits, as far as grpc-js has them (no connection cap: docs/LIMITS.md).
+  const server = new grpc.Server({
+    ...channelOptions,
+    'grpc.max_concurrent_streams': connLimitDefaults.inflightCallsPerConnMax,
+    'grpc.max_connection_idle_ms': connLimitDefaults.idleTimeoutMs,
+    'grpc-node.max_session_memory': Math.ceil(connLimitDefaults.queuedBytesPerConnMax / 2 ** 20),
+  });
   server.addService(brickProto().dunix.v1.Brick.service, handlers);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(listen, grpcServerCredentials(security), (err, p) => (err ? reject(err) : resolve(p))),
