@@ -52,6 +52,7 @@ import { brickKeys } from './store/keys.js';
 import { LevelKv } from './store/leveldb-kv.js';
 import { mountSessions } from './mount-sessions.js';
 import { LockService } from './lock-service.js';
+import { CoherenceService, coherenceDefaults } from './coherence/coherence-service.js';
 import { BrickMetrics } from './metrics.js';
 import { brickAddresses, formatHostPort } from './net-address.js';
 
@@ -135,6 +136,7 @@ export class BrickDaemon {
   private controller: Controller | undefined;
   private unwatch: Unsubscribe | undefined;
   private locks: LockService | undefined;
+  private coherence: CoherenceService | undefined;
   /** Routes to primaries (cross-PG transactions) and to replicas; a refused connection is reported. */
   private readonly router = new Router({
     // TLS as brickd was given (read at connect time: this.o is not set yet here).
@@ -379,8 +381,34 @@ export class BrickDaemon {
         log: this.log,
       });
       this.locks = locks;
+      const coherence = new CoherenceService({
+        knobs: coherenceDefaults,
+        timers: {
+          nowMs: () => performance.now(),
+          set: (fn, ms) => setTimeout(fn, ms).unref(),
+          clear: (h) => clearTimeout(h as NodeJS.Timeout),
+        },
+        log: this.log,
+        newGeneration: () => randomBytes(8).toString('hex'),
+        forward: async (pg, invals, session) => {
+          await this.router.call(
+            pg,
+            'Invalidate',
+            {
+              session,
+              invalidations: invals.map((i) => ({ ...i, ino: String(i.ino), parent: String(i.parent) })),
+            },
+            {
+              deadlineMs: coherenceDefaults.invalAckTimeoutMs * 2,
+              callTimeoutMs: coherenceDefaults.invalAckTimeoutMs * 2,
+            },
+          );
+        },
+      });
+      this.coherence = coherence;
       this.handlers = brickHandlers({
         locks,
+        coherence,
         brick,
         brickId: this.brickId,
         dataDir: this.o.dataDir,
@@ -639,6 +667,7 @@ export class BrickDaemon {
     this.stopping ??= (async () => {
       await this.controller?.stop().catch(() => {});
       this.locks?.stop();
+      this.coherence?.stop();
       this.brick?.stop();
       await this.scrubRunner?.stop().catch(() => {});
       clearInterval(this.memoryTimer);

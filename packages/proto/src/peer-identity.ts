@@ -137,6 +137,7 @@ export const PEER_ONLY_METHODS: ReadonlySet<string> = new Set([
   'ScrubDigest',
   'TruncateBlocks',
   'PunchBlocks',
+  'Invalidate',
 ]);
 
 /** Throws NOT_PERMITTED unless `peer` may call `method`. */

@@ -105,6 +105,13 @@ export interface CallOptions {
   deadlineMs: number;
   /** Overrides the knob for this call. */
   callTimeoutMs?: number;
+  /**
+   * The client session the call comes from (Header.session): a read
+   * registers it for invalidations, a change is not sent back to it.
+   */
+  session?: string;
+  /** How long the session caches what a read returns (Header.cache_ttl_ms). */
+  cacheTtlMs?: number;
 }
 
 export interface RetryDeps {
@@ -213,7 +220,17 @@ export async function callWithRetry<Rep>(
       const timeoutMs = Math.max(1, Math.min(callTimeoutMs, endMs - clock.now()));
       const call = r.conn.unary<Rep>(
         method,
-        { header: { pg, epoch: r.epoch, requestId, attempt: n }, ...body },
+        {
+          header: {
+            pg,
+            epoch: r.epoch,
+            requestId,
+            attempt: n,
+            session: o.session ?? '',
+            cacheTtlMs: o.cacheTtlMs ?? 0,
+          },
+          ...body,
+        },
         timeoutMs,
       );
       return await attempt(src, r, call, timeoutMs, what, clock);

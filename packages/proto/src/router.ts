@@ -66,6 +66,17 @@ export class Router implements RouteSource {
   private closed = false;
   /** Why routing ended for good (fail()); undefined after a plain close(). */
   private failure: FsError | undefined;
+  /** The client session every routed call carries (Header.session), with its cache TTL. */
+  private cacheSession: { session: string; cacheTtlMs: number } | undefined;
+
+  /**
+   * Calls routed from now on name `session` (a client's mount record id)
+   * and how long it caches what it reads: bricks register it and push it
+   * invalidations (coherent caches).
+   */
+  setCacheSession(session: string, cacheTtlMs: number): void {
+    this.cacheSession = { session, cacheTtlMs };
+  }
 
   constructor(private readonly o: RouterOptions = {}) {
     this.knobs = validateRetryKnobs({ ...retryDefaults, ...o.knobs });
@@ -115,7 +126,9 @@ export class Router implements RouteSource {
    * on every attempt, retried through failover until `deadlineMs`.
    */
   call<Rep>(pg: number, method: string, body: object, options: CallOptions): Promise<Rep> {
-    return callWithRetry<Rep>(this, pg, method, body, options, {
+    const o =
+      this.cacheSession && options.session === undefined ? { ...this.cacheSession, ...options } : options;
+    return callWithRetry<Rep>(this, pg, method, body, o, {
       clock: this.clock,
       knobs: this.knobs,
       log: this.o.log,

@@ -38,6 +38,8 @@ import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js'
 import { admit } from './admission.js';
 import type { LockReply, LockService } from '../lock-service.js';
 import { LOCK_END_MAX, validLockRequest, type LockKind, type LockRequest } from '../namespace/lock-table.js';
+import type { CoherenceService } from '../coherence/coherence-service.js';
+import { InvalKind, registeredUnder, type Inval } from '../coherence/cache-rules.js';
 
 export interface ServerDeps {
   brick: Brick;
@@ -51,6 +53,8 @@ export interface ServerDeps {
   requireCertificate?: boolean;
   /** Cluster-wide locks; absent: lock calls answer UNIMPLEMENTED. */
   locks?: LockService;
+  /** Coherent caches (registrations, invalidations); absent: nothing is registered or pushed. */
+  coherence?: CoherenceService;
 }
 
 type Header = wire.Header__Output | null;
@@ -107,7 +111,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       let p: Promise<Rep>;
       try {
         // The certificate's role and policy first: refused calls touch nothing.
-        p = fn(admit(method, call, d.requireCertificate ?? false));
+        const req = admit(method, call, d.requireCertificate ?? false);
+        const c = d.coherence;
+        // Reads register the caller's session; a change is answered once other sessions dropped what it made stale.
+        p = c ? c.around(method, req as Record<string, unknown>, () => fn(req)) : fn(req);
       } catch (err) {
         p = Promise.reject(err);
       }
@@ -608,6 +615,9 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
         blocks: c.blocks.toString(),
         uptimeMs: String(Date.now() - d.startedAtMs),
         rssBytes: String(process.memoryUsage.rss()),
+        invalidationsQueued: String(d.coherence?.stats.queued ?? 0),
+        cacheRegistrations: String(d.coherence?.stats.registrations ?? 0),
+        cacheSessionsDropped: String(d.coherence?.stats.dropped ?? 0),
       };
     }),
 
@@ -767,6 +777,54 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       if (req.flock) kinds.add('flock');
       const owners = new Set(req.owners.map((o) => u64(o, 'owners').toString()));
       await locks().release(pg, i, sessionOf(req.session), owners, kinds);
+      return {};
+    }),
+
+    PollInvalidations: unary('PollInvalidations', async (req: wire.PollInvalidationsRequest__Output) => {
+      const c = d.coherence;
+      if (!c) throw new FsError('UNIMPLEMENTED', 'coherent caches are not served here');
+      const ack = Number(u64(req.ackSeq, 'ack_seq'));
+      const r = await c.poll(req.session, req.generation, ack, req.waitMs);
+      return {
+        generation: r.generation,
+        reset: r.reset,
+        // What this reply acknowledges once applied: its last invalidation (or all, when empty).
+        lastSeq: String(r.items.at(-1)?.seq ?? r.lastSeq),
+        brickId: d.brickId,
+        invalidations: r.items.map(({ inval: i }) => ({
+          kind: i.kind,
+          ino: i.ino.toString(),
+          parent: i.parent.toString(),
+          name: i.name,
+          data: i.data,
+        })),
+      };
+    }),
+
+    Invalidate: unary('Invalidate', async (req: wire.InvalidateRequest__Output) => {
+      const c = d.coherence;
+      if (!c) return {};
+      const { pg } = route(req.header, undefined, false);
+      if (req.session.length > limits.requestIdMaxBytes) throw new FsError('INVALID_ARGUMENT', 'bad session');
+      if (req.invalidations.length > limits.invalidationsPerPollMax)
+        throw new FsError('OUT_OF_RANGE', `${req.invalidations.length} invalidations`);
+      const invals: Inval[] = req.invalidations.map((w) => {
+        if (w.kind > InvalKind.FORGOTTEN)
+          throw new FsError('INVALID_ARGUMENT', `invalidation kind ${w.kind}`);
+        return {
+          kind: w.kind as InvalKind,
+          ino: u64(w.ino, 'ino'),
+          parent: u64(w.parent, 'parent'),
+          name: bytes(w.name, 'name', limits.nameMaxBytes),
+          data: w.data,
+        };
+      });
+      // Only this PG's inodes: the sender split the change by PG.
+      await c.invalidate(
+        pg,
+        invals.filter((i) => pgOfIno(registeredUnder(i)) === pg),
+        req.session,
+      );
       return {};
     }),
 

@@ -15,6 +15,7 @@ import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { mountInfo, newMountId, volumeGone } from '../client/mount-record.js';
 import { FuseMount } from '../fuse/mount.js';
+import { InvalidationPoller, type InvalidationSink } from '../client/invalidation-poller.js';
 import { startMetricsServer, type MetricsServer } from '@dunix/proto';
 import { ClientMetrics } from '../client/metrics.js';
 import { writeFile, rename } from 'node:fs/promises';
@@ -69,6 +70,12 @@ export async function main(argv: string[]): Promise<number> {
     },
   });
   let unwatch: (() => Promise<void>) | undefined;
+  let poller: InvalidationPoller | undefined;
+  let fsRef: DunixFs | undefined;
+  const invalidationSink: InvalidationSink = {
+    apply: async (invals) => fsRef?.applyInvalidations(invals),
+    dropPgs: async (pgs) => fsRef?.dropCachedOf(pgs),
+  };
   let session: MountSession | undefined;
   /** Set once the volume mounted is found deleted (or re-created): every call fails with EIO from then on. */
   let gone = false;
@@ -96,6 +103,11 @@ export async function main(argv: string[]): Promise<number> {
     // The mount record (the client session), before the kernel mount: while mounted, it is listed
     // (`dunixctl volume mounts`) and holds off `volume delete`.
     session = await coord.registerMount(args.volume, mountInfo(newMountId(), mountpoint, startedAtMs));
+    // Coherent caches: every call names this session, so what it reads is registered at the
+    // primaries, which push invalidations to the poller (applied once the kernel is mounted).
+    router.setCacheSession(session.id, Math.max(args.attrTtlMs, args.entryTtlMs));
+    poller = new InvalidationPoller(router, session.id, invalidationSink, log);
+    poller.start();
     if (gone) void session.close();
   } catch (err) {
     log.error('cannot reach the volume', { spec: args.spec, err: (err as Error).message });
@@ -161,11 +173,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   mount.session.observer = metrics;
   fs.kernel = {
-    invalInode: (ino) => mount.session.notifyInvalInode(ino),
+    invalInode: (ino, offset) => mount.session.notifyInvalInode(ino, offset),
     invalEntry: (parent, name) => mount.session.notifyInvalEntry(parent, name),
+    deleteEntry: (parent, child, name) => mount.session.notifyDelete(parent, child, name),
   };
+  fsRef = fs;
   log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid, mount: session.id });
   await mount.serveUntilUnmounted();
+  poller?.stop();
   await metricsServer?.close();
   router.close();
   // etcd may be gone already (cluster shutdown): never let its reconnect loop keep us alive.

@@ -19,6 +19,13 @@ import { copyRange } from './copy-range.js';
 import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
 import { FileLocks } from './file-locks.js';
 import { KernelNames } from './kernel-names.js';
+import type { PushedInval } from './invalidation-poller.js';
+
+// Invalidation kinds (wire `Invalidation.kind`).
+const INVAL_INODE = 0;
+const INVAL_ENTRY = 1;
+const INVAL_DELETE = 2;
+const INVAL_FORGOTTEN = 3;
 
 export interface DunixFsOptions {
   entryTtlMs: number;
@@ -89,7 +96,13 @@ export class DunixFs implements FileSystem {
    * under the lock), as NFS clients do.
    */
   kernel:
-    | { invalInode(ino: bigint): Promise<void>; invalEntry(parent: bigint, name: Buffer): Promise<void> }
+    | {
+        /** Drops attributes, and pages from `offset` on (negative: attributes only). */
+        invalInode(ino: bigint, offset?: bigint): Promise<void>;
+        invalEntry(parent: bigint, name: Buffer): Promise<void>;
+        /** The name in parent, which was child's, is gone (notify_delete). */
+        deleteEntry?(parent: bigint, child: bigint, name: Buffer): Promise<void>;
+      }
     | undefined;
 
   constructor(
@@ -126,6 +139,7 @@ export class DunixFs implements FileSystem {
 
   private entry(a: wire.Attr__Output): Entry {
     const ino = BigInt(a.ino);
+    this.names.cached(ino);
     const file = this.files.get(ino);
     return {
       nodeid: ino,
@@ -175,6 +189,7 @@ export class DunixFs implements FileSystem {
     const r = await this.attrOf(ino);
     const file = this.files.get(ino);
     if (file && !file.hasUnpublished) file.refresh(r.attr!);
+    this.names.cached(ino);
     return { attr: fuseAttr(r.attr!, file?.size), attrTtlMs: this.o.attrTtlMs };
   }
 
@@ -255,6 +270,9 @@ export class DunixFs implements FileSystem {
       mode: (mode & 0o7777) | S_IFDIR,
       umask: umask & 0o777,
     });
+    // A directory made in another PG: its attributes come from (and are registered at) that PG's primary.
+    const made = BigInt(r.entry!.ino);
+    if (pgOfIno(made) !== pgOfIno(parent)) return this.entry((await this.attrOf(made)).attr!);
     return this.direntEntry(r.entry!);
   }
 
@@ -525,6 +543,57 @@ export class DunixFs implements FileSystem {
     if (dir) await Promise.all(dir.names.map((n) => kernel.invalEntry(dir.parent, n)));
   }
 
+  /**
+   * Invalidations another session's change caused (pushed by the primary,
+   * see invalidation-poller.ts): the kernel drops what they name before
+   * the poller acknowledges them, so the change's caller returns after.
+   */
+  async applyInvalidations(invals: readonly PushedInval[]): Promise<void> {
+    const kernel = this.kernel;
+    await Promise.all(
+      invals.map(async (i) => {
+        switch (i.kind) {
+          case INVAL_INODE:
+          case INVAL_FORGOTTEN: {
+            // An open file keeps size and inline bytes of its own: refreshed too (unless it has writes of ours).
+            const file = this.files.get(i.ino);
+            if (file && !file.hasUnpublished) {
+              const r = await this.attrOf(i.ino).catch(() => undefined);
+              if (r) file.refresh(r.attr!);
+            }
+            await kernel?.invalInode(i.ino, i.data ? 0n : -1n);
+            if (i.kind === INVAL_FORGOTTEN && kernel)
+              await Promise.all(this.names.namesIn(i.ino).map((n) => kernel.invalEntry(i.ino, n)));
+            return;
+          }
+          case INVAL_ENTRY:
+            await kernel?.invalEntry(i.parent, i.name);
+            return;
+          case INVAL_DELETE:
+            if (kernel?.deleteEntry) await kernel.deleteEntry(i.parent, i.ino, i.name);
+            else await kernel?.invalEntry(i.parent, i.name);
+            return;
+        }
+      }),
+    );
+  }
+
+  /**
+   * Registrations at the primaries of `pgs` may be lost (failover, a
+   * restarted brick, a session dropped for acknowledging late): what the
+   * kernel holds of their inodes and of names in their directories is
+   * dropped, so it is read again (and registered again) at its next use.
+   */
+  async dropCachedOf(pgs: ReadonlySet<number>): Promise<void> {
+    const kernel = this.kernel;
+    if (!kernel || pgs.size === 0) return;
+    const { inodes, names } = this.names.cachedWhere((ino) => pgs.has(pgOfIno(ino)));
+    await Promise.all([
+      ...inodes.map((ino) => kernel.invalInode(ino, 0n)),
+      ...names.map((n) => kernel.invalEntry(n.parent, n.name)),
+    ]);
+  }
+
   async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
     // Publish what is buffered, then make everything acknowledged durable on every replica.
     const h = this.handle(fh);
@@ -588,6 +657,7 @@ export class DunixFs implements FileSystem {
         : r.entries.map((e) => ({ e, entry: undefined }));
       for (const { e, entry } of entries) {
         const c = BigInt(e.cookie);
+        if (entry) this.names.noted(ino, e.name, entry.nodeid);
         const accepted = fill({
           name: e.name,
           ino: BigInt(e.ino),

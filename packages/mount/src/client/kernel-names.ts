@@ -2,6 +2,8 @@
 const DIRS_MAX = 4096;
 /** Names remembered per directory at most (the oldest go first). */
 const NAMES_PER_DIR_MAX = 64;
+/** Inodes remembered at most (the least recently handed out go first). */
+const INODES_MAX = 65_536;
 
 /**
  * Names this client has handed to the kernel (LOOKUP, CREATE), per
@@ -15,6 +17,36 @@ const NAMES_PER_DIR_MAX = 64;
 export class KernelNames {
   private readonly names = new Map<bigint, Map<string, Buffer>>();
   private readonly parents = new Map<bigint, bigint>();
+  /** Inodes whose attributes were handed to the kernel (LOOKUP, GETATTR, CREATE, READDIRPLUS). */
+  private readonly inodes = new Set<bigint>();
+
+  /** The kernel was given `ino`'s attributes. */
+  cached(ino: bigint): void {
+    this.inodes.delete(ino);
+    this.inodes.add(ino);
+    if (this.inodes.size > INODES_MAX) this.inodes.delete(this.inodes.values().next().value!);
+  }
+
+  /**
+   * What the kernel may hold of inodes for which `inPg` holds: the inodes, and the
+   * names remembered in such directories. Used when registrations there were lost.
+   */
+  cachedWhere(inPg: (ino: bigint) => boolean): {
+    inodes: bigint[];
+    names: { parent: bigint; name: Buffer }[];
+  } {
+    const inodes = [...this.inodes].filter(inPg);
+    const names: { parent: bigint; name: Buffer }[] = [];
+    for (const [parent, dir] of this.names) {
+      if (inPg(parent)) for (const name of dir.values()) names.push({ parent, name });
+    }
+    return { inodes, names };
+  }
+
+  /** The names remembered in directory `dir`. */
+  namesIn(dir: bigint): Buffer[] {
+    return [...(this.names.get(dir)?.values() ?? [])];
+  }
 
   noted(parent: bigint, name: Buffer, ino: bigint): void {
     let dir = this.names.get(parent);

@@ -29,6 +29,8 @@ import type { GetAttrRequest as _dunix_v1_GetAttrRequest, GetAttrRequest__Output
 import type { GetXattrReply as _dunix_v1_GetXattrReply, GetXattrReply__Output as _dunix_v1_GetXattrReply__Output } from './dunix/v1/GetXattrReply.js';
 import type { GetXattrRequest as _dunix_v1_GetXattrRequest, GetXattrRequest__Output as _dunix_v1_GetXattrRequest__Output } from './dunix/v1/GetXattrRequest.js';
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from './dunix/v1/Header.js';
+import type { InvalidateRequest as _dunix_v1_InvalidateRequest, InvalidateRequest__Output as _dunix_v1_InvalidateRequest__Output } from './dunix/v1/InvalidateRequest.js';
+import type { Invalidation as _dunix_v1_Invalidation, Invalidation__Output as _dunix_v1_Invalidation__Output } from './dunix/v1/Invalidation.js';
 import type { LinkRequest as _dunix_v1_LinkRequest, LinkRequest__Output as _dunix_v1_LinkRequest__Output } from './dunix/v1/LinkRequest.js';
 import type { ListXattrReply as _dunix_v1_ListXattrReply, ListXattrReply__Output as _dunix_v1_ListXattrReply__Output } from './dunix/v1/ListXattrReply.js';
 import type { ListXattrRequest as _dunix_v1_ListXattrRequest, ListXattrRequest__Output as _dunix_v1_ListXattrRequest__Output } from './dunix/v1/ListXattrRequest.js';
@@ -44,6 +46,8 @@ import type { MknodRequest as _dunix_v1_MknodRequest, MknodRequest__Output as _d
 import type { OpenRequest as _dunix_v1_OpenRequest, OpenRequest__Output as _dunix_v1_OpenRequest__Output } from './dunix/v1/OpenRequest.js';
 import type { PgPositionReply as _dunix_v1_PgPositionReply, PgPositionReply__Output as _dunix_v1_PgPositionReply__Output } from './dunix/v1/PgPositionReply.js';
 import type { PgPositionRequest as _dunix_v1_PgPositionRequest, PgPositionRequest__Output as _dunix_v1_PgPositionRequest__Output } from './dunix/v1/PgPositionRequest.js';
+import type { PollInvalidationsReply as _dunix_v1_PollInvalidationsReply, PollInvalidationsReply__Output as _dunix_v1_PollInvalidationsReply__Output } from './dunix/v1/PollInvalidationsReply.js';
+import type { PollInvalidationsRequest as _dunix_v1_PollInvalidationsRequest, PollInvalidationsRequest__Output as _dunix_v1_PollInvalidationsRequest__Output } from './dunix/v1/PollInvalidationsRequest.js';
 import type { PunchBlocksRequest as _dunix_v1_PunchBlocksRequest, PunchBlocksRequest__Output as _dunix_v1_PunchBlocksRequest__Output } from './dunix/v1/PunchBlocksRequest.js';
 import type { ReadBlockReply as _dunix_v1_ReadBlockReply, ReadBlockReply__Output as _dunix_v1_ReadBlockReply__Output } from './dunix/v1/ReadBlockReply.js';
 import type { ReadBlockRequest as _dunix_v1_ReadBlockRequest, ReadBlockRequest__Output as _dunix_v1_ReadBlockRequest__Output } from './dunix/v1/ReadBlockRequest.js';
@@ -117,6 +121,8 @@ export interface ProtoGrpcType {
       GetXattrReply: MessageTypeDefinition<_dunix_v1_GetXattrReply, _dunix_v1_GetXattrReply__Output>
       GetXattrRequest: MessageTypeDefinition<_dunix_v1_GetXattrRequest, _dunix_v1_GetXattrRequest__Output>
       Header: MessageTypeDefinition<_dunix_v1_Header, _dunix_v1_Header__Output>
+      InvalidateRequest: MessageTypeDefinition<_dunix_v1_InvalidateRequest, _dunix_v1_InvalidateRequest__Output>
+      Invalidation: MessageTypeDefinition<_dunix_v1_Invalidation, _dunix_v1_Invalidation__Output>
       LinkRequest: MessageTypeDefinition<_dunix_v1_LinkRequest, _dunix_v1_LinkRequest__Output>
       ListXattrReply: MessageTypeDefinition<_dunix_v1_ListXattrReply, _dunix_v1_ListXattrReply__Output>
       ListXattrRequest: MessageTypeDefinition<_dunix_v1_ListXattrRequest, _dunix_v1_ListXattrRequest__Output>
@@ -132,6 +138,8 @@ export interface ProtoGrpcType {
       OpenRequest: MessageTypeDefinition<_dunix_v1_OpenRequest, _dunix_v1_OpenRequest__Output>
       PgPositionReply: MessageTypeDefinition<_dunix_v1_PgPositionReply, _dunix_v1_PgPositionReply__Output>
       PgPositionRequest: MessageTypeDefinition<_dunix_v1_PgPositionRequest, _dunix_v1_PgPositionRequest__Output>
+      PollInvalidationsReply: MessageTypeDefinition<_dunix_v1_PollInvalidationsReply, _dunix_v1_PollInvalidationsReply__Output>
+      PollInvalidationsRequest: MessageTypeDefinition<_dunix_v1_PollInvalidationsRequest, _dunix_v1_PollInvalidationsRequest__Output>
       PunchBlocksRequest: MessageTypeDefinition<_dunix_v1_PunchBlocksRequest, _dunix_v1_PunchBlocksRequest__Output>
       ReadBlockReply: MessageTypeDefinition<_dunix_v1_ReadBlockReply, _dunix_v1_ReadBlockReply__Output>
       ReadBlockRequest: MessageTypeDefinition<_dunix_v1_ReadBlockRequest, _dunix_v1_ReadBlockRequest__Output>

@@ -25,6 +25,8 @@ export type { GetAttrRequest, GetAttrRequest__Output } from './dunix/v1/GetAttrR
 export type { GetXattrReply, GetXattrReply__Output } from './dunix/v1/GetXattrReply.js';
 export type { GetXattrRequest, GetXattrRequest__Output } from './dunix/v1/GetXattrRequest.js';
 export type { Header, Header__Output } from './dunix/v1/Header.js';
+export type { InvalidateRequest, InvalidateRequest__Output } from './dunix/v1/InvalidateRequest.js';
+export type { Invalidation, Invalidation__Output } from './dunix/v1/Invalidation.js';
 export type { LinkRequest, LinkRequest__Output } from './dunix/v1/LinkRequest.js';
 export type { ListXattrReply, ListXattrReply__Output } from './dunix/v1/ListXattrReply.js';
 export type { ListXattrRequest, ListXattrRequest__Output } from './dunix/v1/ListXattrRequest.js';
@@ -40,6 +42,8 @@ export type { MknodRequest, MknodRequest__Output } from './dunix/v1/MknodRequest
 export type { OpenRequest, OpenRequest__Output } from './dunix/v1/OpenRequest.js';
 export type { PgPositionReply, PgPositionReply__Output } from './dunix/v1/PgPositionReply.js';
 export type { PgPositionRequest, PgPositionRequest__Output } from './dunix/v1/PgPositionRequest.js';
+export type { PollInvalidationsReply, PollInvalidationsReply__Output } from './dunix/v1/PollInvalidationsReply.js';
+export type { PollInvalidationsRequest, PollInvalidationsRequest__Output } from './dunix/v1/PollInvalidationsRequest.js';
 export type { PunchBlocksRequest, PunchBlocksRequest__Output } from './dunix/v1/PunchBlocksRequest.js';
 export type { ReadBlockReply, ReadBlockReply__Output } from './dunix/v1/ReadBlockReply.js';
 export type { ReadBlockRequest, ReadBlockRequest__Output } from './dunix/v1/ReadBlockRequest.js';

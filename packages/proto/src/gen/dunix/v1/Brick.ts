@@ -22,6 +22,7 @@ import type { FetchLogRequest as _dunix_v1_FetchLogRequest, FetchLogRequest__Out
 import type { GetAttrRequest as _dunix_v1_GetAttrRequest, GetAttrRequest__Output as _dunix_v1_GetAttrRequest__Output } from '../../dunix/v1/GetAttrRequest.js';
 import type { GetXattrReply as _dunix_v1_GetXattrReply, GetXattrReply__Output as _dunix_v1_GetXattrReply__Output } from '../../dunix/v1/GetXattrReply.js';
 import type { GetXattrRequest as _dunix_v1_GetXattrRequest, GetXattrRequest__Output as _dunix_v1_GetXattrRequest__Output } from '../../dunix/v1/GetXattrRequest.js';
+import type { InvalidateRequest as _dunix_v1_InvalidateRequest, InvalidateRequest__Output as _dunix_v1_InvalidateRequest__Output } from '../../dunix/v1/InvalidateRequest.js';
 import type { LinkRequest as _dunix_v1_LinkRequest, LinkRequest__Output as _dunix_v1_LinkRequest__Output } from '../../dunix/v1/LinkRequest.js';
 import type { ListXattrReply as _dunix_v1_ListXattrReply, ListXattrReply__Output as _dunix_v1_ListXattrReply__Output } from '../../dunix/v1/ListXattrReply.js';
 import type { ListXattrRequest as _dunix_v1_ListXattrRequest, ListXattrRequest__Output as _dunix_v1_ListXattrRequest__Output } from '../../dunix/v1/ListXattrRequest.js';
@@ -34,6 +35,8 @@ import type { MknodRequest as _dunix_v1_MknodRequest, MknodRequest__Output as _d
 import type { OpenRequest as _dunix_v1_OpenRequest, OpenRequest__Output as _dunix_v1_OpenRequest__Output } from '../../dunix/v1/OpenRequest.js';
 import type { PgPositionReply as _dunix_v1_PgPositionReply, PgPositionReply__Output as _dunix_v1_PgPositionReply__Output } from '../../dunix/v1/PgPositionReply.js';
 import type { PgPositionRequest as _dunix_v1_PgPositionRequest, PgPositionRequest__Output as _dunix_v1_PgPositionRequest__Output } from '../../dunix/v1/PgPositionRequest.js';
+import type { PollInvalidationsReply as _dunix_v1_PollInvalidationsReply, PollInvalidationsReply__Output as _dunix_v1_PollInvalidationsReply__Output } from '../../dunix/v1/PollInvalidationsReply.js';
+import type { PollInvalidationsRequest as _dunix_v1_PollInvalidationsRequest, PollInvalidationsRequest__Output as _dunix_v1_PollInvalidationsRequest__Output } from '../../dunix/v1/PollInvalidationsRequest.js';
 import type { PunchBlocksRequest as _dunix_v1_PunchBlocksRequest, PunchBlocksRequest__Output as _dunix_v1_PunchBlocksRequest__Output } from '../../dunix/v1/PunchBlocksRequest.js';
 import type { ReadBlockReply as _dunix_v1_ReadBlockReply, ReadBlockReply__Output as _dunix_v1_ReadBlockReply__Output } from '../../dunix/v1/ReadBlockReply.js';
 import type { ReadBlockRequest as _dunix_v1_ReadBlockRequest, ReadBlockRequest__Output as _dunix_v1_ReadBlockRequest__Output } from '../../dunix/v1/ReadBlockRequest.js';
@@ -188,6 +191,15 @@ export interface BrickClient extends grpc.Client {
   getXattr(argument: _dunix_v1_GetXattrRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_GetXattrReply__Output>): grpc.ClientUnaryCall;
   getXattr(argument: _dunix_v1_GetXattrRequest, callback: grpc.requestCallback<_dunix_v1_GetXattrReply__Output>): grpc.ClientUnaryCall;
   
+  Invalidate(argument: _dunix_v1_InvalidateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Invalidate(argument: _dunix_v1_InvalidateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Invalidate(argument: _dunix_v1_InvalidateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  Invalidate(argument: _dunix_v1_InvalidateRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  invalidate(argument: _dunix_v1_InvalidateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  invalidate(argument: _dunix_v1_InvalidateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  invalidate(argument: _dunix_v1_InvalidateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  invalidate(argument: _dunix_v1_InvalidateRequest, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
+  
   Link(argument: _dunix_v1_LinkRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
   Link(argument: _dunix_v1_LinkRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
   Link(argument: _dunix_v1_LinkRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_EntryReply__Output>): grpc.ClientUnaryCall;
@@ -250,6 +262,15 @@ export interface BrickClient extends grpc.Client {
   pgPosition(argument: _dunix_v1_PgPositionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
   pgPosition(argument: _dunix_v1_PgPositionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
   pgPosition(argument: _dunix_v1_PgPositionRequest, callback: grpc.requestCallback<_dunix_v1_PgPositionReply__Output>): grpc.ClientUnaryCall;
+  
+  PollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
+  PollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
+  PollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
+  PollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
+  pollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
+  pollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
+  pollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
+  pollInvalidations(argument: _dunix_v1_PollInvalidationsRequest, callback: grpc.requestCallback<_dunix_v1_PollInvalidationsReply__Output>): grpc.ClientUnaryCall;
   
   PunchBlocks(argument: _dunix_v1_PunchBlocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
   PunchBlocks(argument: _dunix_v1_PunchBlocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_dunix_v1_Empty__Output>): grpc.ClientUnaryCall;
@@ -541,6 +562,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   
   GetXattr: grpc.handleUnaryCall<_dunix_v1_GetXattrRequest__Output, _dunix_v1_GetXattrReply>;
   
+  Invalidate: grpc.handleUnaryCall<_dunix_v1_InvalidateRequest__Output, _dunix_v1_Empty>;
+  
   Link: grpc.handleUnaryCall<_dunix_v1_LinkRequest__Output, _dunix_v1_EntryReply>;
   
   ListXattr: grpc.handleUnaryCall<_dunix_v1_ListXattrRequest__Output, _dunix_v1_ListXattrReply>;
@@ -554,6 +577,8 @@ export interface BrickHandlers extends grpc.UntypedServiceImplementation {
   Open: grpc.handleUnaryCall<_dunix_v1_OpenRequest__Output, _dunix_v1_AttrReply>;
   
   PgPosition: grpc.handleUnaryCall<_dunix_v1_PgPositionRequest__Output, _dunix_v1_PgPositionReply>;
+  
+  PollInvalidations: grpc.handleUnaryCall<_dunix_v1_PollInvalidationsRequest__Output, _dunix_v1_PollInvalidationsReply>;
   
   PunchBlocks: grpc.handleUnaryCall<_dunix_v1_PunchBlocksRequest__Output, _dunix_v1_Empty>;
   
@@ -629,6 +654,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   GetAttr: MethodDefinition<_dunix_v1_GetAttrRequest, _dunix_v1_AttrReply, _dunix_v1_GetAttrRequest__Output, _dunix_v1_AttrReply__Output>
   GetLock: MethodDefinition<_dunix_v1_LockRequest, _dunix_v1_LockReply, _dunix_v1_LockRequest__Output, _dunix_v1_LockReply__Output>
   GetXattr: MethodDefinition<_dunix_v1_GetXattrRequest, _dunix_v1_GetXattrReply, _dunix_v1_GetXattrRequest__Output, _dunix_v1_GetXattrReply__Output>
+  Invalidate: MethodDefinition<_dunix_v1_InvalidateRequest, _dunix_v1_Empty, _dunix_v1_InvalidateRequest__Output, _dunix_v1_Empty__Output>
   Link: MethodDefinition<_dunix_v1_LinkRequest, _dunix_v1_EntryReply, _dunix_v1_LinkRequest__Output, _dunix_v1_EntryReply__Output>
   ListXattr: MethodDefinition<_dunix_v1_ListXattrRequest, _dunix_v1_ListXattrReply, _dunix_v1_ListXattrRequest__Output, _dunix_v1_ListXattrReply__Output>
   Lookup: MethodDefinition<_dunix_v1_LookupRequest, _dunix_v1_LookupReply, _dunix_v1_LookupRequest__Output, _dunix_v1_LookupReply__Output>
@@ -636,6 +662,7 @@ export interface BrickDefinition extends grpc.ServiceDefinition {
   Mknod: MethodDefinition<_dunix_v1_MknodRequest, _dunix_v1_EntryReply, _dunix_v1_MknodRequest__Output, _dunix_v1_EntryReply__Output>
   Open: MethodDefinition<_dunix_v1_OpenRequest, _dunix_v1_AttrReply, _dunix_v1_OpenRequest__Output, _dunix_v1_AttrReply__Output>
   PgPosition: MethodDefinition<_dunix_v1_PgPositionRequest, _dunix_v1_PgPositionReply, _dunix_v1_PgPositionRequest__Output, _dunix_v1_PgPositionReply__Output>
+  PollInvalidations: MethodDefinition<_dunix_v1_PollInvalidationsRequest, _dunix_v1_PollInvalidationsReply, _dunix_v1_PollInvalidationsRequest__Output, _dunix_v1_PollInvalidationsReply__Output>
   PunchBlocks: MethodDefinition<_dunix_v1_PunchBlocksRequest, _dunix_v1_Empty, _dunix_v1_PunchBlocksRequest__Output, _dunix_v1_Empty__Output>
   ReadBlock: MethodDefinition<_dunix_v1_ReadBlockRequest, _dunix_v1_ReadBlockReply, _dunix_v1_ReadBlockRequest__Output, _dunix_v1_ReadBlockReply__Output>
   ReadDir: MethodDefinition<_dunix_v1_ReadDirRequest, _dunix_v1_ReadDirReply, _dunix_v1_ReadDirRequest__Output, _dunix_v1_ReadDirReply__Output>

@@ -11,6 +11,9 @@ export interface BrickStatusReply {
   'blocks'?: (number | string | Long);
   'uptimeMs'?: (number | string | Long);
   'rssBytes'?: (number | string | Long);
+  'invalidationsQueued'?: (number | string | Long);
+  'cacheRegistrations'?: (number | string | Long);
+  'cacheSessionsDropped'?: (number | string | Long);
 }
 
 export interface BrickStatusReply__Output {
@@ -21,4 +24,7 @@ export interface BrickStatusReply__Output {
   'blocks': (string);
   'uptimeMs': (string);
   'rssBytes': (string);
+  'invalidationsQueued': (string);
+  'cacheRegistrations': (string);
+  'cacheSessionsDropped': (string);
 }

@@ -8,6 +8,8 @@ export interface Header {
   'epoch'?: (number | string | Long);
   'requestId'?: (string);
   'attempt'?: (number);
+  'session'?: (string);
+  'cacheTtlMs'?: (number);
 }
 
 export interface Header__Output {
@@ -15,4 +17,6 @@ export interface Header__Output {
   'epoch': (string);
   'requestId': (string);
   'attempt': (number);
+  'session': (string);
+  'cacheTtlMs': (number);
 }
