@@ -11,12 +11,14 @@ import { type ChildProcess, spawn } from 'node:child_process';
 type Entry =
   | { kind: 'pid'; pid: number; marker: string }
   | { kind: 'mount'; path: string }
-  | { kind: 'dir'; path: string };
+  | { kind: 'dir'; path: string }
+  | { kind: 'netns'; path: string };
 
 /**
  * A pid is killed only while its command line still contains its marker (a
  * path of the test's own): pids are reused. Mounts go before dirs, so a dir is
- * never removed through a live mount.
+ * never removed through a live mount. A network namespace (`path`: its name
+ * under /run/netns) goes once the processes in it are killed.
  */
 const SCRIPT = `
 const fs = require('node:fs');
@@ -42,6 +44,7 @@ process.stdin.on('end', () => {
     } catch {}
   }
   for (const e of all.filter((e) => e.kind === 'mount')) spawnSync('umount', ['-l', e.path], { stdio: 'ignore' });
+  for (const e of all.filter((e) => e.kind === 'netns')) spawnSync('ip', ['netns', 'del', e.path], { stdio: 'ignore' });
   for (const e of all.filter((e) => e.kind === 'dir')) {
     try {
       fs.rmSync(e.path, { recursive: true, force: true });
