@@ -123,9 +123,12 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   for (const [i, h] of brickHosts.entries())
     await issueCert(ca, { role: 'brick', name: `b${i + 1}`, sans: [h.address] });
   await issueCert(ca, { role: 'client', name: 'client' });
+  // etcd with TLS and client certificates: plain HTTP to a non-loopback address is refused.
+  const etcdTls = (await issueCert(ca, { role: 'etcd', name: 'e0', sans: [etcdHost.address] })).dir;
+  const clientTls = certDir(ca, 'client', 'client');
 
   // ---- etcd on h0
-  const etcdUrl = `http://${etcdHost.address}:${ETCD_PORT}`;
+  const etcdUrl = `https://${etcdHost.address}:${ETCD_PORT}`;
   start('etcd', etcdHost, '/usr/bin/etcd', [
     '--name=e0',
     `--data-dir=${join(base, 'etcd')}`,
@@ -136,10 +139,21 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
     '--initial-cluster=e0=http://127.0.0.1:2380',
     '--initial-cluster-state=new',
     '--max-txn-ops=1024',
+    `--cert-file=${join(etcdTls, 'tls.crt')}`,
+    `--key-file=${join(etcdTls, 'tls.key')}`,
+    `--trusted-ca-file=${join(etcdTls, 'ca.crt')}`,
+    '--client-cert-auth',
     '--log-level=warn',
   ]);
   const ctl = (args: string[]) => {
-    const [c, a] = clientHost.exec(process.execPath, [bins.dunixctl, '--etcd', etcdUrl, ...args]);
+    const [c, a] = clientHost.exec(process.execPath, [
+      bins.dunixctl,
+      '--etcd',
+      etcdUrl,
+      '--tls-dir',
+      clientTls,
+      ...args,
+    ]);
     return run(c, a, { timeoutMs: 60_000 });
   };
 
@@ -224,7 +238,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
     `${etcdHost.address}:${ETCD_PORT}/${VOLUME}`,
     mnt,
     '-o',
-    `tls_dir=${certDir(ca, 'client', 'client')}`,
+    `tls_dir=${clientTls}`,
   ]);
   const pid = client.child.pid!;
   const root = `/proc/${pid}/root${mnt}`;

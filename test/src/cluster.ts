@@ -22,7 +22,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EtcdCoordinator, spawnEtcd, type EtcdProcess } from '@dunix/coord';
+import { EtcdCoordinator, loadEtcdTls, spawnEtcd, type EtcdProcess } from '@dunix/coord';
 import { certDir, initCa, issueCert } from '@dunix/coord/ca';
 import {
   brickClient,
@@ -99,6 +99,8 @@ export interface ClusterTls {
   readonly client: TransportSecurity;
   /** Issues another certificate; resolves with its TLS directory. */
   issue(role: 'brick' | 'client', name: string, policy?: ClientPolicy): Promise<string>;
+  /** etcd's server certificate (etcd runs with TLS and --client-cert-auth). */
+  readonly etcdDir: string;
 }
 
 export interface BrickProc {
@@ -435,28 +437,47 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
       (await issueCert(dir, { role, name, ...(policy ? { policy } : {}) })).dir;
     for (let i = 0; i < nBricks; i++) await issue('brick', `brick${i}`);
     const client = await loadTlsDir(await issue('client', 'client'), 'client');
-    tlsInfo = { dir, client, issue };
+    const etcdDir = (await issueCert(dir, { role: 'etcd', name: 'etcd0' })).dir;
+    tlsInfo = { dir, client, issue, etcdDir };
   }
   const brickTlsArgs = (i: number) =>
     tlsInfo ? ['--tls-dir', certDir(tlsInfo.dir, 'brick', `brick${i}`)] : [];
 
-  const etcd = await spawnEtcd({ log: fileLogger(etcdLog) });
+  const etcd = await spawnEtcd({
+    log: fileLogger(etcdLog),
+    ...(tlsInfo
+      ? {
+          tls: {
+            caFile: join(tlsInfo.etcdDir, 'ca.crt'),
+            certFile: join(tlsInfo.etcdDir, 'tls.crt'),
+            keyFile: join(tlsInfo.etcdDir, 'tls.key'),
+          },
+        }
+      : {}),
+  });
+  // The harness talks to etcd (and runs dunixctl) with the mount's client certificate.
+  const clientTlsDir = tlsInfo ? certDir(tlsInfo.dir, 'client', 'client') : undefined;
   const etcdHostPort = `127.0.0.1:${etcd.clientPort}`;
   started.etcd = etcd;
   reap.add({ kind: 'pid', pid: etcd.pid, marker: etcd.dataDir });
   reap.add({ kind: 'dir', path: dirname(etcd.dataDir) }); // spawnEtcd's temp dir
   const coord = new EtcdCoordinator({
     endpoints: [etcd.endpoint],
+    tls: await loadEtcdTls({ tlsDir: clientTlsDir }),
     log: fileLogger(join(logDir, 'coord.log')),
   });
   started.coord = coord;
   await coord.start();
 
   const ctl = (args: string[]) => {
-    const r = spawnSync(process.execPath, [bins.dunixctl, '--etcd', etcd.endpoint, ...args], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
+    const r = spawnSync(
+      process.execPath,
+      [bins.dunixctl, '--etcd', etcd.endpoint, ...(clientTlsDir ? ['--tls-dir', clientTlsDir] : []), ...args],
+      {
+        encoding: 'utf8',
+        timeout: 60_000,
+      },
+    );
     return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   };
 

@@ -6,6 +6,7 @@ import {
   realClock,
   tcpProbe,
   type Coordinator,
+  type EtcdTls,
   type Unsubscribe,
   type VolumeSnapshot,
 } from '@dunix/coord';
@@ -66,6 +67,8 @@ export interface BrickdOptions {
   /** The host clients and other bricks dial, as registered (default: the listen host). */
   advertise?: string;
   etcdEndpoints: string[];
+  /** Client certificate for etcd (brickd --tls-dir or --etcd-ca/--etcd-cert/--etcd-key). */
+  etcdTls?: EtcdTls | undefined;
   volume: string;
   /** Copies per PG the operator expects; the volume's config decides (a mismatch is logged). */
   replicas?: number;
@@ -194,7 +197,11 @@ export class BrickDaemon {
           this.log,
         );
       }
-      this.coord = new EtcdCoordinator({ endpoints: this.o.etcdEndpoints, log: this.log });
+      this.coord = new EtcdCoordinator({
+        endpoints: this.o.etcdEndpoints,
+        tls: this.o.etcdTls,
+        log: this.log,
+      });
       await this.coord.start();
       const { identity, created } = await this.checkedIdentity(this.coord);
       this.identity = identity;

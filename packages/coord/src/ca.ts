@@ -15,6 +15,7 @@ import { CERT_ORGANIZATION, policyUris, TLS_FILES, type ClientPolicy, type PeerR
  *   ca.crt, ca.key (0600)            the CA; ca.key never leaves this host
  *   bricks/NAME/ca.crt tls.crt tls.key   what brickd --tls-dir NAME's dir reads
  *   clients/NAME/ca.crt tls.crt tls.key  what the mount option tls_dir reads
+ *   etcd/NAME/ca.crt tls.crt tls.key     an etcd member's server (and peer) certificate
  * The role and a client's policy are in the certificate (peer-identity.ts
  * in proto: OU=brick|client, policy URIs in the subjectAltName).
  */
@@ -40,12 +41,19 @@ export interface CaInfo {
   fingerprint256: string;
 }
 
+/**
+ * What a certificate is for: a brick or a client (roles a brick admits), or
+ * an etcd member (OU=etcd: serves etcd's client and peer ports; a brick
+ * refuses it as a peer, having no dunix role).
+ */
+export type CertRole = PeerRole | 'etcd';
+
 export interface IssueOptions {
-  role: PeerRole;
+  role: CertRole;
   name: string;
   /** Client policy (clients only). */
   policy?: ClientPolicy;
-  /** Extra host names and IP addresses the certificate is valid for (bricks). */
+  /** Extra host names and IP addresses the certificate is valid for (bricks, etcd members). */
   sans?: string[];
   days?: number;
   /** Replace an existing certificate of that name. */
@@ -55,7 +63,7 @@ export interface IssueOptions {
 export interface IssuedCert {
   /** The directory to hand to brickd --tls-dir or the mount option tls_dir. */
   dir: string;
-  role: PeerRole;
+  role: CertRole;
   name: string;
   subject: string;
   subjectAltName: string;
@@ -169,8 +177,8 @@ async function loadCa(
 }
 
 /** Where the certificate of `role` NAME lives under the CA directory. */
-export function certDir(caDir: string, role: PeerRole, name: string): string {
-  return join(caDir, role === 'brick' ? 'bricks' : 'clients', name);
+export function certDir(caDir: string, role: CertRole, name: string): string {
+  return join(caDir, role === 'brick' ? 'bricks' : role === 'etcd' ? 'etcd' : 'clients', name);
 }
 
 /** Issues a brick or client certificate signed by the CA in `caDir`; writes its TLS directory. */
@@ -178,8 +186,11 @@ export async function issueCert(caDir: string, o: IssueOptions): Promise<IssuedC
   if (!NAME_RE.test(o.name))
     throw new Error(`name ${JSON.stringify(o.name)}: letters, digits, '.', '_' and '-', at most 63`);
   const policy = o.policy ?? { squashRoot: false, uidRange: undefined };
-  if (o.role === 'brick' && (policy.squashRoot || policy.uidRange))
-    throw new Error('--squash-root and --uid-range are client policies; a brick certificate carries none');
+  if (o.role !== 'client' && (policy.squashRoot || policy.uidRange))
+    throw new Error(
+      `--squash-root and --uid-range are client policies; a ${o.role} certificate carries none`,
+    );
+  const serves = o.role !== 'client';
   const d = days(o.days, CERT_DAYS_DEFAULT);
   const out = certDir(caDir, o.role, o.name);
   if (!o.force && (await exists(join(out, TLS_FILES.cert))))
@@ -187,7 +198,7 @@ export async function issueCert(caDir: string, o: IssueOptions): Promise<IssuedC
   const ca = await loadCa(caDir);
 
   const altNames: { type: number; value?: string; ip?: string }[] = [];
-  if (o.role === 'brick') {
+  if (serves) {
     for (const san of [...LOOPBACK_SANS, ...(o.sans ?? [])]) {
       const host = san.trim();
       if (!host) continue;
@@ -196,7 +207,7 @@ export async function issueCert(caDir: string, o: IssueOptions): Promise<IssuedC
       else throw new Error(`--san ${JSON.stringify(host)} is neither a host name nor an IP address`);
     }
   } else if (o.sans?.length)
-    throw new Error('--san is for brick certificates (the addresses a brick serves on)');
+    throw new Error('--san is for brick and etcd certificates (the addresses they serve on)');
   for (const uri of policyUris(policy)) altNames.push({ type: 6, value: uri });
 
   const keys = rsaKeys(CERT_KEY_BITS);
@@ -214,7 +225,8 @@ export async function issueCert(caDir: string, o: IssueOptions): Promise<IssuedC
     { name: 'basicConstraints', cA: false, critical: true },
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     // Every process is both: a brick serves and calls other bricks; TLS needs clientAuth to present it.
-    { name: 'extKeyUsage', serverAuth: o.role === 'brick', clientAuth: true },
+    // An etcd member is a client of its peers too (peer TLS), and the launcher probes /health with it.
+    { name: 'extKeyUsage', serverAuth: serves, clientAuth: true },
     ...(altNames.length ? [{ name: 'subjectAltName', altNames }] : []),
     { name: 'subjectKeyIdentifier' },
     { name: 'authorityKeyIdentifier', keyIdentifier: ca.cert.generateSubjectKeyIdentifier().getBytes() },

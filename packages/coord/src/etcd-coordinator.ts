@@ -1,11 +1,14 @@
 import { createLogger, type Logger } from '@dunix/proto';
 import { type Clock, KvCoordinator } from './coordinator.js';
 import { EtcdKv } from './etcd-kv.js';
+import type { EtcdTls } from './etcd-security.js';
 import { type CoordinatorKnobs, validateCoordinatorKnobs } from './knobs.js';
 
 export interface EtcdCoordinatorOptions {
-  /** e.g. ["http://127.0.0.1:2379"]. */
+  /** e.g. ["http://127.0.0.1:2379"], or https:// with `tls` (etcdEndpoints() checks the pair). */
   endpoints: string[];
+  /** Client certificate for an etcd with --client-cert-auth (loadEtcdTls()). */
+  tls?: EtcdTls | undefined;
   /** Overrides knobs.dialTimeoutMs: how long start() waits for etcd. */
   dialTimeoutMs?: number;
   log?: Logger;
@@ -21,7 +24,7 @@ export class EtcdCoordinator extends KvCoordinator {
       ...opts.knobs,
       ...(opts.dialTimeoutMs !== undefined ? { dialTimeoutMs: opts.dialTimeoutMs } : {}),
     });
-    super(new EtcdKv({ endpoints: opts.endpoints, rpcTimeoutMs: knobs.rpcTimeoutMs, log }), {
+    super(new EtcdKv({ endpoints: opts.endpoints, tls: opts.tls, rpcTimeoutMs: knobs.rpcTimeoutMs, log }), {
       knobs,
       log,
       ...(opts.clock ? { clock: opts.clock } : {}),

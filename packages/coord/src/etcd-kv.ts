@@ -1,5 +1,6 @@
 import { FsError, type Logger } from '@dunix/proto';
 import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease } from 'etcd3';
+import type { EtcdTls } from './etcd-security.js';
 import type { KvBackend, KvCompare, KvEntry, KvPut, KvRange } from './kv.js';
 
 /** Largest gRPC message either way: a volume of 65536 PGs reads and writes ~8 MiB of placement. */
@@ -36,7 +37,10 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
 }
 
 export interface EtcdKvOptions {
+  /** Full URLs (etcdEndpoints() in etcd-security.ts): https:// exactly when `tls` is given. */
   endpoints: string[];
+  /** CA to trust and the client certificate to present (etcd runs with --client-cert-auth). */
+  tls?: EtcdTls | undefined;
   rpcTimeoutMs: number;
   log: Logger;
 }
@@ -50,10 +54,21 @@ export class EtcdKv implements KvBackend {
 
   constructor(opts: EtcdKvOptions) {
     if (opts.endpoints.length === 0) throw new FsError('INVALID_ARGUMENT', 'no etcd endpoints');
+    for (const e of opts.endpoints)
+      if (e.startsWith('https://') !== !!opts.tls)
+        throw new FsError(
+          'INVALID_ARGUMENT',
+          `etcd endpoint ${e}: ${opts.tls ? 'certificates given for a plain http endpoint' : 'https without certificates'}`,
+        );
     this.rpcTimeoutMs = opts.rpcTimeoutMs;
     this.log = opts.log;
     this.client = new Etcd3({
       hosts: opts.endpoints,
+      ...(opts.tls
+        ? {
+            credentials: { rootCertificate: opts.tls.ca, certChain: opts.tls.cert, privateKey: opts.tls.key },
+          }
+        : {}),
       grpcOptions: {
         'grpc.max_receive_message_length': GRPC_MESSAGE_MAX_BYTES,
         'grpc.max_send_message_length': GRPC_MESSAGE_MAX_BYTES,

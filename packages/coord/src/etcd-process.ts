@@ -1,14 +1,16 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '@dunix/proto';
 
 /**
- * Starts a single-member etcd as a child process, bound to 127.0.0.1 only,
- * for tests and the local cluster launcher. Never listens on another address.
+ * Starts etcd as a child process, bound to 127.0.0.1 only, for tests and the
+ * local cluster launcher: one member (spawnEtcd) or a cluster of several
+ * (spawnEtcdCluster). Never listens on another address.
  */
 export interface SpawnEtcdOptions {
   /** Kept after stop() when given; a temp dir (removed on stop) otherwise. */
@@ -22,11 +24,27 @@ export interface SpawnEtcdOptions {
   readyTimeoutMs?: number;
   /** SIGTERM → SIGKILL grace period in stop() (default 5 s). */
   stopTimeoutMs?: number;
+  /**
+   * TLS on client and peer URLs with client certificates required
+   * (--client-cert-auth, --peer-client-cert-auth), all from one CA. The
+   * server certificate (`dunixctl cert issue --etcd NAME`) is valid for
+   * 127.0.0.1 and is also what the readiness probe presents.
+   */
+  tls?: EtcdTlsFilesOfServer;
+}
+
+/** The files of an etcd server certificate (a directory from `dunixctl cert issue --etcd NAME`). */
+export interface EtcdTlsFilesOfServer {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
 }
 
 export interface EtcdProcess {
-  /** 'http://127.0.0.1:PORT' */
+  /** 'http://127.0.0.1:PORT', or https:// with TLS */
   endpoint: string;
+  /** The member's name in the cluster. */
+  name: string;
   pid: number;
   dataDir: string;
   clientPort: number;
@@ -74,15 +92,66 @@ function checkPort(name: string, port: number): void {
     throw new RangeError(`${name} ${port} is not a port`);
 }
 
-async function healthy(endpoint: string, timeoutMs: number): Promise<boolean> {
-  try {
-    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(timeoutMs) });
-    if (!res.ok) return false;
-    const body = (await res.json()) as { health?: string };
-    return body.health === 'true';
-  } catch {
-    return false;
+interface TlsPem {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+async function healthy(endpoint: string, timeoutMs: number, tls: TlsPem | undefined): Promise<boolean> {
+  if (!tls) {
+    try {
+      const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(timeoutMs) });
+      if (!res.ok) return false;
+      const body = (await res.json()) as { health?: string };
+      return body.health === 'true';
+    } catch {
+      return false;
+    }
   }
+  // fetch() cannot present a client certificate; with --client-cert-auth /health wants one.
+  return new Promise((resolve) => {
+    const req = httpsRequest(
+      `${endpoint}/health`,
+      { ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => {
+          try {
+            resolve(res.statusCode === 200 && (JSON.parse(body) as { health?: string }).health === 'true');
+          } catch {
+            resolve(false);
+          }
+        });
+        res.on('error', () => resolve(false));
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+async function readTls(f: EtcdTlsFilesOfServer | undefined): Promise<TlsPem | undefined> {
+  if (!f) return undefined;
+  const [ca, cert, key] = await Promise.all([readFile(f.caFile), readFile(f.certFile), readFile(f.keyFile)]);
+  return { ca, cert, key };
+}
+
+function tlsArgs(f: EtcdTlsFilesOfServer | undefined): string[] {
+  if (!f) return [];
+  return [
+    `--cert-file=${f.certFile}`,
+    `--key-file=${f.keyFile}`,
+    `--trusted-ca-file=${f.caFile}`,
+    '--client-cert-auth',
+    `--peer-cert-file=${f.certFile}`,
+    `--peer-key-file=${f.keyFile}`,
+    `--peer-trusted-ca-file=${f.caFile}`,
+    '--peer-client-cert-auth',
+  ];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -134,12 +203,78 @@ async function spawnOnce(opts: SpawnEtcdOptions, log: Logger): Promise<EtcdProce
   // A given port must be free: /health on a busy port would be answered by someone else.
   if (opts.clientPort !== undefined) await freePort(opts.clientPort);
   if (opts.peerPort !== undefined) await freePort(opts.peerPort);
-  const ownDir = opts.dataDir === undefined;
-  const base = ownDir ? await mkdtemp(join(tmpdir(), 'dunix-etcd-')) : undefined;
-  const dataDir = opts.dataDir ?? join(base!, 'data');
-  const clientUrl = `http://${LOOPBACK}:${clientPort}`;
-  const peerUrl = `http://${LOOPBACK}:${peerPort}`;
+  const scheme = opts.tls ? 'https' : 'http';
   const name = 'dunix-etcd';
+  return startMember(opts, log, {
+    name,
+    clientPort,
+    peerPort,
+    dataDir: opts.dataDir,
+    initialCluster: `${name}=${scheme}://${LOOPBACK}:${peerPort}`,
+    token: `dunix-${process.pid}-${clientPort}`,
+  });
+}
+
+export interface SpawnEtcdClusterOptions extends Omit<
+  SpawnEtcdOptions,
+  'dataDir' | 'clientPort' | 'peerPort'
+> {
+  /** Members (3 or 5 for a quorum that survives 1 or 2 losses). */
+  size: number;
+}
+
+/**
+ * A cluster of `size` etcd members on loopback, each its own process with
+ * its own temp data dir; resolves once every member is healthy (which needs
+ * a quorum). stop() each member, or all of them.
+ */
+export async function spawnEtcdCluster(opts: SpawnEtcdClusterOptions): Promise<EtcdProcess[]> {
+  if (!Number.isInteger(opts.size) || opts.size < 1 || opts.size > 7)
+    throw new RangeError(`etcd cluster size ${opts.size} must be 1..7`);
+  const log = opts.log ?? createLogger('etcd-process');
+  for (let attempt = 1; ; attempt++) {
+    const ports = new Set<number>();
+    while (ports.size < opts.size * 2) ports.add(await freePort());
+    const p = [...ports];
+    const scheme = opts.tls ? 'https' : 'http';
+    const members = Array.from({ length: opts.size }, (_, i) => ({
+      name: `dunix-etcd-${i}`,
+      clientPort: p[2 * i]!,
+      peerPort: p[2 * i + 1]!,
+      dataDir: undefined,
+    }));
+    const initialCluster = members.map((m) => `${m.name}=${scheme}://${LOOPBACK}:${m.peerPort}`).join(',');
+    const token = `dunix-${process.pid}-${p[0]}`;
+    const started = await Promise.allSettled(
+      members.map((m) => startMember(opts, log, { ...m, initialCluster, token })),
+    );
+    const failed = started.find((r) => r.status === 'rejected');
+    if (!failed) return started.map((r) => (r as PromiseFulfilledResult<EtcdProcess>).value);
+    await Promise.all(started.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    const e = failed.reason as Error;
+    if (attempt >= PORT_ATTEMPTS_MAX || !(e instanceof PortInUseError)) throw e;
+    log.warn('etcd port taken; retrying the cluster with new ports', { attempt, err: e.message });
+  }
+}
+
+interface MemberSpec {
+  name: string;
+  clientPort: number;
+  peerPort: number;
+  dataDir: string | undefined;
+  initialCluster: string;
+  token: string;
+}
+
+async function startMember(opts: SpawnEtcdOptions, log: Logger, m: MemberSpec): Promise<EtcdProcess> {
+  const { name, clientPort, peerPort } = m;
+  const tls = await readTls(opts.tls);
+  const ownDir = m.dataDir === undefined;
+  const base = ownDir ? await mkdtemp(join(tmpdir(), 'dunix-etcd-')) : undefined;
+  const dataDir = m.dataDir ?? join(base!, 'data');
+  const scheme = opts.tls ? 'https' : 'http';
+  const clientUrl = `${scheme}://${LOOPBACK}:${clientPort}`;
+  const peerUrl = `${scheme}://${LOOPBACK}:${peerPort}`;
   const args = [
     `--name=${name}`,
     `--data-dir=${dataDir}`,
@@ -147,11 +282,12 @@ async function spawnOnce(opts: SpawnEtcdOptions, log: Logger): Promise<EtcdProce
     `--advertise-client-urls=${clientUrl}`,
     `--listen-peer-urls=${peerUrl}`,
     `--initial-advertise-peer-urls=${peerUrl}`,
-    `--initial-cluster=${name}=${peerUrl}`,
+    `--initial-cluster=${m.initialCluster}`,
     '--initial-cluster-state=new',
-    `--initial-cluster-token=dunix-${process.pid}-${clientPort}`,
+    `--initial-cluster-token=${m.token}`,
     `--max-txn-ops=${MAX_TXN_OPS}`,
     `--max-request-bytes=${MAX_REQUEST_BYTES}`,
+    ...tlsArgs(opts.tls),
     '--logger=zap',
     '--log-level=warn',
   ];
@@ -228,7 +364,7 @@ async function spawnOnce(opts: SpawnEtcdOptions, log: Logger): Promise<EtcdProce
       throw new Error(`etcd exited before it was ready:\n${text}`);
     }
     // Whoever won a race for our port answers /health too: it must be our child that listens.
-    if ((await healthy(clientUrl, 1000)) && !exited && listensOn(child.pid!, clientPort)) break;
+    if ((await healthy(clientUrl, 1000, tls)) && !exited && listensOn(child.pid!, clientPort)) break;
     if (Date.now() > deadline) {
       await stop();
       throw new Error(
@@ -238,5 +374,5 @@ async function spawnOnce(opts: SpawnEtcdOptions, log: Logger): Promise<EtcdProce
     await sleep(50);
   }
   log.info('etcd ready', { endpoint: clientUrl, pid: child.pid, dataDir });
-  return { endpoint: clientUrl, pid: child.pid!, dataDir, clientPort, peerPort, stop: () => stop() };
+  return { endpoint: clientUrl, name, pid: child.pid!, dataDir, clientPort, peerPort, stop: () => stop() };
 }

@@ -8,6 +8,7 @@ export * from './coordinator.js';
 export * from './memory-kv.js';
 export * from './memory-coordinator.js';
 export * from './etcd-kv.js';
+export * from './etcd-security.js';
 export * from './etcd-coordinator.js';
 export * from './etcd-process.js';
 export * from './controller/plan.js';

@@ -175,7 +175,7 @@ t.test('dunixctl ca init and cert issue (no etcd)', async (t) => {
   t.match(r.stdout, /use: brickd --tls-dir /);
   r = await cli(['cert', 'issue', '--dir', dir, '--brick', 'b2', '--client', 'c2']);
   t.equal(r.code, 1);
-  t.match(r.stderr, /one of --brick NAME or --client NAME/);
+  t.match(r.stderr, /one of --brick NAME, --client NAME or --etcd-server NAME/);
   r = await cli(['cert', 'issue', '--dir', dir, '--client', 'c3', '--uid-range', '20-10']);
   t.equal(r.code, 1);
   t.match(r.stderr, /uid range/);

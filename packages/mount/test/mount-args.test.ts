@@ -8,7 +8,7 @@ const base = ['127.0.0.1:2379/vol', '/mnt/x'];
 t.test('defaults', async (t) => {
   const a = parseMountArgs(base);
   t.match(a, {
-    endpoints: ['http://127.0.0.1:2379'],
+    endpoints: ['127.0.0.1:2379'],
     volume: 'vol',
     mountpoint: '/mnt/x',
     attrTtlMs: 1000,
@@ -17,6 +17,19 @@ t.test('defaults', async (t) => {
     readAheadKb: 32768,
     extra: '',
   });
+});
+
+t.test('etcd endpoints keep a given scheme; etcd certificate options', async (t) => {
+  const a = parseMountArgs([
+    'https://10.0.0.1:2379,10.0.0.2:2379/vol',
+    '/mnt/x',
+    '-o',
+    'etcd_ca=/e/ca.crt,etcd_cert=/e/c.crt,etcd_key=/e/c.key',
+  ]);
+  t.same(a.endpoints, ['https://10.0.0.1:2379', '10.0.0.2:2379']);
+  t.match(a, { etcdCa: '/e/ca.crt', etcdCert: '/e/c.crt', etcdKey: '/e/c.key' });
+  t.throws(() => parseMountArgs(['ftp://h:1/vol', '/mnt/x']), /bad source/);
+  t.throws(() => parseMountArgs(['h:99999/vol', '/mnt/x']), /bad etcd endpoint/);
 });
 
 t.test('failover_timeout_ms sets how long an op rides out a failover', async (t) => {

@@ -7,6 +7,7 @@ import {
   type TransportSecurity,
 } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
+import { loadEtcdTls, resolveEtcd, type EtcdConnection } from '@dunix/coord';
 import { BrickDaemon } from '../daemon.js';
 import {
   DATA_PORT_OFFSET,
@@ -65,7 +66,10 @@ const program = new Command('brickd')
     'address or name clients and other bricks dial, registered in etcd (default: the --listen host; never 0.0.0.0 or ::)',
     checked(parseHost),
   )
-  .requiredOption('--etcd <urls>', 'etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379)')
+  .requiredOption(
+    '--etcd <urls>',
+    'etcd endpoints, comma-separated: HOST:PORT (https with --tls-dir or --etcd-cert, else http, loopback only)',
+  )
   .requiredOption('--volume <name>', 'volume this brick belongs to')
   .option(
     '--replicas <n>',
@@ -132,6 +136,9 @@ const program = new Command('brickd')
       }
     },
   )
+  .option('--etcd-ca <file>', "etcd's CA, with --etcd-cert and --etcd-key (default: the --tls-dir files)")
+  .option('--etcd-cert <file>', 'certificate this brick presents to etcd')
+  .option('--etcd-key <file>', 'its key (mode 0600)')
   .option(
     '--wipe-deleted-volume',
     'if the volume this data dir served was deleted (dunixctl volume delete), empty the dir and start as a new brick ' +
@@ -143,9 +150,15 @@ const program = new Command('brickd')
       process.exit(2);
     }
     let security: TransportSecurity | undefined;
+    let etcd: EtcdConnection;
     try {
       if (opts.tlsDir) security = await loadTlsDir(String(opts.tlsDir), 'brick');
       else if (opts.insecure) security = INSECURE_TRANSPORT;
+      // etcd with client-certificate auth: the brick's own certificate, unless etcd's are given.
+      etcd = resolveEtcd(
+        String(opts.etcd).split(',').filter(Boolean),
+        await loadEtcdTls({ tlsDir: opts.tlsDir, ca: opts.etcdCa, cert: opts.etcdCert, key: opts.etcdKey }),
+      );
     } catch (err) {
       log.error('start failed', { err: (err as Error).message });
       process.exit(1);
@@ -155,7 +168,8 @@ const program = new Command('brickd')
       dataDir: opts.data,
       listen: opts.listen,
       advertise: opts.advertise,
-      etcdEndpoints: String(opts.etcd).split(',').filter(Boolean),
+      etcdEndpoints: etcd.endpoints,
+      etcdTls: etcd.tls,
       volume: opts.volume,
       replicas: opts.replicas,
       host: opts.host,

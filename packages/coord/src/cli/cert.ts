@@ -1,5 +1,5 @@
-import { parseUidRange, type PeerRole } from '@dunix/proto';
-import type { CaInfo, IssuedCert } from '../ca.js';
+import { parseUidRange } from '@dunix/proto';
+import type { CaInfo, CertRole, IssuedCert } from '../ca.js';
 
 /**
  * `dunixctl ca init` and `dunixctl cert issue`: local commands (no etcd),
@@ -27,6 +27,7 @@ export function renderCaInit(r: CaInfo): string {
 export interface CertIssueArgs {
   brick?: string;
   client?: string;
+  etcdServer?: string;
   squashRoot?: boolean;
   uidRange?: string;
   san?: string;
@@ -35,9 +36,10 @@ export interface CertIssueArgs {
 }
 
 export async function certIssue(dir: string, a: CertIssueArgs): Promise<IssuedCert> {
-  if (!!a.brick === !!a.client) throw new Error('name one of --brick NAME or --client NAME');
-  const role: PeerRole = a.brick ? 'brick' : 'client';
-  const name = (a.brick ?? a.client)!;
+  if ([a.brick, a.client, a.etcdServer].filter(Boolean).length !== 1)
+    throw new Error('name one of --brick NAME, --client NAME or --etcd-server NAME');
+  const role: CertRole = a.brick ? 'brick' : a.etcdServer ? 'etcd' : 'client';
+  const name = (a.brick ?? a.etcdServer ?? a.client)!;
   const uidRange = a.uidRange === undefined ? undefined : parseUidRange(a.uidRange);
   const { issueCert } = await import('../ca.js');
   return issueCert(dir, {
@@ -55,7 +57,12 @@ export async function certIssue(dir: string, a: CertIssueArgs): Promise<IssuedCe
 
 export function renderCertIssue(r: IssuedCert): string {
   const use =
-    r.role === 'brick' ? `brickd --tls-dir ${r.dir}` : `dunixfs ... -o tls_dir=${r.dir} (or in fstab)`;
+    r.role === 'brick'
+      ? `brickd --tls-dir ${r.dir}`
+      : r.role === 'etcd'
+        ? `etcd --cert-file ${r.dir}/tls.crt --key-file ${r.dir}/tls.key --trusted-ca-file ${r.dir}/ca.crt ` +
+          '--client-cert-auth (and the same as --peer-*; docs/OPERATIONS.md, "etcd")'
+        : `dunixfs ... -o tls_dir=${r.dir} (or in fstab)`;
   return (
     `${r.role} certificate ${r.name} issued in ${r.dir} (ca.crt, tls.crt, tls.key mode 0600)\n` +
     `  subject ${r.subject}${r.subjectAltName ? `; ${r.subjectAltName}` : ''}\n` +

@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { createLogger, errorTable, FsError, type Logger } from '@dunix/proto';
 import type { Coordinator } from '../coordinator.js';
 import { EtcdCoordinator } from '../etcd-coordinator.js';
+import { loadEtcdTls, resolveEtcd } from '../etcd-security.js';
 import { withTimeout } from '../etcd-kv.js';
 import { renderDf, volumeDf } from './df.js';
 import {
@@ -80,7 +81,8 @@ function onSigint(stop: () => void): () => void {
   return () => void process.removeListener('SIGINT', handler);
 }
 
-export const DEFAULT_ETCD = 'http://127.0.0.1:2379';
+/** No scheme: https with a certificate (--tls-dir, DUNIX_TLS_DIR), http (loopback only) without. */
+export const DEFAULT_ETCD = '127.0.0.1:2379';
 export const DEFAULT_TIMEOUT_MS = 5000;
 
 function intArg(name: string) {
@@ -118,6 +120,10 @@ const weightArg = numArg('weight', 0, 1e6);
 
 interface GlobalOpts {
   etcd: string;
+  tlsDir?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   json?: boolean;
   timeout: number;
 }
@@ -139,6 +145,15 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const program = new Command('dunixctl')
     .description('dunixfs administration')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated', process.env.DUNIX_ETCD ?? DEFAULT_ETCD)
+    .option(
+      '--tls-dir <dir>',
+      'certificate for an etcd with client-certificate auth: a directory from `dunixctl cert issue` ' +
+        '(ca.crt, tls.crt, tls.key); endpoints then default to https',
+      process.env.DUNIX_TLS_DIR,
+    )
+    .option('--etcd-ca <file>', "etcd's CA (with --etcd-cert and --etcd-key; instead of --tls-dir)")
+    .option('--etcd-cert <file>', 'client certificate to present to etcd')
+    .option('--etcd-key <file>', 'its key (mode 0600)')
     .option('--json', 'print JSON instead of a table')
     .option('--timeout <ms>', 'give up after this many milliseconds', intArg('--timeout'), DEFAULT_TIMEOUT_MS)
     .exitOverride()
@@ -412,12 +427,16 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     .option(...dirOption)
     .option('--brick <name>', 'a brick certificate (may call brick-to-brick RPCs)')
     .option('--client <name>', 'a client certificate (namespace and data RPCs only)')
+    .option('--etcd-server <name>', "an etcd member's server and peer certificate (into DIR/etcd/NAME)")
     .option('--squash-root', 'client policy: uid and gid 0 are served as nobody (65534)')
     .option(
       '--uid-range <a-b>',
       'client policy: calls with a uid outside A..B are refused (nobody is allowed)',
     )
-    .option('--san <list>', 'brick: more host names or IPs it serves on, comma-separated (loopback always)')
+    .option(
+      '--san <list>',
+      'brick, etcd: more host names or IPs it serves on, comma-separated (loopback always)',
+    )
     .option('--days <n>', 'validity in days', rangeArg('--days', 1, 36500))
     .option('--force', 'replace an existing certificate of that name')
     .action((o: CertIssueArgs & { dir: string }) => {
@@ -447,17 +466,24 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     return 1;
   }
   const g = program.opts<GlobalOpts>();
-  const endpoints = g.etcd
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
   const log = createLogger('dunixctl');
   let coord: Coordinator | undefined;
   try {
+    const listed = g.etcd
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const { endpoints, tls } = io.connect
+      ? { endpoints: listed, tls: undefined }
+      : resolveEtcd(
+          listed,
+          await loadEtcdTls({ tlsDir: g.tlsDir, ca: g.etcdCa, cert: g.etcdCert, key: g.etcdKey }),
+        );
     coord = io.connect
       ? io.connect(endpoints, g.timeout, log)
       : new EtcdCoordinator({
           endpoints,
+          tls,
           dialTimeoutMs: Math.max(100, g.timeout),
           knobs: { rpcTimeoutMs: Math.max(100, g.timeout) },
           log,

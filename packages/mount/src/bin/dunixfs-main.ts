@@ -1,5 +1,11 @@
 import { resolve } from 'node:path';
-import { EtcdCoordinator, type MountSession } from '@dunix/coord';
+import {
+  EtcdCoordinator,
+  loadEtcdTls,
+  resolveEtcd,
+  type EtcdConnection,
+  type MountSession,
+} from '@dunix/coord';
 import {
   createLogger,
   FsError,
@@ -44,16 +50,27 @@ export async function main(argv: string[]): Promise<number> {
   const mountpoint = resolve(args.mountpoint);
   const startedAtMs = Date.now();
   let security: TransportSecurity = INSECURE_TRANSPORT;
+  let etcd: EtcdConnection;
   try {
     if (args.tlsDir) security = await loadTlsDir(resolve(args.tlsDir), 'client');
+    etcd = resolveEtcd(
+      args.endpoints,
+      await loadEtcdTls({
+        tlsDir: args.tlsDir ? resolve(args.tlsDir) : undefined,
+        ca: args.etcdCa,
+        cert: args.etcdCert,
+        key: args.etcdKey,
+      }),
+    );
   } catch (err) {
-    log.error('cannot load the TLS directory', { tlsDir: args.tlsDir, err: (err as Error).message });
+    log.error('cannot load the TLS files', { tlsDir: args.tlsDir, err: (err as Error).message });
     return 1;
   }
   if (security.kind === 'insecure') warnInsecure(log, 'dunixfs', !args.insecure);
   await initHashing();
   const coord = new EtcdCoordinator({
-    endpoints: args.endpoints,
+    endpoints: etcd.endpoints,
+    tls: etcd.tls,
     log,
     dialTimeoutMs: args.dialTimeoutMs,
     knobs: { mountLeaseTtlMs: args.sessionTtlMs },

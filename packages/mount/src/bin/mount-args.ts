@@ -38,6 +38,10 @@ export interface MountArgs {
   tlsDir: string | undefined;
   /** Plain TCP to loopback bricks, said explicitly (development). */
   insecure: boolean;
+  /** etcd's own CA, certificate and key (all three), when not the tls_dir's. */
+  etcdCa: string | undefined;
+  etcdCert: string | undefined;
+  etcdKey: string | undefined;
 }
 
 /** Options fstab/mount(8) may pass that concern mount(8) itself, not the kernel. */
@@ -100,6 +104,10 @@ ${what}
                                                       \`dunixctl cert issue --client NAME\`
                  insecure                             plain TCP to loopback bricks (development; the default
                                                       without tls_dir, logged loudly)
+                 etcd_ca=FILE,etcd_cert=FILE,etcd_key=FILE
+                                                      certificate for etcd (default: tls_dir's); etcd
+                                                      endpoints are https with one, plain http (loopback
+                                                      only) without
                  ${[...KERNEL_PASSTHROUGH].join(', ')}
                                                       passed to the kernel
                  ${[...USERSPACE_ONLY].join(', ')}, x-*, comment=*
@@ -136,12 +144,16 @@ const FAILOVER_TIMEOUT_MIN_MS = 1000;
 
 export function parseSpec(spec: string): { endpoints: string[]; volume: string } {
   // HOST:PORT[,HOST:PORT]/VOLUME, also HOST:PORT:/VOLUME (the design's form).
-  const m = /^([^/]+?):?\/([a-z0-9][a-z0-9_-]{0,62})$/.exec(spec);
+  // Endpoints may carry a scheme (https://HOST:PORT): the volume is after the last slash.
+  const m = /^((?:(?:https?:\/\/)?[^/,]+,)*(?:https?:\/\/)?[^/,]+?):?\/([a-z0-9][a-z0-9_-]{0,62})$/.exec(
+    spec,
+  );
   if (!m) throw new Error(`bad source ${JSON.stringify(spec)}: expected HOST:PORT[,HOST:PORT...]/VOLUME`);
+  // The scheme, when absent, follows whether etcd certificates are given (resolveEtcd in coord).
   const endpoints = m[1]!.split(',').map((hp) => {
-    const h = /^(?:https?:\/\/)?([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(hp);
-    if (!h || Number(h[2]) > 65535) throw new Error(`bad etcd endpoint ${JSON.stringify(hp)}`);
-    return `http://${h[1]}:${h[2]}`;
+    const h = /^(https?:\/\/)?([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(hp);
+    if (!h || Number(h[3]) > 65535) throw new Error(`bad etcd endpoint ${JSON.stringify(hp)}`);
+    return `${h[1] ?? ''}${h[2]}:${h[3]}`;
   });
   return { endpoints, volume: m[2]! };
 }
@@ -193,6 +205,9 @@ export function parseMountArgs(argv: string[]): MountArgs {
     extra: '',
     tlsDir: undefined,
     insecure: false,
+    etcdCa: undefined,
+    etcdCert: undefined,
+    etcdKey: undefined,
   };
   const extra: string[] = [];
   for (const o of opts) {
@@ -221,6 +236,9 @@ export function parseMountArgs(argv: string[]): MountArgs {
     } else if (k === 'log' && v !== undefined) out.logFile = v;
     else if (k === 'tls_dir' && v) out.tlsDir = v;
     else if (k === 'insecure' && v === undefined) out.insecure = true;
+    else if (k === 'etcd_ca' && v) out.etcdCa = v;
+    else if (k === 'etcd_cert' && v) out.etcdCert = v;
+    else if (k === 'etcd_key' && v) out.etcdKey = v;
     else if (k === 'foreground') out.foreground = true;
     else if (USERSPACE_ONLY.has(k!) || k!.startsWith('x-') || k!.startsWith('comment=')) continue;
     else if (KERNEL_PASSTHROUGH.has(k!)) extra.push(o);
