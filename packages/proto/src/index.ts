@@ -15,4 +15,5 @@ export * from './peer-identity.js';
 export * from './transport-security.js';
 export * from './buffer-pool.js';
 export * from './log-codec.js';
+export * from './invalidation-poller.js';
 export * from './metrics-server.js';

@@ -1,5 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { createLogger, errorTable, FsError, type Logger } from '@dunix/proto';
+import { createLogger, errorTable, FsError, INSECURE_TRANSPORT, loadTlsDir, type Logger } from '@dunix/proto';
 import type { Coordinator } from '../coordinator.js';
 import { EtcdCoordinator } from '../etcd-coordinator.js';
 import { loadEtcdTls, resolveEtcd } from '../etcd-security.js';
@@ -56,6 +56,7 @@ import {
   volumeStatusExitCode,
 } from './volume.js';
 import { renderVolumeDelete, renderVolumeMounts, volumeDelete, volumeMounts } from './volume-lifecycle.js';
+import { renderWatchTarget, watchChanges, watchTarget, type WatchTarget } from './watch.js';
 
 /**
  * dunixctl: the admin CLI. `run` parses argv, runs one handler against the
@@ -356,6 +357,27 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     .action((name: string) => {
       action = (c) => volumeDf(c, name);
       render = renderDf as (d: never) => string;
+    });
+
+  program
+    .command('watch <path>')
+    .description(
+      'stream the changes of one directory (names made, removed, renamed) or file (attributes, data) on a dunixfs mount, one line each, until Ctrl-C',
+    )
+    .option('--volume <name>', 'the volume (default: that of the dunixfs mount holding PATH)')
+    .action((path: string, o: { volume?: string }) => {
+      action = async () => watchTarget(path, o.volume);
+      render = renderWatchTarget as (d: never) => string;
+      follow = (async (c: Coordinator, first: WatchTarget, g: GlobalOpts) => {
+        return watchChanges(c, first, {
+          json: !!g.json,
+          write: (text) => io.stdout(text),
+          onInterrupt: io.onInterrupt ?? onSigint,
+          // The bricks are dialled with the client certificate of --tls-dir, as a mount's are.
+          security: g.tlsDir ? await loadTlsDir(g.tlsDir, 'client') : INSECURE_TRANSPORT,
+          log: createLogger('dunixctl'),
+        });
+      }) as typeof follow;
     });
 
   const brick = program.command('brick').description("add, drain, weigh and remove a volume's bricks");

@@ -21,7 +21,7 @@ import { BrickApi, brickApiDefaults } from '../client/brick-api.js';
 import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { mountInfo, newMountId, volumeGone } from '../client/mount-record.js';
 import { FuseMount } from '../fuse/mount.js';
-import { InvalidationPoller, type InvalidationSink } from '../client/invalidation-poller.js';
+import { InvalidationPoller, type InvalidationSink } from '@dunix/proto';
 import { startMetricsServer, type MetricsServer } from '@dunix/proto';
 import { ClientMetrics } from '../client/metrics.js';
 import { writeFile, rename } from 'node:fs/promises';
@@ -88,10 +88,11 @@ export async function main(argv: string[]): Promise<number> {
   });
   let unwatch: (() => Promise<void>) | undefined;
   let poller: InvalidationPoller | undefined;
-  let fsRef: DunixFs | undefined;
+  // The poller starts before the kernel mount; what it receives reaches the filesystem once it exists.
+  const sinkTarget: { fs?: DunixFs } = {};
   const invalidationSink: InvalidationSink = {
-    apply: async (invals) => fsRef?.applyInvalidations(invals),
-    dropPgs: async (pgs) => fsRef?.dropCachedOf(pgs),
+    apply: async (invals) => sinkTarget.fs?.applyInvalidations(invals),
+    dropPgs: async (pgs) => sinkTarget.fs?.dropCachedOf(pgs),
   };
   let session: MountSession | undefined;
   /** Set once the volume mounted is found deleted (or re-created): every call fails with EIO from then on. */
@@ -194,7 +195,7 @@ export async function main(argv: string[]): Promise<number> {
     invalEntry: (parent, name) => mount.session.notifyInvalEntry(parent, name),
     deleteEntry: (parent, child, name) => mount.session.notifyDelete(parent, child, name),
   };
-  fsRef = fs;
+  sinkTarget.fs = fs;
   log.info('mounted', { spec: args.spec, mountpoint, pid: process.pid, mount: session.id });
   await mount.serveUntilUnmounted();
   poller?.stop();

@@ -19,7 +19,7 @@ import { copyRange } from './copy-range.js';
 import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
 import { FileLocks } from './file-locks.js';
 import { KernelNames } from './kernel-names.js';
-import type { PushedInval } from './invalidation-poller.js';
+import type { PushedInval } from '@dunix/proto';
 
 // Invalidation kinds (wire `Invalidation.kind`).
 const INVAL_INODE = 0;

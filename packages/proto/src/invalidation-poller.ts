@@ -1,4 +1,7 @@
-import { limits, type Logger, type Router, type wire } from '@dunix/proto';
+import { limits } from './limits.js';
+import type { Logger } from './log.js';
+import type { Router } from './router.js';
+import type * as wire from './gen/wire.js';
 
 /** What a brick pushed, decoded (wire `Invalidation`). */
 export interface PushedInval {
