@@ -58,6 +58,14 @@ export interface BrickKnobs {
   locksPerInodeMax: number;
   /** How often the primary looks for locks of sessions whose mount record is gone. */
   lockSessionCheckMs: number;
+  /**
+   * Lifetime of a block grant (rpc/block-grants.ts): how long an Open's
+   * permission check stands for the file's block RPCs. The client renews
+   * a grant (a new Open) once half of it has passed.
+   */
+  blockGrantTtlMs: number;
+  /** Grants remembered, each kind: issued (reused for the same open) and verified (no second RSA check). */
+  blockGrantCacheMax: number;
 }
 
 export const brickDefaults: BrickKnobs = {
@@ -86,6 +94,8 @@ export const brickDefaults: BrickKnobs = {
   lockWaitKeepMs: 10_000,
   locksPerInodeMax: 4096,
   lockSessionCheckMs: 1000,
+  blockGrantTtlMs: 3_600_000,
+  blockGrantCacheMax: 65_536,
 };
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
@@ -117,6 +127,9 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('lockWaitKeepMs', 600_000);
   positive('locksPerInodeMax', 1 << 20);
   positive('lockSessionCheckMs', 600_000);
+  positive('blockGrantTtlMs', 7 * 86_400_000);
+  positive('blockGrantCacheMax', 1 << 22);
+  if (k.blockGrantTtlMs < 60_000) bad.push('blockGrantTtlMs must be >= 60000 (clocks of hosts differ)');
   if (!Number.isInteger(k.scrubBytesPerS) || k.scrubBytesPerS < 0 || k.scrubBytesPerS > 2 ** 40)
     bad.push(`scrubBytesPerS ${k.scrubBytesPerS} must be 0..2^40`);
   if (!Number.isInteger(k.groupCommitMs) || k.groupCommitMs < 0 || k.groupCommitMs > 1000)

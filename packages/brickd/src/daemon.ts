@@ -38,6 +38,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Brick } from './brick.js';
 import { brickDefaults, validateBrickKnobs, type BrickKnobs } from './config.js';
+import { BlockGrants } from './rpc/block-grants.js';
 import { NamespaceEngine } from './namespace/engine.js';
 import { writePortFile } from './port-file.js';
 import { RemotePeers } from './rpc/peers.js';
@@ -56,6 +57,17 @@ import { LockService } from './lock-service.js';
 import { CoherenceService, coherenceDefaults } from './coherence/coherence-service.js';
 import { BrickMetrics } from './metrics.js';
 import { brickAddresses, formatHostPort } from './net-address.js';
+
+/** With TLS: block grants signed with this brick's key (rpc/block-grants.ts); insecure: none. */
+function blockGrantsFor(security: TransportSecurity | undefined, knobs: BrickKnobs): BlockGrants | undefined {
+  if (security?.kind !== 'tls') return undefined;
+  return new BlockGrants({
+    security,
+    ttlMs: knobs.blockGrantTtlMs,
+    cacheMax: knobs.blockGrantCacheMax,
+    nowMs: () => Date.now(),
+  });
+}
 
 export interface BrickdOptions {
   dataDir: string;
@@ -423,6 +435,7 @@ export class BrickDaemon {
         startedAtMs: Date.now(),
         usage: () => space.meter.current(),
         requireCertificate: this.o.security?.kind === 'tls',
+        grants: blockGrantsFor(this.o.security, this.knobs),
       });
       this.brick = brick;
       this.metrics.attach({

@@ -79,7 +79,7 @@ export async function loadTlsDir(dir: string, role?: PeerRole): Promise<Transpor
 }
 
 /** X509Certificate's subject ("O=dunix\nOU=brick\nCN=b1") as getPeerCertificate's object. */
-function subjectFields(subject: string): Record<string, string | string[]> {
+export function subjectFields(subject: string): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const line of subject.split('\n')) {
     const at = line.indexOf('=');

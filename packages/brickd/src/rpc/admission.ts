@@ -17,6 +17,15 @@ import {
  * connections); refused all the same.
  */
 export function admit<Req>(method: string, call: { request: Req }, requireCertificate: boolean): Req {
+  return admitCall(method, call, requireCertificate).req;
+}
+
+/** admit(), also giving the peer (block grants need it). */
+export function admitCall<Req>(
+  method: string,
+  call: { request: Req },
+  requireCertificate: boolean,
+): { req: Req; peer: PeerIdentity } {
   let peer: PeerIdentity;
   try {
     peer = peerOf(call);
@@ -26,11 +35,11 @@ export function admit<Req>(method: string, call: { request: Req }, requireCertif
   if (peer.kind === 'insecure') {
     if (requireCertificate)
       throw new FsError('NOT_PERMITTED', `${method}: the connection carries no certificate`);
-    return call.request;
+    return { req: call.request, peer };
   }
   authorizeMethod(peer, method);
   const req = call.request as Req & { caller?: CallerLike | null };
-  if (!req || !req.caller) return call.request;
+  if (!req || !req.caller) return { req: call.request, peer };
   const caller = callerUnderPolicy(peer, req.caller);
-  return caller === req.caller ? call.request : { ...req, caller };
+  return { req: caller === req.caller ? call.request : { ...req, caller }, peer };
 }

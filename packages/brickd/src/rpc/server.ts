@@ -35,7 +35,8 @@ import { XATTR_LISTENER } from '../namespace/engine.js';
 import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
 import { entriesFromReplicate, entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
-import { admit } from './admission.js';
+import { admitCall } from './admission.js';
+import { checkBlockCall, GRANTING_METHODS, withGrant, type BlockGrants } from './block-grants.js';
 import type { LockReply, LockService } from '../lock-service.js';
 import { LOCK_END_MAX, validLockRequest, type LockKind, type LockRequest } from '../namespace/lock-table.js';
 import type { CoherenceService } from '../coherence/coherence-service.js';
@@ -53,6 +54,8 @@ export interface ServerDeps {
   requireCertificate?: boolean;
   /** Cluster-wide locks; absent: lock calls answer UNIMPLEMENTED. */
   locks?: LockService;
+  /** With TLS: the grants opens give client certificates, which their block calls must carry. */
+  grants?: BlockGrants | undefined;
   /** Coherent caches (registrations, invalidations); absent: nothing is registered or pushed. */
   coherence?: CoherenceService;
 }
@@ -111,10 +114,14 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       let p: Promise<Rep>;
       try {
         // The certificate's role and policy first: refused calls touch nothing.
-        const req = admit(method, call, d.requireCertificate ?? false);
+        const { req, peer } = admitCall(method, call, d.requireCertificate ?? false);
+        const grants = d.grants;
+        if (grants) checkBlockCall(grants, method, peer, req);
         const c = d.coherence;
         // Reads register the caller's session; a change is answered once other sessions dropped what it made stale.
         p = c ? c.around(method, req as Record<string, unknown>, () => fn(req)) : fn(req);
+        if (grants && GRANTING_METHODS.has(method))
+          p = p.then((reply) => withGrant(grants, method, peer, req, reply));
       } catch (err) {
         p = Promise.reject(err);
       }

@@ -1,5 +1,6 @@
 import { blockPg, FsError, limits, type wire } from '@dunix/proto';
 import type { ErrorMark, FileData } from './file-data.js';
+import { GRANT_READ, GRANT_WRITE } from './grant-holder.js';
 
 /** Bytes one copy_file_range call copies at most (the program loops for more, as with write). */
 export const COPY_CALL_MAX_BYTES = 1024 * 1024 * 1024;
@@ -63,6 +64,7 @@ export async function copyRange(
   if (offOut + n > BigInt(limits.fileSizeMaxBytes))
     throw new FsError('FILE_TOO_LARGE', `copy to ${offOut + n}`);
   const api = dst.api;
+  const [dstGrant, srcGrant] = await Promise.all([dst.grants.get(GRANT_WRITE), src.grants.get(GRANT_READ)]);
   const pieces = copyPieces(offIn, offOut, n, dst.blockSize);
   const extents = new Map<bigint, number>();
   let next = 0;
@@ -79,6 +81,8 @@ export async function copyRange(
         srcIndex: p.srcIndex.toString(),
         srcOffset: p.srcOffset,
         length: p.length,
+        dstGrant,
+        srcGrant,
       });
       const end = p.dstOffset + p.length;
       extents.set(p.dstIndex, Math.max(extents.get(p.dstIndex) ?? 0, end));

@@ -18,6 +18,7 @@ import type { BrickApi } from './brick-api.js';
 import { copyRange } from './copy-range.js';
 import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
 import { FileLocks } from './file-locks.js';
+import { GRANT_READ, GRANT_WRITE } from './grant-holder.js';
 import { KernelNames } from './kernel-names.js';
 import type { PushedInval } from '@dunix/proto';
 
@@ -375,7 +376,12 @@ export class DunixFs implements FileSystem {
     return { entry: this.entry(attr), open };
   }
 
-  private openHandle(ino: bigint, reply: wire.AttrReply__Output, flags: number): OpenReply {
+  private openHandle(
+    ino: bigint,
+    reply: Pick<wire.AttrReply__Output, 'attr' | 'inlineData'> & { grant: wire.BlockGrant__Output | null },
+    flags: number,
+    caller: Caller,
+  ): OpenReply {
     let file = this.files.get(ino);
     if (!file) {
       file = new FileData(ino, this.api, pgOfIno(ino), reply.attr!, reply.inlineData, this.o.data);
@@ -383,6 +389,23 @@ export class DunixFs implements FileSystem {
     } else if (!file.hasUnpublished) {
       file.refresh(reply.attr!, reply.inlineData);
     }
+    file.grants.note(reply.grant);
+    // A grant is renewed by an Open for the latest opener, which checks the permission again.
+    const renewFor = this.caller(caller);
+    file.grants.renew = async (rights) => {
+      const mode =
+        rights === GRANT_READ
+          ? constants.O_RDONLY
+          : rights === GRANT_WRITE
+            ? constants.O_WRONLY
+            : constants.O_RDWR;
+      const r = await this.api.read<wire.AttrReply__Output>(pgOfIno(ino), 'Open', {
+        caller: renewFor,
+        ino: ino.toString(),
+        flags: mode,
+      });
+      return r.grant;
+    };
     file.opens++;
     const fh = this.nextFh++;
     const writable = (flags & 3) !== constants.O_RDONLY;
@@ -396,7 +419,7 @@ export class DunixFs implements FileSystem {
       ino: ino.toString(),
       flags,
     });
-    return this.openHandle(ino, r, flags);
+    return this.openHandle(ino, r, flags, caller);
   }
 
   async create(
@@ -433,7 +456,7 @@ export class DunixFs implements FileSystem {
     const attr = r.entry!.attr ?? (await this.attrOf(BigInt(r.entry!.ino))).attr!;
     const ino = BigInt(attr.ino);
     this.names.noted(parent, name, ino);
-    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), truncatedFrom: '0' }, flags);
+    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), grant: r.grant }, flags, caller);
     return { entry: this.entry(attr), open };
   }
 

@@ -9,6 +9,7 @@ import {
   type wire,
 } from '@dunix/proto';
 import type { BrickApi } from './brick-api.js';
+import { GRANT_READ, GRANT_WRITE, GrantHolder } from './grant-holder.js';
 
 export interface DataOptions {
   /** Dirty bytes one file may buffer before writes wait for flushes. */
@@ -73,6 +74,8 @@ export class FileData {
   /** What syncfs has reported. */
   readonly syncfsMark: ErrorMark = { seen: 0 };
   opens = 0;
+  /** What the opens of this file allow on its blocks (TLS): every block call carries one. */
+  readonly grants = new GrantHolder();
   /** The last name went while open here: reclaim the inode at the last close. */
   reclaimOnClose = false;
 
@@ -228,13 +231,17 @@ export class FileData {
     this.written.set(index, Math.max(this.written.get(index) ?? 0, db.end));
     const pg = blockPg(this.ino, index, this.api.pgCount);
     this.api.changed(pg);
-    const p: Promise<void> = this.api
-      .read(pg, 'WriteBlock', {
-        ino: this.ino.toString(),
-        index: index.toString(),
-        offset: db.start,
-        data: db.buf.subarray(db.start, db.end),
-      })
+    const p: Promise<void> = this.grants
+      .get(GRANT_WRITE)
+      .then((grant) =>
+        this.api.read(pg, 'WriteBlock', {
+          ino: this.ino.toString(),
+          index: index.toString(),
+          offset: db.start,
+          data: db.buf.subarray(db.start, db.end),
+          grant,
+        }),
+      )
       .then(
         () => {},
         (err: unknown) => {
@@ -291,6 +298,7 @@ export class FileData {
           index: '0',
           offset: 0,
           data,
+          grant: await this.grants.get(GRANT_WRITE),
         });
       }
       try {
@@ -429,12 +437,13 @@ export class FileData {
     }
     const bs = BigInt(this.blockSize);
     const first = Number(offset % bs);
+    const grant = await this.grants.get(GRANT_READ);
     if (first + n <= this.blockSize) {
       // One block: hand its bytes on as they came (no copy), zero-filled only if short.
       const r = await this.api.read<wire.ReadBlockReply__Output>(
         blockPg(this.ino, offset / bs, this.api.pgCount),
         'ReadBlock',
-        { ino: this.ino.toString(), index: (offset / bs).toString(), offset: first, length: n },
+        { ino: this.ino.toString(), index: (offset / bs).toString(), offset: first, length: n, grant },
       );
       if (r.data.length >= n) return r.data.subarray(0, n);
       const padded = Buffer.alloc(n);
@@ -457,6 +466,7 @@ export class FileData {
             index: index.toString(),
             offset: inBlock,
             length: len,
+            grant,
           })
           .then((r) => {
             r.data.copy(out, dest, 0, Math.min(r.data.length, len));

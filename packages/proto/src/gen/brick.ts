@@ -8,6 +8,7 @@ import type { Attr as _dunix_v1_Attr, Attr__Output as _dunix_v1_Attr__Output } f
 import type { AttrReply as _dunix_v1_AttrReply, AttrReply__Output as _dunix_v1_AttrReply__Output } from './dunix/v1/AttrReply.js';
 import type { BackfillRequest as _dunix_v1_BackfillRequest, BackfillRequest__Output as _dunix_v1_BackfillRequest__Output } from './dunix/v1/BackfillRequest.js';
 import type { BlockExtent as _dunix_v1_BlockExtent, BlockExtent__Output as _dunix_v1_BlockExtent__Output } from './dunix/v1/BlockExtent.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from './dunix/v1/BlockGrant.js';
 import type { BlockOp as _dunix_v1_BlockOp, BlockOp__Output as _dunix_v1_BlockOp__Output } from './dunix/v1/BlockOp.js';
 import type { BrickClient as _dunix_v1_BrickClient, BrickDefinition as _dunix_v1_BrickDefinition } from './dunix/v1/Brick.js';
 import type { BrickStatusReply as _dunix_v1_BrickStatusReply, BrickStatusReply__Output as _dunix_v1_BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
@@ -100,6 +101,7 @@ export interface ProtoGrpcType {
       AttrReply: MessageTypeDefinition<_dunix_v1_AttrReply, _dunix_v1_AttrReply__Output>
       BackfillRequest: MessageTypeDefinition<_dunix_v1_BackfillRequest, _dunix_v1_BackfillRequest__Output>
       BlockExtent: MessageTypeDefinition<_dunix_v1_BlockExtent, _dunix_v1_BlockExtent__Output>
+      BlockGrant: MessageTypeDefinition<_dunix_v1_BlockGrant, _dunix_v1_BlockGrant__Output>
       BlockOp: MessageTypeDefinition<_dunix_v1_BlockOp, _dunix_v1_BlockOp__Output>
       Brick: SubtypeConstructor<typeof grpc.Client, _dunix_v1_BrickClient> & { service: _dunix_v1_BrickDefinition }
       BrickStatusReply: MessageTypeDefinition<_dunix_v1_BrickStatusReply, _dunix_v1_BrickStatusReply__Output>

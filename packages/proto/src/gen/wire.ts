@@ -5,6 +5,7 @@ export type { Attr, Attr__Output } from './dunix/v1/Attr.js';
 export type { AttrReply, AttrReply__Output } from './dunix/v1/AttrReply.js';
 export type { BackfillRequest, BackfillRequest__Output } from './dunix/v1/BackfillRequest.js';
 export type { BlockExtent, BlockExtent__Output } from './dunix/v1/BlockExtent.js';
+export type { BlockGrant, BlockGrant__Output } from './dunix/v1/BlockGrant.js';
 export type { BlockOp, BlockOp__Output } from './dunix/v1/BlockOp.js';
 export type { BrickStatusReply, BrickStatusReply__Output } from './dunix/v1/BrickStatusReply.js';
 export type { Caller, Caller__Output } from './dunix/v1/Caller.js';

@@ -2,16 +2,19 @@
 // Original file: packages/proto/proto/brick.proto
 
 import type { Attr as _dunix_v1_Attr, Attr__Output as _dunix_v1_Attr__Output } from '../../dunix/v1/Attr.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface AttrReply {
   'attr'?: (_dunix_v1_Attr | null);
   'inlineData'?: (Buffer | Uint8Array | string);
   'truncatedFrom'?: (number | string | Long);
+  'grant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface AttrReply__Output {
   'attr': (_dunix_v1_Attr__Output | null);
   'inlineData': (Buffer);
   'truncatedFrom': (string);
+  'grant': (_dunix_v1_BlockGrant__Output | null);
 }

@@ -2,6 +2,7 @@
 // Original file: packages/proto/proto/brick.proto
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface CopyBlockRequest {
@@ -13,6 +14,8 @@ export interface CopyBlockRequest {
   'srcIndex'?: (number | string | Long);
   'srcOffset'?: (number);
   'length'?: (number);
+  'dstGrant'?: (_dunix_v1_BlockGrant | null);
+  'srcGrant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface CopyBlockRequest__Output {
@@ -24,4 +27,6 @@ export interface CopyBlockRequest__Output {
   'srcIndex': (string);
   'srcOffset': (number);
   'length': (number);
+  'dstGrant': (_dunix_v1_BlockGrant__Output | null);
+  'srcGrant': (_dunix_v1_BlockGrant__Output | null);
 }

@@ -2,6 +2,7 @@
 // Original file: packages/proto/proto/brick.proto
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface ReadBlockRequest {
@@ -10,6 +11,7 @@ export interface ReadBlockRequest {
   'index'?: (number | string | Long);
   'offset'?: (number);
   'length'?: (number);
+  'grant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface ReadBlockRequest__Output {
@@ -18,4 +20,5 @@ export interface ReadBlockRequest__Output {
   'index': (string);
   'offset': (number);
   'length': (number);
+  'grant': (_dunix_v1_BlockGrant__Output | null);
 }
