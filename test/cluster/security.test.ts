@@ -1,0 +1,285 @@
+/**
+ * Issue 9 item 5, against one TLS cluster (etcd with client-certificate
+ * auth, bricks and the mount with certificates of the cluster CA). Each
+ * attack is refused with a clear error and changes nothing, checked after:
+ * - an unauthenticated peer (plain TCP, TLS without a client certificate);
+ * - a client certificate calling TxPrepare (a brick-to-brick RPC);
+ * - a squashed client claiming uid 0 (served as nobody);
+ * - a client reading and writing blocks of a file it may not read (block
+ *   RPCs called directly: no grant, a grant of another file, of another
+ *   certificate, a read grant used to write);
+ * - a placement write to etcd without credentials (plain HTTP, TLS without
+ *   a client certificate).
+ */
+import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
+import t from 'tap';
+import { keys } from '@dunix/coord';
+import {
+  blockPg,
+  FrameConn,
+  FsError,
+  initHashing,
+  loadTlsDir,
+  pgOfIno,
+  type TransportSecurity,
+  type wire,
+} from '@dunix/proto';
+import { startCluster } from '../src/cluster.js';
+
+type TlsSecurity = TransportSecurity & { kind: 'tls' };
+const NOBODY = 65534;
+
+async function refusal(p: Promise<unknown>): Promise<FsError | string> {
+  try {
+    await p;
+    return 'served';
+  } catch (err) {
+    return err instanceof FsError ? err : String(err);
+  }
+}
+
+/** A TLS client that trusts the CA and presents no certificate: how the brick ended it. */
+function withoutClientCertificate(address: string, ca: Buffer): Promise<string> {
+  const at = address.lastIndexOf(':');
+  return new Promise((resolve) => {
+    const sock = tlsConnect({ host: address.slice(0, at), port: Number(address.slice(at + 1)), ca });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolve('no answer within 5 s');
+    }, 5000);
+    sock.on('secureConnect', () => sock.write(Buffer.alloc(12)));
+    sock.on('data', () => resolve('the brick answered'));
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      resolve(err.message);
+    });
+    sock.on('close', () => {
+      clearTimeout(timer);
+      resolve('connection closed');
+    });
+  });
+}
+
+/** POST to etcd's JSON gateway with the given TLS material; resolves with the status or the error. */
+function etcdGateway(
+  endpoint: string,
+  path: string,
+  body: unknown,
+  tls: { ca: Buffer; cert?: Buffer; key?: Buffer },
+): Promise<string> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(`${endpoint}${path}`, { method: 'POST', ...tls, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(`HTTP ${res.statusCode}`));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (err) => resolve(`refused: ${err.message}`));
+    req.end(JSON.stringify(body));
+  });
+}
+
+t.test('security: unauthenticated peers, roles, root squash, block grants, etcd', async (t) => {
+  await initHashing();
+  const c = await startCluster(t, { pgs: 8, tls: true, mountOptions: 'attr_ttl_ms=0,entry_ttl_ms=0' });
+  const tls = c.tls!;
+  const clientSec = tls.client as TlsSecurity;
+  const conns: FrameConn[] = [];
+  t.teardown(() => conns.forEach((x) => x.close()));
+  const frames = (address: string, sec: TransportSecurity | undefined) => {
+    const conn = new FrameConn(address, {}, sec);
+    conns.push(conn);
+    return conn;
+  };
+  const placement = async (pg: number) => {
+    const a = (await c.placement()).find((p) => p.pg === pg)!;
+    return {
+      header: { pg, epoch: String(a.epoch), requestId: '', attempt: 0 },
+      brick: await c.brickOfPg(pg),
+    };
+  };
+
+  // Files made through the harness's mount (root): a secret 0600 file of three blocks, a public one.
+  const blockSize = 1024 * 1024;
+  const secret = Buffer.alloc(2 * blockSize + 100, 's');
+  mkdirSync(c.path('open'));
+  chmodSync(c.path('open'), 0o777);
+  writeFileSync(c.path('secret'), secret);
+  chmodSync(c.path('secret'), 0o600);
+  writeFileSync(c.path('public'), Buffer.alloc(blockSize + 1, 'p'));
+  chmodSync(c.path('public'), 0o644);
+  const secretIno = statSync(c.path('secret'), { bigint: true }).ino;
+  const publicIno = statSync(c.path('public'), { bigint: true }).ino;
+  const before = { root: readdirSync(c.path()).sort(), counts: await c.counts() };
+
+  // ---- 1. unauthenticated peers
+  const anyBrick = c.bricks[0]!;
+  const plain = await refusal(frames(anyBrick.dataAddress, undefined).unary('BrickStatus', {}, 3000));
+  t.ok(
+    plain instanceof FsError && (plain.code === 'UNAVAILABLE' || plain.code === 'TIMED_OUT'),
+    `plain TCP to a brick refused: ${String(plain)}`,
+  );
+  const noCert = await withoutClientCertificate(anyBrick.dataAddress, clientSec.ca);
+  t.match(noCert, /certificate required|alert|reset|closed/i, `TLS without a client certificate: ${noCert}`);
+
+  // ---- 2. a client certificate calling TxPrepare: refused before anything is prepared
+  const rootPg = await placement(pgOfIno(1n));
+  const client = frames(rootPg.brick.dataAddress, clientSec);
+  const prepare = await refusal(
+    client.unary(
+      'TxPrepare',
+      {
+        header: rootPg.header,
+        txId: 'forged.1',
+        coordinatorPg: rootPg.header.pg,
+        reads: [],
+        writes: [{ key: Buffer.from('forged'), value: Buffer.from('x') }],
+      },
+      5000,
+    ),
+  );
+  t.equal((prepare as FsError).code, 'NOT_PERMITTED', 'TxPrepare with a client certificate: EPERM');
+  t.match(String(prepare), /TxPrepare is a brick-to-brick RPC and needs a brick certificate.*CN=client/);
+  const status = await refusal(client.unary('TxStatus', { header: rootPg.header, txId: 'forged.1' }, 5000));
+  t.equal((status as FsError).code, 'NOT_PERMITTED', 'nor may it ask what became of it');
+
+  // ---- 3. a squashed client claiming uid 0
+  const squashed = await loadTlsDir(
+    await tls.issue('client', 'squashed', { squashRoot: true, uidRange: undefined }),
+    'client',
+  );
+  const asRoot = { uid: 0, gid: 0, groups: [0], pid: 1 };
+  const openDirIno = statSync(c.path('open'), { bigint: true }).ino;
+  const dirPg = await placement(pgOfIno(openDirIno));
+  const sq = frames(dirPg.brick.dataAddress, squashed);
+  const made = await sq.unary<wire.EntryReply__Output>(
+    'Mknod',
+    {
+      header: { ...dirPg.header, requestId: 'sec-mknod-1' },
+      caller: asRoot,
+      parent: openDirIno.toString(),
+      name: Buffer.from('claimed-root'),
+      mode: 0o100644,
+      exclusive: true,
+      umask: 0,
+    },
+    5000,
+  );
+  t.same(
+    [made.entry?.attr?.uid, made.entry?.attr?.gid],
+    [NOBODY, NOBODY],
+    'a file made by "uid 0" belongs to nobody',
+  );
+  const secretPg = await placement(pgOfIno(secretIno));
+  const chmodAsRoot = await refusal(
+    frames(secretPg.brick.dataAddress, squashed).unary(
+      'SetAttr',
+      {
+        header: { ...secretPg.header, requestId: 'sec-setattr-1' },
+        caller: asRoot,
+        ino: secretIno.toString(),
+        setMode: true,
+        mode: 0o644,
+      },
+      5000,
+    ),
+  );
+  t.equal((chmodAsRoot as FsError).code, 'NOT_PERMITTED', `chmod of root's file as squashed "root": EPERM`);
+  t.equal(statSync(c.path('secret')).mode & 0o777, 0o600, 'the mode is unchanged');
+
+  // ---- 4. blocks of a file the caller may not read
+  const user = { uid: 1000, gid: 1000, groups: [1000], pid: 1 };
+  const open = (sec: TransportSecurity, ino: bigint, caller: typeof user, flags: number) =>
+    placement(pgOfIno(ino)).then((p) =>
+      frames(p.brick.dataAddress, sec).unary<wire.AttrReply__Output>(
+        'Open',
+        { header: p.header, caller, ino: ino.toString(), flags },
+        5000,
+      ),
+    );
+  const openSecret = await refusal(open(clientSec, secretIno, user, 0));
+  t.equal((openSecret as FsError).code, 'PERMISSION_DENIED', 'uid 1000 may not open the 0600 file: no grant');
+  const publicGrant = (await open(clientSec, publicIno, user, 0)).grant;
+  t.ok(publicGrant?.signature.length, 'an Open of a readable file gives a grant');
+  const rootGrant = (await open(clientSec, secretIno, asRoot, 0)).grant!;
+  const otherClient = await loadTlsDir(await tls.issue('client', 'other'), 'client');
+  const block0 = await placement(blockPg(secretIno, 0n, 8));
+  const readBlock = (sec: TransportSecurity, grant: wire.BlockGrant__Output | null) =>
+    frames(block0.brick.dataAddress, sec).unary<wire.ReadBlockReply__Output>(
+      'ReadBlock',
+      { header: block0.header, ino: secretIno.toString(), index: '0', offset: 0, length: 4096, grant },
+      5000,
+    );
+  const cases: [string, TransportSecurity, wire.BlockGrant__Output | null, RegExp][] = [
+    ['no grant', clientSec, null, /no block grant/],
+    ['a grant of another file (one it may read)', clientSec, publicGrant, /the grant is for inode/],
+    ["another certificate's grant", otherClient, rootGrant, /issued to CN=client/],
+  ];
+  for (const [what, sec, grant, why] of cases) {
+    const r = await refusal(readBlock(sec, grant));
+    t.equal((r as FsError).code, 'PERMISSION_DENIED', `ReadBlock of the 0600 file with ${what}: EACCES`);
+    t.match(String(r), why, `the reason: ${String(r)}`);
+  }
+  const served = await readBlock(clientSec, rootGrant);
+  t.ok(served.data.equals(secret.subarray(0, 4096)), "with the holder's own grant the block is served");
+  const writeBlock = await refusal(
+    frames(block0.brick.dataAddress, clientSec).unary(
+      'WriteBlock',
+      {
+        header: block0.header,
+        ino: secretIno.toString(),
+        index: '0',
+        offset: 0,
+        data: Buffer.from('PWNED'),
+        grant: rootGrant,
+      },
+      5000,
+    ),
+  );
+  t.equal((writeBlock as FsError).code, 'PERMISSION_DENIED', 'WriteBlock with a read grant: EACCES');
+  t.match(String(writeBlock), /opened for reading only/);
+  t.ok(readFileSync(c.path('secret')).equals(secret), 'the file is unchanged');
+
+  // ---- 5. a placement write to etcd without credentials
+  const etcd = c.etcd.endpoint;
+  t.match(etcd, /^https:/, 'etcd runs with TLS');
+  const placementBefore = JSON.stringify(await c.placement());
+  const forged = {
+    key: Buffer.from(keys.placement(c.volume, 0)).toString('base64'),
+    value: Buffer.from(JSON.stringify({ pg: 0, bricks: ['evil'], isr: ['evil'], epoch: 999 })).toString(
+      'base64',
+    ),
+  };
+  const plainEtcd = await fetch(`${etcd.replace('https:', 'http:')}/v3/kv/put`, {
+    method: 'POST',
+    body: JSON.stringify(forged),
+    signal: AbortSignal.timeout(5000),
+  }).then(
+    (r) => `HTTP ${r.status}`,
+    (err: Error) => `refused: ${err.message}`,
+  );
+  t.match(plainEtcd, /^refused/, `plain HTTP to etcd: ${plainEtcd}`);
+  const noCertEtcd = await etcdGateway(etcd, '/v3/kv/put', forged, { ca: clientSec.ca });
+  t.match(
+    noCertEtcd,
+    /^refused: .*(certificate|alert|reset|hang up)/i,
+    `TLS without a certificate: ${noCertEtcd}`,
+  );
+  t.equal(JSON.stringify(await c.placement()), placementBefore, 'the placement is unchanged');
+  const withCert = await etcdGateway(etcd, '/v3/kv/range', { key: forged.key }, clientSec);
+  t.equal(
+    withCert,
+    'HTTP 200',
+    'the same gateway answers a certificate of the CA (the request itself is sound)',
+  );
+
+  // Nothing else changed either: the root directory, the stored inodes and blocks (but the one file made).
+  t.same(readdirSync(c.path()).sort(), before.root, 'the root directory is as it was');
+  const after = await c.counts();
+  t.equal(after.blocks, before.counts.blocks, 'no block was added or removed');
+  t.ok(
+    readdirSync(c.path('open')).includes('claimed-root'),
+    "the squashed client's file is where it made it",
+  );
+});
