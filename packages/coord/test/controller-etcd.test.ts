@@ -102,7 +102,7 @@ async function setup(t: Test, volume: string) {
 const servedWithout = (placement: PgAssignment[], dead: string) =>
   placement.every((a) => a.bricks[0] !== dead && !a.isr.includes(dead));
 
-t.test('etcd: a SIGKILLed brick is failed over well under 1 s after a report', async (t) => {
+t.test('etcd: a SIGKILLed brick is failed over after a report, before its lease expires', async (t) => {
   const { admin, sessions, child } = await setup(t, 'fast');
   const before = await admin.getPlacement('fast');
   t.ok(
@@ -120,7 +120,9 @@ t.test('etcd: a SIGKILLed brick is failed over well under 1 s after a report', a
     5000,
   );
   const ms = Date.now() - started;
-  t.ok(ms < 1000, `256 PGs failed over in ${ms} ms (the lease is ${TTL} ms)`);
+  // Sooner than the lease could expire (its last keepalive was at most keepaliveIntervalMs, 500 ms, before
+  // the kill): the report, not the lease, moved them. How fast exactly is the bench's business, not a test's.
+  t.ok(ms < TTL - 500, `256 PGs failed over in ${ms} ms (the lease is ${TTL} ms)`);
   t.notOk((await admin.listBricks('fast')).find((b) => b.id === 'b2')!.alive);
 });
 
