@@ -62,7 +62,6 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   const brickHosts = rest.slice(0, 3);
   const clientHost = rest[3]!;
   const procs: Proc[] = [];
-  let client: Proc | undefined;
   const mnt = join(base, 'mnt');
   mkdirSync(mnt);
 
@@ -109,6 +108,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
     if (!t.passing())
       for (const p of procs) process.stderr.write(`\n---- ${p.name} (${p.log})\n${tail(p.log)}\n`);
     // The mount first (it lives in the client's mount namespace), then every process, then the namespaces.
+    const client = procs.find((p) => p.name === 'client');
     if (client && !client.done)
       spawnSync('nsenter', ['-t', String(client.child.pid), '-m', 'umount', '-l', mnt], { timeout: 10_000 });
     for (const p of [...procs].reverse()) await stop(p);
@@ -233,7 +233,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   );
 
   // ---- the client on h4; its mount is seen through its root
-  client = start('client', clientHost, process.execPath, [
+  const client = start('client', clientHost, process.execPath, [
     bins.dunixfs,
     `${etcdHost.address}:${ETCD_PORT}/${VOLUME}`,
     mnt,
@@ -244,7 +244,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   const root = `/proc/${pid}/root${mnt}`;
   await waitUntil(
     () => {
-      if (client!.done) throw new Error(`dunixfs exited:\n${tail(client!.log)}`);
+      if (client.done) throw new Error(`dunixfs exited:\n${tail(client.log)}`);
       try {
         return readFileSync(`/proc/${pid}/mountinfo`, 'utf8').includes(` ${mnt} `);
       } catch {
