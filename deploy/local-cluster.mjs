@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-/* global fetch, AbortSignal */
 /**
  * The one-command local cluster: etcd + 3 bricks + a FUSE mount on this
  * machine, every daemon detached, listening on 127.0.0.1 only.
@@ -30,6 +29,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -194,6 +194,15 @@ function resolveConfig(values, env) {
   };
   cfg.mountLog = join(cfg.logDir, 'mount.log');
   cfg.client = { pidFile: join(cfg.runDir, 'client.pid') };
+  // TLS everywhere (made by dunixctl ca init / cert issue on first start): the CA of this state dir,
+  // etcd's server certificate, one per brick, one for the mount, dunixctl and this launcher.
+  const tlsDir = join(stateDir, 'tls');
+  cfg.tls = {
+    ca: tlsDir,
+    etcd: join(tlsDir, 'etcd', 'etcd0'),
+    client: join(tlsDir, 'clients', 'local'),
+  };
+  for (const b of cfg.bricks) b.tlsDir = join(tlsDir, 'bricks', b.name);
   return cfg;
 }
 
@@ -201,7 +210,7 @@ function resolveConfig(values, env) {
 function setEtcdPorts(cfg, clientPort, peerPort) {
   cfg.etcdClientPort = clientPort;
   cfg.etcdPeerPortInUse = peerPort;
-  cfg.endpoint = `http://${LOOPBACK}:${clientPort}`;
+  cfg.endpoint = `https://${LOOPBACK}:${clientPort}`;
   cfg.spec = `${LOOPBACK}:${clientPort}/${cfg.volume}`;
 }
 
@@ -430,26 +439,56 @@ async function requirePortFree(what, port, envName) {
 const b64 = (s) => Buffer.from(s).toString('base64');
 const unb64 = (s) => Buffer.from(s ?? '', 'base64').toString();
 
-async function etcdHealthy(endpoint) {
+/**
+ * A request to etcd's HTTP side with the launcher's client certificate (etcd
+ * runs with --client-cert-auth; fetch() cannot present one). Resolves with
+ * the status and the parsed body.
+ */
+function etcdRequest(cfg, path, body) {
+  cfg.tlsPem ??= {
+    ca: readFileSync(join(cfg.tls.client, 'ca.crt')),
+    cert: readFileSync(join(cfg.tls.client, 'tls.crt')),
+    key: readFileSync(join(cfg.tls.client, 'tls.key')),
+  };
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      `${cfg.endpoint}${path}`,
+      { method: body === undefined ? 'GET' : 'POST', ...cfg.tlsPem, timeout: limits.etcdRequestMs },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (text += c));
+        res.on('end', () => {
+          try {
+            resolve({ status: res.statusCode, body: JSON.parse(text) });
+          } catch (err) {
+            reject(err);
+          }
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`etcd ${path}: no answer in ${limits.etcdRequestMs} ms`)));
+    req.on('error', reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+async function etcdHealthy(cfg) {
   try {
-    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(limits.etcdRequestMs) });
-    return res.ok && (await res.json()).health === 'true';
+    const res = await etcdRequest(cfg, '/health');
+    return res.status === 200 && res.body.health === 'true';
   } catch {
     return false;
   }
 }
 
 /** Keys under a prefix, as {key: value}, via etcd's JSON gateway. */
-async function etcdPrefix(endpoint, prefix) {
+async function etcdPrefix(cfg, prefix) {
   const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-  const res = await fetch(`${endpoint}/v3/kv/range`, {
-    method: 'POST',
-    body: JSON.stringify({ key: b64(prefix), range_end: b64(end) }),
-    signal: AbortSignal.timeout(limits.etcdRequestMs),
-  });
-  if (!res.ok) throw new Error(`etcd range ${prefix}: HTTP ${res.status}`);
-  const body = await res.json();
-  return Object.fromEntries((body.kvs ?? []).map((kv) => [unb64(kv.key), unb64(kv.value)]));
+  const res = await etcdRequest(cfg, '/v3/kv/range', { key: b64(prefix), range_end: b64(end) });
+  if (res.status !== 200) throw new Error(`etcd range ${prefix}: HTTP ${res.status}`);
+  return Object.fromEntries((res.body.kvs ?? []).map((kv) => [unb64(kv.key), unb64(kv.value)]));
 }
 
 const volumeKey = (volume) => `/dunix/v1/volumes/${volume}/`;
@@ -465,7 +504,16 @@ function brickId(brick) {
 function dunixctl(cfg, args) {
   return spawnSync(
     process.execPath,
-    [BIN.dunixctl, '--etcd', cfg.endpoint, '--timeout', String(limits.dunixctlMs), ...args],
+    [
+      BIN.dunixctl,
+      '--etcd',
+      cfg.endpoint,
+      '--tls-dir',
+      cfg.tls.client,
+      '--timeout',
+      String(limits.dunixctlMs),
+      ...args,
+    ],
     { encoding: 'utf8', timeout: limits.dunixctlMs + 5_000 },
   );
 }
@@ -531,7 +579,7 @@ async function collectStatus(cfg) {
   adoptRunningEtcd(cfg);
   const etcdPid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
   const runningPort = etcdPid ? argValue(cmdline(etcdPid), '--listen-client-urls') : undefined;
-  const healthy = etcdPid && cfg.endpoint ? await etcdHealthy(cfg.endpoint) : false;
+  const healthy = etcdPid && cfg.endpoint ? await etcdHealthy(cfg) : false;
   const clientPid = ourPid(cfg.client.pidFile, (p) => isOurClient(p, cfg));
   const status = {
     stateDir: cfg.stateDir,
@@ -563,7 +611,7 @@ async function collectStatus(cfg) {
   let config;
   if (healthy) {
     try {
-      const kv = await etcdPrefix(cfg.endpoint, volumeKey(cfg.volume));
+      const kv = await etcdPrefix(cfg, volumeKey(cfg.volume));
       for (const [k, v] of Object.entries(kv)) {
         const m = /\/(config|alive|members|placement)(?:\/([^/]+))?$/.exec(
           k.slice(volumeKey(cfg.volume).length - 1),
@@ -753,6 +801,37 @@ function daemonEnv(strip) {
   return Object.fromEntries(Object.entries(process.env).filter(([k]) => !strip.some((p) => k.startsWith(p))));
 }
 
+/**
+ * The CA of this state dir and the certificates of etcd, each brick and the
+ * local client, made on first start (dunixctl ca init, cert issue); kept
+ * across stop and start like the data.
+ */
+function ensureCertificates(cfg) {
+  const made = [];
+  const run = (args) => {
+    const r = spawnSync(process.execPath, [BIN.dunixctl, ...args, '--dir', cfg.tls.ca], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    if (r.status !== 0) fail(`dunixctl ${args.join(' ')} failed: ${(r.stderr || r.stdout).trim()}`);
+  };
+  if (!existsSync(join(cfg.tls.ca, 'ca.key'))) {
+    run(['ca', 'init']);
+    made.push('CA');
+  }
+  const want = [
+    [cfg.tls.etcd, ['cert', 'issue', '--etcd-server', basename(cfg.tls.etcd)]],
+    [cfg.tls.client, ['cert', 'issue', '--client', basename(cfg.tls.client)]],
+    ...cfg.bricks.map((b) => [b.tlsDir, ['cert', 'issue', '--brick', b.name]]),
+  ];
+  for (const [dir, args] of want) {
+    if (existsSync(join(dir, 'tls.crt'))) continue;
+    run(args);
+    made.push(basename(dir));
+  }
+  return made.length ? `made ${made.join(', ')} in ${cfg.tls.ca}` : `in ${cfg.tls.ca}`;
+}
+
 async function startEtcd(cfg) {
   adoptRunningEtcd(cfg);
   const pid = ourPid(cfg.etcd.pidFile, (p) => isOurEtcd(p, cfg));
@@ -761,7 +840,7 @@ async function startEtcd(cfg) {
     if (url !== cfg.endpoint) {
       fail(`etcd of this state dir runs (pid ${pid}) on ${url}, not ${cfg.endpoint}: stop the cluster first`);
     }
-    if (!(await etcdHealthy(cfg.endpoint))) await waitEtcd(cfg, pid);
+    if (!(await etcdHealthy(cfg))) await waitEtcd(cfg, pid);
     return `already running, pid ${pid}`;
   }
   if (cfg.etcdPort !== 0) {
@@ -792,7 +871,8 @@ async function startEtcd(cfg) {
 /** Starts etcd of this state dir on cfg's current ports; returns its pid. */
 function spawnEtcd(cfg) {
   const client = cfg.endpoint;
-  const peer = `http://${LOOPBACK}:${cfg.etcdPeerPortInUse}`;
+  const peer = `https://${LOOPBACK}:${cfg.etcdPeerPortInUse}`;
+  const cert = (f) => join(cfg.tls.etcd, f);
   const name = 'dunix-local';
   const args = [
     `--name=${name}`,
@@ -807,6 +887,15 @@ function spawnEtcd(cfg) {
     // Placement of the largest volume (65536 PGs + config) goes in one transaction.
     '--max-txn-ops=65600',
     `--max-request-bytes=${32 * 1024 * 1024}`,
+    // TLS with client certificates of this state dir's CA, on the client and the peer port.
+    `--cert-file=${cert('tls.crt')}`,
+    `--key-file=${cert('tls.key')}`,
+    `--trusted-ca-file=${cert('ca.crt')}`,
+    '--client-cert-auth',
+    `--peer-cert-file=${cert('tls.crt')}`,
+    `--peer-key-file=${cert('tls.key')}`,
+    `--peer-trusted-ca-file=${cert('ca.crt')}`,
+    '--peer-client-cert-auth',
     '--logger=zap',
     '--log-level=warn',
   ];
@@ -826,7 +915,7 @@ function spawnEtcd(cfg) {
  */
 async function waitEtcd(cfg, pid, logStart = fileSize(cfg.etcd.logFile)) {
   const deadline = Date.now() + limits.etcdReadyMs;
-  while (!((await etcdHealthy(cfg.endpoint)) && listensOn(pid, cfg.etcdClientPort))) {
+  while (!((await etcdHealthy(cfg)) && listensOn(pid, cfg.etcdClientPort))) {
     if (!alive(pid)) {
       rmSync(cfg.etcd.pidFile, { force: true });
       if (/address already in use/.test(textSince(cfg.etcd.logFile, logStart))) return 'port taken';
@@ -877,6 +966,8 @@ async function startBricks(cfg) {
       cfg.endpoint,
       '--volume',
       cfg.volume,
+      '--tls-dir',
+      b.tlsDir,
     ];
     pids.set(
       b,
@@ -895,7 +986,7 @@ async function startBricks(cfg) {
     }
     let live = {};
     try {
-      live = await etcdPrefix(cfg.endpoint, `${volumeKey(cfg.volume)}alive/`);
+      live = await etcdPrefix(cfg, `${volumeKey(cfg.volume)}alive/`);
     } catch {
       live = {};
     }
@@ -920,7 +1011,7 @@ async function startBricks(cfg) {
 
 async function ensureVolume(cfg) {
   const configKey = `${volumeKey(cfg.volume)}config`;
-  const exists = async () => configKey in (await etcdPrefix(cfg.endpoint, configKey));
+  const exists = async () => configKey in (await etcdPrefix(cfg, configKey));
   if (await exists()) return `${cfg.volume} exists`;
   const r = dunixctl(cfg, [
     'volume',
@@ -957,7 +1048,8 @@ async function ensureMounted(cfg) {
   mkdirSync(cfg.mountPoint, { recursive: true });
   // The client is started like the other daemons (not through mount(8), whose helper forgets
   // its PID): stop waits for this PID to exit and signals it if it does not.
-  const pid = spawnDetached(process.execPath, [BIN.client, cfg.spec, cfg.mountPoint], {
+  const args = [BIN.client, cfg.spec, cfg.mountPoint, '-o', `tls_dir=${cfg.tls.client}`];
+  const pid = spawnDetached(process.execPath, args, {
     logFile: cfg.mountLog,
     pidFile: cfg.client.pidFile,
     cwd: cfg.stateDir,
@@ -987,6 +1079,7 @@ async function cmdStart(cfg) {
     return cfg.install || cfg.build ? 'ok' : 'skipped';
   });
   await step(MOUNT_WRAPPER, () => (cfg.install ? installMountWrapper() : 'skipped'));
+  await step('certificates', () => ensureCertificates(cfg));
   await step('etcd', () => startEtcd(cfg));
   recordConfig(cfg); // stop and status of this state dir use it
   await step('bricks', () => startBricks(cfg));
