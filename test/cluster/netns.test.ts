@@ -54,6 +54,8 @@ const tail = (file: string, lines = 30) => {
 
 const why = netnsUnavailable();
 t.test('three brick hosts, a client host and etcd on a private bridge', { skip: why }, async (t) => {
+  const startedAt = Date.now();
+  const phase = (what: string) => t.comment(`${what} at ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
   const base = mkdtempSync(join(tmpdir(), 'dunix-netns-'));
   reap.add({ kind: 'dir', path: base });
   spawnSync('chmod', ['0755', base]);
@@ -121,7 +123,9 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   const ca = join(base, 'ca');
   await initCa(ca);
   for (const [i, h] of brickHosts.entries())
-    await issueCert(ca, { role: 'brick', name: `b${i + 1}`, sans: [h.address] });
+    await issueCert(ca, { role: 'brick', name: `b${i + 1}`, sans: [h.address, h.address6] });
+  // The third brick listens on (and advertises) an IPv6 literal.
+  const listenOf = (i: number) => (i === 2 ? `[${brickHosts[i]!.address6}]` : brickHosts[i]!.address);
   await issueCert(ca, { role: 'client', name: 'client' });
   // etcd with TLS and client certificates: plain HTTP to a non-loopback address is refused.
   const etcdTls = (await issueCert(ca, { role: 'etcd', name: 'e0', sans: [etcdHost.address] })).dir;
@@ -166,7 +170,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
       '--data',
       dir,
       '--listen',
-      h.address,
+      listenOf(i),
       '--port-file',
       join(dir, 'ports.json'),
       '--etcd',
@@ -204,8 +208,8 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   );
   t.same(
     ports.map((p) => [p.address, p.dataAddress]),
-    brickHosts.map((h) => [`${h.address}:7101`, `${h.address}:7201`]),
-    'each brick advertises its host address on the fixed ports 7101 (gRPC) and 7201 (data)',
+    brickHosts.map((_h, i) => [`${listenOf(i)}:7101`, `${listenOf(i)}:7201`]),
+    'each brick advertises its host address on the fixed ports 7101 (gRPC) and 7201 (data), brick3 a bracketed IPv6 one',
   );
 
   // The volume once all three registered (create refuses 3 replicas over fewer bricks).
@@ -232,6 +236,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
     500,
   );
 
+  phase('etcd and three bricks serving');
   // ---- the client on h4; its mount is seen through its root
   const client = start('client', clientHost, process.execPath, [
     bins.dunixfs,
@@ -266,6 +271,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
     'the mount exists only in the client host namespace',
   );
 
+  phase('mounted');
   // ---- tar: a few hundred files, compared with a local extraction
   const local = join(base, 'local');
   mkdirSync(local);
@@ -287,6 +293,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   const diff = run('diff', ['-r', '--no-dereference', local, join(root, 'tar')]);
   t.equal(diff.status, 0, `tar: ${files} files extracted onto the mount match ${diff.stdout.slice(0, 500)}`);
 
+  phase('tar checked');
   // ---- git and cc look at their working directory's path: they run in the client's mount namespace
   const inMount = (cwd: string, cmd: string, args: string[]): [string, string[]] => [
     'nsenter',
@@ -323,6 +330,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   t.equal(hello.status, 3, 'cc: the program ran from the mount');
   t.equal(hello.stdout, 'hi from the hosts\n');
 
+  phase('git and cc checked');
   // ---- a brick host's link down under a writer, then back
   const cut = brickHosts[0]!;
   const writer = startRecordWriter({
@@ -376,6 +384,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
     500,
   );
   t.pass('the brick healed: three live bricks, no PG degraded');
+  phase('healed');
   // The file read back after healing equals what was there (and the writer's records).
   t.ok(readFileSync(join(root, 'records.bin')).equals(data), 'the file reads the same after healing');
 });
