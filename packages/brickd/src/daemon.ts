@@ -32,7 +32,7 @@ import {
   type VolumeConfig,
 } from '@dunix/proto';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { lookup } from 'node:dns/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -200,7 +200,9 @@ export class BrickDaemon {
       if ((this.o.security ?? INSECURE_TRANSPORT).kind === 'insecure')
         assertInsecureAllowed(at.advertiseHost, 'advertised address');
       await initHashing();
-      await mkdir(this.o.dataDir, { recursive: true });
+      await mkdir(this.o.dataDir, { recursive: true, mode: 0o700 });
+      // The state dir is the brick's alone, also when it was made by someone else (an installer, a test).
+      await chmod(this.o.dataDir, 0o700);
       if (this.o.metricsListen) {
         const { registry } = this.metrics;
         this.metricsServer = await startMetricsServer(

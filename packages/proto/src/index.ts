@@ -17,3 +17,4 @@ export * from './buffer-pool.js';
 export * from './log-codec.js';
 export * from './invalidation-poller.js';
 export * from './metrics-server.js';
+export * from './version.js';

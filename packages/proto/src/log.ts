@@ -107,6 +107,6 @@ export function installLogSignals(log: Logger): void {
   process.on('SIGUSR2', () => {
     const next = current === 'debug' ? base : 'debug';
     setLogLevel(next);
-    log.warn('log level changed (SIGUSR2)', { level: next });
+    log.warn('log level changed (SIGUSR2)', { logLevel: next });
   });
 }

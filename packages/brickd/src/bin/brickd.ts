@@ -4,9 +4,17 @@ import {
   INSECURE_TRANSPORT,
   loadTlsDir,
   parseMetricsListen,
+  DUNIX_VERSION,
+  installLogSignals,
+  isLogLevel,
+  LOG_LEVELS,
+  setLogFile,
+  setLogLevel,
   type TransportSecurity,
 } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { configArgs, configFileOf } from '../config-file.js';
 import { loadEtcdTls, resolveEtcd, type EtcdConnection } from '@dunix/coord';
 import { BrickDaemon } from '../daemon.js';
 import {
@@ -16,6 +24,9 @@ import {
   parseHost,
   parseListen,
 } from '../net-address.js';
+
+// The data dir 0700, LevelDB, block and log files 0600: nothing a brick writes is for other users.
+process.umask(0o077);
 
 const log = createLogger('brickd');
 
@@ -54,6 +65,21 @@ function checked<T>(parse: (v: string) => T) {
 
 const program = new Command('brickd')
   .description('dunixfs storage daemon: serves the placement groups the volume map assigns to it')
+  .version(`brickd ${DUNIX_VERSION}`, '-V, --version', 'print the version and exit')
+  .option(
+    '--config <file>',
+    'read options from FILE, one "name = value" per line (long option names; flags: "name" or "name = true"); ' +
+      'command-line options win',
+  )
+  .option('--log-file <file>', 'append logs to FILE (0600; reopened on SIGHUP) instead of stderr')
+  .option(
+    '--log-level <level>',
+    `${LOG_LEVELS.join(', ')} (default: $DUNIX_LOG or info); SIGUSR2 switches debug on and off while running`,
+    (v: string) => {
+      if (!isLogLevel(v)) throw new InvalidArgumentError(`expected one of ${LOG_LEVELS.join(', ')}`);
+      return v;
+    },
+  )
   .requiredOption('--data <dir>', 'data directory (LevelDB metadata and block files)')
   .option(
     '--listen <host:port>',
@@ -145,6 +171,14 @@ const program = new Command('brickd')
       '(without it, brickd refuses to start there)',
   )
   .action(async (opts) => {
+    try {
+      if (opts.logFile) setLogFile(String(opts.logFile));
+    } catch (err) {
+      log.error('start failed', { err: `--log-file: ${(err as Error).message}` });
+      process.exit(1);
+    }
+    if (opts.logLevel) setLogLevel(opts.logLevel);
+    installLogSignals(log);
     if (opts.tlsDir && opts.insecure) {
       log.error('start failed', { err: '--tls-dir and --insecure exclude each other' });
       process.exit(2);
@@ -213,7 +247,22 @@ const program = new Command('brickd')
     }
   });
 
-program.parseAsync().catch((err) => {
+/** The config file's options first: the command line's, parsed after them, win. */
+function argvWithConfig(argv: string[]): string[] {
+  const file = configFileOf(argv);
+  if (file === undefined) return argv;
+  try {
+    const options = program.options
+      .filter((o) => o.long)
+      .map((o) => ({ name: o.long!.slice(2), takesValue: o.required || o.optional }));
+    return [...configArgs(readFileSync(file, 'utf8'), options, file), ...argv];
+  } catch (err) {
+    process.stderr.write(`brickd: --config: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+}
+
+program.parseAsync(argvWithConfig(process.argv.slice(2)), { from: 'user' }).catch((err) => {
   log.error('fatal', { err });
   process.exit(1);
 });

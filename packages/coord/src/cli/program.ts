@@ -1,4 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { DUNIX_VERSION } from '@dunix/proto';
 import { createLogger, errorTable, FsError, INSECURE_TRANSPORT, loadTlsDir, type Logger } from '@dunix/proto';
 import type { Coordinator } from '../coordinator.js';
 import { EtcdCoordinator } from '../etcd-coordinator.js';
@@ -145,6 +146,7 @@ export function oneLine(e: unknown): string {
 export async function run(argv: string[], io: CliIo): Promise<number> {
   const program = new Command('dunixctl')
     .description('dunixfs administration')
+    .version(`dunixctl ${DUNIX_VERSION}`, '-V, --version', 'print the version and exit')
     .option('--etcd <urls>', 'etcd endpoints, comma-separated', process.env.DUNIX_ETCD ?? DEFAULT_ETCD)
     .option(
       '--tls-dir <dir>',

@@ -22,11 +22,17 @@ import { DunixFs, dunixFsDefaults } from '../client/dunix-fs.js';
 import { mountInfo, newMountId, volumeGone } from '../client/mount-record.js';
 import { FuseMount } from '../fuse/mount.js';
 import { InvalidationPoller, type InvalidationSink } from '@dunix/proto';
-import { startMetricsServer, type MetricsServer } from '@dunix/proto';
+import {
+  DUNIX_VERSION,
+  installLogSignals,
+  setLogFile,
+  startMetricsServer,
+  type MetricsServer,
+} from '@dunix/proto';
 import { ClientMetrics } from '../client/metrics.js';
 import { writeFile, rename } from 'node:fs/promises';
 import { constants } from 'node:os';
-import { mountUsage, parseMountArgs, wantsHelp } from './mount-args.js';
+import { mountUsage, parseMountArgs, wantsHelp, wantsVersion } from './mount-args.js';
 
 /**
  * dunixfs SPEC MOUNTPOINT [-o options]: mounts a volume and serves it in the
@@ -39,6 +45,12 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(mountUsage('dunixfs'));
     return 0;
   }
+  if (wantsVersion(argv)) {
+    process.stdout.write(`dunixfs ${DUNIX_VERSION}\n`);
+    return 0;
+  }
+  // A mount's log and what it learns of its files are for root only.
+  process.umask(0o077);
   const log = createLogger('dunixfs');
   let args;
   try {
@@ -48,6 +60,16 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const mountpoint = resolve(args.mountpoint);
+  // log=FILE (mount.dunixfs's log): written by name, so SIGHUP after logrotate moves on to a new file.
+  if (args.logFile) {
+    try {
+      setLogFile(resolve(args.logFile));
+    } catch (err) {
+      process.stderr.write(`dunixfs: log=${args.logFile}: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
+  installLogSignals(log);
   const startedAtMs = Date.now();
   let security: TransportSecurity = INSECURE_TRANSPORT;
   let etcd: EtcdConnection;

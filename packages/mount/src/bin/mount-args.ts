@@ -116,12 +116,19 @@ ${what}
   -t TYPE      ${FS_TYPES.join(' or ')} (as mount(8) passes it)
   -s -n -v -w  accepted and ignored (mount(8) passes them); -r mounts read-only
   -h, --help   this text
+  -V, --version
+               print the version and exit
 
 Examples:
   mount -t dunixfs 127.0.0.1:2379/dunix /mnt/dunix
   mount -t fuse.dunixfs 127.0.0.1:2379/dunix /mnt/dunix
   fstab: 127.0.0.1:2379/dunix  /mnt/dunix  fuse.dunixfs  defaults,_netdev  0 0
 `;
+}
+
+/** True when argv asks for the version (-V, --version), whatever else it holds. */
+export function wantsVersion(argv: string[]): boolean {
+  return argv.some((a) => a === '-V' || a === '--version');
 }
 
 /** True when argv asks for the usage text (-h, --help), whatever else it holds. */

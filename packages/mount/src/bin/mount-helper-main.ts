@@ -3,13 +3,18 @@ import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readMountInfo } from '../fuse/mount.js';
-import { mountUsage, parseMountArgs, wantsHelp } from './mount-args.js';
+import { DUNIX_VERSION } from '@dunix/proto';
+import { mountUsage, parseMountArgs, wantsHelp, wantsVersion } from './mount-args.js';
 
 const READY_TIMEOUT_MS = 30_000;
 
 export async function main(argv: string[]): Promise<number> {
   if (wantsHelp(argv)) {
     process.stdout.write(mountUsage('mount.dunixfs'));
+    return 0;
+  }
+  if (wantsVersion(argv)) {
+    process.stdout.write(`mount.dunixfs ${DUNIX_VERSION}\n`);
     return 0;
   }
   let args;
@@ -26,9 +31,10 @@ export async function main(argv: string[]): Promise<number> {
     return new Promise((r) => child.on('exit', (code) => r(code ?? 1)));
   }
   const logFile = args.logFile ?? join('/var/log/dunixfs', `${mountpoint.replace(/\//g, '_') || 'root'}.log`);
-  mkdirSync(dirname(logFile), { recursive: true });
-  const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [client, ...argv, '-f'], {
+  mkdirSync(dirname(logFile), { recursive: true, mode: 0o700 });
+  // The client writes its log itself (log=FILE: reopened on SIGHUP); stdio keeps what it prints on a crash.
+  const fd = openSync(logFile, 'a', 0o600);
+  const child = spawn(process.execPath, [client, ...argv, '-f', '-o', `log=${logFile}`], {
     detached: true,
     stdio: ['ignore', fd, fd],
   });

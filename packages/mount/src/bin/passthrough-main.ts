@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { createLogger } from '@dunix/proto';
+import { createLogger, DUNIX_VERSION } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
 import { FuseMount } from '../fuse/mount.js';
 import { type SessionOptions, sessionDefaults } from '../fuse/options.js';
@@ -19,6 +19,7 @@ export async function main(argv: string[]): Promise<number> {
     .description(
       'Mirror a local directory through the dunixfs FUSE layer (debugging aid and benchmark baseline).',
     )
+    .version(`dunixfs-passthrough ${DUNIX_VERSION}`, '-V, --version', 'print the version and exit')
     .argument('<source>', 'directory to mirror')
     .argument('<mountpoint>', 'where to mount it')
     .option('--attr-ttl-ms <ms>', 'kernel attribute cache lifetime', ms, sessionDefaults.attrTtlMs)
