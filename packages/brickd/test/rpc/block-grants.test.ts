@@ -105,6 +105,18 @@ t.test('block grants', async (t) => {
     /^NOT_PERMITTED: .*signature does not verify/,
     'rights changed after signing',
   );
+  const b1Grant = checker.issue(5n, GRANT_READ | GRANT_WRITE, 'c1');
+  const keySwapped = {
+    ...ro,
+    rights: GRANT_READ | GRANT_WRITE,
+    grantKey: b1Grant.grantKey,
+    signature: b1Grant.signature,
+  };
+  t.match(
+    code(() => checker.check('WriteBlock', client('c1'), keySwapped, 5n, GRANT_WRITE)),
+    /^NOT_PERMITTED: .*not vouched for by its issuer CN=b0/,
+    "another brick's grant key under b0's certificate",
+  );
   const byClient = new BlockGrants({ ...opts, security: cl }).issue(5n, GRANT_READ, 'c1');
   t.match(
     code(() => checker.check('ReadBlock', client('c1'), byClient, 5n, GRANT_READ)),

@@ -10,6 +10,8 @@ export interface BlockGrant {
   'expiresAtMs'?: (number | string | Long);
   'issuerCert'?: (Buffer | Uint8Array | string);
   'signature'?: (Buffer | Uint8Array | string);
+  'grantKey'?: (Buffer | Uint8Array | string);
+  'grantKeySignature'?: (Buffer | Uint8Array | string);
 }
 
 export interface BlockGrant__Output {
@@ -19,4 +21,6 @@ export interface BlockGrant__Output {
   'expiresAtMs': (string);
   'issuerCert': (Buffer);
   'signature': (Buffer);
+  'grantKey': (Buffer);
+  'grantKeySignature': (Buffer);
 }
