@@ -26,7 +26,7 @@ export interface ConnLimits {
 
 export const connLimitDefaults: ConnLimits = {
   connectionsMax: 4096,
-  inflightCallsPerConnMax: 256,
+  inflightCallsPerConnMax: 1024,
   inflightBytesPerConnMax: 64 * 1024 * 1024,
   queuedBytesPerConnMax: 32 * 1024 * 1024,
   idleTimeoutMs: 10 * 60_000,
