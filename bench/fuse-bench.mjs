@@ -758,7 +758,9 @@ function dunixfsTarget(
         process.execPath,
         [
           DUNIX_BINS.client,
-          `127.0.0.1:${clientPort}/${VOLUME}`,
+          // etcd runs plain HTTP on loopback here (never on the data path): said explicitly, since
+          // with tls_dir a HOST:PORT endpoint means https.
+          `http://127.0.0.1:${clientPort}/${VOLUME}`,
           mnt,
           ...(tls ? ['-o', `tls_dir=${join(base, 'tls', 'clients', 'bench')}`] : []),
         ],

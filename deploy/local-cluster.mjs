@@ -806,27 +806,23 @@ function daemonEnv(strip) {
  * local client, made on first start (dunixctl ca init, cert issue); kept
  * across stop and start like the data.
  */
-function ensureCertificates(cfg) {
+async function ensureCertificates(cfg) {
+  // In this process (what dunixctl ca init / cert issue run): a node start per certificate
+  // cost most of a cold start on a loaded host.
+  const { initCa, issueCert } = await import(join(REPO, 'packages/coord/dist/src/ca.js'));
   const made = [];
-  const run = (args) => {
-    const r = spawnSync(process.execPath, [BIN.dunixctl, ...args, '--dir', cfg.tls.ca], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    if (r.status !== 0) fail(`dunixctl ${args.join(' ')} failed: ${(r.stderr || r.stdout).trim()}`);
-  };
   if (!existsSync(join(cfg.tls.ca, 'ca.key'))) {
-    run(['ca', 'init']);
+    await initCa(cfg.tls.ca);
     made.push('CA');
   }
   const want = [
-    [cfg.tls.etcd, ['cert', 'issue', '--etcd-server', basename(cfg.tls.etcd)]],
-    [cfg.tls.client, ['cert', 'issue', '--client', basename(cfg.tls.client)]],
-    ...cfg.bricks.map((b) => [b.tlsDir, ['cert', 'issue', '--brick', b.name]]),
+    [cfg.tls.etcd, 'etcd'],
+    [cfg.tls.client, 'client'],
+    ...cfg.bricks.map((b) => [b.tlsDir, 'brick']),
   ];
-  for (const [dir, args] of want) {
+  for (const [dir, role] of want) {
     if (existsSync(join(dir, 'tls.crt'))) continue;
-    run(args);
+    await issueCert(cfg.tls.ca, { role, name: basename(dir) });
     made.push(basename(dir));
   }
   return made.length ? `made ${made.join(', ')} in ${cfg.tls.ca}` : `in ${cfg.tls.ca}`;
