@@ -11,6 +11,7 @@
  * - a placement write to etcd without credentials (plain HTTP, TLS without
  *   a client certificate).
  */
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { connect as tlsConnect } from 'node:tls';
@@ -241,6 +242,24 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
   t.match(String(writeBlock), /opened for reading only/);
   t.ok(readFileSync(c.path('secret')).equals(secret), 'the file is unchanged');
 
+  // The harness's own mount still copies server-side (CopyBlock carries a grant for each file).
+  const copied = spawnSync(
+    'python3',
+    [
+      '-c',
+      'import os,sys\ns=os.open(sys.argv[1],os.O_RDONLY)\nd=os.open(sys.argv[2],os.O_WRONLY|os.O_CREAT,0o644)\n' +
+        'n=0\nwhile True:\n  k=os.copy_file_range(s,d,1<<20)\n  n+=k\n  if k==0: break\nprint(n)',
+      c.path('public'),
+      c.path('open', 'copy'),
+    ],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  t.equal(copied.status, 0, `copy_file_range through the mount: ${copied.stderr.trim()}`);
+  t.ok(
+    readFileSync(c.path('open', 'copy')).equals(readFileSync(c.path('public'))),
+    'the server-side copy (CopyBlock with grants) has the bytes',
+  );
+
   // ---- 5. a placement write to etcd without credentials
   const etcd = c.etcd.endpoint;
   t.match(etcd, /^https:/, 'etcd runs with TLS');
@@ -277,7 +296,7 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
   // Nothing else changed either: the root directory, the stored inodes and blocks (but the one file made).
   t.same(readdirSync(c.path()).sort(), before.root, 'the root directory is as it was');
   const after = await c.counts();
-  t.equal(after.blocks, before.counts.blocks, 'no block was added or removed');
+  t.equal(after.blocks, before.counts.blocks + 2, "no block was added or removed but the copy's two");
   t.ok(
     readdirSync(c.path('open')).includes('claimed-root'),
     "the squashed client's file is where it made it",
