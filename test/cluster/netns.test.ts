@@ -1,7 +1,7 @@
 /**
  * dunixfs across "hosts": network namespaces on a private bridge (its own
  * namespace; test/src/netns.ts), etcd on h0, a brick on each of h1..h3 (the
- * documented fixed ports 7101 and 7201, mutual TLS, --host labels), the
+ * documented fixed ports 7101 and 8101, mutual TLS, --host labels), the
  * client on h4. Nothing listens on or dials the machine's own interfaces:
  * every address is 10.213.0.x inside the namespaces. The mount lives in the
  * client's mount namespace (`ip netns exec` makes one); the test reaches it
@@ -208,8 +208,8 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
   );
   t.same(
     ports.map((p) => [p.address, p.dataAddress]),
-    brickHosts.map((_h, i) => [`${listenOf(i)}:7101`, `${listenOf(i)}:7201`]),
-    'each brick advertises its host address on the fixed ports 7101 (gRPC) and 7201 (data), brick3 a bracketed IPv6 one',
+    brickHosts.map((_h, i) => [`${listenOf(i)}:7101`, `${listenOf(i)}:8101`]),
+    'each brick advertises its host address on the fixed ports 7101 (gRPC) and 8101 (data), brick3 a bracketed IPv6 one',
   );
 
   // The volume once all three registered (create refuses 3 replicas over fewer bricks).

@@ -11,10 +11,11 @@ import net from 'node:net';
 export const GRPC_PORT_DEFAULT = 7101;
 /**
  * The data (frame) port is the gRPC port plus this, unless `--data-port`
- * says otherwise: 7101 -> 7201. Not +1: the local launcher gives a host's
- * bricks consecutive gRPC ports (7101, 7102, 7103).
+ * says otherwise: 7101 -> 8101. Far from the gRPC port: the local launcher
+ * gives a host's bricks consecutive gRPC ports (7101, 7102, 7103), and a
+ * second cluster beside them starts at 7201 (deploy/README.md).
  */
-export const DATA_PORT_OFFSET = 100;
+export const DATA_PORT_OFFSET = 1000;
 
 export interface HostPort {
   /** Without brackets (an IPv6 literal is bare here). */

@@ -58,7 +58,7 @@ t.test('advertise: defaults to the listen host; never the any-address', async (t
   t.same(await brickAddresses({ listen: '0.0.0.0:7101', advertise: '[fd00::5]' }, noDns), {
     listenHost: '0.0.0.0',
     listenPort: 7101,
-    dataPort: 7201,
+    dataPort: 8101,
     advertiseHost: 'fd00::5',
   });
   for (const any of ['0.0.0.0', '::', '[::]', '[0:0::0]'])
@@ -91,7 +91,7 @@ t.test('names must resolve', async (t) => {
 
 t.test('data port: gRPC port + offset, any with port 0, explicit wins, never the gRPC port', async (t) => {
   t.equal((await brickAddresses({ listen: '127.0.0.1:0' }, noDns)).dataPort, 0);
-  t.equal((await brickAddresses({ listen: '127.0.0.1:7102' }, noDns)).dataPort, 7202);
+  t.equal((await brickAddresses({ listen: '127.0.0.1:7102' }, noDns)).dataPort, 8102);
   t.equal((await brickAddresses({ listen: '127.0.0.1:7101', dataPort: 9000 }, noDns)).dataPort, 9000);
   await t.rejects(brickAddresses({ listen: '127.0.0.1:65500' }, noDns), /pass --data-port/);
   await t.rejects(brickAddresses({ listen: '127.0.0.1:9000', dataPort: 9000 }, noDns), /must differ/);
