@@ -881,3 +881,61 @@ t.test('direntSize pads every record to 8 bytes', async (t) => {
     t.equal(plus, Math.ceil((152 + n) / 8) * 8, `plus ${n}`);
   }
 });
+
+// ---- fuzzing the request parser (FUZZ_RUNS=N for a longer run by hand) ----
+
+t.test(
+  'property: mutated requests of every opcode parse within their bytes or throw MalformedRequest',
+  async (t) => {
+    const layouts = Object.entries(requestLayout).filter(([, l]) => l !== undefined);
+    const seeds = layouts.map(([op, layout]) => {
+      const opcode = Opcode[op as OpcodeName];
+      const names = Array.from({ length: layout!.names }, (_, i) => Buffer.from(`n${i}`));
+      const data = layout!.data ? Buffer.from('some data') : undefined;
+      return message({
+        opcode,
+        unique: 0x4000n,
+        body: pattern(layout!.body?.size ?? 0, opcode),
+        names,
+        ...(data ? { data } : {}),
+      });
+    });
+    const inputs = fc.oneof(
+      fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)),
+      fc
+        .tuple(
+          fc.nat(seeds.length - 1),
+          fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 8 }),
+          fc.option(fc.nat(), { nil: undefined }),
+          fc.uint8Array({ maxLength: 40 }),
+        )
+        .map(([i, flips, cut, extra]) => {
+          const b = Buffer.concat([seeds[i]!, Buffer.from(extra)]);
+          for (const [at, v] of flips) b[at % b.length] = v;
+          return cut === undefined ? b : b.subarray(0, cut % (b.length + 1));
+        }),
+    );
+    fc.assert(
+      fc.property(inputs, (msg) => {
+        let r;
+        try {
+          r = parseRequest(msg);
+        } catch (err) {
+          return err instanceof MalformedRequest;
+        }
+        // What it hands on lies within the message it was given, as the header says.
+        const inside = (b: Buffer) =>
+          b.buffer === msg.buffer && b.byteOffset >= msg.byteOffset && b.length <= msg.length;
+        return (
+          r.header.len <= msg.length &&
+          r.bodyAt <= r.buf.length &&
+          r.names.every((n) => n.length < r.buf.length && !n.includes(0)) &&
+          r.data.length <= r.buf.length &&
+          [r.buf, r.data, ...r.names].every((b) => b.length === 0 || inside(b))
+        );
+      }),
+      { numRuns: Number(process.env.FUZZ_RUNS ?? 2000) },
+    );
+    t.pass('every input parsed within bounds or was refused as malformed');
+  },
+);

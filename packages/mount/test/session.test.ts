@@ -1463,7 +1463,7 @@ t.test(
           return r.unique === unique;
         },
       ),
-      { numRuns: Number(process.env.DUNIX_SESSION_RUNS ?? 1500) },
+      { numRuns: Number(process.env.FUZZ_RUNS ?? process.env.DUNIX_SESSION_RUNS ?? 1500) },
     );
     t.equal(h.s.stats.bugs, 0, 'no input is a bug');
     if (h.s.stats.bugs)

@@ -646,7 +646,8 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       if (req.reads.length + req.writes.length > 2 * limits.txKeysMax)
         throw new FsError('OUT_OF_RANGE', 'too many keys');
       const kv = (k: wire.TxKey__Output): TxKeyValue => ({
-        key: k.key,
+        // Checked as TxRead's: found by the RPC fuzz test (a 2-byte key threw in pgOfKey, a bug answered EIO).
+        key: txKey(k.key),
         value: k.present ? k.value : undefined,
       });
       await brick.txPrepare(pg, txId(req.txId), req.coordinatorPg, req.reads.map(kv), req.writes.map(kv));
