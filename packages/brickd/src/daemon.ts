@@ -12,6 +12,10 @@ import {
 } from '@dunix/coord';
 import {
   assertInsecureAllowed,
+  connLimitDefaults,
+  limits,
+  validateConnLimits,
+  type ConnLimits,
   brickProto,
   fullThresholdPct,
   createLogger,
@@ -112,6 +116,8 @@ export interface BrickdOptions {
    * a brick certificate). Absent: insecure, loopback only, logged loudly.
    */
   security?: TransportSecurity;
+  /** What one peer may hold on either server (docs/LIMITS.md "Server connections"); unset: the defaults. */
+  connLimits?: Partial<ConnLimits>;
   /** HOST:PORT of the Prometheus /metrics endpoint (brickd --metrics-listen); absent: none. */
   metricsListen?: string;
 }
@@ -175,11 +181,13 @@ export class BrickDaemon {
   private volumeDeleted = false;
   private storeLost = false;
   port = 0;
+  private readonly connLimits: ConnLimits;
   readonly metrics = new BrickMetrics();
   private metricsServer: MetricsServer | undefined;
 
   constructor(private readonly o: BrickdOptions) {
     this.log = o.log ?? createLogger('brickd');
+    this.connLimits = validateConnLimits({ ...connLimitDefaults, ...o.connLimits }, limits.messageMaxBytes);
     this.knobs = validateBrickKnobs({ ...brickDefaults, ...o.knobs });
     if (o.replicas !== undefined && (!Number.isInteger(o.replicas) || o.replicas < 1 || o.replicas > 5)) {
       throw new RangeError(`--replicas ${o.replicas} must be 1..5`);
@@ -250,6 +258,7 @@ export class BrickDaemon {
         formatHostPort(at.listenHost, at.listenPort),
         this.delegatingHandlers(),
         security,
+        this.connLimits,
       );
       this.server = server;
       this.port = port;
@@ -259,6 +268,7 @@ export class BrickDaemon {
         this.delegatingHandlers(),
         (reason) => this.log.warn('malformed frame stream; connection closed', { reason }),
         security,
+        this.connLimits,
       );
       const dataPort = await this.frames.listen(at.listenHost, at.dataPort);
       const dataAddress = formatHostPort(at.advertiseHost, dataPort);

@@ -140,6 +140,26 @@ const program = new Command('brickd')
   )
   .option(
     '--port-file <file>',
+  .option(
+    '--connections-max <n>',
+    'connections each server keeps; one more closes the idlest, or is refused when all are busy',
+    intArg('--connections-max', 1, 1_000_000),
+  )
+  .option(
+    '--conn-inflight-max <n>',
+    "calls of one connection served at once; more wait (that peer's socket is not read meanwhile)",
+    intArg('--conn-inflight-max', 1, 65_536),
+  )
+  .option(
+    '--conn-queued-bytes-max <bytes>',
+    'replies one peer has not read before the brick stops serving its calls, e.g. 32MiB',
+    sizeArg('--conn-queued-bytes-max'),
+  )
+  .option(
+    '--conn-idle-timeout-ms <ms>',
+    'a connection with nothing in flight and no traffic for this long is closed',
+    intArg('--conn-idle-timeout-ms', 1000, 86_400_000),
+  )
     'once listening, write {"pid","address","dataAddress"} here (atomically): the ports of a port-0 --listen',
   )
   .option(
@@ -218,6 +238,12 @@ const program = new Command('brickd')
       },
       log,
       portFile: opts.portFile,
+      connLimits: {
+        ...(opts.connectionsMax !== undefined ? { connectionsMax: opts.connectionsMax } : {}),
+        ...(opts.connInflightMax !== undefined ? { inflightCallsPerConnMax: opts.connInflightMax } : {}),
+        ...(opts.connQueuedBytesMax !== undefined ? { queuedBytesPerConnMax: opts.connQueuedBytesMax } : {}),
+        ...(opts.connIdleTimeoutMs !== undefined ? { idleTimeoutMs: opts.connIdleTimeoutMs } : {}),
+      },
       wipeDeletedVolume: !!opts.wipeDeletedVolume,
       metricsListen: opts.metricsListen,
       // The volume went: stop serving and exit 0 (nothing failed; a restart would be refused).

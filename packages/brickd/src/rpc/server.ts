@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { statfs } from 'node:fs/promises';
 import {
   connLimitDefaults,
+  type ConnLimits,
   assertInsecureAllowed,
   brickProto,
   channelOptions,
@@ -947,15 +948,16 @@ export async function startBrickServer(
   listen: string,
   handlers: BrickHandlers,
   security: TransportSecurity = INSECURE_TRANSPORT,
+  connLimits: ConnLimits = connLimitDefaults,
 ): Promise<{ server: grpc.Server; port: number }> {
   if (security.kind === 'insecure')
     assertInsecureAllowed(listen.slice(0, listen.lastIndexOf(':')), 'listen address');
   // The frame server's per-connection limits, as far as grpc-js has them (no connection cap: docs/LIMITS.md).
   const server = new grpc.Server({
     ...channelOptions,
-    'grpc.max_concurrent_streams': connLimitDefaults.inflightCallsPerConnMax,
-    'grpc.max_connection_idle_ms': connLimitDefaults.idleTimeoutMs,
-    'grpc-node.max_session_memory': Math.ceil(connLimitDefaults.queuedBytesPerConnMax / 2 ** 20),
+    'grpc.max_concurrent_streams': connLimits.inflightCallsPerConnMax,
+    'grpc.max_connection_idle_ms': connLimits.idleTimeoutMs,
+    'grpc-node.max_session_memory': Math.ceil(connLimits.queuedBytesPerConnMax / 2 ** 20),
   });
   server.addService(brickProto().dunix.v1.Brick.service, handlers);
   const port = await new Promise<number>((resolve, reject) =>
