@@ -139,9 +139,16 @@ export class BrickMetrics {
     this.view = view;
   }
 
+  /** method -> code -> the histogram's child: labels are resolved once, not hashed per call. */
+  private readonly rpcChildren = new Map<string, Map<string, { observe(v: number): void }>>();
+
   /** One answered RPC: `startNs` from process.hrtime.bigint(), `code` 'OK' or the error table's code. */
   observeRpc(method: string, startNs: bigint, code: string): void {
-    this.rpcSeconds.observe({ method, code }, Number(process.hrtime.bigint() - startNs) / 1e9);
+    let byCode = this.rpcChildren.get(method);
+    if (!byCode) this.rpcChildren.set(method, (byCode = new Map()));
+    let child = byCode.get(code);
+    if (!child) byCode.set(code, (child = this.rpcSeconds.labels(method, code)));
+    child.observe(Number(process.hrtime.bigint() - startNs) / 1e9);
     if (code !== 'OK') this.rpcErrors.inc({ code });
   }
 
