@@ -13,7 +13,11 @@ export interface ConnLimits {
   connectionsMax: number;
   /** Calls of one connection being served at once; past it the server stops reading that connection. */
   inflightCallsPerConnMax: number;
-  /** Request bytes of one connection's calls being served; past it the server stops reading that connection. */
+  /**
+   * Bytes of one connection's calls being served, each call counting its
+   * request and the reply it asks for (a read's `length`); past it the
+   * server stops reading that connection.
+   */
   inflightBytesPerConnMax: number;
   /**
    * Reply bytes queued on one connection that its peer has not read; past it

@@ -219,6 +219,12 @@ interface ErrorBody {
   dunixCode?: string;
 }
 
+/** The reply bytes a request asks for: its `length` field (block reads), capped at one message. */
+function replyBytesAsked(request: unknown): number {
+  const n = (request as { length?: unknown } | null)?.length;
+  return typeof n === 'number' && n > 0 ? Math.min(n, limits.messageMaxBytes) : 0;
+}
+
 /** A request frame read but not yet handed to its handler. */
 interface HeldFrame {
   id: number;
@@ -440,7 +446,11 @@ export class FrameServer {
         [PEER_IDENTITY]: peer,
       } as unknown as grpc.ServerUnaryCall<unknown, unknown>;
       conn.inflightCalls++;
-      conn.inflightBytes += payload.length;
+      // A read's reply is as large as it asks for: counted now, so that calls
+      // in flight cannot queue more reply bytes than the limit (a peer that
+      // never reads would otherwise get every read in flight answered).
+      const bytes = payload.length + replyBytesAsked(request);
+      conn.inflightBytes += bytes;
       let answered = false;
       handler(call, (err, reply) => {
         // A handler answers once; a second answer must not free a slot twice.
@@ -467,7 +477,7 @@ export class FrameServer {
             );
           }
         } finally {
-          finished(payload.length);
+          finished(bytes);
         }
       });
     };

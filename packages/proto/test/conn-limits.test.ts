@@ -177,6 +177,48 @@ t.test(
   },
 );
 
+t.test('reads in flight count the reply bytes they ask for', async (t) => {
+  // Many calls allowed in flight, but their replies would exceed the bytes allowed:
+  // a peer that never reads gets only as many reads started as fit.
+  const w = world();
+  const { server, raw } = await serve(t, w, {
+    inflightCallsPerConnMax: 1024,
+    inflightBytesPerConnMax: limits.messageMaxBytes,
+    queuedBytesPerConnMax: 256 * 1024,
+  });
+  const sock = await raw();
+  sock.pause();
+  const CALLS = 200;
+  sock.write(
+    Buffer.concat(
+      Array.from({ length: CALLS }, (_v, i) =>
+        requestFrame('ReadBlock', i + 1, { ino: '1', index: '0', offset: 0, length: REPLY_BYTES }),
+      ),
+    ),
+  );
+  let last = -1;
+  let peakQueued = 0;
+  for (let stable = 0; stable < 30;) {
+    await sleep(20);
+    peakQueued = Math.max(peakQueued, server.stats().queuedBytes);
+    if (w.served() === last) stable++;
+    else {
+      stable = 0;
+      last = w.served();
+    }
+  }
+  t.comment(`served ${w.served()} of ${CALLS}; peak queued ${peakQueued} bytes`);
+  const fit = Math.floor(limits.messageMaxBytes / REPLY_BYTES);
+  t.ok(
+    w.served() < fit + 32,
+    `${w.served()} reads started (${fit} fit in the bytes allowed, plus what the kernel took)`,
+  );
+  t.ok(
+    peakQueued <= limits.messageMaxBytes + 2 * (REPLY_BYTES + 64),
+    `queued reply bytes bounded (peak ${peakQueued})`,
+  );
+});
+
 t.test('calls past the in-flight cap wait and are served as earlier ones finish', async (t) => {
   const w = world();
   const { server, conn } = await serve(t, w, { inflightCallsPerConnMax: 3 });
