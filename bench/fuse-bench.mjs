@@ -100,6 +100,7 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --rebalance-max-mib-per-s N  rebalance throttle: backfill MiB/s per brick, 0 = none
                       (default: dunixctl's)
   --rebalance-max-concurrent N  rebalance throttle: PGs moved at once (default: dunixctl's)
+  --client-options O  extra -o options of every dunixfs client (e.g. attr_ttl_ms=1000,entry_ttl_ms=1000)
   --tls               also run every dunixfs volume with mutual TLS (a CA and certificates
                       made by dunixctl in the target's scratch dir), beside the same volume
                       without: columns dunixfs-rN-tls and ratio rN-tls/rN in one run`;
@@ -125,6 +126,7 @@ function parseArgs(argv) {
     rebalanceMaxMiBPerS: undefined,
     rebalanceMaxConcurrent: undefined,
     tls: false,
+    clientOptions: undefined,
   };
   const int = (flag, v, min) => {
     const n = Number(v);
@@ -197,6 +199,9 @@ function parseArgs(argv) {
         break;
       case '--tls':
         o.tls = true;
+        break;
+      case '--client-options':
+        o.clientOptions = next();
         break;
       case '--rebalance':
         o.rebalance = true;
@@ -586,9 +591,12 @@ async function waitUntil(what, ms, check, watch = [], everyMs = 100) {
  * started by setup (the volume is created without them): startSpareBrick()
  * starts the next one later, registered but not yet added to the volume.
  */
+/** `-o` with the client options given, joined (none: no -o). */
+const clientOptionArgs = (opts) => (opts.length > 0 ? ['-o', opts.join(',')] : []);
+
 function dunixfsTarget(
   replicas,
-  { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spareBricks = 0, name, tls = false } = {},
+  { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spareBricks = 0, name, tls = false, clientOptions } = {},
 ) {
   const VOLUME = 'bench';
   /** etcd starts before giving up when its ports keep being taken first. */
@@ -762,7 +770,10 @@ function dunixfsTarget(
           // with tls_dir a HOST:PORT endpoint means https.
           `http://127.0.0.1:${clientPort}/${VOLUME}`,
           mnt,
-          ...(tls ? ['-o', `tls_dir=${join(base, 'tls', 'clients', 'bench')}`] : []),
+          ...clientOptionArgs([
+            ...(tls ? [`tls_dir=${join(base, 'tls', 'clients', 'bench')}`] : []),
+            ...(clientOptions ? [clientOptions] : []),
+          ]),
         ],
         base,
       );
@@ -922,8 +933,8 @@ const TARGETS = [
  */
 function addDunixfsTargets(o) {
   for (const n of o.replicas) {
-    TARGETS.push(dunixfsTarget(n, { pgs: o.pgs }));
-    if (o.tls) TARGETS.push(dunixfsTarget(n, { pgs: o.pgs, tls: true }));
+    TARGETS.push(dunixfsTarget(n, { pgs: o.pgs, clientOptions: o.clientOptions }));
+    if (o.tls) TARGETS.push(dunixfsTarget(n, { pgs: o.pgs, tls: true, clientOptions: o.clientOptions }));
   }
   const names = o.replicas.flatMap((n) =>
     o.tls ? [`dunixfs-r${n}`, `dunixfs-r${n}-tls`] : [`dunixfs-r${n}`],

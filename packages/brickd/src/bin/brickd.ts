@@ -139,8 +139,6 @@ const program = new Command('brickd')
     intArg('--orphan-owner-grace-ms', 1, 86_400_000),
   )
   .option(
-    '--port-file <file>',
-  .option(
     '--connections-max <n>',
     'connections each server keeps; one more closes the idlest, or is refused when all are busy',
     intArg('--connections-max', 1, 1_000_000),
@@ -160,6 +158,8 @@ const program = new Command('brickd')
     'a connection with nothing in flight and no traffic for this long is closed',
     intArg('--conn-idle-timeout-ms', 1000, 86_400_000),
   )
+  .option(
+    '--port-file <file>',
     'once listening, write {"pid","address","dataAddress"} here (atomically): the ports of a port-0 --listen',
   )
   .option(
@@ -236,14 +236,14 @@ const program = new Command('brickd')
         ...(opts.usageIntervalMs !== undefined ? { usageIntervalMs: opts.usageIntervalMs } : {}),
         ...(opts.orphanOwnerGraceMs !== undefined ? { orphanOwnerGraceMs: opts.orphanOwnerGraceMs } : {}),
       },
-      log,
-      portFile: opts.portFile,
       connLimits: {
         ...(opts.connectionsMax !== undefined ? { connectionsMax: opts.connectionsMax } : {}),
         ...(opts.connInflightMax !== undefined ? { inflightCallsPerConnMax: opts.connInflightMax } : {}),
         ...(opts.connQueuedBytesMax !== undefined ? { queuedBytesPerConnMax: opts.connQueuedBytesMax } : {}),
         ...(opts.connIdleTimeoutMs !== undefined ? { idleTimeoutMs: opts.connIdleTimeoutMs } : {}),
       },
+      log,
+      portFile: opts.portFile,
       wipeDeletedVolume: !!opts.wipeDeletedVolume,
       metricsListen: opts.metricsListen,
       // The volume went: stop serving and exit 0 (nothing failed; a restart would be refused).

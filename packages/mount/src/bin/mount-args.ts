@@ -91,7 +91,7 @@ export function mountUsage(prog: 'dunixfs' | 'mount.dunixfs'): string {
 ${what}
 
   -o OPTIONS   comma-separated mount options:
-                 attr_ttl_ms=MS, entry_ttl_ms=MS     kernel attribute/entry cache (default 1000)
+                 attr_ttl_ms=MS, entry_ttl_ms=MS     kernel attribute/entry cache (default 10000; changes elsewhere are pushed)
                  dial_timeout_ms=MS                   etcd connect timeout (default 10000)
                  failover_timeout_ms=MS               how long an op rides out a failover (default 60000, min 1000)
                  read_ahead_kb=KB                     kernel readahead window (default 32768)
@@ -202,8 +202,9 @@ export function parseMountArgs(argv: string[]): MountArgs {
     foreground,
     metricsListen: undefined,
     metricsPortFile: undefined,
-    attrTtlMs: 1000,
-    entryTtlMs: 1000,
+    // Long, because bricks push invalidations: a change elsewhere is seen at once anyway (coherent caches).
+    attrTtlMs: 10_000,
+    entryTtlMs: 10_000,
     dialTimeoutMs: 10_000,
     failoverTimeoutMs: 60_000,
     readAheadKb: 32768,

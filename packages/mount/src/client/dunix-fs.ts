@@ -45,8 +45,8 @@ export interface DunixFsOptions {
 }
 
 export const dunixFsDefaults: DunixFsOptions = {
-  entryTtlMs: 1000,
-  attrTtlMs: 1000,
+  entryTtlMs: 10_000,
+  attrTtlMs: 10_000,
   readDirBatch: 512,
   data: dataDefaults,
   lockWaitSliceMs: 5000,
