@@ -63,6 +63,27 @@ t.test('every bin has --help and --version', async (t) => {
   }
 });
 
+t.test('brickd refuses a bad command line or config file with exit 2 and says why', async (t) => {
+  const bad = run(process.execPath, [
+    bins.brickd,
+    '--data',
+    '/nonexistent',
+    '--etcd',
+    '127.0.0.1:1',
+    '--volume',
+    'v',
+    '--bogus',
+  ]);
+  t.equal(bad.status, 2, 'an unknown option exits 2 (systemd does not restart it)');
+  t.match(bad.stderr, /unknown option '--bogus'/);
+  const dir = mkdtempSync(join(tmpdir(), 'dunix-badconf-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'b.conf'), 'data = /srv/x\nlisten 127.0.0.1:1\n');
+  const conf = run(process.execPath, [bins.brickd, '--config', join(dir, 'b.conf')]);
+  t.equal(conf.status, 2, 'so does a bad config file');
+  t.match(conf.stderr, /b\.conf:2: expected "name = value"/, 'naming the file and the line');
+});
+
 t.test('install-system puts runnable bins and units under the prefix', async (t) => {
   const prefix = mkdtempSync(join(tmpdir(), 'dunix-install-'));
   t.teardown(() => rmSync(prefix, { recursive: true, force: true }));

@@ -66,6 +66,8 @@ function checked<T>(parse: (v: string) => T) {
 const program = new Command('brickd')
   .description('dunixfs storage daemon: serves the placement groups the volume map assigns to it')
   .version(`brickd ${DUNIX_VERSION}`, '-V, --version', 'print the version and exit')
+  // A usage error exits 2, as a bad config file: systemd's RestartPreventExitStatus=2 stops retrying it.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
   .option(
     '--config <file>',
     'read options from FILE, one "name = value" per line (long option names; flags: "name" or "name = true"); ' +
