@@ -300,8 +300,13 @@ interface PortReport {
   dataAddress: string;
 }
 
-/** How long a starting brick may take to listen and report its ports. */
-const PORT_REPORT_TIMEOUT_MS = 30_000;
+/**
+ * How long a starting brick may take to listen and report its ports: a start
+ * takes 1-3 s, but 30 s was once not enough with two suites' clusters
+ * starting at once on 2 cores (load 35); waiting longer costs nothing when
+ * the brick does start.
+ */
+const PORT_REPORT_TIMEOUT_MS = 90_000;
 
 const portOf = (hostPort: string) => Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
 
