@@ -1,6 +1,13 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { DUNIX_VERSION } from '@dunix/proto';
-import { createLogger, errorTable, FsError, INSECURE_TRANSPORT, loadTlsDir, type Logger } from '@dunix/proto';
+import {
+  createLogger,
+  DUNIX_VERSION,
+  errorTable,
+  FsError,
+  INSECURE_TRANSPORT,
+  loadTlsDir,
+  type Logger,
+} from '@dunix/proto';
 import type { Coordinator } from '../coordinator.js';
 import { EtcdCoordinator } from '../etcd-coordinator.js';
 import { loadEtcdTls, resolveEtcd } from '../etcd-security.js';
