@@ -370,7 +370,7 @@ export class DunixFs implements FileSystem {
     });
     const attr = r.entry!.attr!;
     const ino = BigInt(attr.ino);
-    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), truncatedFrom: '0' }, flags);
+    const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), grant: r.grant }, flags, caller);
     // Never named (linkat): reclaimed at the last close, like an unlinked open file.
     this.files.get(ino)!.reclaimOnClose = true;
     return { entry: this.entry(attr), open };
