@@ -116,6 +116,8 @@ t.test('brick and client metrics move with file operations', async (t) => {
     'every in-sync set is full',
   );
   const client0 = await scrape(client);
+  t.ok(sum(bricks0, 'process_resident_memory_bytes') > 0, "the bricks' process metrics are there");
+  t.ok(sum(client0, 'process_resident_memory_bytes') > 0, "and the client's");
 
   // Block data (1 MiB), a small inline file, a directory and a failed lookup.
   const big = Buffer.alloc(1 << 20, 0x5a);

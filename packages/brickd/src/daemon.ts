@@ -212,7 +212,7 @@ export class BrickDaemon {
       // The state dir is the brick's alone, also when it was made by someone else (an installer, a test).
       await chmod(this.o.dataDir, 0o700);
       if (this.o.metricsListen) {
-        const { registry } = this.metrics;
+        const registry = this.metrics.withProcessMetrics();
         this.metricsServer = await startMetricsServer(
           this.o.metricsListen,
           { contentType: registry.contentType, render: () => registry.metrics() },

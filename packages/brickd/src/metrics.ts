@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { PgState } from './pg/pg-state.js';
 
 /** Seconds; from a cached read (~50 µs) to a call that waited out a failover. */
@@ -133,6 +133,19 @@ export class BrickMetrics {
       },
     });
   }
+
+  /**
+   * Adds the process's own metrics (CPU, resident memory, heap, open file
+   * descriptors, event-loop delay: prom-client's defaults), once the
+   * registry is served: their event-loop monitor is not worth running
+   * for a registry nobody reads.
+   */
+  withProcessMetrics(): Registry {
+    if (!this.processMetrics) collectDefaultMetrics({ register: this.registry });
+    this.processMetrics = true;
+    return this.registry;
+  }
+  private processMetrics = false;
 
   /** The PG table to report once the brick serves its volume. */
   attach(view: PgTableView): void {

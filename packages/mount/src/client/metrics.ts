@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 
 /** Seconds; from a request the kernel's caches almost answered to one that waited out a failover. */
 const OP_BUCKETS_S = [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 60];
@@ -51,6 +51,8 @@ export class ClientMetrics {
   });
 
   constructor(errnoName: (errno: number) => string) {
+    // The process's own: CPU, resident memory, heap, file descriptors, event-loop delay.
+    collectDefaultMetrics({ register: this.registry });
     this.errnoName = (e) => {
       let n = errnoNames.get(e);
       if (n === undefined) errnoNames.set(e, (n = errnoName(e)));
