@@ -15,6 +15,6 @@ export * from './peer-identity.js';
 export * from './transport-security.js';
 export * from './buffer-pool.js';
 export * from './log-codec.js';
-export * from './invalidation-poller.js';
 export * from './metrics-server.js';
 export * from './version.js';
+export * from './invalidation-poller.js';

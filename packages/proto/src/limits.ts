@@ -37,14 +37,14 @@ export const limits = {
    * (one log entry; ~40 bytes a block): the client splits larger ranges.
    */
   allocExtentsPerCallMax: 4096,
+  /** Supplementary groups of one caller (Linux NGROUPS_MAX): every permission check scans them. */
+  callerGroupsMax: 65536,
   /** Longest a session may ask a read's registration to last (Header.cache_ttl_ms; its kernel TTL). */
   cacheTtlMaxMs: 3_600_000,
   /** Longest a PollInvalidations is held at the brick when nothing waits. */
   invalPollWaitMaxMs: 30_000,
   /** Invalidations in one PollInvalidations reply (more wait for the next poll). */
   invalidationsPerPollMax: 4096,
-  /** Supplementary groups of one caller (Linux NGROUPS_MAX): every permission check scans them. */
-  callerGroupsMax: 65536,
 } as const;
 
 /** fallocate(2) mode bits (linux/falloc.h). */
