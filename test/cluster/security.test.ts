@@ -14,7 +14,6 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
-import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { keys } from '@dunix/coord';
 import {
@@ -28,6 +27,7 @@ import {
   type wire,
 } from '@dunix/proto';
 import { startCluster } from '../src/cluster.js';
+import { withoutClientCertificate } from '../src/tls-probe.js';
 
 type TlsSecurity = TransportSecurity & { kind: 'tls' };
 const NOBODY = 65534;
@@ -39,28 +39,6 @@ async function refusal(p: Promise<unknown>): Promise<FsError | string> {
   } catch (err) {
     return err instanceof FsError ? err : String(err);
   }
-}
-
-/** A TLS client that trusts the CA and presents no certificate: how the brick ended it. */
-function withoutClientCertificate(address: string, ca: Buffer): Promise<string> {
-  const at = address.lastIndexOf(':');
-  return new Promise((resolve) => {
-    const sock = tlsConnect({ host: address.slice(0, at), port: Number(address.slice(at + 1)), ca });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      resolve('no answer within 5 s');
-    }, 5000);
-    sock.on('secureConnect', () => sock.write(Buffer.alloc(12)));
-    sock.on('data', () => resolve('the brick answered'));
-    sock.on('error', (err) => {
-      clearTimeout(timer);
-      resolve(err.message);
-    });
-    sock.on('close', () => {
-      clearTimeout(timer);
-      resolve('connection closed');
-    });
-  });
 }
 
 /** POST to etcd's JSON gateway with the given TLS material; resolves with the status or the error. */

@@ -19,7 +19,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
 import t from 'tap';
 import { initCa, issueCert } from '@dunix/coord/ca';
 import {
@@ -32,35 +31,11 @@ import {
   type TransportSecurity,
 } from '@dunix/proto';
 import { startCluster } from '../src/cluster.js';
+import { withoutClientCertificate } from '../src/tls-probe.js';
 
 const NOBODY = 65534;
 
 type TlsSecurity = TransportSecurity & { kind: 'tls' };
-
-/**
- * A TLS client that trusts the CA but presents no certificate, sending one
- * frame header's worth of bytes: resolves with how the brick ended it.
- */
-function withoutClientCertificate(address: string, ca: Buffer): Promise<string> {
-  const at = address.lastIndexOf(':');
-  return new Promise((resolve) => {
-    const sock = tlsConnect({ host: address.slice(0, at), port: Number(address.slice(at + 1)), ca });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      resolve('no answer within 5 s');
-    }, 5000);
-    sock.on('secureConnect', () => sock.write(Buffer.alloc(12)));
-    sock.on('data', () => resolve('the brick answered'));
-    sock.on('error', (err) => {
-      clearTimeout(timer);
-      resolve(err.message);
-    });
-    sock.on('close', () => {
-      clearTimeout(timer);
-      resolve('connection closed');
-    });
-  });
-}
 
 /** The FsError a call failed with (fails the test if it succeeded). */
 async function refusal(
