@@ -535,9 +535,9 @@ function mountsAt(path) {
   return out;
 }
 
-/** 'ok', 'stale' (ENOTCONN: the client is gone) or 'hung' (no answer in time). */
-async function probeMount(path) {
-  const timeout = sleep(limits.statMountMs).then(() => 'hung');
+/** 'ok', 'stale' (ENOTCONN: the client is gone) or 'hung' (no answer within ms). */
+async function probeMount(path, ms = limits.statMountMs) {
+  const timeout = sleep(ms).then(() => 'hung');
   const probe = stat(path).then(
     () => 'ok',
     (e) => (e.code === 'ENOTCONN' ? 'stale' : 'ok'),
@@ -1063,6 +1063,14 @@ async function ensureMounted(cfg) {
     }
     await sleep(limits.pollMs);
   }
+  // Mounted is not yet answering: after a restart the PG of the root may still be peering
+  // (seconds under load). One stat, given what is left of the deadline (a stat that hangs
+  // holds a thread-pool thread, so it is not repeated).
+  const probe = await probeMount(cfg.mountPoint, Math.max(limits.statMountMs, deadline - Date.now()));
+  if (probe !== 'ok')
+    fail(
+      `${cfg.mountPoint} is mounted but ${probe === 'stale' ? 'its client is gone' : 'does not answer'}; log ${cfg.mountLog}`,
+    );
   return `mounted ${cfg.spec} on ${cfg.mountPoint}, client pid ${pid} (log ${cfg.mountLog})`;
 }
 
