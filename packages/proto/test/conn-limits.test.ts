@@ -96,6 +96,28 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
 }
 
 /** A request frame as a client would send it, for raw sockets. */
+/**
+ * Waits until the server stops making progress (no call served for 30 polls
+ * 20 ms apart); returns the most reply bytes it held queued meanwhile.
+ */
+async function untilStalled(
+  server: { stats(): { queuedBytes: number } },
+  w: { served(): number },
+): Promise<number> {
+  let last = -1;
+  let peakQueued = 0;
+  for (let stable = 0; stable < 30;) {
+    await sleep(20);
+    peakQueued = Math.max(peakQueued, server.stats().queuedBytes);
+    if (w.served() === last) stable++;
+    else {
+      stable = 0;
+      last = w.served();
+    }
+  }
+  return peakQueued;
+}
+
 function requestFrame(method: string, id: number, request: object): Buffer {
   const svc = brickProto().dunix.v1.Brick.service as unknown as Record<
     string,
@@ -123,18 +145,7 @@ t.test(
       requestFrame('ReadBlock', i + 1, { ino: '1', index: '0', offset: 0, length: REPLY_BYTES }),
     );
     sock.write(Buffer.concat(frames));
-    // Wait until the server stops making progress.
-    let last = -1;
-    let peakQueued = 0;
-    for (let stable = 0; stable < 30;) {
-      await sleep(20);
-      peakQueued = Math.max(peakQueued, server.stats().queuedBytes);
-      if (w.served() === last) stable++;
-      else {
-        stable = 0;
-        last = w.served();
-      }
-    }
+    const peakQueued = await untilStalled(server, w);
     const s = server.stats();
     t.comment(
       `served ${w.served()} of ${CALLS}; queued ${s.queuedBytes} bytes (peak ${peakQueued}); held ${s.heldFrames}`,
@@ -196,17 +207,7 @@ t.test('reads in flight count the reply bytes they ask for', async (t) => {
       ),
     ),
   );
-  let last = -1;
-  let peakQueued = 0;
-  for (let stable = 0; stable < 30;) {
-    await sleep(20);
-    peakQueued = Math.max(peakQueued, server.stats().queuedBytes);
-    if (w.served() === last) stable++;
-    else {
-      stable = 0;
-      last = w.served();
-    }
-  }
+  const peakQueued = await untilStalled(server, w);
   t.comment(`served ${w.served()} of ${CALLS}; peak queued ${peakQueued} bytes`);
   const fit = Math.floor(limits.messageMaxBytes / REPLY_BYTES);
   t.ok(
