@@ -14,7 +14,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync
 import { statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { callUnary, type wire } from '@dunix/proto';
 import t from 'tap';
-import { bins, pgOfIno, startCluster, waitUntil, type Cluster } from '../src/cluster.js';
+import { bins, pgOfIno, runAsync, startCluster, waitUntil, type Cluster } from '../src/cluster.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 
 const TTL = 'attr_ttl_ms=60000,entry_ttl_ms=60000,session_ttl_ms=2000';
@@ -207,6 +207,43 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
     t.comment(`invalidations queued per chmod with B caching: ${perChange}`);
     t.ok(perChange >= 1, 'each change was pushed to B');
   });
+
+  await t.test(
+    'both mounts create in one directory at once: nobody is dropped for acknowledging late',
+    async (t) => {
+      // Each create holds its directory's lock in its own kernel while the primary waits for the other
+      // session's acknowledgement, whose notice about that directory needs the lock: the client must
+      // not make its acknowledgement wait on it (it did: every create stalled for the 2 s ack timeout
+      // and the session was dropped).
+      mkdirSync(A('both'));
+      readdirSync(B('both'));
+      const drops = () =>
+        c.bricks.reduce(
+          (n, b) => n + (readFileSync(b.logFile, 'utf8').match(/cache session dropped/g)?.length ?? 0),
+          0,
+        );
+      const before = drops();
+      const n = 40;
+      const creator = (dir: string, tag: string) =>
+        runAsync(
+          'python3',
+          [
+            '-c',
+            `import os
+for i in range(${n}): open(os.path.join(${JSON.stringify(dir)}, "${tag}%d" % i), "w").close()`,
+          ],
+          { timeoutMs: 120_000 },
+        ).done;
+      const started = Date.now();
+      const [ra, rb] = await Promise.all([creator(A('both'), 'a'), creator(B('both'), 'b')]);
+      t.comment(`${2 * n} creates from two mounts in one directory: ${Date.now() - started} ms`);
+      t.equal(ra.status, 0, ra.stderr);
+      t.equal(rb.status, 0, rb.stderr);
+      t.equal(drops(), before, 'no session dropped for a late acknowledgement');
+      t.equal(readdirSync(A('both')).length, 2 * n, 'A lists every name');
+      t.equal(readdirSync(B('both')).length, 2 * n, 'B lists every name');
+    },
+  );
 
   await t.test('dunixctl watch streams the changes of a directory and a file', async (t) => {
     mkdirSync(A('w'));

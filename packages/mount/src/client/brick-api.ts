@@ -38,6 +38,8 @@ export class BrickApi {
   private readonly o: BrickApiOptions;
   /** PGs changed through this client since their last Sync (bricks sync by group commit otherwise). */
   private readonly unsynced = new Set<number>();
+  /** Inodes named by mutations in flight (isChanging), with how many. */
+  private readonly changing = new Map<bigint, number>();
   /** The client's metrics (mount -o metrics_listen=): every call's latency and result, cache hits. */
   metrics: ClientMetrics | undefined;
 
@@ -73,6 +75,8 @@ export class BrickApi {
 
   mutate<Rep>(pg: number, method: string, body: object): Promise<Rep> {
     this.unsynced.add(pg);
+    const held = inodesNamed(body);
+    for (const ino of held) this.changing.set(ino, (this.changing.get(ino) ?? 0) + 1);
     return this.observed(
       method,
       this.router.call<Rep>(pg, method, body, {
@@ -80,7 +84,24 @@ export class BrickApi {
         deadlineMs: this.o.opDeadlineMs,
         callTimeoutMs: this.o.callTimeoutMs,
       }),
-    );
+    ).finally(() => {
+      for (const ino of held) {
+        const n = this.changing.get(ino)! - 1;
+        if (n === 0) this.changing.delete(ino);
+        else this.changing.set(ino, n);
+      }
+    });
+  }
+
+  /**
+   * Whether a change of ours naming `ino` (as the parent, new parent or
+   * target) is in flight: the kernel then holds that inode's lock until it
+   * is answered, and the primary may hold its answer until other sessions
+   * acknowledge their invalidations (applyInvalidations must not wait on a
+   * kernel notice that needs this lock).
+   */
+  isChanging(ino: bigint): boolean {
+    return this.changing.has(ino);
   }
 
   private observed<Rep>(method: string, call: Promise<Rep>): Promise<Rep> {
@@ -129,4 +150,14 @@ export class BrickApi {
   async callBrick<Rep>(brickId: string, method: string, body: object): Promise<Rep> {
     return this.router.connFor(brickId).unary<Rep>(method, body, this.o.callTimeoutMs);
   }
+}
+
+/** The inodes a mutation's request names as parent, new parent or target (decimal strings on the wire). */
+function inodesNamed(body: object): bigint[] {
+  const out: bigint[] = [];
+  for (const k of ['parent', 'newParent', 'ino'] as const) {
+    const v = (body as Record<string, unknown>)[k];
+    if (typeof v === 'string' && /^[0-9]+$/.test(v)) out.push(BigInt(v));
+  }
+  return out;
 }

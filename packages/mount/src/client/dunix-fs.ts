@@ -586,15 +586,23 @@ export class DunixFs implements FileSystem {
             }
             await kernel?.invalInode(i.ino, i.data ? 0n : -1n);
             if (i.kind === INVAL_FORGOTTEN && kernel)
-              await Promise.all(this.names.namesIn(i.ino).map((n) => kernel.invalEntry(i.ino, n)));
+              await Promise.all(
+                this.names
+                  .namesIn(i.ino)
+                  .map((n) => this.entryNotice(i.ino, () => kernel.invalEntry(i.ino, n))),
+              );
             return;
           }
           case INVAL_ENTRY:
-            await kernel?.invalEntry(i.parent, i.name);
+            if (kernel) await this.entryNotice(i.parent, () => kernel.invalEntry(i.parent, i.name));
             return;
           case INVAL_DELETE:
-            if (kernel?.deleteEntry) await kernel.deleteEntry(i.parent, i.ino, i.name);
-            else await kernel?.invalEntry(i.parent, i.name);
+            if (kernel)
+              await this.entryNotice(i.parent, () =>
+                kernel.deleteEntry
+                  ? kernel.deleteEntry(i.parent, i.ino, i.name)
+                  : kernel.invalEntry(i.parent, i.name),
+              );
             return;
         }
       }),
@@ -613,8 +621,27 @@ export class DunixFs implements FileSystem {
     const { inodes, names } = this.names.cachedWhere((ino) => pgs.has(pgOfIno(ino)));
     await Promise.all([
       ...inodes.map((ino) => kernel.invalInode(ino, 0n)),
-      ...names.map((n) => kernel.invalEntry(n.parent, n.name)),
+      ...names.map((n) => this.entryNotice(n.parent, () => kernel.invalEntry(n.parent, n.name))),
     ]);
+  }
+
+  /**
+   * A kernel notice about a name in `parent`, awaited — unless a change of
+   * ours naming `parent` is in flight: the kernel holds that directory's lock
+   * until the change is answered, and the answer may wait at the primary for
+   * this very acknowledgement (two mounts creating in one directory stalled
+   * every create for the primary's 2 s ack timeout: 150 creates each took
+   * 190 s against 1 s alone). Then the notice lands as soon as our change
+   * returns and the kernel lets go of the directory; it is not waited for,
+   * so another session's call may return just before it lands.
+   */
+  private entryNotice(parent: bigint, notice: () => Promise<void>): Promise<void> {
+    const sent = notice();
+    if (!this.api.isChanging(parent)) return sent;
+    sent.catch((err: unknown) =>
+      this.log.debug('kernel notice for a directory we are changing failed', { parent, err: String(err) }),
+    );
+    return Promise.resolve();
   }
 
   async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
