@@ -62,6 +62,12 @@ while read -r summary; do
   pass=$((pass + $(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary" | grep . || echo 0)))
   fail=$((fail + $(sed -nE 's/.*fail: ([0-9]+).*/\1/p' <<<"$summary" | grep . || echo 0)))
 done < <(grep -E '^# \{ total: [0-9]+' "$log")
+# CI keeps only the tail of what we print: repeat each failure (with the file
+# it is in and the first lines of tap's diagnosis) right above the summary.
+if [ "$fail" -gt 0 ] || [ "$rc" != 0 ]; then
+  echo "failures:"
+  awk '/^# Subtest: /{file=$3} /^ *not ok /{print file ": " $0; n=14; next} n>0{print "    " $0; n--}' "$log" | head -200
+fi
 if [ "$runs" -gt 0 ]; then
   echo "tests: ${pass} passed, ${fail} failed"
 elif [ "$rc" = 0 ]; then
