@@ -53,6 +53,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { listensOn } from '../scripts/listens-on.mjs';
+import { smallIoWorkloads } from './small-io.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PASSTHROUGH_BIN = join(REPO, 'packages/mount/dist/src/bin/dunixfs-passthrough.cjs');
@@ -63,6 +64,7 @@ const DUNIX_BINS = {
   client: join(REPO, 'packages/mount/dist/src/bin/dunixfs.cjs'),
 };
 const RESULTS_FILE = join(REPO, 'bench/results/latest.json');
+const RUNS_DIR = join(REPO, 'bench/results/runs');
 const MEMORY_RESULTS_FILE = join(REPO, 'bench/results/memory.json');
 const REBALANCE_RESULTS_FILE = join(REPO, 'bench/results/rebalance.json');
 const MiB = 1024 * 1024;
@@ -74,7 +76,17 @@ const DUNIX_BRICKS = 3;
 const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --size-mib N        size of the sequential / random-read file (default 1024)
   --files N           files for the create / stat / rename / unlink rates (default 10000)
-  --tar-files N       files in the tar extraction archive (default 4000)
+  --tar-files N       files in the tar extraction archive, also the rm -rf tree (default 4000)
+  --rows LIST         workload rows to run, comma separated ids (default all; the ids are
+                      listed below); a row that reads what another leaves (stat_cold needs
+                      create) needs that one too
+  --git-files N       files in the git status work tree (default 10000)
+  --make-files N      .c files of the make -j2 project, besides main.c (default 40)
+  --fsync-appends N   fsync'd 4 KiB appends timed for p50 / p99 (default 1000)
+  --mixed-files N     16 KiB files of the mixed small-I/O run (default 300)
+  --mixed-opens N     opens of the mixed small-I/O run, 4 calls each (default 1000)
+  --loop-max-s S      the fsync'd-append and mixed small-I/O loops stop early after S seconds
+                      (default 30); rates and percentiles cover the calls made, in the JSON
   --targets LIST      comma separated, in run order (default local,passthrough,bindfs,dunixfs);
                       dunixfs runs once per --replicas value, each on a fresh cluster
   --replicas LIST     replica counts of the dunixfs volumes, comma separated, in run order
@@ -86,7 +98,9 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --runtime S         seconds per random-read run (default 5)
   --timeout S         longest one workload may run before it is killed (default 1200)
   --workdir DIR       parent of the scratch directory (default /var/tmp)
-  --out FILE          JSON results (default bench/results/latest.json, memory.json)
+  --out FILE          JSON results (default bench/results/latest.json, memory.json); the
+                      workload run also keeps a copy per run, bench/results/runs/
+                      <UTC time>-<commit>.json, for bench/compare.mjs OLD.json NEW.json
   --memory-only       only the memory check: on dunixfs (one fresh cluster per
                       --replicas value), create --memory-files files in 100
                       directories, ls -lR them, report peak RSS
@@ -110,6 +124,13 @@ function parseArgs(argv) {
     sizeMiB: 1024,
     files: 10000,
     tarFiles: 4000,
+    rows: undefined,
+    gitFiles: 10_000,
+    makeFiles: 40,
+    fsyncAppends: 1000,
+    mixedFiles: 300,
+    mixedOpens: 1000,
+    loopMaxS: 30,
     targets: ['local', 'passthrough', 'bindfs', 'dunixfs'],
     replicas: undefined,
     runtimeS: 5,
@@ -175,6 +196,31 @@ function parseArgs(argv) {
       case '--tar-files':
         o.tarFiles = int(a, next(), 1);
         break;
+      case '--rows':
+        o.rows = next()
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
+        if (!o.rows.length) die('--rows needs at least one row id');
+        break;
+      case '--git-files':
+        o.gitFiles = int(a, next(), 1);
+        break;
+      case '--make-files':
+        o.makeFiles = int(a, next(), 1);
+        break;
+      case '--fsync-appends':
+        o.fsyncAppends = int(a, next(), 1);
+        break;
+      case '--mixed-files':
+        o.mixedFiles = int(a, next(), 1);
+        break;
+      case '--mixed-opens':
+        o.mixedOpens = int(a, next(), 1);
+        break;
+      case '--loop-max-s':
+        o.loopMaxS = int(a, next(), 1);
+        break;
       case '--runtime':
         o.runtimeS = int(a, next(), 1);
         break;
@@ -223,7 +269,9 @@ function parseArgs(argv) {
         break;
       case '-h':
       case '--help':
-        console.log(USAGE);
+        console.log(
+          `${USAGE}\n\nrows (--rows):\n${WORKLOADS.map((w) => `  ${w.id.padEnd(20)}${w.label}`).join('\n')}`,
+        );
         process.exit(0);
         break;
       default:
@@ -256,10 +304,10 @@ const running = new Set();
  * in a file system request that never returns) this resolves anyway, with
  * code null, so a hung mount cannot stall the run.
  */
-function run(cmd, args, { timeoutMs = 600_000, cwd, ignoreStdout = false, onChild } = {}) {
+function run(cmd, args, { timeoutMs = 600_000, cwd, env, ignoreStdout = false, onChild } = {}) {
   return new Promise((resolvePromise, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn(cmd, args, { cwd, stdio: ['ignore', ignoreStdout ? 'ignore' : 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', ignoreStdout ? 'ignore' : 'pipe', 'pipe'] });
     running.add(child);
     onChild?.(child);
     let stdout = '';
@@ -1138,6 +1186,7 @@ const WORKLOADS = [
     label: '4 KiB rand read, buffered, warm',
     unit: 'IOPS',
     rightAfterPrevious: true,
+    needs: 'seq_read_cold',
     async run(ctx, t) {
       // The file was just read through the target: whatever cache the target
       // keeps across open() is warm (FUSE drops its own unless keep_cache).
@@ -1171,6 +1220,7 @@ const WORKLOADS = [
     id: 'stat_cold',
     label: 'stat files, cold cache',
     unit: 'ops/s',
+    needs: 'create',
     async run(ctx, t) {
       const cold = await dropCaches(ctx);
       const r = await fileOps(ctx, 'stat', t.filesDir, ctx.o.files);
@@ -1182,12 +1232,14 @@ const WORKLOADS = [
     label: 'stat files, warm (right after)',
     unit: 'ops/s',
     rightAfterPrevious: true,
+    needs: 'stat_cold',
     run: (ctx, t) => fileOps(ctx, 'stat', t.filesDir, ctx.o.files),
   },
   {
     id: 'rename',
     label: 'rename files (same dir, new names)',
     unit: 'ops/s',
+    needs: 'create',
     run: (ctx, t) => fileOps(ctx, 'rename', t.filesDir, ctx.o.files),
   },
   {
@@ -1215,6 +1267,40 @@ const WORKLOADS = [
     },
   },
 ];
+
+// Issue 11's standing rows (rm -rf, git status, make, random writes, fsync'd
+// appends, mixed small I/O): after the rows above, so those keep their order.
+WORKLOADS.push(...smallIoWorkloads({ run, runOk, dropCaches, fio, fioArgs, fioSide }));
+
+/**
+ * The rows --rows selects, in WORKLOADS order: a row filled from another's
+ * run (from) comes with it, and a row that reads what another left (needs)
+ * is an error without that one.
+ */
+function selectRows(ids) {
+  if (!ids) return [...WORKLOADS];
+  const unknown = ids.filter((id) => !WORKLOADS.some((w) => w.id === id));
+  if (unknown.length)
+    die(`--rows: unknown row(s) ${unknown.join(', ')}; known: ${WORKLOADS.map((w) => w.id).join(', ')}`);
+  const want = new Set(ids.map((id) => WORKLOADS.find((w) => w.id === id).from ?? id));
+  for (const w of WORKLOADS) if (w.from && want.has(w.from)) want.add(w.id);
+  for (const w of WORKLOADS)
+    if (want.has(w.id) && w.needs && !want.has(w.needs))
+      die(`--rows: ${w.id} measures what ${w.needs} leaves behind; add ${w.needs}`);
+  return WORKLOADS.filter((w) => want.has(w.id));
+}
+
+/** Rows whose tools are missing: id -> the reason they are skipped. */
+function rowsWithoutTools(rows) {
+  const why = {};
+  for (const w of rows) {
+    const missing = (w.tools ?? []).filter((cmd) => !commandVersion(cmd));
+    if (missing.length)
+      why[w.id] = `${missing.join(', ')} not installed (scripts/install-deps.sh installs it)`;
+  }
+  for (const w of rows) if (w.from && why[w.from]) why[w.id] = why[w.from];
+  return why;
+}
 
 /**
  * The tar extraction's archive: files of 100 B..20 KiB (log-uniform) in 25 x 4
@@ -1317,6 +1403,7 @@ function processRows(procs) {
 function fmt(v, unit) {
   if (v == null || Number.isNaN(v)) return '—';
   if (typeof v === 'string') return v;
+  if (unit === 's' && v < 10) return v.toFixed(2); // rm -rf, git status: well under a second locally
   if (unit === 's' || unit === 'MiB') return v.toFixed(1);
   if (v >= 100) return Math.round(v).toLocaleString('en-US');
   return v.toPrecision(3);
@@ -1372,6 +1459,7 @@ function markdown(results, names, ctx, processes) {
   const errors = [];
   for (const n of names) {
     for (const w of WORKLOADS) {
+      if (w.from) continue; // its error is the row's it comes from
       const e = results[n]?.[w.id]?.error;
       if (e) errors.push(`- ${n} / ${w.id}: ${e.split('\n').slice(0, 3).join(' ⏎ ')}`);
     }
@@ -1413,14 +1501,105 @@ function markdown(results, names, ctx, processes) {
       `File ${ctx.o.sizeMiB} MiB, ${ctx.o.files} files in one directory; ` +
       `tar: ${tar.files} files of 100 B..20 KiB in ${tar.dirs} directories, ` +
       `${(tar.bytes / MiB).toFixed(1)} MiB, time of tar -xf alone; ` +
-      `random reads: psync, 4 jobs, ${ctx.o.runtimeS} s each ` +
+      `random reads: psync, 4 jobs (1 where the row says), ${ctx.o.runtimeS} s each ` +
       '(buffered ones mix page-cache hits and misses, so they depend on file size and duration); ' +
+      `random writes: psync, ${ctx.o.runtimeS} s over the file's first ` +
+      `${Math.min(ctx.o.sizeMiB, 256)} MiB, the closing fsync not in the rate; ` +
+      `rm -rf: the tar tree; git status: ${ctx.o.gitFiles} files of 1-2 KiB in 110 directories, ` +
+      'committed and packed (one untimed status first); ' +
+      `make -j2: ${ctx.o.makeFiles} .c files + main.c at -O1, linked; ` +
+      `fsync'd appends: ${ctx.o.fsyncAppends} x (write 4 KiB + fsync), each timed; ` +
+      `mixed small I/O: ${ctx.o.mixedOpens} opens of ${ctx.o.mixedFiles} 16 KiB files, 4 calls each ` +
+      '(pread / pwrite 4 KiB, fstat, ftruncate), all calls counted, per-call p50 / p99 in the JSON; ' +
+      `both loops stop early after ${ctx.o.loopMaxS} s; ` +
       `"cold" = after sync and drop_caches (the dunixfs bricks' and client's own caches stay); ` +
       `one run per cell${coldOk ? '' : '; drop_caches was unavailable, so "cold" is warm'}. ` +
       `Load average (1 min) ${ctx.loadStart.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} ` +
       `at the end, ${os.cpus().length} CPUs (per workload in the JSON).`,
   );
   return lines.join('\n');
+}
+
+/**
+ * Issue 11's targets for dunixfs replica 3, as value / bindfs's value in the
+ * same run: at least min for rates, at most max for times and latencies.
+ * Rows without a bound are shown for their ratio alone.
+ */
+const ISSUE11_ROWS = [
+  { id: 'create', min: 0.6 },
+  { id: 'stat_cold', min: 0.5 },
+  { id: 'rename', min: 0.5 },
+  { id: 'unlink', min: 0.5 },
+  { id: 'tar_extract', max: 4 },
+  { id: 'rm_rf', max: 2 },
+  { id: 'rand_write_1j', min: 0.3 },
+  { id: 'rand_write_4j' },
+  { id: 'rand_read_cold', min: 0.3 },
+  { id: 'rand_read_cold_1j' },
+  { id: 'fsync_append', max: 3 },
+  { id: 'fsync_append_p99' },
+  { id: 'seq_write', min: 0.25 },
+  { id: 'seq_read_cold', min: 0.6 },
+  { id: 'mixed_small_io' },
+  { id: 'git_status' },
+  { id: 'make_build' },
+];
+const ISSUE11_TARGET = 'dunixfs-r3';
+
+const boundOf = (row) => (row.min != null ? `≥ ${row.min}×` : row.max != null ? `≤ ${row.max}×` : '');
+const meets = (row, ratio) => (row.min != null ? ratio >= row.min : ratio <= row.max);
+
+/** { table, json }: each dunixfs column against bindfs on issue 11's rows; null without bindfs. */
+function issue11Report(results, names) {
+  if (!names.includes('bindfs') || !results.bindfs) return null;
+  const dunix = names.filter((n) => n.startsWith('dunixfs-'));
+  if (!dunix.length) return null;
+  const short = (n) => n.replace(/^dunixfs-/, '');
+  const judged = dunix.includes(ISSUE11_TARGET) ? ISSUE11_TARGET : null;
+  const head = [
+    'row',
+    'unit',
+    'bindfs',
+    ...dunix.flatMap((n) => [short(n), `${short(n)}/bindfs`]),
+    ...(judged ? [`target ${short(judged)}/bindfs`, `${short(judged)} meets it`] : []),
+  ];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
+  const json = {};
+  for (const row of ISSUE11_ROWS) {
+    const w = WORKLOADS.find((x) => x.id === row.id);
+    const b = valueOf(results, 'bindfs', row.id);
+    const ratio = (n) => {
+      const v = valueOf(results, n, row.id);
+      return v != null && b ? v / b : undefined;
+    };
+    const cells = dunix.flatMap((n) => {
+      const r = ratio(n);
+      return [fmt(valueOf(results, n, row.id), w.unit), r != null ? `${r.toFixed(2)}×` : '—'];
+    });
+    if (b == null && cells.every((c) => c === '—')) continue;
+    const bound = boundOf(row);
+    const r = judged ? ratio(judged) : undefined;
+    const verdict = !bound || r == null ? '—' : meets(row, r) ? 'yes' : '**no**';
+    lines.push(
+      `| ${w.label} | ${w.lowerBetter ? `${w.unit} (lower is better)` : w.unit} | ${fmt(b, w.unit)} | ` +
+        `${[...cells, ...(judged ? [bound || '—', verdict] : [])].join(' | ')} |`,
+    );
+    json[row.id] = {
+      bindfs: b ?? null,
+      ...(row.min != null ? { targetMin: row.min } : {}),
+      ...(row.max != null ? { targetMax: row.max } : {}),
+      ratioToBindfs: Object.fromEntries(dunix.map((n) => [n, ratio(n) ?? null])),
+      ...(judged && bound && r != null ? { meets: meets(row, r) } : {}),
+    };
+  }
+  lines.push(
+    '',
+    'Ratios are value / bindfs value in this run: for rates below 1× dunixfs is slower, for seconds ' +
+      `and µs above 1× it is slower. Targets are issue 11's, for ${short(judged ?? ISSUE11_TARGET)}; ` +
+      `the rm -rf tree is the tar tree (${results.bindfs?.rm_rf?.detail?.files ?? '—'} files), ` +
+      'the issue measured 10,000.',
+  );
+  return { table: lines.join('\n'), json };
 }
 
 // ---------------------------------------------------------------- main
@@ -1538,6 +1717,29 @@ function installCleanup(o) {
   return { o, root: scratch, timeoutMs: o.timeoutS * 1000 };
 }
 
+/**
+ * A copy of every workload run under bench/results/runs/, named by start
+ * time and commit (-dirty when tracked files had changes), so runs can be
+ * compared later (bench/compare.mjs); returns its path, or null if it could
+ * not be written (the run's results are in --out anyway).
+ */
+function keepRun(json) {
+  const dirty = spawnSync('git', ['-C', REPO, 'status', '--porcelain', '--untracked-files=no'], {
+    encoding: 'utf8',
+  });
+  const commit = (json.host.git ?? 'nocommit') + (dirty.stdout?.trim() ? '-dirty' : '');
+  const stamp = json.startedAt.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const file = join(RUNS_DIR, `${stamp}-${commit}.json`);
+  try {
+    mkdirSync(RUNS_DIR, { recursive: true });
+    writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
+    return file;
+  } catch (err) {
+    log(`could not keep a copy of this run in ${RUNS_DIR}: ${err.message}`);
+    return null;
+  }
+}
+
 function writeJson(o, json) {
   mkdirSync(dirname(o.out), { recursive: true });
   writeFileSync(o.out, `${JSON.stringify(json, null, 2)}\n`);
@@ -1567,7 +1769,12 @@ async function main() {
     if (why) die(`${t.name}: ${why}`);
   }
 
+  const rows = selectRows(o.rows);
+  const noTools = rowsWithoutTools(rows);
+  for (const [id, why] of Object.entries(noTools)) log(`skipping row ${id}: ${why}`);
+
   const ctx = installCleanup(o);
+  ctx.rows = rows.filter((w) => !noTools[w.id]);
   const t0 = Date.now();
   ctx.loadStart = os.loadavg()[0];
   ctx.tarball = await buildTarball(ctx);
@@ -1577,6 +1784,13 @@ async function main() {
       sizeMiB: o.sizeMiB,
       files: o.files,
       tarFiles: o.tarFiles,
+      rows: ctx.rows.map((w) => w.id),
+      gitFiles: o.gitFiles,
+      makeFiles: o.makeFiles,
+      fsyncAppends: o.fsyncAppends,
+      mixedFiles: o.mixedFiles,
+      mixedOpens: o.mixedOpens,
+      loopMaxS: o.loopMaxS,
       randReadSeconds: o.runtimeS,
       workloadTimeoutS: o.timeoutS,
       targets: o.targets,
@@ -1589,10 +1803,13 @@ async function main() {
     tarball: ctx.tarball.detail,
     glusterFloor: GLUSTER_FLOOR,
     workloads: Object.fromEntries(
-      [...WORKLOADS, ...PROCESS_ROWS].map((w) => [w.id, { label: w.label, unit: w.unit }]),
+      [...WORKLOADS, ...PROCESS_ROWS].map((w) => [
+        w.id,
+        { label: w.label, unit: w.unit, ...(w.lowerBetter ? { lowerBetter: true } : {}) },
+      ]),
     ),
     targets: {},
-    notes: [],
+    notes: Object.entries(noTools).map(([id, why]) => `row ${id} skipped: ${why}`),
   };
   log(`scratch ${scratch}; file ${o.sizeMiB} MiB; ${o.files} files; targets ${o.targets.join(',')}`);
 
@@ -1639,7 +1856,8 @@ async function main() {
     // machine falls on both sides of a ratio; a rightAfterPrevious workload
     // stays with the one before it.
     const units = [];
-    for (const w of WORKLOADS) {
+    for (const w of ctx.rows) {
+      if (w.from) continue; // filled by the run of the row it names
       if (w.rightAfterPrevious && units.length) units.at(-1).push(w);
       else units.push([w]);
     }
@@ -1651,7 +1869,13 @@ async function main() {
         try {
           const before = target.sample();
           const load0 = os.loadavg()[0];
-          r[w.id] = await withDeadline(w.run(ctx, m.t), ctx.timeoutMs + 60_000, `${name} ${w.id}`);
+          const { rows: derived, ...result } = await withDeadline(
+            w.run(ctx, m.t),
+            ctx.timeoutMs + 60_000,
+            `${name} ${w.id}`,
+          );
+          r[w.id] = result;
+          for (const [id, v] of Object.entries(derived ?? {})) r[id] = v;
           const after = target.sample();
           const extra = { loadavg1: [load0, os.loadavg()[0]].map((x) => Number(x.toFixed(2))) };
           if (before && after) {
@@ -1660,9 +1884,12 @@ async function main() {
           }
           r[w.id].detail = { ...r[w.id].detail, ...extra };
           log(`${name}: ${w.id} = ${fmt(r[w.id].value, w.unit)} ${w.unit}`);
+          for (const d of ctx.rows)
+            if (d.from === w.id && r[d.id]) log(`${name}: ${d.id} = ${fmt(r[d.id].value, d.unit)} ${d.unit}`);
         } catch (err) {
           const logs = target.logTails?.(20);
           r[w.id] = { error: err.message, ...(logs ? { logs } : {}) };
+          for (const d of ctx.rows) if (d.from === w.id) r[d.id] = { error: err.message };
           log(`${name}: ${w.id} FAILED: ${err.message}`);
           for (const [role, tail] of Object.entries(logs ?? {})) log(`${name}: ${role} log tail:\n${tail}`);
         }
@@ -1720,12 +1947,18 @@ async function main() {
   json.host.loadavgEnd = os.loadavg();
   json.seconds = (Date.now() - t0) / 1000;
   json.table = markdown(results, ran, ctx, processes);
+  const i11 = issue11Report(results, ran);
+  if (i11) {
+    json.issue11 = i11.json;
+    json.table += `\n\nIssue 11 rows, each dunixfs column as a ratio to bindfs:\n\n${i11.table}`;
+  }
 
   cleanupAll();
   writeJson(o, json);
+  const kept = keepRun(json);
   console.log(json.table);
   for (const n of json.notes) console.log(`\nNote: ${n}`);
-  log(`done in ${json.seconds.toFixed(0)} s; results in ${o.out}`);
+  log(`done in ${json.seconds.toFixed(0)} s; results in ${o.out}${kept ? ` and ${kept}` : ''}`);
 }
 
 // ---------------------------------------------------------------- memory check

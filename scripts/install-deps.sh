@@ -13,6 +13,10 @@ have fio || need+=(fio)
 have etcd || need+=(etcd-server)
 have sqlite3 || need+=(sqlite3)
 have flock || need+=(util-linux)
+# The bench's git status and make -j2 rows (npm run bench).
+have git || need+=(git)
+have make || need+=(make)
+have cc || need+=(gcc)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing packages: ${need[*]} (run as root to install them)" >&2
