@@ -7,9 +7,21 @@
  * one markdown table with the GlusterFS floor and the replicas 3 / replicas 1
  * ratio per row, plus bench/results/latest.json.
  *
+ * Besides the sequential, random-read and metadata rows, the rows issue 11
+ * asks for (bench/small-io.mjs): rm -rf of the tar tree, git status on a
+ * 10,000-file work tree, make -j2 of a small generated C project, buffered
+ * 4 KiB random writes (1 and 4 jobs) and reads (1 job; the 4-job one is
+ * rand_read_cold), fsync'd 4 KiB appends (p50, p99) and a mixed small-I/O
+ * run; a second table gives each dunixfs column as a ratio to bindfs on
+ * issue 11's rows, against its targets. --rows picks rows for a quick run
+ * (--help lists them). Every workload run is also kept as
+ * bench/results/runs/<UTC time>-<commit>[-dirty].json (local, not in git);
+ * node bench/compare.mjs OLD.json NEW.json prints the change per row.
+ *
  *   npm run bench                                   # 1 GiB file, 10,000 files, replicas 1 and 3
  *   npm run bench -- --size-mib 256 --files 2000 --targets local,passthrough,dunixfs
  *   npm run bench -- --replicas 3                   # only the replicas 3 volume
+ *   npm run bench -- --rows fsync_append,git_status # only those rows
  *   npm run bench -- --memory-only                  # RSS with 100,000 files on dunixfs, replicas 3
  *   npm run bench -- --rebalance                    # online rebalance from 3 to 4 bricks, 512 MiB
  *
