@@ -147,6 +147,20 @@ t.test('brick and client metrics move with file operations', async (t) => {
   );
   t.ok(delta('dunix_brick_read_bytes_total') >= big.length, 'bytes read too');
   t.equal(sum(bricks1, 'dunix_brick_replication_lag_max_entries'), 0, 'no copy lags while all are up');
+  // The latency breakdown: every appended entry, by kind, and the stages it went through.
+  const inlineEntries = delta('dunix_brick_log_entries_total', { kind: 'write-inline' });
+  t.ok(inlineEntries >= 1, 'the small file is a write-inline log entry');
+  const stage = (s: string) => delta('dunix_brick_stage_seconds_count', { stage: s });
+  for (const s of ['pg_queue', 'engine', 'append_queue', 'log_write', 'replicas_after_local'])
+    t.ok(stage(s) >= 1, `stage ${s} timed`);
+  t.ok(
+    stage('replica_round_trip') >= 2 * inlineEntries && stage('replica_apply') >= 2 * inlineEntries,
+    'each entry went to both replicas and was applied there',
+  );
+  t.ok(
+    sum(bricks1, 'dunix_brick_stage_seconds_sum', { stage: 'log_write' }) > 0,
+    'stage times are recorded, not only counted',
+  );
 
   const client1 = await scrape(client);
   const cdelta = (name: string, where: Record<string, string> = {}) =>

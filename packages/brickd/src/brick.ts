@@ -82,7 +82,7 @@ export interface BrickDeps {
   /** The replication protocol's world: peers, the placement map in etcd, the lease, a clock. */
   replication: Pick<
     ReplicationDeps,
-    'transport' | 'placement' | 'lease' | 'clock' | 'recovery' | 'durability'
+    'transport' | 'placement' | 'lease' | 'clock' | 'recovery' | 'durability' | 'stages'
   >;
   /** The store was found empty under a known brick id (a replaced disk): no copy here is in sync. */
   storeLost?: boolean;
@@ -409,8 +409,12 @@ export class Brick implements PgEndpoint {
   ): Promise<T> {
     const st = this.serving(pg);
     const deadline = Date.now() + this.d.knobs.conflictWaitMaxMs;
+    const stages = this.d.replication.stages;
     for (;;) {
+      const queuedMs = stages?.now() ?? 0;
       const attempt = await st.queue.run(async (): Promise<Attempt<T>> => {
+        stages?.done('pg_queue', queuedMs);
+        const engineMs = stages?.now() ?? 0;
         // A first attempt cannot have been applied before: no lookup.
         const dup = mayBeRetry ? await this.storedReply<T>(pg, requestId) : undefined;
         if (dup) return { kind: 'done', reply: dup.reply };
@@ -425,6 +429,7 @@ export class Brick implements PgEndpoint {
           if (err === NEEDS_REMOTE) return { kind: 'remote' };
           throw err;
         }
+        stages?.done('engine', engineMs);
         const pgs = kv.pgs();
         if (pgs.size > 1 || (pgs.size === 1 && !pgs.has(pg))) return { kind: 'remote' };
         if (this.lockedKey(st, kv, undefined)) return { kind: 'wait' };

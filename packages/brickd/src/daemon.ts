@@ -390,6 +390,7 @@ export class BrickDaemon {
           recovery: this.recoveryReporter(config.name),
           durability: this.durability,
           clock: monotonicClock,
+          ...(this.o.metricsListen ? { stages: this.metrics.stages } : {}),
         },
         storeLost: this.storeLost,
         brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,

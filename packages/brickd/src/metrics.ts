@@ -1,8 +1,14 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { PgState } from './pg/pg-state.js';
+import type { Stage, StageTimer } from './replication/deps.js';
 
 /** Seconds; from a cached read (~50 µs) to a call that waited out a failover. */
 const RPC_BUCKETS_S = [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30];
+
+/** Seconds; a stage of one mutation, from a queue found empty (~10 µs) to a replica timing out. */
+const STAGE_BUCKETS_S = [
+  0.00001, 0.00003, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.03, 0.1, 0.3, 1, 3,
+];
 
 /** What the gauges read at scrape time: the brick's PG table (absent until the volume exists). */
 export interface PgTableView {
@@ -44,6 +50,19 @@ export class BrickMetrics {
   private readonly writtenBytes = new Counter({
     name: 'dunix_brick_written_bytes_total',
     help: 'Bytes received by WriteBlock and WriteInline',
+    registers: [this.registry],
+  });
+  private readonly stageSeconds = new Histogram({
+    name: 'dunix_brick_stage_seconds',
+    help: 'Time of one stage of a mutation (replication/deps.ts Stage): queues, engine, local log write, replication',
+    labelNames: ['stage'] as const,
+    buckets: STAGE_BUCKETS_S,
+    registers: [this.registry],
+  });
+  private readonly logEntries = new Counter({
+    name: 'dunix_brick_log_entries_total',
+    help: 'Log entries this brick appended as primary, by kind (each one replication round)',
+    labelNames: ['kind'] as const,
     registers: [this.registry],
   });
   private view: PgTableView | undefined;
@@ -164,6 +183,25 @@ export class BrickMetrics {
     child.observe(Number(process.hrtime.bigint() - startNs) / 1e9);
     if (code !== 'OK') this.rpcErrors.inc({ code });
   }
+
+  /** stage -> the histogram's child; kind -> the counter's child. */
+  private readonly stageChildren = new Map<Stage, { observe(v: number): void }>();
+  private readonly entryChildren = new Map<string, { inc(): void }>();
+
+  /** The latency breakdown's timer for the replication deps: performance.now() marks. */
+  readonly stages: StageTimer = {
+    now: () => performance.now(),
+    done: (stage, startMs) => {
+      let child = this.stageChildren.get(stage);
+      if (!child) this.stageChildren.set(stage, (child = this.stageSeconds.labels(stage)));
+      child.observe((performance.now() - startMs) / 1000);
+    },
+    entry: (kind) => {
+      let child = this.entryChildren.get(kind);
+      if (!child) this.entryChildren.set(kind, (child = this.logEntries.labels(kind)));
+      child.inc();
+    },
+  };
 
   addRead(bytes: number): void {
     if (bytes > 0) this.readBytes.inc(bytes);

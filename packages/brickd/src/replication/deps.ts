@@ -18,6 +18,37 @@ export interface ProtocolClock {
   sleep(ms: number): Promise<void>;
 }
 
+/**
+ * Stages of a mutation that the brick's metrics time (the latency breakdown,
+ * ARCHITECTURE.md "Where the time of a call goes"):
+ * - pg_queue: waiting for the PG's mutation queue (ops of one PG run one at a time);
+ * - engine: the namespace engine with its reads, until the writes are known;
+ * - append_queue: waiting for the PG's append queue;
+ * - log_write: the primary's own batch (entry and writes) into LevelDB;
+ * - replicas_after_local: how much longer than its own batch the primary
+ *   waited for every in-sync replica's acknowledgement (what replication adds);
+ * - replica_round_trip: one Replicate call, sent to answered, per replica;
+ * - replica_apply: a replica applying received entries, queue included.
+ */
+export type Stage =
+  | 'pg_queue'
+  | 'engine'
+  | 'append_queue'
+  | 'log_write'
+  | 'replicas_after_local'
+  | 'replica_round_trip'
+  | 'replica_apply';
+
+/** Where time and log entries go, for the metrics; absent (simulation, unit tests): nothing is measured. */
+export interface StageTimer {
+  /** A start mark: ms of a monotonic clock. */
+  now(): number;
+  /** `stage` ran from `startMs` until now. */
+  done(stage: Stage, startMs: number): void;
+  /** The primary appended an entry of this kind (one replication round each). */
+  entry(kind: string): void;
+}
+
 /** Brick-to-brick calls of the protocol, addressed to one brick. */
 export interface ReplicaTransport {
   /** Entries in sequence order; the replica applies what follows its log. */
@@ -123,6 +154,8 @@ export interface ReplicationDeps {
   recovery?: RecoveryReporter;
   /** When writes reach the disk (default: every entry synced). */
   durability?: Durability;
+  /** The latency breakdown's timer (metrics); absent: nothing measured. */
+  stages?: StageTimer;
   /**
    * Simulation only (test/sim): a deliberately broken protocol, to show that
    * the simulation's checkers catch it. Never set in brickd.

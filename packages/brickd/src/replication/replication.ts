@@ -56,7 +56,13 @@ export class Replication {
    * the caller may reuse them.
    */
   append(st: PgState, requestId: string, kind: string, make: () => Promise<AppendOp>): Promise<boolean> {
-    return st.appendQueue.run(() => this.appendHeld(st, requestId, kind, make));
+    const stages = this.d.stages;
+    if (!stages) return st.appendQueue.run(() => this.appendHeld(st, requestId, kind, make));
+    const queuedMs = stages.now();
+    return st.appendQueue.run(() => {
+      stages.done('append_queue', queuedMs);
+      return this.appendHeld(st, requestId, kind, make);
+    });
   }
 
   /** append() for a caller that already holds the PG's append queue (the scrub's repairs). */
@@ -89,10 +95,20 @@ export class Replication {
       if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
       return false;
     }
+    const stages = this.d.stages;
+    stages?.entry(kind);
+    const startMs = stages?.now() ?? 0;
+    let localDoneMs = 0;
     const [local, ...remote] = await Promise.allSettled([
-      this.logs.write(st, entry),
+      stages
+        ? this.logs.write(st, entry).then(() => {
+            stages.done('log_write', startMs);
+            localDoneMs = stages.now();
+          })
+        : this.logs.write(st, entry),
       ...others.map((b) => this.send(st, b, entry)),
     ]);
+    if (stages && others.length > 0 && localDoneMs > 0) stages.done('replicas_after_local', localDoneMs);
     if (local!.status === 'rejected') {
       // The entry may be on replicas but not here: this copy cannot lead any more.
       this.d.log.error('local log write failed; giving up the PG', {
@@ -186,7 +202,9 @@ export class Replication {
 
   /** Sends one entry; a replica that reports a gap first gets the entries it lacks. */
   private async send(st: PgState, brick: string, e: LogEntry): Promise<void> {
+    const startMs = this.d.stages?.now() ?? 0;
     const r = await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
+    this.d.stages?.done('replica_round_trip', startMs);
     if (!r.gap) {
       assert(r.lastSeq >= e.seq, `replica ${brick} of pg ${st.pg} acknowledged ${r.lastSeq} for ${e.seq}`);
       st.ackedSeq.set(brick, r.lastSeq);
@@ -469,22 +487,35 @@ export class Replication {
     epoch: number,
     entries: LogEntry[],
   ): Promise<{ lastSeq: bigint; gap: boolean }> {
+    const startMs = this.d.stages?.now() ?? 0;
     return st.appendQueue.run(async () => {
-      this.promise(st, epoch);
-      for (const e of entries) {
-        if (e.epoch > epoch)
-          throw new FsError('INVALID_ARGUMENT', `entry ${e.seq} of epoch ${e.epoch} > ${epoch}`);
-        if (e.seq <= st.opSeq) {
-          const mine = e.seq >= st.firstSeq ? await this.logs.entry(st.pg, e.seq) : undefined;
-          if (mine && mine.epoch !== e.epoch)
-            throw new FsError('DIVERGED', `pg ${st.pg}: entry ${e.seq} is of epoch ${mine.epoch} here`);
-          continue;
-        }
-        if (e.seq !== st.opSeq + 1n) return { lastSeq: st.opSeq, gap: true };
-        await this.logs.apply(st, e);
+      try {
+        return await this.applyHeld(st, epoch, entries);
+      } finally {
+        this.d.stages?.done('replica_apply', startMs);
       }
-      return { lastSeq: st.opSeq, gap: false };
     });
+  }
+
+  private async applyHeld(
+    st: PgState,
+    epoch: number,
+    entries: LogEntry[],
+  ): Promise<{ lastSeq: bigint; gap: boolean }> {
+    this.promise(st, epoch);
+    for (const e of entries) {
+      if (e.epoch > epoch)
+        throw new FsError('INVALID_ARGUMENT', `entry ${e.seq} of epoch ${e.epoch} > ${epoch}`);
+      if (e.seq <= st.opSeq) {
+        const mine = e.seq >= st.firstSeq ? await this.logs.entry(st.pg, e.seq) : undefined;
+        if (mine && mine.epoch !== e.epoch)
+          throw new FsError('DIVERGED', `pg ${st.pg}: entry ${e.seq} is of epoch ${mine.epoch} here`);
+        continue;
+      }
+      if (e.seq !== st.opSeq + 1n) return { lastSeq: st.opSeq, gap: true };
+      await this.logs.apply(st, e);
+    }
+    return { lastSeq: st.opSeq, gap: false };
   }
 
   /** A primary at `epoch` talks to this copy: older epochs are refused from now on. */
