@@ -63,6 +63,8 @@ export interface PgEndpoint {
   truncateBlocks(pg: number, ino: bigint, size: bigint): Promise<void>;
   punchBlocks(pg: number, ino: bigint, from: bigint, to: bigint): Promise<void>;
   readBlock(pg: number, ino: bigint, index: bigint, offset: number, length: number): Promise<Buffer>;
+  /** The block's index record at its PG's primary (undefined: no bytes), for a clone. */
+  readBlockRecord(pg: number, ino: bigint, index: bigint): Promise<BlockRecord | undefined>;
 }
 
 export interface BrickDeps {
@@ -893,11 +895,20 @@ export class Brick implements PgEndpoint {
     });
   }
 
+  /** The committed record of a block this brick leads (a cloning brick checks its copy against it). */
+  async readBlockRecord(pg: number, ino: bigint, index: bigint): Promise<BlockRecord | undefined> {
+    this.serving(pg);
+    this.checkBlockPg(pg, ino, index);
+    return this.blockRecord(pg, ino, index);
+  }
+
   /**
-   * copy_file_range's unit: bytes of a source block (read from its PG's
-   * primary, this brick or a peer) written into a block of this PG through
-   * its log, zeros where the source holds none. A hole copied onto a hole
-   * writes nothing.
+   * copy_file_range's unit: bytes of a source block written into a block of
+   * this PG through its log, zeros where the source holds none. A piece
+   * that replaces the whole destination block with the whole source block
+   * is a CLONE (cloneBlock); any other reads the source bytes from its PG's
+   * primary (this brick or a peer) and writes them. A hole copied onto a
+   * hole writes nothing.
    */
   async copyBlock(
     pg: number,
@@ -908,6 +919,16 @@ export class Brick implements PgEndpoint {
     this.serving(pg);
     this.checkBlockPg(pg, dst.ino, dst.index);
     const srcPg = blockPg(src.ino, src.index, this.d.volume.pgCount);
+    if (dst.offset === 0 && src.offset === 0 && !(dst.ino === src.ino && dst.index === src.index)) {
+      const want = await this.endpoint(srcPg).readBlockRecord(srcPg, src.ino, src.index);
+      if (
+        want &&
+        want.length > 0 &&
+        want.length <= length &&
+        (await this.cloneBlock(pg, dst, { pg: srcPg, ...src }, want, length))
+      )
+        return;
+    }
     const bytes = await this.endpoint(srcPg).readBlock(srcPg, src.ino, src.index, src.offset, length);
     if (bytes.length === 0 && !(await this.blockRecord(pg, dst.ino, dst.index))) return;
     let data = bytes;
@@ -916,6 +937,44 @@ export class Brick implements PgEndpoint {
       bytes.copy(data);
     }
     await this.writeBlock(pg, dst.ino, dst.index, dst.offset, data);
+  }
+
+  /**
+   * The destination block becomes the source's bytes as `want` (the source
+   * primary's record) describes them, through one CLONE entry: each copy
+   * links its own file of the source when it holds those bytes (no byte is
+   * written or sent), a replica that does not gets them from here. False,
+   * with nothing appended, when this brick's own copy of the source is not
+   * `want` (the caller copies bytes), or when the destination holds bytes
+   * past the copied range (they must stay).
+   */
+  private async cloneBlock(
+    pg: number,
+    dst: { ino: bigint; index: bigint },
+    src: { pg: number; ino: bigint; index: bigint },
+    want: BlockRecord,
+    length: number,
+  ): Promise<boolean> {
+    const st = this.serving(pg);
+    if (!this.d.blocks.clone) return false;
+    let cloned = false;
+    await this.repl.append(st, '', 'clone-block', async () => {
+      const old = await this.blockRecord(pg, dst.ino, dst.index);
+      if ((old?.length ?? 0) > length) return { writes: [], blocks: [] };
+      if (want.length > (old?.length ?? 0) && this.d.anyFull?.(st.isr))
+        throw new FsError('NO_SPACE', `pg ${pg}: a brick holding it is full`);
+      if (!(await this.d.blocks.clone!(src, want, { pg, ino: dst.ino, index: dst.index })))
+        return { writes: [], blocks: [] };
+      cloned = true;
+      const record = encodeRecord(want);
+      return {
+        writes: [{ key: keys.block(pg, dst.ino, dst.index), value: record }],
+        blocks: [
+          { ino: dst.ino, index: dst.index, kind: 'CLONE', offset: 0, length: want.length, record, src },
+        ],
+      };
+    });
+    return cloned;
   }
 
   /** Keeps the first `size` bytes of the inode's blocks held in this PG. */

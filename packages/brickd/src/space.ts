@@ -85,6 +85,16 @@ export class SpaceKeeper {
       },
       truncate: (...a) => blocks.truncate(...a),
       delete: (...a) => blocks.delete(...a),
+      // A clone's bytes count like written ones: every record counts its length (usage.ts).
+      ...(blocks.clone
+        ? {
+            clone: async (src, want, dst) => {
+              const done = await blocks.clone!(src, want, dst);
+              if (done) meter.noteWritten(want.length);
+              return done;
+            },
+          }
+        : {}),
       ...(blocks.list ? { list: (pg: number) => blocks.list!(pg) } : {}),
       ...(blocks.syncDirty ? { syncDirty: () => blocks.syncDirty!() } : {}),
     };

@@ -79,7 +79,8 @@ export type ErrorCode =
   | 'NOT_INLINE'
   | 'NOT_ENOUGH_REPLICAS'
   | 'LOG_GAP'
-  | 'DIVERGED';
+  | 'DIVERGED'
+  | 'NO_CLONE_SOURCE';
 
 export interface ErrorMapping {
   /** errno name as in `os.constants.errno`; the number is looked up, never typed. */
@@ -148,6 +149,13 @@ export const errorTable = {
     errno: 'EAGAIN',
     grpc: 'FAILED_PRECONDITION',
     summary: 'replica log diverged from the primary',
+  },
+  // Brick to brick: a replica holds no copy of a CLONE's source block that
+  // matches its record; the primary sends the bytes instead.
+  NO_CLONE_SOURCE: {
+    errno: 'EIO',
+    grpc: 'FAILED_PRECONDITION',
+    summary: 'replica lacks the source block of a clone',
   },
 } as const satisfies Record<ErrorCode, ErrorMapping>;
 

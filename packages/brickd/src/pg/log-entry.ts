@@ -8,7 +8,8 @@ import type { KvWrite } from '../store/kv.js';
  * the namespace engine. Stored in the log as the `LogEntry` protobuf message,
  * without block bytes (those live in the block files).
  */
-export type BlockOpKind = 'WRITE' | 'TRUNCATE' | 'DELETE' | 'SYNC';
+export type BlockOpKind = 'WRITE' | 'TRUNCATE' | 'DELETE' | 'SYNC' | 'CLONE';
+const BLOCK_OP_KINDS: readonly string[] = ['WRITE', 'TRUNCATE', 'DELETE', 'SYNC', 'CLONE'];
 
 export interface BlockOp {
   ino: bigint;
@@ -20,8 +21,14 @@ export interface BlockOp {
   length: number;
   /** WRITE, SYNC: the bytes (absent once stored). */
   data?: Buffer;
-  /** SYNC: the index record matching `data`; absent: the block is gone. */
+  /** SYNC: the index record matching `data`; absent: the block is gone. CLONE: the source's record. */
   record?: Buffer;
+  /**
+   * CLONE: the block whose bytes this one becomes (a whole-block
+   * copy_file_range). A CLONE travels alone in its entry, so a replica that
+   * lacks the source refuses the entry before changing anything.
+   */
+  src?: { pg: number; ino: bigint; index: bigint };
 }
 
 export interface LogEntry {
@@ -61,6 +68,7 @@ export function entryToWire(e: LogEntry, withData: boolean): wire.LogEntry {
       length: b.length,
       ...(withData && b.data ? { data: b.data } : {}),
       ...(b.record ? { record: b.record } : {}),
+      ...(b.src ? { srcPg: b.src.pg, srcIno: b.src.ino.toString(), srcIndex: b.src.index.toString() } : {}),
     })),
   };
 }
@@ -87,8 +95,10 @@ export function entryFromWire(w: wire.LogEntry__Output): LogEntry {
       return { key: Buffer.from(x.key), value: x.delete ? undefined : Buffer.from(x.value) };
     }),
     blocks: w.blocks.map((b) => {
-      if (!['WRITE', 'TRUNCATE', 'DELETE', 'SYNC'].includes(b.kind))
+      if (!BLOCK_OP_KINDS.includes(b.kind))
         throw new FsError('INVALID_ARGUMENT', `log entry block op ${b.kind}`);
+      if (b.kind === 'CLONE' && (b.record.length === 0 || w.blocks.length !== 1 || b.srcPg > 0xffff))
+        throw new FsError('INVALID_ARGUMENT', 'log entry clone without a record, a source PG or alone');
       return {
         ino: u64(b.ino, 'ino'),
         index: u64(b.index, 'index'),
@@ -99,6 +109,9 @@ export function entryFromWire(w: wire.LogEntry__Output): LogEntry {
           ? { data: Buffer.from(b.data) }
           : {}),
         ...(b.record.length > 0 ? { record: Buffer.from(b.record) } : {}),
+        ...(b.kind === 'CLONE'
+          ? { src: { pg: b.srcPg, ino: u64(b.srcIno, 'src_ino'), index: u64(b.srcIndex, 'src_index') } }
+          : {}),
       };
     }),
   };

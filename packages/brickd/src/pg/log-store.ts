@@ -91,6 +91,16 @@ export class LogStore {
             );
         }
         extra.push({ key, value: op.record });
+      } else if (op.kind === 'CLONE') {
+        // Our own copy of the source, when it holds the very bytes: no byte travels.
+        const want = decodeRecord<BlockRecord>(op.record!);
+        const done = await this.blocks.clone?.(op.src!, want, { pg, ino: op.ino, index: op.index });
+        if (!done)
+          throw new FsError(
+            'NO_CLONE_SOURCE',
+            `entry ${e.seq}: block ${op.src!.ino}/${op.src!.index} of pg ${op.src!.pg} is not here as recorded`,
+          );
+        this.expectRecord(e, key, want);
       }
     }
     for (const w of e.writes)

@@ -106,7 +106,7 @@ export class Replication {
             localDoneMs = stages.now();
           })
         : this.logs.write(st, entry),
-      ...others.map((b) => this.send(st, b, entry)),
+      ...sends,
     ]);
     if (stages && others.length > 0 && localDoneMs > 0) stages.done('replicas_after_local', localDoneMs);
     if (local!.status === 'rejected') {
@@ -203,7 +203,7 @@ export class Replication {
   /** Sends one entry; a replica that reports a gap first gets the entries it lacks. */
   private async send(st: PgState, brick: string, e: LogEntry): Promise<void> {
     const startMs = this.d.stages?.now() ?? 0;
-    const r = await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
+    const r = await this.replicateLive(st, brick, e);
     this.d.stages?.done('replica_round_trip', startMs);
     if (!r.gap) {
       assert(r.lastSeq >= e.seq, `replica ${brick} of pg ${st.pg} acknowledged ${r.lastSeq} for ${e.seq}`);
@@ -226,10 +226,46 @@ export class Replication {
         throw new FsError('LOG_GAP', `replica ${brick} of pg ${st.pg} reports a gap during catch-up`);
       next = rr.lastSeq + 1n;
     }
-    const last = await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
+    const last = await this.replicateLive(st, brick, e);
     if (last.gap || last.lastSeq < e.seq)
       throw new FsError('LOG_GAP', `replica ${brick} still misses ${e.seq}`);
     st.ackedSeq.set(brick, last.lastSeq);
+  }
+
+  /**
+   * Sends a new entry. A replica without the source of a CLONE (not holding
+   * the source's PG, or its copy differs) refuses it having changed nothing;
+   * it then gets the block's bytes as a SYNC, read from this brick, whose
+   * block already is the clone (the append queue keeps it so until every
+   * replica answered).
+   */
+  private async replicateLive(
+    st: PgState,
+    brick: string,
+    e: LogEntry,
+  ): Promise<{ lastSeq: bigint; gap: boolean }> {
+    try {
+      return await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
+    } catch (err) {
+      if (!(err instanceof FsError && err.code === 'NO_CLONE_SOURCE')) throw err;
+    }
+    const blocks = await Promise.all(
+      e.blocks.map(async (op): Promise<BlockOp> => {
+        if (op.kind !== 'CLONE') return op;
+        const rec = decodeRecord<BlockRecord>(op.record!);
+        const data = await this.d.blocks.read(st.pg, op.ino, op.index, 0, rec.length, rec);
+        return {
+          ino: op.ino,
+          index: op.index,
+          kind: 'SYNC',
+          offset: 0,
+          length: data.length,
+          data,
+          record: op.record!,
+        };
+      }),
+    );
+    return this.d.transport.replicate(brick, st.pg, st.epoch, [{ ...e, blocks }], false);
   }
 
   /**

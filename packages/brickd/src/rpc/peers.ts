@@ -1,5 +1,6 @@
-import { FsError, type Router, type wire } from '@dunix/proto';
+import { CHECKSUM_CHUNK_BYTES, FsError, type Router, type wire } from '@dunix/proto';
 import type { PgEndpoint, TxKeyValue, TxState } from '../brick.js';
+import { decodeRecord, type BlockRecord } from '../store/records.js';
 
 /**
  * PgEndpoint for PGs served by other bricks: gRPC calls to the PG's primary,
@@ -87,6 +88,30 @@ export class RemotePeers implements PgEndpoint {
       length,
     });
     return r.data;
+  }
+
+  async readBlockRecord(pg: number, ino: bigint, index: bigint): Promise<BlockRecord | undefined> {
+    const r = await this.call<wire.ReadBlockReply__Output>(pg, 'ReadBlock', {
+      ino: ino.toString(),
+      index: index.toString(),
+      recordOnly: true,
+    });
+    if (r.record.length === 0) return undefined;
+    let rec: BlockRecord;
+    try {
+      rec = decodeRecord<BlockRecord>(r.record);
+    } catch {
+      throw new FsError('IO', `ReadBlock of pg ${pg} returned a block record that is not JSON`);
+    }
+    if (
+      !Number.isSafeInteger(rec.length) ||
+      rec.length < 0 ||
+      !Array.isArray(rec.sums) ||
+      rec.sums.length !== Math.ceil(rec.length / CHECKSUM_CHUNK_BYTES) ||
+      !rec.sums.every((x) => typeof x === 'string')
+    )
+      throw new FsError('IO', `ReadBlock of pg ${pg} returned a malformed block record`);
+    return rec;
   }
 
   async punchBlocks(pg: number, ino: bigint, from: bigint, to: bigint): Promise<void> {

@@ -33,7 +33,7 @@ import { coalesced } from '../util/coalesce.js';
 import { Brick, type TxKeyValue } from '../brick.js';
 import type { MetaTxn } from '../namespace/txn.js';
 import { XATTR_LISTENER } from '../namespace/engine.js';
-import { S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
+import { encodeRecord, S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
 import { entriesFromReplicate, entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
 import { admitCall } from './admission.js';
@@ -534,6 +534,10 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const { pg } = route(req.header, undefined, false);
       const bs = volume().blockSizeBytes;
       const index = blockIndex(req.index);
+      if (req.recordOnly) {
+        const rec = await brick.readBlockRecord(pg, i, index);
+        return { data: Buffer.alloc(0), record: rec ? encodeRecord(rec) : Buffer.alloc(0) };
+      }
       if (req.offset > bs || req.length > bs || req.offset + req.length > bs)
         throw new FsError('OUT_OF_RANGE', 'read past the block');
       return { data: await brick.readBlock(pg, i, index, req.offset, req.length) };

@@ -1,4 +1,14 @@
-import { mkdir, open as openFile, readdir, unlink, type FileHandle } from 'node:fs/promises';
+import {
+  copyFile,
+  link,
+  mkdir,
+  open as openFile,
+  readdir,
+  rename,
+  rm,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, takeBuffer } from '@dunix/proto';
 import { checkRecord, checkUint, chunkCount, chunkSum } from './block-record.js';
@@ -37,6 +47,12 @@ interface FdEntry {
   syncPins: number;
   /** Unlinked while syncDirty held it: out of the cache, closed at its last release. */
   dropped: boolean;
+  /**
+   * The file may have another name (a clone shares it): false once a stat
+   * showed one link, or for a file made here. A write checks before it
+   * changes bytes in place.
+   */
+  mayBeShared: boolean;
 }
 
 /** Per-block queue: the tail of its promise chain and the last record an op produced. */
@@ -70,6 +86,12 @@ interface BlockQueue {
  *   block uses the record its predecessor produced (the record its caller
  *   held was read before that predecessor changed the file), so N writes
  *   issued at once give the same result as applying them in call order.
+ * - A clone makes a block file a second name of another block's file (a
+ *   hard link: one copy of the bytes on disk). Write and truncate never
+ *   change a file with more than one link in place: they give the block a
+ *   file of its own first (a copy, or a fresh file when no old byte is
+ *   kept), so a change to either block never shows in the other. Deleting
+ *   one name leaves the other's bytes (the filesystem counts the links).
  */
 export class BlockStore {
   readonly dataDir: string;
@@ -86,11 +108,15 @@ export class BlockStore {
   /** Files written and directories changed since the last syncDirty (deferred mode). */
   private dirtyFiles = new Set<string>();
   private dirtyDirs = new Set<string>();
+  /** Names being made (links before their rename, copies breaking a share); emptied at open. */
+  readonly tmpDir: string;
+  private tmpSeq = 0;
 
   constructor(opts: BlockStoreOptions) {
     this.syncEachWrite = opts.syncEachWrite ?? true;
     this.dataDir = opts.dataDir;
     this.blocksDir = join(opts.dataDir, 'blocks');
+    this.tmpDir = join(this.blocksDir, 'tmp');
     this.fdCacheMax = opts.fdCacheMax ?? blockStoreDefaults.fdCacheMax;
     assert(Number.isSafeInteger(this.fdCacheMax) && this.fdCacheMax >= 1, `fdCacheMax ${this.fdCacheMax}`);
   }
@@ -99,6 +125,9 @@ export class BlockStore {
     if (this.state === 'open') return;
     await initHashing();
     await mkdir(this.blocksDir, { recursive: true });
+    // Left by a crash between a link or copy and its rename: never a block's only name.
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await mkdir(this.tmpDir);
     this.state = 'open';
   }
 
@@ -229,9 +258,11 @@ export class BlockStore {
       const whole = base === offset && start === offset && stop === dataEnd;
       const buf = whole ? bytes : Buffer.alloc(stop - base);
       const path = this.pathOf(pg, ino, index);
-      const fd = await this.acquire(path, true);
+      let fd = await this.acquire(path, true);
       assert(fd, 'created handle');
       try {
+        // Bytes outside [start, dataEnd) stay: a shared file is copied first unless none exist.
+        fd = await this.unshare(path, fd, start > 0 || dataEnd < oldLen);
         // Keep the old bytes of the edge chunks the write only partly covers.
         for (const i of new Set([first, last])) {
           const oldStart = i * CHUNK;
@@ -285,9 +316,10 @@ export class BlockStore {
       if (cur && length === oldLen) return { result: { length, sums: [...cur.sums] }, rec: cur };
       const keep = Math.min(oldLen, length);
       const edge = Math.floor(keep / CHUNK);
-      const fd = await this.acquire(path, true);
+      let fd = await this.acquire(path, true);
       assert(fd, 'created handle');
       try {
+        fd = await this.unshare(path, fd, keep > 0);
         // The chunk holding the cut keeps a prefix of its old bytes: verify them.
         let edgeBytes: Buffer = Buffer.alloc(0);
         if (keep % CHUNK !== 0) {
@@ -314,6 +346,61 @@ export class BlockStore {
         this.release(path, fd);
       }
     });
+  }
+
+  /**
+   * Makes block (dstPg, dstIno, dstIndex) a second name of the source
+   * block's file when that file holds exactly what `want` describes
+   * (checked under the source block's queue, so no write to it interleaves):
+   * no byte is copied. False, and nothing changed, when the source file is
+   * missing or holds other bytes. The destination's old file, if any, is
+   * replaced. Durable on return like a write.
+   */
+  async clone(
+    src: { pg: number; ino: bigint; index: bigint },
+    want: BlockRecord,
+    dst: { pg: number; ino: bigint; index: bigint },
+  ): Promise<boolean> {
+    checkRecord(want, 'clone');
+    if (want.length === 0) return false;
+    const tmp = join(this.tmpDir, `clone-${++this.tmpSeq}`);
+    const srcPath = this.pathOf(src.pg, src.ino, src.index);
+    const dstPath = this.pathOf(dst.pg, dst.ino, dst.index);
+    if (srcPath === dstPath) throw new FsError('INVALID_ARGUMENT', `clone of block ${srcPath} onto itself`);
+    const linked = await this.serialKeep(srcPath, async () => {
+      const fd = await this.acquire(srcPath, false);
+      if (!fd) return false;
+      try {
+        const buf = await readExact(fd.fh, 0, want.length, srcPath);
+        verifyChunks(buf, 0, want, srcPath);
+        // The other name's bytes must reach the disk before its record does.
+        if (this.dirtyFiles.has(srcPath)) await fd.fh.datasync();
+        await link(srcPath, tmp);
+        fd.mayBeShared = true;
+        return true;
+      } catch (err) {
+        if (err instanceof FsError && err.code === 'CORRUPT') return false;
+        // Removed behind the store's back while its handle was cached.
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+        throw err;
+      } finally {
+        this.release(srcPath, fd);
+      }
+    });
+    if (!linked) return false;
+    try {
+      await this.serial(dst.pg, dst.ino, dst.index, undefined, async () => {
+        await this.ensurePgDir(dstPath);
+        this.forget(dstPath);
+        await rename(tmp, dstPath);
+        await this.dirChanged(dstPath);
+        return { result: undefined, rec: { length: want.length, sums: [...want.sums] } };
+      });
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      throw err;
+    }
+    return true;
   }
 
   /** Removes the block file (absent is fine). */
@@ -356,6 +443,80 @@ export class BlockStore {
       if (--queue.ops === 0 && this.queues.get(key) === queue) this.queues.delete(key);
     });
     return run;
+  }
+
+  /** Runs `fn` in the queue of the block at `key` without changing the record its ops see. */
+  private serialKeep<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    if (this.state !== 'open') return Promise.reject(new Error(`BlockStore is ${this.state}`));
+    let q = this.queues.get(key);
+    if (!q) {
+      q = { tail: Promise.resolve(), ops: 0, produced: false, rec: undefined };
+      this.queues.set(key, q);
+    }
+    const queue = q;
+    queue.ops++;
+    const run = queue.tail.then(fn);
+    queue.tail = run.then(
+      () => {},
+      () => {},
+    );
+    void queue.tail.then(() => {
+      if (--queue.ops === 0 && this.queues.get(key) === queue) this.queues.delete(key);
+    });
+    return run;
+  }
+
+  /**
+   * A handle on a file of this block alone: a file with other names is
+   * replaced by a copy (`keepBytes`) or an empty file first, so the change
+   * about to be made in place never shows under another block.
+   */
+  private async unshare(path: string, fd: FdEntry, keepBytes: boolean): Promise<FdEntry> {
+    if (!fd.mayBeShared) return fd;
+    if ((await fd.fh.stat()).nlink <= 1) {
+      fd.mayBeShared = false;
+      return fd;
+    }
+    const tmp = join(this.tmpDir, `own-${++this.tmpSeq}`);
+    try {
+      if (keepBytes) await copyFile(path, tmp);
+      else await (await openFile(tmp, 'w', 0o644)).close();
+      await rename(tmp, path);
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      throw err;
+    }
+    // The cached handle now reaches the other block's file: out of the cache at
+    // once (the caller's pin closes it), so nothing writes through it again.
+    if (this.fds.get(path) === fd) this.fds.delete(path);
+    fd.dropped = true;
+    this.dirtyFiles.delete(path);
+    await this.dirChanged(path);
+    const own = await this.acquire(path, true);
+    assert(own, 'handle of the copy');
+    own.mayBeShared = false;
+    this.release(path, fd);
+    return own;
+  }
+
+  /** Drops the cached handle of `path` (its name is about to point at another file). */
+  private forget(path: string): void {
+    const e = this.fds.get(path);
+    if (e) {
+      // The block's queue runs one operation at a time: only syncDirty may hold it now.
+      assert(e.pins === e.syncPins, `replacing ${path} while in use`);
+      this.fds.delete(path);
+      if (e.pins === 0) this.closeHandle(e.fh);
+      else e.dropped = true;
+    }
+    this.dirtyFiles.delete(path);
+  }
+
+  /** A name in the directory of `path` changed: durable now, or with the next syncDirty. */
+  private async dirChanged(path: string): Promise<void> {
+    const dir = join(path, '..');
+    if (this.syncEachWrite) await syncDir(dir);
+    else this.dirtyDirs.add(dir);
   }
 
   /** Makes every write so far durable (deferred mode; a no-op when each write syncs). */
@@ -403,6 +564,7 @@ export class BlockStore {
       return e;
     }
     let fh: FileHandle;
+    let created = false;
     try {
       fh = await openFile(path, 'r+');
     } catch (err) {
@@ -411,11 +573,12 @@ export class BlockStore {
       await this.ensurePgDir(path);
       // Serialized per block: no one else creates this file now.
       fh = await openFile(path, 'w+', 0o644);
+      created = true;
       // Make the new directory entry durable along with the data.
       if (this.syncEachWrite) await syncDir(join(path, '..'));
       else this.dirtyDirs.add(join(path, '..'));
     }
-    e = { fh, pins: 1, syncPins: 0, dropped: false };
+    e = { fh, pins: 1, syncPins: 0, dropped: false, mayBeShared: !created };
     this.fds.set(path, e);
     this.trim();
     return e;

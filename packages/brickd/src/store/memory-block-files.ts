@@ -188,6 +188,31 @@ export class MemoryBlockFiles implements BlockFiles {
     });
   }
 
+  /** BlockStore.clone's contract; the bytes are copied (a Buffer per block shares nothing). */
+  async clone(
+    src: { pg: number; ino: bigint; index: bigint },
+    want: BlockRecord,
+    dst: { pg: number; ino: bigint; index: bigint },
+  ): Promise<boolean> {
+    checkRecord(want, 'clone');
+    const srcKey = this.keyOf(src.pg, src.ino, src.index);
+    const key = this.keyOf(dst.pg, dst.ino, dst.index);
+    if (srcKey === key) throw new FsError('INVALID_ARGUMENT', `clone of block ${key} onto itself`);
+    return this.serial(key, undefined, async (cur) => {
+      const file = this.files.get(srcKey);
+      if (want.length === 0 || !file || file.length < want.length) return { result: false, rec: cur };
+      const bytes = Buffer.from(file.subarray(0, want.length));
+      try {
+        verifyChunks(bytes, 0, want, srcKey);
+      } catch (err) {
+        if (err instanceof FsError && err.code === 'CORRUPT') return { result: false, rec: cur };
+        throw err;
+      }
+      this.files.set(key, bytes);
+      return { result: true, rec: { length: want.length, sums: [...want.sums] } };
+    });
+  }
+
   /** Copies of every block "file" of `pg` (all PGs when omitted), by key, sorted (for checkers). */
   dump(pg?: number): Map<string, Buffer> {
     const prefix = pg === undefined ? '' : `${pg.toString(16).padStart(4, '0')}/`;

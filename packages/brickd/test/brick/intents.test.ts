@@ -79,6 +79,7 @@ class Net implements PgEndpoint {
     this.at(pg).readBlock(pg, ino, index, offset, length);
   punchBlocks = (pg: number, ino: bigint, from: bigint, to: bigint) =>
     this.at(pg).punchBlocks(pg, ino, from, to);
+  readBlockRecord = (pg: number, ino: bigint, index: bigint) => this.at(pg).readBlockRecord(pg, ino, index);
 }
 
 /** PGs 0..3 on brick A, 4..7 on brick B. */

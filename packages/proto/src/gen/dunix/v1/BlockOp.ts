@@ -10,6 +10,7 @@ export const _dunix_v1_BlockOp_Kind = {
   TRUNCATE: 'TRUNCATE',
   DELETE: 'DELETE',
   SYNC: 'SYNC',
+  CLONE: 'CLONE',
 } as const;
 
 export type _dunix_v1_BlockOp_Kind =
@@ -21,6 +22,8 @@ export type _dunix_v1_BlockOp_Kind =
   | 2
   | 'SYNC'
   | 3
+  | 'CLONE'
+  | 4
 
 export type _dunix_v1_BlockOp_Kind__Output = typeof _dunix_v1_BlockOp_Kind[keyof typeof _dunix_v1_BlockOp_Kind]
 
@@ -32,6 +35,9 @@ export interface BlockOp {
   'length'?: (number);
   'data'?: (Buffer | Uint8Array | string);
   'record'?: (Buffer | Uint8Array | string);
+  'srcPg'?: (number);
+  'srcIno'?: (number | string | Long);
+  'srcIndex'?: (number | string | Long);
 }
 
 export interface BlockOp__Output {
@@ -42,4 +48,7 @@ export interface BlockOp__Output {
   'length': (number);
   'data': (Buffer);
   'record': (Buffer);
+  'srcPg': (number);
+  'srcIno': (string);
+  'srcIndex': (string);
 }

@@ -4,8 +4,10 @@
 
 export interface ReadBlockReply {
   'data'?: (Buffer | Uint8Array | string);
+  'record'?: (Buffer | Uint8Array | string);
 }
 
 export interface ReadBlockReply__Output {
   'data': (Buffer);
+  'record': (Buffer);
 }

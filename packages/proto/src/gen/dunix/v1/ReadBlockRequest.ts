@@ -12,6 +12,7 @@ export interface ReadBlockRequest {
   'offset'?: (number);
   'length'?: (number);
   'grant'?: (_dunix_v1_BlockGrant | null);
+  'recordOnly'?: (boolean);
 }
 
 export interface ReadBlockRequest__Output {
@@ -21,4 +22,5 @@ export interface ReadBlockRequest__Output {
   'offset': (number);
   'length': (number);
   'grant': (_dunix_v1_BlockGrant__Output | null);
+  'recordOnly': (boolean);
 }
