@@ -29,6 +29,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -195,12 +196,14 @@ function resolveConfig(values, env) {
   cfg.mountLog = join(cfg.logDir, 'mount.log');
   cfg.client = { pidFile: join(cfg.runDir, 'client.pid') };
   // TLS everywhere (made by dunixctl ca init / cert issue on first start): the CA of this state dir,
-  // etcd's server certificate, one per brick, one for the mount, dunixctl and this launcher.
+  // etcd's server certificate, one per brick, one for the mount, an admin's for dunixctl and this
+  // launcher (etcd's root once its RBAC is on).
   const tlsDir = join(stateDir, 'tls');
   cfg.tls = {
     ca: tlsDir,
     etcd: join(tlsDir, 'etcd', 'etcd0'),
     client: join(tlsDir, 'clients', 'local'),
+    admin: join(tlsDir, 'admins', 'local'),
   };
   for (const b of cfg.bricks) b.tlsDir = join(tlsDir, 'bricks', b.name);
   return cfg;
@@ -436,9 +439,6 @@ async function requirePortFree(what, port, envName) {
 
 // ---------------------------------------------------------------- etcd over HTTP
 
-const b64 = (s) => Buffer.from(s).toString('base64');
-const unb64 = (s) => Buffer.from(s ?? '', 'base64').toString();
-
 /**
  * A request to etcd's HTTP side with the launcher's client certificate (etcd
  * runs with --client-cert-auth; fetch() cannot present one). Resolves with
@@ -483,12 +483,33 @@ async function etcdHealthy(cfg) {
   }
 }
 
-/** Keys under a prefix, as {key: value}, via etcd's JSON gateway. */
+/**
+ * etcd's gRPC API with the admin certificate (the client's before it exists:
+ * a state dir of an older version). Not the JSON gateway: it cannot carry a
+ * certificate's user, so etcd's RBAC refuses it.
+ */
+async function etcdKv(cfg) {
+  if (cfg.kv?.endpoint !== cfg.endpoint) {
+    cfg.kv?.kv.close().catch(() => {});
+    const { EtcdKv } = await import(join(REPO, 'packages/coord/dist/src/etcd-kv.js'));
+    const { loadEtcdTls } = await import(join(REPO, 'packages/coord/dist/src/etcd-security.js'));
+    const { createLogger } = await import(join(REPO, 'packages/proto/dist/src/log.js'));
+    const tlsDir = existsSync(join(cfg.tls.admin, 'tls.crt')) ? cfg.tls.admin : cfg.tls.client;
+    const kv = new EtcdKv({
+      endpoints: [cfg.endpoint],
+      tls: await loadEtcdTls({ tlsDir }),
+      rpcTimeoutMs: limits.etcdRequestMs,
+      log: createLogger('launcher', () => {}),
+    });
+    cfg.kv = { endpoint: cfg.endpoint, kv };
+  }
+  return cfg.kv.kv;
+}
+
+/** Keys under a prefix, as {key: value}. */
 async function etcdPrefix(cfg, prefix) {
-  const end = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-  const res = await etcdRequest(cfg, '/v3/kv/range', { key: b64(prefix), range_end: b64(end) });
-  if (res.status !== 200) throw new Error(`etcd range ${prefix}: HTTP ${res.status}`);
-  return Object.fromEntries((res.body.kvs ?? []).map((kv) => [unb64(kv.key), unb64(kv.value)]));
+  const r = await (await etcdKv(cfg)).range(prefix);
+  return Object.fromEntries(r.entries.map((e) => [e.key, e.value]));
 }
 
 const volumeKey = (volume) => `/dunix/v1/volumes/${volume}/`;
@@ -509,7 +530,7 @@ function dunixctl(cfg, args) {
       '--etcd',
       cfg.endpoint,
       '--tls-dir',
-      cfg.tls.client,
+      existsSync(join(cfg.tls.admin, 'tls.crt')) ? cfg.tls.admin : cfg.tls.client,
       '--timeout',
       String(limits.dunixctlMs),
       ...args,
@@ -818,12 +839,16 @@ async function ensureCertificates(cfg) {
   const want = [
     [cfg.tls.etcd, 'etcd'],
     [cfg.tls.client, 'client'],
+    [cfg.tls.admin, 'admin'],
     ...cfg.bricks.map((b) => [b.tlsDir, 'brick']),
   ];
   for (const [dir, role] of want) {
-    if (existsSync(join(dir, 'tls.crt'))) continue;
-    await issueCert(cfg.tls.ca, { role, name: basename(dir) });
-    made.push(basename(dir));
+    const file = join(dir, 'tls.crt');
+    // A certificate of an older version (CN=NAME, without its kind) has no etcd user: issued again.
+    const current = existsSync(file) && /CN=[a-z]+:/.test(new X509Certificate(readFileSync(file)).subject);
+    if (current) continue;
+    await issueCert(cfg.tls.ca, { role, name: basename(dir), force: true });
+    made.push(`${role}:${basename(dir)}`);
   }
   return made.length ? `made ${made.join(', ')} in ${cfg.tls.ca}` : `in ${cfg.tls.ca}`;
 }
@@ -1005,6 +1030,18 @@ async function startBricks(cfg) {
     : `already running, pids ${pidList}`;
 }
 
+/**
+ * etcd's RBAC (dunixctl etcd auth enable): a user per certificate of this
+ * state dir, each with its kind's role, then auth on. Run at every start: it
+ * may be run again, and adds a user a new certificate needs.
+ */
+function ensureEtcdAuth(cfg) {
+  const users = [...cfg.bricks.map((b) => `brick:${b.name}`), 'client:local', 'admin:local'];
+  const r = dunixctl(cfg, ['etcd', 'auth', 'enable', ...users]);
+  if (r.status !== 0) fail(`etcd auth enable failed: ${(r.stderr || r.stdout).trim()}`);
+  return `on; users ${users.join(', ')}`;
+}
+
 async function ensureVolume(cfg) {
   const configKey = `${volumeKey(cfg.volume)}config`;
   const exists = async () => configKey in (await etcdPrefix(cfg, configKey));
@@ -1086,6 +1123,7 @@ async function cmdStart(cfg) {
   await step('certificates', () => ensureCertificates(cfg));
   await step('etcd', () => startEtcd(cfg));
   recordConfig(cfg); // stop and status of this state dir use it
+  await step('etcd auth', () => ensureEtcdAuth(cfg));
   await step('bricks', () => startBricks(cfg));
   await step('volume', () => ensureVolume(cfg));
   await step('mount', () => ensureMounted(cfg));

@@ -9,15 +9,18 @@
  *   RPCs called directly: no grant, a grant of another file, of another
  *   certificate, a read grant used to write);
  * - a placement write to etcd without credentials (plain HTTP, TLS without
- *   a client certificate).
+ *   a client certificate) and with a client's (etcd's RBAC: a client
+ *   certificate writes only its mount record and suspect reports, also one
+ *   named as a brick; the JSON gateway ignores certificate CNs).
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import t from 'tap';
-import { keys } from '@dunix/coord';
+import { EtcdKv, keys, loadEtcdTls } from '@dunix/coord';
 import {
   blockPg,
+  createLogger,
   FrameConn,
   FsError,
   initHashing,
@@ -26,7 +29,7 @@ import {
   type TransportSecurity,
   type wire,
 } from '@dunix/proto';
-import { startCluster } from '../src/cluster.js';
+import { bins, startCluster } from '../src/cluster.js';
 import { withoutClientCertificate } from '../src/tls-probe.js';
 
 type TlsSecurity = TransportSecurity & { kind: 'tls' };
@@ -61,7 +64,12 @@ function etcdGateway(
 
 t.test('security: unauthenticated peers, roles, root squash, block grants, etcd', async (t) => {
   await initHashing();
-  const c = await startCluster(t, { pgs: 8, tls: true, mountOptions: 'attr_ttl_ms=0,entry_ttl_ms=0' });
+  const c = await startCluster(t, {
+    pgs: 8,
+    tls: true,
+    etcdAuth: true,
+    mountOptions: 'attr_ttl_ms=0,entry_ttl_ms=0',
+  });
   const tls = c.tls!;
   const clientSec = tls.client as TlsSecurity;
   const conns: FrameConn[] = [];
@@ -263,13 +271,63 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
     /^refused: .*(certificate|alert|reset|hang up)/i,
     `TLS without a certificate: ${noCertEtcd}`,
   );
-  t.equal(JSON.stringify(await c.placement()), placementBefore, 'the placement is unchanged');
-  const withCert = await etcdGateway(etcd, '/v3/kv/range', { key: forged.key }, clientSec);
+  const withCert = await etcdGateway(etcd, '/v3/kv/put', forged, clientSec);
   t.equal(
     withCert,
-    'HTTP 200',
-    'the same gateway answers a certificate of the CA (the request itself is sound)',
+    'HTTP 400',
+    "the JSON gateway refuses a client certificate (it cannot check the CN's rights)",
   );
+
+  // etcd's RBAC: a client certificate (one named like a brick too) reads placement, writes none.
+  const etcdAs = async (tlsDir: string) => {
+    const kv = new EtcdKv({
+      endpoints: [etcd],
+      tls: await loadEtcdTls({ tlsDir }),
+      rpcTimeoutMs: 5000,
+      log: createLogger('security-test', () => undefined),
+    });
+    t.teardown(() => kv.close());
+    return kv;
+  };
+  const asClient = await etcdAs(clientSec.dir);
+  const asBrickNamedClient = await etcdAs(await tls.issue('client', 'brick0'));
+  const evil = JSON.stringify({ pg: 0, bricks: ['evil'], isr: ['evil'], epoch: 999 });
+  t.ok((await asClient.get(keys.placement(c.volume, 0)))?.value, 'a client certificate reads placement');
+  for (const [who, kv] of [
+    ["the mount's client certificate", asClient],
+    ['a client certificate named brick0 (CN=client:brick0)', asBrickNamedClient],
+  ] as const) {
+    for (const [what, op] of [
+      ['put placement/0', () => kv.put({ key: keys.placement(c.volume, 0), value: evil })],
+      ['delete placement/0', () => kv.txn([], [], [keys.placement(c.volume, 0)])],
+      ['put config', () => kv.put({ key: keys.config(c.volume), value: '{}' })],
+      ['put members/evil', () => kv.put({ key: keys.member(c.volume, 'evil'), value: '{}' })],
+      [
+        'put a key of another volume',
+        () => kv.put({ key: keys.mount('other', 'm-000000000001'), value: '{}' }),
+      ],
+    ] as const) {
+      const r = await refusal(op());
+      t.equal((r as FsError).code, 'NOT_PERMITTED', `${who}: ${what} refused`);
+      t.match(String(r), /permission denied/, `with etcd's reason: ${String(r)}`);
+    }
+  }
+  const suspectKey = keys.suspect(c.volume, 'no-such-brick');
+  await asClient.put({ key: suspectKey, value: '{}' });
+  t.equal((await asClient.get(suspectKey))?.value, '{}', 'a client may report a suspect');
+  await asClient.txn([], [], [suspectKey]);
+  t.equal(JSON.stringify(await c.placement()), placementBefore, 'the placement is unchanged');
+  const configBefore = (await c.coord.getVolume(c.volume))!;
+  const asCtl = spawnSync(
+    process.execPath,
+    [bins.dunixctl, '--etcd', etcd, '--tls-dir', clientSec.dir, 'volume', 'set', c.volume, 'min_insync', '1'],
+    { encoding: 'utf8', timeout: 60_000 },
+  );
+  t.equal(asCtl.status, 1, 'dunixctl with a client certificate may not change a volume');
+  t.match(asCtl.stderr, /permission denied/, `dunixctl says why: ${asCtl.stderr.trim().split('\n').pop()}`);
+  t.same(await c.coord.getVolume(c.volume), configBefore, 'the config is unchanged');
+  t.equal(c.ctl(['volume', 'mounts', c.volume]).status, 0, 'the admin certificate lists the mounts');
+  t.match(c.ctl(['volume', 'mounts', c.volume]).stdout, /m-[0-9a-f]{12}/, 'the mount registered its record');
 
   // Nothing else changed either: the root directory, the stored inodes and blocks (but the one file made).
   t.same(readdirSync(c.path()).sort(), before.root, 'the root directory is as it was');

@@ -22,7 +22,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EtcdCoordinator, loadEtcdTls, spawnEtcd, type EtcdProcess } from '@dunix/coord';
+import { EtcdCoordinator, loadEtcdTls, parseEtcdUser, spawnEtcd, type EtcdProcess } from '@dunix/coord';
 import { certDir, initCa, issueCert } from '@dunix/coord/ca';
 import {
   brickClient,
@@ -89,6 +89,12 @@ export interface ClusterOptions {
    * clients. Default: insecure (loopback), as before.
    */
   tls?: boolean;
+  /**
+   * With `tls`: etcd's RBAC on (dunixctl etcd auth enable): a user per
+   * brick, `client:client` and `admin:admin`; the harness and ctl() then use
+   * the admin certificate, the mount its client one.
+   */
+  etcdAuth?: boolean;
 }
 
 /** The cluster's CA when started with `tls` (ClusterOptions). */
@@ -97,8 +103,8 @@ export interface ClusterTls {
   readonly dir: string;
   /** What the mount and the harness's clients use: the certificate `client`. */
   readonly client: TransportSecurity;
-  /** Issues another certificate; resolves with its TLS directory. */
-  issue(role: 'brick' | 'client', name: string, policy?: ClientPolicy): Promise<string>;
+  /** Issues another certificate (and its etcd user with `etcdAuth`); resolves with its TLS directory. */
+  issue(role: 'brick' | 'client' | 'admin', name: string, policy?: ClientPolicy): Promise<string>;
   /** etcd's server certificate (etcd runs with TLS and --client-cert-auth). */
   readonly etcdDir: string;
 }
@@ -438,9 +444,14 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   if (opts.tls) {
     const dir = join(base, 'tls');
     await initCa(dir);
-    const issue = async (role: 'brick' | 'client', name: string, policy?: ClientPolicy) =>
-      (await issueCert(dir, { role, name, ...(policy ? { policy } : {}) })).dir;
+    const issue = async (role: 'brick' | 'client' | 'admin', name: string, policy?: ClientPolicy) => {
+      const issued = (await issueCert(dir, { role, name, ...(policy ? { policy } : {}) })).dir;
+      if (opts.etcdAuth && started.coord)
+        await started.coord.access.addUsers([parseEtcdUser(`${role}:${name}`)]);
+      return issued;
+    };
     for (let i = 0; i < nBricks; i++) await issue('brick', `brick${i}`);
+    if (opts.etcdAuth) await issue('admin', 'admin');
     const client = await loadTlsDir(await issue('client', 'client'), 'client');
     const etcdDir = (await issueCert(dir, { role: 'etcd', name: 'etcd0' })).dir;
     tlsInfo = { dir, client, issue, etcdDir };
@@ -460,8 +471,11 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
         }
       : {}),
   });
-  // The harness talks to etcd (and runs dunixctl) with the mount's client certificate.
-  const clientTlsDir = tlsInfo ? certDir(tlsInfo.dir, 'client', 'client') : undefined;
+  // The harness talks to etcd (and runs dunixctl) with the mount's client certificate, or the
+  // admin's when etcd's RBAC is on.
+  const clientTlsDir = tlsInfo
+    ? certDir(tlsInfo.dir, opts.etcdAuth ? 'admin' : 'client', opts.etcdAuth ? 'admin' : 'client')
+    : undefined;
   const etcdHostPort = `127.0.0.1:${etcd.clientPort}`;
   started.etcd = etcd;
   reap.add({ kind: 'pid', pid: etcd.pid, marker: etcd.dataDir });
@@ -473,6 +487,15 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
   });
   started.coord = coord;
   await coord.start();
+  if (opts.etcdAuth) {
+    if (!tlsInfo) throw new Error('etcdAuth needs tls');
+    const users = [
+      ...Array.from({ length: nBricks }, (_, i) => `brick:brick${i}`),
+      'client:client',
+      'admin:admin',
+    ];
+    await coord.access.enable(users.map(parseEtcdUser), []);
+  }
 
   const ctl = (args: string[]) => {
     const r = spawnSync(

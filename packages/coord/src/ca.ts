@@ -3,7 +3,15 @@ import { chmod, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promise
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import forge from 'node-forge';
-import { CERT_ORGANIZATION, policyUris, TLS_FILES, type ClientPolicy, type PeerRole } from '@dunix/proto';
+import {
+  CERT_ORGANIZATION,
+  certCommonName,
+  OU_OF_KIND,
+  policyUris,
+  TLS_FILES,
+  type CertKind,
+  type ClientPolicy,
+} from '@dunix/proto';
 
 /**
  * The cluster CA: `dunixctl ca init` makes it, `dunixctl cert issue` signs a
@@ -15,9 +23,11 @@ import { CERT_ORGANIZATION, policyUris, TLS_FILES, type ClientPolicy, type PeerR
  *   ca.crt, ca.key (0600)            the CA; ca.key never leaves this host
  *   bricks/NAME/ca.crt tls.crt tls.key   what brickd --tls-dir NAME's dir reads
  *   clients/NAME/ca.crt tls.crt tls.key  what the mount option tls_dir reads
+ *   admins/NAME/ca.crt tls.crt tls.key   dunixctl's --tls-dir: a client to the bricks, etcd's root
  *   etcd/NAME/ca.crt tls.crt tls.key     an etcd member's server (and peer) certificate
  * The role and a client's policy are in the certificate (peer-identity.ts
- * in proto: OU=brick|client, policy URIs in the subjectAltName).
+ * in proto: OU=brick|client, CN=<kind>:NAME, policy URIs in the
+ * subjectAltName); the CN is the certificate's etcd user.
  */
 export const CA_FILES = { cert: 'ca.crt', key: 'ca.key' } as const;
 export const CA_DAYS_DEFAULT = 3650;
@@ -42,11 +52,12 @@ export interface CaInfo {
 }
 
 /**
- * What a certificate is for: a brick or a client (roles a brick admits), or
- * an etcd member (OU=etcd: serves etcd's client and peer ports; a brick
- * refuses it as a peer, having no dunix role).
+ * What a certificate is for: a brick or a client (roles a brick admits), an
+ * admin (dunixctl: a client to the bricks, etcd's root role), or an etcd
+ * member (OU=etcd: serves etcd's client and peer ports; a brick refuses it
+ * as a peer, having no dunix role).
  */
-export type CertRole = PeerRole | 'etcd';
+export type CertRole = CertKind;
 
 export interface IssueOptions {
   role: CertRole;
@@ -178,7 +189,8 @@ async function loadCa(
 
 /** Where the certificate of `role` NAME lives under the CA directory. */
 export function certDir(caDir: string, role: CertRole, name: string): string {
-  return join(caDir, role === 'brick' ? 'bricks' : role === 'etcd' ? 'etcd' : 'clients', name);
+  const sub = { brick: 'bricks', client: 'clients', admin: 'admins', etcd: 'etcd' } as const;
+  return join(caDir, sub[role], name);
 }
 
 /** Issues a brick or client certificate signed by the CA in `caDir`; writes its TLS directory. */
@@ -186,11 +198,12 @@ export async function issueCert(caDir: string, o: IssueOptions): Promise<IssuedC
   if (!NAME_RE.test(o.name))
     throw new Error(`name ${JSON.stringify(o.name)}: letters, digits, '.', '_' and '-', at most 63`);
   const policy = o.policy ?? { squashRoot: false, uidRange: undefined };
+  if (!Object.hasOwn(OU_OF_KIND, o.role)) throw new Error(`unknown certificate role ${String(o.role)}`);
   if (o.role !== 'client' && (policy.squashRoot || policy.uidRange))
     throw new Error(
       `--squash-root and --uid-range are client policies; a ${o.role} certificate carries none`,
     );
-  const serves = o.role !== 'client';
+  const serves = o.role === 'brick' || o.role === 'etcd';
   const d = days(o.days, CERT_DAYS_DEFAULT);
   const out = certDir(caDir, o.role, o.name);
   if (!o.force && (await exists(join(out, TLS_FILES.cert))))
@@ -217,8 +230,8 @@ export async function issueCert(caDir: string, o: IssueOptions): Promise<IssuedC
   validity(cert, d);
   cert.setSubject([
     { shortName: 'O', value: CERT_ORGANIZATION },
-    { shortName: 'OU', value: o.role },
-    { shortName: 'CN', value: o.name },
+    { shortName: 'OU', value: OU_OF_KIND[o.role] },
+    { shortName: 'CN', value: certCommonName(o.role, o.name) },
   ]);
   cert.setIssuer(ca.cert.subject.attributes);
   cert.setExtensions([

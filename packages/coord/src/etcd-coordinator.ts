@@ -1,5 +1,6 @@
 import { createLogger, type Logger } from '@dunix/proto';
 import { type Clock, KvCoordinator } from './coordinator.js';
+import { EtcdAccess } from './etcd-access.js';
 import { EtcdKv } from './etcd-kv.js';
 import type { EtcdTls } from './etcd-security.js';
 import { type CoordinatorKnobs, validateCoordinatorKnobs } from './knobs.js';
@@ -18,16 +19,26 @@ export interface EtcdCoordinatorOptions {
 
 /** The Coordinator over a real etcd (v3 API). */
 export class EtcdCoordinator extends KvCoordinator {
+  /** Roles and users of etcd's RBAC (dunixctl etcd ..., volume create and delete). */
+  readonly access: EtcdAccess;
+
   constructor(opts: EtcdCoordinatorOptions) {
     const log = opts.log ?? createLogger('coord');
     const knobs = validateCoordinatorKnobs({
       ...opts.knobs,
       ...(opts.dialTimeoutMs !== undefined ? { dialTimeoutMs: opts.dialTimeoutMs } : {}),
     });
-    super(new EtcdKv({ endpoints: opts.endpoints, tls: opts.tls, rpcTimeoutMs: knobs.rpcTimeoutMs, log }), {
+    const kv = new EtcdKv({
+      endpoints: opts.endpoints,
+      tls: opts.tls,
+      rpcTimeoutMs: knobs.rpcTimeoutMs,
+      log,
+    });
+    super(kv, {
       knobs,
       log,
       ...(opts.clock ? { clock: opts.clock } : {}),
     });
+    this.access = new EtcdAccess(kv.authApi());
   }
 }

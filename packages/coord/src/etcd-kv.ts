@@ -1,5 +1,6 @@
 import { FsError, type Logger } from '@dunix/proto';
-import { Etcd3, EtcdLeaseInvalidError, type IOptions, type Lease } from 'etcd3';
+import { Etcd3, EtcdLeaseInvalidError, EtcdPermissionDeniedError, type IOptions, type Lease } from 'etcd3';
+import type { EtcdAuthApi } from './etcd-access.js';
 import type { EtcdTls } from './etcd-security.js';
 import type { KvBackend, KvCompare, KvEntry, KvPut, KvRange } from './kv.js';
 
@@ -79,7 +80,29 @@ export class EtcdKv implements KvBackend {
   }
 
   private call<T>(p: Promise<T>, what: string, ms = this.rpcTimeoutMs): Promise<T> {
-    return withTimeout(p, ms + 1000, `etcd ${what}`);
+    return withTimeout(p, ms + 1000, `etcd ${what}`).catch((err: unknown) => {
+      if (err instanceof EtcdPermissionDeniedError)
+        throw new FsError(
+          'NOT_PERMITTED',
+          `etcd refused the ${what}: permission denied to this certificate's user (its CN; ` +
+            'docs/OPERATIONS.md, "etcd": dunixctl etcd user add, or a certificate of the right kind)',
+        );
+      throw err;
+    });
+  }
+
+  /** etcd's Auth API, for dunixctl's etcd commands (etcd-access.ts), each call under the RPC timeout. */
+  authApi(): EtcdAuthApi {
+    const a = this.client.auth;
+    return {
+      roleAdd: (r) => this.call(a.roleAdd(r), 'role add'),
+      roleGet: (r) => this.call(a.roleGet(r), 'role get'),
+      roleGrantPermission: (r) => this.call(a.roleGrantPermission(r), 'role grant'),
+      roleRevokePermission: (r) => this.call(a.roleRevokePermission(r), 'role revoke'),
+      userAdd: (r) => this.call(a.userAdd(r), 'user add'),
+      userGrantRole: (r) => this.call(a.userGrantRole(r), 'user grant'),
+      authEnable: () => this.call(a.authEnable(), 'auth enable'),
+    };
   }
 
   async probe(timeoutMs: number): Promise<void> {

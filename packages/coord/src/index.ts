@@ -19,3 +19,4 @@ export * from './controller/tcp-probe.js';
 export * from './cli/volume.js';
 export * from './cli/volume-lifecycle.js';
 export * from './cli/program.js';
+export * from './etcd-access.js';

@@ -62,7 +62,7 @@ t.test('cert issue: brick and client certificates, their roles and policies', as
   const bx = new X509Certificate(readFileSync(join(b.dir, TLS_FILES.cert)));
   t.ok(bx.checkIssued(ca) && bx.verify(ca.publicKey), 'signed by the CA');
   t.notOk(bx.ca, 'not a CA');
-  t.equal(bx.subject, 'O=dunix\nOU=brick\nCN=b1');
+  t.equal(bx.subject, 'O=dunix\nOU=brick\nCN=brick:b1', "the CN is the kind and the name (etcd's user)");
   for (const h of [...LOOPBACK_SANS, 'host1.example', '192.0.2.7'])
     t.ok(bx.checkHost(h) ?? bx.checkIP(h), `valid for ${h}`);
   const days = (Date.parse(bx.validTo) - Date.now()) / DAY_MS;
@@ -71,7 +71,7 @@ t.test('cert issue: brick and client certificates, their roles and policies', as
   t.same(brick.self, {
     kind: 'certificate',
     role: 'brick',
-    name: 'b1',
+    name: 'brick:b1',
     policy: { squashRoot: false, uidRange: undefined },
   });
 
@@ -85,12 +85,24 @@ t.test('cert issue: brick and client certificates, their roles and policies', as
   t.same(client.self, {
     kind: 'certificate',
     role: 'client',
-    name: 'web-1',
+    name: 'client:web-1',
     policy: { squashRoot: true, uidRange: { from: 1000, to: 1999 } },
   });
   t.not(client.self.name, brick.self.name);
   const cx = new X509Certificate(readFileSync(join(c.dir, TLS_FILES.cert)));
   t.notOk(cx.checkIP('127.0.0.1'), 'a client certificate names no address');
+  t.equal(cx.subject, 'O=dunix\nOU=client\nCN=client:web-1');
+
+  // An admin (dunixctl) is a client to the bricks; its CN makes it another etcd user.
+  const a = await issueCert(dir, { role: 'admin', name: 'b1' });
+  t.equal(a.dir, join(dir, 'admins', 'b1'));
+  t.equal(a.subject, 'O=dunix, OU=client, CN=admin:b1');
+  const admin = await loadTlsDir(a.dir, 'client');
+  t.same([admin.self.kind, admin.self.name], ['certificate', 'admin:b1']);
+  await t.rejects(
+    issueCert(dir, { role: 'admin', name: 'a2', policy: { squashRoot: true, uidRange: undefined } }),
+    /client policies/,
+  );
 
   await t.rejects(issueCert(dir, { role: 'brick', name: 'b1' }), /exists.*--force/, 'no silent replacement');
   t.not(
@@ -176,7 +188,7 @@ t.test('dunixctl ca init and cert issue (no etcd)', async (t) => {
   t.match(r.stdout, /use: brickd --tls-dir /);
   r = await cli(['cert', 'issue', '--dir', dir, '--brick', 'b2', '--client', 'c2']);
   t.equal(r.code, 1);
-  t.match(r.stderr, /one of --brick NAME, --client NAME or --etcd-server NAME/);
+  t.match(r.stderr, /one of --brick NAME, --client NAME, --admin NAME or --etcd-server NAME/);
   r = await cli(['cert', 'issue', '--dir', dir, '--client', 'c3', '--uid-range', '20-10']);
   t.equal(r.code, 1);
   t.match(r.stderr, /uid range/);

@@ -42,7 +42,7 @@ const handlers = {
   BrickStatus: (call: unknown, cb: (e: null, r: object) => void) => {
     const peer = peerOf(call);
     seen.push(peer);
-    cb(null, { brickId: peer.kind === 'certificate' ? `${peer.role}:${peer.name}` : 'insecure' });
+    cb(null, { brickId: peer.kind === 'certificate' ? peer.name : 'insecure' });
   },
 } as unknown as BrickHandlers;
 

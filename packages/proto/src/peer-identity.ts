@@ -5,7 +5,14 @@ import { FsError } from './errors.js';
  * and what it may do. The certificate format is part of the contract
  * (`dunixctl cert issue` writes it, every brick reads it):
  *
- * - subject `O=dunix, OU=<role>, CN=<name>`, role `brick` or `client`;
+ * - subject `O=dunix, OU=<role>, CN=<kind>:<name>`, role `brick` or
+ *   `client`; the CN's kind is the role, or `admin` in a client
+ *   certificate (dunixctl's: etcd's root role). etcd takes a certificate's
+ *   CN as its user name (--client-cert-auth), so the kind keeps a brick and
+ *   a client of the same name apart there (etcd-access.ts in coord);
+ *   certificates issued before the kind was added (CN=<name>) are still
+ *   admitted by bricks but have no etcd user; the identity's name is the
+ *   whole CN;
  * - a client's policy as URIs in its subjectAltName:
  *   `urn:dunix:policy:squash-root` (uid and gid 0, also in the groups, are
  *   served as nobody, 65534) and `urn:dunix:policy:uid-range:A-B` (a call
@@ -36,6 +43,22 @@ export const POLICY_URI_PREFIX = 'urn:dunix:policy:';
 export const NOBODY_ID = 65534;
 /** Largest uid a range may name (uid_t is 32 bits; (uid_t)-1 is "no change"). */
 const UID_MAX = 0xffff_fffe;
+
+/** What a certificate's CN says before the name: its etcd user's kind (one role there each). */
+export type CertKind = PeerRole | 'admin' | 'etcd';
+
+/** The CN (and etcd user name) of a certificate of `kind` NAME. */
+export function certCommonName(kind: CertKind, name: string): string {
+  return `${kind}:${name}`;
+}
+
+/** The OU a certificate of each kind carries: an admin is a client to the bricks. */
+export const OU_OF_KIND: Readonly<Record<CertKind, string>> = Object.freeze({
+  brick: 'brick',
+  client: 'client',
+  admin: 'client',
+  etcd: 'etcd',
+});
 
 export const NO_POLICY: ClientPolicy = Object.freeze({ squashRoot: false, uidRange: undefined });
 
@@ -74,14 +97,22 @@ export function identityFromCertificate(cert: PeerCertificateLike): PeerIdentity
     const v = subject[k];
     return Array.isArray(v) ? (v.length === 1 ? v[0] : undefined) : v;
   };
-  const name = one('CN') ?? '';
+  const cn = one('CN') ?? '';
   const org = one('O');
   const role = one('OU');
   if (org !== CERT_ORGANIZATION || (role !== 'brick' && role !== 'client'))
     throw new Error(
-      `certificate CN=${name || '?'} carries no dunix role (want O=${CERT_ORGANIZATION}, OU=brick or OU=client; ` +
+      `certificate CN=${cn || '?'} carries no dunix role (want O=${CERT_ORGANIZATION}, OU=brick or OU=client; ` +
         `has O=${org ?? '-'}, OU=${role ?? '-'})`,
     );
+  // The whole CN is the name (a grant's holder): client:x and admin:x are two holders.
+  const name = cn;
+  const colon = cn.indexOf(':');
+  if (colon >= 0) {
+    const kind = cn.slice(0, colon) as CertKind;
+    if (!Object.hasOwn(OU_OF_KIND, kind) || OU_OF_KIND[kind] !== role || colon === cn.length - 1)
+      throw new Error(`certificate CN=${cn}: the CN's kind does not match OU=${role}`);
+  }
   const policy: ClientPolicy = { squashRoot: false, uidRange: undefined };
   for (const uri of sanUris(cert.subjectaltname)) {
     if (!uri.startsWith(POLICY_URI_PREFIX)) continue;

@@ -61,6 +61,26 @@ t.test('roles and policies from certificates', async (t) => {
     }).policy.squashRoot,
     true,
   );
+  // The CN's kind (etcd's user) must agree with the OU; an admin is a client; no kind: an older certificate.
+  t.equal(identityFromCertificate({ subject: subject('brick', 'brick:b1') }).name, 'brick:b1');
+  t.same(
+    [identityFromCertificate({ subject: subject('client', 'admin:ops') })].map((i) => [i.role, i.name]),
+    [['client', 'admin:ops']],
+  );
+  t.equal(identityFromCertificate({ subject: subject('client', 'c1') }).name, 'c1', 'an older CN=NAME');
+  for (const [ou, cn] of [
+    ['client', 'brick:b1'],
+    ['brick', 'client:b1'],
+    ['brick', 'admin:b1'],
+    ['client', 'etcd:e0'],
+    ['client', 'root:x'],
+    ['client', 'client:'],
+  ])
+    t.throws(
+      () => identityFromCertificate({ subject: subject(ou, cn) }),
+      /kind does not match/,
+      `OU=${ou} CN=${cn}`,
+    );
   t.throws(() => identityFromCertificate({ subject: subject(undefined) }), /carries no dunix role/);
   t.throws(() => identityFromCertificate({ subject: subject('admin') }), /carries no dunix role/);
   t.throws(

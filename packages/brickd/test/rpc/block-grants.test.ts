@@ -114,13 +114,13 @@ t.test('block grants', async (t) => {
   };
   t.match(
     code(() => checker.check('WriteBlock', client('c1'), keySwapped, 5n, GRANT_WRITE)),
-    /^NOT_PERMITTED: .*not vouched for by its issuer CN=b0/,
+    /^NOT_PERMITTED: .*not vouched for by its issuer CN=brick:b0/,
     "another brick's grant key under b0's certificate",
   );
   const byClient = new BlockGrants({ ...opts, security: cl }).issue(5n, GRANT_READ, 'c1');
   t.match(
     code(() => checker.check('ReadBlock', client('c1'), byClient, 5n, GRANT_READ)),
-    /^NOT_PERMITTED: .*signed by the client CN=c1/,
+    /^NOT_PERMITTED: .*signed by the client CN=client:c1/,
     'a client cannot sign its own grant',
   );
   const byOtherCa = new BlockGrants({ ...opts, security: foreign }).issue(5n, GRANT_READ, 'c1');

@@ -27,6 +27,7 @@ export function renderCaInit(r: CaInfo): string {
 export interface CertIssueArgs {
   brick?: string;
   client?: string;
+  admin?: string;
   etcdServer?: string;
   squashRoot?: boolean;
   uidRange?: string;
@@ -36,10 +37,10 @@ export interface CertIssueArgs {
 }
 
 export async function certIssue(dir: string, a: CertIssueArgs): Promise<IssuedCert> {
-  if ([a.brick, a.client, a.etcdServer].filter(Boolean).length !== 1)
-    throw new Error('name one of --brick NAME, --client NAME or --etcd-server NAME');
-  const role: CertRole = a.brick ? 'brick' : a.etcdServer ? 'etcd' : 'client';
-  const name = (a.brick ?? a.etcdServer ?? a.client)!;
+  if ([a.brick, a.client, a.admin, a.etcdServer].filter(Boolean).length !== 1)
+    throw new Error('name one of --brick NAME, --client NAME, --admin NAME or --etcd-server NAME');
+  const role: CertRole = a.brick ? 'brick' : a.etcdServer ? 'etcd' : a.admin ? 'admin' : 'client';
+  const name = (a.brick ?? a.etcdServer ?? a.admin ?? a.client)!;
   const uidRange = a.uidRange === undefined ? undefined : parseUidRange(a.uidRange);
   const { issueCert } = await import('../ca.js');
   return issueCert(dir, {
@@ -62,11 +63,16 @@ export function renderCertIssue(r: IssuedCert): string {
       : r.role === 'etcd'
         ? `etcd --cert-file ${r.dir}/tls.crt --key-file ${r.dir}/tls.key --trusted-ca-file ${r.dir}/ca.crt ` +
           '--client-cert-auth (and the same as --peer-*; docs/OPERATIONS.md, "etcd")'
-        : `dunixfs ... -o tls_dir=${r.dir} (or in fstab)`;
+        : r.role === 'admin'
+          ? `dunixctl --tls-dir ${r.dir} ... (etcd's root role once etcd auth is on)`
+          : `dunixfs ... -o tls_dir=${r.dir} (or in fstab)`;
   return (
     `${r.role} certificate ${r.name} issued in ${r.dir} (ca.crt, tls.crt, tls.key mode 0600)\n` +
     `  subject ${r.subject}${r.subjectAltName ? `; ${r.subjectAltName}` : ''}\n` +
     `  valid until ${r.notAfter}, serial ${r.serial}\n` +
-    `use: ${use}\n`
+    `use: ${use}\n` +
+    (r.role === 'etcd'
+      ? ''
+      : `etcd with auth on knows it once added: dunixctl etcd user add ${r.role}:${r.name}\n`)
   );
 }

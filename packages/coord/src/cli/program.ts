@@ -14,6 +14,14 @@ import { loadEtcdTls, resolveEtcd } from '../etcd-security.js';
 import { withTimeout } from '../etcd-kv.js';
 import { renderDf, volumeDf } from './df.js';
 import {
+  etcdAuthEnable,
+  etcdUserAdd,
+  grantVolumeToClients,
+  renderEtcdAuthEnable,
+  renderEtcdUserAdd,
+  revokeVolumeFromClients,
+} from './etcd-auth.js';
+import {
   caInit,
   certIssue,
   DEFAULT_CA_DIR,
@@ -200,7 +208,11 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
         name: string,
         o: { pgs?: number; replicas?: number; minInsync?: number; blockSize?: number; inlineMax?: number },
       ) => {
-        action = (c) => volumeCreate(c, { name, ...o });
+        action = async (c) => {
+          const r = await volumeCreate(c, { name, ...o });
+          await grantVolumeToClients(c, name);
+          return r;
+        };
         render = renderVolumeCreate as (d: never) => string;
       },
     );
@@ -253,8 +265,36 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       'delete even while mounted or bricks run: mounts then fail with EIO, bricks stop and exit',
     )
     .action((name: string, o: { force?: boolean }) => {
-      action = (c) => volumeDelete(c, name, { force: !!o.force });
+      action = async (c) => {
+        const r = await volumeDelete(c, name, { force: !!o.force });
+        await revokeVolumeFromClients(c, name);
+        return r;
+      };
       render = renderVolumeDelete as (d: never) => string;
+    });
+
+  const etcd = program.command('etcd').description("etcd's users and roles (RBAC) for dunix");
+  etcd
+    .command('auth')
+    .description('access control in etcd')
+    .command('enable [users...]')
+    .description(
+      'create the dunix roles (bricks: every key; clients: read, and write their mount records and ' +
+        'suspect reports), the users named (brick:NAME, client:NAME, admin:NAME: certificate CNs), then turn ' +
+        'etcd auth on; may be run again (as an admin) to add users and re-grant every volume',
+    )
+    .action((users: string[]) => {
+      action = (c) => etcdAuthEnable(c, users);
+      render = renderEtcdAuthEnable as (d: never) => string;
+    });
+  etcd
+    .command('user')
+    .description('etcd users (one per certificate CN)')
+    .command('add <users...>')
+    .description('add users brick:NAME, client:NAME or admin:NAME with their role')
+    .action((users: string[]) => {
+      action = (c) => etcdUserAdd(c, users);
+      render = renderEtcdUserAdd as (d: never) => string;
     });
 
   const rebalance = volume
@@ -458,6 +498,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     .option(...dirOption)
     .option('--brick <name>', 'a brick certificate (may call brick-to-brick RPCs)')
     .option('--client <name>', 'a client certificate (namespace and data RPCs only)')
+    .option(
+      '--admin <name>',
+      "dunixctl's certificate (into DIR/admins/NAME): a client to the bricks, etcd's root",
+    )
     .option('--etcd-server <name>', "an etcd member's server and peer certificate (into DIR/etcd/NAME)")
     .option('--squash-root', 'client policy: uid and gid 0 are served as nobody (65534)')
     .option(
