@@ -36,7 +36,8 @@ t.test('tcpProbe: a stopped process is up, a killed one down', async (t) => {
     child.once('exit', () => reject(new Error('child exited')));
   });
   const address = `127.0.0.1:${port}`;
-  const probe = tcpProbe({ connectTimeoutMs: 200 });
+  // A timeout long enough that a loaded machine's event-loop stalls cannot pass for it.
+  const probe = tcpProbe({ connectTimeoutMs: 3000 });
   t.equal(await probe('b', address), 'up');
   child.kill('SIGSTOP');
   t.equal(await probe('b', address), 'up', 'SIGSTOP: the kernel still accepts (left to the lease)');
@@ -44,7 +45,7 @@ t.test('tcpProbe: a stopped process is up, a killed one down', async (t) => {
   await exited;
   const started = Date.now();
   t.equal(await probe('b', address), 'down', 'SIGKILL: refused');
-  t.ok(Date.now() - started < 200, 'at once');
+  t.ok(Date.now() - started < 2000, 'at once, not by the connect timeout');
 });
 
 t.test('tcpProbe: no answer within the timeout counts as up', async (t) => {
@@ -81,5 +82,5 @@ t.test('tcpProbe: no answer within the timeout counts as up', async (t) => {
   const started = Date.now();
   t.equal(await probe('b', `127.0.0.1:${port}`), 'up');
   const ms = Date.now() - started;
-  t.ok(ms >= 90 && ms < 1000, `answered by the timeout (${ms} ms)`);
+  t.ok(ms >= 90 && ms < 5000, `answered by the timeout, no hang (${ms} ms)`);
 });

@@ -45,9 +45,10 @@ t.test('a killed client: its mount record goes when the session lease expires', 
     ['dead', 'live'],
     'still listed right after the crash',
   );
-  await waitFor('the dead mount forgotten', async () => (await client.listMounts('v')).length === 1, 5000);
+  await waitFor('the dead mount forgotten', async () => (await client.listMounts('v')).length === 1, 10_000);
   const after = Date.now() - crashedAt;
-  t.ok(after >= 1900 && after < 3500, `gone after the 2 s TTL (${after} ms)`);
+  // The upper bound only says it went by expiry, not never: a loaded machine delays timers by seconds.
+  t.ok(after >= 1900 && after < 8000, `gone after the 2 s TTL (${after} ms)`);
   t.same(
     (await client.listMounts('v')).map((m) => m.id),
     ['live'],
