@@ -11,7 +11,7 @@
  * CPU each process spent.
  *
  *   node bench/latency-breakdown.mjs [--replicas 1,3] [--calls 500] [--workloads create,rename,...]
- *                                    [--json FILE] [--keep]
+ *                                    [--brick-args='--group-commit-ms 0'] [--json FILE] [--keep]
  *
  * Times are means over the workload's calls; the machine's load (printed)
  * moves them, so compare columns of one run.
@@ -49,6 +49,7 @@ const { values } = parseArgs({
     calls: { type: 'string', default: '500' },
     pgs: { type: 'string', default: '64' },
     workloads: { type: 'string' },
+    'brick-args': { type: 'string', default: '' },
     json: { type: 'string' },
     keep: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
@@ -283,6 +284,7 @@ async function startCluster(replicas, root) {
       etcdUrl,
       '--volume',
       VOLUME,
+      ...values['brick-args'].split(' ').filter(Boolean),
     ]);
     b.portFile = portFile;
     cluster.bricks.push(b);
@@ -407,6 +409,92 @@ const row = (o) =>
     .map(([k, v]) => (typeof v === 'number' ? `${k} ${f(v)}` : `${k} ${f(v.perCall)}x${f(v.ms, 3)}`))
     .join(', ');
 
+/**
+ * Brick-to-brick calls and long polls: not a step of the caller's request
+ * (Replicate and SyncCopy are inside the primary's time, TruncateBlocks
+ * runs after an unlink is answered, PollInvalidations waits for news).
+ */
+const NOT_ON_PATH = new Set(['Replicate', 'SyncCopy', 'TruncateBlocks', 'PollInvalidations']);
+
+const total = (o, skip = new Set()) =>
+  Object.entries(o)
+    .filter(([k]) => !skip.has(k))
+    .reduce((a, [, v]) => a + v.perCall * v.ms, 0);
+
+/**
+ * One call's time split into layers (ms, means): kernel and caller (the
+ * syscall minus the FUSE requests' time in the client), the client (FUSE
+ * requests minus their RPCs), network and wakeups (client RPC time minus
+ * the brick's), the brick's queues, engine, own LevelDB batch, what the
+ * replicas added after it, Sync (disk sync on every copy), and the rest of
+ * the brick's handling (reads, coherence, replies).
+ */
+function layers(w) {
+  const fuse = total(w.fuse);
+  const rpc = total(w.clientRpc);
+  const brick = total(w.brickRpc, NOT_ON_PATH);
+  const st = (k) => (w.stages[k] ? w.stages[k].perCall * w.stages[k].ms : 0);
+  const sync = w.brickRpc.Sync ? w.brickRpc.Sync.perCall * w.brickRpc.Sync.ms : 0;
+  const queues = st('pg_queue') + st('append_queue');
+  const parts = {
+    kernel: w.syscallMs - fuse,
+    client: fuse - rpc,
+    network: rpc - brick,
+    queues,
+    engine: st('engine'),
+    leveldb: st('log_write'),
+    replication: st('replicas_after_local'),
+    sync,
+  };
+  parts.brickOther = brick - queues - parts.engine - parts.leveldb - parts.replication - sync;
+  return parts;
+}
+
+function markdownTable(results) {
+  const cols = [
+    'kernel',
+    'client',
+    'network',
+    'queues',
+    'engine',
+    'leveldb',
+    'replication',
+    'sync',
+    'brickOther',
+  ];
+  const head =
+    '| call | R | syscall | FUSE req | RPCs | entries | kernel+caller | client | network+wakeups | brick queues | engine | LevelDB | replication | Sync | brick other |';
+  const lines = [head, `|${' --- |'.repeat(15)}`];
+  for (const w of results[0].workloads.map((x) => x.workload))
+    for (const r of results) {
+      const x = r.workloads.find((y) => y.workload === w);
+      if (!x) continue;
+      const l = layers(x);
+      const n = (o, skip) =>
+        f(
+          Object.entries(o)
+            .filter(([k]) => !skip?.has(k))
+            .reduce((a, [, v]) => a + v.perCall, 0),
+          1,
+        );
+      const entries = f(
+        Object.values(x.entries).reduce((a, v) => a + v, 0),
+        1,
+      );
+      lines.push(
+        `| ${w} | ${r.replicas} | ${f(x.syscallMs)} | ${n(x.fuse)} | ${n(x.clientRpc)} | ${entries} | ` +
+          cols.map((c) => (l[c] < -0.005 ? '*' : f(l[c]))).join(' | ') +
+          ' |',
+      );
+    }
+  lines.push(
+    '',
+    '*: below zero, i.e. work that runs after the call is answered (write-behind WriteBlocks, the trim after an ' +
+      'unlink) outweighs the layer; the stages still count it.',
+  );
+  return lines.join('\n');
+}
+
 function print(results) {
   console.log(
     `load average ${loadavg()
@@ -424,6 +512,7 @@ function print(results) {
       );
     }
   }
+  console.log(`\nms per call:\n\n${markdownTable(results)}`);
 }
 
 for (const b of Object.values(BIN))
