@@ -13,7 +13,7 @@ import { startCluster, type Cluster, type TestLike } from '../src/cluster.js';
 /** Clusters started at the same time, each with BRICKS bricks; ROUNDS times. */
 const CLUSTERS = 4;
 const BRICKS = 3;
-const ROUNDS = 3;
+const ROUNDS = 2;
 const PGS = 16;
 
 /** Whether `pid` still runs a process whose command line mentions `marker` (a reused pid does not count). */

@@ -6,7 +6,7 @@
  * replays exactly with the command printed. Also: the same seed gives the
  * same trace; and a planted bug is caught.
  *
- * DUNIX_SIM_SEEDS (default 300) and DUNIX_SIM_FIRST (default 1) pick the
+ * DUNIX_SIM_SEEDS (default 200: the suite's time; `npm run sim -- --seeds 1..N` runs more) and DUNIX_SIM_FIRST (default 1) pick the
  * seeds; they run on up to two worker threads.
  */
 import { availableParallelism } from 'node:os';
@@ -16,7 +16,7 @@ import type { PlantedBug } from '../../src/replication/deps.js';
 import type { WorkerJob } from './sim-worker.js';
 import { runSimulation, type SimResult } from './simulation.js';
 
-const SEEDS = Number(process.env.DUNIX_SIM_SEEDS ?? 300);
+const SEEDS = Number(process.env.DUNIX_SIM_SEEDS ?? 200);
 const FIRST = Number(process.env.DUNIX_SIM_FIRST ?? 1);
 const WORKERS = Math.max(1, Math.min(2, availableParallelism()));
 const TEETH_SEEDS = 30;
