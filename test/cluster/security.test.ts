@@ -7,7 +7,9 @@
  * - a squashed client claiming uid 0 (served as nobody);
  * - a client reading and writing blocks of a file it may not read (block
  *   RPCs called directly: no grant, a grant of another file, of another
- *   certificate, a read grant used to write);
+ *   certificate, a read grant used to write), and the inode's data calls
+ *   (WriteInline, Extend, ConvertInline, Fallocate need a write grant, Seek
+ *   any grant of the file; the mount's own calls carry theirs);
  * - a placement write to etcd without credentials (plain HTTP, TLS without
  *   a client certificate) and with a client's (etcd's RBAC: a client
  *   certificate writes only its mount record and suspect reports, also one
@@ -96,6 +98,8 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
   chmodSync(c.path('secret'), 0o600);
   writeFileSync(c.path('public'), Buffer.alloc(blockSize + 1, 'p'));
   chmodSync(c.path('public'), 0o644);
+  writeFileSync(c.path('tiny'), 'tiny secret');
+  chmodSync(c.path('tiny'), 0o600);
   const secretIno = statSync(c.path('secret'), { bigint: true }).ino;
   const publicIno = statSync(c.path('public'), { bigint: true }).ino;
   const before = { root: readdirSync(c.path()).sort(), counts: await c.counts() };
@@ -337,4 +341,81 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
     readdirSync(c.path('open')).includes('claimed-root'),
     "the squashed client's file is where it made it",
   );
+
+  // ---- 6. the inode's data calls (size, map, inline content) of a file the caller may not write
+  const tinyIno = statSync(c.path('tiny'), { bigint: true }).ino;
+  const inodeCall = async (
+    ino: bigint,
+    method: string,
+    body: Record<string, unknown>,
+    grant: wire.BlockGrant__Output | null,
+    n: number,
+  ) => {
+    const p = await placement(pgOfIno(ino));
+    return frames(p.brick.dataAddress, clientSec).unary(
+      method,
+      { header: { ...p.header, requestId: `sec-inode-${n}` }, ino: ino.toString(), grant, ...body },
+      5000,
+    );
+  };
+  const sizeBefore = statSync(c.path('secret')).size;
+  const tinyOpened = await open(clientSec, tinyIno, asRoot, 0);
+  const tinyVersion = tinyOpened.attr!.dataVersion;
+  const readGrants = new Map([
+    [secretIno, rootGrant],
+    [tinyIno, tinyOpened.grant!],
+  ]);
+  const inodeCases: [string, bigint, string, Record<string, unknown>][] = [
+    ['WriteInline', tinyIno, 'WriteInline', { caller: asRoot, offset: '0', data: Buffer.from('PWNED') }],
+    ['Extend', secretIno, 'Extend', { caller: asRoot, end: String(8 * blockSize), allocMap: true }],
+    ['ConvertInline', tinyIno, 'ConvertInline', { dataVersion: tinyVersion }],
+    ['Fallocate (punch)', secretIno, 'Fallocate', { caller: asRoot, mode: 3, offset: '0', length: '4096' }],
+  ];
+  let n = 0;
+  for (const [what, ino, method, body] of inodeCases) {
+    for (const [how, grant, why] of [
+      ['no grant', null, /no block grant/],
+      ['a read grant of it', readGrants.get(ino)!, /opened for reading only/],
+      ["another file's write grant", publicGrant, /the grant is for inode/],
+    ] as const) {
+      const r = await refusal(inodeCall(ino, method, body, grant, n++));
+      t.equal(
+        (r as FsError).code,
+        'PERMISSION_DENIED',
+        `${what} of a file not opened for writing, ${how}: EACCES`,
+      );
+      t.match(String(r), why, `the reason: ${String(r)}`);
+    }
+  }
+  const seekCall = (grant: wire.BlockGrant__Output | null) =>
+    inodeCall(secretIno, 'Seek', { offset: '0', whence: 3 }, grant, n++);
+  const seekRefused = await refusal(seekCall(null));
+  t.equal((seekRefused as FsError).code, 'PERMISSION_DENIED', 'Seek (SEEK_DATA) without a grant: EACCES');
+  t.match(
+    String(await refusal(seekCall(publicGrant))),
+    /the grant is for inode/,
+    "nor with another file's grant",
+  );
+  t.same(await seekCall(rootGrant), { offset: '0' }, 'Seek with a grant of the file (read) is served');
+  t.equal(statSync(c.path('secret')).size, sizeBefore, 'the size is unchanged');
+  t.ok(readFileSync(c.path('secret')).equals(secret), 'the content is unchanged');
+  t.equal(readFileSync(c.path('tiny'), 'utf8'), 'tiny secret', 'the inline file is unchanged');
+  t.equal((await open(clientSec, tinyIno, asRoot, 0)).attr!.inline, true, 'and still inline');
+
+  // The mount's own calls carry their grants: an inline write, a conversion to blocks, fallocate, SEEK_DATA.
+  const py = (code: string, ...args: string[]) =>
+    spawnSync('python3', ['-c', code, ...args], { encoding: 'utf8', timeout: 60_000 });
+  const viaMount = py(
+    'import os,sys\n' +
+      'd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT,0o600)\nos.write(d,b"x"*100)\nos.fsync(d)\n' +
+      'os.write(d,b"y"*200000)\nos.fsync(d)\nos.posix_fallocate(d,0,3000000)\nos.fsync(d)\n' +
+      'print(os.lseek(d,0,os.SEEK_DATA), os.fstat(d).st_size)',
+    c.path('open', 'mine'),
+  );
+  t.equal(
+    viaMount.status,
+    0,
+    `write, grow past inline, fallocate, SEEK_DATA through the mount: ${viaMount.stderr.trim()}`,
+  );
+  t.equal(viaMount.stdout.trim(), '0 3000000', 'SEEK_DATA and the size after fallocate');
 });

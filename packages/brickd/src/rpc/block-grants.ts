@@ -274,12 +274,32 @@ type GrantCarrier = {
   srcGrant?: wire.BlockGrant__Output | null;
 };
 
+/**
+ * Calls that write a file's data or its map, the blocks' (WriteBlock) and
+ * the inode's: WriteInline (an inline file's content), Extend (size and
+ * allocation map after block writes), ConvertInline (inline to blocks),
+ * Fallocate (preallocate, punch, zero). They are checked as at open, like
+ * the block writes they go with, not against the mode now: open(O_CREAT) of
+ * a 0444 file writes it, and a descriptor keeps its access after a chmod.
+ */
+const WRITE_GRANT_METHODS: ReadonlySet<string> = new Set([
+  'WriteBlock',
+  'WriteInline',
+  'Extend',
+  'ConvertInline',
+  'Fallocate',
+]);
+
+/** Seek (SEEK_DATA, SEEK_HOLE) reveals the allocation map: any open of the file, as lseek on any descriptor. */
+const GRANT_ANY = 0;
+
 /** Block RPCs of a client certificate: the grant they carry must allow them (before anything is read or written). */
 export function checkBlockCall(g: BlockGrants, method: string, peer: PeerIdentity, request: unknown): void {
   if (peer.kind !== 'certificate' || peer.role !== 'client') return;
   const r = request as GrantCarrier;
   if (method === 'ReadBlock') g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_READ);
-  else if (method === 'WriteBlock') g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_WRITE);
+  else if (WRITE_GRANT_METHODS.has(method)) g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_WRITE);
+  else if (method === 'Seek') g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_ANY);
   else if (method === 'CopyBlock') {
     g.check(method, peer, r.dstGrant, inoOf(r.dstIno, 'dst_ino'), GRANT_WRITE);
     g.check(method, peer, r.srcGrant, inoOf(r.srcIno, 'src_ino'), GRANT_READ);

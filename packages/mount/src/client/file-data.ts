@@ -9,7 +9,7 @@ import {
   type wire,
 } from '@dunix/proto';
 import type { BrickApi } from './brick-api.js';
-import { GRANT_READ, GRANT_WRITE, GrantHolder } from './grant-holder.js';
+import { GRANT_ANY, GRANT_READ, GRANT_WRITE, GrantHolder } from './grant-holder.js';
 
 export interface DataOptions {
   /** Dirty bytes one file may buffer before writes wait for flushes. */
@@ -305,6 +305,7 @@ export class FileData {
         const r = await this.api.mutate<wire.AttrReply__Output>(this.pg, 'ConvertInline', {
           ino: this.ino.toString(),
           dataVersion: this.attr.dataVersion,
+          grant: await this.grants.get(GRANT_WRITE),
         });
         this.refresh(r.attr!);
         if (this.inlineDirty) this.needsExtend = true;
@@ -343,6 +344,7 @@ export class FileData {
           offset: '0',
           data,
           killSuidgid: this.killSuidgid,
+          grant: await this.grants.get(GRANT_WRITE),
         });
         this.inlineDirty = false;
         this.killSuidgid = false;
@@ -359,6 +361,7 @@ export class FileData {
       // At most allocExtentsPerCallMax blocks per Extend: the first carries the conversion, the rest follow.
       const extents = [...this.written].map(([index, end]) => ({ index: index.toString(), end }));
       const chunk = limits.allocExtentsPerCallMax;
+      const grant = await this.grants.get(GRANT_WRITE);
       const extend = () =>
         this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
           caller: this.writer,
@@ -369,6 +372,7 @@ export class FileData {
           dataVersion: (this.pendingConvert ?? 0n).toString(),
           written: extents.slice(0, chunk),
           allocMap: true,
+          grant,
         });
       let r: wire.AttrReply__Output;
       try {
@@ -392,6 +396,7 @@ export class FileData {
           killSuidgid: false,
           written: extents.slice(at, at + chunk),
           allocMap: true,
+          grant,
         });
       }
       for (const e of extents)
@@ -510,6 +515,7 @@ export class FileData {
         mode,
         offset: pos.toString(),
         length: (next - pos).toString(),
+        grant: await this.grants.get(GRANT_WRITE),
       });
       this.refresh(r.attr!);
       pos = next;
@@ -545,6 +551,7 @@ export class FileData {
         ino: this.ino.toString(),
         offset: offset.toString(),
         whence,
+        grant: await this.grants.get(GRANT_ANY),
       });
       return BigInt(r.offset);
     }

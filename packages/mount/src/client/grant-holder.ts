@@ -3,6 +3,8 @@ import type { wire } from '@dunix/proto';
 /** Rights of a block grant (brick.proto, BlockGrant). */
 export const GRANT_READ = 1;
 export const GRANT_WRITE = 2;
+/** Any grant of the file (Seek: lseek works on a descriptor of any access mode). */
+export const GRANT_ANY = 0;
 
 type Grant = wire.BlockGrant__Output;
 

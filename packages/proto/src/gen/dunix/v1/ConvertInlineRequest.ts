@@ -2,16 +2,19 @@
 // Original file: packages/proto/proto/brick.proto
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface ConvertInlineRequest {
   'header'?: (_dunix_v1_Header | null);
   'ino'?: (number | string | Long);
   'dataVersion'?: (number | string | Long);
+  'grant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface ConvertInlineRequest__Output {
   'header': (_dunix_v1_Header__Output | null);
   'ino': (string);
   'dataVersion': (string);
+  'grant': (_dunix_v1_BlockGrant__Output | null);
 }

@@ -4,6 +4,7 @@
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
 import type { Caller as _dunix_v1_Caller, Caller__Output as _dunix_v1_Caller__Output } from '../../dunix/v1/Caller.js';
 import type { BlockExtent as _dunix_v1_BlockExtent, BlockExtent__Output as _dunix_v1_BlockExtent__Output } from '../../dunix/v1/BlockExtent.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface ExtendRequest {
@@ -16,6 +17,7 @@ export interface ExtendRequest {
   'dataVersion'?: (number | string | Long);
   'written'?: (_dunix_v1_BlockExtent)[];
   'allocMap'?: (boolean);
+  'grant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface ExtendRequest__Output {
@@ -28,4 +30,5 @@ export interface ExtendRequest__Output {
   'dataVersion': (string);
   'written': (_dunix_v1_BlockExtent__Output)[];
   'allocMap': (boolean);
+  'grant': (_dunix_v1_BlockGrant__Output | null);
 }

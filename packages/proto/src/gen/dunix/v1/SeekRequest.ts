@@ -2,6 +2,7 @@
 // Original file: packages/proto/proto/brick.proto
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface SeekRequest {
@@ -9,6 +10,7 @@ export interface SeekRequest {
   'ino'?: (number | string | Long);
   'offset'?: (number | string | Long);
   'whence'?: (number);
+  'grant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface SeekRequest__Output {
@@ -16,4 +18,5 @@ export interface SeekRequest__Output {
   'ino': (string);
   'offset': (string);
   'whence': (number);
+  'grant': (_dunix_v1_BlockGrant__Output | null);
 }

@@ -3,6 +3,7 @@
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
 import type { Caller as _dunix_v1_Caller, Caller__Output as _dunix_v1_Caller__Output } from '../../dunix/v1/Caller.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface WriteInlineRequest {
@@ -12,6 +13,7 @@ export interface WriteInlineRequest {
   'offset'?: (number | string | Long);
   'data'?: (Buffer | Uint8Array | string);
   'killSuidgid'?: (boolean);
+  'grant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface WriteInlineRequest__Output {
@@ -21,4 +23,5 @@ export interface WriteInlineRequest__Output {
   'offset': (string);
   'data': (Buffer);
   'killSuidgid': (boolean);
+  'grant': (_dunix_v1_BlockGrant__Output | null);
 }
