@@ -227,8 +227,15 @@ export function smallIoWorkloads(h) {
       ...extra,
     };
   }
+  // No automatic gc or maintenance: after the commit of 10,000 loose objects
+  // git would start one in the background, racing the removal of the local
+  // object directory and the timed status.
   const git = (ctx, repo, args, env = gitEnv(ctx)) =>
-    runOk('git', ['-c', 'safe.directory=*', '-C', repo, ...args], { timeoutMs: ctx.timeoutMs, env });
+    runOk(
+      'git',
+      ['-c', 'safe.directory=*', '-c', 'gc.auto=0', '-c', 'maintenance.auto=false', '-C', repo, ...args],
+      { timeoutMs: ctx.timeoutMs, env },
+    );
 
   return [
     {
