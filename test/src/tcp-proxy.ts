@@ -110,7 +110,11 @@ export class TcpProxy {
     child.unref();
     (child.channel as { unref?: () => void } | undefined)?.unref?.();
     const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('proxy did not report its port in 10 s')), 10_000);
+      // A node start-up takes seconds at load 20 (CI once saw more than 10 s); the harness gives daemons 90.
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`proxy (pid ${child.pid}) did not report its port in 60 s`));
+      }, 60_000);
       child.once('message', (m: Reply) => {
         clearTimeout(timer);
         if ('port' in m) resolve(m.port);
