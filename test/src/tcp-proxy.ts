@@ -147,7 +147,7 @@ export class TcpProxy {
     if (this.closed) return Promise.reject(new Error('proxy closed'));
     const id = ++this.nextId;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`proxy did not answer ${cmd} in 10 s`)), 10_000);
+      const timer = setTimeout(() => reject(new Error(`proxy did not answer ${cmd} in 30 s`)), 30_000);
       this.waiting.set(id, (r) => {
         clearTimeout(timer);
         resolve(r);
