@@ -37,6 +37,7 @@ import { encodeRecord, S_IFBLK, S_IFCHR, S_IFMT } from '../store/records.js';
 import { entriesFromReplicate, entryFromWire, entryToWire } from '../pg/log-entry.js';
 import { attrToWire, bytes, direntToWire, i64, requestId, u64 } from './wire.js';
 import { admitCall } from './admission.js';
+import { CappedGrpcServer } from './capped-grpc-server.js';
 import { checkBlockCall, GRANTING_METHODS, withGrant, type BlockGrants } from './block-grants.js';
 import type { LockReply, LockService } from '../lock-service.js';
 import { LOCK_END_MAX, validLockRequest, type LockKind, type LockRequest } from '../namespace/lock-table.js';
@@ -953,19 +954,22 @@ export async function startBrickServer(
   handlers: BrickHandlers,
   security: TransportSecurity = INSECURE_TRANSPORT,
   connLimits: ConnLimits = connLimitDefaults,
-): Promise<{ server: grpc.Server; port: number }> {
+): Promise<{ server: CappedGrpcServer; port: number }> {
   if (security.kind === 'insecure')
     assertInsecureAllowed(listen.slice(0, listen.lastIndexOf(':')), 'listen address');
-  // The frame server's per-connection limits, as far as grpc-js has them (no connection cap: docs/LIMITS.md).
-  const server = new grpc.Server({
-    ...channelOptions,
-    'grpc.max_concurrent_streams': connLimits.inflightCallsPerConnMax,
-    'grpc.max_connection_idle_ms': connLimits.idleTimeoutMs,
-    'grpc-node.max_session_memory': Math.ceil(connLimits.queuedBytesPerConnMax / 2 ** 20),
-  });
-  server.addService(brickProto().dunix.v1.Brick.service, handlers);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(listen, grpcServerCredentials(security), (err, p) => (err ? reject(err) : resolve(p))),
+  // The frame server's limits, as far as grpc-js has them; the connection cap is ours (capped-grpc-server.ts).
+  const server = new CappedGrpcServer(
+    {
+      ...channelOptions,
+      'grpc.max_concurrent_streams': connLimits.inflightCallsPerConnMax,
+      'grpc.max_connection_idle_ms': connLimits.idleTimeoutMs,
+      'grpc-node.max_session_memory': Math.ceil(connLimits.queuedBytesPerConnMax / 2 ** 20),
+    },
+    connLimits.connectionsMax,
   );
+  server.addService(brickProto().dunix.v1.Brick.service, handlers);
+  const at = listen.lastIndexOf(':');
+  const host = listen.slice(0, at).replace(/^\[(.*)\]$/, '$1');
+  const port = await server.listenCapped(host, Number(listen.slice(at + 1)), grpcServerCredentials(security));
   return { server, port };
 }
