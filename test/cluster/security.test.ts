@@ -8,8 +8,9 @@
  * - a client reading and writing blocks of a file it may not read (block
  *   RPCs called directly: no grant, a grant of another file, of another
  *   certificate, a read grant used to write), and the inode's data calls
- *   (WriteInline, Extend, ConvertInline, Fallocate need a write grant, Seek
- *   any grant of the file; the mount's own calls carry theirs);
+ *   (WriteInline, Extend, ConvertInline, Fallocate and ftruncate's SetAttr
+ *   need a write grant, Seek any grant of the file; the mount's own calls
+ *   carry theirs);
  * - a placement write to etcd without credentials (plain HTTP, TLS without
  *   a client certificate) and with a client's (etcd's RBAC: a client
  *   certificate writes only its mount record and suspect reports, also one
@@ -370,6 +371,12 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
     ['Extend', secretIno, 'Extend', { caller: asRoot, end: String(8 * blockSize), allocMap: true }],
     ['ConvertInline', tinyIno, 'ConvertInline', { dataVersion: tinyVersion }],
     ['Fallocate (punch)', secretIno, 'Fallocate', { caller: asRoot, mode: 3, offset: '0', length: '4096' }],
+    [
+      'ftruncate (SetAttr from an open file)',
+      secretIno,
+      'SetAttr',
+      { caller: user, setSize: true, size: '0', viaOpenFile: true },
+    ],
   ];
   let n = 0;
   for (const [what, ino, method, body] of inodeCases) {
@@ -409,7 +416,7 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
     'import os,sys\n' +
       'd=os.open(sys.argv[1],os.O_RDWR|os.O_CREAT,0o600)\nos.write(d,b"x"*100)\nos.fsync(d)\n' +
       'os.write(d,b"y"*200000)\nos.fsync(d)\nos.posix_fallocate(d,0,3000000)\nos.fsync(d)\n' +
-      'print(os.lseek(d,0,os.SEEK_DATA), os.fstat(d).st_size)',
+      'print(os.lseek(d,0,os.SEEK_DATA), os.fstat(d).st_size)\nos.ftruncate(d,1000)\nprint(os.fstat(d).st_size)',
     c.path('open', 'mine'),
   );
   t.equal(
@@ -417,5 +424,9 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
     0,
     `write, grow past inline, fallocate, SEEK_DATA through the mount: ${viaMount.stderr.trim()}`,
   );
-  t.equal(viaMount.stdout.trim(), '0 3000000', 'SEEK_DATA and the size after fallocate');
+  t.equal(
+    viaMount.stdout.trim(),
+    '0 3000000\n1000',
+    'SEEK_DATA and the size after fallocate, then ftruncate',
+  );
 });

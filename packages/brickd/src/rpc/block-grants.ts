@@ -267,6 +267,7 @@ function inoOf(v: unknown, field: string): bigint {
 
 type GrantCarrier = {
   ino?: unknown;
+  viaOpenFile?: boolean;
   grant?: wire.BlockGrant__Output | null;
   dstIno?: unknown;
   srcIno?: unknown;
@@ -300,6 +301,9 @@ export function checkBlockCall(g: BlockGrants, method: string, peer: PeerIdentit
   if (method === 'ReadBlock') g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_READ);
   else if (WRITE_GRANT_METHODS.has(method)) g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_WRITE);
   else if (method === 'Seek') g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_ANY);
+  // ftruncate: the mode is not checked again (the open checked it), so the open's grant must show it.
+  else if (method === 'SetAttr' && r.viaOpenFile)
+    g.check(method, peer, r.grant, inoOf(r.ino, 'ino'), GRANT_WRITE);
   else if (method === 'CopyBlock') {
     g.check(method, peer, r.dstGrant, inoOf(r.dstIno, 'dst_ino'), GRANT_WRITE);
     g.check(method, peer, r.srcGrant, inoOf(r.srcIno, 'src_ino'), GRANT_READ);

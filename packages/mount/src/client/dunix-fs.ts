@@ -217,6 +217,7 @@ export class DunixFs implements FileSystem {
       mtimeNs: typeof c.mtimeNs === 'bigint' ? c.mtimeNs.toString() : '0',
       killSuidgid: c.killSuidgid ?? false,
       viaOpenFile: c.fh !== undefined,
+      grant: c.fh !== undefined && file ? await file.grants.get(GRANT_WRITE) : null,
     });
     // Block bytes past a shrink are dropped by the bricks before SetAttr answers.
     if (c.size !== undefined) file?.truncated(c.size);

@@ -3,6 +3,7 @@
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
 import type { Caller as _dunix_v1_Caller, Caller__Output as _dunix_v1_Caller__Output } from '../../dunix/v1/Caller.js';
+import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface SetAttrRequest {
@@ -23,6 +24,7 @@ export interface SetAttrRequest {
   'mtimeNs'?: (number | string | Long);
   'killSuidgid'?: (boolean);
   'viaOpenFile'?: (boolean);
+  'grant'?: (_dunix_v1_BlockGrant | null);
 }
 
 export interface SetAttrRequest__Output {
@@ -43,4 +45,5 @@ export interface SetAttrRequest__Output {
   'mtimeNs': (string);
   'killSuidgid': (boolean);
   'viaOpenFile': (boolean);
+  'grant': (_dunix_v1_BlockGrant__Output | null);
 }
