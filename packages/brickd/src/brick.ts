@@ -27,6 +27,7 @@ import {
   decodeRecord,
   encodeRecord,
   isReg,
+  type AllocRecord,
   type BlockRecord,
   type OrphanRecord,
   type PgMetaRecord,
@@ -95,6 +96,11 @@ export interface BrickDeps {
    * bytes to a PG with a full copy gets ENOSPC. Absent: never full.
    */
   anyFull?: (bricks: readonly string[]) => boolean;
+  /**
+   * The fewest bytes any of these bricks can take below the full threshold
+   * (space.ts): what a preallocation may reserve. Absent: unlimited.
+   */
+  roomBytes?: (bricks: readonly string[]) => number;
   /**
    * The mount sessions alive now (their records in etcd), for reclaiming
    * O_TMPFILE inodes of a mount that died; undefined when unknown (etcd
@@ -884,8 +890,10 @@ export class Brick implements PgEndpoint {
     this.checkBlockPg(pg, ino, index);
     return this.repl.append(st, '', 'write-block', async () => {
       const old = await this.blockRecord(pg, ino, index);
-      // Overwrites go on when full (they need no new space); growth does not.
-      if (offset + data.length > (old?.length ?? 0) && this.d.anyFull?.(st.isr))
+      // Overwrites go on when full (they need no new space), and so do writes
+      // into a preallocated range (its space was reserved); other growth does not.
+      const end = offset + data.length;
+      if (end > (old?.length ?? 0) && this.d.anyFull?.(st.isr) && !(await this.allocatedTo(ino, index, end)))
         throw new FsError('NO_SPACE', `pg ${pg}: a brick holding it is full`);
       const rec = await this.d.blocks.write(pg, ino, index, offset, data, old, this.d.volume.blockSizeBytes);
       return {
@@ -900,6 +908,30 @@ export class Brick implements PgEndpoint {
     this.serving(pg);
     this.checkBlockPg(pg, ino, index);
     return this.blockRecord(pg, ino, index);
+  }
+
+  /**
+   * Whether the allocation map (on the inode's PG) covers bytes [0, end) of
+   * the block: preallocated, or written before. Asked only of a full PG.
+   */
+  private async allocatedTo(ino: bigint, index: bigint, end: number): Promise<boolean> {
+    const inoPg = pgOfIno(ino);
+    try {
+      const [v] = await this.endpoint(inoPg).txRead(inoPg, [keys.alloc(inoPg, ino, index)]);
+      return v !== undefined && decodeRecord<AllocRecord>(v).len >= end;
+    } catch (err) {
+      // Unknown: refused for space like any growth (the client may retry).
+      this.d.log.warn('could not read the allocation map for a write into a full PG', { err: String(err) });
+      return false;
+    }
+  }
+
+  /** NO_SPACE unless every in-sync brick of `pg` can take `bytes` more below its full threshold. */
+  checkRoom(pg: number, bytes: bigint): void {
+    const st = this.serving(pg);
+    const room = this.d.anyFull?.(st.isr) ? 0 : (this.d.roomBytes?.(st.isr) ?? Infinity);
+    if (Number(bytes) > room)
+      throw new FsError('NO_SPACE', `pg ${pg}: cannot reserve ${bytes} bytes (room for ${room})`);
   }
 
   /**
@@ -1195,12 +1227,21 @@ export class Brick implements PgEndpoint {
     });
   }
 
-  /** Bytes of block files of every PG copy held here, any role (from the block records). */
+  /**
+   * Bytes of block files of every PG copy held here, any role (from the
+   * block records), and the bytes reserved by preallocation in the
+   * allocation maps held here (`pre` records: never written, so no block
+   * record counts them yet).
+   */
   async blockBytesHeld(): Promise<number> {
     let total = 0;
     for (const pg of [...this.pgs.keys()]) {
       await this.scanRange(keys.kindPrefix(pg, KeyKind.block), (r) => {
         if (r.value) total += decodeRecord<BlockRecord>(r.value).length;
+      });
+      await this.scanRange(keys.kindPrefix(pg, KeyKind.alloc), (r) => {
+        const a = r.value && decodeRecord<AllocRecord>(r.value);
+        if (a && a.pre) total += a.len;
       });
     }
     return total;

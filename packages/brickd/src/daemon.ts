@@ -395,6 +395,7 @@ export class BrickDaemon {
         storeLost: this.storeLost,
         brickAlive: (id) => this.router.current?.bricks.find((b) => b.id === id)?.alive ?? false,
         anyFull: (bricks) => space.anyFull(bricks),
+        roomBytes: (bricks) => space.roomBytes(bricks),
         mountsAlive: mountSessions(coord, config.name),
       });
       await brick.applyPlacement(s.placement);

@@ -2,7 +2,7 @@ import { readdir, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BrickUsage, Logger } from '@dunix/proto';
 import type { BlockFiles } from './store/block-files.js';
-import { UsageMeter, usageChanged } from './usage.js';
+import { roomBelowFull, UsageMeter, usageChanged } from './usage.js';
 
 /** What the space keeper needs from the control plane. */
 export interface SpaceControl {
@@ -72,6 +72,21 @@ export class SpaceKeeper {
       if (b === this.o.brickId ? this.meter.full() : this.peers.get(b)?.state === 'full') return true;
     }
     return false;
+  }
+
+  /**
+   * The fewest bytes any of these bricks can take below the full threshold,
+   * as last measured (this brick: its meter now); a brick whose usage is
+   * not known yet does not limit it.
+   */
+  roomBytes(bricks: readonly string[]): number {
+    let room = Infinity;
+    const pct = this.o.thresholdPct();
+    for (const b of bricks) {
+      const u = b === this.o.brickId ? this.meter.current() : this.peers.get(b);
+      if (u) room = Math.min(room, roomBelowFull(u, pct));
+    }
+    return room;
   }
 
   /** Block files that tell the meter about every byte written, whatever the role. */

@@ -6,7 +6,11 @@ export interface UsageSources {
   filesystem(): Promise<{ totalBytes: number; availBytes: number }>;
   /** Bytes of the brick's metadata store (the LevelDB directory). */
   metaBytes(): Promise<number>;
-  /** Bytes of block files held, every PG copy and role (from the block records). */
+  /**
+   * Bytes of block files held, every PG copy and role (from the block
+   * records), and the preallocated bytes of the allocation maps held: a
+   * reservation counts as used from the fallocate that makes it.
+   */
   blockBytes(): Promise<number>;
   /** The volume's full threshold, percent (it may change: `volume set full_threshold`). */
   thresholdPct(): number;
@@ -90,6 +94,14 @@ export class UsageMeter {
     this.writtenSinceBytes -= written;
     return this.last;
   }
+}
+
+/**
+ * Bytes a brick can still take before it reaches the full threshold (0 at
+ * or past it): what a preallocation may reserve there.
+ */
+export function roomBelowFull(u: BrickUsage, thresholdPct: number): number {
+  return Math.max(0, Math.floor((u.capacityBytes * thresholdPct) / 100) - u.usedBytes);
 }
 
 /** Whether a newly measured usage is worth publishing over the one last published. */

@@ -496,7 +496,11 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       await brick.finishPunch(routed.pg, i);
       const reply = await mutate(routed, 'fallocate', async (t) => {
         if (await t.getPunch(i)) throw new FsError('CONFLICT', `inode ${i}: a hole punch is still running`);
+        const before = (await t.getInode(i))?.allocBytes ?? 0n;
         const r = await brick.engine.fallocate(t, i, req.mode, offset, length);
+        // A preallocation reserves its bytes: refused when a copy cannot take them.
+        const added = (r.inode.allocBytes ?? 0n) - before;
+        if (added > 0n) brick.checkRoom(routed.pg, added);
         if (r.punch) t.setPunch(i, r.punch);
         return attrReply(r.inode);
       });

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { UsageMeter, usageChanged, type UsageSources } from '../../src/usage.js';
+import { roomBelowFull, UsageMeter, usageChanged, type UsageSources } from '../../src/usage.js';
 
 /** Sources whose numbers the test sets. */
 function sources(o: {
@@ -116,4 +116,16 @@ t.test('usageChanged: state, capacity, half a percent of capacity, or the republ
   t.equal(usageChanged(u, { ...u, state: 'nearfull', atMs: 10 }, 60_000), true);
   t.equal(usageChanged(u, { ...u, capacityBytes: 2000, atMs: 10 }, 60_000), true);
   t.equal(usageChanged(u, { ...u, atMs: 60_000 }, 60_000), true);
+});
+
+t.test('roomBelowFull: what a preallocation may still reserve below the threshold', async (t) => {
+  const src = sources({ totalBytes: 1000 * MiB, availBytes: 900 * MiB, metaBytes: 0, blockBytes: 60 * MiB });
+  const m = new UsageMeter(src, 100 * MiB);
+  const u = await m.measure();
+  t.equal(roomBelowFull(u, 95), 35 * MiB, '95 MiB of 100 less 60 used');
+  m.noteWritten(30 * MiB);
+  t.equal(roomBelowFull(m.current()!, 95), 5 * MiB, 'bytes written since count');
+  m.noteWritten(10 * MiB);
+  t.equal(roomBelowFull(m.current()!, 95), 0, 'never below 0 once full');
+  t.equal(m.full(), true);
 });
