@@ -106,7 +106,7 @@ export class Replication {
             localDoneMs = stages.now();
           })
         : this.logs.write(st, entry),
-      ...sends,
+      ...others.map((b) => this.send(st, b, entry)),
     ]);
     if (stages && others.length > 0 && localDoneMs > 0) stages.done('replicas_after_local', localDoneMs);
     if (local!.status === 'rejected') {
