@@ -25,6 +25,8 @@ export interface BlockStoreOptions {
   dataDir: string;
   /** Open block files kept cached (closed least recently used first). */
   fdCacheMax?: number;
+  /** Block records remembered for clones (BlockStore.known); 0: a clone always reads its source back. */
+  knownRecordsMax?: number;
   /**
    * fdatasync every write before it resolves (default). Off: writes reach
    * the page cache only and `syncDirty()` makes them durable (the brick's
@@ -33,7 +35,7 @@ export interface BlockStoreOptions {
   syncEachWrite?: boolean;
 }
 
-export const blockStoreDefaults = { fdCacheMax: 256 } as const;
+export const blockStoreDefaults = { fdCacheMax: 256, knownRecordsMax: 4096 } as const;
 
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(`BlockStore invariant: ${msg}`);
@@ -97,6 +99,14 @@ export class BlockStore {
   readonly dataDir: string;
   readonly blocksDir: string;
   readonly fdCacheMax: number;
+  readonly knownRecordsMax: number;
+  /**
+   * The record each block file was last left with by an operation here (a
+   * write, truncate or clone that completed), least recently set first, at
+   * most `knownRecordsMax`: a clone whose record is this one links without
+   * reading the file back. Dropped when an operation on the file starts.
+   */
+  private readonly known = new Map<string, BlockRecord>();
   /** Open handles, least recently used first. */
   private readonly fds = new Map<string, FdEntry>();
   private readonly queues = new Map<string, BlockQueue>();
@@ -119,6 +129,11 @@ export class BlockStore {
     this.tmpDir = join(this.blocksDir, 'tmp');
     this.fdCacheMax = opts.fdCacheMax ?? blockStoreDefaults.fdCacheMax;
     assert(Number.isSafeInteger(this.fdCacheMax) && this.fdCacheMax >= 1, `fdCacheMax ${this.fdCacheMax}`);
+    this.knownRecordsMax = opts.knownRecordsMax ?? blockStoreDefaults.knownRecordsMax;
+    assert(
+      Number.isSafeInteger(this.knownRecordsMax) && this.knownRecordsMax >= 0,
+      `knownRecordsMax ${this.knownRecordsMax}`,
+    );
   }
 
   async open(): Promise<void> {
@@ -258,6 +273,7 @@ export class BlockStore {
       const whole = base === offset && start === offset && stop === dataEnd;
       const buf = whole ? bytes : Buffer.alloc(stop - base);
       const path = this.pathOf(pg, ino, index);
+      this.known.delete(path);
       let fd = await this.acquire(path, true);
       assert(fd, 'created handle');
       try {
@@ -286,6 +302,7 @@ export class BlockStore {
         assert(sums.length === chunkCount(newLen), `${sums.length} sums for ${newLen} bytes`);
         await this.durable(path, fd);
         const next = { length: newLen, sums };
+        this.remember(path, next);
         return { result: { length: newLen, sums: [...sums] }, rec: next };
       } finally {
         this.release(path, fd);
@@ -308,6 +325,7 @@ export class BlockStore {
     return this.serial(pg, ino, index, rec, async (cur) => {
       checkRecord(cur, 'truncate');
       const path = this.pathOf(pg, ino, index);
+      this.known.delete(path);
       if (length === 0) {
         await this.unlinkBlock(path);
         return { result: undefined, rec: undefined };
@@ -341,6 +359,7 @@ export class BlockStore {
         assert(sums.length === chunkCount(length), `${sums.length} sums for ${length} bytes`);
         await this.durable(path, fd);
         const next = { length, sums };
+        this.remember(path, next);
         return { result: { length, sums: [...sums] }, rec: next };
       } finally {
         this.release(path, fd);
@@ -371,8 +390,11 @@ export class BlockStore {
       const fd = await this.acquire(srcPath, false);
       if (!fd) return false;
       try {
-        const buf = await readExact(fd.fh, 0, want.length, srcPath);
-        verifyChunks(buf, 0, want, srcPath);
+        // Left with this very record by an operation here: no need to read it back.
+        if (!sameRecord(this.known.get(srcPath), want)) {
+          const buf = await readExact(fd.fh, 0, want.length, srcPath);
+          verifyChunks(buf, 0, want, srcPath);
+        }
         // The other name's bytes must reach the disk before its record does.
         if (this.dirtyFiles.has(srcPath)) await fd.fh.datasync();
         await link(srcPath, tmp);
@@ -392,8 +414,10 @@ export class BlockStore {
       await this.serial(dst.pg, dst.ino, dst.index, undefined, async () => {
         await this.ensurePgDir(dstPath);
         this.forget(dstPath);
+        this.known.delete(dstPath);
         await rename(tmp, dstPath);
         await this.dirChanged(dstPath);
+        this.remember(dstPath, want);
         return { result: undefined, rec: { length: want.length, sums: [...want.sums] } };
       });
     } catch (err) {
@@ -497,6 +521,12 @@ export class BlockStore {
     own.mayBeShared = false;
     this.release(path, fd);
     return own;
+  }
+
+  private remember(path: string, rec: BlockRecord): void {
+    this.known.delete(path);
+    this.known.set(path, { length: rec.length, sums: [...rec.sums] });
+    if (this.known.size > this.knownRecordsMax) this.known.delete(this.known.keys().next().value!);
   }
 
   /** Drops the cached handle of `path` (its name is about to point at another file). */
@@ -622,6 +652,7 @@ export class BlockStore {
   }
 
   private async unlinkBlock(path: string): Promise<void> {
+    this.known.delete(path);
     const e = this.fds.get(path);
     if (e) {
       // The block's queue runs one operation at a time: only syncDirty may hold it now.
@@ -683,6 +714,12 @@ async function writeExact(fh: FileHandle, data: Buffer, position: number): Promi
     done += bytesWritten;
   }
   assert(done === data.length, 'wrote every byte');
+}
+
+function sameRecord(a: BlockRecord | undefined, b: BlockRecord): boolean {
+  return (
+    !!a && a.length === b.length && a.sums.length === b.sums.length && a.sums.every((x, i) => x === b.sums[i])
+  );
 }
 
 /** Checks whole chunks `buf` (starting at chunk-aligned `base`) against the record. */

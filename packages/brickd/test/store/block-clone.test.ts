@@ -180,3 +180,36 @@ await t.test('names left in tmp by a crash are removed at open', async (t) => {
   t.same(await readdir(second.tmpDir), [], 'tmp emptied');
   t.same(await second.list(0), [], 'tmp is not a PG directory');
 });
+
+await t.test(
+  'a source not last written by this store is read back and checked before it is linked',
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'dunix-clone-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const first = new BlockStore({ dataDir: dir });
+    await first.open();
+    const a = pattern(11, 2 * C);
+    const rec = await first.write(SRC.pg, SRC.ino, SRC.index, 0, a, undefined, BLOCK);
+    await first.close();
+    // Damage behind the store's back (as a crash in the middle of an overwrite can leave).
+    const damaged = Buffer.from(a);
+    damaged[C + 3] = damaged[C + 3]! ^ 0xff;
+    await writeFile(first.pathOf(SRC.pg, SRC.ino, SRC.index), damaged);
+    const second = new BlockStore({ dataDir: dir });
+    await second.open();
+    t.teardown(() => second.close());
+    t.notOk(await second.clone(SRC, rec, DST), 'a file that does not match its record is not shared');
+    // Written by this store: its record is known, the clone needs no read.
+    const b = pattern(12, 2 * C);
+    const recB = await second.write(SRC.pg, SRC.ino, SRC.index, 0, b, rec, BLOCK);
+    t.ok(await second.clone(SRC, recB, DST));
+    t.same(await second.read(DST.pg, DST.ino, DST.index, 0, BLOCK, recB), b);
+    // Without remembered records every clone reads its source back.
+    const third = new BlockStore({ dataDir: dir, knownRecordsMax: 0 });
+    await second.close();
+    await third.open();
+    t.teardown(() => third.close());
+    await writeFile(third.pathOf(SRC.pg, SRC.ino, SRC.index), damaged);
+    t.notOk(await third.clone(SRC, recB, DST), 'checked, not remembered');
+  },
+);
