@@ -12,6 +12,7 @@ import {
 import { join } from 'node:path';
 import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, takeBuffer } from '@dunix/proto';
 import { checkRecord, checkUint, chunkCount, chunkSum } from './block-record.js';
+import { BlockQueues } from './block-queues.js';
 import type { BlockRecord } from './records.js';
 
 export { chunkSum } from './block-record.js';
@@ -57,16 +58,6 @@ interface FdEntry {
   mayBeShared: boolean;
 }
 
-/** Per-block queue: the tail of its promise chain and the last record an op produced. */
-interface BlockQueue {
-  tail: Promise<void>;
-  /** Ops queued or running; the queue is dropped when it reaches 0. */
-  ops: number;
-  /** Set once an op in this busy period has produced a record. */
-  produced: boolean;
-  rec: BlockRecord | undefined;
-}
-
 /**
  * Block data in files, one per block:
  * `<dataDir>/blocks/<pg as 4 hex>/<ino as 16 hex>.<index as hex>`.
@@ -109,7 +100,7 @@ export class BlockStore {
   private readonly known = new Map<string, BlockRecord>();
   /** Open handles, least recently used first. */
   private readonly fds = new Map<string, FdEntry>();
-  private readonly queues = new Map<string, BlockQueue>();
+  private readonly queues = new BlockQueues();
   /** PG directories known to exist (created and made durable). */
   private readonly dirs = new Set<string>();
   private readonly closing = new Set<Promise<void>>();
@@ -153,9 +144,7 @@ export class BlockStore {
       return;
     }
     this.state = 'closed';
-    while (this.queues.size > 0) {
-      await Promise.all([...this.queues.values()].map((q) => q.tail));
-    }
+    await this.queues.drain();
     for (const [key, e] of this.fds) {
       this.fds.delete(key);
       this.closeHandle(e.fh, this.dirtyFiles.delete(key));
@@ -445,49 +434,13 @@ export class BlockStore {
     fn: (cur: BlockRecord | undefined) => Promise<{ result: T; rec: BlockRecord | undefined }>,
   ): Promise<T> {
     if (this.state !== 'open') return Promise.reject(new Error(`BlockStore is ${this.state}`));
-    const key = this.pathOf(pg, ino, index);
-    let q = this.queues.get(key);
-    if (!q) {
-      q = { tail: Promise.resolve(), ops: 0, produced: false, rec: undefined };
-      this.queues.set(key, q);
-    }
-    const queue = q;
-    queue.ops++;
-    const run = queue.tail.then(async () => {
-      const out = await fn(queue.produced ? queue.rec : rec);
-      queue.produced = true;
-      queue.rec = out.rec;
-      return out.result;
-    });
-    queue.tail = run.then(
-      () => {},
-      () => {},
-    );
-    void queue.tail.then(() => {
-      if (--queue.ops === 0 && this.queues.get(key) === queue) this.queues.delete(key);
-    });
-    return run;
+    return this.queues.run(this.pathOf(pg, ino, index), rec, fn);
   }
 
   /** Runs `fn` in the queue of the block at `key` without changing the record its ops see. */
   private serialKeep<T>(key: string, fn: () => Promise<T>): Promise<T> {
     if (this.state !== 'open') return Promise.reject(new Error(`BlockStore is ${this.state}`));
-    let q = this.queues.get(key);
-    if (!q) {
-      q = { tail: Promise.resolve(), ops: 0, produced: false, rec: undefined };
-      this.queues.set(key, q);
-    }
-    const queue = q;
-    queue.ops++;
-    const run = queue.tail.then(fn);
-    queue.tail = run.then(
-      () => {},
-      () => {},
-    );
-    void queue.tail.then(() => {
-      if (--queue.ops === 0 && this.queues.get(key) === queue) this.queues.delete(key);
-    });
-    return run;
+    return this.queues.runKeep(key, fn);
   }
 
   /**
@@ -529,12 +482,12 @@ export class BlockStore {
     if (this.known.size > this.knownRecordsMax) this.known.delete(this.known.keys().next().value!);
   }
 
-  /** Drops the cached handle of `path` (its name is about to point at another file). */
-  private forget(path: string): void {
+  /** Drops the cached handle of `path` (its name is about to go, or to point at another file). */
+  private forget(path: string, doing = 'replacing'): void {
     const e = this.fds.get(path);
     if (e) {
       // The block's queue runs one operation at a time: only syncDirty may hold it now.
-      assert(e.pins === e.syncPins, `replacing ${path} while in use`);
+      assert(e.pins === e.syncPins, `${doing} ${path} while in use`);
       this.fds.delete(path);
       if (e.pins === 0) this.closeHandle(e.fh);
       else e.dropped = true;
@@ -653,15 +606,7 @@ export class BlockStore {
 
   private async unlinkBlock(path: string): Promise<void> {
     this.known.delete(path);
-    const e = this.fds.get(path);
-    if (e) {
-      // The block's queue runs one operation at a time: only syncDirty may hold it now.
-      assert(e.pins === e.syncPins, `deleting ${path} while in use`);
-      this.fds.delete(path);
-      if (e.pins === 0) this.closeHandle(e.fh);
-      else e.dropped = true;
-    }
-    this.dirtyFiles.delete(path);
+    this.forget(path, 'deleting');
     if (!this.syncEachWrite) this.dirtyDirs.add(join(path, '..'));
     try {
       await unlink(path);

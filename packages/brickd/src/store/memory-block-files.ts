@@ -1,19 +1,13 @@
 import { CHECKSUM_CHUNK_BYTES, FsError, initHashing } from '@dunix/proto';
 import type { BlockFiles } from './block-files.js';
 import { checkRecord, checkUint, chunkCount, chunkSum } from './block-record.js';
+import { BlockQueues } from './block-queues.js';
 import type { BlockRecord } from './records.js';
 
 const CHUNK = CHECKSUM_CHUNK_BYTES;
 
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(`MemoryBlockFiles invariant: ${msg}`);
-}
-
-interface BlockQueue {
-  tail: Promise<void>;
-  ops: number;
-  produced: boolean;
-  rec: BlockRecord | undefined;
 }
 
 /**
@@ -30,8 +24,8 @@ interface BlockQueue {
  */
 export class MemoryBlockFiles implements BlockFiles {
   private readonly files = new Map<string, Buffer>();
-  private readonly queues = new Map<string, BlockQueue>();
   private hashing: Promise<void> | undefined;
+  private readonly queues = new BlockQueues(() => (this.hashing ??= initHashing()));
 
   async list(pg: number): Promise<{ ino: bigint; index: bigint }[]> {
     const prefix = `${pg.toString(16).padStart(4, '0')}/`;
@@ -241,28 +235,7 @@ export class MemoryBlockFiles implements BlockFiles {
     rec: BlockRecord | undefined,
     fn: (cur: BlockRecord | undefined) => Promise<{ result: T; rec: BlockRecord | undefined }>,
   ): Promise<T> {
-    this.hashing ??= initHashing();
-    let q = this.queues.get(key);
-    if (!q) {
-      q = { tail: this.hashing, ops: 0, produced: false, rec: undefined };
-      this.queues.set(key, q);
-    }
-    const queue = q;
-    queue.ops++;
-    const run = queue.tail.then(async () => {
-      const out = await fn(queue.produced ? queue.rec : rec);
-      queue.produced = true;
-      queue.rec = out.rec;
-      return out.result;
-    });
-    queue.tail = run.then(
-      () => {},
-      () => {},
-    );
-    void queue.tail.then(() => {
-      if (--queue.ops === 0 && this.queues.get(key) === queue) this.queues.delete(key);
-    });
-    return run;
+    return this.queues.run(key, rec, fn);
   }
 }
 
