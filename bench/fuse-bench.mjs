@@ -16,7 +16,9 @@
  * issue 11's rows, against its targets. --rows picks rows for a quick run
  * (--help lists them). Every workload run is also kept as
  * bench/results/runs/<UTC time>-<commit>[-dirty].json (local, not in git);
- * node bench/compare.mjs OLD.json NEW.json prints the change per row.
+ * runs worth keeping go to bench/history/ (in git; the one ARCHITECTURE.md
+ * quotes is there), and node bench/compare.mjs OLD.json NEW.json prints the
+ * change per row.
  *
  *   npm run bench                                   # 1 GiB file, 10,000 files, replicas 1 and 3
  *   npm run bench -- --size-mib 256 --files 2000 --targets local,passthrough,dunixfs
