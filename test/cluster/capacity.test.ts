@@ -20,65 +20,12 @@ import {
   writeSync,
 } from 'node:fs';
 import t from 'tap';
-import { startCluster, waitUntil, type Cluster } from '../src/cluster.js';
+import { startCluster, waitUntil } from '../src/cluster.js';
 import { sha256 } from '../src/failover.js';
+import { df, seededBytes, writeSynced } from '../src/space.js';
 
 const MiB = 1024 * 1024;
 const CAPACITY_MIB = 48;
-
-interface DfJson {
-  replicas: number;
-  fullThresholdPct: number;
-  total: {
-    usableCapacityBytes: number;
-    usableFreeBytes: number;
-    rawCapacityBytes: number;
-    bricksFull: number;
-    bricksUnknown: number;
-  };
-  bricks: {
-    id: string;
-    usage: { capacityBytes: number; usedBytes: number; freeBytes: number; state: string } | null;
-    pgs: number;
-  }[];
-}
-
-function df(c: Cluster): DfJson {
-  const r = c.ctl(['--json', 'df', c.volume]);
-  if (r.status !== 0) throw new Error(`dunixctl df: ${r.stderr}`);
-  return JSON.parse(r.stdout) as DfJson;
-}
-
-function fileBytes(seed: number): Buffer {
-  const b = Buffer.alloc(MiB);
-  let x = (seed + 7) * 2654435761;
-  for (let i = 0; i < MiB; i += 4) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b.writeUInt32LE(x, i);
-  }
-  return b;
-}
-
-/** Writes a 1 MiB file and fsyncs it; the errno code it failed with, or undefined. */
-function writeFile(path: string, data: Buffer): string | undefined {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'w');
-    writeSync(fd, data);
-    fsyncSync(fd);
-    return undefined;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? String(e);
-  } finally {
-    if (fd !== undefined) {
-      try {
-        closeSync(fd);
-      } catch {
-        /* the error above is the one that counts */
-      }
-    }
-  }
-}
 
 t.test('a full volume answers ENOSPC, shows it, and takes writes again once space is freed', async (t) => {
   const c = await startCluster(t, {
@@ -109,8 +56,8 @@ t.test('a full volume answers ENOSPC, shows it, and takes writes again once spac
   let failure: string | undefined;
   let n = 0;
   for (; n < 2 * CAPACITY_MIB; n++) {
-    const data = fileBytes(n);
-    failure = writeFile(c.path(`f${n}`), data);
+    const data = seededBytes(n, MiB);
+    failure = writeSynced(c.path(`f${n}`), data);
     if (failure) break;
     sums.set(`f${n}`, sha256(data));
   }
@@ -124,7 +71,7 @@ t.test('a full volume answers ENOSPC, shows it, and takes writes again once spac
   writeSync(fd, patch, 0, patch.length, 8192);
   fsyncSync(fd);
   closeSync(fd);
-  const f0 = fileBytes(0);
+  const f0 = seededBytes(0, MiB);
   patch.copy(f0, 8192);
   sums.set('f0', sha256(f0));
   mkdirSync(c.path('dir-when-full'));
@@ -138,8 +85,12 @@ t.test('a full volume answers ENOSPC, shows it, and takes writes again once spac
     sums.delete(`f${i}`);
   }
   await waitUntil(() => df(c).total.bricksFull === 0, 'the bricks to have space again');
-  t.equal(writeFile(c.path('after-free'), fileBytes(1000)), undefined, 'a write after freeing space');
-  sums.set('after-free', sha256(fileBytes(1000)));
+  t.equal(
+    writeSynced(c.path('after-free'), seededBytes(1000, MiB)),
+    undefined,
+    'a write after freeing space',
+  );
+  sums.set('after-free', sha256(seededBytes(1000, MiB)));
 
   // The volume's threshold: lowered under what is used, the bricks are full at once.
   d = df(c);
@@ -148,11 +99,15 @@ t.test('a full volume answers ENOSPC, shows it, and takes writes again once spac
   t.ok(usedPct > 55, `two thirds of the files left: ${usedPct}% used`);
   t.equal(c.ctl(['volume', 'set', c.volume, 'full_threshold', `${lowPct}%`]).status, 0);
   await waitUntil(() => df(c).total.bricksFull === 3, `the bricks full at ${lowPct}%`);
-  t.equal(writeFile(c.path('over-threshold'), fileBytes(2000)), 'ENOSPC', 'ENOSPC under the lower threshold');
+  t.equal(
+    writeSynced(c.path('over-threshold'), seededBytes(2000, MiB)),
+    'ENOSPC',
+    'ENOSPC under the lower threshold',
+  );
   t.equal(c.ctl(['volume', 'set', c.volume, 'full_threshold', '95']).status, 0);
   await waitUntil(() => df(c).total.bricksFull === 0, 'the bricks not full at 95%');
-  t.equal(writeFile(c.path('over-threshold'), fileBytes(2000)), undefined, 'writes again at 95%');
-  sums.set('over-threshold', sha256(fileBytes(2000)));
+  t.equal(writeSynced(c.path('over-threshold'), seededBytes(2000, MiB)), undefined, 'writes again at 95%');
+  sums.set('over-threshold', sha256(seededBytes(2000, MiB)));
   for (const [name, sum] of sums)
     t.equal(sha256(readFileSync(c.path(name))), sum, `${name} intact at the end`);
 });
