@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import t, { type Test } from 'tap';
 import { MemoryBlockFiles } from '../../src/store/memory-block-files.js';
 import type { BlockRecord } from '../../src/store/records.js';
+import { pattern } from '../store/fixtures/pattern.js';
 
 const C = CHECKSUM_CHUNK_BYTES;
 const BLOCK = 4 * C;
@@ -33,16 +34,6 @@ function modelTruncate(model: Buffer, length: number): Buffer {
   const out = Buffer.alloc(length);
   model.copy(out, 0, 0, Math.min(length, model.length));
   return out;
-}
-
-function pattern(seed: number, length: number): Buffer {
-  const b = Buffer.alloc(length);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < length; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
 }
 
 async function rejectsWith(t: Test, p: Promise<unknown>, code: string, msg: string): Promise<void> {

@@ -14,6 +14,7 @@ import type { BlockFiles } from '../../src/store/block-files.js';
 import { BlockStore } from '../../src/store/block-store.js';
 import { MemoryBlockFiles } from '../../src/store/memory-block-files.js';
 import type { BlockRecord } from '../../src/store/records.js';
+import { pattern } from './fixtures/pattern.js';
 
 const C = CHECKSUM_CHUNK_BYTES;
 const BLOCK = 4 * C;
@@ -24,16 +25,6 @@ await initHashing();
 
 function recordOf(b: Buffer): BlockRecord {
   return { length: b.length, sums: chunkChecksums(b).map((x) => x.toString(16).padStart(16, '0')) };
-}
-
-function pattern(seed: number, length: number): Buffer {
-  const b = Buffer.alloc(length);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < length; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
 }
 
 async function diskStore(t: Test, syncEachWrite: boolean): Promise<BlockStore> {
