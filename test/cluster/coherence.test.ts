@@ -14,7 +14,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync
 import { statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { callUnary, type wire } from '@dunix/proto';
 import t from 'tap';
-import { bins, pgOfIno, runAsync, startCluster, waitUntil, type Cluster } from '../src/cluster.js';
+import { bins, pgOfIno, run, runAsync, startCluster, waitUntil, type Cluster } from '../src/cluster.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 
 const TTL = 'attr_ttl_ms=60000,entry_ttl_ms=60000,session_ttl_ms=2000';
@@ -133,9 +133,18 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
   });
 
   await t.test('create', async (t) => {
-    // (dunixfs gives the kernel no negative entries, so a missing name is always asked for.)
+    // B's kernel caches that the name is not there (a negative entry, for the 60 s TTL): with B's
+    // client stopped, looking it up again is answered without it.
     t.notOk(existsSync(B('d', 'new')));
+    process.kill(b.pid, 'SIGSTOP');
+    try {
+      const r = run('stat', [B('d', 'new')], { timeoutMs: 5000 });
+      t.match(r.stderr, /No such file or directory/, "answered by B's kernel alone");
+    } finally {
+      process.kill(b.pid, 'SIGCONT');
+    }
     t.notOk(readdirSync(B('d')).includes('new'));
+    // ... and drops it when A creates the name (the directory's primary pushes the new entry).
     writeFileSync(A('d', 'new'), 'x');
     t.ok(existsSync(B('d', 'new')));
     t.ok(readdirSync(B('d')).includes('new'), 'listed');

@@ -196,6 +196,8 @@ export async function main(argv: string[]): Promise<number> {
       session: {
         attrTtlMs: args.attrTtlMs,
         entryTtlMs: args.entryTtlMs,
+        // A name created elsewhere is pushed like any change of its directory (see DunixFs.lookup).
+        negativeTtlMs: args.negativeTtlMs ?? args.entryTtlMs,
         posixAcl: true,
         exportSupport: true,
         // fcntl, OFD and flock locks are cluster-wide: kept by each inode's primary, owned by this session.

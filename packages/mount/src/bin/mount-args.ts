@@ -17,6 +17,8 @@ export interface MountArgs {
   metricsPortFile: string | undefined;
   attrTtlMs: number;
   entryTtlMs: number;
+  /** How long the kernel may cache that a name is not there (0: never); undefined: entryTtlMs. */
+  negativeTtlMs: number | undefined;
   dialTimeoutMs: number;
   /**
    * How long an operation keeps retrying through failover (a dead or hung
@@ -92,6 +94,7 @@ ${what}
 
   -o OPTIONS   comma-separated mount options:
                  attr_ttl_ms=MS, entry_ttl_ms=MS     kernel attribute/entry cache (default 10000; changes elsewhere are pushed)
+                 negative_ttl_ms=MS                   kernel cache of names not there (default entry_ttl_ms; 0 = never)
                  dial_timeout_ms=MS                   etcd connect timeout (default 10000)
                  failover_timeout_ms=MS               how long an op rides out a failover (default 60000, min 1000)
                  read_ahead_kb=KB                     kernel readahead window (default 32768)
@@ -205,6 +208,7 @@ export function parseMountArgs(argv: string[]): MountArgs {
     // Long, because bricks push invalidations: a change elsewhere is seen at once anyway (coherent caches).
     attrTtlMs: 10_000,
     entryTtlMs: 10_000,
+    negativeTtlMs: undefined,
     dialTimeoutMs: 10_000,
     failoverTimeoutMs: 60_000,
     readAheadKb: 32768,
@@ -224,6 +228,7 @@ export function parseMountArgs(argv: string[]): MountArgs {
       : [o, undefined];
     if (k === 'attr_ttl_ms' && v !== undefined) out.attrTtlMs = ms(k, v);
     else if (k === 'entry_ttl_ms' && v !== undefined) out.entryTtlMs = ms(k, v);
+    else if (k === 'negative_ttl_ms' && v !== undefined) out.negativeTtlMs = ms(k, v);
     else if (k === 'metrics_listen' && v) out.metricsListen = (parseMetricsListen(v), v);
     else if (k === 'metrics_port_file' && v) out.metricsPortFile = v;
     else if (k === 'dial_timeout_ms' && v !== undefined) out.dialTimeoutMs = ms(k, v);

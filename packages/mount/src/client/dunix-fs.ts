@@ -13,6 +13,7 @@ import type {
   SetAttrChanges,
   StatFs,
 } from '../fuse/filesystem.js';
+import { NEGATIVE_ENTRY } from '../fuse/filesystem.js';
 import { fuseAttr } from './attrs.js';
 import type { BrickApi } from './brick-api.js';
 import { copyRange } from './copy-range.js';
@@ -159,7 +160,16 @@ export class DunixFs implements FileSystem {
     return this.entry(d.attr ?? (await this.attrOf(BigInt(d.ino))).attr!);
   }
 
-  async lookup(caller: Caller, parent: bigint, name: Buffer): Promise<Entry> {
+  /**
+   * A name that is not there answers NEGATIVE_ENTRY: the kernel caches its
+   * absence for the negative TTL (none: ENOENT) and drops it when the
+   * directory's primary pushes a change of the name (the failed Lookup
+   * registered this session on the directory, as a successful one does). A
+   * push that arrives while this lookup is in flight lands after its answer:
+   * the kernel holds the directory's lock for the lookup, and the notice
+   * needs it.
+   */
+  async lookup(caller: Caller, parent: bigint, name: Buffer): Promise<Entry | typeof NEGATIVE_ENTRY> {
     // Export support (open_by_handle_at, NFS): "." is the node itself, ".." a directory's parent,
     // found from the inode number alone. A number that names no inode is NOT_FOUND (ESTALE).
     if (name[0] === 0x2e && name.length <= 2 && pgOfIno(parent) >= this.api.pgCount)
@@ -170,11 +180,19 @@ export class DunixFs implements FileSystem {
       if ((dir.mode & S_IFMT) !== S_IFDIR) throw new FsError('NOT_A_DIRECTORY', `.. of inode ${parent}`);
       return this.entry((await this.attrOf(BigInt(dir.parent))).attr!);
     }
-    const r = await this.api.read<wire.LookupReply__Output>(pgOfIno(parent), 'Lookup', {
-      caller: this.caller(caller),
-      parent: parent.toString(),
-      name,
-    });
+    let r: wire.LookupReply__Output;
+    try {
+      r = await this.api.read<wire.LookupReply__Output>(pgOfIno(parent), 'Lookup', {
+        caller: this.caller(caller),
+        parent: parent.toString(),
+        name,
+      });
+    } catch (err) {
+      if (!(err instanceof FsError) || err.code !== 'NOT_FOUND') throw err;
+      // Remembered like a name handed out: a reset of the directory's registrations drops it too.
+      this.names.noted(parent, name);
+      return NEGATIVE_ENTRY;
+    }
     const e = await this.direntEntry(r.entry!);
     this.names.noted(parent, name, e.nodeid);
     return e;
@@ -447,6 +465,7 @@ export class DunixFs implements FileSystem {
       if (!(err instanceof FsError) || err.code !== 'ALREADY_EXISTS' || (flags & constants.O_EXCL) !== 0)
         throw err;
       const entry = await this.lookup(caller, parent, name);
+      if (entry === NEGATIVE_ENTRY) throw new FsError('NOT_FOUND', 'removed again since the create found it');
       if ((entry.attr.mode & S_IFMT) === S_IFDIR) throw new FsError('IS_A_DIRECTORY');
       const open = await this.open(caller, entry.nodeid, flags);
       if ((flags & constants.O_TRUNC) !== 0 && (flags & 3) !== constants.O_RDONLY) {

@@ -48,7 +48,8 @@ export class KernelNames {
     return [...(this.names.get(dir)?.values() ?? [])];
   }
 
-  noted(parent: bigint, name: Buffer, ino: bigint): void {
+  /** `name` in `parent` was handed to the kernel: as `ino`, or (no ino) as a name that is not there. */
+  noted(parent: bigint, name: Buffer, ino?: bigint): void {
     let dir = this.names.get(parent);
     if (dir) this.names.delete(parent);
     else dir = new Map();
@@ -58,6 +59,7 @@ export class KernelNames {
     dir.set(key, Buffer.from(name));
     if (dir.size > NAMES_PER_DIR_MAX) dir.delete(dir.keys().next().value!);
     if (this.names.size > DIRS_MAX) this.names.delete(this.names.keys().next().value!);
+    if (ino === undefined) return;
     this.parents.delete(ino);
     this.parents.set(ino, parent);
     if (this.parents.size > DIRS_MAX * 4) this.parents.delete(this.parents.keys().next().value!);
