@@ -11,35 +11,20 @@
  * CPU each process spent.
  *
  *   node bench/latency-breakdown.mjs [--replicas 1,3] [--calls 500] [--workloads create,rename,...]
- *                                    [--brick-args='--group-commit-ms 0'] [--json FILE] [--keep]
+ *                                    [--brick-args='--group-commit-ms 0'] [--json FILE]
  *
  * Times are means over the workload's calls; the machine's load (printed)
  * moves them, so compare columns of one run.
  */
-import { spawn, spawnSync } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { createServer } from 'node:net';
-import { loadavg, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+// Built by `npm run build` (tsc -b compiles test/ too).
+import { startCluster as startHarness } from '../test/dist/src/cluster.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = {
-  etcd: '/usr/bin/etcd',
-  brickd: join(REPO, 'packages/brickd/dist/src/bin/brickd.js'),
-  dunixctl: join(REPO, 'packages/coord/dist/src/bin/dunixctl.js'),
-  client: join(REPO, 'packages/mount/dist/src/bin/dunixfs.cjs'),
-};
 const BRICKS = 3;
 const VOLUME = 'lat';
 
@@ -51,7 +36,6 @@ const { values } = parseArgs({
     workloads: { type: 'string' },
     'brick-args': { type: 'string', default: '' },
     json: { type: 'string' },
-    keep: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -124,17 +108,6 @@ const WORKLOADS = values.workloads
   : ALL_WORKLOADS;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
 
 function run(cmd, args, timeoutMs = 60_000) {
   return new Promise((res) => {
@@ -220,138 +193,50 @@ function counter(d, metric, by) {
   return out;
 }
 
-async function startCluster(replicas, root) {
-  const base = join(root, `r${replicas}`);
-  mkdirSync(base, { recursive: true });
-  const procs = [];
-  const start = (role, cmd, args) => {
-    const fd = openSync(join(base, `${role}.log`), 'a');
-    const c = spawn(cmd, args, { stdio: ['ignore', fd, fd], detached: true, cwd: base });
-    closeSync(fd);
-    c.on('error', () => {});
-    c.unref();
-    const p = { role, pid: c.pid, exited: false };
-    c.on('exit', () => (p.exited = true));
-    procs.push(p);
-    return p;
-  };
-  const cluster = { base, procs, mnt: join(base, 'mnt'), bricks: [] };
-  let etcdUrl;
-  for (let attempt = 0; ; attempt++) {
-    const [cp, pp] = [await freePort(), await freePort()];
-    etcdUrl = `http://127.0.0.1:${cp}`;
-    const peer = `http://127.0.0.1:${pp}`;
-    const etcd = start('etcd', BIN.etcd, [
-      '--name=lat',
-      `--data-dir=${join(base, 'etcd')}`,
-      `--listen-client-urls=${etcdUrl}`,
-      `--advertise-client-urls=${etcdUrl}`,
-      `--listen-peer-urls=${peer}`,
-      `--initial-advertise-peer-urls=${peer}`,
-      `--initial-cluster=lat=${peer}`,
-      '--max-txn-ops=65600',
-      '--log-level=warn',
-    ]);
-    try {
-      await waitUntil(
-        'etcd',
-        15_000,
-        async () => !etcd.exited && (await globalThis.fetch(`${etcdUrl}/health`)).ok,
+/**
+ * The test suite's cluster launcher (test/src/cluster.ts: etcd without port
+ * races, bricks on ports they report, everything stopped by PID), with
+ * metrics on every brick and on the client.
+ */
+async function startCluster(replicas) {
+  const teardowns = [];
+  const t = { teardown: (fn) => teardowns.push(fn), passing: () => true, comment: () => {} };
+  const c = await startHarness(t, {
+    replicas,
+    pgs: Number(values.pgs),
+    volume: VOLUME,
+    mount: false,
+    brickArgs: () => ['--metrics-listen', '127.0.0.1:0', ...values['brick-args'].split(' ').filter(Boolean)],
+  });
+  const cluster = { c, teardowns, mnt: c.mountpoint };
+  try {
+    await waitUntil('every PG in sync', 90_000, async () => {
+      const s = JSON.parse(c.ctl(['--json', 'volume', 'status', VOLUME]).stdout);
+      return (
+        s.pgsDegraded.length === 0 &&
+        s.isrHistogram.find((h) => h.live === replicas)?.pgs === s.config.pgCount
       );
-      break;
-    } catch (err) {
-      process.kill(etcd.pid, 'SIGKILL');
-      procs.pop();
-      if (attempt >= 5) throw err;
-    }
+    });
+    const clientPorts = join(c.base, 'client-metrics.json');
+    await c.mount(`metrics_listen=127.0.0.1:0,metrics_port_file=${clientPorts}`);
+    cluster.clientMetrics = readJson(clientPorts).metricsAddress;
+    cluster.brickMetrics = c.bricks.map((b) => readJson(join(b.dir, 'ports.json')).metricsAddress);
+    return cluster;
+  } catch (err) {
+    await stopCluster(cluster);
+    throw err;
   }
-  for (let i = 1; i <= BRICKS; i++) {
-    const data = join(base, `brick${i}`);
-    mkdirSync(data, { recursive: true });
-    const portFile = join(data, 'ports.json');
-    const b = start(`brick${i}`, process.execPath, [
-      ...(process.env.DUNIX_TEST_BRICK_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
-      BIN.brickd,
-      '--data',
-      data,
-      '--listen',
-      '127.0.0.1:0',
-      '--metrics-listen',
-      '127.0.0.1:0',
-      '--port-file',
-      portFile,
-      '--etcd',
-      etcdUrl,
-      '--volume',
-      VOLUME,
-      ...values['brick-args'].split(' ').filter(Boolean),
-    ]);
-    b.portFile = portFile;
-    cluster.bricks.push(b);
-  }
-  await waitUntil('bricks to report their ports', 90_000, () =>
-    cluster.bricks.every((b) => readJson(b.portFile).pid === b.pid),
-  );
-  const ctl = (args) => run(process.execPath, [BIN.dunixctl, '--etcd', etcdUrl, ...args], 30_000);
-  await waitUntil('volume create', 60_000, async () => {
-    const r = await ctl(['volume', 'create', VOLUME, '--pgs', values.pgs, '--replicas', String(replicas)]);
-    return r.code === 0;
-  });
-  await waitUntil('every PG in sync', 90_000, async () => {
-    const r = await ctl(['--json', 'volume', 'status', VOLUME]);
-    const s = JSON.parse(r.out);
-    return (
-      s.pgsDegraded.length === 0 && s.isrHistogram.find((h) => h.live === replicas)?.pgs === s.config.pgCount
-    );
-  });
-  for (const b of cluster.bricks) b.metrics = readJson(b.portFile).metricsAddress;
-  mkdirSync(cluster.mnt, { recursive: true });
-  const clientPorts = join(base, 'client-metrics.json');
-  const client = start('client', process.execPath, [
-    BIN.client,
-    `${etcdUrl}/${VOLUME}`,
-    cluster.mnt,
-    '-o',
-    `metrics_listen=127.0.0.1:0,metrics_port_file=${clientPorts}`,
-  ]);
-  await waitUntil('the client to mount', 60_000, () => {
-    const mounts = readFileSync('/proc/self/mounts', 'utf8');
-    return (
-      mounts.split('\n').some((l) => l.split(' ')[1] === cluster.mnt) &&
-      readJson(clientPorts).pid === client.pid
-    );
-  });
-  cluster.client = client;
-  cluster.clientMetrics = readJson(clientPorts).metricsAddress;
-  return cluster;
 }
 
-async function stopCluster(c) {
-  if (!c) return;
-  spawnSync('umount', [c.mnt]);
-  const order = [...c.procs].reverse();
-  for (const p of order) {
-    if (p.exited) continue;
-    try {
-      process.kill(p.pid, 'SIGTERM');
-    } catch {
-      continue;
-    }
-    const end = Date.now() + 15_000;
-    while (!p.exited && Date.now() < end) await sleep(50);
-    if (!p.exited) {
-      try {
-        process.kill(p.pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
+async function stopCluster(cluster) {
+  if (!cluster) return;
+  await cluster.c.stop();
+  for (const fn of cluster.teardowns.reverse()) await fn();
 }
 
 async function scrapeAll(c) {
   const client = await scrape(c.clientMetrics);
-  const bricks = await Promise.all(c.bricks.map((b) => scrape(b.metrics)));
+  const bricks = await Promise.all(c.brickMetrics.map((a) => scrape(a)));
   return { client, bricks };
 }
 
@@ -515,12 +400,6 @@ function print(results) {
   console.log(`\nms per call:\n\n${markdownTable(results)}`);
 }
 
-for (const b of Object.values(BIN))
-  if (!existsSync(b)) {
-    console.error(`missing ${b} (npm run build; etcd-server)`);
-    process.exit(1);
-  }
-const root = mkdtempSync(join(tmpdir(), 'dunix-lat-'));
 const results = [];
 let current;
 const cleanup = async () => {
@@ -530,7 +409,7 @@ const cleanup = async () => {
 process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
 try {
   for (const n of replicaCounts) {
-    current = await startCluster(n, root);
+    current = await startCluster(n);
     const workloads = [];
     for (const w of WORKLOADS) workloads.push(await measure(current, w));
     results.push({ replicas: n, workloads });
@@ -540,5 +419,4 @@ try {
   if (values.json) writeFileSync(values.json, JSON.stringify({ load: loadavg(), results }, null, 2));
 } finally {
   await cleanup();
-  if (!values.keep) rmSync(root, { recursive: true, force: true });
 }
