@@ -41,6 +41,12 @@ export interface BrickKnobs {
    * acknowledged. See store/group-commit.ts.
    */
   groupCommitMs: number;
+  /**
+   * Unsynced store writes go to a journal with a synchronous append and reach
+   * LevelDB behind the caller (store/journal-kv.ts); off: each waits for its
+   * LevelDB batch. Only with group commit (groupCommitMs > 0).
+   */
+  kvJournal: boolean;
   /** Scrub: keys per compared range, and block bytes per range (read with the PG's appends held). */
   scrubChunkKeys: number;
   scrubChunkBytes: number;
@@ -85,6 +91,7 @@ export const brickDefaults: BrickKnobs = {
   backfillChunkBytes: 8 * 1024 * 1024,
   leaseFenceMarginMs: 600,
   groupCommitMs: 10,
+  kvJournal: true,
   scrubChunkKeys: 1024,
   scrubChunkBytes: 4 * 1024 * 1024,
   scrubBytesPerS: 16 * 1024 * 1024,
@@ -100,7 +107,7 @@ export const brickDefaults: BrickKnobs = {
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   const bad: string[] = [];
-  const positive = (name: keyof BrickKnobs, max: number) => {
+  const positive = (name: Exclude<keyof BrickKnobs, 'kvJournal'>, max: number) => {
     const v = k[name];
     if (!Number.isInteger(v) || v < 1 || v > max) bad.push(`${name} ${v} must be 1..${max}`);
   };
@@ -134,6 +141,7 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
     bad.push(`scrubBytesPerS ${k.scrubBytesPerS} must be 0..2^40`);
   if (!Number.isInteger(k.groupCommitMs) || k.groupCommitMs < 0 || k.groupCommitMs > 1000)
     bad.push(`groupCommitMs ${k.groupCommitMs} must be 0..1000`);
+  if (typeof k.kvJournal !== 'boolean') bad.push(`kvJournal ${String(k.kvJournal)} must be true or false`);
   if (k.leaseFenceMarginMs * 2 > k.leaseTtlMs) bad.push('leaseFenceMarginMs must be <= leaseTtlMs / 2');
   if (k.catchUpFinalEntries > k.opLogRetain) bad.push('catchUpFinalEntries must be <= opLogRetain');
   if (k.lockWaitKeepMs <= k.lockWaitSliceMaxMs) bad.push('lockWaitKeepMs must be > lockWaitSliceMaxMs');

@@ -55,6 +55,7 @@ import { BlockStore } from './store/block-store.js';
 import { CachedKv } from './store/cached-kv.js';
 import { GroupCommit, syncEachWrite, type Durability } from './store/group-commit.js';
 import { brickKeys } from './store/keys.js';
+import { JournalKv } from './store/journal-kv.js';
 import { LevelKv } from './store/leveldb-kv.js';
 import { mountSessions } from './mount-sessions.js';
 import { LockService } from './lock-service.js';
@@ -227,7 +228,12 @@ export class BrickDaemon {
       await this.coord.start();
       const { identity, created } = await this.checkedIdentity(this.coord);
       this.identity = identity;
-      this.kv = new CachedKv(new LevelKv(join(this.o.dataDir, 'meta')));
+      const level = new LevelKv(join(this.o.dataDir, 'meta'));
+      this.kv = new CachedKv(
+        this.knobs.kvJournal && this.knobs.groupCommitMs > 0
+          ? new JournalKv(level, join(this.o.dataDir, 'meta.journal'))
+          : level,
+      );
       await this.kv.open();
       // A known brick whose store is empty lost its disk: no copy here may count as in sync.
       const owner = await this.kv.get(brickKeys.storeOwner);

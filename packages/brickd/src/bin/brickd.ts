@@ -136,6 +136,10 @@ const program = new Command('brickd')
     intArg('--group-commit-ms', 0, 1000),
   )
   .option(
+    '--no-kv-journal',
+    'wait for each LevelDB batch instead of journaling unsynced writes (for comparison)',
+  )
+  .option(
     '--orphan-owner-grace-ms <ms>',
     "an O_TMPFILE file whose mount's session is gone is reclaimed once this old",
     intArg('--orphan-owner-grace-ms', 1, 86_400_000),
@@ -235,6 +239,7 @@ const program = new Command('brickd')
       knobs: {
         ...(opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {}),
         ...(opts.groupCommitMs !== undefined ? { groupCommitMs: opts.groupCommitMs } : {}),
+        ...(opts.kvJournal === false ? { kvJournal: false } : {}),
         ...(opts.usageIntervalMs !== undefined ? { usageIntervalMs: opts.usageIntervalMs } : {}),
         ...(opts.orphanOwnerGraceMs !== undefined ? { orphanOwnerGraceMs: opts.orphanOwnerGraceMs } : {}),
       },

@@ -4,6 +4,7 @@
  * across close/open and a SIGKILL crash test with a child process.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,16 @@ import { type KvStore, prefixEnd } from '../../src/store/kv.js';
 import { LevelKv } from '../../src/store/leveldb-kv.js';
 import { CachedKv } from '../../src/store/cached-kv.js';
 import { MemoryKv } from '../../src/store/memory-kv.js';
-import { crashBatchWidth, crashKey, crashValue, tmpKey } from './fixtures/kv-crash-batch.js';
+import { JournalKv, readJournal } from '../../src/store/journal-kv.js';
+import type { KvEntry, KvRangeOptions, KvWrite } from '../../src/store/kv.js';
+import {
+  crashBatch,
+  crashBatchWidth,
+  crashJournalPath,
+  crashKey,
+  crashValue,
+  tmpKey,
+} from './fixtures/kv-crash-batch.js';
 
 const b = (...bytes: number[]) => Buffer.from(bytes);
 const s = (str: string) => Buffer.from(str);
@@ -54,6 +64,34 @@ const stores: Record<string, (t: Test) => Promise<Fixture>> = {
       },
     };
   },
+  // Unsynced writes journaled and flushed behind the caller, over LevelDB.
+  'journal leveldb': async (t) => {
+    const dir = await tempDir(t);
+    const open = async () => {
+      const kv = new JournalKv(new LevelKv(join(dir, 'db')), join(dir, 'journal'));
+      await kv.open();
+      return kv;
+    };
+    let kv = await open();
+    t.teardown(() => kv.close());
+    return {
+      kv,
+      reopen: async () => {
+        await kv.close();
+        kv = await open();
+        return kv;
+      },
+    };
+  },
+  // The same over a store whose writes lag (1-3 ms), so most reads meet unflushed
+  // writes, and a 5-key overlay limit, so writers wait for the flush too.
+  'journal slow store': async (t) => {
+    const dir = await tempDir(t);
+    const kv = new JournalKv(new SlowKv(new MemoryKv()), join(dir, 'journal'), { overlayMaxEntries: 5 });
+    await kv.open();
+    t.teardown(() => kv.close());
+    return { kv };
+  },
   leveldb: async (t) => {
     const dir = join(await tempDir(t), 'db');
     let kv = new LevelKv(dir);
@@ -71,6 +109,21 @@ const stores: Record<string, (t: Test) => Promise<Fixture>> = {
     };
   },
 };
+
+/** A store whose writes complete 1-3 ms late (a deterministic cycle), reads at once. */
+class SlowKv implements KvStore {
+  private n = 0;
+  constructor(private readonly inner: KvStore) {}
+  open = () => this.inner.open();
+  close = () => this.inner.close();
+  get = (key: Buffer) => this.inner.get(key);
+  getMany = (keys: Buffer[]) => this.inner.getMany(keys);
+  range = (o: KvRangeOptions): Promise<KvEntry[]> => this.inner.range(o);
+  async write(batch: KvWrite[], sync: boolean): Promise<void> {
+    await new Promise((r) => setTimeout(r, 1 + (this.n++ % 3)));
+    return this.inner.write(batch, sync);
+  }
+}
 
 for (const [name, make] of Object.entries(stores)) {
   t.test(`${name}: get, put, delete`, async (t) => {
@@ -349,57 +402,128 @@ t.test('leveldb: synced batch latency', async (t) => {
 
 const writer = fileURLToPath(new URL('./fixtures/kv-crash-writer.js', import.meta.url));
 
-t.test('leveldb: SIGKILL loses no reported batch and leaves no partial one', async (t) => {
-  const root = await tempDir(t);
-  for (const killAfter of [1, 40, 150]) {
-    const dir = join(root, `db-${killAfter}`);
-    const child = spawn(process.execPath, [writer, dir], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let reported = -1;
-    let buffered = '';
-    await new Promise<void>((resolve, reject) => {
-      child.on('error', reject);
-      child.on('exit', (code, signal) => {
-        if (signal === 'SIGKILL') resolve();
-        else reject(new Error(`writer exited ${code ?? signal} before the kill`));
+for (const mode of ['synced', 'journal'] as const) {
+  t.test(`leveldb ${mode}: SIGKILL loses no reported batch and leaves no partial one`, async (t) => {
+    const root = await tempDir(t);
+    // journal: acknowledged unsynced batches, many of them only in the journal at the kill.
+    for (const killAfter of mode === 'synced' ? [1, 40, 150] : [1, 150, 3000]) {
+      const dir = join(root, `db-${killAfter}`);
+      const child = spawn(process.execPath, [writer, dir, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let reported = -1;
+      let buffered = '';
+      await new Promise<void>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('exit', (code, signal) => {
+          if (signal === 'SIGKILL') resolve();
+          else reject(new Error(`writer exited ${code ?? signal} before the kill`));
+        });
+        child.stdout.on('data', (chunk: Buffer) => {
+          buffered += chunk.toString();
+          const lines = buffered.split('\n');
+          buffered = lines.pop()!;
+          for (const line of lines) {
+            const m = /^ok (\d+)$/.exec(line);
+            if (m) reported = Number(m[1]);
+          }
+          // Kill mid-stream: the writer keeps going while this runs.
+          if (reported >= killAfter && child.exitCode === null && !child.killed) child.kill('SIGKILL');
+        });
       });
-      child.stdout.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString();
-        const lines = buffered.split('\n');
-        buffered = lines.pop()!;
-        for (const line of lines) {
-          const m = /^ok (\d+)$/.exec(line);
-          if (m) reported = Number(m[1]);
-        }
-        // Kill mid-stream: the writer keeps going while this runs.
-        if (reported >= killAfter && child.exitCode === null && !child.killed) child.kill('SIGKILL');
-      });
-    });
-    t.ok(reported >= killAfter, `writer reported batch ${reported} before SIGKILL`);
+      t.ok(reported >= killAfter, `writer reported batch ${reported} before SIGKILL`);
 
-    const kv = new LevelKv(dir);
-    await kv.open();
-    try {
-      const last = Number((await kv.get(tmpKey))?.toString());
-      t.ok(last >= reported, `last applied batch ${last} includes every reported one (${reported})`);
-      t.ok(last <= reported + 1, 'at most the one unreported in-flight batch was applied beyond');
-      // Exactly batches 0..last: every put of each, the delete of batch n by n + 1, nothing of last + 1.
-      const entries = await kv.range({ lt: Buffer.alloc(9, 0xff) });
-      const want = new Map<string, Buffer>();
-      for (let n = 0; n <= last; n++) {
-        for (let i = n === last ? 0 : 1; i < crashBatchWidth; i++) {
-          want.set(crashKey(n, i).toString('hex'), crashValue(n, i));
+      const journal = mode === 'journal' ? new JournalKv(new LevelKv(dir), crashJournalPath(dir)) : undefined;
+      const kv = journal ?? new LevelKv(dir);
+      await kv.open();
+      if (journal) t.comment(`killed after ${reported}: ${journal.replayedRecords} journal records replayed`);
+      try {
+        const last = Number((await kv.get(tmpKey))?.toString());
+        t.ok(last >= reported, `last applied batch ${last} includes every reported one (${reported})`);
+        t.ok(last <= reported + 1, 'at most the one unreported in-flight batch was applied beyond');
+        // Exactly batches 0..last: every put of each, the delete of batch n by n + 1, nothing of last + 1.
+        const entries = await kv.range({ lt: Buffer.alloc(9, 0xff) });
+        const want = new Map<string, Buffer>();
+        for (let n = 0; n <= last; n++) {
+          for (let i = n === last ? 0 : 1; i < crashBatchWidth; i++) {
+            want.set(crashKey(n, i).toString('hex'), crashValue(n, i));
+          }
         }
+        want.set(tmpKey.toString('hex'), Buffer.from(String(last)));
+        const partial = entries.filter((e) => !want.get(e.key.toString('hex'))?.equals(e.value));
+        t.same(
+          partial.map((e) => e.key.toString('hex')),
+          [],
+          'no key outside the applied batches, no wrong value',
+        );
+        t.equal(entries.length, want.size, 'every key of the applied batches is present');
+      } finally {
+        await kv.close();
       }
-      want.set(tmpKey.toString('hex'), Buffer.from(String(last)));
-      const partial = entries.filter((e) => !want.get(e.key.toString('hex'))?.equals(e.value));
-      t.same(
-        partial.map((e) => e.key.toString('hex')),
-        [],
-        'no key outside the applied batches, no wrong value',
-      );
-      t.equal(entries.length, want.size, 'every key of the applied batches is present');
-    } finally {
-      await kv.close();
     }
+  });
+}
+
+t.test('journal: a torn or damaged tail ends the replay; the journal restarts empty', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'journal');
+  const first = new JournalKv(new SlowKv(new MemoryKv()), path);
+  await first.open();
+  for (let n = 0; n < 3; n++) await first.write(crashBatch(n), false);
+  const whole = readFileSync(path);
+  t.equal(readJournal(path).length, 3, 'three records journaled');
+  // A crash in the middle of a fourth append: its first half only.
+  await first.write(crashBatch(3), false);
+  const four = readFileSync(path);
+  await first.drain();
+  for (const [what, bytes] of [
+    ['torn', four.subarray(0, whole.length + Math.floor((four.length - whole.length) / 2))],
+    ['damaged', Buffer.concat([whole, flipLast(four.subarray(whole.length))])],
+  ] as const) {
+    const copy = join(dir, `journal-${what}`);
+    writeFileSync(copy, bytes);
+    const inner = new MemoryKv();
+    const kv = new JournalKv(inner, copy);
+    await kv.open();
+    t.equal(kv.replayedRecords, 3, `${what}: the three whole records are replayed`);
+    t.equal((await inner.get(tmpKey))?.toString(), '2', `${what}: batch 2 is the last applied`);
+    t.equal(await inner.get(crashKey(3, 1)), undefined, `${what}: nothing of batch 3`);
+    t.equal(statSync(copy).size, 0, `${what}: the journal is emptied once replayed`);
+    await kv.close();
   }
+});
+
+function flipLast(b: Buffer): Buffer {
+  const c = Buffer.from(b);
+  c[c.length - 1]! ^= 0xff;
+  return c;
+}
+
+t.test('journal: writes wait once the overlay is full; a failed flush fails every later call', async (t) => {
+  const dir = await tempDir(t);
+  let fail = false;
+  const inner = new MemoryKv();
+  const flaky: KvStore = {
+    open: () => inner.open(),
+    close: () => inner.close(),
+    get: (k) => inner.get(k),
+    getMany: (k) => inner.getMany(k),
+    range: (o) => inner.range(o),
+    write: async (b, sync) => {
+      await new Promise((r) => setTimeout(r, 2));
+      if (fail) throw new Error('disk gone');
+      return inner.write(b, sync);
+    },
+  };
+  const kv = new JournalKv(flaky, join(dir, 'journal'), { overlayMaxEntries: 4 });
+  await kv.open();
+  await kv.write([{ key: s('a'), value: s('1') }], false);
+  t.ok(kv.overlaySize >= 1, 'an unsynced write is acknowledged before the store has it');
+  t.same(await kv.get(s('a')), s('1'), 'and read back from the overlay');
+  for (let i = 0; i < 20; i++) await kv.write([{ key: s(`k${i}`), value: s('v') }], false);
+  t.ok(kv.overlaySize <= 5, `overlay stays bounded (${kv.overlaySize})`);
+  fail = true;
+  await kv.write([{ key: s('b'), value: s('2') }], false);
+  await t.rejects(kv.write([{ key: s('c'), value: s('3') }], true), /disk gone/, 'a synced write reports it');
+  await t.rejects(kv.get(s('a')), /disk gone/, 'so does every later call');
+  await kv.close();
+  t.same(readJournal(join(dir, 'journal')).length > 0, true, 'the journal keeps what the store refused');
 });
