@@ -231,7 +231,10 @@ export class BrickDaemon {
       const level = new LevelKv(join(this.o.dataDir, 'meta'));
       this.kv = new CachedKv(
         this.knobs.kvJournal && this.knobs.groupCommitMs > 0
-          ? new JournalKv(level, join(this.o.dataDir, 'meta.journal'))
+          ? // Batches wait for the group commit's sync, which takes them all in one LevelDB batch.
+            new JournalKv(level, join(this.o.dataDir, 'meta.journal'), {
+              flushDelayMs: this.knobs.groupCommitMs,
+            })
           : level,
       );
       await this.kv.open();

@@ -31,11 +31,17 @@ export interface JournalKvOptions {
   overlayMaxEntries: number;
   /** The journal is emptied once it is this big and everything in it is in LevelDB. */
   journalMaxBytes: number;
+  /**
+   * How long unsynced batches wait before going to LevelDB, so that several
+   * share one batch (a synced write, a drain or a full overlay go at once).
+   */
+  flushDelayMs: number;
 }
 
 export const journalKvDefaults: Readonly<JournalKvOptions> = {
   overlayMaxEntries: 20_000,
   journalMaxBytes: 16 * 1024 * 1024,
+  flushDelayMs: 0,
 };
 
 const RECORD_HEADER_BYTES = 8;
@@ -74,6 +80,8 @@ export class JournalKv implements KvStore {
     this.o = { ...journalKvDefaults, ...options };
     if (!(this.o.overlayMaxEntries >= 1)) throw new RangeError('overlayMaxEntries must be >= 1');
     if (!(this.o.journalMaxBytes >= 1)) throw new RangeError('journalMaxBytes must be >= 1');
+    if (!(this.o.flushDelayMs >= 0 && this.o.flushDelayMs <= 10_000))
+      throw new RangeError('flushDelayMs must be 0..10000');
   }
 
   /** Records replayed by the last open (tests, logs). */
@@ -183,8 +191,9 @@ export class JournalKv implements KvStore {
     }
     if (!sync) {
       this.queue.push({ writes, gens });
-      const flushed = this.startFlush();
-      if (this.overlay.size > this.o.overlayMaxEntries) await flushed;
+      if (this.overlay.size > this.o.overlayMaxEntries) await this.startFlush();
+      else if (this.overlay.size * 2 > this.o.overlayMaxEntries) void this.startFlush();
+      else this.scheduleFlush();
       return;
     }
     await new Promise<void>((resolve, reject) => {
@@ -195,11 +204,30 @@ export class JournalKv implements KvStore {
 
   /** Resolves once every write made before the call is in LevelDB. */
   async drain(): Promise<void> {
+    if (this.queue.length > 0) void this.startFlush();
     while (this.flushing) await this.flushing;
     if (this.failure) throw this.failure;
   }
 
+  private flushTimer: NodeJS.Timeout | undefined;
+
+  private scheduleFlush(): void {
+    if (this.o.flushDelayMs === 0) {
+      void this.startFlush();
+      return;
+    }
+    if (this.flushing || this.flushTimer) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.startFlush();
+    }, this.o.flushDelayMs);
+  }
+
   private startFlush(): Promise<void> {
+    if (this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = undefined;
+    }
     // A failed flush is reported to synced writers and to every later call (live()).
     this.flushing ??= this.flushLoop().catch(() => {});
     return this.flushing;

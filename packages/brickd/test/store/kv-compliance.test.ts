@@ -87,7 +87,10 @@ const stores: Record<string, (t: Test) => Promise<Fixture>> = {
   // writes, and a 5-key overlay limit, so writers wait for the flush too.
   'journal slow store': async (t) => {
     const dir = await tempDir(t);
-    const kv = new JournalKv(new SlowKv(new MemoryKv()), join(dir, 'journal'), { overlayMaxEntries: 5 });
+    const kv = new JournalKv(new SlowKv(new MemoryKv()), join(dir, 'journal'), {
+      overlayMaxEntries: 5,
+      flushDelayMs: 2,
+    });
     await kv.open();
     t.teardown(() => kv.close());
     return { kv };
