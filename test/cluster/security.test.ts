@@ -195,7 +195,8 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
   const publicGrant = (await open(clientSec, publicIno, user, 0)).grant;
   t.ok(publicGrant?.signature.length, 'an Open of a readable file gives a grant');
   const rootGrant = (await open(clientSec, secretIno, asRoot, 0)).grant!;
-  const otherClient = await loadTlsDir(await tls.issue('client', 'other'), 'client');
+  const otherDir = await tls.issue('client', 'other');
+  const otherClient = await loadTlsDir(otherDir, 'client');
   const block0 = await placement(blockPg(secretIno, 0n, 8));
   const readBlock = (sec: TransportSecurity, grant: wire.BlockGrant__Output | null) =>
     frames(block0.brick.dataAddress, sec).unary<wire.ReadBlockReply__Output>(
@@ -333,6 +334,39 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
   t.same(await c.coord.getVolume(c.volume), configBefore, 'the config is unchanged');
   t.equal(c.ctl(['volume', 'mounts', c.volume]).status, 0, 'the admin certificate lists the mounts');
   t.match(c.ctl(['volume', 'mounts', c.volume]).stdout, /m-[0-9a-f]{12}/, 'the mount registered its record');
+
+  // A client's session records are its own: another client certificate (an etcd user too)
+  // reads them but may neither rewrite nor delete them (the bricks would drop that
+  // session's locks and reclaim its O_TMPFILE orphans); it writes under its own name.
+  const [record] = await c.coord.listMounts(c.volume);
+  t.match(record?.id, /^client~m-[0-9a-f]{12}$/, `the mount is named after its certificate: ${record?.id}`);
+  const added = c.ctl(['etcd', 'user', 'add', 'client:other']);
+  t.equal(added.status, 0, `dunixctl etcd user add client:other: ${added.stderr.trim()}`);
+  const asOther = await etcdAs(otherDir);
+  const recordKey = keys.mount(c.volume, record!.id);
+  const recordBefore = (await asOther.get(recordKey))?.value;
+  t.ok(recordBefore, "another client reads the mount's record");
+  for (const [what, op] of [
+    ['rewrite', () => asOther.put({ key: recordKey, value: '{}' })],
+    ['delete', () => asOther.txn([], [], [recordKey])],
+    [
+      'add a record in its name',
+      () => asOther.put({ key: keys.mount(c.volume, 'client~m-000000000001'), value: '{}' }),
+    ],
+    [
+      'add a record outside any name',
+      () => asOther.put({ key: keys.mount(c.volume, 'm-000000000001'), value: '{}' }),
+    ],
+  ] as const) {
+    const r = await refusal(op());
+    t.equal((r as FsError).code, 'NOT_PERMITTED', `client:other may not ${what}`);
+  }
+  t.equal((await c.coord.listMounts(c.volume))[0]?.id, record!.id, 'the record is still there');
+  t.equal((await asOther.get(recordKey))?.value, recordBefore, 'unchanged');
+  const ownKey = keys.mount(c.volume, 'other~m-000000000001');
+  await asOther.put({ key: ownKey, value: '{}' });
+  await asOther.txn([], [], [ownKey]);
+  t.pass('client:other writes and deletes records under its own name');
 
   // Nothing else changed either: the root directory, the stored inodes and blocks (but the one file made).
   t.same(readdirSync(c.path()).sort(), before.root, 'the root directory is as it was');

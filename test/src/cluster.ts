@@ -447,7 +447,10 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
     const issue = async (role: 'brick' | 'client' | 'admin', name: string, policy?: ClientPolicy) => {
       const issued = (await issueCert(dir, { role, name, ...(policy ? { policy } : {}) })).dir;
       if (opts.etcdAuth && started.coord)
-        await started.coord.access.addUsers([parseEtcdUser(`${role}:${name}`)]);
+        await started.coord.access.addUsers(
+          [parseEtcdUser(`${role}:${name}`)],
+          (await started.coord.listVolumes()).map((v) => v.name),
+        );
       return issued;
     };
     for (let i = 0; i < nBricks; i++) await issue('brick', `brick${i}`);

@@ -599,7 +599,11 @@ function checkRecovery(p: RecoveryProgress): RecoveryProgress {
 }
 
 /** Ids of mounts (sessions): as brick ids. */
-export const MOUNT_ID_RE = BRICK_ID_RE;
+/**
+ * A mount's id: a name, optionally after `OWNER~`, the client certificate's
+ * name (etcd user client:OWNER) whose role alone may write the record.
+ */
+export const MOUNT_ID_RE = /^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,62}~)?[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 export function validateMountRecord(m: MountRecord): MountRecord {
   const problems: string[] = [];

@@ -11,11 +11,18 @@ import { KEY_PREFIX, keys } from './keys.js';
  *   controller, which runs in one) writes placement, membership, liveness,
  *   recovery, usage, scrub and rebalance state; a brick certificate is
  *   trusted with every block already, so narrower keys would buy nothing.
- * - `dunix-client` (a mount) reads every dunix key and writes only what a
- *   mount writes: `mounts/` (its session record), the `mounted` stamp and
- *   `suspects/` (reports of refused connections), per volume: etcd grants
- *   key ranges, and these three are not one range, so `volume create` (and
- *   `etcd auth enable`, for the volumes already there) grant them.
+ * - `dunix-client` (a mount) reads every dunix key and writes only the
+ *   `mounted` stamp and `suspects/` (reports of refused connections) of
+ *   each volume: etcd grants key ranges, and these are not one range, so
+ *   `volume create` (and `etcd auth enable`, for the volumes already there)
+ *   grant them.
+ * - `dunix-mounts:NAME`, one role per client user `client:NAME`, writes the
+ *   session records that client registers: `mounts/NAME~<id>` of each
+ *   volume (a mount of that certificate names itself `NAME~<id>`; `~` is in
+ *   no name, so one client's prefix never covers another's). Another
+ *   client can read those records but neither rewrite nor delete them: the
+ *   bricks drop a session's locks and reclaim its O_TMPFILE orphans once
+ *   its record is gone.
  * - `admin:NAME` users (dunixctl) get etcd's `root` role: volumes, config
  *   and users. etcd needs a `root` user before it enables auth; it has no
  *   password, and no certificate we issue has CN=root.
@@ -73,13 +80,30 @@ export function baseRolePermissions(): Record<'dunix-brick' | 'dunix-client', Et
   };
 }
 
-/** The keys of `volume` a client writes: its session record, the mounted stamp, suspect reports. */
+/** The keys of `volume` every client writes: the mounted stamp and suspect reports. */
 export function clientVolumePermissions(volume: string): EtcdPermission[] {
   return [
-    { permType: 'Readwrite', ...prefixRange(keys.mountsAll(volume)) },
     { permType: 'Readwrite', key: keys.mountStamp(volume), rangeEnd: '' },
     { permType: 'Readwrite', ...prefixRange(keys.suspects(volume)) },
   ];
+}
+
+/** The role of client NAME's own session records. */
+export function clientMountsRole(name: string): string {
+  return `dunix-mounts:${name}`;
+}
+
+/** The session records client NAME may write in `volume`: `mounts/NAME~...`. */
+export function clientMountPermissions(volume: string, name: string): EtcdPermission[] {
+  return [{ permType: 'Readwrite', ...prefixRange(keys.mountsOf(volume, name)) }];
+}
+
+/**
+ * Before per-client records, `dunix-client` could write every record under
+ * `mounts/` of a volume: taken back wherever the roles are set again.
+ */
+function sharedMountsPermission(volume: string): EtcdPermission {
+  return { permType: 'Readwrite', ...prefixRange(keys.mountsAll(volume)) };
 }
 
 /** The part of etcd's Auth API (etcd3's AuthClient) that EtcdAccess uses. */
@@ -93,6 +117,8 @@ export interface EtcdAuthApi {
   roleRevokePermission(req: { role: string; key: Buffer; range_end: Buffer }): Promise<unknown>;
   userAdd(req: { name: string; options: { no_password: boolean } }): Promise<unknown>;
   userGrantRole(req: { user: string; role: string }): Promise<unknown>;
+  /** Every user's name. */
+  userList(): Promise<string[]>;
   authEnable(): Promise<unknown>;
 }
 
@@ -126,12 +152,46 @@ export class EtcdAccess {
       });
   }
 
-  /** Creates the users (no password: certificates only) with their kind's role. */
-  async addUsers(users: EtcdUser[]): Promise<void> {
+  private async revoke(role: string, perms: EtcdPermission[]): Promise<void> {
+    for (const p of perms)
+      await ignoring(
+        this.api.roleRevokePermission({
+          role,
+          key: Buffer.from(p.key),
+          range_end: Buffer.from(p.rangeEnd),
+        }),
+        /not found|not granted/i,
+      );
+  }
+
+  /**
+   * Creates the users (no password: certificates only) with their kind's
+   * role; a client also gets its own records' role, over `volumes`.
+   */
+  async addUsers(users: EtcdUser[], volumes: string[]): Promise<void> {
     for (const u of users) {
       await ignoring(this.api.userAdd({ name: u.user, options: { no_password: true } }), EXISTS_RE);
       await this.api.userGrantRole({ user: u.user, role: ETCD_ROLES[u.kind] });
+      if (u.kind !== 'client') continue;
+      const role = clientMountsRole(u.name);
+      await ignoring(this.api.roleAdd({ name: role }), EXISTS_RE);
+      for (const v of volumes) await this.grant(role, clientMountPermissions(v, u.name));
+      await this.api.userGrantRole({ user: u.user, role });
     }
+  }
+
+  /** The names of etcd's client users (client:NAME). */
+  private async clientNames(): Promise<string[]> {
+    const out: string[] = [];
+    for (const user of await this.api.userList()) {
+      try {
+        const u = parseEtcdUser(user);
+        if (u.kind === 'client') out.push(u.name);
+      } catch {
+        // root and users made by hand: not ours.
+      }
+    }
+    return out;
   }
 
   /**
@@ -142,10 +202,19 @@ export class EtcdAccess {
   async enable(users: EtcdUser[], volumes: string[]): Promise<EnableResult> {
     for (const role of Object.values(ETCD_ROLES)) await ignoring(this.api.roleAdd({ name: role }), EXISTS_RE);
     for (const [role, perms] of Object.entries(baseRolePermissions())) await this.grant(role, perms);
-    for (const v of volumes) await this.grant(ETCD_ROLES.client, clientVolumePermissions(v));
+    for (const v of volumes) {
+      await this.grant(ETCD_ROLES.client, clientVolumePermissions(v));
+      await this.revoke(ETCD_ROLES.client, [sharedMountsPermission(v)]);
+    }
     await ignoring(this.api.userAdd({ name: 'root', options: { no_password: true } }), EXISTS_RE);
     await this.api.userGrantRole({ user: 'root', role: 'root' });
-    await this.addUsers(users);
+    // Clients added before (by `etcd user add`) get their records' role in every volume too.
+    const known = await this.clientNames();
+    const listed = new Set(users.filter((u) => u.kind === 'client').map((u) => u.name));
+    await this.addUsers(
+      [...users, ...known.filter((n) => !listed.has(n)).map((n) => parseEtcdUser(`client:${n}`))],
+      volumes,
+    );
     await this.api.authEnable();
     return { roles: Object.values(ETCD_ROLES), users: users.map((u) => u.user), volumes };
   }
@@ -159,19 +228,21 @@ export class EtcdAccess {
       throw err;
     }
     await this.grant(ETCD_ROLES.client, clientVolumePermissions(volume));
+    for (const name of await this.clientNames()) {
+      const role = clientMountsRole(name);
+      await ignoring(this.api.roleAdd({ name: role }), EXISTS_RE);
+      await this.grant(role, clientMountPermissions(volume, name));
+    }
     return true;
   }
 
   /** Takes back what grantVolume gave (a deleted volume); a permission not there is not an error. */
   async revokeVolume(volume: string): Promise<void> {
-    for (const p of clientVolumePermissions(volume))
-      await ignoring(
-        this.api.roleRevokePermission({
-          role: ETCD_ROLES.client,
-          key: Buffer.from(p.key),
-          range_end: Buffer.from(p.rangeEnd),
-        }),
-        /not found|not granted/i,
-      );
+    await this.revoke(ETCD_ROLES.client, [
+      ...clientVolumePermissions(volume),
+      sharedMountsPermission(volume),
+    ]);
+    for (const name of await this.clientNames())
+      await this.revoke(clientMountsRole(name), clientMountPermissions(volume, name));
   }
 }

@@ -101,6 +101,7 @@ export class EtcdKv implements KvBackend {
       roleRevokePermission: (r) => this.call(a.roleRevokePermission(r), 'role revoke'),
       userAdd: (r) => this.call(a.userAdd(r), 'user add'),
       userGrantRole: (r) => this.call(a.userGrantRole(r), 'user grant'),
+      userList: async () => (await this.call(a.userList({}), 'user list')).users,
       authEnable: () => this.call(a.authEnable(), 'auth enable'),
     };
   }

@@ -75,6 +75,13 @@ export async function loadEtcdTls(f: EtcdTlsFiles): Promise<EtcdTls | undefined>
   return { ca, cert, key, from: paths.from };
 }
 
+/** The etcd user a certificate authenticates as: its CN (`client:NAME`...), undefined without one. */
+export function etcdTlsUser(tls: EtcdTls | undefined): string | undefined {
+  if (!tls) return undefined;
+  const cn = /^CN=(.*)$/m.exec(new X509Certificate(tls.cert).subject);
+  return cn?.[1];
+}
+
 export interface EtcdConnection {
   /** Full URLs, all https:// (with `tls`) or all http://. */
   endpoints: string[];

@@ -60,6 +60,8 @@ export const keys = {
   mountStamp: (name: string): string => `${KEY_PREFIX}volumes/${name}/mounted`,
   mountsAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/mounts/`,
   mount: (name: string, mountId: string): string => `${KEY_PREFIX}volumes/${name}/mounts/${mountId}`,
+  /** The records of mounts made with client certificate NAME (ids `NAME~...`, MOUNT_ID_RE). */
+  mountsOf: (name: string, owner: string): string => `${KEY_PREFIX}volumes/${name}/mounts/${owner}~`,
   recoveryAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/recovery/`,
   recovery: (name: string, pg: number, brickId: string): string =>
     `${KEY_PREFIX}volumes/${name}/recovery/${pg}/${brickId}`,

@@ -1,5 +1,7 @@
 import t from 'tap';
 import {
+  clientMountPermissions,
+  clientMountsRole,
   clientVolumePermissions,
   EtcdAccess,
   parseEtcdUser,
@@ -14,28 +16,34 @@ t.test('etcd users are certificate CNs of three kinds', async (t) => {
     t.throws(() => parseEtcdUser(bad), /expected brick:NAME, client:NAME or admin:NAME/, bad);
 });
 
-t.test('a client writes only its volume’s mount records, mounted stamp and suspect reports', async (t) => {
+t.test('a client writes only its own mount records, the mounted stamp and suspect reports', async (t) => {
   t.same(prefixRange('/dunix/v1/'), { key: '/dunix/v1/', rangeEnd: '/dunix/v10' });
-  const perms = clientVolumePermissions('vol');
+  const perms = [...clientVolumePermissions('vol'), ...clientMountPermissions('vol', 'c1')];
   t.same(
     perms.map((p) => [p.permType, p.key, p.rangeEnd]),
     [
-      ['Readwrite', '/dunix/v1/volumes/vol/mounts/', '/dunix/v1/volumes/vol/mounts0'],
       ['Readwrite', '/dunix/v1/volumes/vol/mounted', ''],
       ['Readwrite', '/dunix/v1/volumes/vol/suspects/', '/dunix/v1/volumes/vol/suspects0'],
+      ['Readwrite', '/dunix/v1/volumes/vol/mounts/c1~', '/dunix/v1/volumes/vol/mounts/c1\x7f'],
     ],
   );
   const within = (key: string) =>
     perms.some((p) => (p.rangeEnd ? key >= p.key && key < p.rangeEnd : key === p.key));
-  t.ok(within('/dunix/v1/volumes/vol/mounts/m-0123456789ab'));
+  t.ok(within('/dunix/v1/volumes/vol/mounts/c1~m-0123456789ab'));
   for (const key of [
     '/dunix/v1/volumes/vol/placement/0',
     '/dunix/v1/volumes/vol/config',
     '/dunix/v1/volumes/vol/mounted2',
-    '/dunix/v1/volumes/vol2/mounts/m-0123456789ab',
-    '/dunix/v1/volumes/vo/mounts/m-0123456789ab',
+    // Other clients' records, whatever their names share with c1's:
+    '/dunix/v1/volumes/vol/mounts/m-0123456789ab',
+    '/dunix/v1/volumes/vol/mounts/c10~m-0123456789ab',
+    '/dunix/v1/volumes/vol/mounts/c1.x~m-0123456789ab',
+    '/dunix/v1/volumes/vol/mounts/c~m-0123456789ab',
+    '/dunix/v1/volumes/vol2/mounts/c1~m-0123456789ab',
+    '/dunix/v1/volumes/vo/mounts/c1~m-0123456789ab',
   ])
     t.notOk(within(key), `not ${key}`);
+  t.equal(clientMountsRole('c1'), 'dunix-mounts:c1');
 });
 
 t.test('enable creates roles and users, may run again, and grants existing volumes', async (t) => {
@@ -60,6 +68,7 @@ t.test('enable creates roles and users, may run again, and grants existing volum
       users.add(name);
     },
     userGrantRole: async ({ user, role }) => void calls.push(`user ${user} ${role}`),
+    userList: async () => [...users],
     authEnable: async () => void calls.push('authEnable'),
   };
   const a = new EtcdAccess(api);
@@ -70,12 +79,23 @@ t.test('enable creates roles and users, may run again, and grants existing volum
   t.ok(calls.includes('user client:c0 dunix-client'));
   t.ok(calls.includes('user admin:ops root'));
   t.ok(calls.includes('user root root'));
-  t.ok(calls.includes('grant dunix-client Readwrite /dunix/v1/volumes/v1/mounts/'));
+  t.ok(calls.includes('user client:c0 dunix-mounts:c0'), 'a client gets its own records role');
+  t.ok(calls.includes('grant dunix-mounts:c0 Readwrite /dunix/v1/volumes/v1/mounts/c0~'));
+  t.notOk(
+    calls.includes('grant dunix-client Readwrite /dunix/v1/volumes/v1/mounts/'),
+    'no client may write every mount record',
+  );
+  t.ok(calls.includes('revoke dunix-client /dunix/v1/volumes/v1/mounts/'), 'the shared grant is taken back');
   t.equal(calls[calls.length - 1], 'authEnable', 'auth is turned on last');
   await a.enable(users1, ['v1']);
   t.equal(calls.filter((c) => c === 'authEnable').length, 2, 'a second run goes through');
+  await a.addUsers([parseEtcdUser('client:c9')], ['v1']);
+  t.ok(calls.includes('grant dunix-mounts:c9 Readwrite /dunix/v1/volumes/v1/mounts/c9~'));
   t.equal(await a.grantVolume('v2'), true);
   t.ok(calls.includes('grant dunix-client Readwrite /dunix/v1/volumes/v2/suspects/'));
+  t.ok(calls.includes('grant dunix-mounts:c0 Readwrite /dunix/v1/volumes/v2/mounts/c0~'), 'every client');
+  t.ok(calls.includes('grant dunix-mounts:c9 Readwrite /dunix/v1/volumes/v2/mounts/c9~'));
   await a.revokeVolume('v2');
   t.ok(calls.includes('revoke dunix-client /dunix/v1/volumes/v2/mounted'));
+  t.ok(calls.includes('revoke dunix-mounts:c9 /dunix/v1/volumes/v2/mounts/c9~'));
 });

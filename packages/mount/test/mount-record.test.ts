@@ -1,4 +1,4 @@
-import { volumeConfig, type VolumeSnapshot } from '@dunix/coord';
+import { MOUNT_ID_RE, volumeConfig, type VolumeSnapshot } from '@dunix/coord';
 import { hostname } from 'node:os';
 import t from 'tap';
 import { CLIENT_VERSION, mountInfo, newMountId, volumeGone } from '../src/client/mount-record.js';
@@ -7,6 +7,11 @@ t.test('the mount record: id, host, pid, mount point, start, version', async (t)
   const id = newMountId();
   t.match(id, /^m-[0-9a-f]{12}$/);
   t.not(newMountId(), id, 'fresh per mount');
+  t.match(newMountId('client:web-1'), /^web-1~m-[0-9a-f]{12}$/, "a client certificate's name goes first");
+  t.match(newMountId('admin:ops'), /^m-[0-9a-f]{12}$/, 'other etcd users name nothing');
+  t.ok(MOUNT_ID_RE.test(newMountId('client:web-1')), 'the coordinator takes it');
+  for (const bad of ['~m-1', 'a~b~c', 'a/b~m-1', 'web-1~'])
+    t.notOk(MOUNT_ID_RE.test(bad), `not a mount id: ${bad}`);
   t.equal(CLIENT_VERSION, '0.1.0', "the mount package's version");
   t.same(mountInfo(id, '/mnt/x', 123), {
     id,

@@ -31,7 +31,8 @@ export function renderEtcdAuthEnable(r: EnableResult): string {
 export async function etcdUserAdd(coord: Coordinator, users: string[]): Promise<{ users: string[] }> {
   if (users.length === 0) throw new FsError('INVALID_ARGUMENT', 'name at least one user (brick:NAME ...)');
   const parsed = users.map(parseEtcdUser);
-  await accessOf(coord).addUsers(parsed);
+  const volumes = (await coord.listVolumes()).map((v) => v.name);
+  await accessOf(coord).addUsers(parsed, volumes);
   return { users: parsed.map((u) => u.user) };
 }
 

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import {
   EtcdCoordinator,
+  etcdTlsUser,
   loadEtcdTls,
   resolveEtcd,
   type EtcdConnection,
@@ -142,7 +143,10 @@ export async function main(argv: string[]): Promise<number> {
     });
     // The mount record (the client session), before the kernel mount: while mounted, it is listed
     // (`dunixctl volume mounts`) and holds off `volume delete`.
-    session = await coord.registerMount(args.volume, mountInfo(newMountId(), mountpoint, startedAtMs));
+    session = await coord.registerMount(
+      args.volume,
+      mountInfo(newMountId(etcdTlsUser(etcd.tls)), mountpoint, startedAtMs),
+    );
     // Coherent caches: every call names this session, so what it reads is registered at the
     // primaries, which push invalidations to the poller (applied once the kernel is mounted).
     router.setCacheSession(session.id, Math.max(args.attrTtlMs, args.entryTtlMs));

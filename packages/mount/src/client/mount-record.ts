@@ -23,8 +23,15 @@ export const CLIENT_VERSION: string = (() => {
 })();
 
 /** A fresh mount (session) id: `m-` and 12 hex digits. */
-export function newMountId(): string {
-  return `m-${randomBytes(6).toString('hex')}`;
+/**
+ * A fresh mount id. A client that reaches etcd with certificate
+ * `client:NAME` names its mounts `NAME~m-...`: with etcd auth on, only that
+ * user may write (or delete) records under that prefix (etcd-access.ts).
+ */
+export function newMountId(etcdUser?: string): string {
+  const id = `m-${randomBytes(6).toString('hex')}`;
+  const owner = etcdUser?.startsWith('client:') ? etcdUser.slice('client:'.length) : undefined;
+  return owner ? `${owner}~${id}` : id;
 }
 
 /** The record of this process's mount of `mountPoint` (an absolute path). */
