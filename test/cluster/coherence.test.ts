@@ -16,6 +16,7 @@ import { callUnary, type wire } from '@dunix/proto';
 import t from 'tap';
 import { bins, pgOfIno, run, runAsync, startCluster, waitUntil, type Cluster } from '../src/cluster.js';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 
 const TTL = 'attr_ttl_ms=60000,entry_ttl_ms=60000,session_ttl_ms=2000';
 const mode = (p: string) => statSync(p).mode & 0o7777;
@@ -187,6 +188,50 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
     t.equal(statSync(B('e', 'r3')).ino, ino, 'in the other directory');
     t.ok(readdirSync(B('e')).includes('r3'));
   });
+
+  await t.test(
+    'a directory a mount made: its lookups of new names stay local until another changes it',
+    async (t) => {
+      // A third session C with its metrics: the lookups it answers itself are counted.
+      const ports = join(c.base, 'c-metrics.json');
+      const m = await c.mountAnother(`${TTL},metrics_listen=127.0.0.1:0,metrics_port_file=${ports}`);
+      const C = (...p: string[]) => m.path(...p);
+      const address = (JSON.parse(readFileSync(ports, 'utf8')) as { metricsAddress: string }).metricsAddress;
+      const answered = async () => {
+        const text = await (await fetch(`http://${address}/metrics`)).text();
+        return Number(/^dunix_client_cache_hits_total\{cache="names"\} (\d+)/m.exec(text)?.[1] ?? 0);
+      };
+      mkdirSync(C('full'));
+      // The listing that makes it complete is read in the background after the mkdir.
+      await waitUntil(
+        async () => {
+          const before = await answered();
+          t.notOk(existsSync(C('full', `probe-${before}`)));
+          return (await answered()) > before;
+        },
+        'C knows full/ completely',
+        20_000,
+      );
+      const before = await answered();
+      for (let i = 0; i < 20; i++) writeFileSync(C('full', `f${i}`), 'x');
+      t.ok(
+        (await answered()) - before >= 20,
+        `the lookups before 20 creates were answered by C (${(await answered()) - before})`,
+      );
+      t.ok(existsSync(C('full', 'f3')), 'a name C made is there');
+      unlinkSync(C('full', 'f4'));
+      t.notOk(existsSync(C('full', 'f4')), 'a name C removed is gone');
+      renameSync(C('full', 'f5'), C('full', 'g5'));
+      t.ok(existsSync(C('full', 'g5')) && !existsSync(C('full', 'f5')), 'a rename by C');
+      // Another session makes a name: the primary's push makes C ask again.
+      writeFileSync(B('full', 'fromB'), 'b');
+      t.equal(readFileSync(C('full', 'fromB'), 'utf8'), 'b', "C sees B's new name at once");
+      const after = await answered();
+      t.notOk(existsSync(C('full', 'missing')), 'a missing name is still missing');
+      t.equal(await answered(), after, 'and was asked for: C no longer knows the directory completely');
+      t.same(readdirSync(C('full')).sort(), readdirSync(A('full')).sort(), 'C and A list the same names');
+    },
+  );
 
   await t.test('numbers: a change with and without another session caching', async (t) => {
     writeFileSync(A('d', 'm'), '');

@@ -20,6 +20,7 @@ import { copyRange } from './copy-range.js';
 import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file-data.js';
 import { FileLocks } from './file-locks.js';
 import { GRANT_READ, GRANT_WRITE } from './grant-holder.js';
+import { CompleteDirs } from './complete-dirs.js';
 import { KernelNames } from './kernel-names.js';
 import type { PushedInval } from '@dunix/proto';
 
@@ -92,6 +93,8 @@ export class DunixFs implements FileSystem {
   private nextFh = 1n;
   private readonly locks: FileLocks;
   private readonly names = new KernelNames();
+  /** Directories whose every name is known here (complete-dirs.ts): only with a session. */
+  readonly complete = new CompleteDirs(() => Date.now());
   /**
    * The kernel's caches, once mounted: a lock granted here drops the
    * inode's cached pages and attributes (another machine may have written
@@ -139,6 +142,60 @@ export class DunixFs implements FileSystem {
     return { uid: c.uid, gid: c.gid, groups, pid: c.pid };
   }
 
+  /**
+   * How long a primary keeps a registration of this session after a call
+   * (it keeps it 2 s longer): 0 without a session, as nothing is then
+   * registered or pushed and no directory may be taken as complete.
+   */
+  private get registrationMs(): number {
+    return this.o.mountId === undefined ? 0 : Math.max(this.o.attrTtlMs, this.o.entryTtlMs);
+  }
+
+  /**
+   * Runs a change of names in `dirs` and keeps CompleteDirs up to date: the
+   * call registered the directories again; `names` says what it made
+   * present or absent. A failed change may or may not have happened: the
+   * directories are no longer taken as complete.
+   */
+  private async changingNames<T>(
+    dirs: bigint[],
+    run: () => Promise<T>,
+    names: (r: T) => [dir: bigint, name: Buffer, present: boolean][],
+  ): Promise<T> {
+    const sentAtMs = Date.now();
+    let r: T;
+    try {
+      r = await run();
+    } catch (err) {
+      for (const d of dirs) this.complete.forget(d);
+      throw err;
+    }
+    for (const d of dirs) this.complete.registered(d, sentAtMs, this.registrationMs);
+    for (const [dir, name, present] of names(r)) this.complete.changed(dir, name, present);
+    return r;
+  }
+
+  /**
+   * Reads the whole of a directory this session just made, so that lookups
+   * of names not in it are answered here (complete-dirs.ts). In the
+   * background: the mkdir is answered first.
+   */
+  private learnComplete(caller: Caller, dir: bigint): void {
+    if (this.registrationMs === 0) return;
+    this.complete.startReading(dir);
+    const sentAtMs = Date.now();
+    this.readDirBatch(caller, dir, 0n, false, this.o.readDirBatch).then(
+      (r) =>
+        this.complete.finishReading(
+          dir,
+          r.eof ? r.entries.map((e) => e.name) : null,
+          sentAtMs,
+          this.registrationMs,
+        ),
+      () => this.complete.finishReading(dir, null, sentAtMs, this.registrationMs),
+    );
+  }
+
   private entry(a: wire.Attr__Output): Entry {
     const ino = BigInt(a.ino);
     this.names.cached(ino);
@@ -180,7 +237,15 @@ export class DunixFs implements FileSystem {
       if ((dir.mode & S_IFMT) !== S_IFDIR) throw new FsError('NOT_A_DIRECTORY', `.. of inode ${parent}`);
       return this.entry((await this.attrOf(BigInt(dir.parent))).attr!);
     }
+    if (this.complete.absent(parent, name)) {
+      // Every name of the directory is known here, and this is not one (the kernel checked
+      // search permission on it already: default_permissions).
+      this.names.noted(parent, name);
+      this.api.metrics?.cacheHit('names');
+      return NEGATIVE_ENTRY;
+    }
     let r: wire.LookupReply__Output;
+    const sentAtMs = Date.now();
     try {
       r = await this.api.read<wire.LookupReply__Output>(pgOfIno(parent), 'Lookup', {
         caller: this.caller(caller),
@@ -189,10 +254,12 @@ export class DunixFs implements FileSystem {
       });
     } catch (err) {
       if (!(err instanceof FsError) || err.code !== 'NOT_FOUND') throw err;
+      this.complete.registered(parent, sentAtMs, this.registrationMs);
       // Remembered like a name handed out: a reset of the directory's registrations drops it too.
       this.names.noted(parent, name);
       return NEGATIVE_ENTRY;
     }
+    this.complete.registered(parent, sentAtMs, this.registrationMs);
     const e = await this.direntEntry(r.entry!);
     this.names.noted(parent, name, e.nodeid);
     return e;
@@ -205,7 +272,9 @@ export class DunixFs implements FileSystem {
     // published: publish first (as a read does).
     const open = this.files.get(ino);
     if (open?.hasUnpublished) await open.publishForReader();
+    const sentAtMs = Date.now();
     const r = await this.attrOf(ino);
+    this.complete.registered(ino, sentAtMs, this.registrationMs);
     const file = this.files.get(ino);
     if (file && !file.hasUnpublished) file.refresh(r.attr!);
     this.names.cached(ino);
@@ -252,12 +321,17 @@ export class DunixFs implements FileSystem {
 
   async symlink(caller: Caller, parent: bigint, name: Buffer, target: Buffer): Promise<Entry> {
     if (target.length > limits.symlinkMaxBytes) throw new FsError('NAME_TOO_LONG', 'symlink target');
-    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Symlink', {
-      caller: this.caller(caller),
-      parent: parent.toString(),
-      name,
-      target,
-    });
+    const r = await this.changingNames(
+      [parent],
+      () =>
+        this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Symlink', {
+          caller: this.caller(caller),
+          parent: parent.toString(),
+          name,
+          target,
+        }),
+      () => [[parent, name, true]],
+    );
     return this.direntEntry(r.entry!);
   }
 
@@ -270,28 +344,39 @@ export class DunixFs implements FileSystem {
     rdev: number,
     umask: number,
   ): Promise<Entry> {
-    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
-      caller: this.caller(caller),
-      parent: parent.toString(),
-      name,
-      mode,
-      rdev: deviceFromLinuxRdev(rdev),
-      exclusive: true,
-      umask: umask & 0o777,
-    });
+    const r = await this.changingNames(
+      [parent],
+      () =>
+        this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
+          caller: this.caller(caller),
+          parent: parent.toString(),
+          name,
+          mode,
+          rdev: deviceFromLinuxRdev(rdev),
+          exclusive: true,
+          umask: umask & 0o777,
+        }),
+      () => [[parent, name, true]],
+    );
     return this.direntEntry(r.entry!);
   }
 
   async mkdir(caller: Caller, parent: bigint, name: Buffer, mode: number, umask: number): Promise<Entry> {
-    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mkdir', {
-      caller: this.caller(caller),
-      parent: parent.toString(),
-      name,
-      mode: (mode & 0o7777) | S_IFDIR,
-      umask: umask & 0o777,
-    });
+    const r = await this.changingNames(
+      [parent],
+      () =>
+        this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mkdir', {
+          caller: this.caller(caller),
+          parent: parent.toString(),
+          name,
+          mode: (mode & 0o7777) | S_IFDIR,
+          umask: umask & 0o777,
+        }),
+      () => [[parent, name, true]],
+    );
     // A directory made in another PG: its attributes come from (and are registered at) that PG's primary.
     const made = BigInt(r.entry!.ino);
+    this.learnComplete(caller, made);
     if (pgOfIno(made) !== pgOfIno(parent)) return this.entry((await this.attrOf(made)).attr!);
     return this.direntEntry(r.entry!);
   }
@@ -300,24 +385,34 @@ export class DunixFs implements FileSystem {
     // The brick reclaims the inode in the same op unless this client holds it
     // open (the list is bounded: with more files open, reclaim stays ours).
     const reclaim = this.files.size <= limits.openInosMax;
-    const r = await this.api.mutate<wire.UnlinkReply__Output>(pgOfIno(parent), 'Unlink', {
-      caller: this.caller(caller),
-      parent: parent.toString(),
-      name,
-      reclaim,
-      openInos: reclaim ? [...this.files.keys()].map(String) : [],
-      // An orphan left to us is marked with our session: the bricks reclaim it if we die first.
-      owner: this.o.mountId ?? '',
-    });
+    const r = await this.changingNames(
+      [parent],
+      () =>
+        this.api.mutate<wire.UnlinkReply__Output>(pgOfIno(parent), 'Unlink', {
+          caller: this.caller(caller),
+          parent: parent.toString(),
+          name,
+          reclaim,
+          openInos: reclaim ? [...this.files.keys()].map(String) : [],
+          // An orphan left to us is marked with our session: the bricks reclaim it if we die first.
+          owner: this.o.mountId ?? '',
+        }),
+      () => [[parent, name, false]],
+    );
     if (r.nlink === 0 && !r.reclaimed) this.lastLinkGone(BigInt(r.ino));
   }
 
   async rmdir(caller: Caller, parent: bigint, name: Buffer): Promise<void> {
-    await this.api.mutate(pgOfIno(parent), 'Rmdir', {
-      caller: this.caller(caller),
-      parent: parent.toString(),
-      name,
-    });
+    await this.changingNames(
+      [parent],
+      () =>
+        this.api.mutate(pgOfIno(parent), 'Rmdir', {
+          caller: this.caller(caller),
+          parent: parent.toString(),
+          name,
+        }),
+      () => [[parent, name, false]],
+    );
   }
 
   async rename(
@@ -329,15 +424,24 @@ export class DunixFs implements FileSystem {
     flags: RenameFlags,
   ): Promise<void> {
     if (flags.whiteout) throw new FsError('INVALID_ARGUMENT', 'RENAME_WHITEOUT is not supported');
-    const r = await this.api.mutate<wire.RenameReply__Output>(pgOfIno(parent), 'Rename', {
-      caller: this.caller(caller),
-      parent: parent.toString(),
-      name,
-      newParent: newParent.toString(),
-      newName,
-      noReplace: flags.noReplace,
-      exchange: flags.exchange,
-    });
+    const r = await this.changingNames(
+      [parent, newParent],
+      () =>
+        this.api.mutate<wire.RenameReply__Output>(pgOfIno(parent), 'Rename', {
+          caller: this.caller(caller),
+          parent: parent.toString(),
+          name,
+          newParent: newParent.toString(),
+          newName,
+          noReplace: flags.noReplace,
+          exchange: flags.exchange,
+        }),
+      // An exchange leaves both names there.
+      () => [
+        [parent, name, flags.exchange],
+        [newParent, newName, true],
+      ],
+    );
     if (r.replacedIno !== '0' && r.replacedNlink === 0) this.lastLinkGone(BigInt(r.replacedIno));
   }
 
@@ -361,12 +465,17 @@ export class DunixFs implements FileSystem {
   }
 
   async link(caller: Caller, ino: bigint, newParent: bigint, newName: Buffer): Promise<Entry> {
-    const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(newParent), 'Link', {
-      caller: this.caller(caller),
-      ino: ino.toString(),
-      newParent: newParent.toString(),
-      newName,
-    });
+    const r = await this.changingNames(
+      [newParent],
+      () =>
+        this.api.mutate<wire.EntryReply__Output>(pgOfIno(newParent), 'Link', {
+          caller: this.caller(caller),
+          ino: ino.toString(),
+          newParent: newParent.toString(),
+          newName,
+        }),
+      () => [[newParent, newName, true]],
+    );
     // An O_TMPFILE inode that got its name is no longer reclaimed at its last close.
     const file = this.files.get(ino);
     if (file) file.reclaimOnClose = false;
@@ -451,15 +560,20 @@ export class DunixFs implements FileSystem {
   ): Promise<CreateReply> {
     let r: wire.EntryReply__Output;
     try {
-      r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
-        caller: this.caller(caller),
-        parent: parent.toString(),
-        name,
-        mode: (mode & 0o7777) | S_IFREG,
-        rdev: null,
-        exclusive: true,
-        umask: umask & 0o777,
-      });
+      r = await this.changingNames(
+        [parent],
+        () =>
+          this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
+            caller: this.caller(caller),
+            parent: parent.toString(),
+            name,
+            mode: (mode & 0o7777) | S_IFREG,
+            rdev: null,
+            exclusive: true,
+            umask: umask & 0o777,
+          }),
+        () => [[parent, name, true]],
+      );
     } catch (err) {
       // Created by someone else since the kernel's lookup: open it like open(2) without O_EXCL would.
       if (!(err instanceof FsError) || err.code !== 'ALREADY_EXISTS' || (flags & constants.O_EXCL) !== 0)
@@ -592,6 +706,9 @@ export class DunixFs implements FileSystem {
    * the poller acknowledges them, so the change's caller returns after.
    */
   async applyInvalidations(invals: readonly PushedInval[]): Promise<void> {
+    // Another session changed these directories: their names are no longer all known here.
+    for (const i of invals)
+      this.complete.forget(i.kind === INVAL_ENTRY || i.kind === INVAL_DELETE ? i.parent : i.ino);
     const kernel = this.kernel;
     await Promise.all(
       invals.map(async (i) => {
@@ -636,6 +753,7 @@ export class DunixFs implements FileSystem {
    * dropped, so it is read again (and registered again) at its next use.
    */
   async dropCachedOf(pgs: ReadonlySet<number>): Promise<void> {
+    this.complete.forgetWhere((dir) => pgs.has(pgOfIno(dir)));
     const kernel = this.kernel;
     if (!kernel || pgs.size === 0) return;
     const { inodes, names } = this.names.cachedWhere((ino) => pgs.has(pgOfIno(ino)));

@@ -39,7 +39,9 @@ export class ClientMetrics {
   });
   private readonly cacheHits = new Counter({
     name: 'dunix_client_cache_hits_total',
-    help: "Reads answered from the client's copy (inline: a small file's content held since open)",
+    help:
+      "Reads answered from the client's copy (inline: a small file's content held since open; " +
+      'names: a lookup of a name not in a directory whose every name the client knows)',
     labelNames: ['cache'] as const,
     registers: [this.registry],
   });
@@ -76,7 +78,7 @@ export class ClientMetrics {
     this.rpcSeconds.observe({ method, code }, Number(process.hrtime.bigint() - startNs) / 1e9);
   }
 
-  cacheHit(cache: 'inline'): void {
+  cacheHit(cache: 'inline' | 'names'): void {
     this.cacheHits.inc({ cache });
   }
 
