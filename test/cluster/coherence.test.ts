@@ -197,10 +197,14 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
       const m = await c.mountAnother(`${TTL},metrics_listen=127.0.0.1:0,metrics_port_file=${ports}`);
       const C = (...p: string[]) => m.path(...p);
       const address = (JSON.parse(readFileSync(ports, 'utf8')) as { metricsAddress: string }).metricsAddress;
-      const answered = async () => {
+      const hits = async (cache: 'names' | 'attrs') => {
         const text = await (await fetch(`http://${address}/metrics`)).text();
-        return Number(/^dunix_client_cache_hits_total\{cache="names"\} (\d+)/m.exec(text)?.[1] ?? 0);
+        const line = text
+          .split('\n')
+          .find((l) => l.startsWith(`dunix_client_cache_hits_total{cache="${cache}"} `));
+        return Number(line?.split(' ')[1] ?? 0);
       };
+      const answered = () => hits('names');
       mkdirSync(C('full'));
       // The listing that makes it complete is read in the background after the mkdir.
       await waitUntil(
@@ -213,11 +217,23 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
         20_000,
       );
       const before = await answered();
+      const attrsBefore = await hits('attrs');
       for (let i = 0; i < 20; i++) writeFileSync(C('full', `f${i}`), 'x');
       t.ok(
         (await answered()) - before >= 20,
         `the lookups before 20 creates were answered by C (${(await answered()) - before})`,
       );
+      // The kernel asks the directory's attributes before each create (its own permission
+      // check): answered from what C's previous create returned.
+      const attrHits = (await hits('attrs')) - attrsBefore;
+      t.ok(
+        attrHits >= 15,
+        `the directory's attributes before the creates came from C's own changes (${attrHits})`,
+      );
+      mkdirSync(C('full', 'subC'));
+      t.equal(statSync(C('full')).nlink, 3, "C's mkdir answered the directory's new link count");
+      mkdirSync(B('full', 'subB'));
+      t.equal(statSync(C('full')).nlink, 4, "B's mkdir is seen by C at once (the push drops C's copy)");
       t.ok(existsSync(C('full', 'f3')), 'a name C made is there');
       unlinkSync(C('full', 'f4'));
       t.notOk(existsSync(C('full', 'f4')), 'a name C removed is gone');

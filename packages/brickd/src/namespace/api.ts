@@ -43,6 +43,8 @@ export interface EntryResult {
   name: Buffer;
   dirent: DirentRecord;
   inode: InodeRecord;
+  /** The directory the entry was made in, after the change (absent for a lookup). */
+  dir?: InodeRecord;
 }
 
 /** An inode that lost its last link: the client reclaims it (and its blocks) once no open file uses it. */
@@ -105,7 +107,8 @@ export interface NamespaceOps {
   ): Promise<EntryResult>;
   symlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer, target: Buffer): Promise<EntryResult>;
   link(t: MetaTxn, cred: Cred, ino: bigint, newParent: bigint, newName: Buffer): Promise<EntryResult>;
-  unlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked>;
+  /** `dir`: the directory after the change. */
+  unlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked & { dir: InodeRecord }>;
   rmdir(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked>;
   rename(
     t: MetaTxn,
@@ -115,7 +118,10 @@ export interface NamespaceOps {
     newParent: bigint,
     newName: Buffer,
     flags: RenameFlags,
-  ): Promise<{ replaced?: Unlinked }>;
+  ): Promise<{
+    replaced?: Unlinked;
+    /** Both directories after the change (none: nothing changed). */ dirs?: [InodeRecord, InodeRecord];
+  }>;
   readlink(t: MetaTxn, ino: bigint): Promise<Buffer>;
   readdir(
     t: MetaTxn,

@@ -420,7 +420,7 @@ export class NamespaceEngine implements NamespaceOps {
     inode.inline = type === S_IFREG;
     const dirent = this.addEntry(t, inodes, dir, name, inode);
     inodes.flush();
-    return { name, dirent, inode, existed: false };
+    return { name, dirent, inode, dir, existed: false };
   }
 
   async mkdir(
@@ -447,7 +447,7 @@ export class NamespaceEngine implements NamespaceOps {
     dir.nlink += 1;
     const dirent = this.addEntry(t, inodes, dir, name, inode);
     inodes.flush();
-    return { name, dirent, inode };
+    return { name, dirent, inode, dir };
   }
 
   async symlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer, target: Buffer): Promise<EntryResult> {
@@ -495,7 +495,7 @@ export class NamespaceEngine implements NamespaceOps {
     inodes.changed(inode);
     const dirent = this.addEntry(t, inodes, dir, newName, inode);
     inodes.flush();
-    return { name: newName, dirent, inode };
+    return { name: newName, dirent, inode, dir };
   }
 
   /** The entry unlink and rmdir remove, with the checks both share (name, search, sticky). */
@@ -510,13 +510,18 @@ export class NamespaceEngine implements NamespaceOps {
     return { inodes, dir, dirent, target };
   }
 
-  async unlink(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked> {
+  async unlink(
+    t: MetaTxn,
+    cred: Cred,
+    parent: bigint,
+    name: Buffer,
+  ): Promise<Unlinked & { dir: InodeRecord }> {
     const { inodes, dir, dirent, target } = await this.entryToRemove(t, cred, parent, name);
     if (isDir(target.mode)) throw new FsError('IS_A_DIRECTORY', `unlink of directory ${target.ino}`);
     this.removeEntry(t, inodes, dir, name, dirent);
     this.dropLink(t, inodes, target);
     inodes.flush();
-    return unlinked(target);
+    return { ...unlinked(target), dir };
   }
 
   async rmdir(t: MetaTxn, cred: Cred, parent: bigint, name: Buffer): Promise<Unlinked> {
@@ -538,7 +543,7 @@ export class NamespaceEngine implements NamespaceOps {
     newParent: bigint,
     newName: Buffer,
     flags: RenameFlags,
-  ): Promise<{ replaced?: Unlinked }> {
+  ): Promise<{ replaced?: Unlinked; dirs?: [InodeRecord, InodeRecord] }> {
     if (flags.noReplace && flags.exchange) throw new FsError('INVALID_ARGUMENT', 'noReplace with exchange');
     validateName(name);
     validateName(newName);
@@ -626,7 +631,8 @@ export class NamespaceEngine implements NamespaceOps {
     newDir.mtimeNs = newDir.ctimeNs = now;
     inodes.changed(source, oldDir, newDir);
     inodes.flush();
-    return replaced ? { replaced } : {};
+    const dirs: [InodeRecord, InodeRecord] = [oldDir, newDir];
+    return replaced ? { replaced, dirs } : { dirs };
   }
 
   async readlink(t: MetaTxn, ino: bigint): Promise<Buffer> {

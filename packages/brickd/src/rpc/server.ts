@@ -172,11 +172,18 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
     inlineData: inline ?? Buffer.alloc(0),
   });
   const entryReply = (
-    r: { name: Buffer; dirent: Parameters<typeof direntToWire>[1]; inode: Parameters<typeof attrToWire>[0] },
+    r: {
+      name: Buffer;
+      dirent: Parameters<typeof direntToWire>[1];
+      inode: Parameters<typeof attrToWire>[0];
+      dir?: Parameters<typeof attrToWire>[0];
+    },
     existed = false,
   ) => ({
     entry: direntToWire(r.name, r.dirent, r.inode),
     existed,
+    // What the change made of the directory: the caller's next GETATTR of it is answered there.
+    parentAttr: r.dir && !existed ? attrToWire(r.dir) : null,
   });
 
   return {
@@ -340,7 +347,13 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
         // that the recovery sweep reclaims it should the client die before its last close.
         if (u.nlink === 0 && !reclaimed && req.owner && !u.isDir)
           t.setOrphan(u.ino, { owner: req.owner, sinceNs: t.nowNs });
-        return { ino: u.ino.toString(), nlink: u.nlink, size: u.size.toString(), reclaimed };
+        return {
+          ino: u.ino.toString(),
+          nlink: u.nlink,
+          size: u.size.toString(),
+          reclaimed,
+          parentAttr: attrToWire(u.dir),
+        };
       });
       if (reply.reclaimed) brick.finishTrimSoon(routed.pg, BigInt(reply.ino));
       return reply;
@@ -368,12 +381,22 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       if (flags.noReplace && flags.exchange)
         throw new FsError('INVALID_ARGUMENT', 'RENAME_NOREPLACE with RENAME_EXCHANGE');
       const reply = await mutate(routed, 'rename', async (t) => {
-        const { replaced } = await brick.engine.rename(t, cred(req.caller), parent, n, newParent, nn, flags);
+        const { replaced, dirs } = await brick.engine.rename(
+          t,
+          cred(req.caller),
+          parent,
+          n,
+          newParent,
+          nn,
+          flags,
+        );
         return {
           replacedIno: replaced && replaced.nlink === 0 ? replaced.ino.toString() : '0',
           replacedNlink: replaced?.nlink ?? 0,
           replacedSize: replaced?.size.toString() ?? '0',
           replacedDir: replaced?.isDir ?? false,
+          parentAttr: dirs ? attrToWire(dirs[0]) : null,
+          newParentAttr: dirs ? attrToWire(dirs[1]) : null,
         };
       });
       if (reply.replacedDir && reply.replacedIno !== '0') brick.reclaimSoon(BigInt(reply.replacedIno));
@@ -381,6 +404,8 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
         replacedIno: reply.replacedIno,
         replacedNlink: reply.replacedNlink,
         replacedSize: reply.replacedSize,
+        parentAttr: reply.parentAttr,
+        newParentAttr: reply.newParentAttr,
       };
     }),
 

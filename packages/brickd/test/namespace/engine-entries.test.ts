@@ -336,13 +336,17 @@ t.test('unlink: links, orphans, refusals, times', async (t) => {
   await f.run((tx) => f.engine.link(tx, root, file, d, b('g')));
   const u1 = await f.run((tx) => f.engine.unlink(tx, root, d, b('f')));
   const now = f.clockNs;
-  t.same(u1, { ino: file, nlink: 1, size: 0n, isDir: false });
+  const { dir: dir1, ...rest1 } = u1;
+  t.same(rest1, { ino: file, nlink: 1, size: 0n, isDir: false });
+  t.same(dir1, await f.stat(d), 'the directory as the unlink left it (the client answers GETATTR with it)');
   t.notOk(await f.isOrphan(file));
   t.match(await f.stat(file), { nlink: 1, ctimeNs: now });
   t.match(await f.stat(d), { entries: 1, mtimeNs: now, ctimeNs: now });
   await f.run((tx) => f.engine.writeInline(tx, root, file, 0n, b('hello'), false));
   const u2 = await f.run((tx) => f.engine.unlink(tx, root, d, b('g')));
-  t.same(u2, { ino: file, nlink: 0, size: 5n, isDir: false });
+  const { dir: dir2, ...rest2 } = u2;
+  t.same(rest2, { ino: file, nlink: 0, size: 5n, isDir: false });
+  t.same(dir2, await f.stat(d));
   t.ok(await f.isOrphan(file), 'last link: orphan');
   t.equal((await f.stat(file)).nlink, 0, 'inode kept for open files');
   t.equal((await f.stat(d)).entries, 0);
@@ -529,4 +533,30 @@ t.test('broken invariants throw plain Errors, not FsErrors', async (t) => {
   const e2 = await f.run((tx) => f.engine.unlink(tx, root, d, b('ghost'))).catch((e: unknown) => e);
   t.ok(e2 instanceof Error && !('code' in e2), 'dangling entry');
   t.match(String(e2), /invariant/);
+});
+
+t.test('a change of names answers its directories as it left them', async (t) => {
+  const f = await Fixture.make();
+  const d = await f.mkdir(ROOT, 'd');
+  const e = await f.mkdir(ROOT, 'e');
+  const made = await f.run((tx) => f.engine.mknod(tx, root, d, b('f'), S_IFREG | 0o644, 0n, true));
+  t.same(made.dir, await f.stat(d), 'mknod');
+  const again = await f.run((tx) => f.engine.mknod(tx, root, d, b('f'), S_IFREG | 0o644, 0n, false));
+  t.ok(again.existed, 'an existing name changes nothing (the reply then carries no directory)');
+  const sub = await f.run((tx) => f.engine.mkdir(tx, root, d, b('s'), 0o755));
+  t.same(sub.dir, await f.stat(d), 'mkdir');
+  t.equal(sub.dir?.nlink, 3, "with the new subdirectory's link");
+  const linked = await f.run((tx) => f.engine.link(tx, root, made.inode.ino, e, b('g')));
+  t.same(linked.dir, await f.stat(e), 'link');
+  const within = await f.run((tx) => f.engine.rename(tx, root, d, b('f'), d, b('f2'), noFlags));
+  t.same(within.dirs, [await f.stat(d), await f.stat(d)], 'rename within a directory');
+  const across = await f.run((tx) => f.engine.rename(tx, root, d, b('s'), e, b('s'), noFlags));
+  t.same(across.dirs, [await f.stat(d), await f.stat(e)], 'rename across directories');
+  t.same(
+    [across.dirs?.[0].nlink, across.dirs?.[1].nlink],
+    [2, 3],
+    'the moved directory counted where it went',
+  );
+  const same = await f.run((tx) => f.engine.rename(tx, root, e, b('g'), d, b('f2'), noFlags));
+  t.same(same, {}, 'a rename onto the same inode changes nothing and answers no directory');
 });

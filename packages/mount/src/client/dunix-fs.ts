@@ -21,6 +21,7 @@ import { dataDefaults, FileData, type DataOptions, type ErrorMark } from './file
 import { FileLocks } from './file-locks.js';
 import { GRANT_READ, GRANT_WRITE } from './grant-holder.js';
 import { CompleteDirs } from './complete-dirs.js';
+import { DirAttrs } from './dir-attrs.js';
 import { KernelNames } from './kernel-names.js';
 import type { PushedInval } from '@dunix/proto';
 
@@ -95,6 +96,8 @@ export class DunixFs implements FileSystem {
   private readonly names = new KernelNames();
   /** Directories whose every name is known here (complete-dirs.ts): only with a session. */
   readonly complete = new CompleteDirs(() => Date.now());
+  /** Directories' attributes as our own last change of them left them (dir-attrs.ts). */
+  readonly dirAttrs = new DirAttrs(() => Date.now());
   /**
    * The kernel's caches, once mounted: a lock granted here drops the
    * inode's cached pages and attributes (another machine may have written
@@ -161,18 +164,58 @@ export class DunixFs implements FileSystem {
     dirs: bigint[],
     run: () => Promise<T>,
     names: (r: T) => [dir: bigint, name: Buffer, present: boolean][],
+    attrs: (r: T) => [dir: bigint, attr: wire.Attr__Output | null][] = () => [],
   ): Promise<T> {
     const sentAtMs = Date.now();
+    const token = this.changesStarted(dirs);
     let r: T;
     try {
       r = await run();
     } catch (err) {
+      this.changesEnded(dirs, token);
       for (const d of dirs) this.complete.forget(d);
       throw err;
     }
+    if (this.changesEnded(dirs, token)) {
+      // Another change of ours in one of these directories overlapped this one: the
+      // primary may have applied them in either order, so neither answer is known last.
+      for (const d of dirs) this.complete.forget(d);
+      return r;
+    }
     for (const d of dirs) this.complete.registered(d, sentAtMs, this.registrationMs);
     for (const [dir, name, present] of names(r)) this.complete.changed(dir, name, present);
+    for (const [dir, attr] of attrs(r)) this.dirAttrs.set(dir, attr, sentAtMs, this.registrationMs);
     return r;
+  }
+
+  /** Our changes in flight per directory, each with whether another overlapped it. */
+  private readonly dirChanges = new Map<bigint, Map<symbol, { overlapped: boolean }>>();
+
+  private changesStarted(dirs: bigint[]): symbol {
+    const token = Symbol('change');
+    for (const d of new Set(dirs)) {
+      this.dirAttrs.forget(d);
+      let inFlight = this.dirChanges.get(d);
+      if (!inFlight) this.dirChanges.set(d, (inFlight = new Map()));
+      const overlapped = inFlight.size > 0;
+      for (const other of inFlight.values()) other.overlapped = true;
+      inFlight.set(token, { overlapped });
+    }
+    return token;
+  }
+
+  /** Whether another change overlapped the one of `token`. */
+  private changesEnded(dirs: bigint[], token: symbol): boolean {
+    let overlapped = false;
+    for (const d of new Set(dirs)) {
+      const inFlight = this.dirChanges.get(d);
+      const mine = inFlight?.get(token);
+      if (!inFlight || !mine) continue;
+      overlapped ||= mine.overlapped;
+      inFlight.delete(token);
+      if (inFlight.size === 0) this.dirChanges.delete(d);
+    }
+    return overlapped;
   }
 
   /**
@@ -268,6 +311,13 @@ export class DunixFs implements FileSystem {
   forget(): void {}
 
   async getattr(_caller: Caller, ino: bigint): Promise<AttrReply> {
+    const dir = this.dirAttrs.get(ino);
+    if (dir) {
+      // The directory as our own change of it left it, nobody else's change since (dir-attrs.ts).
+      this.names.cached(ino);
+      this.api.metrics?.cacheHit('attrs');
+      return { attr: fuseAttr(dir), attrTtlMs: this.o.attrTtlMs };
+    }
     // st_blocks comes from the inode's allocation map, which counts this client's writes once
     // published: publish first (as a read does).
     const open = this.files.get(ino);
@@ -287,6 +337,7 @@ export class DunixFs implements FileSystem {
     // times (utimensat after write, as tar and cp -p do) or the size set here.
     if (file?.hasUnpublished) await file.flush();
     const now = (v: bigint | 'now' | undefined) => (v === undefined ? 0 : v === 'now' ? 2 : 1);
+    this.dirAttrs.forget(ino);
     const r = await this.api.mutate<wire.AttrReply__Output>(pgOfIno(ino), 'SetAttr', {
       caller: this.caller(caller),
       ino: ino.toString(),
@@ -331,6 +382,7 @@ export class DunixFs implements FileSystem {
           target,
         }),
       () => [[parent, name, true]],
+      (r) => [[parent, r.parentAttr]],
     );
     return this.direntEntry(r.entry!);
   }
@@ -357,6 +409,7 @@ export class DunixFs implements FileSystem {
           umask: umask & 0o777,
         }),
       () => [[parent, name, true]],
+      (r) => [[parent, r.parentAttr]],
     );
     return this.direntEntry(r.entry!);
   }
@@ -373,6 +426,7 @@ export class DunixFs implements FileSystem {
           umask: umask & 0o777,
         }),
       () => [[parent, name, true]],
+      (r) => [[parent, r.parentAttr]],
     );
     // A directory made in another PG: its attributes come from (and are registered at) that PG's primary.
     const made = BigInt(r.entry!.ino);
@@ -398,11 +452,14 @@ export class DunixFs implements FileSystem {
           owner: this.o.mountId ?? '',
         }),
       () => [[parent, name, false]],
+      (r) => [[parent, r.parentAttr]],
     );
     if (r.nlink === 0 && !r.reclaimed) this.lastLinkGone(BigInt(r.ino));
   }
 
   async rmdir(caller: Caller, parent: bigint, name: Buffer): Promise<void> {
+    // The removed directory's attributes may be here too (its inode number is not known).
+    this.dirAttrs.clear();
     await this.changingNames(
       [parent],
       () =>
@@ -424,6 +481,8 @@ export class DunixFs implements FileSystem {
     flags: RenameFlags,
   ): Promise<void> {
     if (flags.whiteout) throw new FsError('INVALID_ARGUMENT', 'RENAME_WHITEOUT is not supported');
+    // A moved or replaced directory's own attributes change too (ctime, its ".."): not known here.
+    this.dirAttrs.clear();
     const r = await this.changingNames(
       [parent, newParent],
       () =>
@@ -440,6 +499,10 @@ export class DunixFs implements FileSystem {
       () => [
         [parent, name, flags.exchange],
         [newParent, newName, true],
+      ],
+      (r) => [
+        [parent, r.parentAttr],
+        [newParent, r.newParentAttr],
       ],
     );
     if (r.replacedIno !== '0' && r.replacedNlink === 0) this.lastLinkGone(BigInt(r.replacedIno));
@@ -475,6 +538,7 @@ export class DunixFs implements FileSystem {
           newName,
         }),
       () => [[newParent, newName, true]],
+      (r) => [[newParent, r.parentAttr]],
     );
     // An O_TMPFILE inode that got its name is no longer reclaimed at its last close.
     const file = this.files.get(ino);
@@ -489,6 +553,7 @@ export class DunixFs implements FileSystem {
     flags: number,
     umask: number,
   ): Promise<CreateReply> {
+    this.dirAttrs.forget(parent);
     const r = await this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Tmpfile', {
       caller: this.caller(caller),
       parent: parent.toString(),
@@ -573,6 +638,7 @@ export class DunixFs implements FileSystem {
             umask: umask & 0o777,
           }),
         () => [[parent, name, true]],
+        (r) => [[parent, r.parentAttr]],
       );
     } catch (err) {
       // Created by someone else since the kernel's lookup: open it like open(2) without O_EXCL would.
@@ -707,8 +773,11 @@ export class DunixFs implements FileSystem {
    */
   async applyInvalidations(invals: readonly PushedInval[]): Promise<void> {
     // Another session changed these directories: their names are no longer all known here.
-    for (const i of invals)
-      this.complete.forget(i.kind === INVAL_ENTRY || i.kind === INVAL_DELETE ? i.parent : i.ino);
+    for (const i of invals) {
+      const dir = i.kind === INVAL_ENTRY || i.kind === INVAL_DELETE ? i.parent : i.ino;
+      this.complete.forget(dir);
+      this.dirAttrs.forget(dir);
+    }
     const kernel = this.kernel;
     await Promise.all(
       invals.map(async (i) => {
@@ -754,6 +823,7 @@ export class DunixFs implements FileSystem {
    */
   async dropCachedOf(pgs: ReadonlySet<number>): Promise<void> {
     this.complete.forgetWhere((dir) => pgs.has(pgOfIno(dir)));
+    this.dirAttrs.forgetWhere((dir) => pgs.has(pgOfIno(dir)));
     const kernel = this.kernel;
     if (!kernel || pgs.size === 0) return;
     const { inodes, names } = this.names.cachedWhere((ino) => pgs.has(pgOfIno(ino)));
@@ -921,6 +991,7 @@ export class DunixFs implements FileSystem {
 
   async setxattr(caller: Caller, ino: bigint, name: Buffer, value: Buffer, flags: number): Promise<void> {
     this.absentXattrs.delete(ino);
+    this.dirAttrs.forget(ino);
     await this.api.mutate(pgOfIno(ino), 'SetXattr', {
       caller: this.caller(caller),
       ino: ino.toString(),
@@ -973,6 +1044,7 @@ export class DunixFs implements FileSystem {
 
   async removexattr(caller: Caller, ino: bigint, name: Buffer): Promise<void> {
     this.absentXattrs.delete(ino);
+    this.dirAttrs.forget(ino);
     await this.api.mutate(pgOfIno(ino), 'RemoveXattr', {
       caller: this.caller(caller),
       ino: ino.toString(),

@@ -41,7 +41,8 @@ export class ClientMetrics {
     name: 'dunix_client_cache_hits_total',
     help:
       "Reads answered from the client's copy (inline: a small file's content held since open; " +
-      'names: a lookup of a name not in a directory whose every name the client knows)',
+      'names: a lookup of a name not in a directory whose every name the client knows; ' +
+      "attrs: a directory's attributes as the client's own change left them)",
     labelNames: ['cache'] as const,
     registers: [this.registry],
   });
@@ -78,7 +79,7 @@ export class ClientMetrics {
     this.rpcSeconds.observe({ method, code }, Number(process.hrtime.bigint() - startNs) / 1e9);
   }
 
-  cacheHit(cache: 'inline' | 'names'): void {
+  cacheHit(cache: 'inline' | 'names' | 'attrs'): void {
     this.cacheHits.inc({ cache });
   }
 

@@ -3,15 +3,18 @@
 
 import type { Dirent as _dunix_v1_Dirent, Dirent__Output as _dunix_v1_Dirent__Output } from '../../dunix/v1/Dirent.js';
 import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
+import type { Attr as _dunix_v1_Attr, Attr__Output as _dunix_v1_Attr__Output } from '../../dunix/v1/Attr.js';
 
 export interface EntryReply {
   'entry'?: (_dunix_v1_Dirent | null);
   'existed'?: (boolean);
   'grant'?: (_dunix_v1_BlockGrant | null);
+  'parentAttr'?: (_dunix_v1_Attr | null);
 }
 
 export interface EntryReply__Output {
   'entry': (_dunix_v1_Dirent__Output | null);
   'existed': (boolean);
   'grant': (_dunix_v1_BlockGrant__Output | null);
+  'parentAttr': (_dunix_v1_Attr__Output | null);
 }
