@@ -903,6 +903,60 @@ export class Brick implements PgEndpoint {
     });
   }
 
+  /**
+   * Several ranges of one block (a client's buffered random writes): one
+   * write of the span from the first to the last, its gaps filled with this
+   * copy's current bytes read inside the PG's append queue (zeros past the
+   * block's end), so the log holds an ordinary WRITE that replicas, whose
+   * copies hold the same bytes, apply as they apply any other.
+   */
+  async writeBlockExtents(
+    pg: number,
+    ino: bigint,
+    index: bigint,
+    extents: readonly { offset: number; length: number }[],
+    data: Buffer,
+  ): Promise<void> {
+    const st = this.serving(pg);
+    this.checkBlockPg(pg, ino, index);
+    const first = extents[0]!;
+    const last = extents[extents.length - 1]!;
+    const spanStart = first.offset;
+    const spanEnd = last.offset + last.length;
+    await this.repl.append(st, '', 'write-block', async () => {
+      const old = await this.blockRecord(pg, ino, index);
+      if (
+        spanEnd > (old?.length ?? 0) &&
+        this.d.anyFull?.(st.isr) &&
+        !(await this.allocatedTo(ino, index, spanEnd))
+      )
+        throw new FsError('NO_SPACE', `pg ${pg}: a brick holding it is full`);
+      const span = Buffer.alloc(spanEnd - spanStart);
+      if (old && old.length > spanStart) {
+        const current = await this.d.blocks.read(pg, ino, index, spanStart, span.length, old);
+        current.copy(span, 0);
+      }
+      let at = 0;
+      for (const e of extents) {
+        data.copy(span, e.offset - spanStart, at, at + e.length);
+        at += e.length;
+      }
+      const rec = await this.d.blocks.write(
+        pg,
+        ino,
+        index,
+        spanStart,
+        span,
+        old,
+        this.d.volume.blockSizeBytes,
+      );
+      return {
+        writes: [{ key: keys.block(pg, ino, index), value: encodeRecord(rec) }],
+        blocks: [{ ino, index, kind: 'WRITE', offset: spanStart, length: span.length, data: span }],
+      };
+    });
+  }
+
   /** The committed record of a block this brick leads (a cloning brick checks its copy against it). */
   async readBlockRecord(pg: number, ino: bigint, index: bigint): Promise<BlockRecord | undefined> {
     this.serving(pg);

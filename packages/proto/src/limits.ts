@@ -37,6 +37,8 @@ export const limits = {
    * (one log entry; ~40 bytes a block): the client splits larger ranges.
    */
   allocExtentsPerCallMax: 4096,
+  /** Separate ranges one WriteBlock may carry (a client's buffered random writes of one block). */
+  writeExtentsPerCallMax: 128,
   /** Supplementary groups of one caller (Linux NGROUPS_MAX): every permission check scans them. */
   callerGroupsMax: 65536,
   /** Longest a session may ask a read's registration to last (Header.cache_ttl_ms; its kernel TTL). */

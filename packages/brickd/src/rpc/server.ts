@@ -503,12 +503,15 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       if (req.written.length > limits.allocExtentsPerCallMax)
         throw new FsError('INVALID_ARGUMENT', `${req.written.length} written extents`);
       const written = req.written.map((e) => ({ index: blockIndex(e.index), end: e.end }));
-      return mutate(routed, 'extend', async (t) => {
+      const reply = await mutate(routed, 'extend', async (t) => {
         if (version !== undefined) await brick.engine.convertInline(t, i, version);
         return attrReply(
           await brick.engine.extend(t, cred(req.caller), i, end, req.killSuidgid, written, req.allocMap),
         );
       });
+      // An fsync's publish: durable here and on every in-sync replica before it is answered.
+      if (req.sync) await brick.repl.syncPg(brick.serving(routed.pg));
+      return reply;
     }),
 
     Fallocate: unary('Fallocate', async (req: wire.FallocateRequest__Output) => {
@@ -579,6 +582,13 @@ export function brickHandlers(d: ServerDeps): BrickHandlers {
       const bs = volume().blockSizeBytes;
       const index = blockIndex(req.index);
       const data = bytes(req.data, 'data', bs);
+      if (req.extents.length > 0) {
+        const extents = validateWriteExtents(req.extents, data.length, bs);
+        // The span is a buffer of its own: the request's bytes can go back at once.
+        await brick.writeBlockExtents(pg, i, index, extents, data);
+        giveBack(data);
+        return {};
+      }
       if (req.offset + data.length > bs) throw new FsError('OUT_OF_RANGE', 'write past the block');
       // Block bytes that came as a frame tail live in a pooled buffer: once no
       // replica send holds them, the pool gets it back (a fresh 1 MiB buffer
@@ -1001,4 +1011,35 @@ export async function startBrickServer(
   const host = listen.slice(0, at).replace(/^\[(.*)\]$/, '$1');
   const port = await server.listenCapped(host, Number(listen.slice(at + 1)), grpcServerCredentials(security));
   return { server, port };
+}
+
+/**
+ * WriteBlock's extents: at most limits.writeExtentsPerCallMax, each
+ * non-empty, sorted and apart (not overlapping), inside the block, their
+ * lengths adding up to the request's bytes.
+ */
+export function validateWriteExtents(
+  extents: readonly { offset: number; length: number }[],
+  dataBytes: number,
+  blockSizeBytes: number,
+): { offset: number; length: number }[] {
+  if (extents.length > limits.writeExtentsPerCallMax)
+    throw new FsError(
+      'INVALID_ARGUMENT',
+      `${extents.length} extents, at most ${limits.writeExtentsPerCallMax}`,
+    );
+  let total = 0;
+  let prevEnd = -1;
+  for (const e of extents) {
+    if (e.length === 0) throw new FsError('INVALID_ARGUMENT', 'empty write extent');
+    if (e.offset < prevEnd)
+      throw new FsError('INVALID_ARGUMENT', 'write extents overlap or are out of order');
+    if (e.offset + e.length > blockSizeBytes)
+      throw new FsError('OUT_OF_RANGE', 'write extent past the block');
+    prevEnd = e.offset + e.length;
+    total += e.length;
+  }
+  if (total !== dataBytes)
+    throw new FsError('INVALID_ARGUMENT', `write extents cover ${total} bytes, the request has ${dataBytes}`);
+  return extents.map((e) => ({ offset: e.offset, length: e.length }));
 }

@@ -131,9 +131,11 @@ export class BrickApi {
    * (a Sync per PG changed since the last one; the bricks coalesce them
    * into one disk sync each).
    */
-  async sync(): Promise<void> {
-    const pgs = [...this.unsynced];
-    this.unsynced.clear();
+  async sync(except?: number): Promise<void> {
+    // `except` was synced by the caller's own publish (Extend with sync): it stays
+    // listed, as a change of another file may have reached it after that sync.
+    const pgs = [...this.unsynced].filter((pg) => pg !== except);
+    for (const pg of pgs) this.unsynced.delete(pg);
     try {
       await Promise.all(pgs.map((pg) => this.read(pg, 'Sync', {})));
     } catch (err) {

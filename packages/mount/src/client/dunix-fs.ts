@@ -855,8 +855,8 @@ export class DunixFs implements FileSystem {
   async fsync(_caller: Caller, _ino: bigint, fh: bigint): Promise<void> {
     // Publish what is buffered, then make everything acknowledged durable on every replica.
     const h = this.handle(fh);
-    await h.data.flush(h.mark);
-    await this.api.sync();
+    const synced = await h.data.flush(h.mark, { syncOthers: (except) => this.api.sync(except) });
+    if (!synced) await this.api.sync();
   }
 
   async release(

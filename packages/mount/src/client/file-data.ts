@@ -9,6 +9,7 @@ import {
   type wire,
 } from '@dunix/proto';
 import type { BrickApi } from './brick-api.js';
+import { DirtyExtents } from './dirty-extents.js';
 import { GRANT_ANY, GRANT_READ, GRANT_WRITE, GrantHolder } from './grant-holder.js';
 
 export interface DataOptions {
@@ -22,13 +23,6 @@ export const dataDefaults: DataOptions = {
   dirtyPerFileMaxBytes: 32 * 1024 * 1024,
   flushesInflightMax: 8,
 };
-
-interface DirtyBlock {
-  /** Bytes [start, end) of the block are valid in buf (buf[0] is block offset 0). */
-  buf: Buffer;
-  start: number;
-  end: number;
-}
 
 /**
  * What one open file handle has heard of its file's failed block writes:
@@ -59,7 +53,7 @@ export class FileData {
   private killSuidgid = false;
   /** Who wrote last: publishing acts for them (permission was checked at open). */
   private writer: wire.Caller = { uid: 0, gid: 0, groups: [], pid: 0 };
-  private readonly dirty = new Map<bigint, DirtyBlock>();
+  private readonly dirty = new Map<bigint, DirtyExtents>();
   private dirtyBytes = 0;
   /**
    * Blocks written since the last publish and how far (their stored end at
@@ -196,30 +190,15 @@ export class FileData {
 
   private async stage(index: bigint, offset: number, chunk: Buffer): Promise<void> {
     let db = this.dirty.get(index);
-    // One extent per block: a write that neither touches nor overlaps it sends the old one first.
-    if (db && (offset > db.end || offset + chunk.length < db.start)) {
-      this.startFlush(index);
-      db = undefined;
-    }
-    const end = offset + chunk.length;
     if (!db) {
-      db = { buf: this.blockBuffer(Math.min(this.blockSize, roundUp(end, 64 * 1024))), start: offset, end };
+      db = new DirtyExtents(this.blockSize, (n) => this.blockBuffer(n), releaseBlockBuffer);
       this.dirty.set(index, db);
-    } else if (db.buf.length < end) {
-      const grown = this.blockBuffer(
-        Math.min(this.blockSize, Math.max(roundUp(end, 64 * 1024), db.buf.length * 2)),
-      );
-      const old = db.buf;
-      old.copy(grown, db.start, db.start, db.end);
-      db.buf = grown;
-      releaseBlockBuffer(old);
     }
-    chunk.copy(db.buf, offset);
-    this.dirtyBytes -= db.end - db.start;
-    db.start = Math.min(db.start, offset);
-    db.end = Math.max(db.end, end);
-    this.dirtyBytes += db.end - db.start;
-    if (db.start === 0 && db.end === this.blockSize) this.startFlush(index);
+    this.dirtyBytes -= db.bytes;
+    db.add(offset, chunk);
+    this.dirtyBytes += db.bytes;
+    // A whole block goes at once; so do a block's ranges once they are as many as one write carries.
+    if (db.full || db.extents.length >= limits.writeExtentsPerCallMax) this.startFlush(index);
     while (this.inflight.size >= this.o.flushesInflightMax) await Promise.race(this.inflight);
   }
 
@@ -227,18 +206,29 @@ export class FileData {
     const db = this.dirty.get(index);
     if (!db) return;
     this.dirty.delete(index);
-    this.dirtyBytes -= db.end - db.start;
-    this.written.set(index, Math.max(this.written.get(index) ?? 0, db.end));
+    this.dirtyBytes -= db.bytes;
+    if (db.extents.length === 0) return;
+    const last = db.extents[db.extents.length - 1]!;
+    this.written.set(index, Math.max(this.written.get(index) ?? 0, last.start + last.len));
     const pg = blockPg(this.ino, index, this.api.pgCount);
     this.api.changed(pg);
+    const views = db.views();
+    // One range: its own bytes, no copy. Several: their bytes back to back, and where each goes.
+    const body =
+      views.length === 1
+        ? { offset: db.extents[0]!.start, data: views[0]! }
+        : {
+            offset: 0,
+            data: Buffer.concat(views),
+            extents: db.extents.map((x) => ({ offset: x.start, length: x.len })),
+          };
     const p: Promise<void> = this.grants
       .get(GRANT_WRITE)
       .then((grant) =>
         this.api.read(pg, 'WriteBlock', {
           ino: this.ino.toString(),
           index: index.toString(),
-          offset: db.start,
-          data: db.buf.subarray(db.start, db.end),
+          ...body,
           grant,
         }),
       )
@@ -252,7 +242,7 @@ export class FileData {
       .finally(() => {
         this.inflight.delete(p);
         // The request has been answered, so its bytes have left the socket: reuse them.
-        releaseBlockBuffer(db.buf);
+        db.releaseAll();
       });
     this.inflight.add(p);
   }
@@ -330,8 +320,14 @@ export class FileData {
    * Sends every buffered byte and publishes size and mtime. A failed block
    * write is reported to the handle of `mark` if it has not heard of it yet;
    * without a mark (reads, setattr) it is left to the handles.
+   *
+   * `durable` (fsync): the publish itself asks the inode's PG to sync (Extend
+   * with sync) while `syncOthers` syncs every other PG changed, at the same
+   * time: an fsync of an append is two round trips (block write; publish and
+   * syncs), not three. Resolves to whether that happened (false: nothing to
+   * publish here, or a publish of many calls; the caller syncs everything).
    */
-  async flush(mark?: ErrorMark): Promise<void> {
+  async flush(mark?: ErrorMark, durable?: { syncOthers(except: number): Promise<void> }): Promise<boolean> {
     for (const index of [...this.dirty.keys()]) this.startFlush(index);
     while (this.inflight.size) await Promise.all(this.inflight);
     this.report(mark);
@@ -351,7 +347,7 @@ export class FileData {
         this.localEnd = 0n;
         // Our copy is what the server now holds: keep it.
         this.attr = r.attr!;
-        return;
+        return false;
       } catch (err) {
         if (!(err instanceof FsError) || err.code !== 'NOT_INLINE') throw err;
         await this.convertToBlocks();
@@ -362,6 +358,7 @@ export class FileData {
       const extents = [...this.written].map(([index, end]) => ({ index: index.toString(), end }));
       const chunk = limits.allocExtentsPerCallMax;
       const grant = await this.grants.get(GRANT_WRITE);
+      const syncing = durable !== undefined && extents.length <= chunk;
       const extend = () =>
         this.api.mutate<wire.AttrReply__Output>(this.pg, 'Extend', {
           caller: this.writer,
@@ -373,10 +370,11 @@ export class FileData {
           written: extents.slice(0, chunk),
           allocMap: true,
           grant,
+          sync: syncing,
         });
       let r: wire.AttrReply__Output;
       try {
-        r = await extend();
+        r = syncing ? (await Promise.all([extend(), durable!.syncOthers(this.pg)]))[0] : await extend();
       } catch (err) {
         if (!(err instanceof FsError) || err.code !== 'CONFLICT' || this.pendingConvert === undefined)
           throw err;
@@ -405,7 +403,9 @@ export class FileData {
       this.killSuidgid = false;
       this.localEnd = 0n;
       this.refresh(r.attr!);
+      return syncing;
     }
+    return false;
   }
 
   /**
@@ -566,11 +566,12 @@ export class FileData {
       const start = index * bs;
       if (start >= size) {
         this.dirty.delete(index);
-        this.dirtyBytes -= db.end - db.start;
-      } else if (start + BigInt(db.end) > size) {
-        const keep = Number(size - start);
-        this.dirtyBytes -= db.end - Math.max(db.start, keep);
-        db.end = Math.max(db.start, keep);
+        this.dirtyBytes -= db.bytes;
+        db.releaseAll();
+      } else if (start + BigInt(this.blockSize) > size) {
+        this.dirtyBytes -= db.bytes;
+        db.truncate(Number(size - start));
+        this.dirtyBytes += db.bytes;
       }
     }
     for (const [index, end] of [...this.written]) {
@@ -596,7 +597,3 @@ function releaseBlockBuffer(buf: Buffer): void {
     spareBlockBuffers.push(buf);
 }
 let spareBlockSize = 0;
-
-function roundUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
-}

@@ -86,6 +86,7 @@ import type { TxStatusReply as _dunix_v1_TxStatusReply, TxStatusReply__Output as
 import type { UnlinkReply as _dunix_v1_UnlinkReply, UnlinkReply__Output as _dunix_v1_UnlinkReply__Output } from './dunix/v1/UnlinkReply.js';
 import type { UnlinkRequest as _dunix_v1_UnlinkRequest, UnlinkRequest__Output as _dunix_v1_UnlinkRequest__Output } from './dunix/v1/UnlinkRequest.js';
 import type { WriteBlockRequest as _dunix_v1_WriteBlockRequest, WriteBlockRequest__Output as _dunix_v1_WriteBlockRequest__Output } from './dunix/v1/WriteBlockRequest.js';
+import type { WriteExtent as _dunix_v1_WriteExtent, WriteExtent__Output as _dunix_v1_WriteExtent__Output } from './dunix/v1/WriteExtent.js';
 import type { WriteInlineRequest as _dunix_v1_WriteInlineRequest, WriteInlineRequest__Output as _dunix_v1_WriteInlineRequest__Output } from './dunix/v1/WriteInlineRequest.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
@@ -179,6 +180,7 @@ export interface ProtoGrpcType {
       UnlinkReply: MessageTypeDefinition<_dunix_v1_UnlinkReply, _dunix_v1_UnlinkReply__Output>
       UnlinkRequest: MessageTypeDefinition<_dunix_v1_UnlinkRequest, _dunix_v1_UnlinkRequest__Output>
       WriteBlockRequest: MessageTypeDefinition<_dunix_v1_WriteBlockRequest, _dunix_v1_WriteBlockRequest__Output>
+      WriteExtent: MessageTypeDefinition<_dunix_v1_WriteExtent, _dunix_v1_WriteExtent__Output>
       WriteInlineRequest: MessageTypeDefinition<_dunix_v1_WriteInlineRequest, _dunix_v1_WriteInlineRequest__Output>
     }
   }

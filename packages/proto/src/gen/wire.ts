@@ -82,4 +82,5 @@ export type { TxStatusReply, TxStatusReply__Output } from './dunix/v1/TxStatusRe
 export type { UnlinkReply, UnlinkReply__Output } from './dunix/v1/UnlinkReply.js';
 export type { UnlinkRequest, UnlinkRequest__Output } from './dunix/v1/UnlinkRequest.js';
 export type { WriteBlockRequest, WriteBlockRequest__Output } from './dunix/v1/WriteBlockRequest.js';
+export type { WriteExtent, WriteExtent__Output } from './dunix/v1/WriteExtent.js';
 export type { WriteInlineRequest, WriteInlineRequest__Output } from './dunix/v1/WriteInlineRequest.js';

@@ -18,6 +18,7 @@ export interface ExtendRequest {
   'written'?: (_dunix_v1_BlockExtent)[];
   'allocMap'?: (boolean);
   'grant'?: (_dunix_v1_BlockGrant | null);
+  'sync'?: (boolean);
 }
 
 export interface ExtendRequest__Output {
@@ -31,4 +32,5 @@ export interface ExtendRequest__Output {
   'written': (_dunix_v1_BlockExtent__Output)[];
   'allocMap': (boolean);
   'grant': (_dunix_v1_BlockGrant__Output | null);
+  'sync': (boolean);
 }

@@ -3,6 +3,7 @@
 
 import type { Header as _dunix_v1_Header, Header__Output as _dunix_v1_Header__Output } from '../../dunix/v1/Header.js';
 import type { BlockGrant as _dunix_v1_BlockGrant, BlockGrant__Output as _dunix_v1_BlockGrant__Output } from '../../dunix/v1/BlockGrant.js';
+import type { WriteExtent as _dunix_v1_WriteExtent, WriteExtent__Output as _dunix_v1_WriteExtent__Output } from '../../dunix/v1/WriteExtent.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface WriteBlockRequest {
@@ -12,6 +13,7 @@ export interface WriteBlockRequest {
   'offset'?: (number);
   'data'?: (Buffer | Uint8Array | string);
   'grant'?: (_dunix_v1_BlockGrant | null);
+  'extents'?: (_dunix_v1_WriteExtent)[];
 }
 
 export interface WriteBlockRequest__Output {
@@ -21,4 +23,5 @@ export interface WriteBlockRequest__Output {
   'offset': (number);
   'data': (Buffer);
   'grant': (_dunix_v1_BlockGrant__Output | null);
+  'extents': (_dunix_v1_WriteExtent__Output)[];
 }
