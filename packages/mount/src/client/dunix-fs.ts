@@ -656,6 +656,8 @@ export class DunixFs implements FileSystem {
     const attr = r.entry!.attr ?? (await this.attrOf(BigInt(r.entry!.ino))).attr!;
     const ino = BigInt(attr.ino);
     this.names.noted(parent, name, ino);
+    // A file just made has no file capability: the kernel's ask before its first write is answered here.
+    if (!r.existed) this.noteAbsentXattr(ino, 'security.capability');
     const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), grant: r.grant }, flags, caller);
     return { entry: this.entry(attr), open };
   }
@@ -777,6 +779,8 @@ export class DunixFs implements FileSystem {
       const dir = i.kind === INVAL_ENTRY || i.kind === INVAL_DELETE ? i.parent : i.ino;
       this.complete.forget(dir);
       this.dirAttrs.forget(dir);
+      // Another session's setxattr pushes the inode's attributes: names known absent may be set now.
+      if (i.kind === INVAL_INODE || i.kind === INVAL_FORGOTTEN) this.absentXattrs.delete(i.ino);
     }
     const kernel = this.kernel;
     await Promise.all(
@@ -1006,9 +1010,11 @@ export class DunixFs implements FileSystem {
   /**
    * Names known absent, per inode, for attrTtlMs: the kernel asks for
    * security.capability before every write to decide whether to drop
-   * privileges; answering from here saves a round trip per write. Changes
-   * made through this client drop the entry; others are seen within the TTL,
-   * as for attributes.
+   * privileges; answering from here saves a round trip per write (and a file
+   * this client just created starts known without one). Changes made through
+   * this client drop the entry, and so does a push of the inode's attributes
+   * (another session's setxattr); without a session, others' are seen within
+   * the TTL, as for attributes.
    */
   private readonly absentXattrs = new Map<bigint, Map<string, number>>();
 
@@ -1024,14 +1030,18 @@ export class DunixFs implements FileSystem {
       });
       return r.value;
     } catch (err) {
-      if (err instanceof FsError && err.code === 'NO_XATTR' && this.o.attrTtlMs > 0) {
-        if (this.absentXattrs.size >= ABSENT_XATTR_INODES_MAX) this.absentXattrs.clear();
-        let names = this.absentXattrs.get(ino);
-        if (!names) this.absentXattrs.set(ino, (names = new Map()));
-        names.set(key, Date.now() + this.o.attrTtlMs);
-      }
+      if (err instanceof FsError && err.code === 'NO_XATTR') this.noteAbsentXattr(ino, key);
       throw err;
     }
+  }
+
+  /** `name` (latin1) is known not to be set on `ino`, for attrTtlMs. */
+  private noteAbsentXattr(ino: bigint, name: string): void {
+    if (this.o.attrTtlMs <= 0) return;
+    if (this.absentXattrs.size >= ABSENT_XATTR_INODES_MAX) this.absentXattrs.clear();
+    let names = this.absentXattrs.get(ino);
+    if (!names) this.absentXattrs.set(ino, (names = new Map()));
+    names.set(name, Date.now() + this.o.attrTtlMs);
   }
 
   async listxattr(caller: Caller, ino: bigint): Promise<Buffer[]> {
