@@ -188,6 +188,28 @@ export class DunixFs implements FileSystem {
     return r;
   }
 
+  /** A name made in `parent` by `method` (Mknod, Mkdir, Symlink), with the method's own `fields`. */
+  private makeName(
+    caller: Caller,
+    parent: bigint,
+    name: Buffer,
+    method: 'Mknod' | 'Mkdir' | 'Symlink',
+    fields: object,
+  ): Promise<wire.EntryReply__Output> {
+    return this.changingNames(
+      [parent],
+      () =>
+        this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), method, {
+          caller: this.caller(caller),
+          parent: parent.toString(),
+          name,
+          ...fields,
+        }),
+      () => [[parent, name, true]],
+      (r) => [[parent, r.parentAttr]],
+    );
+  }
+
   /** Our changes in flight per directory, each with whether another overlapped it. */
   private readonly dirChanges = new Map<bigint, Map<symbol, { overlapped: boolean }>>();
 
@@ -372,18 +394,7 @@ export class DunixFs implements FileSystem {
 
   async symlink(caller: Caller, parent: bigint, name: Buffer, target: Buffer): Promise<Entry> {
     if (target.length > limits.symlinkMaxBytes) throw new FsError('NAME_TOO_LONG', 'symlink target');
-    const r = await this.changingNames(
-      [parent],
-      () =>
-        this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Symlink', {
-          caller: this.caller(caller),
-          parent: parent.toString(),
-          name,
-          target,
-        }),
-      () => [[parent, name, true]],
-      (r) => [[parent, r.parentAttr]],
-    );
+    const r = await this.makeName(caller, parent, name, 'Symlink', { target });
     return this.direntEntry(r.entry!);
   }
 
@@ -396,38 +407,20 @@ export class DunixFs implements FileSystem {
     rdev: number,
     umask: number,
   ): Promise<Entry> {
-    const r = await this.changingNames(
-      [parent],
-      () =>
-        this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
-          caller: this.caller(caller),
-          parent: parent.toString(),
-          name,
-          mode,
-          rdev: deviceFromLinuxRdev(rdev),
-          exclusive: true,
-          umask: umask & 0o777,
-        }),
-      () => [[parent, name, true]],
-      (r) => [[parent, r.parentAttr]],
-    );
+    const r = await this.makeName(caller, parent, name, 'Mknod', {
+      mode,
+      rdev: deviceFromLinuxRdev(rdev),
+      exclusive: true,
+      umask: umask & 0o777,
+    });
     return this.direntEntry(r.entry!);
   }
 
   async mkdir(caller: Caller, parent: bigint, name: Buffer, mode: number, umask: number): Promise<Entry> {
-    const r = await this.changingNames(
-      [parent],
-      () =>
-        this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mkdir', {
-          caller: this.caller(caller),
-          parent: parent.toString(),
-          name,
-          mode: (mode & 0o7777) | S_IFDIR,
-          umask: umask & 0o777,
-        }),
-      () => [[parent, name, true]],
-      (r) => [[parent, r.parentAttr]],
-    );
+    const r = await this.makeName(caller, parent, name, 'Mkdir', {
+      mode: (mode & 0o7777) | S_IFDIR,
+      umask: umask & 0o777,
+    });
     // A directory made in another PG: its attributes come from (and are registered at) that PG's primary.
     const made = BigInt(r.entry!.ino);
     this.learnComplete(caller, made);
@@ -625,21 +618,12 @@ export class DunixFs implements FileSystem {
   ): Promise<CreateReply> {
     let r: wire.EntryReply__Output;
     try {
-      r = await this.changingNames(
-        [parent],
-        () =>
-          this.api.mutate<wire.EntryReply__Output>(pgOfIno(parent), 'Mknod', {
-            caller: this.caller(caller),
-            parent: parent.toString(),
-            name,
-            mode: (mode & 0o7777) | S_IFREG,
-            rdev: null,
-            exclusive: true,
-            umask: umask & 0o777,
-          }),
-        () => [[parent, name, true]],
-        (r) => [[parent, r.parentAttr]],
-      );
+      r = await this.makeName(caller, parent, name, 'Mknod', {
+        mode: (mode & 0o7777) | S_IFREG,
+        rdev: null,
+        exclusive: true,
+        umask: umask & 0o777,
+      });
     } catch (err) {
       // Created by someone else since the kernel's lookup: open it like open(2) without O_EXCL would.
       if (!(err instanceof FsError) || err.code !== 'ALREADY_EXISTS' || (flags & constants.O_EXCL) !== 0)
