@@ -53,6 +53,20 @@ export class LogStore {
     this.checkNext(st, e);
     const pg = st.pg;
     const extra: KvWrite[] = [];
+    // Several WRITE ops of one block (a client's ranges sent together): each starts from the
+    // record the one before left, and only the block's last op must match the entry's record.
+    const current = new Map<string, BlockRecord | undefined>();
+    const recordNow = async (key: Buffer) => {
+      const k = key.toString('latin1');
+      return current.has(k) ? current.get(k) : this.blockRecord(key);
+    };
+    const lastOpOf = new Map<string, BlockOp>();
+    for (const op of e.blocks) lastOpOf.set(keys.block(pg, op.ino, op.index).toString('latin1'), op);
+    const settle = (key: Buffer, op: BlockOp, rec: BlockRecord | undefined) => {
+      const k = key.toString('latin1');
+      current.set(k, rec);
+      if (lastOpOf.get(k) === op) this.expectRecord(e, key, rec);
+    };
     for (const op of e.blocks) {
       const key = keys.block(pg, op.ino, op.index);
       if (op.kind === 'WRITE') {
@@ -63,13 +77,13 @@ export class LogStore {
           op.index,
           op.offset,
           op.data,
-          await this.blockRecord(key),
+          await recordNow(key),
           this.blockSizeBytes,
         );
-        this.expectRecord(e, key, rec);
+        settle(key, op, rec);
       } else if (op.kind === 'TRUNCATE') {
-        const rec = await this.blocks.truncate(pg, op.ino, op.index, op.length, await this.blockRecord(key));
-        this.expectRecord(e, key, rec);
+        const rec = await this.blocks.truncate(pg, op.ino, op.index, op.length, await recordNow(key));
+        settle(key, op, rec);
       } else if (op.kind === 'SYNC') {
         // The block's whole current content on the sender: replace ours.
         await this.blocks.delete(pg, op.ino, op.index);
@@ -91,6 +105,7 @@ export class LogStore {
             );
         }
         extra.push({ key, value: op.record });
+        current.set(key.toString('latin1'), op.record && decodeRecord<BlockRecord>(op.record));
       } else if (op.kind === 'CLONE') {
         // Our own copy of the source, when it holds the very bytes: no byte travels.
         const want = decodeRecord<BlockRecord>(op.record!);

@@ -281,9 +281,15 @@ export class Replication {
       // One message stays under the wire bound: stop once the bytes budget is spent.
       if (out.length > 0 && bytes >= this.d.knobs.backfillChunkBytes) break;
       const ops: BlockOp[] = [];
+      // One SYNC per block: an entry may hold several ranges of one block (WriteBlock extents),
+      // and each SYNC carries the whole block.
+      const synced = new Set<string>();
       for (const op of e.blocks) {
         if (op.kind === 'DELETE') ops.push(op);
         else {
+          const block = `${op.ino}/${op.index}`;
+          if (synced.has(block)) continue;
+          synced.add(block);
           const sync = await this.logs.syncOp(st.pg, op.ino, op.index);
           bytes += sync.data?.length ?? 0;
           ops.push(sync);

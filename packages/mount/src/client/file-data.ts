@@ -15,12 +15,19 @@ import { GRANT_ANY, GRANT_READ, GRANT_WRITE, GrantHolder } from './grant-holder.
 export interface DataOptions {
   /** Dirty bytes one file may buffer before writes wait for flushes. */
   dirtyPerFileMaxBytes: number;
+  /**
+   * Dirty bytes all files of this client may buffer: past it a writer sends
+   * its own oldest blocks first (random writes to many open files would
+   * otherwise hold dirtyPerFileMaxBytes each).
+   */
+  dirtyTotalMaxBytes: number;
   /** Block writes of one file in flight at once. */
   flushesInflightMax: number;
 }
 
 export const dataDefaults: DataOptions = {
   dirtyPerFileMaxBytes: 32 * 1024 * 1024,
+  dirtyTotalMaxBytes: 128 * 1024 * 1024,
   flushesInflightMax: 8,
 };
 
@@ -55,6 +62,11 @@ export class FileData {
   private writer: wire.Caller = { uid: 0, gid: 0, groups: [], pid: 0 };
   private readonly dirty = new Map<bigint, DirtyExtents>();
   private dirtyBytes = 0;
+
+  private addDirty(delta: number): void {
+    this.dirtyBytes += delta;
+    dirtyTotal.bytes += delta;
+  }
   /**
    * Blocks written since the last publish and how far (their stored end at
    * least): the Extend that publishes them enters them in the inode's
@@ -184,7 +196,11 @@ export class FileData {
     }
     if (end > this.localEnd) this.localEnd = end;
     this.needsExtend = true;
-    while (this.dirtyBytes > this.o.dirtyPerFileMaxBytes) await this.flushSome();
+    while (
+      this.dirtyBytes > this.o.dirtyPerFileMaxBytes ||
+      (dirtyTotal.bytes > this.o.dirtyTotalMaxBytes && this.dirtyBytes > 0)
+    )
+      await this.flushSome();
     return data.length;
   }
 
@@ -194,9 +210,9 @@ export class FileData {
       db = new DirtyExtents(this.blockSize, (n) => this.blockBuffer(n), releaseBlockBuffer);
       this.dirty.set(index, db);
     }
-    this.dirtyBytes -= db.bytes;
+    this.addDirty(-db.bytes);
     db.add(offset, chunk);
-    this.dirtyBytes += db.bytes;
+    this.addDirty(db.bytes);
     // A whole block goes at once; so do a block's ranges once they are as many as one write carries.
     if (db.full || db.extents.length >= limits.writeExtentsPerCallMax) this.startFlush(index);
     while (this.inflight.size >= this.o.flushesInflightMax) await Promise.race(this.inflight);
@@ -206,7 +222,7 @@ export class FileData {
     const db = this.dirty.get(index);
     if (!db) return;
     this.dirty.delete(index);
-    this.dirtyBytes -= db.bytes;
+    this.addDirty(-db.bytes);
     if (db.extents.length === 0) return;
     const last = db.extents[db.extents.length - 1]!;
     this.written.set(index, Math.max(this.written.get(index) ?? 0, last.start + last.len));
@@ -566,12 +582,12 @@ export class FileData {
       const start = index * bs;
       if (start >= size) {
         this.dirty.delete(index);
-        this.dirtyBytes -= db.bytes;
+        this.addDirty(-db.bytes);
         db.releaseAll();
       } else if (start + BigInt(this.blockSize) > size) {
-        this.dirtyBytes -= db.bytes;
+        this.addDirty(-db.bytes);
         db.truncate(Number(size - start));
-        this.dirtyBytes += db.bytes;
+        this.addDirty(db.bytes);
       }
     }
     for (const [index, end] of [...this.written]) {
@@ -591,6 +607,9 @@ export class FileData {
  */
 const spareBlockBuffers: Buffer[] = [];
 const SPARE_BLOCK_BUFFERS_MAX = 16;
+
+/** Dirty bytes of every file of this process (DataOptions.dirtyTotalMaxBytes). */
+const dirtyTotal = { bytes: 0 };
 
 function releaseBlockBuffer(buf: Buffer): void {
   if (buf.length === spareBlockSize && spareBlockBuffers.length < SPARE_BLOCK_BUFFERS_MAX)
