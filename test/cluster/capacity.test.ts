@@ -76,8 +76,13 @@ t.test('a full volume answers ENOSPC, shows it, and takes writes again once spac
   sums.set('f0', sha256(f0));
   mkdirSync(c.path('dir-when-full'));
   for (const [name, sum] of sums) t.equal(sha256(readFileSync(c.path(name))), sum, `${name} intact`);
-  await waitUntil(() => df(c).total.bricksFull === 3, 'df to show the bricks full');
-  t.match(c.ctl(['df', c.volume]).stdout, /3 brick\(s\) full: writes that add data to their PGs get ENOSPC/);
+  // The first brick past the threshold stops the writes, so the others may stay just under it
+  // (their metadata differs by a few KiB): df shows the ones that are full.
+  await waitUntil(() => df(c).total.bricksFull >= 1, 'df to show a brick full');
+  t.match(
+    c.ctl(['df', c.volume]).stdout,
+    /[123] brick\(s\) full: writes that add data to their PGs get ENOSPC/,
+  );
 
   // Free a third: writes go on.
   for (let i = 0; i < n; i += 3) {
