@@ -179,10 +179,9 @@ export class JournalKv implements KvStore {
     // Every batch, synced or not, is journaled and goes to LevelDB through the
     // one queue, so LevelDB and a replay see the batches in the order they were made.
     // One copy of the caller's bytes, which the overlay and the LevelDB batch share.
-    const record = encodeRecord(batch);
+    const { record, writes } = encodeRecord(batch);
     writeSync(fd, record);
     this.journalBytes += record.length;
-    const writes = decodePayload(record.subarray(RECORD_HEADER_BYTES));
     const gens: number[] = [];
     for (const w of writes) {
       const gen = ++this.gen;
@@ -291,21 +290,29 @@ function inRange(key: Buffer, o: KvRangeOptions): boolean {
   return Buffer.compare(key, o.lt) < 0;
 }
 
-function encodeRecord(batch: KvWrite[]): Buffer {
+/** The record of `batch`, and its writes as views of the record (one copy of the caller's bytes). */
+function encodeRecord(batch: KvWrite[]): { record: Buffer; writes: KvWrite[] } {
   let size = RECORD_HEADER_BYTES + 4;
   for (const w of batch) size += 8 + w.key.length + (w.value?.length ?? 0);
   const buf = Buffer.allocUnsafe(size);
+  const writes: KvWrite[] = [];
   let at = RECORD_HEADER_BYTES;
   at = buf.writeUInt32LE(batch.length, at);
   for (const w of batch) {
     at = buf.writeUInt32LE(w.key.length, at);
+    const key = buf.subarray(at, at + w.key.length);
     at += w.key.copy(buf, at);
     at = buf.writeInt32LE(w.value === undefined ? DELETED : w.value.length, at);
-    if (w.value) at += w.value.copy(buf, at);
+    let value: Buffer | undefined;
+    if (w.value) {
+      value = buf.subarray(at, at + w.value.length);
+      at += w.value.copy(buf, at);
+    }
+    writes.push({ key, value });
   }
   buf.writeUInt32LE(size - RECORD_HEADER_BYTES, 0);
   buf.writeUInt32LE(crc32(buf.subarray(RECORD_HEADER_BYTES)), 4);
-  return buf;
+  return { record: buf, writes };
 }
 
 /** The writes of a record's payload, as views of it. */
