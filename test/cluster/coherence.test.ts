@@ -4,7 +4,8 @@
  * invalidation can make mount B see a change made on mount A. For chmod,
  * write + close, truncate, create, mkdir, unlink, rmdir and rename (in a
  * directory and across directories) B is primed (its kernel caches the old
- * state) and checked right after A's call returns. Then the primary of the
+ * state) and checked right after A's call returns; so are setfacl and
+ * setfacl -b (B's access check as another user). Then the primary of the
  * file's PG is SIGKILLed: B drops what it cached from it, and changes made
  * after the failover are seen too. `dunixctl watch` streams the changes of
  * a directory and of a file, and ends cleanly on Ctrl-C. Prints A's change latency with and
@@ -187,6 +188,26 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
     t.notOk(existsSync(B('d', 'r2')));
     t.equal(statSync(B('e', 'r3')).ino, ino, 'in the other directory');
     t.ok(readdirSync(B('e')).includes('r3'));
+  });
+
+  await t.test('setfacl: B checks access with the new ACL', async (t) => {
+    // A kernel keeps an inode's ACL with its attributes; the push of the inode must drop both.
+    chmodSync(c.mountpoint, 0o755);
+    chmodSync(A('d'), 0o755);
+    writeFileSync(A('d', 'acl'), 'secret\n');
+    chmodSync(A('d', 'acl'), 0o600);
+    const nobodyReads = () =>
+      run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', B('d', 'acl')]);
+    const aclOnB = () => run('getfacl', ['-n', B('d', 'acl')]).stdout;
+    t.not(nobodyReads().status, 0, 'before: nobody may not read on B');
+    t.notMatch(aclOnB(), /user:65534/);
+    t.equal(run('setfacl', ['-m', 'u:65534:r', A('d', 'acl')]).status, 0);
+    t.match(aclOnB(), /user:65534:r--/, "B's getfacl shows A's entry");
+    const r = nobodyReads();
+    t.equal(r.stdout, 'secret\n', `nobody reads on B: ${r.stderr}`);
+    t.equal(run('setfacl', ['-b', A('d', 'acl')]).status, 0);
+    t.not(nobodyReads().status, 0, "after A's setfacl -b: refused on B again");
+    t.notMatch(aclOnB(), /user:65534/);
   });
 
   await t.test(
