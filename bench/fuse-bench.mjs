@@ -129,6 +129,7 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
                       (default: dunixctl's)
   --rebalance-max-concurrent N  rebalance throttle: PGs moved at once (default: dunixctl's)
   --client-options O  extra -o options of every dunixfs client (e.g. attr_ttl_ms=1000,entry_ttl_ms=1000)
+  --brick-args A      extra arguments of every brickd, space separated (e.g. --no-kv-journal)
   --tls               also run every dunixfs volume with mutual TLS (a CA and certificates
                       made by dunixctl in the target's scratch dir), beside the same volume
                       without: columns dunixfs-rN-tls and ratio rN-tls/rN in one run`;
@@ -162,6 +163,7 @@ function parseArgs(argv) {
     rebalanceMaxConcurrent: undefined,
     tls: false,
     clientOptions: undefined,
+    brickArgs: [],
   };
   const int = (flag, v, min) => {
     const n = Number(v);
@@ -262,6 +264,9 @@ function parseArgs(argv) {
         break;
       case '--client-options':
         o.clientOptions = next();
+        break;
+      case '--brick-args':
+        o.brickArgs = next().split(' ').filter(Boolean);
         break;
       case '--rebalance':
         o.rebalance = true;
@@ -653,12 +658,49 @@ async function waitUntil(what, ms, check, watch = [], everyMs = 100) {
  * started by setup (the volume is created without them): startSpareBrick()
  * starts the next one later, registered but not yet added to the volume.
  */
+/**
+ * The peak of each field of a daemon's "memory" log lines (heap used and
+ * total, external, array buffers, MiB; written every 10 s at debug level,
+ * so with DUNIX_LOG=debug): where a peak RSS came from. Undefined without
+ * such lines.
+ */
+function heapPeaks(logFile) {
+  let text;
+  try {
+    text = readFileSync(logFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  let peaks;
+  for (const line of text.split('\n')) {
+    if (!line.includes('"msg":"memory"')) continue;
+    let m;
+    try {
+      m = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    peaks ??= {};
+    for (const k of ['rssMiB', 'heapUsedMiB', 'heapTotalMiB', 'externalMiB', 'arrayBuffersMiB'])
+      if (typeof m[k] === 'number') peaks[k] = Math.max(peaks[k] ?? 0, m[k]);
+  }
+  return peaks;
+}
+
 /** `-o` with the client options given, joined (none: no -o). */
 const clientOptionArgs = (opts) => (opts.length > 0 ? ['-o', opts.join(',')] : []);
 
 function dunixfsTarget(
   replicas,
-  { pgs = 256, bricks: BRICKS = DUNIX_BRICKS, spareBricks = 0, name, tls = false, clientOptions } = {},
+  {
+    pgs = 256,
+    bricks: BRICKS = DUNIX_BRICKS,
+    spareBricks = 0,
+    name,
+    tls = false,
+    clientOptions,
+    brickArgs = [],
+  } = {},
 ) {
   const VOLUME = 'bench';
   /** etcd starts before giving up when its ports keep being taken first. */
@@ -722,6 +764,7 @@ function dunixfsTarget(
           '--volume',
           VOLUME,
           ...(tls ? ['--tls-dir', join(t.base, 'tls', 'bricks', `brick${n}`)] : []),
+          ...brickArgs,
         ],
         t.base,
       );
@@ -917,7 +960,12 @@ function dunixfsTarget(
     },
     sampleAll() {
       for (const p of t.procs) if (!processGone(p.pid)) p.last = readProcStatus(p.pid) ?? p.last;
-      return t.procs.filter((p) => p.last).map((p) => ({ role: p.role, pid: p.pid, ...p.last }));
+      return t.procs
+        .filter((p) => p.last)
+        .map((p) => {
+          const heap = heapPeaks(p.logFile);
+          return { role: p.role, pid: p.pid, ...p.last, ...(heap ? { heapPeaksMiB: heap } : {}) };
+        });
     },
     /** Log tails of the client and bricks, for error reports. */
     logTails(n = 15) {
@@ -995,8 +1043,9 @@ const TARGETS = [
  */
 function addDunixfsTargets(o) {
   for (const n of o.replicas) {
-    TARGETS.push(dunixfsTarget(n, { pgs: o.pgs, clientOptions: o.clientOptions }));
-    if (o.tls) TARGETS.push(dunixfsTarget(n, { pgs: o.pgs, tls: true, clientOptions: o.clientOptions }));
+    const common = { pgs: o.pgs, clientOptions: o.clientOptions, brickArgs: o.brickArgs };
+    TARGETS.push(dunixfsTarget(n, common));
+    if (o.tls) TARGETS.push(dunixfsTarget(n, { ...common, tls: true }));
   }
   const names = o.replicas.flatMap((n) =>
     o.tls ? [`dunixfs-r${n}`, `dunixfs-r${n}-tls`] : [`dunixfs-r${n}`],
@@ -1812,6 +1861,8 @@ async function main() {
       dunixfsBricks: DUNIX_BRICKS,
       dunixfsInterleaved: !o.sequential,
       replicaFloor: REPLICA_FLOOR,
+      brickArgs: o.brickArgs,
+      clientOptions: o.clientOptions,
     },
     host: hostInfo(),
     tarball: ctx.tarball.detail,
@@ -2027,6 +2078,7 @@ async function memoryCheck(o) {
       limitMiB: o.memoryLimitMiB,
       replicas: o.replicas,
       dunixfsBricks: DUNIX_BRICKS,
+      brickArgs: o.brickArgs,
     },
     host: hostInfo(),
     runs: {},
@@ -2077,7 +2129,16 @@ async function memoryRun(o, ctx, target, DIRS, WORKERS) {
       json.phases[phase] = { seconds, ...extra, processes: procs };
       log(
         `${name} ${phase}: ${seconds.toFixed(1)} s; ` +
-          procs.map((p) => `${p.role} VmHWM ${(p.vmHWMKiB / 1024).toFixed(0)} MiB`).join(', '),
+          procs
+            .map(
+              (p) =>
+                `${p.role} VmHWM ${(p.vmHWMKiB / 1024).toFixed(0)} MiB` +
+                (p.heapPeaksMiB
+                  ? ` (peaks: heap used ${p.heapPeaksMiB.heapUsedMiB}, heap ${p.heapPeaksMiB.heapTotalMiB}, ` +
+                    `external ${p.heapPeaksMiB.externalMiB}, array buffers ${p.heapPeaksMiB.arrayBuffersMiB})`
+                  : ''),
+            )
+            .join(', '),
       );
     };
     snap('mounted', 0);
