@@ -218,7 +218,7 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
       const m = await c.mountAnother(`${TTL},metrics_listen=127.0.0.1:0,metrics_port_file=${ports}`);
       const C = (...p: string[]) => m.path(...p);
       const address = (JSON.parse(readFileSync(ports, 'utf8')) as { metricsAddress: string }).metricsAddress;
-      const hits = async (cache: 'names' | 'attrs') => {
+      const hits = async (cache: 'names' | 'attrs' | 'xattrs') => {
         const text = await (await fetch(`http://${address}/metrics`)).text();
         const line = text
           .split('\n')
@@ -292,6 +292,20 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
         'v',
         "B's setxattr is seen by C at once (the push drops what C knew absent)",
       );
+      // ls -l asks security.selinux and the ACL of every file: the bricks' no_xattrs in the
+      // listing's attributes answer them at C (B made these files: C knew nothing of them).
+      mkdirSync(B('listed'));
+      for (let i = 0; i < 10; i++) writeFileSync(B('listed', `f${i}`), 'x');
+      const xattrsBefore = await rpcs('GetXattr');
+      const hitsBefore = await hits('xattrs');
+      const ls = run('ls', ['-l', C('listed')]);
+      t.equal(ls.status, 0, ls.stderr);
+      t.equal(await rpcs('GetXattr'), xattrsBefore, 'ls -l of 10 files: no GetXattr sent');
+      t.ok((await hits('xattrs')) - hitsBefore >= 10, 'answered at C');
+      run('python3', ['-c', "import os,sys; os.setxattr(sys.argv[1], 'user.k', b'w')", B('listed', 'f3')]);
+      t.equal(xattr(C('listed', 'f3')), 'w', "and B's setxattr after the listing is seen by C at once");
+      run('setfacl', ['-m', 'u:65534:r', B('listed', 'f4')]);
+      t.match(run('getfacl', ['-n', C('listed', 'f4')]).stdout, /user:65534:r--/, "so is B's setfacl");
     },
   );
 

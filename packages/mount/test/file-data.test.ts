@@ -30,6 +30,7 @@ function attr(size: bigint): wire.Attr__Output {
     inline: false,
     blocks: '0',
     parent: '0',
+    noXattrs: false,
   };
 }
 

@@ -264,6 +264,7 @@ export class NamespaceEngine implements NamespaceOps {
       parent: ROOT_INO,
       entries: 0,
       nextCookie: 1n,
+      xattrs: 0,
     });
   }
 
@@ -693,6 +694,7 @@ export class NamespaceEngine implements NamespaceOps {
     if (existing && flags & XATTR_CREATE) throw new FsError('ALREADY_EXISTS', `xattr ${name.toString()}`);
     if (!existing && flags & XATTR_REPLACE) throw new FsError('NO_XATTR', `xattr ${name.toString()}`);
     t.putXattr(ino, name, value);
+    if (!existing && inode.xattrs !== undefined) inode.xattrs++;
     inode.ctimeNs = t.nowNs;
     inodes.changed(inode);
     inodes.flush();
@@ -767,6 +769,7 @@ export class NamespaceEngine implements NamespaceOps {
     checkXattrAccess(cred, inode, ns, true);
     if (!(await t.getXattr(ino, name))) throw new FsError('NO_XATTR', `xattr ${name.toString()}`);
     t.deleteXattr(ino, name);
+    if (inode.xattrs !== undefined) inode.xattrs = Math.max(0, inode.xattrs - 1);
     inode.ctimeNs = t.nowNs;
     inodes.changed(inode);
     inodes.flush();
@@ -1067,6 +1070,7 @@ export class NamespaceEngine implements NamespaceOps {
       parent: 0n,
       entries: 0,
       nextCookie: isDir(m) ? 1n : 0n,
+      xattrs: 0,
       ...(isReg(m) ? { allocTracked: true, allocBytes: 0n } : {}),
       ...(inherited.acl ? { acl: inherited.acl } : {}),
       ...(inherited.defaultAcl ? { defaultAcl: inherited.defaultAcl } : {}),

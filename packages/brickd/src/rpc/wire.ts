@@ -22,7 +22,14 @@ export function attrToWire(r: InodeRecord): wire.Attr {
     inline: r.inline,
     blocks: blocksOf(r).toString(),
     parent: r.parent.toString(),
+    noXattrs: hasNoXattrs(r),
   };
+}
+
+/** Whether every getxattr of the inode answers ENODATA (Attr.no_xattrs); false when unknown. */
+export function hasNoXattrs(r: InodeRecord): boolean {
+  const type = r.mode & S_IFMT;
+  return r.xattrs === 0 && !r.acl && !r.defaultAcl && !r.listener && type !== S_IFCHR && type !== S_IFBLK;
 }
 
 export function direntToWire(name: Buffer, d: DirentRecord, inode?: InodeRecord): wire.Dirent {

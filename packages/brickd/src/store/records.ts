@@ -48,6 +48,13 @@ export interface InodeRecord {
   defaultAcl?: AclEntry[];
   /** Sockets and FIFOs: the process fabric's listener record (`dunix.listener`, engine.ts). */
   listener?: ListenerRecord;
+  /**
+   * Stored extended attributes (user., trusted., security. keys), counted
+   * since the inode was made; absent on inodes made before the count
+   * (unknown). With no ACL, listener or device binding, 0 tells a client
+   * that every getxattr of the inode answers ENODATA (Attr.no_xattrs).
+   */
+  xattrs?: number;
 }
 
 /** Who set a listener record (a mount session id, '' unknown), when, and its value (base64). */

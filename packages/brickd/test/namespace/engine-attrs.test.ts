@@ -10,6 +10,24 @@ import {
   XATTR_REPLACE,
 } from '../../src/namespace/engine.js';
 import { S_IFCHR, S_IFDIR, S_IFIFO, S_IFREG } from '../../src/store/records.js';
+import { hasNoXattrs } from '../../src/rpc/wire.js';
+import {
+  ACL_GROUP_OBJ,
+  ACL_MASK,
+  ACL_OTHER,
+  ACL_USER,
+  ACL_USER_OBJ,
+  serializeAcl,
+} from '../../src/namespace/acl.js';
+
+/** user::rw- user:1000:r-- group::r-- mask::r-- other::---, in the kernel's xattr format. */
+const namedUserAcl = serializeAcl([
+  { tag: ACL_USER_OBJ, perm: 6, id: -1 },
+  { tag: ACL_USER, perm: 4, id: 1000 },
+  { tag: ACL_GROUP_OBJ, perm: 4, id: -1 },
+  { tag: ACL_MASK, perm: 4, id: -1 },
+  { tag: ACL_OTHER, perm: 0, id: -1 },
+]);
 import { alice, b, bob, Fixture, nobody, ROOT, root } from './harness.js';
 
 async function setattr(f: Fixture, cred: Cred, ino: bigint, changes: SetAttrChanges): Promise<string> {
@@ -334,6 +352,38 @@ t.test('user.* xattrs: flags, permissions, ctime, listing', async (t) => {
     'OK',
     'reading is not restricted',
   );
+});
+
+t.test('no_xattrs: the count of stored xattrs, ACLs and device bindings', async (t) => {
+  const { f, d, file } = await withFile();
+  const none = async (ino: bigint) => hasNoXattrs(await f.stat(ino));
+  const set = (ino: bigint, n: string, fl = 0) =>
+    f.code((tx) => f.engine.setxattr(tx, root, ino, b(n), b('v'), fl));
+  const remove = (ino: bigint, n: string) => f.code((tx) => f.engine.removexattr(tx, root, ino, b(n)));
+  t.ok(await none(file), 'a new file has none');
+  t.ok(await none(d), 'a new directory has none');
+  t.equal(await set(file, 'user.a'), 'OK');
+  t.equal((await f.stat(file)).xattrs, 1);
+  t.notOk(await none(file), 'one set');
+  t.equal(await set(file, 'user.a', XATTR_REPLACE), 'OK');
+  t.equal(await set(file, 'user.b'), 'OK');
+  t.equal(await set(file, 'user.b', XATTR_CREATE), 'ALREADY_EXISTS');
+  t.equal((await f.stat(file)).xattrs, 2, 'a replaced or refused set counts nothing');
+  t.equal(await remove(file, 'user.a'), 'OK');
+  t.equal(await remove(file, 'user.a'), 'NO_XATTR');
+  t.notOk(await none(file));
+  t.equal(await remove(file, 'user.b'), 'OK');
+  t.ok(await none(file), 'none left');
+  // An ACL lives in the inode record, not as a key: it is an xattr all the same.
+  await f.run((tx) => f.engine.setxattr(tx, root, file, b('system.posix_acl_access'), namedUserAcl, 0));
+  t.notOk(await none(file), 'an access ACL');
+  t.equal(await remove(file, 'system.posix_acl_access'), 'OK');
+  t.ok(await none(file));
+  const chr = await f.run((tx) => f.engine.mknod(tx, root, d, b('c'), S_IFCHR | 0o666, 5n, true));
+  t.notOk(await none(chr.inode.ino), 'a device has dunix.device');
+  const old = await f.stat(file);
+  delete old.xattrs;
+  t.notOk(hasNoXattrs(old), 'an inode from before the count: unknown');
 });
 
 t.test('xattr namespaces, names and value sizes', async (t) => {

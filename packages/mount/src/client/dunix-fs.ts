@@ -60,6 +60,8 @@ const GROUPS_TTL_MS = 1000;
 const GROUPS_CACHE_MAX = 4096;
 /** Inodes with remembered absent xattrs before the memory is dropped. */
 const ABSENT_XATTR_INODES_MAX = 16384;
+/** The absent-xattr key that stands for every name (no xattr name is empty). */
+const ALL_XATTRS = '';
 const S_IFMT = 0o170000;
 const F_UNLCK = 2;
 const S_IFREG = 0o100000;
@@ -261,9 +263,14 @@ export class DunixFs implements FileSystem {
     );
   }
 
-  private entry(a: wire.Attr__Output): Entry {
+  /**
+   * The kernel's entry for attributes `a`. `pushGen`: xattrPushGen when the
+   * call that returned `a` was sent; given, a brick's no_xattrs is noted.
+   */
+  private entry(a: wire.Attr__Output, pushGen?: number): Entry {
     const ino = BigInt(a.ino);
     this.names.cached(ino);
+    if (pushGen !== undefined) this.noteXattrsOf(a, pushGen);
     const file = this.files.get(ino);
     return {
       nodeid: ino,
@@ -278,8 +285,8 @@ export class DunixFs implements FileSystem {
     return this.api.read<wire.AttrReply__Output>(pgOfIno(ino), 'GetAttr', { ino: ino.toString() });
   }
 
-  private async direntEntry(d: wire.Dirent__Output): Promise<Entry> {
-    return this.entry(d.attr ?? (await this.attrOf(BigInt(d.ino))).attr!);
+  private async direntEntry(d: wire.Dirent__Output, pushGen?: number): Promise<Entry> {
+    return this.entry(d.attr ?? (await this.attrOf(BigInt(d.ino))).attr!, pushGen);
   }
 
   /**
@@ -311,6 +318,7 @@ export class DunixFs implements FileSystem {
     }
     let r: wire.LookupReply__Output;
     const sentAtMs = Date.now();
+    const pushGen = this.xattrPushGen;
     try {
       r = await this.api.read<wire.LookupReply__Output>(pgOfIno(parent), 'Lookup', {
         caller: this.caller(caller),
@@ -325,7 +333,7 @@ export class DunixFs implements FileSystem {
       return NEGATIVE_ENTRY;
     }
     this.complete.registered(parent, sentAtMs, this.registrationMs);
-    const e = await this.direntEntry(r.entry!);
+    const e = await this.direntEntry(r.entry!, pushGen);
     this.names.noted(parent, name, e.nodeid);
     return e;
   }
@@ -345,8 +353,10 @@ export class DunixFs implements FileSystem {
     const open = this.files.get(ino);
     if (open?.hasUnpublished) await open.publishForReader();
     const sentAtMs = Date.now();
+    const pushGen = this.xattrPushGen;
     const r = await this.attrOf(ino);
     this.complete.registered(ino, sentAtMs, this.registrationMs);
+    this.noteXattrsOf(r.attr!, pushGen);
     const file = this.files.get(ino);
     if (file && !file.hasUnpublished) file.refresh(r.attr!);
     this.names.cached(ino);
@@ -394,8 +404,9 @@ export class DunixFs implements FileSystem {
 
   async symlink(caller: Caller, parent: bigint, name: Buffer, target: Buffer): Promise<Entry> {
     if (target.length > limits.symlinkMaxBytes) throw new FsError('NAME_TOO_LONG', 'symlink target');
+    const pushGen = this.xattrPushGen;
     const r = await this.makeName(caller, parent, name, 'Symlink', { target });
-    return this.direntEntry(r.entry!);
+    return this.direntEntry(r.entry!, pushGen);
   }
 
   // The umask goes to the brick: it applies there unless the parent has a default ACL.
@@ -407,16 +418,18 @@ export class DunixFs implements FileSystem {
     rdev: number,
     umask: number,
   ): Promise<Entry> {
+    const pushGen = this.xattrPushGen;
     const r = await this.makeName(caller, parent, name, 'Mknod', {
       mode,
       rdev: deviceFromLinuxRdev(rdev),
       exclusive: true,
       umask: umask & 0o777,
     });
-    return this.direntEntry(r.entry!);
+    return this.direntEntry(r.entry!, pushGen);
   }
 
   async mkdir(caller: Caller, parent: bigint, name: Buffer, mode: number, umask: number): Promise<Entry> {
+    const pushGen = this.xattrPushGen;
     const r = await this.makeName(caller, parent, name, 'Mkdir', {
       mode: (mode & 0o7777) | S_IFDIR,
       umask: umask & 0o777,
@@ -424,8 +437,8 @@ export class DunixFs implements FileSystem {
     // A directory made in another PG: its attributes come from (and are registered at) that PG's primary.
     const made = BigInt(r.entry!.ino);
     this.learnComplete(caller, made);
-    if (pgOfIno(made) !== pgOfIno(parent)) return this.entry((await this.attrOf(made)).attr!);
-    return this.direntEntry(r.entry!);
+    if (pgOfIno(made) !== pgOfIno(parent)) return this.entry((await this.attrOf(made)).attr!, pushGen);
+    return this.direntEntry(r.entry!, pushGen);
   }
 
   async unlink(caller: Caller, parent: bigint, name: Buffer): Promise<void> {
@@ -617,6 +630,7 @@ export class DunixFs implements FileSystem {
     umask: number,
   ): Promise<CreateReply> {
     let r: wire.EntryReply__Output;
+    const pushGen = this.xattrPushGen;
     try {
       r = await this.makeName(caller, parent, name, 'Mknod', {
         mode: (mode & 0o7777) | S_IFREG,
@@ -643,7 +657,7 @@ export class DunixFs implements FileSystem {
     // A file just made has no file capability: the kernel's ask before its first write is answered here.
     if (!r.existed) this.noteAbsentXattr(ino, 'security.capability');
     const open = this.openHandle(ino, { attr, inlineData: Buffer.alloc(0), grant: r.grant }, flags, caller);
-    return { entry: this.entry(attr), open };
+    return { entry: this.entry(attr, pushGen), open };
   }
 
   private handle(fh: bigint): Handle {
@@ -764,7 +778,10 @@ export class DunixFs implements FileSystem {
       this.complete.forget(dir);
       this.dirAttrs.forget(dir);
       // Another session's setxattr pushes the inode's attributes: names known absent may be set now.
-      if (i.kind === INVAL_INODE || i.kind === INVAL_FORGOTTEN) this.absentXattrs.delete(i.ino);
+      if (i.kind === INVAL_INODE || i.kind === INVAL_FORGOTTEN) {
+        this.absentXattrs.delete(i.ino);
+        this.xattrPushGen++;
+      }
     }
     const kernel = this.kernel;
     await Promise.all(
@@ -812,6 +829,8 @@ export class DunixFs implements FileSystem {
   async dropCachedOf(pgs: ReadonlySet<number>): Promise<void> {
     this.complete.forgetWhere((dir) => pgs.has(pgOfIno(dir)));
     this.dirAttrs.forgetWhere((dir) => pgs.has(pgOfIno(dir)));
+    this.xattrPushGen++;
+    for (const ino of this.absentXattrs.keys()) if (pgs.has(pgOfIno(ino))) this.absentXattrs.delete(ino);
     const kernel = this.kernel;
     if (!kernel || pgs.size === 0) return;
     const { inodes, names } = this.names.cachedWhere((ino) => pgs.has(pgOfIno(ino)));
@@ -895,10 +914,14 @@ export class DunixFs implements FileSystem {
     }
     let cookie = offset - DOT_OFFSETS;
     for (;;) {
+      const pushGen = this.xattrPushGen;
       const r = await this.readDirBatch(caller, ino, cookie, plus, this.o.readDirBatch);
       const entries = plus
         ? await Promise.all(
-            r.entries.map(async (e) => ({ e, entry: await this.direntEntry(e).catch(() => undefined) })),
+            r.entries.map(async (e) => ({
+              e,
+              entry: await this.direntEntry(e, pushGen).catch(() => undefined),
+            })),
           )
         : r.entries.map((e) => ({ e, entry: undefined }));
       for (const { e, entry } of entries) {
@@ -978,6 +1001,8 @@ export class DunixFs implements FileSystem {
   }
 
   async setxattr(caller: Caller, ino: bigint, name: Buffer, value: Buffer, flags: number): Promise<void> {
+    // A reply in flight may predate this change: it must not note the inode free of xattrs.
+    this.xattrPushGen++;
     this.absentXattrs.delete(ino);
     this.dirAttrs.forget(ino);
     await this.api.mutate(pgOfIno(ino), 'SetXattr', {
@@ -994,18 +1019,43 @@ export class DunixFs implements FileSystem {
   /**
    * Names known absent, per inode, for attrTtlMs: the kernel asks for
    * security.capability before every write to decide whether to drop
-   * privileges; answering from here saves a round trip per write (and a file
-   * this client just created starts known without one). Changes made through
-   * this client drop the entry, and so does a push of the inode's attributes
-   * (another session's setxattr); without a session, others' are seen within
-   * the TTL, as for attributes.
+   * privileges, and `ls -l` for security.selinux and the ACL of every file;
+   * answering from here saves a round trip each (a file this client just
+   * created starts known without one). ALL_XATTRS stands for every name: a
+   * brick's reply said the inode has none (Attr.no_xattrs). Changes made
+   * through this client drop the entry, and so does a push of the inode's
+   * attributes (another session's setxattr) or a loss of registrations;
+   * without a session, others' are seen within the TTL, as for attributes.
    */
   private readonly absentXattrs = new Map<bigint, Map<string, number>>();
+  /**
+   * Bumped by every push of an inode's attributes and every loss of
+   * registrations: a reply's no_xattrs is noted only when nothing was pushed
+   * since its call was sent (a push racing the reply may have been about
+   * a setxattr the reply predates).
+   */
+  private xattrPushGen = 0;
+
+  /** True while `name` (latin1) of `ino` is known absent. */
+  private knownAbsent(ino: bigint, name: string): boolean {
+    const names = this.absentXattrs.get(ino);
+    if (!names) return false;
+    const now = Date.now();
+    return (names.get(name) ?? 0) > now || (names.get(ALL_XATTRS) ?? 0) > now;
+  }
+
+  /** A brick said the inode has no xattr at all (Attr.no_xattrs): every getxattr is ENODATA here. */
+  private noteXattrsOf(a: wire.Attr__Output, pushGen: number): void {
+    if (a.noXattrs && pushGen === this.xattrPushGen) this.noteAbsentXattr(BigInt(a.ino), ALL_XATTRS);
+  }
 
   async getxattr(caller: Caller, ino: bigint, name: Buffer): Promise<Buffer> {
     const key = name.toString('latin1');
-    const until = this.absentXattrs.get(ino)?.get(key);
-    if (until !== undefined && until > Date.now()) throw new FsError('NO_XATTR');
+    if (this.knownAbsent(ino, key)) {
+      this.api.metrics?.cacheHit('xattrs');
+      throw new FsError('NO_XATTR');
+    }
+    const pushGen = this.xattrPushGen;
     try {
       const r = await this.api.read<wire.GetXattrReply__Output>(pgOfIno(ino), 'GetXattr', {
         caller: this.caller(caller),
@@ -1014,7 +1064,8 @@ export class DunixFs implements FileSystem {
       });
       return r.value;
     } catch (err) {
-      if (err instanceof FsError && err.code === 'NO_XATTR') this.noteAbsentXattr(ino, key);
+      if (err instanceof FsError && err.code === 'NO_XATTR' && pushGen === this.xattrPushGen)
+        this.noteAbsentXattr(ino, key);
       throw err;
     }
   }
@@ -1022,13 +1073,21 @@ export class DunixFs implements FileSystem {
   /** `name` (latin1) is known not to be set on `ino`, for attrTtlMs. */
   private noteAbsentXattr(ino: bigint, name: string): void {
     if (this.o.attrTtlMs <= 0) return;
-    if (this.absentXattrs.size >= ABSENT_XATTR_INODES_MAX) this.absentXattrs.clear();
     let names = this.absentXattrs.get(ino);
-    if (!names) this.absentXattrs.set(ino, (names = new Map()));
+    if (!names) {
+      // The inode noted longest ago goes first (a Map keeps insertion order).
+      if (this.absentXattrs.size >= ABSENT_XATTR_INODES_MAX)
+        this.absentXattrs.delete(this.absentXattrs.keys().next().value!);
+      this.absentXattrs.set(ino, (names = new Map()));
+    }
     names.set(name, Date.now() + this.o.attrTtlMs);
   }
 
   async listxattr(caller: Caller, ino: bigint): Promise<Buffer[]> {
+    if (this.knownAbsent(ino, ALL_XATTRS)) {
+      this.api.metrics?.cacheHit('xattrs');
+      return [];
+    }
     const r = await this.api.read<wire.ListXattrReply__Output>(pgOfIno(ino), 'ListXattr', {
       caller: this.caller(caller),
       ino: ino.toString(),
@@ -1037,6 +1096,7 @@ export class DunixFs implements FileSystem {
   }
 
   async removexattr(caller: Caller, ino: bigint, name: Buffer): Promise<void> {
+    this.xattrPushGen++;
     this.absentXattrs.delete(ino);
     this.dirAttrs.forget(ino);
     await this.api.mutate(pgOfIno(ino), 'RemoveXattr', {

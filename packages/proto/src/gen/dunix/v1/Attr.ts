@@ -19,6 +19,7 @@ export interface Attr {
   'inline'?: (boolean);
   'blocks'?: (number | string | Long);
   'parent'?: (number | string | Long);
+  'noXattrs'?: (boolean);
 }
 
 export interface Attr__Output {
@@ -36,4 +37,5 @@ export interface Attr__Output {
   'inline': (boolean);
   'blocks': (string);
   'parent': (string);
+  'noXattrs': (boolean);
 }
