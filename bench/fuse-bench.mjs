@@ -77,6 +77,13 @@ const DUNIX_BINS = {
   dunixctl: join(REPO, 'packages/coord/dist/src/bin/dunixctl.js'),
   client: join(REPO, 'packages/mount/dist/src/bin/dunixfs.cjs'),
 };
+/** The Node options every brick runs with (packages/proto/src/node-flags.ts); none before a build. */
+const BRICKD_NODE_FLAGS = await import(
+  pathToFileURL(join(REPO, 'packages/proto/dist/src/node-flags.js')).href
+).then(
+  (m) => m.brickdNodeFlags,
+  () => [],
+);
 const RESULTS_FILE = join(REPO, 'bench/results/latest.json');
 const RUNS_DIR = join(REPO, 'bench/results/runs');
 const MEMORY_RESULTS_FILE = join(REPO, 'bench/results/memory.json');
@@ -130,6 +137,7 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --rebalance-max-concurrent N  rebalance throttle: PGs moved at once (default: dunixctl's)
   --client-options O  extra -o options of every dunixfs client (e.g. attr_ttl_ms=1000,entry_ttl_ms=1000)
   --brick-args A      extra arguments of every brickd, space separated (e.g. --no-kv-journal)
+  --brick-node-args A  node options of every brickd, space separated (e.g. --heapsnapshot-signal=SIGTTIN)
   --tls               also run every dunixfs volume with mutual TLS (a CA and certificates
                       made by dunixctl in the target's scratch dir), beside the same volume
                       without: columns dunixfs-rN-tls and ratio rN-tls/rN in one run`;
@@ -164,6 +172,7 @@ function parseArgs(argv) {
     tls: false,
     clientOptions: undefined,
     brickArgs: [],
+    brickNodeArgs: [],
   };
   const int = (flag, v, min) => {
     const n = Number(v);
@@ -267,6 +276,9 @@ function parseArgs(argv) {
         break;
       case '--brick-args':
         o.brickArgs = next().split(' ').filter(Boolean);
+        break;
+      case '--brick-node-args':
+        o.brickNodeArgs = next().split(' ').filter(Boolean);
         break;
       case '--rebalance':
         o.rebalance = true;
@@ -700,6 +712,7 @@ function dunixfsTarget(
     tls = false,
     clientOptions,
     brickArgs = [],
+    brickNodeArgs = [],
   } = {},
 ) {
   const VOLUME = 'bench';
@@ -752,6 +765,8 @@ function dunixfsTarget(
         `brick${n}`,
         process.execPath,
         [
+          ...BRICKD_NODE_FLAGS,
+          ...brickNodeArgs,
           DUNIX_BINS.brickd,
           '--data',
           data,
@@ -1043,7 +1058,12 @@ const TARGETS = [
  */
 function addDunixfsTargets(o) {
   for (const n of o.replicas) {
-    const common = { pgs: o.pgs, clientOptions: o.clientOptions, brickArgs: o.brickArgs };
+    const common = {
+      pgs: o.pgs,
+      clientOptions: o.clientOptions,
+      brickArgs: o.brickArgs,
+      brickNodeArgs: o.brickNodeArgs,
+    };
     TARGETS.push(dunixfsTarget(n, common));
     if (o.tls) TARGETS.push(dunixfsTarget(n, { ...common, tls: true }));
   }
@@ -1862,6 +1882,7 @@ async function main() {
       dunixfsInterleaved: !o.sequential,
       replicaFloor: REPLICA_FLOOR,
       brickArgs: o.brickArgs,
+      brickNodeArgs: o.brickNodeArgs,
       clientOptions: o.clientOptions,
     },
     host: hostInfo(),
@@ -2079,6 +2100,7 @@ async function memoryCheck(o) {
       replicas: o.replicas,
       dunixfsBricks: DUNIX_BRICKS,
       brickArgs: o.brickArgs,
+      brickNodeArgs: o.brickNodeArgs,
     },
     host: hostInfo(),
     runs: {},

@@ -975,7 +975,10 @@ async function startBricks(cfg) {
     if (b.port !== 0) await requirePortFree(`brick ${b.name}`, b.port, 'DUNIX_BRICK_PORT');
     mkdirSync(b.dataDir, { recursive: true });
     rmSync(b.portFile, { force: true });
+    // The Node options every brick runs with (packages/proto/src/node-flags.ts); the build is done by now.
+    const { brickdNodeFlags } = await import(join(REPO, 'packages/proto/dist/src/node-flags.js'));
     const args = [
+      ...brickdNodeFlags,
       BIN.brickd,
       '--data',
       b.dataDir,

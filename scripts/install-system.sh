@@ -74,17 +74,19 @@ trap - EXIT
 rm -rf "$lib.old"
 chmod 755 "$lib"
 
-wrapper() { # wrapper FILE SCRIPT [ENV]
+wrapper() { # wrapper FILE SCRIPT [ENV] [NODE_OPTIONS]
   cat > "$1.tmp" <<W
 #!/bin/sh
 # Installed by dunixfs's scripts/install-system.sh: runs the bundle in $lib.
 ${3:+$3
-}exec "$node" "$lib/node_modules/@dunix/$2" "\$@"
+}exec "$node" ${4:+$4 }"$lib/node_modules/@dunix/$2" "\$@"
 W
   chmod 755 "$1.tmp" && mv "$1.tmp" "$1"
 }
 mkdir -p "$prefix/bin" "$sbin"
-wrapper "$prefix/bin/brickd" brickd/dist/src/bin/brickd.js
+# The Node options a brick runs with (packages/proto/src/node-flags.ts: its heap's growth).
+brickd_flags=$("$node" --input-type=module -e "import('$lib/node_modules/@dunix/proto/dist/src/node-flags.js').then((m) => console.log(m.brickdNodeFlags.join(' ')))")
+wrapper "$prefix/bin/brickd" brickd/dist/src/bin/brickd.js '' "$brickd_flags"
 wrapper "$prefix/bin/dunixctl" coord/dist/src/bin/dunixctl.js
 wrapper "$prefix/bin/dunixfs" mount/dist/src/bin/dunixfs.cjs
 wrapper "$prefix/bin/dunixfs-passthrough" mount/dist/src/bin/dunixfs-passthrough.cjs

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { brickdNodeFlags } from '@dunix/proto';
 import { bins, startCluster, waitUntil } from '../src/cluster.js';
 
 const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
@@ -113,6 +114,9 @@ t.test('install-system puts runnable bins and units under the prefix', async (t)
     'the bundle has brick.proto',
   );
   t.notOk(existsSync(join(prefix, 'lib/dunix/node_modules/tap')), 'and no dev dependency');
+  // The installed brickd runs with the bricks' Node options (the heap's growth, node-flags.ts).
+  const wrapper = readFileSync(join(prefix, 'bin/brickd'), 'utf8');
+  for (const flag of brickdNodeFlags) t.match(wrapper, ` ${flag} `, `bin/brickd passes ${flag}`);
   t.equal(mode(join(prefix, 'etc/dunix')), 0o700, 'the config dir is 0700');
   const unit = readFileSync(join(prefix, 'lib/systemd/system/brickd@.service'), 'utf8');
   t.match(unit, `ExecStart=${prefix}/bin/brickd --config ${prefix}/etc/dunix/brickd-%i.conf`);

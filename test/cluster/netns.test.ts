@@ -27,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { certDir, initCa, issueCert } from '@dunix/coord/ca';
+import { brickdNodeFlags } from '@dunix/proto';
 import { bins, ok, run, waitUntil } from '../src/cluster.js';
 import { createNetLab, netnsUnavailable, type NetHost } from '../src/netns.js';
 import { reap } from '../src/reaper.js';
@@ -166,6 +167,7 @@ t.test('three brick hosts, a client host and etcd on a private bridge', { skip: 
     const dir = join(base, `b${i + 1}`);
     mkdirSync(dir);
     start(`brick${i + 1}`, h, process.execPath, [
+      ...brickdNodeFlags,
       bins.brickd,
       '--data',
       dir,

@@ -37,6 +37,7 @@ import {
   type Logger,
   type PgAssignment,
   type wire,
+  brickdNodeFlags,
 } from '@dunix/proto';
 import { reap } from './reaper.js';
 
@@ -534,7 +535,8 @@ export async function startCluster(t: TestLike, opts: ClusterOptions = {}): Prom
       proc = spawnLogged(
         process.execPath,
         [
-          // Node flags for brick processes when profiling by hand (e.g. --cpu-prof).
+          ...brickdNodeFlags,
+          // Node flags for brick processes when profiling by hand (e.g. --cpu-prof); the last of a flag wins.
           ...(process.env.DUNIX_TEST_BRICK_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
           bins.brickd,
           '--data',

@@ -4,6 +4,7 @@ export * from './ids.js';
 export * from './hashing.js';
 export * from './placement.js';
 export * from './limits.js';
+export * from './node-flags.js';
 export * from './volume.js';
 export * from './capacity.js';
 export * from './rpc.js';

@@ -11,9 +11,12 @@ import {
   setLogFile,
   setLogLevel,
   type TransportSecurity,
+  BRICKD_OLD_SPACE_MIB,
+  brickdNodeFlags,
 } from '@dunix/proto';
 import { Command, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import { configArgs, configFileOf } from '../config-file.js';
 import { loadEtcdTls, resolveEtcd, type EtcdConnection } from '@dunix/coord';
 import { BrickDaemon } from '../daemon.js';
@@ -205,6 +208,13 @@ const program = new Command('brickd')
     }
     if (opts.logLevel) setLogLevel(opts.logLevel);
     installLogSignals(log);
+    // Started by hand with plain `node`, V8's heap may grow to several times what is live.
+    const heapLimitMiB = Math.round(getHeapStatistics().heap_size_limit / 1048576);
+    if (heapLimitMiB > 2 * BRICKD_OLD_SPACE_MIB)
+      log.warn('started without the old-space limit: resident memory may grow past its budget', {
+        heapLimitMiB,
+        nodeOptions: brickdNodeFlags.join(' '),
+      });
     if (opts.tlsDir && opts.insecure) {
       log.error('start failed', { err: '--tls-dir and --insecure exclude each other' });
       process.exit(2);
