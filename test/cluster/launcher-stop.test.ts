@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
+import { brickdNodeFlags } from '@dunix/proto';
 import { mountsAt, run, waitUntil } from '../src/cluster.js';
 
 const repo = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
@@ -147,6 +148,9 @@ t.test('local-cluster.mjs stop leaves nothing of the cluster running', async (t)
       pids.every((p) => cmdline(p.pid).includes(seen.get(p.pid)!)),
       'every recorded process runs',
     );
+    for (const p of pids.filter((p) => p.file.startsWith('brick-')))
+      for (const flag of brickdNodeFlags)
+        t.ok(cmdline(p.pid).includes(flag), `${p.file.replace(/\.pid$/, '')} runs with ${flag}`);
     return r.status === 0;
   };
 
