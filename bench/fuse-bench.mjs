@@ -975,12 +975,7 @@ function dunixfsTarget(
     },
     sampleAll() {
       for (const p of t.procs) if (!processGone(p.pid)) p.last = readProcStatus(p.pid) ?? p.last;
-      return t.procs
-        .filter((p) => p.last)
-        .map((p) => {
-          const heap = heapPeaks(p.logFile);
-          return { role: p.role, pid: p.pid, ...p.last, ...(heap ? { heapPeaksMiB: heap } : {}) };
-        });
+      return t.procs.filter((p) => p.last).map((p) => ({ role: p.role, pid: p.pid, ...p.last }));
     },
     /** Log tails of the client and bricks, for error reports. */
     logTails(n = 15) {
@@ -2146,7 +2141,11 @@ async function memoryRun(o, ctx, target, DIRS, WORKERS) {
     if (target.minInsync) json.minInsync = target.minInsync;
     log(`${name}: ready at ${dir}; creating ${o.memoryFiles} files in ${DIRS} directories`);
     const snap = (phase, seconds, extra = {}) => {
-      const procs = target.sampleAll();
+      // Only here: the memory lines are read from each daemon's whole log (workload rows sample often).
+      const procs = target.sampleAll().map((p) => {
+        const heap = heapPeaks(target.procs.find((q) => q.pid === p.pid)?.logFile);
+        return heap ? { ...p, heapPeaksMiB: heap } : p;
+      });
       phases.push({ phase, seconds, procs, ...extra });
       json.phases[phase] = { seconds, ...extra, processes: procs };
       log(

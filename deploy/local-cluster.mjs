@@ -951,6 +951,8 @@ async function waitEtcd(cfg, pid, logStart = fileSize(cfg.etcd.logFile)) {
 }
 
 async function startBricks(cfg) {
+  // The Node options every brick runs with (packages/proto/src/node-flags.ts); the build is done by now.
+  const { brickdNodeFlags } = await import(join(REPO, 'packages/proto/dist/src/node-flags.js'));
   const pids = new Map();
   const started = [];
   for (const b of cfg.bricks) {
@@ -975,8 +977,6 @@ async function startBricks(cfg) {
     if (b.port !== 0) await requirePortFree(`brick ${b.name}`, b.port, 'DUNIX_BRICK_PORT');
     mkdirSync(b.dataDir, { recursive: true });
     rmSync(b.portFile, { force: true });
-    // The Node options every brick runs with (packages/proto/src/node-flags.ts); the build is done by now.
-    const { brickdNodeFlags } = await import(join(REPO, 'packages/proto/dist/src/node-flags.js'));
     const args = [
       ...brickdNodeFlags,
       BIN.brickd,
