@@ -20,7 +20,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import t from 'tap';
-import { EtcdKv, keys, loadEtcdTls } from '@dunix/coord';
+import { EtcdCoordinator, EtcdKv, keys, loadEtcdTls } from '@dunix/coord';
 import {
   blockPg,
   createLogger,
@@ -318,10 +318,21 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
       t.match(String(r), /permission denied/, `with etcd's reason: ${String(r)}`);
     }
   }
-  const suspectKey = keys.suspect(c.volume, 'no-such-brick');
+  // A client reports suspects under its own name only (keys.ts); the rest of suspects/ and the
+  // `mounted` stamp of earlier versions are not its to write.
+  const suspectKey = keys.suspect(c.volume, 'client~m-000000000001', 'no-such-brick');
   await asClient.put({ key: suspectKey, value: '{}' });
-  t.equal((await asClient.get(suspectKey))?.value, '{}', 'a client may report a suspect');
+  t.equal((await asClient.get(suspectKey))?.value, '{}', 'a client may report a suspect in its name');
   await asClient.txn([], [], [suspectKey]);
+  for (const [what, key] of [
+    ["another client's report", keys.suspect(c.volume, 'other~m-000000000001', 'no-such-brick')],
+    ["a brick's report", keys.suspect(c.volume, 'brick0', 'no-such-brick')],
+    ['a report without a reporter', `${keys.suspects(c.volume)}no-such-brick`],
+    ['the mounted stamp', keys.mountStamp(c.volume)],
+  ] as const) {
+    const r = await refusal(asClient.put({ key, value: '{}' }));
+    t.equal((r as FsError).code, 'NOT_PERMITTED', `the client may not write ${what}`);
+  }
   t.equal(JSON.stringify(await c.placement()), placementBefore, 'the placement is unchanged');
   const configBefore = (await c.coord.getVolume(c.volume))!;
   const asCtl = spawnSync(
@@ -367,6 +378,30 @@ t.test('security: unauthenticated peers, roles, root squash, block grants, etcd'
   await asOther.put({ key: ownKey, value: '{}' });
   await asOther.txn([], [], [ownKey]);
   t.pass('client:other writes and deletes records under its own name');
+
+  // The mount's own path for a refused connection (Coordinator.reportSuspect, as dunixfs calls it
+  // with its session id): allowed in its name, refused in another's.
+  const reporting = new EtcdCoordinator({
+    endpoints: [etcd],
+    tls: await loadEtcdTls({ tlsDir: clientSec.dir }),
+    log: createLogger('security-test', () => undefined),
+  });
+  await reporting.start();
+  t.teardown(() => reporting.stop());
+  const reports: string[][] = [];
+  const unwatch = await c.coord.watchSuspects(c.volume, (s) => reports.push(s.map((x) => x.brickId)));
+  await reporting.reportSuspect(c.volume, 'no-such-brick', record!.id);
+  const reportDeadline = Date.now() + 10_000;
+  while (!reports.at(-1)?.includes('no-such-brick') && Date.now() < reportDeadline)
+    await new Promise((r) => setTimeout(r, 50));
+  t.same(
+    reports.at(-1),
+    ['no-such-brick'],
+    "the mount's report in its own name reaches the controller's watch",
+  );
+  await unwatch();
+  const forgedReport = await refusal(reporting.reportSuspect(c.volume, 'brick0', 'other~m-000000000001'));
+  t.equal((forgedReport as FsError).code, 'NOT_PERMITTED', "a report in another client's name is refused");
 
   // Nothing else changed either: the root directory, the stored inodes and blocks (but the one file made).
   t.same(readdirSync(c.path()).sort(), before.root, 'the root directory is as it was');

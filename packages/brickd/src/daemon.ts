@@ -165,7 +165,7 @@ export class BrickDaemon {
     connect: (brick, events) => connectBrick(brick, events, this.o.security),
     onConnectionRefused: (brickId) =>
       void this.coord
-        ?.reportSuspect(this.o.volume, brickId)
+        ?.reportSuspect(this.o.volume, brickId, this.brickId)
         .catch((err) => this.log.warn('suspect report failed', { brick: brickId, err: String(err) })),
   });
   private brick: Brick | undefined;

@@ -366,9 +366,11 @@ export interface Coordinator {
    * Reports that a brick may be dead (a connection to it was refused). The
    * report lives for knobs.suspectTtlMs; the leading controller probes the
    * brick and, if its process is gone, expires its lease at once. A session
-   * sends the same report at most once per half that TTL.
+   * sends the same report at most once per half that TTL. `reporter`: the
+   * reporting mount's id (a client certificate may write only reports of
+   * its own mounts, keys.ts) or brick's id.
    */
-  reportSuspect(volume: string, brickId: string): Promise<void>;
+  reportSuspect(volume: string, brickId: string, reporter: string): Promise<void>;
   /** Like watchVolume, for the volume's current suspect reports (sorted by brick id). */
   watchSuspects(volume: string, onChange: (suspects: Suspect[]) => void): Promise<Unsubscribe>;
   /**
@@ -1498,13 +1500,17 @@ export abstract class KvCoordinator implements Coordinator {
     return e ? parseControllerRecord(e).id : undefined;
   }
 
-  async reportSuspect(volume: string, brickId: string): Promise<void> {
+  async reportSuspect(volume: string, brickId: string, reporter: string): Promise<void> {
     this.ensureStarted();
     validateVolumeName(volume);
     if (typeof brickId !== 'string' || !BRICK_ID_RE.test(brickId)) {
       throw new FsError('INVALID_ARGUMENT', `brick id ${JSON.stringify(brickId)} must match ${BRICK_ID_RE}`);
     }
-    const id = `${volume}/${brickId}`;
+    // Brick ids match MOUNT_ID_RE too.
+    if (typeof reporter !== 'string' || !MOUNT_ID_RE.test(reporter)) {
+      throw new FsError('INVALID_ARGUMENT', `reporter ${JSON.stringify(reporter)} must match ${MOUNT_ID_RE}`);
+    }
+    const id = `${volume}/${reporter}/${brickId}`;
     const now = this.clock.now();
     const last = this.suspectsSent.get(id);
     if (last !== undefined && now - last < this.knobs.suspectTtlMs / 2) return;
@@ -1515,7 +1521,11 @@ export abstract class KvCoordinator implements Coordinator {
     }
     try {
       const lease = await this.kv.grantLease(this.knobs.suspectTtlMs);
-      await this.kv.put({ key: keys.suspect(volume, brickId), value: JSON.stringify({ atMs: now }), lease });
+      await this.kv.put({
+        key: keys.suspect(volume, reporter, brickId),
+        value: JSON.stringify({ atMs: now }),
+        lease,
+      });
     } catch (e) {
       this.suspectsSent.delete(id);
       throw e;
@@ -1532,12 +1542,16 @@ export abstract class KvCoordinator implements Coordinator {
       () => true,
       async () => {
         const { entries } = await this.kv.range(prefix);
-        const out: Suspect[] = [];
+        // One per brick, whoever reported it: the newest report's revision.
+        const newest = new Map<string, number>();
         for (const e of entries) {
           const k = parseVolumeKey(volume, e.key);
-          if (k?.kind === 'suspect') out.push({ brickId: k.brickId, revision: e.modRevision });
+          if (k?.kind === 'suspect' && BRICK_ID_RE.test(k.brickId))
+            newest.set(k.brickId, Math.max(newest.get(k.brickId) ?? 0, e.modRevision));
         }
-        return out;
+        return [...newest]
+          .map(([brickId, revision]) => ({ brickId, revision }))
+          .sort((x, y) => byId(x.brickId, y.brickId));
       },
       onChange,
       { volume, what: 'suspects' },
@@ -1841,13 +1855,11 @@ export abstract class KvCoordinator implements Coordinator {
       const c = await this.kv.get(keys.config(volume));
       if (!c || parseRecord(c, readVolumeConfig).createdAtMs !== record.volumeCreatedAtMs)
         throw new FsError('NOT_FOUND', `volume ${volume} was deleted`);
-      // The stamp: a delete that read the volume before this lands sees it changed and reads again.
+      // A delete that read the volume before this lands sees a key under mounts/ written after its
+      // read, and reads again (deleteVolume).
       const ok = await this.kv.txn(
         [{ key: c.key, modRevision: c.modRevision }],
-        [
-          { key: keys.mount(volume, record.id), value: JSON.stringify(record), lease },
-          { key: keys.mountStamp(volume), value: JSON.stringify({ id: record.id, atMs: this.clock.now() }) },
-        ],
+        [{ key: keys.mount(volume, record.id), value: JSON.stringify(record), lease }],
       );
       if (ok) return;
     }
@@ -1869,7 +1881,7 @@ export abstract class KvCoordinator implements Coordinator {
     validateVolumeName(volume);
     const force = opts.force === true;
     for (let attempt = 0; attempt < 20; attempt++) {
-      const { entries } = await this.kv.range(keys.volume(volume));
+      const { entries, revision } = await this.kv.range(keys.volume(volume));
       if (entries.length === 0) throw new FsError('NOT_FOUND', `volume ${volume} does not exist`);
       const configEntry = entries.find((e) => e.key === keys.config(volume));
       const config = configEntry ? parseRecord(configEntry, readVolumeConfig) : null;
@@ -1902,12 +1914,11 @@ export abstract class KvCoordinator implements Coordinator {
             'or --force (running bricks then stop serving it and exit)',
         );
       }
-      // A mount registering after this read rewrites the stamp (and one cannot land after the config goes).
-      const stamp = entries.find((e) => e.key === keys.mountStamp(volume));
+      // A mount registering after this read wrote under mounts/ (and one cannot land after the config goes).
       const ok = await this.kv.txn(
         [
           { key: keys.config(volume), modRevision: configEntry?.modRevision ?? 0 },
-          { key: keys.mountStamp(volume), modRevision: stamp?.modRevision ?? 0 },
+          { prefix: keys.mountsAll(volume), notWrittenAfter: revision },
         ],
         [],
         [],

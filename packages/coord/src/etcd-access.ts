@@ -11,18 +11,17 @@ import { KEY_PREFIX, keys } from './keys.js';
  *   controller, which runs in one) writes placement, membership, liveness,
  *   recovery, usage, scrub and rebalance state; a brick certificate is
  *   trusted with every block already, so narrower keys would buy nothing.
- * - `dunix-client` (a mount) reads every dunix key and writes only the
- *   `mounted` stamp and `suspects/` (reports of refused connections) of
- *   each volume: etcd grants key ranges, and these are not one range, so
- *   `volume create` (and `etcd auth enable`, for the volumes already there)
- *   grant them.
- * - `dunix-mounts:NAME`, one role per client user `client:NAME`, writes the
- *   session records that client registers: `mounts/NAME~<id>` of each
- *   volume (a mount of that certificate names itself `NAME~<id>`; `~` is in
- *   no name, so one client's prefix never covers another's). Another
- *   client can read those records but neither rewrite nor delete them: the
- *   bricks drop a session's locks and reclaim its O_TMPFILE orphans once
- *   its record is gone.
+ * - `dunix-client` (a mount) reads every dunix key and writes none.
+ * - `dunix-mounts:NAME`, one role per client user `client:NAME`, writes
+ *   what that client's mounts write, in each volume: their session records
+ *   `mounts/NAME~<id>` and their suspect reports `suspects/NAME~<id>/...`
+ *   (a mount of that certificate names itself `NAME~<id>`; `~` is in no
+ *   name, so one client's prefix never covers another's). etcd grants key
+ *   ranges, and these are per volume, so `volume create` (and `etcd auth
+ *   enable`, for the volumes already there) grant them. Another client can
+ *   read those keys but neither rewrite nor delete them: the bricks drop a
+ *   session's locks and reclaim its O_TMPFILE orphans once its record is
+ *   gone, and a withdrawn report would slow a failover.
  * - `admin:NAME` users (dunixctl) get etcd's `root` role: volumes, config
  *   and users. etcd needs a `root` user before it enables auth; it has no
  *   password, and no certificate we issue has CN=root.
@@ -80,11 +79,16 @@ export function baseRolePermissions(): Record<'dunix-brick' | 'dunix-client', Et
   };
 }
 
-/** The keys of `volume` every client writes: the mounted stamp and suspect reports. */
-export function clientVolumePermissions(volume: string): EtcdPermission[] {
+/**
+ * What `dunix-client` could write in `volume` before per-client suspect
+ * reports (the `mounted` stamp, every report): taken back wherever the
+ * roles are set again.
+ */
+function sharedClientPermissions(volume: string): EtcdPermission[] {
   return [
     { permType: 'Readwrite', key: keys.mountStamp(volume), rangeEnd: '' },
     { permType: 'Readwrite', ...prefixRange(keys.suspects(volume)) },
+    { permType: 'Readwrite', ...prefixRange(keys.mountsAll(volume)) },
   ];
 }
 
@@ -93,17 +97,12 @@ export function clientMountsRole(name: string): string {
   return `dunix-mounts:${name}`;
 }
 
-/** The session records client NAME may write in `volume`: `mounts/NAME~...`. */
+/** What client NAME may write in `volume`: its mounts' records `mounts/NAME~...` and reports `suspects/NAME~...`. */
 export function clientMountPermissions(volume: string, name: string): EtcdPermission[] {
-  return [{ permType: 'Readwrite', ...prefixRange(keys.mountsOf(volume, name)) }];
-}
-
-/**
- * Before per-client records, `dunix-client` could write every record under
- * `mounts/` of a volume: taken back wherever the roles are set again.
- */
-function sharedMountsPermission(volume: string): EtcdPermission {
-  return { permType: 'Readwrite', ...prefixRange(keys.mountsAll(volume)) };
+  return [
+    { permType: 'Readwrite', ...prefixRange(keys.mountsOf(volume, name)) },
+    { permType: 'Readwrite', ...prefixRange(keys.suspectsOf(volume, name)) },
+  ];
 }
 
 /** The part of etcd's Auth API (etcd3's AuthClient) that EtcdAccess uses. */
@@ -202,10 +201,7 @@ export class EtcdAccess {
   async enable(users: EtcdUser[], volumes: string[]): Promise<EnableResult> {
     for (const role of Object.values(ETCD_ROLES)) await ignoring(this.api.roleAdd({ name: role }), EXISTS_RE);
     for (const [role, perms] of Object.entries(baseRolePermissions())) await this.grant(role, perms);
-    for (const v of volumes) {
-      await this.grant(ETCD_ROLES.client, clientVolumePermissions(v));
-      await this.revoke(ETCD_ROLES.client, [sharedMountsPermission(v)]);
-    }
+    for (const v of volumes) await this.revoke(ETCD_ROLES.client, sharedClientPermissions(v));
     await ignoring(this.api.userAdd({ name: 'root', options: { no_password: true } }), EXISTS_RE);
     await this.api.userGrantRole({ user: 'root', role: 'root' });
     // Clients added before (by `etcd user add`) get their records' role in every volume too.
@@ -227,7 +223,6 @@ export class EtcdAccess {
       if (ROLE_NOT_FOUND_RE.test(String((err as Error).message))) return false;
       throw err;
     }
-    await this.grant(ETCD_ROLES.client, clientVolumePermissions(volume));
     for (const name of await this.clientNames()) {
       const role = clientMountsRole(name);
       await ignoring(this.api.roleAdd({ name: role }), EXISTS_RE);
@@ -238,10 +233,7 @@ export class EtcdAccess {
 
   /** Takes back what grantVolume gave (a deleted volume); a permission not there is not an error. */
   async revokeVolume(volume: string): Promise<void> {
-    await this.revoke(ETCD_ROLES.client, [
-      ...clientVolumePermissions(volume),
-      sharedMountsPermission(volume),
-    ]);
+    await this.revoke(ETCD_ROLES.client, sharedClientPermissions(volume));
     for (const name of await this.clientNames())
       await this.revoke(clientMountsRole(name), clientMountPermissions(volume, name));
   }

@@ -1,5 +1,13 @@
 import { FsError, type Logger } from '@dunix/proto';
-import { Etcd3, EtcdLeaseInvalidError, EtcdPermissionDeniedError, type IOptions, type Lease } from 'etcd3';
+import {
+  CompareResult,
+  CompareTarget,
+  Etcd3,
+  EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
+  type IOptions,
+  type Lease,
+} from 'etcd3';
 import type { EtcdAuthApi } from './etcd-access.js';
 import type { EtcdTls } from './etcd-security.js';
 import type { KvBackend, KvCompare, KvEntry, KvPut, KvRange } from './kv.js';
@@ -175,9 +183,28 @@ export class EtcdKv implements KvBackend {
       );
       return res.succeeded;
     }
-    const [first, ...rest] = compares;
-    let b = this.client.if(first!.key, 'Mod', '==', first!.modRevision);
-    for (const c of rest) b = b.and(c.key, 'Mod', '==', c.modRevision);
+    const keyed = compares.filter((c): c is { key: string; modRevision: number } => !('prefix' in c));
+    const ranged = compares.filter((c): c is { prefix: string; notWrittenAfter: number } => 'prefix' in c);
+    // A compare that always holds heads the builder when only prefix compares were given.
+    let b =
+      keyed.length > 0
+        ? this.client.if(keyed[0]!.key, 'Mod', '==', keyed[0]!.modRevision)
+        : this.client.if('/dunix/v1/', 'Create', '>', -1);
+    for (const c of keyed.slice(1)) b = b.and(c.key, 'Mod', '==', c.modRevision);
+    // etcd compares over a range (Compare.range_end), which the builder cannot say: added to its
+    // request as the builder's own compares are (etcd3 lib/builder.js, ComparatorBuilder.and).
+    const request = (b as unknown as { request: { compare: Promise<unknown>[] } }).request;
+    for (const c of ranged) {
+      request.compare.push(
+        Promise.resolve({
+          key: Buffer.from(c.prefix),
+          range_end: prefixEnd(c.prefix),
+          target: CompareTarget.Mod,
+          result: CompareResult.Less,
+          mod_revision: c.notWrittenAfter + 1,
+        }),
+      );
+    }
     const res = await this.call(b.then(...ops).commit(), 'txn');
     return res.succeeded;
   }

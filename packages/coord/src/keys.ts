@@ -12,10 +12,10 @@
  * /dunix/v1/volumes/<name>/scrub/<pg>              ScrubPgResult JSON: what the PG's scrub found (last job)
  * /dunix/v1/volumes/<name>/placement/<pg>          PgAssignment JSON {pg, bricks, isr, epoch}
  * /dunix/v1/volumes/<name>/controller              {id} of the elected controller, bound to its lease
- * /dunix/v1/volumes/<name>/suspects/<brickId>      a report that the brick may be dead (short lease)
+ * /dunix/v1/volumes/<name>/suspects/<reporter>/<brickId>  a report that the brick may be dead (short lease)
  * /dunix/v1/volumes/<name>/recovery/<pg>/<brickId> RecoveryReport JSON, bound to the reporter's lease
  * /dunix/v1/volumes/<name>/mounts/<mountId>        MountRecord JSON, bound to the mount's session lease
- * /dunix/v1/volumes/<name>/mounted                 {id, atMs} of the last mount registered (a stamp)
+ * /dunix/v1/volumes/<name>/mounted                 written by earlier versions (a stamp); unused
  * /dunix/v1/volumes/<name>/usage/<brickId>         BrickUsage JSON (proto capacity.ts), bound to the brick's lease
  * ```
  *
@@ -30,10 +30,15 @@
  * it as it mounts, bound to a lease it keeps alive (knob
  * mountLeaseTtlMs), and revokes the lease when it unmounts; a killed client's
  * record goes when the lease expires. `volume delete` refuses while any
- * exists; every registration also rewrites the `mounted` stamp, which the
- * delete's transaction compares, so a mount registering between the
+ * exists; the delete's transaction holds only while no key under
+ * `mounts/` changed after its read, so a mount registering between the
  * delete's read and its write makes the delete look again. Mount ids match
  * MOUNT_ID_RE (coordinator.ts).
+ *
+ * A suspect report is keyed by its reporter (a mount's id or a brick's id)
+ * so that a client certificate NAME writes only `suspects/NAME~...`, the
+ * reports of its own mounts, and cannot withdraw or rewrite another's.
+ * Reports of earlier versions (`suspects/<brickId>`) are still read.
  */
 export const KEY_PREFIX = '/dunix/v1/';
 
@@ -54,7 +59,11 @@ export const keys = {
   placement: (name: string, pg: number): string => `${KEY_PREFIX}volumes/${name}/placement/${pg}`,
   controller: (name: string): string => `${KEY_PREFIX}volumes/${name}/controller`,
   suspects: (name: string): string => `${KEY_PREFIX}volumes/${name}/suspects/`,
-  suspect: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/suspects/${brickId}`,
+  /** `reporter`: the reporting mount's id (MOUNT_ID_RE) or brick's id. */
+  suspect: (name: string, reporter: string, brickId: string): string =>
+    `${KEY_PREFIX}volumes/${name}/suspects/${reporter}/${brickId}`,
+  /** The reports of mounts made with client certificate NAME (reporters `NAME~...`). */
+  suspectsOf: (name: string, owner: string): string => `${KEY_PREFIX}volumes/${name}/suspects/${owner}~`,
   usageAll: (name: string): string => `${KEY_PREFIX}volumes/${name}/usage/`,
   usage: (name: string, brickId: string): string => `${KEY_PREFIX}volumes/${name}/usage/${brickId}`,
   mountStamp: (name: string): string => `${KEY_PREFIX}volumes/${name}/mounted`,
@@ -78,7 +87,7 @@ export type VolumeKey =
   | { kind: 'scrubPg'; pg: number }
   | { kind: 'placement'; pg: number }
   | { kind: 'controller' }
-  | { kind: 'suspect'; brickId: string }
+  | { kind: 'suspect'; brickId: string; reporter?: string }
   | { kind: 'usage'; brickId: string }
   | { kind: 'mount'; mountId: string }
   | { kind: 'mountStamp' }
@@ -112,6 +121,7 @@ export function parseVolumeKey(name: string, key: string): VolumeKey | undefined
   if (parts.length === 3 && dir === 'recovery' && PG_RE.test(leaf!)) {
     return { kind: 'recovery', pg: Number(leaf), brickId: sub! };
   }
+  if (parts.length === 3 && dir === 'suspects') return { kind: 'suspect', brickId: sub!, reporter: leaf! };
   if (parts.length !== 2) return undefined;
   if (dir === 'members') return { kind: 'member', brickId: leaf! };
   if (dir === 'alive') return { kind: 'alive', brickId: leaf! };

@@ -19,11 +19,12 @@ export interface KvPut {
   lease?: string;
 }
 
-/** Holds when the key's mod revision equals `modRevision`; 0 means "the key does not exist". */
-export interface KvCompare {
-  key: string;
-  modRevision: number;
-}
+/**
+ * Key form: holds when the key's mod revision equals `modRevision`; 0 means
+ * "the key does not exist". Prefix form: holds when no key under `prefix`
+ * was written after revision `notWrittenAfter` (deleted keys are not seen).
+ */
+export type KvCompare = { key: string; modRevision: number } | { prefix: string; notWrittenAfter: number };
 
 export interface KvRange {
   /** Sorted by key. */

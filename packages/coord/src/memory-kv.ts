@@ -76,7 +76,12 @@ export class MemoryKv implements KvBackend {
     deletePrefixes: string[] = [],
   ): Promise<boolean> {
     this.check();
-    for (const c of compares) if ((this.data.get(c.key)?.modRevision ?? 0) !== c.modRevision) return false;
+    for (const c of compares) {
+      if ('prefix' in c) {
+        for (const [k, e] of this.data)
+          if (k.startsWith(c.prefix) && e.modRevision > c.notWrittenAfter) return false;
+      } else if ((this.data.get(c.key)?.modRevision ?? 0) !== c.modRevision) return false;
+    }
     for (const p of puts)
       if (p.lease !== undefined && !this.leases.has(p.lease))
         throw new FsError('NOT_FOUND', `lease ${p.lease}`);

@@ -1,5 +1,6 @@
 import { computePlacement, FsError, initHashing, type PgAssignment } from '@dunix/proto';
 import type { Test } from 'tap';
+import type { KvBackend } from '../src/kv.js';
 import {
   type BrickInfo,
   type Coordinator,
@@ -34,6 +35,8 @@ export interface CoordinatorHarness {
   campaignAndCrash(volume: string, candidateId: string, leaseTtlMs: number): Promise<void>;
   /** Revokes a lease behind its owner's back (as an expiry during an outage would). */
   revokeLease(lease: string): Promise<void>;
+  /** The store itself (KvBackend), as the coordinators use it. */
+  kv(): Promise<KvBackend>;
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -464,14 +467,24 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     const seen: Suspect[][] = [];
     const unwatch = await watcher.watchSuspects(v, (s) => seen.push(s));
     t.same(seen, [[]], 'no suspects at first');
-    await reporter.reportSuspect(v, 'b1');
+    await reporter.reportSuspect(v, 'b1', 'c~m-1');
     await waitFor('the report', () => seen.at(-1)!.length === 1);
     const first = seen.at(-1)![0]!;
     t.equal(first.brickId, 'b1');
-    await reporter.reportSuspect(v, 'b1');
+    await reporter.reportSuspect(v, 'b1', 'c~m-1');
     await sleep(200);
     t.equal(seen.at(-1)![0]!.revision, first.revision, 'a repeat within half the TTL is not sent');
-    await t.rejects(reporter.reportSuspect(v, 'no/such'), { code: 'INVALID_ARGUMENT' });
+    // Another reporter's report of the same brick is its own key: one suspect, at its revision.
+    await watcher.reportSuspect(v, 'b1', 'b2');
+    await waitFor('the second report', () => (seen.at(-1)![0]?.revision ?? 0) > first.revision);
+    t.same(
+      seen.at(-1)!.map((s) => s.brickId),
+      ['b1'],
+      'two reporters of one brick: one suspect',
+    );
+    await t.rejects(reporter.reportSuspect(v, 'no/such', 'c~m-1'), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(reporter.reportSuspect(v, 'b1', 'a/b'), { code: 'INVALID_ARGUMENT' });
+    await t.rejects(reporter.reportSuspect(v, 'b1', ''), { code: 'INVALID_ARGUMENT' });
     await waitFor('the report to expire', () => seen.at(-1)!.length === 0, TTL + 8000);
     await unwatch();
 
@@ -920,6 +933,40 @@ export function coordinatorCompliance(t: Test, h: CoordinatorHarness): void {
     t.same(await c.listBricks(v), []);
     await t.rejects(c.deleteVolume(vol('never')), { code: 'NOT_FOUND' }, 'nothing stored: NOT_FOUND');
   });
+
+  t.test(
+    `${h.name}: a transaction's prefix compare: nothing under it written since a revision`,
+    async (t) => {
+      const kv = await h.kv();
+      const p = `${keys.volume(vol('prefixcmp'))}mounts/`;
+      const { revision: before } = await kv.range(p);
+      const put = { key: `${p}ok`, value: '1' };
+      t.ok(await kv.txn([{ prefix: p, notWrittenAfter: before }], [put]), 'nothing under the prefix: holds');
+      const { revision: read } = await kv.range(p);
+      t.ok(await kv.txn([{ prefix: p, notWrittenAfter: read }], []), 'unchanged since the read: holds');
+      await kv.put({ key: `${p}new`, value: '2' });
+      t.notOk(
+        await kv.txn([{ prefix: p, notWrittenAfter: read }], [{ key: `${p}lost`, value: '3' }]),
+        'a key written after the read: fails',
+      );
+      t.equal(await kv.get(`${p}lost`), undefined, 'and writes nothing');
+      const { revision: again } = await kv.range(p);
+      await kv.txn([], [], [`${p}new`]);
+      t.ok(await kv.txn([{ prefix: p, notWrittenAfter: again }], []), 'a key deleted since: holds');
+      await kv.put({ key: `${p.slice(0, -1)}x`, value: '4' });
+      t.ok(await kv.txn([{ prefix: p, notWrittenAfter: again }], []), 'a key beside the prefix: holds');
+      t.notOk(
+        await kv.txn(
+          [
+            { prefix: p, notWrittenAfter: again },
+            { key: `${p}ok`, modRevision: 0 },
+          ],
+          [],
+        ),
+        'with a key compare that fails: fails',
+      );
+    },
+  );
 
   t.test(`${h.name}: delete racing a mount registration: exactly one wins`, async (t) => {
     const c = await make();

@@ -116,7 +116,7 @@ t.test('etcd: a SIGKILLed brick is failed over after a report, before its lease 
   await child.exited;
   const started = Date.now();
   // A brick whose connection to b2 was refused reports it.
-  await sessions[1]!.coord.reportSuspect('fast', 'b2');
+  await sessions[1]!.coord.reportSuspect('fast', 'b2', 'b1');
   await waitFor(
     'every PG served without b2',
     async () => servedWithout(await admin.getPlacement('fast'), 'b2'),
@@ -134,7 +134,7 @@ t.test('etcd: a SIGSTOPped brick answers the probe and is failed over by its lea
   const before = await admin.getPlacement('paused');
   child.process.kill('SIGSTOP');
   const started = Date.now();
-  await sessions[0]!.coord.reportSuspect('paused', 'b2');
+  await sessions[0]!.coord.reportSuspect('paused', 'b2', 'b0');
   await sleep(500);
   t.same(await admin.getPlacement('paused'), before, 'the probe connected: nothing changed');
   await waitFor(

@@ -168,7 +168,7 @@ t.test('controller: a suspect whose probe says down fails over at once', async (
   const before = await c.placement();
   await c.kill('b2');
   c.verdicts.set('b2', 'down');
-  await c.nodes.get('b1')!.coord.reportSuspect('v', 'b2');
+  await c.nodes.get('b1')!.coord.reportSuspect('v', 'b2', 'b1');
   await c.settle(200);
   t.same(c.probes.sort(), ['b2@127.0.0.1:7102', 'b2@127.0.0.1:7202'], 'the leader probed both addresses');
   t.notOk((await c.admin.listBricks('v')).find((b) => b.id === 'b2')!.alive, 'declared dead');
@@ -184,7 +184,7 @@ t.test('controller: a suspect that still answers is left to its lease', async (t
   const c = await cluster(t);
   const before = await c.placement();
   c.verdicts.set('b2', 'up'); // paused (SIGSTOP): the kernel still accepts connections
-  await c.nodes.get('b0')!.coord.reportSuspect('v', 'b2');
+  await c.nodes.get('b0')!.coord.reportSuspect('v', 'b2', 'b0');
   await c.settle(200);
   t.equal(c.probes.length, 2, 'probed');
   t.ok((await c.admin.listBricks('v')).find((b) => b.id === 'b2')!.alive, 'still alive');
@@ -192,7 +192,7 @@ t.test('controller: a suspect that still answers is left to its lease', async (t
   // A probe that never answers counts as up after probeTimeoutMs (1 s); a new report is probed again.
   c.verdicts.set('b2', 'hang');
   await c.clock.advance(1000); // past the reporter's de-duplication window
-  await c.nodes.get('b0')!.coord.reportSuspect('v', 'b2');
+  await c.nodes.get('b0')!.coord.reportSuspect('v', 'b2', 'b0');
   await c.clock.advance(200);
   t.equal(c.probes.length, 4, 'probed again');
   await c.settle(1000);
@@ -206,7 +206,7 @@ t.test('controller: the leader dies and is reported; a follower expires it and t
   const before = await c.placement();
   await c.kill('b0');
   c.verdicts.set('b0', 'down');
-  await c.nodes.get('b2')!.coord.reportSuspect('v', 'b0');
+  await c.nodes.get('b2')!.coord.reportSuspect('v', 'b0', 'b2');
   await c.settle(300);
   t.ok(c.probes.includes('b0@127.0.0.1:7100'), 'a follower probed the leader');
   t.equal(c.leader().length, 1, 'a new leader');
@@ -240,7 +240,7 @@ t.test('controller: with no live in-sync member a PG stays as it is', async (t) 
   const shrunk = await c.placement();
   await c.kill('b0');
   c.verdicts.set('b0', 'down');
-  await c.nodes.get('b1')!.coord.reportSuspect('v', 'b0');
+  await c.nodes.get('b1')!.coord.reportSuspect('v', 'b0', 'b1');
   await c.settle(300);
   const after = await c.placement();
   const stuck = shrunk.filter((a) => a.bricks[0] === 'b0' && a.isr.length === 1);
@@ -266,7 +266,7 @@ t.test('controller: a lost compare-and-swap is re-read and re-planned', async (t
   };
   await c.kill('b2');
   c.verdicts.set('b2', 'down');
-  await c.nodes.get('b1')!.coord.reportSuspect('v', 'b2');
+  await c.nodes.get('b1')!.coord.reportSuspect('v', 'b2', 'b1');
   await c.settle(300);
   t.ok(raced, 'the race happened');
   const a = (await c.placement())[target.pg]!;
@@ -286,7 +286,7 @@ t.test('controller: a failing store is retried', async (t) => {
   };
   await c.kill('b1');
   c.verdicts.set('b1', 'down');
-  await c.nodes.get('b2')!.coord.reportSuspect('v', 'b1');
+  await c.nodes.get('b2')!.coord.reportSuspect('v', 'b1', 'b2');
   await c.settle(100);
   t.equal(failures, 1, 'the first pass failed');
   await c.settle(600);

@@ -2,7 +2,6 @@ import t from 'tap';
 import {
   clientMountPermissions,
   clientMountsRole,
-  clientVolumePermissions,
   EtcdAccess,
   parseEtcdUser,
   prefixRange,
@@ -16,31 +15,35 @@ t.test('etcd users are certificate CNs of three kinds', async (t) => {
     t.throws(() => parseEtcdUser(bad), /expected brick:NAME, client:NAME or admin:NAME/, bad);
 });
 
-t.test('a client writes only its own mount records, the mounted stamp and suspect reports', async (t) => {
+t.test("a client writes only its own mounts' records and suspect reports", async (t) => {
   t.same(prefixRange('/dunix/v1/'), { key: '/dunix/v1/', rangeEnd: '/dunix/v10' });
-  const perms = [...clientVolumePermissions('vol'), ...clientMountPermissions('vol', 'c1')];
+  const perms = clientMountPermissions('vol', 'c1');
   t.same(
     perms.map((p) => [p.permType, p.key, p.rangeEnd]),
     [
-      ['Readwrite', '/dunix/v1/volumes/vol/mounted', ''],
-      ['Readwrite', '/dunix/v1/volumes/vol/suspects/', '/dunix/v1/volumes/vol/suspects0'],
       ['Readwrite', '/dunix/v1/volumes/vol/mounts/c1~', '/dunix/v1/volumes/vol/mounts/c1\x7f'],
+      ['Readwrite', '/dunix/v1/volumes/vol/suspects/c1~', '/dunix/v1/volumes/vol/suspects/c1\x7f'],
     ],
   );
   const within = (key: string) =>
     perms.some((p) => (p.rangeEnd ? key >= p.key && key < p.rangeEnd : key === p.key));
   t.ok(within('/dunix/v1/volumes/vol/mounts/c1~m-0123456789ab'));
+  t.ok(within('/dunix/v1/volumes/vol/suspects/c1~m-0123456789ab/b2'));
   for (const key of [
     '/dunix/v1/volumes/vol/placement/0',
     '/dunix/v1/volumes/vol/config',
-    '/dunix/v1/volumes/vol/mounted2',
-    // Other clients' records, whatever their names share with c1's:
+    '/dunix/v1/volumes/vol/mounted',
+    // Other clients' and bricks' keys, whatever their names share with c1's:
     '/dunix/v1/volumes/vol/mounts/m-0123456789ab',
     '/dunix/v1/volumes/vol/mounts/c10~m-0123456789ab',
     '/dunix/v1/volumes/vol/mounts/c1.x~m-0123456789ab',
     '/dunix/v1/volumes/vol/mounts/c~m-0123456789ab',
     '/dunix/v1/volumes/vol2/mounts/c1~m-0123456789ab',
     '/dunix/v1/volumes/vo/mounts/c1~m-0123456789ab',
+    '/dunix/v1/volumes/vol/suspects/b2',
+    '/dunix/v1/volumes/vol/suspects/c1/b2',
+    '/dunix/v1/volumes/vol/suspects/c10~m-0123456789ab/b2',
+    '/dunix/v1/volumes/vol/suspects/b0/b2',
   ])
     t.notOk(within(key), `not ${key}`);
   t.equal(clientMountsRole('c1'), 'dunix-mounts:c1');
@@ -85,17 +88,26 @@ t.test('enable creates roles and users, may run again, and grants existing volum
     calls.includes('grant dunix-client Readwrite /dunix/v1/volumes/v1/mounts/'),
     'no client may write every mount record',
   );
-  t.ok(calls.includes('revoke dunix-client /dunix/v1/volumes/v1/mounts/'), 'the shared grant is taken back');
+  for (const shared of ['mounts/', 'suspects/', 'mounted'])
+    t.ok(
+      calls.includes(`revoke dunix-client /dunix/v1/volumes/v1/${shared}`),
+      `the shared ${shared} grant is taken back`,
+    );
+  t.notOk(
+    calls.some((c) => c.startsWith('grant dunix-client') && !c.endsWith(' Read /dunix/v1/')),
+    'dunix-client is granted reading alone',
+  );
   t.equal(calls[calls.length - 1], 'authEnable', 'auth is turned on last');
   await a.enable(users1, ['v1']);
   t.equal(calls.filter((c) => c === 'authEnable').length, 2, 'a second run goes through');
   await a.addUsers([parseEtcdUser('client:c9')], ['v1']);
   t.ok(calls.includes('grant dunix-mounts:c9 Readwrite /dunix/v1/volumes/v1/mounts/c9~'));
   t.equal(await a.grantVolume('v2'), true);
-  t.ok(calls.includes('grant dunix-client Readwrite /dunix/v1/volumes/v2/suspects/'));
+  t.ok(calls.includes('grant dunix-mounts:c0 Readwrite /dunix/v1/volumes/v2/suspects/c0~'));
   t.ok(calls.includes('grant dunix-mounts:c0 Readwrite /dunix/v1/volumes/v2/mounts/c0~'), 'every client');
   t.ok(calls.includes('grant dunix-mounts:c9 Readwrite /dunix/v1/volumes/v2/mounts/c9~'));
   await a.revokeVolume('v2');
   t.ok(calls.includes('revoke dunix-client /dunix/v1/volumes/v2/mounted'));
   t.ok(calls.includes('revoke dunix-mounts:c9 /dunix/v1/volumes/v2/mounts/c9~'));
+  t.ok(calls.includes('revoke dunix-mounts:c9 /dunix/v1/volumes/v2/suspects/c9~'));
 });

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '@dunix/proto';
 import t from 'tap';
+import { EtcdKv } from '../src/etcd-kv.js';
 import { EtcdCoordinator, type EtcdProcess, keys, spawnEtcd } from '../src/index.js';
 import { coordinatorCompliance, waitFor } from './compliance.js';
 
@@ -64,6 +65,11 @@ coordinatorCompliance(t, {
   leaseOfKey,
   revokeLease: async (lease) => {
     await gateway('/v3/lease/revoke', { ID: lease });
+  },
+  kv: async () => {
+    const kv = new EtcdKv({ endpoints: [etcd!.endpoint], rpcTimeoutMs: 5000, log });
+    t.teardown(() => kv.close());
+    return kv;
   },
 });
 

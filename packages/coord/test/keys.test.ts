@@ -24,10 +24,21 @@ t.test('key layout', async (t) => {
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/other/x'), undefined);
   t.equal(parseVolumeKey('v', keys.config('w')), undefined);
   t.equal(keys.controller('v'), '/dunix/v1/volumes/v/controller');
-  t.equal(keys.suspect('v', 'b1'), '/dunix/v1/volumes/v/suspects/b1');
+  t.equal(keys.suspect('v', 'c~m-1', 'b1'), '/dunix/v1/volumes/v/suspects/c~m-1/b1');
+  t.equal(keys.suspectsOf('v', 'c'), '/dunix/v1/volumes/v/suspects/c~');
   t.equal(keys.recovery('v', 7, 'b1'), '/dunix/v1/volumes/v/recovery/7/b1');
   t.same(parseVolumeKey('v', keys.controller('v')), { kind: 'controller' });
-  t.same(parseVolumeKey('v', keys.suspect('v', 'b1')), { kind: 'suspect', brickId: 'b1' });
+  t.same(parseVolumeKey('v', keys.suspect('v', 'c~m-1', 'b1')), {
+    kind: 'suspect',
+    brickId: 'b1',
+    reporter: 'c~m-1',
+  });
+  t.same(
+    parseVolumeKey('v', '/dunix/v1/volumes/v/suspects/b1'),
+    { kind: 'suspect', brickId: 'b1' },
+    "an earlier version's report, without its reporter",
+  );
+  t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/suspects/c/b1/x'), undefined);
   t.same(parseVolumeKey('v', keys.recovery('v', 7, 'b1')), { kind: 'recovery', pg: 7, brickId: 'b1' });
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/recovery/07/b1'), undefined);
   t.equal(parseVolumeKey('v', '/dunix/v1/volumes/v/recovery/7'), undefined);

@@ -28,6 +28,7 @@ coordinatorCompliance(t, {
     await c.crash();
   },
   revokeLease: (lease) => kv.revokeLease(lease),
+  kv: async () => kv,
 });
 
 t.test('memory: an unavailable store fails calls, and keepalives recover after it', async (t) => {

@@ -119,7 +119,7 @@ export class BrickNode {
       connect: (b, events) => this.d.net.conn(node, b.id, events.onConnectionRefused),
       onConnectionRefused: (brickId) =>
         void session
-          .reportSuspect(volume, brickId)
+          .reportSuspect(volume, brickId, this.id)
           .catch((err) => log.warn('suspect report failed', { brick: brickId, err: String(err) })),
     });
     this.router = router;

@@ -340,7 +340,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
           { ...p.workload, pgCount: p.volume.pgCount, blockSizeBytes: p.volume.blockSizeBytes },
           trace,
           p.retryKnobs,
-          (brickId) => void coord.reportSuspect(VOLUME, brickId).catch(() => {}),
+          (brickId) => void coord.reportSuspect(VOLUME, brickId, `c${i}`).catch(() => {}),
         ),
     );
     await coord.watchVolume(VOLUME, (s) => {

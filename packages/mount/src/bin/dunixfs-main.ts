@@ -98,13 +98,16 @@ export async function main(argv: string[]): Promise<number> {
     dialTimeoutMs: args.dialTimeoutMs,
     knobs: { mountLeaseTtlMs: args.sessionTtlMs },
   });
+  // This session's id: its record's key, and the reporter of its suspect reports (both under
+  // the client certificate's name, which alone may write them).
+  const mountId = newMountId(etcdTlsUser(etcd.tls));
   const router = new Router({
     log,
     security,
     // A refused connection is the quickest sign of a dead brick: telling the
     // controller starts failover now instead of when the brick's lease expires.
     onConnectionRefused: (brickId) => {
-      coord.reportSuspect(args.volume, brickId).catch((err: unknown) => {
+      coord.reportSuspect(args.volume, brickId, mountId).catch((err: unknown) => {
         log.warn('could not report a suspect brick', { brick: brickId, err: (err as Error).message });
       });
     },
@@ -143,10 +146,7 @@ export async function main(argv: string[]): Promise<number> {
     });
     // The mount record (the client session), before the kernel mount: while mounted, it is listed
     // (`dunixctl volume mounts`) and holds off `volume delete`.
-    session = await coord.registerMount(
-      args.volume,
-      mountInfo(newMountId(etcdTlsUser(etcd.tls)), mountpoint, startedAtMs),
-    );
+    session = await coord.registerMount(args.volume, mountInfo(mountId, mountpoint, startedAtMs));
     // Coherent caches: every call names this session, so what it reads is registered at the
     // primaries, which push invalidations to the poller (applied once the kernel is mounted).
     router.setCacheSession(session.id, Math.max(args.attrTtlMs, args.entryTtlMs));
