@@ -432,6 +432,7 @@ export class BrickDaemon {
         },
         log: this.log,
         newGeneration: () => randomBytes(8).toString('hex'),
+        leads: (pg) => brick.leads(pg),
         forward: async (pg, invals, session) => {
           await this.router.call(
             pg,

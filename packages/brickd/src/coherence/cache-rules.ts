@@ -92,6 +92,29 @@ function attrIno(a: unknown): bigint[] {
 }
 
 /**
+ * Takes out of a read's reply the attributes of each inode `stale` names
+ * (the entry stays; the client then asks GetAttr, which registers before it
+ * reads); returns those inodes. Only Lookup and ReadDir answer attributes of
+ * inodes other than the one named in the request.
+ */
+export function dropStaleAttrs(method: string, rep: Msg, stale: (ino: bigint) => boolean): bigint[] {
+  const entries =
+    method === 'Lookup'
+      ? [rep.entry as Msg | undefined]
+      : method === 'ReadDir'
+        ? ((rep.entries as Msg[] | undefined) ?? [])
+        : [];
+  const dropped: bigint[] = [];
+  for (const e of entries) {
+    const [ino] = attrIno(e?.attr);
+    if (ino === undefined || !stale(ino)) continue;
+    e!.attr = null;
+    dropped.push(ino);
+  }
+  return dropped;
+}
+
+/**
  * The effects of `method` applied with `req` answering `rep` (undefined when
  * the request failed: a failed read still registers, as a negative lookup is
  * cached too; a failed mutation changed nothing).

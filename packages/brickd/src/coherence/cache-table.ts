@@ -1,4 +1,4 @@
-import { forgottenOf, registeredUnder, type Inval } from './cache-rules.js';
+import { forgottenOf, InvalKind, registeredUnder, type Inval } from './cache-rules.js';
 
 /**
  * A primary's soft state of coherent caches, free of I/O (times are passed
@@ -58,13 +58,28 @@ export interface PollResult {
 /** Where a pushed change must be acknowledged: each session's queue generation and sequence. */
 export type PushTicket = Map<string, { generation: string; seq: number }>;
 
+/**
+ * Inodes whose last change is remembered (changedSince): a read that ran
+ * across more changes than this sees each of its inodes as changed.
+ */
+export const CHANGES_REMEMBERED_MAX = 16_384;
+
 export class CacheTable {
   /** ino -> session -> registered until (ms); Map order = least recently registered first. */
   private readonly regs = new Map<bigint, Map<string, number>>();
   private regCount = 0;
+  /** Changes pushed so far (a count, not a time): a read notes it before it runs. */
+  private changes = 0;
+  /** ino -> the count when its attributes last changed; Map order = oldest change first. */
+  private readonly changedAt = new Map<bigint, number>();
+  /** Changes up to this count are no longer remembered one by one. */
+  private changesForgottenUpTo = 0;
   private readonly queues = new Map<string, Queue>();
-  /** Counters for measurements (invalidations queued, registrations evicted, sessions dropped). */
-  readonly stats = { queued: 0, evicted: 0, dropped: 0 };
+  /**
+   * Counters for measurements (invalidations queued, registrations evicted, sessions dropped,
+   * attributes kept out of a read's reply as changed while it ran).
+   */
+  readonly stats = { queued: 0, evicted: 0, dropped: 0, staleAttrsDropped: 0 };
 
   constructor(
     private readonly o: CacheTableOptions,
@@ -129,6 +144,7 @@ export class CacheTable {
   push(changes: readonly Inval[], except: string, nowMs: number): PushTicket {
     const perSession = new Map<string, Inval[]>();
     for (const c of changes) {
+      if (c.kind !== InvalKind.ENTRY) this.noteChanged(c.ino);
       for (const s of this.sessionsOf(registeredUnder(c), except, nowMs)) {
         let list = perSession.get(s);
         if (!list) perSession.set(s, (list = []));
@@ -138,6 +154,31 @@ export class CacheTable {
     const ticket: PushTicket = new Map();
     for (const [s, list] of perSession) this.mergeTicket(ticket, this.pushTo(s, list, nowMs));
     return ticket;
+  }
+
+  /** The count of changes so far: pass it to changedSince after a read. */
+  get changeCount(): number {
+    return this.changes;
+  }
+
+  /**
+   * Whether the attributes of `ino` changed (were pushed) after the count was
+   * `count`. A read registers the inodes it returns only once it has run, so
+   * a change committed after its snapshot and pushed before its registration
+   * reaches nobody: the read must not hand those attributes out.
+   */
+  changedSince(ino: bigint, count: number): boolean {
+    return count < this.changesForgottenUpTo || (this.changedAt.get(ino) ?? 0) > count;
+  }
+
+  private noteChanged(ino: bigint): void {
+    if (ino === 0n) return;
+    this.changedAt.delete(ino);
+    this.changedAt.set(ino, ++this.changes);
+    if (this.changedAt.size <= CHANGES_REMEMBERED_MAX) return;
+    const [oldest, at] = this.changedAt.entries().next().value!;
+    this.changedAt.delete(oldest);
+    this.changesForgottenUpTo = at;
   }
 
   private mergeTicket(into: PushTicket, from: PushTicket): void {

@@ -1,6 +1,6 @@
 import { FsError, limits, pgOfIno, type Logger } from '@dunix/proto';
 import type { LockTimers } from '../lock-service.js';
-import { cacheEffects, registeredUnder, type Inval } from './cache-rules.js';
+import { cacheEffects, dropStaleAttrs, registeredUnder, type Inval } from './cache-rules.js';
 import { CacheTable, type CacheTableOptions, type PollResult, type PushTicket } from './cache-table.js';
 
 export interface CoherenceKnobs extends CacheTableOptions {
@@ -46,6 +46,13 @@ export interface CoherenceDeps {
   newGeneration(): string;
   /** Sends changes of inodes of `pg` to that PG's primary (a peer Invalidate). */
   forward(pg: number, invals: Inval[], session: string): Promise<void>;
+  /**
+   * Whether this brick is the primary of `pg` (changes of its inodes are
+   * pushed from this table): a read of one PG may answer attributes of an
+   * inode of another it leads (a subdirectory made there), registered here
+   * too. Without it, only the request's own PG.
+   */
+  leads?(pg: number): boolean;
 }
 
 /** Registrations outlive the read by this much: the reply reaches the kernel a little after the brick. */
@@ -107,8 +114,16 @@ export class CoherenceService {
     const before = cacheEffects(method, req, undefined);
     // Registered before the read runs: a change committed after the read's snapshot still finds it.
     if (h && session && before.reads.length > 0) await this.register(h, session, before.reads);
+    const changesBefore = this.table.changeCount;
     const rep = await run();
     if (!h) return rep;
+    if (session && rep && typeof rep === 'object') {
+      // Attributes of inodes the read returns are registered only now: one that changed since the
+      // read began (its push found no registration of ours) must not reach the caller's cache.
+      this.table.stats.staleAttrsDropped += dropStaleAttrs(method, rep as Record<string, unknown>, (ino) =>
+        this.table.changedSince(ino, changesBefore),
+      ).length;
+    }
     const after = cacheEffects(method, req, rep as Record<string, unknown>);
     if (session && after.reads.length > before.reads.length) {
       await this.register(h, session, after.reads.slice(before.reads.length));
@@ -123,8 +138,9 @@ export class CoherenceService {
     if (ttlMs <= 0) return;
     const tickets: PushTicket[] = [];
     for (const ino of inos) {
-      // Only inodes of the PG this primary serves: another PG's primary holds theirs.
-      if (ino === 0n || pgOfIno(ino) !== h.pg) continue;
+      // Only inodes of PGs this brick leads: another PG's primary holds theirs.
+      const pg = pgOfIno(ino);
+      if (ino === 0n || (pg !== h.pg && !this.d.leads?.(pg))) continue;
       const t = this.table.register(session, ino, now + ttlMs + REGISTRATION_GRACE_MS, now);
       if (t) tickets.push(t);
     }

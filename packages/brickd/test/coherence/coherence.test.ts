@@ -8,7 +8,7 @@
 import { createLogger } from '@dunix/proto';
 import t from 'tap';
 import { cacheEffects, InvalKind, type Inval } from '../../src/coherence/cache-rules.js';
-import { CacheTable } from '../../src/coherence/cache-table.js';
+import { CacheTable, CHANGES_REMEMBERED_MAX } from '../../src/coherence/cache-table.js';
 import { CoherenceService, coherenceDefaults } from '../../src/coherence/coherence-service.js';
 
 const PG = 2;
@@ -215,7 +215,7 @@ function fakeTimers() {
   };
 }
 
-function service() {
+function service(leads?: (pg: number) => boolean) {
   const timers = fakeTimers();
   const forwarded: { pg: number; invals: Inval[]; session: string }[] = [];
   let g = 0;
@@ -224,6 +224,7 @@ function service() {
     timers,
     log: createLogger('test', () => {}),
     newGeneration: () => `g${++g}`,
+    ...(leads ? { leads } : {}),
     forward: async (pg, invals, session) => {
       forwarded.push({ pg, invals, session });
     },
@@ -338,3 +339,95 @@ t.test('service: a read of another PG registers nothing here; no TTL registers n
   );
   t.equal(s.stats.registrations, 0);
 });
+
+t.test('service: a child changed while a read ran is answered without its attributes', async (t) => {
+  const { s, header, tick } = service();
+  t.teardown(() => s.stop());
+  const FILE2 = ino(PG, 3);
+  const attr = (i: bigint) => ({ ino: String(i), mode: 0o100644 });
+  // A Lookup whose read took its snapshot before A's chmod, and returns after A's change was pushed
+  // (to nobody: B registers the file only once its read has run).
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const lookup = s.around(
+    'Lookup',
+    { header: header('B'), parent: String(DIR), name: name('f') },
+    async () => {
+      await gate;
+      return { entry: { name: name('f'), ino: String(FILE), attr: attr(FILE) } };
+    },
+  );
+  await tick();
+  await s.around('SetAttr', { header: header('A'), ino: String(FILE), setMode: true }, async () => ({}));
+  release();
+  const r = (await lookup) as { entry: { ino: string; attr: unknown } };
+  t.equal(r.entry.ino, String(FILE), 'the entry is answered');
+  t.equal(r.entry.attr, null, 'its attributes, possibly older than the change, are not');
+  t.equal(s.stats.staleAttrsDropped, 1);
+
+  // A listing: only the entry changed meanwhile loses its attributes; without a change, all stay.
+  let release2!: () => void;
+  const gate2 = new Promise<void>((r) => (release2 = r));
+  const listing = s.around('ReadDir', { header: header('B'), dir: String(DIR), plus: true }, async () => {
+    await gate2;
+    return {
+      entries: [
+        { name: name('f'), ino: String(FILE), attr: attr(FILE) },
+        { name: name('g'), ino: String(FILE2), attr: attr(FILE2) },
+      ],
+    };
+  });
+  await tick();
+  await s.around('SetAttr', { header: header('A'), ino: String(FILE2), setMode: true }, async () => ({}));
+  release2();
+  const l = (await listing) as { entries: { attr: unknown }[] };
+  t.same(l.entries[0]!.attr, attr(FILE), 'an entry not changed since the read began keeps them');
+  t.equal(l.entries[1]!.attr, null, 'the changed one does not');
+  const again = (await s.around(
+    'Lookup',
+    { header: header('B'), parent: String(DIR), name: name('g') },
+    async () => ({
+      entry: { name: name('g'), ino: String(FILE2), attr: attr(FILE2) },
+    }),
+  )) as { entry: { attr: unknown } };
+  t.same(again.entry.attr, attr(FILE2), 'a read begun after the change answers them');
+});
+
+t.test('table: a read across more changes than are remembered sees every inode as changed', async (t) => {
+  const c = new CacheTable({ registrationsMax: 16, queuedPerSessionMax: 16 }, () => 'g');
+  const before = c.changeCount;
+  t.notOk(c.changedSince(FILE, before));
+  c.push([{ kind: InvalKind.INODE, ino: FILE, parent: 0n, name: name(''), data: false }], 'A', 0);
+  t.ok(c.changedSince(FILE, before), 'changed');
+  t.notOk(c.changedSince(DIR, before), 'another inode: not');
+  t.notOk(c.changedSince(FILE, c.changeCount), 'not since the change');
+  c.push([{ kind: InvalKind.ENTRY, ino: 0n, parent: DIR, name: name('x'), data: false }], 'A', 0);
+  t.notOk(c.changedSince(DIR, before), "a name's change is not a change of the directory's attributes");
+  const mid = c.changeCount;
+  for (let i = 0; i < CHANGES_REMEMBERED_MAX + 1; i++)
+    c.push(
+      [{ kind: InvalKind.INODE, ino: ino(PG, 100 + i), parent: 0n, name: name(''), data: false }],
+      'A',
+      0,
+    );
+  t.ok(c.changedSince(DIR, mid), 'past the bound: taken as changed');
+  t.notOk(c.changedSince(DIR, c.changeCount), 'a read begun now: not');
+});
+
+t.test(
+  'service: a child of another PG this brick leads is registered; of one it does not, not',
+  async (t) => {
+    const { s, header } = service((pg) => pg === PG || pg === 5);
+    t.teardown(() => s.stop());
+    const led = ino(5, 9);
+    const notLed = ino(6, 9);
+    await s.around('Lookup', { header: header('B'), parent: String(DIR), name: name('d') }, async () => ({
+      entry: { name: name('d'), ino: String(led), attr: { ino: String(led) } },
+    }));
+    t.equal(s.stats.registrations, 2, 'the directory and the subdirectory of PG 5');
+    await s.around('Lookup', { header: header('B'), parent: String(DIR), name: name('e') }, async () => ({
+      entry: { name: name('e'), ino: String(notLed), attr: { ino: String(notLed) } },
+    }));
+    t.equal(s.stats.registrations, 2, 'PG 6 is not led here');
+  },
+);
