@@ -12,7 +12,7 @@
  * without B caching, and the invalidations the bricks queued per change.
  */
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync } from 'node:fs';
-import { statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, fchmodSync, openSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { callUnary, type wire } from '@dunix/proto';
 import t from 'tap';
 import { bins, pgOfIno, run, runAsync, startCluster, waitUntil, type Cluster } from '../src/cluster.js';
@@ -306,6 +306,68 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
       t.equal(xattr(C('listed', 'f3')), 'w', "and B's setxattr after the listing is seen by C at once");
       run('setfacl', ['-m', 'u:65534:r', B('listed', 'f4')]);
       t.match(run('getfacl', ['-n', C('listed', 'f4')]).stdout, /user:65534:r--/, "so is B's setfacl");
+    },
+  );
+
+  await t.test(
+    'statahead: a directory looked up name by name is read whole; pushes and own changes drop it',
+    async (t) => {
+      const ports = join(c.base, 'd-metrics.json');
+      const m = await c.mountAnother(`${TTL},metrics_listen=127.0.0.1:0,metrics_port_file=${ports}`);
+      const D = (...p: string[]) => m.path(...p);
+      const address = (JSON.parse(readFileSync(ports, 'utf8')) as { metricsAddress: string }).metricsAddress;
+      const metric = async (prefix: string) => {
+        const text = await (await fetch(`http://${address}/metrics`)).text();
+        return text
+          .split('\n')
+          .filter((l) => l.startsWith(prefix))
+          .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
+      };
+      const lookups = () => metric('dunix_client_rpc_seconds_count{method="Lookup"');
+      const listed = () => metric('dunix_client_cache_hits_total{cache="listing"}');
+      // A made the files: D knows nothing of them.
+      mkdirSync(A('many'));
+      for (let i = 0; i < 60; i++) writeFileSync(A('many', `f${i}`), `${i}`);
+      const held = openSync(D('many', 'f50'), 'r');
+      let next = 0;
+      /** Stats names in turn until one is answered from a listing (the read runs in the background). */
+      const untilListed = async (what: string) => {
+        await waitUntil(
+          async () => {
+            const before = await listed();
+            t.equal(mode(D('many', `f${next++}`)), 0o644);
+            return (await listed()) > before;
+          },
+          what,
+          20_000,
+        );
+      };
+      await untilListed('D reads many/ whole');
+      const lookupsBefore = await lookups();
+      const listedBefore = await listed();
+      for (let i = 0; i < 10; i++) t.equal(statSync(D('many', `f${next++}`)).size, `${next - 1}`.length);
+      t.ok(
+        (await lookups()) - lookupsBefore <= 1,
+        `10 stats: ${(await lookups()) - lookupsBefore} Lookups sent`,
+      );
+      t.ok((await listed()) - listedBefore >= 9, 'answered from the listing');
+
+      // D's own change of a listed file (through a descriptor opened before the listing): the
+      // listing's copy goes, so once the kernel forgot the name, D asks again and sees its change.
+      fchmodSync(held, 0o640);
+      closeSync(held);
+      writeFileSync('/proc/sys/vm/drop_caches', '2');
+      const askedBefore = (await lookups()) + (await listed());
+      t.equal(mode(D('many', 'f50')), 0o640, "D's own chmod of a listed file is what D sees after");
+      t.ok((await lookups()) + (await listed()) > askedBefore, 'the kernel asked D again (a real check)');
+
+      // Another session's change of a listed file: pushed, so the listing's copy goes too.
+      await untilListed('D reads many/ whole again');
+      chmodSync(A('many', 'f55'), 0o600);
+      t.equal(mode(D('many', 'f55')), 0o600, "A's chmod of a file D listed is seen by D at once");
+      unlinkSync(A('many', 'f56'));
+      t.notOk(existsSync(D('many', 'f56')), "A's unlink of a file D listed is seen by D at once");
+      t.equal(statSync(D('many', 'f57')).size, 2, 'the others are still there');
     },
   );
 

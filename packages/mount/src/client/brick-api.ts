@@ -73,9 +73,13 @@ export class BrickApi {
     );
   }
 
+  /** Told of every change this client sends, with the inodes it names (as isChanging counts them). */
+  onMutate: ((inos: readonly bigint[]) => void) | undefined;
+
   mutate<Rep>(pg: number, method: string, body: object): Promise<Rep> {
     this.unsynced.add(pg);
     const held = inodesNamed(body);
+    this.onMutate?.(held);
     for (const ino of held) this.changing.set(ino, (this.changing.get(ino) ?? 0) + 1);
     return this.observed(
       method,

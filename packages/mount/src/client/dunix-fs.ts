@@ -22,6 +22,7 @@ import { FileLocks } from './file-locks.js';
 import { GRANT_READ, GRANT_WRITE } from './grant-holder.js';
 import { CompleteDirs } from './complete-dirs.js';
 import { DirAttrs } from './dir-attrs.js';
+import { DirListings, type ListedEntry } from './dir-listings.js';
 import { KernelNames } from './kernel-names.js';
 import type { PushedInval } from '@dunix/proto';
 
@@ -100,6 +101,8 @@ export class DunixFs implements FileSystem {
   readonly complete = new CompleteDirs(() => Date.now());
   /** Directories' attributes as our own last change of them left them (dir-attrs.ts). */
   readonly dirAttrs = new DirAttrs(() => Date.now());
+  /** Directories read whole after several lookups in them (dir-listings.ts): only with a session. */
+  readonly listings = new DirListings(() => Date.now());
   /**
    * The kernel's caches, once mounted: a lock granted here drops the
    * inode's cached pages and attributes (another machine may have written
@@ -121,6 +124,8 @@ export class DunixFs implements FileSystem {
     private readonly o: DunixFsOptions = dunixFsDefaults,
   ) {
     this.locks = new FileLocks(api, () => this.o.mountId, { waitSliceMs: o.lockWaitSliceMs });
+    // A change of ours to an inode (or in a directory) drops what a listing read of it.
+    api.onMutate = (inos) => this.listings.forgetInodes(inos);
   }
 
   private readonly groupsByPid = new Map<
@@ -264,6 +269,45 @@ export class DunixFs implements FileSystem {
   }
 
   /**
+   * Reads a directory whole, with its entries' attributes, in the background
+   * (statahead, dir-listings.ts): the kernel looked several of its names up
+   * one by one. The names make it complete too (complete-dirs.ts).
+   */
+  private readWhole(caller: Caller, dir: bigint): void {
+    const ttlMs = this.registrationMs;
+    if (ttlMs === 0) return;
+    this.listings.startReading(dir);
+    this.complete.startReading(dir);
+    const firstSentAtMs = Date.now();
+    const failed = (tooBig: boolean) => {
+      this.listings.finishReading(dir, null, ttlMs, tooBig);
+      this.complete.finishReading(dir, null, firstSentAtMs, ttlMs);
+    };
+    void (async () => {
+      const entries: ListedEntry[] = [];
+      let cookie = 0n;
+      for (;;) {
+        const sentAtMs = Date.now();
+        const r = await this.readDirBatch(caller, dir, cookie, true, this.o.readDirBatch);
+        for (const e of r.entries) entries.push({ name: e.name, attr: e.attr, sentAtMs });
+        if (entries.length > this.listings.entriesMax) return failed(true);
+        if (r.eof || r.entries.length === 0) break;
+        cookie = BigInt(r.entries.at(-1)!.cookie);
+      }
+      this.listings.finishReading(dir, entries, ttlMs);
+      this.complete.finishReading(
+        dir,
+        entries.map((e) => e.name),
+        firstSentAtMs,
+        ttlMs,
+      );
+    })().catch((err: unknown) => {
+      this.log.debug('reading a directory whole failed', { dir, err: String(err) });
+      failed(true);
+    });
+  }
+
+  /**
    * The kernel's entry for attributes `a`. `pushGen`: xattrPushGen when the
    * call that returned `a` was sent; given, a brick's no_xattrs is noted.
    */
@@ -316,6 +360,15 @@ export class DunixFs implements FileSystem {
       this.api.metrics?.cacheHit('names');
       return NEGATIVE_ENTRY;
     }
+    const listed = this.listings.take(parent, name);
+    if (listed) {
+      // Read with the whole directory a moment ago, nothing pushed or changed by us since.
+      const e = this.entry(listed);
+      this.names.noted(parent, name, e.nodeid);
+      this.api.metrics?.cacheHit('listing');
+      return e;
+    }
+    if (this.listings.lookupSent(parent)) this.readWhole(caller, parent);
     let r: wire.LookupReply__Output;
     const sentAtMs = Date.now();
     const pushGen = this.xattrPushGen;
@@ -460,6 +513,8 @@ export class DunixFs implements FileSystem {
       () => [[parent, name, false]],
       (r) => [[parent, r.parentAttr]],
     );
+    // Its link count changed: a listing of another directory naming it (a hard link) is stale.
+    this.listings.forgetInodes([BigInt(r.ino)]);
     if (r.nlink === 0 && !r.reclaimed) this.lastLinkGone(BigInt(r.ino));
   }
 
@@ -511,6 +566,7 @@ export class DunixFs implements FileSystem {
         [newParent, r.newParentAttr],
       ],
     );
+    if (r.replacedIno !== '0') this.listings.forgetInodes([BigInt(r.replacedIno)]);
     if (r.replacedIno !== '0' && r.replacedNlink === 0) this.lastLinkGone(BigInt(r.replacedIno));
   }
 
@@ -777,6 +833,8 @@ export class DunixFs implements FileSystem {
       const dir = i.kind === INVAL_ENTRY || i.kind === INVAL_DELETE ? i.parent : i.ino;
       this.complete.forget(dir);
       this.dirAttrs.forget(dir);
+      this.listings.forgetDir(dir);
+      if (i.kind !== INVAL_ENTRY) this.listings.forgetInodes([i.ino]);
       // Another session's setxattr pushes the inode's attributes: names known absent may be set now.
       if (i.kind === INVAL_INODE || i.kind === INVAL_FORGOTTEN) {
         this.absentXattrs.delete(i.ino);
@@ -829,6 +887,7 @@ export class DunixFs implements FileSystem {
   async dropCachedOf(pgs: ReadonlySet<number>): Promise<void> {
     this.complete.forgetWhere((dir) => pgs.has(pgOfIno(dir)));
     this.dirAttrs.forgetWhere((dir) => pgs.has(pgOfIno(dir)));
+    this.listings.forgetWhere((ino) => pgs.has(pgOfIno(ino)));
     this.xattrPushGen++;
     for (const ino of this.absentXattrs.keys()) if (pgs.has(pgOfIno(ino))) this.absentXattrs.delete(ino);
     const kernel = this.kernel;

@@ -43,7 +43,8 @@ export class ClientMetrics {
       "Reads answered from the client's copy (inline: a small file's content held since open; " +
       'names: a lookup of a name not in a directory whose every name the client knows; ' +
       "attrs: a directory's attributes as the client's own change left them; " +
-      'xattrs: a getxattr or listxattr of an inode known to have no xattr)',
+      'xattrs: a getxattr or listxattr of an inode known to have no xattr; ' +
+      'listing: a lookup answered from a directory read whole after several lookups in it)',
     labelNames: ['cache'] as const,
     registers: [this.registry],
   });
@@ -80,7 +81,7 @@ export class ClientMetrics {
     this.rpcSeconds.observe({ method, code }, Number(process.hrtime.bigint() - startNs) / 1e9);
   }
 
-  cacheHit(cache: 'inline' | 'names' | 'attrs' | 'xattrs'): void {
+  cacheHit(cache: 'inline' | 'names' | 'attrs' | 'xattrs' | 'listing'): void {
     this.cacheHits.inc({ cache });
   }
 
