@@ -86,7 +86,7 @@ t.test('pushes and our own changes drop what they name, also during a read', asy
 });
 
 t.test('bounded: entries without attributes, big directories, held entries', async (t) => {
-  const { l } = fixture();
+  const { clock, l } = fixture();
   l.startReading(DIR);
   l.finishReading(
     DIR,
@@ -102,9 +102,12 @@ t.test('bounded: entries without attributes, big directories, held entries', asy
   l.finishReading(8n, null, 500, true);
   for (let i = 0; i < 5; i++) t.notOk(l.lookupSent(8n), 'a directory too big is not read whole again');
   l.forgetDir(8n);
+  for (let i = 0; i < 5; i++) t.notOk(l.lookupSent(8n), 'not even once it changed');
+  clock.ms += dirListingsDefaults.backoffMs;
   l.lookupSent(8n);
   l.lookupSent(8n);
-  t.ok(l.lookupSent(8n), '...until it changed');
+  t.ok(l.lookupSent(8n), '...until the back-off is over');
+  clock.ms = 1000;
   listed(l, 500, 1n, 10n);
   listed(l, 500, 2n, 20n);
   t.same(l.size, { listings: 2, entries: 6 });

@@ -39,6 +39,12 @@ export interface DirListingsOptions {
   heldMax: number;
   /** Directories whose lookups are counted (least recently counted go first). */
   countedMax: number;
+  /**
+   * A directory too big to read whole, or that could not be read, is not
+   * tried again for this long, whatever changes in it (a busy big directory
+   * would otherwise be read in vain after every few lookups).
+   */
+  backoffMs: number;
 }
 
 export const dirListingsDefaults: DirListingsOptions = {
@@ -46,6 +52,7 @@ export const dirListingsDefaults: DirListingsOptions = {
   entriesMax: 8192,
   heldMax: 32_768,
   countedMax: 1024,
+  backoffMs: 60_000,
 };
 
 export function validateDirListingsOptions(o: DirListingsOptions): DirListingsOptions {
@@ -56,6 +63,7 @@ export function validateDirListingsOptions(o: DirListingsOptions): DirListingsOp
   int(o.entriesMax, 1, 1_048_576, 'entriesMax');
   int(o.heldMax, 1, 4_194_304, 'heldMax');
   int(o.countedMax, 1, 1_048_576, 'countedMax');
+  int(o.backoffMs, 0, 3_600_000, 'backoffMs');
   return o;
 }
 
@@ -82,8 +90,10 @@ export class DirListings {
   private readonly listings = new Map<bigint, Listing>();
   /** Directories being read -> whether something dropped them meanwhile. */
   private readonly reading = new Map<bigint, { spoiled: boolean; inos: Set<bigint> }>();
-  /** Lookups sent per directory since its last listing (or a big directory: -1, not read again). */
+  /** Lookups sent per directory since its last listing. */
   private readonly lookups = new Map<bigint, number>();
+  /** Directories not to read whole until then (clock ms): too big, or unreadable. */
+  private readonly backoffUntil = new Map<bigint, number>();
   /** ino -> directories whose listing holds it. */
   private readonly dirsOf = new Map<bigint, Set<bigint>>();
   private held = 0;
@@ -109,8 +119,12 @@ export class DirListings {
     const l = this.listings.get(dir);
     if (l && this.nowMs() < l.validUntilMs) return false;
     if (l) this.drop(dir);
+    const until = this.backoffUntil.get(dir);
+    if (until !== undefined) {
+      if (this.nowMs() < until) return false;
+      this.backoffUntil.delete(dir);
+    }
     const n = this.lookups.get(dir) ?? 0;
-    if (n < 0) return false;
     this.lookups.delete(dir);
     if (n + 1 >= this.o.lookupsBeforeRead) return true;
     this.lookups.set(dir, n + 1);
@@ -126,16 +140,18 @@ export class DirListings {
 
   /**
    * The whole-directory read of `dir` ended: `entries` is every entry, or
-   * null (it failed, or the directory has more than entriesMax entries:
-   * `tooBig`, then it is not read whole again until pushed or changed).
+   * null (it was spoiled by a reset, or `backoff`: it failed, or the
+   * directory has more than entriesMax entries, so it is not read whole
+   * again for backoffMs).
    */
-  finishReading(dir: bigint, entries: ListedEntry[] | null, ttlMs: number, tooBig = false): void {
+  finishReading(dir: bigint, entries: ListedEntry[] | null, ttlMs: number, backoff = false): void {
     const r = this.reading.get(dir);
     this.reading.delete(dir);
-    if (tooBig) {
-      this.lookups.delete(dir);
-      this.lookups.set(dir, -1);
-      if (this.lookups.size > this.o.countedMax) this.lookups.delete(this.lookups.keys().next().value!);
+    if (backoff) {
+      this.backoffUntil.delete(dir);
+      this.backoffUntil.set(dir, this.nowMs() + this.o.backoffMs);
+      if (this.backoffUntil.size > this.o.countedMax)
+        this.backoffUntil.delete(this.backoffUntil.keys().next().value!);
     }
     if (!r || r.spoiled || entries === null || ttlMs <= 0) return;
     const l: Listing = { entries: new Map(), inos: new Set(), validUntilMs: 0 };

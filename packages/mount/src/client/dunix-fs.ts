@@ -279,8 +279,9 @@ export class DunixFs implements FileSystem {
     this.listings.startReading(dir);
     this.complete.startReading(dir);
     const firstSentAtMs = Date.now();
-    const failed = (tooBig: boolean) => {
-      this.listings.finishReading(dir, null, ttlMs, tooBig);
+    // Too big, or not readable (the caller may search but not read it): not tried again for a while.
+    const failed = () => {
+      this.listings.finishReading(dir, null, ttlMs, true);
       this.complete.finishReading(dir, null, firstSentAtMs, ttlMs);
     };
     void (async () => {
@@ -290,7 +291,7 @@ export class DunixFs implements FileSystem {
         const sentAtMs = Date.now();
         const r = await this.readDirBatch(caller, dir, cookie, true, this.o.readDirBatch);
         for (const e of r.entries) entries.push({ name: e.name, attr: e.attr, sentAtMs });
-        if (entries.length > this.listings.entriesMax) return failed(true);
+        if (entries.length > this.listings.entriesMax) return failed();
         if (r.eof || r.entries.length === 0) break;
         cookie = BigInt(r.entries.at(-1)!.cookie);
       }
@@ -303,7 +304,7 @@ export class DunixFs implements FileSystem {
       );
     })().catch((err: unknown) => {
       this.log.debug('reading a directory whole failed', { dir, err: String(err) });
-      failed(true);
+      failed();
     });
   }
 
