@@ -59,6 +59,14 @@ t.test('other options keep their bounds; kernel options pass through', async (t)
   t.match(a, { attrTtlMs: 0, entryTtlMs: 5, foreground: true, extra: 'ro' });
   t.throws(() => parseMountArgs([...base, '-o', 'attr_ttl_ms=-1']), /attr_ttl_ms must be 0\.\.86400000/);
   t.throws(() => parseMountArgs([...base, '-o', 'bogus=1']), /unknown mount option/);
+  t.equal(parseMountArgs(base).stataheadLookups, 3, 'statahead after 3 lookups by default');
+  t.equal(parseMountArgs([...base, '-o', 'statahead_lookups=0']).stataheadLookups, 0, '0: off');
+  for (const bad of ['-1', 'x', '', '1000001'])
+    t.throws(
+      () => parseMountArgs([...base, '-o', `statahead_lookups=${bad}`]),
+      /statahead_lookups must be 0\.\.1000000/,
+      bad,
+    );
 });
 
 t.test('-t dunixfs and -t fuse.dunixfs (mount(8) passes the type of fstab); others refused', async (t) => {
@@ -83,6 +91,7 @@ t.test('--help and -h ask for the usage, which names every option', async (t) =>
       'attr_ttl_ms',
       'failover_timeout_ms',
       'read_ahead_kb',
+      'statahead_lookups',
       'log=FILE',
       'fuse.dunixfs',
       'noatime',

@@ -163,6 +163,7 @@ export async function main(argv: string[]): Promise<number> {
     ...dunixFsDefaults,
     attrTtlMs: args.attrTtlMs,
     entryTtlMs: args.entryTtlMs,
+    stataheadLookups: args.stataheadLookups,
     // Owner of this mount's O_TMPFILE inodes: bricks reclaim them once the session is gone.
     ...(session ? { mountId: session.id } : {}),
   });

@@ -1,5 +1,6 @@
 import { coordinatorDefaults, validateLeaseTtl } from '@dunix/coord';
 import { parseMetricsListen } from '@dunix/proto';
+import { dirListingsDefaults } from '../client/dir-listings.js';
 
 /**
  * Arguments of dunixfs and mount.dunixfs: SPEC MOUNTPOINT [-o a,b=c] [-f]
@@ -19,6 +20,8 @@ export interface MountArgs {
   entryTtlMs: number;
   /** How long the kernel may cache that a name is not there (0: never); undefined: entryTtlMs. */
   negativeTtlMs: number | undefined;
+  /** Lookups in one directory after which it is read whole (dir-listings.ts); 0: never. */
+  stataheadLookups: number;
   dialTimeoutMs: number;
   /**
    * How long an operation keeps retrying through failover (a dead or hung
@@ -95,6 +98,7 @@ ${what}
   -o OPTIONS   comma-separated mount options:
                  attr_ttl_ms=MS, entry_ttl_ms=MS     kernel attribute/entry cache (default 10000; changes elsewhere are pushed)
                  negative_ttl_ms=MS                   kernel cache of names not there (default entry_ttl_ms; 0 = never)
+                 statahead_lookups=N                  read a directory whole after N lookups in it (default ${dirListingsDefaults.lookupsBeforeRead}; 0 = never)
                  dial_timeout_ms=MS                   etcd connect timeout (default 10000)
                  failover_timeout_ms=MS               how long an op rides out a failover (default 60000, min 1000)
                  read_ahead_kb=KB                     kernel readahead window (default 32768)
@@ -209,6 +213,7 @@ export function parseMountArgs(argv: string[]): MountArgs {
     attrTtlMs: 10_000,
     entryTtlMs: 10_000,
     negativeTtlMs: undefined,
+    stataheadLookups: dirListingsDefaults.lookupsBeforeRead,
     dialTimeoutMs: 10_000,
     failoverTimeoutMs: 60_000,
     readAheadKb: 32768,
@@ -229,7 +234,11 @@ export function parseMountArgs(argv: string[]): MountArgs {
     if (k === 'attr_ttl_ms' && v !== undefined) out.attrTtlMs = ms(k, v);
     else if (k === 'entry_ttl_ms' && v !== undefined) out.entryTtlMs = ms(k, v);
     else if (k === 'negative_ttl_ms' && v !== undefined) out.negativeTtlMs = ms(k, v);
-    else if (k === 'metrics_listen' && v) out.metricsListen = (parseMetricsListen(v), v);
+    else if (k === 'statahead_lookups' && v !== undefined) {
+      const n = Number(v);
+      if (!/^[0-9]+$/.test(v) || n > 1_000_000) throw new Error('statahead_lookups must be 0..1000000');
+      out.stataheadLookups = n;
+    } else if (k === 'metrics_listen' && v) out.metricsListen = (parseMetricsListen(v), v);
     else if (k === 'metrics_port_file' && v) out.metricsPortFile = v;
     else if (k === 'dial_timeout_ms' && v !== undefined) out.dialTimeoutMs = ms(k, v);
     else if (k === 'failover_timeout_ms' && v !== undefined)

@@ -22,7 +22,7 @@ import { FileLocks } from './file-locks.js';
 import { GRANT_READ, GRANT_WRITE } from './grant-holder.js';
 import { CompleteDirs } from './complete-dirs.js';
 import { DirAttrs } from './dir-attrs.js';
-import { DirListings, type ListedEntry } from './dir-listings.js';
+import { DirListings, dirListingsDefaults, type ListedEntry } from './dir-listings.js';
 import { KernelNames } from './kernel-names.js';
 import type { PushedInval } from '@dunix/proto';
 
@@ -46,6 +46,8 @@ export interface DunixFsOptions {
   mountId?: string;
   /** One SetLock call of a lock wait waits at most this long at the brick. */
   lockWaitSliceMs: number;
+  /** Lookups in one directory after which it is read whole (statahead, dir-listings.ts); 0: never. */
+  stataheadLookups: number;
 }
 
 export const dunixFsDefaults: DunixFsOptions = {
@@ -54,6 +56,7 @@ export const dunixFsDefaults: DunixFsOptions = {
   readDirBatch: 512,
   data: dataDefaults,
   lockWaitSliceMs: 5000,
+  stataheadLookups: dirListingsDefaults.lookupsBeforeRead,
 };
 
 /** How long a process's supplementary groups are reused (a setgroups() takes effect after this). */
@@ -102,7 +105,7 @@ export class DunixFs implements FileSystem {
   /** Directories' attributes as our own last change of them left them (dir-attrs.ts). */
   readonly dirAttrs = new DirAttrs(() => Date.now());
   /** Directories read whole after several lookups in them (dir-listings.ts): only with a session. */
-  readonly listings = new DirListings(() => Date.now());
+  readonly listings: DirListings;
   /**
    * The kernel's caches, once mounted: a lock granted here drops the
    * inode's cached pages and attributes (another machine may have written
@@ -124,6 +127,10 @@ export class DunixFs implements FileSystem {
     private readonly o: DunixFsOptions = dunixFsDefaults,
   ) {
     this.locks = new FileLocks(api, () => this.o.mountId, { waitSliceMs: o.lockWaitSliceMs });
+    this.listings = new DirListings(() => Date.now(), {
+      ...dirListingsDefaults,
+      lookupsBeforeRead: Math.max(1, o.stataheadLookups),
+    });
     // A change of ours to an inode (or in a directory) drops what a listing read of it.
     api.onMutate = (inos) => this.listings.forgetInodes(inos);
   }
@@ -369,7 +376,7 @@ export class DunixFs implements FileSystem {
       this.api.metrics?.cacheHit('listing');
       return e;
     }
-    if (this.listings.lookupSent(parent)) this.readWhole(caller, parent);
+    if (this.o.stataheadLookups > 0 && this.listings.lookupSent(parent)) this.readWhole(caller, parent);
     let r: wire.LookupReply__Output;
     const sentAtMs = Date.now();
     const pushGen = this.xattrPushGen;
