@@ -80,6 +80,24 @@ t.teardown(() => {
 });
 
 /** Invalidations the bricks queued so far (BrickStatus). */
+/**
+ * Another mount of the cluster with its metrics endpoint: its paths, and the
+ * sum of the metric lines that start with a prefix (a name and its first labels).
+ */
+async function mountWithMetrics(c: Cluster, tag: string, options: string) {
+  const ports = join(c.base, `${tag}-metrics.json`);
+  const m = await c.mountAnother(`${options},metrics_listen=127.0.0.1:0,metrics_port_file=${ports}`);
+  const address = (JSON.parse(readFileSync(ports, 'utf8')) as { metricsAddress: string }).metricsAddress;
+  const metric = async (prefix: string) => {
+    const text = await (await fetch(`http://${address}/metrics`)).text();
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith(prefix))
+      .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
+  };
+  return { path: (...p: string[]) => m.path(...p), metric };
+}
+
 async function queued(c: Cluster): Promise<number> {
   let n = 0;
   for (const b of c.bricks) {
@@ -214,17 +232,9 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
     'a directory a mount made: its lookups of new names stay local until another changes it',
     async (t) => {
       // A third session C with its metrics: the lookups it answers itself are counted.
-      const ports = join(c.base, 'c-metrics.json');
-      const m = await c.mountAnother(`${TTL},metrics_listen=127.0.0.1:0,metrics_port_file=${ports}`);
-      const C = (...p: string[]) => m.path(...p);
-      const address = (JSON.parse(readFileSync(ports, 'utf8')) as { metricsAddress: string }).metricsAddress;
-      const hits = async (cache: 'names' | 'attrs' | 'xattrs') => {
-        const text = await (await fetch(`http://${address}/metrics`)).text();
-        const line = text
-          .split('\n')
-          .find((l) => l.startsWith(`dunix_client_cache_hits_total{cache="${cache}"} `));
-        return Number(line?.split(' ')[1] ?? 0);
-      };
+      const { path: C, metric } = await mountWithMetrics(c, 'c', TTL);
+      const hits = (cache: 'names' | 'attrs' | 'xattrs') =>
+        metric(`dunix_client_cache_hits_total{cache="${cache}"} `);
       const answered = () => hits('names');
       mkdirSync(C('full'));
       // The listing that makes it complete is read in the background after the mkdir.
@@ -269,13 +279,7 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
       t.same(readdirSync(C('full')).sort(), readdirSync(A('full')).sort(), 'C and A list the same names');
       // Extended attributes: C answers "not set" from what it learned (a file it made has no
       // security.capability: no GetXattr for the kernel's ask before each write) until a push.
-      const rpcs = async (method: string) => {
-        const text = await (await fetch(`http://${address}/metrics`)).text();
-        return text
-          .split('\n')
-          .filter((l) => l.startsWith(`dunix_client_rpc_seconds_count{method="${method}"`))
-          .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
-      };
+      const rpcs = (method: string) => metric(`dunix_client_rpc_seconds_count{method="${method}"`);
       const getxattrs = await rpcs('GetXattr');
       writeFileSync(C('full', 'x1'), 'data');
       t.equal(await rpcs('GetXattr'), getxattrs, 'a new file written by C: no GetXattr sent');
@@ -312,17 +316,7 @@ t.test('a change on one mount is seen on the other as soon as its call returns',
   await t.test(
     'statahead: a directory looked up name by name is read whole; pushes and own changes drop it',
     async (t) => {
-      const ports = join(c.base, 'd-metrics.json');
-      const m = await c.mountAnother(`${TTL},metrics_listen=127.0.0.1:0,metrics_port_file=${ports}`);
-      const D = (...p: string[]) => m.path(...p);
-      const address = (JSON.parse(readFileSync(ports, 'utf8')) as { metricsAddress: string }).metricsAddress;
-      const metric = async (prefix: string) => {
-        const text = await (await fetch(`http://${address}/metrics`)).text();
-        return text
-          .split('\n')
-          .filter((l) => l.startsWith(prefix))
-          .reduce((sum, l) => sum + Number(l.split(' ')[1]), 0);
-      };
+      const { path: D, metric } = await mountWithMetrics(c, 'd', TTL);
       const lookups = () => metric('dunix_client_rpc_seconds_count{method="Lookup"');
       const listed = () => metric('dunix_client_cache_hits_total{cache="listing"}');
       // A made the files: D knows nothing of them.
