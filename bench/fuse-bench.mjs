@@ -2096,6 +2096,7 @@ async function memoryCheck(o) {
       dunixfsBricks: DUNIX_BRICKS,
       brickArgs: o.brickArgs,
       brickNodeArgs: o.brickNodeArgs,
+      clientOptions: o.clientOptions,
     },
     host: hostInfo(),
     runs: {},

@@ -24,16 +24,16 @@ function listed(l: DirListings, ttlMs = 500, dir = DIR, base = 10n) {
 
 t.test('the third lookup of a directory starts a whole read, once', async (t) => {
   const { l } = fixture();
-  t.notOk(l.lookupSent(DIR));
-  t.notOk(l.lookupSent(DIR));
-  t.ok(l.lookupSent(DIR), 'the third');
+  t.notOk(l.lookupFound(DIR));
+  t.notOk(l.lookupFound(DIR));
+  t.ok(l.lookupFound(DIR), 'the third');
   l.startReading(DIR);
-  t.notOk(l.lookupSent(DIR), 'not while it is read');
+  t.notOk(l.lookupFound(DIR), 'not while it is read');
   l.finishReading(DIR, null, 500);
-  t.notOk(l.lookupSent(DIR));
-  t.notOk(l.lookupSent(DIR));
-  t.ok(l.lookupSent(DIR), 'a failed read: counted again');
-  t.notOk(l.lookupSent(6n), 'each directory counts its own');
+  t.notOk(l.lookupFound(DIR));
+  t.notOk(l.lookupFound(DIR));
+  t.ok(l.lookupFound(DIR), 'a failed read: counted again');
+  t.notOk(l.lookupFound(6n), 'each directory counts its own');
 });
 
 t.test('entries are handed out once, within the registration time', async (t) => {
@@ -44,11 +44,11 @@ t.test('entries are handed out once, within the registration time', async (t) =>
   t.equal(l.take(DIR, n('a')), undefined, 'once: the kernel caches it from then');
   t.equal(l.take(DIR, n('x')), undefined, 'a name not listed');
   t.equal(l.take(6n, n('b')), undefined, 'another directory');
-  t.notOk(l.lookupSent(DIR), 'no new read while the listing lasts');
+  t.notOk(l.lookupFound(DIR), 'no new read while the listing lasts');
   clock.ms = 1500;
   t.equal(l.take(DIR, n('b')), undefined, 'past the registration: ask the bricks');
   t.equal(l.answered, 1);
-  t.notOk(l.lookupSent(DIR), 'an expired listing counts lookups again');
+  t.notOk(l.lookupFound(DIR), 'an expired listing counts lookups again');
 });
 
 t.test('pushes and our own changes drop what they name, also during a read', async (t) => {
@@ -100,13 +100,13 @@ t.test('bounded: entries without attributes, big directories, held entries', asy
   t.same(l.take(DIR, n('b')), attr(11n));
   l.startReading(8n);
   l.finishReading(8n, null, 500, true);
-  for (let i = 0; i < 5; i++) t.notOk(l.lookupSent(8n), 'a directory too big is not read whole again');
+  for (let i = 0; i < 5; i++) t.notOk(l.lookupFound(8n), 'a directory too big is not read whole again');
   l.forgetDir(8n);
-  for (let i = 0; i < 5; i++) t.notOk(l.lookupSent(8n), 'not even once it changed');
+  for (let i = 0; i < 5; i++) t.notOk(l.lookupFound(8n), 'not even once it changed');
   clock.ms += dirListingsDefaults.backoffMs;
-  l.lookupSent(8n);
-  l.lookupSent(8n);
-  t.ok(l.lookupSent(8n), '...until the back-off is over');
+  l.lookupFound(8n);
+  l.lookupFound(8n);
+  t.ok(l.lookupFound(8n), '...until the back-off is over');
   clock.ms = 1000;
   listed(l, 500, 1n, 10n);
   listed(l, 500, 2n, 20n);

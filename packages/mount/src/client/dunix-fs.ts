@@ -376,7 +376,6 @@ export class DunixFs implements FileSystem {
       this.api.metrics?.cacheHit('listing');
       return e;
     }
-    if (this.o.stataheadLookups > 0 && this.listings.lookupSent(parent)) this.readWhole(caller, parent);
     let r: wire.LookupReply__Output;
     const sentAtMs = Date.now();
     const pushGen = this.xattrPushGen;
@@ -394,6 +393,9 @@ export class DunixFs implements FileSystem {
       return NEGATIVE_ENTRY;
     }
     this.complete.registered(parent, sentAtMs, this.registrationMs);
+    // Only names found count: lookups of names not there (a create loop's) are not what a listing
+    // answers, and a directory being filled would be read whole again and again.
+    if (this.o.stataheadLookups > 0 && this.listings.lookupFound(parent)) this.readWhole(caller, parent);
     const e = await this.direntEntry(r.entry!, pushGen);
     this.names.noted(parent, name, e.nodeid);
     return e;
