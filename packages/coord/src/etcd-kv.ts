@@ -172,20 +172,9 @@ export class EtcdKv implements KvBackend {
         return p.lease !== undefined ? b.lease(p.lease) : b;
       }),
     ];
-    if (compares.length === 0) {
-      // etcd needs a compare in a builder txn; this one always holds.
-      const res = await this.call(
-        this.client
-          .if('/dunix/v1/', 'Create', '>', -1)
-          .then(...ops)
-          .commit(),
-        'txn',
-      );
-      return res.succeeded;
-    }
     const keyed = compares.filter((c): c is { key: string; modRevision: number } => !('prefix' in c));
     const ranged = compares.filter((c): c is { prefix: string; notWrittenAfter: number } => 'prefix' in c);
-    // A compare that always holds heads the builder when only prefix compares were given.
+    // A builder txn needs a compare to start from: without a key compare, one that always holds.
     let b =
       keyed.length > 0
         ? this.client.if(keyed[0]!.key, 'Mod', '==', keyed[0]!.modRevision)

@@ -83,6 +83,10 @@ t.test('pushes and our own changes drop what they name, also during a read', asy
   l.forgetWhere((ino) => ino === 21n);
   t.equal(l.take(7n, n('a')), undefined, 'a lost registration of an entry');
   t.same(l.take(DIR, n('a')), attr(10n), 'other listings stay');
+  l.startReading(9n);
+  l.forgetWhere((ino) => ino === 31n);
+  l.finishReading(9n, [{ name: n('a'), attr: attr(31n), sentAtMs: 1000 }], 500);
+  t.equal(l.take(9n, n('a')), undefined, 'a read in flight when registrations were lost is not kept');
 });
 
 t.test('bounded: entries without attributes, big directories, held entries', async (t) => {

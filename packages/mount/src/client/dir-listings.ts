@@ -215,7 +215,9 @@ export class DirListings {
 
   /** Registrations at some primaries were lost: what `lost` names goes. */
   forgetWhere(lost: (ino: bigint) => boolean): void {
-    for (const [dir, r] of this.reading) if (lost(dir)) r.spoiled = true;
+    // A read in flight may already hold entries whose registrations were just lost (each batch
+    // registered its entries' inodes): none is kept, whichever PGs its entries are in.
+    for (const r of this.reading.values()) r.spoiled = true;
     for (const [dir, l] of [...this.listings]) {
       if (lost(dir) || [...l.inos].some(lost)) this.drop(dir);
     }
