@@ -262,6 +262,7 @@ export class LogStore {
         mine.map((r) => ({ key: r.key, value: undefined })),
         false,
       );
+      this.durability.written();
     }
   }
 }

@@ -751,6 +751,8 @@ export class Replication {
       await this.d.blocks.write(st.pg, op.ino, op.index, 0, op.data, undefined, this.d.volume.blockSizeBytes);
     }
     await this.d.kv.write(e.writes, false);
+    // Unsynced like any entry: the window's sync (or the next fsync) covers it.
+    this.d.durability?.written();
   }
 
   // ------------------------------------------------------------ catch-up

@@ -63,7 +63,11 @@ export class GroupCommit implements Durability {
 
   sync(): Promise<void> {
     if (!this.running) return this.start();
-    // A sync already running may have started before the caller's writes: one more after it.
+    // Nothing written since the running sync started: it covers every write
+    // made before this call (an fsync of two PGs, and the copies' SyncCopy,
+    // often arrive together, or just after the window's own sync started).
+    if (!this.dirty) return this.running;
+    // Written since it started: one more sync after it.
     this.queued ??= this.running
       .catch(() => {})
       .then(() => {

@@ -57,12 +57,17 @@ t.test('GroupCommit: a sync covers earlier writes; overlapping callers share the
   await kv.open();
   const blocks = { syncDirty: async () => {} } as unknown as ConstructorParameters<typeof GroupCommit>[1];
   const gc = new GroupCommit(kv as KvStore, blocks, 1000);
+  gc.written();
   const first = gc.sync();
   await new Promise((r) => setImmediate(r));
   t.equal(kv.synced, 1, 'one synced write started');
-  // Two callers while the first sync runs: both wait for one more sync, not two.
+  // Nothing written since it started: a caller now shares the running sync.
+  t.equal(gc.sync(), first, 'no write since the running sync started: the caller waits for it');
+  // A write after it started: callers wait for one more sync, both the same one.
+  gc.written();
   const second = gc.sync();
   const third = gc.sync();
+  t.not(second, first, 'a write since the start: the running sync may not cover it');
   t.equal(second, third, 'callers during a sync share the next one');
   kv.release!();
   await first;
