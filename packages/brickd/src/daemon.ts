@@ -255,8 +255,11 @@ export class BrickDaemon {
       this.blocks = new BlockStore({
         dataDir: this.o.dataDir,
         syncEachWrite: this.knobs.groupCommitMs === 0,
+        directIo: this.knobs.directIo,
       });
       await this.blocks.open();
+      if (this.blocks.directIoOff)
+        this.log.warn('block writes go through the page cache', { reason: this.blocks.directIoOff });
       this.durability =
         this.knobs.groupCommitMs === 0
           ? syncEachWrite

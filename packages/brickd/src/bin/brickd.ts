@@ -142,6 +142,7 @@ const program = new Command('brickd')
     '--no-kv-journal',
     'wait for each LevelDB batch instead of journaling unsynced writes (for comparison)',
   )
+  .option('--no-direct-io', 'write every block through the page cache (no O_DIRECT; for comparison)')
   .option(
     '--orphan-owner-grace-ms <ms>',
     "an O_TMPFILE file whose mount's session is gone is reclaimed once this old",
@@ -250,6 +251,7 @@ const program = new Command('brickd')
         ...(opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {}),
         ...(opts.groupCommitMs !== undefined ? { groupCommitMs: opts.groupCommitMs } : {}),
         ...(opts.kvJournal === false ? { kvJournal: false } : {}),
+        ...(opts.directIo === false ? { directIo: false } : {}),
         ...(opts.usageIntervalMs !== undefined ? { usageIntervalMs: opts.usageIntervalMs } : {}),
         ...(opts.orphanOwnerGraceMs !== undefined ? { orphanOwnerGraceMs: opts.orphanOwnerGraceMs } : {}),
       },

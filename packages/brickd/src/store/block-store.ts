@@ -9,10 +9,12 @@ import {
   unlink,
   type FileHandle,
 } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import { join } from 'node:path';
 import { CHECKSUM_CHUNK_BYTES, FsError, initHashing, takeBuffer } from '@dunix/proto';
 import { checkRecord, checkUint, chunkCount, chunkSum } from './block-record.js';
 import { BlockQueues } from './block-queues.js';
+import { DIRECT_ALIGN_BYTES, StagingBuffers } from './direct-io.js';
 import type { BlockRecord } from './records.js';
 
 export { chunkSum } from './block-record.js';
@@ -34,9 +36,24 @@ export interface BlockStoreOptions {
    * group commit, and every fsync a client asks for).
    */
   syncEachWrite?: boolean;
+  /**
+   * Write aligned ranges of at least `directMinBytes` with O_DIRECT
+   * (store/direct-io.ts; default on). Off, or refused by the filesystem:
+   * every write goes through the page cache.
+   */
+  directIo?: boolean;
+  /** Smallest write sent with O_DIRECT (a multiple of 4096). */
+  directMinBytes?: number;
 }
 
-export const blockStoreDefaults = { fdCacheMax: 256, knownRecordsMax: 4096 } as const;
+export const blockStoreDefaults = {
+  fdCacheMax: 256,
+  knownRecordsMax: 4096,
+  directMinBytes: 64 * 1024,
+  /** Direct writes in flight at once (each holds one staging buffer); more go buffered. */
+  directStagingCount: 8,
+  directStagingBytes: 1024 * 1024,
+} as const;
 
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(`BlockStore invariant: ${msg}`);
@@ -44,6 +61,8 @@ function assert(cond: unknown, msg: string): asserts cond {
 
 interface FdEntry {
   fh: FileHandle;
+  /** The same file opened O_DIRECT, once a direct write needed it; closed with fh. */
+  direct?: FileHandle;
   /** Operations using the handle now; a pinned handle is never closed by eviction. */
   pins: number;
   /** Of the pins, those of syncDirty, which syncs outside the block's queue. */
@@ -112,9 +131,26 @@ export class BlockStore {
   /** Names being made (links before their rename, copies breaking a share); emptied at open. */
   readonly tmpDir: string;
   private tmpSeq = 0;
+  readonly directMinBytes: number;
+  private readonly directWanted: boolean;
+  /** Set at open when direct writes are on and the filesystem takes them. */
+  private staging: StagingBuffers | undefined;
+  /** Why writes go through the page cache although direct I/O was asked for (undefined: it was not, or it works). */
+  directIoOff: string | undefined;
+  /** Writes made with O_DIRECT, and bytes (for tests and metrics). */
+  directWrites = 0;
+  directBytes = 0;
 
   constructor(opts: BlockStoreOptions) {
     this.syncEachWrite = opts.syncEachWrite ?? true;
+    this.directWanted = opts.directIo ?? true;
+    this.directMinBytes = opts.directMinBytes ?? blockStoreDefaults.directMinBytes;
+    assert(
+      Number.isSafeInteger(this.directMinBytes) &&
+        this.directMinBytes >= DIRECT_ALIGN_BYTES &&
+        this.directMinBytes % DIRECT_ALIGN_BYTES === 0,
+      `directMinBytes ${this.directMinBytes}`,
+    );
     this.dataDir = opts.dataDir;
     this.blocksDir = join(opts.dataDir, 'blocks');
     this.tmpDir = join(this.blocksDir, 'tmp');
@@ -134,6 +170,15 @@ export class BlockStore {
     // Left by a crash between a link or copy and its rename: never a block's only name.
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir);
+    if (this.directWanted) {
+      const got = StagingBuffers.probe(
+        this.tmpDir,
+        blockStoreDefaults.directStagingBytes,
+        blockStoreDefaults.directStagingCount,
+      );
+      if (typeof got === 'string') this.directIoOff = got;
+      else this.staging = got;
+    }
     this.state = 'open';
   }
 
@@ -147,7 +192,7 @@ export class BlockStore {
     await this.queues.drain();
     for (const [key, e] of this.fds) {
       this.fds.delete(key);
-      this.closeHandle(e.fh, this.dirtyFiles.delete(key));
+      this.closeHandle(e, this.dirtyFiles.delete(key));
     }
     while (this.closing.size > 0) await Promise.all(this.closing);
   }
@@ -280,7 +325,7 @@ export class BlockStore {
         if (!whole) bytes.copy(buf, offset - base);
         // buf now holds exactly what the file holds in [base, stop) after this
         // write (kept old bytes, the zero gap, the data): the sums below hash it.
-        await writeExact(fd.fh, buf.subarray(start - base, dataEnd - base), start);
+        await this.writeRange(path, fd, buf.subarray(start - base, dataEnd - base), start);
         const sums = cur ? [...cur.sums] : [];
         for (let i = first; i <= last; i++) {
           const cs = i * CHUNK - base;
@@ -489,7 +534,7 @@ export class BlockStore {
       // The block's queue runs one operation at a time: only syncDirty may hold it now.
       assert(e.pins === e.syncPins, `${doing} ${path} while in use`);
       this.fds.delete(path);
-      if (e.pins === 0) this.closeHandle(e.fh);
+      if (e.pins === 0) this.closeHandle(e);
       else e.dropped = true;
     }
     this.dirtyFiles.delete(path);
@@ -571,7 +616,7 @@ export class BlockStore {
     e.pins--;
     assert(e.pins >= 0, `handle of ${path} released twice`);
     if (e.dropped) {
-      if (e.pins === 0) this.closeHandle(e.fh);
+      if (e.pins === 0) this.closeHandle(e);
       return;
     }
     this.trim();
@@ -584,16 +629,59 @@ export class BlockStore {
       if (this.fds.size <= this.fdCacheMax) break;
       if (e.pins > 0) continue;
       this.fds.delete(path);
-      this.closeHandle(e.fh, this.dirtyFiles.delete(path));
+      this.closeHandle(e, this.dirtyFiles.delete(path));
     }
   }
 
-  /** Closes a handle; a dirty one is synced first (closing does not make data durable). */
-  private closeHandle(fh: FileHandle, dirty = false): void {
-    const p = (dirty ? fh.datasync().then(() => fh.close()) : fh.close()).finally(() =>
-      this.closing.delete(p),
-    );
+  /** Closes an entry's handles; a dirty file is synced first (closing does not make data durable). */
+  private closeHandle(e: FdEntry, dirty = false): void {
+    const { fh, direct } = e;
+    const p = (async () => {
+      try {
+        // One fdatasync covers what either handle wrote: the same file.
+        if (dirty) await fh.datasync();
+      } finally {
+        await Promise.all([fh.close(), direct?.close()]);
+      }
+    })().finally(() => this.closing.delete(p));
     this.closing.add(p);
+  }
+
+  /**
+   * Writes `data` at `position` of the block file: with O_DIRECT when the
+   * range is aligned, big enough and a staging buffer is free, through the
+   * page cache otherwise. Either way the caller's `durable` makes it durable.
+   */
+  private async writeRange(path: string, fd: FdEntry, data: Buffer, position: number): Promise<void> {
+    const staging = this.staging;
+    if (
+      !staging ||
+      data.length < this.directMinBytes ||
+      position % DIRECT_ALIGN_BYTES !== 0 ||
+      data.length % DIRECT_ALIGN_BYTES !== 0
+    ) {
+      return writeExact(fd.fh, data, position);
+    }
+    const stage = staging.take();
+    if (!stage) return writeExact(fd.fh, data, position);
+    try {
+      fd.direct ??= await openFile(path, fsConstants.O_WRONLY | fsConstants.O_DIRECT);
+      for (let at = 0; at < data.length; at += stage.length) {
+        const n = Math.min(stage.length, data.length - at);
+        data.copy(stage, 0, at, at + n);
+        await writeExact(fd.direct, stage.subarray(0, n), position + at);
+      }
+      this.directWrites++;
+      this.directBytes += data.length;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      // The filesystem took the probe but not this file or range: page cache from now on.
+      this.staging = undefined;
+      this.directIoOff = `O_DIRECT write refused (EINVAL) on ${path}`;
+      return writeExact(fd.fh, data, position);
+    } finally {
+      staging.give(stage);
+    }
   }
 
   private async ensurePgDir(path: string): Promise<void> {
