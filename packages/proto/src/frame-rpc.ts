@@ -5,6 +5,7 @@ import { errorTable, FsError, GrpcStatus, type ErrorCode } from './errors.js';
 import { giveBack, takeBuffer } from './buffer-pool.js';
 import { connLimitDefaults, validateConnLimits, type ConnLimits } from './conn-limits.js';
 import { limits } from './limits.js';
+import { readIntoBuffer } from './socket-read.js';
 import { brickProto, ERROR_CODE_METADATA_KEY, fromServiceError, type BrickHandlers } from './rpc.js';
 import { identityFromCertificate, INSECURE_PEER, PEER_IDENTITY, type PeerIdentity } from './peer-identity.js';
 import {
@@ -275,6 +276,8 @@ export class FrameServer {
   private readonly limits: ConnLimits;
   private refused = 0;
   private idleClosed = 0;
+  /** Where plain connections' reads land (socket-read.ts); made at the first. */
+  private receiveBuffer: Buffer | undefined;
 
   constructor(
     private readonly handlers: BrickHandlers,
@@ -487,7 +490,7 @@ export class FrameServer {
       if (conn.held.length > 0 || blocked()) conn.held.push(f);
       else dispatch(f);
     });
-    sock.on('data', (chunk: Buffer) => {
+    const onChunk = (chunk: Buffer) => {
       conn.lastActiveMs = Date.now();
       const bad = reader.push(chunk);
       if (bad) {
@@ -496,7 +499,11 @@ export class FrameServer {
         return;
       }
       pump();
-    });
+    };
+    // The reader copies each frame out of the chunk before returning: one
+    // receive buffer serves every plain connection of this server.
+    this.receiveBuffer ??= Buffer.allocUnsafeSlow(RECEIVE_BUFFER_BYTES);
+    if (!readIntoBuffer(sock, this.receiveBuffer, onChunk)) sock.on('data', onChunk);
   }
 }
 
