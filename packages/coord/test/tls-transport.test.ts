@@ -116,16 +116,21 @@ t.test('frames over mutual TLS', async (t) => {
   t.equal(r.brickId, 'client:c1', 'served; the handler sees the client certificate');
   const r2 = await s.connect(p.peer).unary<{ brickId: string }>('BrickStatus', {}, 5000);
   t.equal(r2.brickId, 'brick:b2', 'and a brick certificate as a brick');
-  // Block data travels as a frame tail, written to TLS on its own (not copied into one buffer).
-  const block = Buffer.alloc(1 << 20);
-  for (let i = 0; i < block.length; i++) block[i] = (i * 7) & 0xff;
+  // Block data travels as a frame tail, written to TLS on its own (not copied
+  // into one buffer), and the server reads it into one buffer of its own
+  // (socket-read.ts): 8 different MiB-sized tails at once arrive intact.
+  const blocks = [1, 2, 3, 4, 5, 6, 7, 8].map((k) => {
+    const b = Buffer.alloc(1 << 20);
+    for (let i = 0; i < b.length; i++) b[i] = (i * 7 + k * 13) & 0xff;
+    return b;
+  });
   const conn = s.connect(p.client);
-  await Promise.all(
-    [1, 2, 3].map(() => conn.unary('WriteBlock', { ino: '1', index: '0', data: block }, 5000)),
-  );
+  await Promise.all(blocks.map((data) => conn.unary('WriteBlock', { ino: '1', index: '0', data }, 5000)));
+  const key = (b: Buffer) => b.subarray(0, 64).toString('hex');
+  const byKey = new Map(written.map((w) => [key(w), w]));
   t.ok(
-    written.length === 3 && written.every((w) => w.equals(block)),
-    '3 MiB-sized tails arrive intact, in parallel',
+    written.length === blocks.length && blocks.every((b) => byKey.get(key(b))?.equals(b)),
+    '8 MiB-sized tails arrive intact, in parallel',
   );
   const got = await conn.unary<{ data: Buffer }>('ReadBlock', { length: 1 << 20 }, 5000);
   t.ok(got.data.length === 1 << 20 && got.data.every((b) => b === 0x5a), 'a 1 MiB reply tail too');

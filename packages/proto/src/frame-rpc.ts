@@ -276,7 +276,7 @@ export class FrameServer {
   private readonly limits: ConnLimits;
   private refused = 0;
   private idleClosed = 0;
-  /** Where plain connections' reads land (socket-read.ts); made at the first. */
+  /** Where connections' reads land (socket-read.ts); made at the first. */
   private receiveBuffer: Buffer | undefined;
 
   constructor(
@@ -501,7 +501,7 @@ export class FrameServer {
       pump();
     };
     // The reader copies each frame out of the chunk before returning: one
-    // receive buffer serves every plain connection of this server.
+    // receive buffer serves every connection of this server.
     this.receiveBuffer ??= Buffer.allocUnsafeSlow(RECEIVE_BUFFER_BYTES);
     if (!readIntoBuffer(sock, this.receiveBuffer, onChunk)) sock.on('data', onChunk);
   }

