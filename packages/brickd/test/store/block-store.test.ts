@@ -48,6 +48,35 @@ function modelTruncate(model: Buffer, length: number): Buffer {
   return out;
 }
 
+type ModelOp =
+  { kind: 'write'; offset: number; length: number; seed: number } | { kind: 'truncate'; length: number };
+
+/**
+ * Applies one write or truncate to block `index` of the store and to its
+ * model; ok is false when the record returned disagrees with the model.
+ */
+async function applyOp(
+  store: BlockStore,
+  index: bigint,
+  o: ModelOp,
+  rec: BlockRecord | undefined,
+  model: Buffer,
+): Promise<{ rec: BlockRecord | undefined; model: Buffer; ok: boolean }> {
+  if (o.kind === 'write') {
+    const len = Math.min(o.length, BLOCK - o.offset);
+    const data = pattern(o.seed, len);
+    rec = await store.write(PG, INO, index, o.offset, data, rec, BLOCK);
+    if (len > 0) model = modelWrite(model, o.offset, data);
+  } else {
+    rec = await store.truncate(PG, INO, index, o.length, rec);
+    model = modelTruncate(model, o.length);
+    if (o.length === 0 && rec !== undefined) return { rec, model, ok: false };
+  }
+  const want = recordOf(model);
+  const ok = (rec?.length ?? 0) === want.length && (!rec || rec.sums.join() === want.sums.join());
+  return { rec, model, ok };
+}
+
 async function rejectsWith(t: Test, p: Promise<unknown>, code: string, msg: string): Promise<void> {
   const err = await p.then(
     () => undefined,
@@ -98,19 +127,9 @@ t.test('random writes, truncates and reads match a Buffer model', async (t) => {
       let model: Buffer = Buffer.alloc(0);
       let rec: BlockRecord | undefined;
       for (const [o, [roff, rlen]] of steps) {
-        if (o.kind === 'write') {
-          const len = Math.min(o.length, BLOCK - o.offset);
-          const data = pattern(o.seed, len);
-          rec = await store.write(PG, INO, index, o.offset, data, rec, BLOCK);
-          if (len > 0) model = modelWrite(model, o.offset, data);
-        } else {
-          rec = await store.truncate(PG, INO, index, o.length, rec);
-          model = modelTruncate(model, o.length);
-          if (o.length === 0 && rec !== undefined) return false;
-        }
-        const want = recordOf(model);
-        if ((rec?.length ?? 0) !== want.length) return false;
-        if (rec && rec.sums.join() !== want.sums.join()) return false;
+        const step = await applyOp(store, index, o, rec, model);
+        ({ rec, model } = step);
+        if (!step.ok) return false;
         const got = await store.read(PG, INO, index, roff, rlen, rec);
         const wantBytes = model.subarray(Math.min(roff, model.length), Math.min(roff + rlen, model.length));
         if (!got.equals(wantBytes)) return false;
@@ -434,17 +453,9 @@ t.test('aligned writes bypass the page cache and read back like buffered ones', 
       let m: Buffer = Buffer.alloc(0);
       let r: BlockRecord | undefined;
       for (const o of steps) {
-        if (o.kind === 'write') {
-          const len = Math.min(o.length, BLOCK - o.offset);
-          const data = pattern(o.seed, len);
-          r = await store.write(PG, INO, index, o.offset, data, r, BLOCK);
-          if (len > 0) m = modelWrite(m, o.offset, data);
-        } else {
-          r = await store.truncate(PG, INO, index, o.length, r);
-          m = modelTruncate(m, o.length);
-        }
-        if ((r?.length ?? 0) !== m.length) return false;
-        if (r && r.sums.join() !== recordOf(m).sums.join()) return false;
+        const step = await applyOp(store, index, o, r, m);
+        ({ rec: r, model: m } = step);
+        if (!step.ok) return false;
       }
       return (await store.read(PG, INO, index, 0, BLOCK, r)).equals(m);
     }),
