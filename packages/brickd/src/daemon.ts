@@ -470,6 +470,7 @@ export class BrickDaemon {
         pgs: () => brick.pgs.values(),
         replicas: () => brick.volume.replicas,
         catchUpsRunning: () => brick.repl.catchUpsRunning,
+        directWriteBytes: () => this.blocks?.directBytes ?? 0,
       });
       this.scrubRunner = new ScrubRunner({
         brick,

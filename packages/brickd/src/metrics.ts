@@ -17,6 +17,8 @@ export interface PgTableView {
   /** Copies per PG the volume asks for. */
   replicas(): number;
   catchUpsRunning(): number;
+  /** Block bytes written with O_DIRECT so far (store/direct-io.ts). */
+  directWriteBytes?(): number;
 }
 
 /**
@@ -108,6 +110,15 @@ export class BrickMetrics {
         let n = 0;
         for (const st of pgs()) if (st.role === 'primary' && st.ready && st.isr.length < want) n++;
         this.set(n);
+      },
+    });
+    new Counter({
+      name: 'dunix_brick_block_direct_write_bytes_total',
+      help: 'Block bytes written with O_DIRECT (aligned writes of 64 KiB or more); the rest went through the page cache',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(view()?.directWriteBytes?.() ?? 0);
       },
     });
     new Gauge({

@@ -24,7 +24,14 @@ t.test('PG gauges and replication lag come from the PG table at scrape time', as
   Object.assign(peering, { role: 'primary', ready: false, bricks: ['me', 'b', 'c'], isr: ['me', 'b', 'c'] });
   const copy = new PgState(3, 3);
   Object.assign(copy, { role: 'replica', backfilling: true, bricks: ['b', 'me', 'c'], isr: ['b', 'c'] });
-  m.attach({ brickId: 'me', pgs: () => [led, peering, copy], replicas: () => 3, catchUpsRunning: () => 1 });
+  let direct = 1 << 20;
+  m.attach({
+    brickId: 'me',
+    pgs: () => [led, peering, copy],
+    replicas: () => 3,
+    catchUpsRunning: () => 1,
+    directWriteBytes: () => direct,
+  });
   const text = await m.registry.metrics();
   t.equal(gauge(text, 'dunix_brick_pgs', 'state="primary"'), 1);
   t.equal(gauge(text, 'dunix_brick_pgs', 'state="primary_peering"'), 1);
@@ -37,11 +44,22 @@ t.test('PG gauges and replication lag come from the PG table at scrape time', as
   t.equal(gauge(text, 'dunix_brick_replication_lag_entries', 'pg="1",replica="c"'), 20, 'opSeq - acked');
   t.equal(gauge(text, 'dunix_brick_replication_lag_max_entries'), 20);
   t.equal(gauge(text, 'dunix_brick_recoveries_running'), 1);
+  t.equal(
+    gauge(text, 'dunix_brick_block_direct_write_bytes_total'),
+    1 << 20,
+    'direct bytes of the block store',
+  );
 
   // The copy catches up: the next scrape says so (nothing stale is kept between scrapes).
   led.ackedSeq.set('c', 120n);
   led.isr = ['me', 'b', 'c'];
+  direct += 65536;
   const after = await m.registry.metrics();
+  t.equal(
+    gauge(after, 'dunix_brick_block_direct_write_bytes_total'),
+    (1 << 20) + 65536,
+    'read at scrape time',
+  );
   t.equal(gauge(after, 'dunix_brick_replication_lag_max_entries'), 0);
   t.equal(gauge(after, 'dunix_brick_pgs_under_replicated'), 0);
 });
