@@ -148,6 +148,12 @@ t.test('brick and client metrics move with file operations', async (t) => {
     'bytes written moved by at least the block data',
   );
   t.ok(delta('dunix_brick_read_bytes_total') >= big.length, 'bytes read too');
+  // The 1 MiB block is one aligned write on each of its 3 copies: with O_DIRECT
+  // (the test machine's filesystem takes it) on every one.
+  t.ok(
+    delta('dunix_brick_block_direct_write_bytes_total') >= 3 * big.length,
+    'the block went around the page cache on every copy',
+  );
   t.equal(sum(bricks1, 'dunix_brick_replication_lag_max_entries'), 0, 'no copy lags while all are up');
   // The latency breakdown: every appended entry, by kind, and the stages it went through.
   const inlineEntries = delta('dunix_brick_log_entries_total', { kind: 'write-inline' });
