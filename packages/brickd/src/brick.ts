@@ -112,6 +112,10 @@ export interface BrickDeps {
   mountsAlive?: () => Promise<ReadonlySet<string> | undefined>;
 }
 
+function reusedRequestId(requestId: string, was: string, now: string): FsError {
+  return new FsError('INVALID_ARGUMENT', `request id ${requestId} belongs to a ${was}, not a ${now}`);
+}
+
 /** Thrown inside a single-PG attempt that needs another PG: the op is rerun as a transaction. */
 const NEEDS_REMOTE = Symbol('needs-remote');
 
@@ -120,6 +124,8 @@ type Attempt<T> = { kind: 'done'; reply: T } | { kind: 'remote' } | { kind: 'wai
 interface StoredReply {
   seq: string;
   reply: unknown;
+  /** The op that stored it (absent in replies stored before it was recorded). */
+  kind?: string;
 }
 
 interface DecisionRecord {
@@ -153,7 +159,7 @@ export class Brick implements PgEndpoint {
   private readonly txPrefix = randomBytes(4).toString('hex');
   private recoveryTimer: NodeJS.Timeout | undefined;
   private recovering = false;
-  private readonly inflightRequests = new Map<string, Promise<unknown>>();
+  private readonly inflightRequests = new Map<string, { kind: string; p: Promise<unknown> }>();
   private stopped = false;
 
   constructor(private readonly d: BrickDeps) {
@@ -401,10 +407,13 @@ export class Brick implements PgEndpoint {
     // A retry that arrives while its first attempt still runs waits for it.
     const key = requestId && `${pg}/${requestId}`;
     const running = key ? this.inflightRequests.get(key) : undefined;
-    if (running) return running as Promise<T>;
+    if (running) {
+      if (running.kind !== kind) return Promise.reject(reusedRequestId(requestId, running.kind, kind));
+      return running.p as Promise<T>;
+    }
     const p = this.mutateOnce(pg, requestId, kind, op, mayBeRetry);
     if (key) {
-      this.inflightRequests.set(key, p);
+      this.inflightRequests.set(key, { kind, p });
       const done = () => this.inflightRequests.delete(key);
       p.then(done, done);
     }
@@ -427,7 +436,7 @@ export class Brick implements PgEndpoint {
         stages?.done('pg_queue', queuedMs);
         const engineMs = stages?.now() ?? 0;
         // A first attempt cannot have been applied before: no lookup.
-        const dup = mayBeRetry ? await this.storedReply<T>(pg, requestId) : undefined;
+        const dup = mayBeRetry ? await this.storedReply<T>(pg, requestId, kind) : undefined;
         if (dup) return { kind: 'done', reply: dup.reply };
         const kv = new KvTxn(this.singlePgReader(pg));
         const t = new RecordTxn(kv, this.d.clockNs(), (p) =>
@@ -506,11 +515,23 @@ export class Brick implements PgEndpoint {
     return undefined;
   }
 
-  private async storedReply<T>(pg: number, requestId: string): Promise<{ reply: T } | undefined> {
+  /**
+   * The reply stored for `requestId`, if an op ran under it. The id of an op
+   * of another kind is refused: its reply has another shape (a client reusing
+   * ids, or a forged request, must get an error, not that reply).
+   */
+  private async storedReply<T>(
+    pg: number,
+    requestId: string,
+    kind: string,
+  ): Promise<{ reply: T } | undefined> {
     if (!requestId) return undefined;
     const v = await this.d.kv.get(keys.request(pg, requestId));
     if (!v) return undefined;
-    return { reply: (JSON.parse(v.toString(), reviveReply) as StoredReply).reply as T };
+    const stored = JSON.parse(v.toString(), reviveReply) as StoredReply;
+    if (stored.kind !== undefined && stored.kind !== kind)
+      throw reusedRequestId(requestId, stored.kind, kind);
+    return { reply: stored.reply as T };
   }
 
   /**
@@ -527,7 +548,7 @@ export class Brick implements PgEndpoint {
     await this.repl.append(st, requestId, kind, async () => {
       const all = [...writes];
       if (requestId) {
-        const stored: StoredReply = { seq: (st.opSeq + 1n).toString(), reply };
+        const stored: StoredReply = { seq: (st.opSeq + 1n).toString(), reply, kind };
         all.push({
           key: keys.request(st.pg, requestId),
           value: Buffer.from(JSON.stringify(stored, replaceReply)),
@@ -556,7 +577,7 @@ export class Brick implements PgEndpoint {
     const st = this.serving(home);
     for (let attempt = 1; ; attempt++) {
       // Our own earlier attempts here never committed; only a client retry may find a reply.
-      const dup = mayBeRetry && attempt === 1 ? await this.storedReply<T>(home, requestId) : undefined;
+      const dup = mayBeRetry && attempt === 1 ? await this.storedReply<T>(home, requestId, kind) : undefined;
       if (dup) return dup.reply;
       const txId = `${this.txPrefix}.${home}.${++this.txCounter}`;
       const kv = new KvTxn({

@@ -200,6 +200,42 @@ async function settle(c: Cluster): Promise<void> {
   }
 }
 
+t.test('a request id reused by an op of another kind is refused, stored or in flight', async (t) => {
+  const c = await cluster();
+  const pg = pgOfIno(ROOT_INO);
+  const b = c.brick(ownerOf(pg));
+  const name = Buffer.from('kinds');
+  const made = await b.mutate(pg, 'req-k', 'mkdir', (tx) => b.engine.mkdir(tx, root, ROOT_INO, name, 0o755));
+  const err = await b
+    .mutate(pg, 'req-k', 'rmdir', (tx) => b.engine.rmdir(tx, root, ROOT_INO, name))
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  t.ok(
+    err instanceof FsError && err.code === 'INVALID_ARGUMENT',
+    'a stored mkdir reply is not an rmdir reply',
+    {
+      found: err,
+    },
+  );
+  t.match((err as Error).message, /belongs to a mkdir, not a rmdir/, 'the error says why');
+  t.equal((await lookup(c, ROOT_INO, name))?.dirent.ino, made.inode.ino, 'and nothing was removed');
+  const again = await b.mutate(pg, 'req-k', 'mkdir', (tx) => b.engine.mkdir(tx, root, ROOT_INO, name, 0o755));
+  t.equal(again.inode.ino, made.inode.ino, 'the same kind still gets its stored reply');
+  // Two at once under one id: the second, of another kind, does not get the first's reply.
+  const first = b.mutate(pg, 'req-j', 'mkdir', (tx) =>
+    b.engine.mkdir(tx, root, ROOT_INO, Buffer.from('j'), 0o755),
+  );
+  const second = b.mutate(pg, 'req-j', 'unlink', () => Promise.resolve('never run'));
+  await t.rejects(
+    second,
+    { code: 'INVALID_ARGUMENT' },
+    'an op of another kind in flight under the id is refused',
+  );
+  t.ok((await first).inode.ino > 0n, 'the first completes');
+});
+
 t.test('a cross-PG mkdir commits on both bricks in one step', async (t) => {
   const c = await cluster();
   const name = crossName(ROOT_INO, 'd');
