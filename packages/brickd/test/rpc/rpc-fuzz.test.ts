@@ -233,3 +233,50 @@ function callReply(
     ),
   );
 }
+
+t.test(
+  'kept from the fuzz: an Rmdir sent under the request id of a Mkdir is refused, not answered with its reply',
+  async (t) => {
+    const { bricks } = await trio();
+    const dataDir = mkdtempSync(join(tmpdir(), 'dunix-rpc-fuzz-'));
+    t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+    const bugs: string[] = [];
+    const log = createLogger('rpc-fuzz', (line) => {
+      if (/"level":"error"/.test(line) && /bug/.test(line)) bugs.push(line);
+    });
+    const handlers = brickHandlers({
+      brick: bricks.A,
+      brickId: 'A',
+      dataDir,
+      log,
+      startedAtMs: Date.now(),
+    }) as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
+    const root = { uid: 0, gid: 0, groups: [] };
+    const header = { pg: 0, epoch: '1', requestId: 'reused-id', attempt: 1 };
+    const mk = (await callReply(handlers, 'Mkdir', {
+      header,
+      caller: root,
+      parent: '1',
+      name: Buffer.from('kept'),
+      mode: 0o755,
+    })) as { entry: { attr: { ino: string } } };
+    const code = await new Promise<unknown>((resolve) => {
+      const def = service.Rmdir!;
+      const wire = def.requestDeserialize(
+        def.requestSerialize({ header, caller: root, parent: '1', name: Buffer.from('kept') }),
+      );
+      handlers.Rmdir!({ request: wire, getPeer: () => '127.0.0.1:1' } as never, (err) =>
+        resolve(err ? (err as grpc.ServiceError).metadata?.get(ERROR_CODE_METADATA_KEY)[0] : 'OK'),
+      );
+    });
+    t.equal(code, 'INVALID_ARGUMENT', 'the reused id is refused with a table code');
+    t.same(bugs, [], 'nothing logged as a bug (it was: a Mkdir reply turned into an inode number)');
+    const look = (await callReply(handlers, 'Lookup', {
+      header: { pg: 0, epoch: '1', requestId: 'look', attempt: 0 },
+      caller: root,
+      parent: '1',
+      name: Buffer.from('kept'),
+    })) as { entry: { attr: { ino: string } } };
+    t.equal(look.entry.attr.ino, mk.entry.attr.ino, 'and the directory is still there');
+  },
+);
