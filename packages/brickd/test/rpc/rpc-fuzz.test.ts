@@ -122,7 +122,8 @@ function message(fields: Field[], depth: number): fc.Arbitrary<Record<string, un
   return fc.record(parts, { requiredKeys: [] });
 }
 
-async function fuzz(t: Test, methods: string[], checkServing: boolean): Promise<void> {
+/** The RPC handlers of brick A of an in-process trio, and what they log as a bug. */
+async function servedBrick(t: Test) {
   const { bricks } = await trio();
   const dataDir = mkdtempSync(join(tmpdir(), 'dunix-rpc-fuzz-'));
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -137,6 +138,11 @@ async function fuzz(t: Test, methods: string[], checkServing: boolean): Promise<
     log,
     startedAtMs: Date.now(),
   }) as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
+  return { handlers, bugs };
+}
+
+async function fuzz(t: Test, methods: string[], checkServing: boolean): Promise<void> {
+  const { handlers, bugs } = await servedBrick(t);
   const codes = new Map<string, number>();
 
   /** Runs one call as the servers do; resolves with its result code (OK or the table's). */
@@ -237,20 +243,7 @@ function callReply(
 t.test(
   'kept from the fuzz: an Rmdir sent under the request id of a Mkdir is refused, not answered with its reply',
   async (t) => {
-    const { bricks } = await trio();
-    const dataDir = mkdtempSync(join(tmpdir(), 'dunix-rpc-fuzz-'));
-    t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
-    const bugs: string[] = [];
-    const log = createLogger('rpc-fuzz', (line) => {
-      if (/"level":"error"/.test(line) && /bug/.test(line)) bugs.push(line);
-    });
-    const handlers = brickHandlers({
-      brick: bricks.A,
-      brickId: 'A',
-      dataDir,
-      log,
-      startedAtMs: Date.now(),
-    }) as unknown as Record<string, grpc.handleUnaryCall<unknown, unknown>>;
+    const { handlers, bugs } = await servedBrick(t);
     const root = { uid: 0, gid: 0, groups: [] };
     const header = { pg: 0, epoch: '1', requestId: 'reused-id', attempt: 1 };
     const mk = (await callReply(handlers, 'Mkdir', {

@@ -5,54 +5,27 @@
  * kept for concurrent operations on one block. The simulation stores block
  * data in it, so it must behave as the real store does.
  */
-import { CHECKSUM_CHUNK_BYTES, chunkChecksums, FsError, initHashing } from '@dunix/proto';
+import { initHashing } from '@dunix/proto';
 import fc from 'fast-check';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { MemoryBlockFiles } from '../../src/store/memory-block-files.js';
 import type { BlockRecord } from '../../src/store/records.js';
+import {
+  applyOp,
+  BLOCK,
+  C,
+  INO,
+  isCorrupt,
+  modelTruncate,
+  modelWrite,
+  offsetArb,
+  PG,
+  recordOf,
+  rejectsWith,
+} from '../store/fixtures/block-model.js';
 import { pattern } from '../store/fixtures/pattern.js';
 
-const C = CHECKSUM_CHUNK_BYTES;
-const BLOCK = 4 * C;
-const PG = 7;
-const INO = 0x0007_0000_0000_002an;
-
 await initHashing();
-
-function recordOf(model: Buffer): BlockRecord {
-  return { length: model.length, sums: chunkChecksums(model).map((x) => x.toString(16).padStart(16, '0')) };
-}
-
-function modelWrite(model: Buffer, offset: number, data: Buffer): Buffer {
-  const out = Buffer.alloc(Math.max(model.length, offset + data.length));
-  model.copy(out);
-  data.copy(out, offset);
-  return out;
-}
-
-function modelTruncate(model: Buffer, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  model.copy(out, 0, 0, Math.min(length, model.length));
-  return out;
-}
-
-async function rejectsWith(t: Test, p: Promise<unknown>, code: string, msg: string): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  t.ok(err instanceof FsError && err.code === code, `${msg}: ${code}`, { found: err });
-}
-
-const isCorrupt = (t: Test, p: Promise<unknown>, msg: string) => rejectsWith(t, p, 'CORRUPT', msg);
-
-const offsetArb = (max: number) =>
-  fc.oneof(
-    fc.integer({ min: 0, max }),
-    fc
-      .tuple(fc.integer({ min: 0, max: Math.floor(max / C) }), fc.integer({ min: -2, max: 2 }))
-      .map(([c, d]) => Math.min(max, Math.max(0, c * C + d))),
-  );
 
 t.test('random writes, truncates and reads match a Buffer model', async (t) => {
   const store = new MemoryBlockFiles();
@@ -76,19 +49,9 @@ t.test('random writes, truncates and reads match a Buffer model', async (t) => {
       let model: Buffer = Buffer.alloc(0);
       let rec: BlockRecord | undefined;
       for (const [o, [roff, rlen]] of steps) {
-        if (o.kind === 'write') {
-          const len = Math.min(o.length, BLOCK - o.offset);
-          const data = pattern(o.seed, len);
-          rec = await store.write(PG, INO, index, o.offset, data, rec, BLOCK);
-          if (len > 0) model = modelWrite(model, o.offset, data);
-        } else {
-          rec = await store.truncate(PG, INO, index, o.length, rec);
-          model = modelTruncate(model, o.length);
-          if (o.length === 0 && rec !== undefined) return false;
-        }
-        const want = recordOf(model);
-        if ((rec?.length ?? 0) !== want.length) return false;
-        if (rec && rec.sums.join() !== want.sums.join()) return false;
+        const step = await applyOp(store, index, o, rec, model);
+        ({ rec, model } = step);
+        if (!step.ok) return false;
         const got = await store.read(PG, INO, index, roff, rlen, rec);
         const wantBytes = model.subarray(Math.min(roff, model.length), Math.min(roff + rlen, model.length));
         if (!got.equals(wantBytes)) return false;

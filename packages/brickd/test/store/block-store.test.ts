@@ -6,18 +6,26 @@
 import { access, mkdtemp, open, readFile, rm, stat, truncate as truncateFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CHECKSUM_CHUNK_BYTES, chunkChecksums, FsError, initHashing } from '@dunix/proto';
+import { initHashing } from '@dunix/proto';
 import fc from 'fast-check';
 import t, { type Test } from 'tap';
 import { BlockStore } from '../../src/store/block-store.js';
 import { StagingBuffers } from '../../src/store/direct-io.js';
 import type { BlockRecord } from '../../src/store/records.js';
+import {
+  applyOp,
+  BLOCK,
+  C,
+  INO,
+  isCorrupt,
+  modelTruncate,
+  modelWrite,
+  offsetArb,
+  PG,
+  recordOf,
+  rejectsWith,
+} from './fixtures/block-model.js';
 import { pattern } from './fixtures/pattern.js';
-
-const C = CHECKSUM_CHUNK_BYTES;
-const BLOCK = 4 * C;
-const PG = 7;
-const INO = 0x0007_0000_0000_002an;
 
 await initHashing();
 
@@ -29,72 +37,6 @@ async function makeStore(t: Test, fdCacheMax?: number): Promise<BlockStore> {
   t.teardown(() => store.close());
   return store;
 }
-
-function recordOf(model: Buffer): BlockRecord {
-  return { length: model.length, sums: chunkChecksums(model).map((x) => x.toString(16).padStart(16, '0')) };
-}
-
-/** The model after a write: gap zero-filled, data placed. */
-function modelWrite(model: Buffer, offset: number, data: Buffer): Buffer {
-  const out = Buffer.alloc(Math.max(model.length, offset + data.length));
-  model.copy(out);
-  data.copy(out, offset);
-  return out;
-}
-
-function modelTruncate(model: Buffer, length: number): Buffer {
-  const out = Buffer.alloc(length);
-  model.copy(out, 0, 0, Math.min(length, model.length));
-  return out;
-}
-
-type ModelOp =
-  { kind: 'write'; offset: number; length: number; seed: number } | { kind: 'truncate'; length: number };
-
-/**
- * Applies one write or truncate to block `index` of the store and to its
- * model; ok is false when the record returned disagrees with the model.
- */
-async function applyOp(
-  store: BlockStore,
-  index: bigint,
-  o: ModelOp,
-  rec: BlockRecord | undefined,
-  model: Buffer,
-): Promise<{ rec: BlockRecord | undefined; model: Buffer; ok: boolean }> {
-  if (o.kind === 'write') {
-    const len = Math.min(o.length, BLOCK - o.offset);
-    const data = pattern(o.seed, len);
-    rec = await store.write(PG, INO, index, o.offset, data, rec, BLOCK);
-    if (len > 0) model = modelWrite(model, o.offset, data);
-  } else {
-    rec = await store.truncate(PG, INO, index, o.length, rec);
-    model = modelTruncate(model, o.length);
-    if (o.length === 0 && rec !== undefined) return { rec, model, ok: false };
-  }
-  const want = recordOf(model);
-  const ok = (rec?.length ?? 0) === want.length && (!rec || rec.sums.join() === want.sums.join());
-  return { rec, model, ok };
-}
-
-async function rejectsWith(t: Test, p: Promise<unknown>, code: string, msg: string): Promise<void> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  t.ok(err instanceof FsError && err.code === code, `${msg}: ${code}`, { found: err });
-}
-
-const isCorrupt = (t: Test, p: Promise<unknown>, msg: string) => rejectsWith(t, p, 'CORRUPT', msg);
-
-/** Offsets that like chunk edges: chunk boundaries ± a few bytes, or anywhere. */
-const offsetArb = (max: number) =>
-  fc.oneof(
-    fc.integer({ min: 0, max }),
-    fc
-      .tuple(fc.integer({ min: 0, max: Math.floor(max / C) }), fc.integer({ min: -2, max: 2 }))
-      .map(([c, d]) => Math.min(max, Math.max(0, c * C + d))),
-  );
 
 t.test('path layout', async (t) => {
   const store = await makeStore(t);
