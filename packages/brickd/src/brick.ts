@@ -119,7 +119,8 @@ function reusedRequestId(requestId: string, was: string, now: string): FsError {
 /** Thrown inside a single-PG attempt that needs another PG: the op is rerun as a transaction. */
 const NEEDS_REMOTE = Symbol('needs-remote');
 
-type Attempt<T> = { kind: 'done'; reply: T } | { kind: 'remote' } | { kind: 'wait' };
+type Attempt<T> =
+  { kind: 'done'; reply: T; acked?: Promise<boolean> } | { kind: 'remote' } | { kind: 'wait' };
 
 interface StoredReply {
   seq: string;
@@ -290,8 +291,8 @@ export class Brick implements PgEndpoint {
     st.role = 'replica';
     st.ready = false;
     const pg = st.pg;
-    const p = st.appendQueue
-      .run(() => this.repl.logs.wipe(pg))
+    const p = st
+      .hold(() => this.repl.logs.wipe(pg))
       .then(
         () => this.d.log.info('PG copy removed (no longer placed here)', { pg }),
         (err) => this.d.log.warn('PG copy not fully removed', { pg, err: String(err) }),
@@ -453,10 +454,15 @@ export class Brick implements PgEndpoint {
         const pgs = kv.pgs();
         if (pgs.size > 1 || (pgs.size === 1 && !pgs.has(pg))) return { kind: 'remote' };
         if (this.lockedKey(st, kv, undefined)) return { kind: 'wait' };
-        await this.commitLocal(st, kv.writeBatch(), requestId, kind, reply);
-        return { kind: 'done', reply };
+        // The PG's next op runs once this one is written here; its replicas
+        // are waited for outside the queue (pipelined appends, Replication).
+        const { acked } = await this.commitPipelined(st, kv.writeBatch(), requestId, kind, reply);
+        return { kind: 'done', reply, acked };
       });
-      if (attempt.kind === 'done') return attempt.reply;
+      if (attempt.kind === 'done') {
+        await attempt.acked;
+        return attempt.reply;
+      }
       if (attempt.kind === 'remote') return this.crossMutate(pg, requestId, kind, op, mayBeRetry);
       if (Date.now() > deadline)
         throw new FsError('CONFLICT', `pg ${pg}: keys stayed locked by a transaction`);
@@ -545,7 +551,20 @@ export class Brick implements PgEndpoint {
     kind: string,
     reply: unknown,
   ): Promise<void> {
-    await this.repl.append(st, requestId, kind, async () => {
+    await (
+      await this.commitPipelined(st, writes, requestId, kind, reply)
+    ).acked;
+  }
+
+  /** commitLocal in two steps (Replication.appendPipelined): written here, then `acked`. */
+  private commitPipelined(
+    st: PgState,
+    writes: KvWrite[],
+    requestId: string,
+    kind: string,
+    reply: unknown,
+  ): Promise<{ acked: Promise<boolean> }> {
+    return this.repl.appendPipelined(st, requestId, kind, async () => {
       const all = [...writes];
       if (requestId) {
         const stored: StoredReply = { seq: (st.opSeq + 1n).toString(), reply, kind };
@@ -1311,7 +1330,7 @@ export class Brick implements PgEndpoint {
     const st = this.pgs.get(pg);
     const list = this.d.blocks.list?.bind(this.d.blocks);
     if (!st || !list) return 0;
-    return st.appendQueue.run(async () => {
+    return st.hold(async () => {
       if (st.backfilling || this.pgs.get(pg) !== st) return 0;
       let removed = 0;
       for (const { ino, index } of await list(pg)) {

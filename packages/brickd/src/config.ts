@@ -26,6 +26,14 @@ export interface BrickKnobs {
   orphanOwnerGraceMs: number;
   /** A replica that has not taken an entry within this is dropped from the in-sync set. */
   replicateTimeoutMs: number;
+  /**
+   * Entries a PG's primary may have written and sent but not yet had
+   * acknowledged by every in-sync replica (pipelined appends); also the most
+   * entries one live Replicate carries. 1: one entry at a time.
+   */
+  replicateInflightMax: number;
+  /** Block bytes one live Replicate carries (an entry with more goes alone). */
+  replicateBatchBytesMax: number;
   /** Entries per Replicate call while catching a replica up. */
   catchUpBatchEntries: number;
   /** Catch-up sends the last this-many entries with appends held, then adds the replica to the set. */
@@ -90,6 +98,8 @@ export const brickDefaults: BrickKnobs = {
   recoveryIntervalMs: 1000,
   orphanOwnerGraceMs: 30_000,
   replicateTimeoutMs: 2000,
+  replicateInflightMax: 32,
+  replicateBatchBytesMax: 8 * 1024 * 1024,
   catchUpBatchEntries: 256,
   catchUpFinalEntries: 64,
   backfillChunkKeys: 1024,
@@ -127,6 +137,8 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   positive('recoveryIntervalMs', 600_000);
   positive('orphanOwnerGraceMs', 86_400_000);
   positive('replicateTimeoutMs', 600_000);
+  positive('replicateInflightMax', 4096);
+  positive('replicateBatchBytesMax', 1 << 30);
   positive('catchUpBatchEntries', 65_536);
   positive('catchUpFinalEntries', 65_536);
   positive('backfillChunkKeys', 1 << 20);
@@ -151,6 +163,8 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   if (typeof k.directIo !== 'boolean') bad.push(`directIo ${String(k.directIo)} must be true or false`);
   if (k.leaseFenceMarginMs * 2 > k.leaseTtlMs) bad.push('leaseFenceMarginMs must be <= leaseTtlMs / 2');
   if (k.catchUpFinalEntries > k.opLogRetain) bad.push('catchUpFinalEntries must be <= opLogRetain');
+  // The log is trimmed opLogRetain entries back: never past one still on its way to a replica.
+  if (k.replicateInflightMax * 2 > k.opLogRetain) bad.push('replicateInflightMax must be <= opLogRetain / 2');
   if (k.lockWaitKeepMs <= k.lockWaitSliceMaxMs) bad.push('lockWaitKeepMs must be > lockWaitSliceMaxMs');
   if (k.leaseTtlMs < 2000) bad.push('leaseTtlMs must be >= 2000 (etcd keepalive granularity)');
   if (k.txResolveAfterMs >= k.peerCallTimeoutMs * 10)

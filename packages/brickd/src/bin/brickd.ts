@@ -144,6 +144,11 @@ const program = new Command('brickd')
   )
   .option('--no-direct-io', 'write every block through the page cache (no O_DIRECT; for comparison)')
   .option(
+    '--replicate-inflight-max <n>',
+    'entries of a PG sent to its replicas and not yet acknowledged; 1: one at a time (for comparison)',
+    intArg('--replicate-inflight-max', 1, 512),
+  )
+  .option(
     '--orphan-owner-grace-ms <ms>',
     "an O_TMPFILE file whose mount's session is gone is reclaimed once this old",
     intArg('--orphan-owner-grace-ms', 1, 86_400_000),
@@ -252,6 +257,9 @@ const program = new Command('brickd')
         ...(opts.groupCommitMs !== undefined ? { groupCommitMs: opts.groupCommitMs } : {}),
         ...(opts.kvJournal === false ? { kvJournal: false } : {}),
         ...(opts.directIo === false ? { directIo: false } : {}),
+        ...(opts.replicateInflightMax !== undefined
+          ? { replicateInflightMax: opts.replicateInflightMax }
+          : {}),
         ...(opts.usageIntervalMs !== undefined ? { usageIntervalMs: opts.usageIntervalMs } : {}),
         ...(opts.orphanOwnerGraceMs !== undefined ? { orphanOwnerGraceMs: opts.orphanOwnerGraceMs } : {}),
       },

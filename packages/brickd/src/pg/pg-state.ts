@@ -20,8 +20,14 @@ export type PgRole = 'primary' | 'replica';
  */
 export class PgState {
   readonly queue = new SerialQueue();
-  /** The one append path: log entries are sequenced, written and replicated one at a time. */
+  /**
+   * The one append path: log entries are sequenced and written here one at a
+   * time. Their replication runs behind it (pipelined, `replicating`): use
+   * `hold` for anything that must see no entry on its way to a replica.
+   */
   readonly appendQueue = new SerialQueue();
+  /** Appends written here whose replicas have not all answered yet (settle, never reject). */
+  readonly replicating = new Set<Promise<unknown>>();
   role: PgRole = 'replica';
   /** Replicas of the PG (bricks[0] is the primary) and its in-sync set, from the placement map. */
   bricks: string[] = [];
@@ -82,6 +88,23 @@ export class PgState {
     readonly pg: number,
     public epoch: number,
   ) {}
+
+  /**
+   * Runs `task` with the append queue held and no entry in flight to a
+   * replica: as when appends were replicated one at a time (peering, catch-up's
+   * last round, scrub ranges, the replica side, block healing, wiping).
+   */
+  hold<T>(task: () => Promise<T>): Promise<T> {
+    return this.appendQueue.run(async () => {
+      await this.drainReplication();
+      return task();
+    });
+  }
+
+  /** Resolves once no append is in flight to a replica. */
+  async drainReplication(): Promise<void> {
+    while (this.replicating.size > 0) await Promise.all([...this.replicating]);
+  }
 
   lockedBy(key: string): string | undefined {
     return this.locks.get(key);

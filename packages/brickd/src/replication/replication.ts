@@ -7,11 +7,20 @@ import { isBrickKey, KeyKind, keys, pgOfKey } from '../store/keys.js';
 import { prefixEnd, type KvWrite } from '../store/kv.js';
 import type { BackfillStep, ReplicationDeps, ScrubDigestReply, ScrubDigestRequest } from './deps.js';
 import { digestCopy, Scrubber } from './scrub.js';
+import { ReplicaSender } from './replica-sender.js';
 
 /** What an append writes: the PG's key changes and the block file changes that go with them. */
 export interface AppendOp {
   writes: KvWrite[];
   blocks: BlockOp[];
+}
+
+/** An entry written here and sent to the other in-sync members, not yet acknowledged. */
+interface SentEntry {
+  entry: LogEntry;
+  others: string[];
+  sends: Promise<void>[];
+  localDoneMs: number;
 }
 
 function assert(cond: unknown, msg: string): asserts cond {
@@ -35,6 +44,8 @@ export class Replication {
   /** Scrub of the PGs this brick leads (scrub.ts). */
   readonly scrub: Scrubber;
   private readonly catchingUp = new Set<string>();
+  /** Live streams to replicas, per PG copy (its state object) and replica brick. */
+  private readonly senders = new WeakMap<PgState, Map<string, ReplicaSender>>();
 
   constructor(private readonly d: ReplicationDeps) {
     this.logs = new LogStore(d.kv, d.blocks, d.volume.blockSizeBytes, d.durability);
@@ -55,13 +66,48 @@ export class Replication {
    * bytes (a replica answers only once it has read the whole request), and
    * the caller may reuse them.
    */
-  append(st: PgState, requestId: string, kind: string, make: () => Promise<AppendOp>): Promise<boolean> {
+  async append(
+    st: PgState,
+    requestId: string,
+    kind: string,
+    make: () => Promise<AppendOp>,
+  ): Promise<boolean> {
+    return (await this.appendPipelined(st, requestId, kind, make)).acked;
+  }
+
+  /**
+   * append() in two steps: resolves once the entry is sequenced and written
+   * here and on its way to the replicas, with `acked`, which resolves as
+   * append() does. The append queue is free again at the first step, so the
+   * PG's next entry is made and sent while this one's replicas still apply
+   * it (at most `replicateInflightMax` entries unacknowledged per PG; a
+   * replica gets them in order, batched: replica-sender.ts). An entry that
+   * clones a block is acknowledged before the queue goes on (a replica that
+   * lacks the source gets the clone's bytes read back from this copy, which
+   * no later entry may have changed meanwhile).
+   */
+  async appendPipelined(
+    st: PgState,
+    requestId: string,
+    kind: string,
+    make: () => Promise<AppendOp>,
+  ): Promise<{ acked: Promise<boolean> }> {
     const stages = this.d.stages;
-    if (!stages) return st.appendQueue.run(() => this.appendHeld(st, requestId, kind, make));
-    const queuedMs = stages.now();
-    return st.appendQueue.run(() => {
-      stages.done('append_queue', queuedMs);
-      return this.appendHeld(st, requestId, kind, make);
+    const queuedMs = stages?.now() ?? 0;
+    return st.appendQueue.run(async () => {
+      stages?.done('append_queue', queuedMs);
+      while (st.replicating.size >= this.d.knobs.replicateInflightMax) await Promise.race(st.replicating);
+      const sent = await this.writeAndSend(st, requestId, kind, make);
+      if (!sent) return { acked: Promise.resolve(true) };
+      const acked = this.finishAppend(st, sent);
+      const settled = acked.then(
+        () => undefined,
+        () => undefined,
+      );
+      st.replicating.add(settled);
+      void settled.then(() => st.replicating.delete(settled));
+      if (sent.entry.blocks.some((op) => op.kind === 'CLONE')) await settled;
+      return { acked };
     });
   }
 
@@ -72,9 +118,25 @@ export class Replication {
     kind: string,
     make: () => Promise<AppendOp>,
   ): Promise<boolean> {
+    await st.drainReplication();
+    const sent = await this.writeAndSend(st, requestId, kind, make);
+    return sent ? this.finishAppend(st, sent) : true;
+  }
+
+  /**
+   * Sequences the entry, sends it to every other in-sync member and writes it
+   * here (in parallel); resolves once the local write is done. Undefined: the
+   * op changes nothing.
+   */
+  private async writeAndSend(
+    st: PgState,
+    requestId: string,
+    kind: string,
+    make: () => Promise<AppendOp>,
+  ): Promise<SentEntry | undefined> {
     this.checkWritable(st);
     const op = await make();
-    if (op.writes.length === 0 && op.blocks.length === 0) return true;
+    if (op.writes.length === 0 && op.blocks.length === 0) return undefined;
     for (const w of op.writes) assert(pgOfKey(w.key) === st.pg, `pg ${st.pg} op writes another PG's key`);
     const seq = st.opSeq + 1n;
     const entry: LogEntry = {
@@ -86,40 +148,43 @@ export class Replication {
       blocks: op.blocks,
     };
     const others = st.isr.filter((b) => b !== this.me);
+    const stages = this.d.stages;
+    stages?.entry(kind);
+    const startMs = stages?.now() ?? 0;
+    const sends = others.map((b) => this.sender(st, b).push(entry));
+    // A replica's failure is handled once the local write is known (finishAppend).
+    for (const p of sends) p.catch(() => undefined);
+    try {
+      await this.logs.write(st, entry);
+    } catch (err) {
+      // The entry may be on replicas but not here: this copy cannot lead any more.
+      this.d.log.error('local log write failed; giving up the PG', { pg: st.pg, err: String(err) });
+      st.role = 'replica';
+      st.ready = false;
+      await Promise.allSettled(sends);
+      throw new FsError('UNAVAILABLE', `pg ${st.pg}: local write failed`);
+    }
+    stages?.done('log_write', startMs);
+    const localDoneMs = stages?.now() ?? 0;
+    this.remember(st, entry);
+    return { entry, others, sends, localDoneMs };
+  }
+
+  /**
+   * Waits for every replica the entry was sent to; drops the ones that did
+   * not take it from the in-sync set (before acknowledging); acknowledges
+   * only as a primary whose lease holds and whose set is big enough.
+   */
+  private async finishAppend(st: PgState, sent: SentEntry): Promise<boolean> {
+    const { entry, others, sends } = sent;
     if (this.d.plantedBug === 'ack-before-replicas') {
       // PLANTED BUG (simulation only): acknowledge before the replicas have the entry.
-      const sends = others.map((b) => this.send(st, b, entry));
-      await this.logs.write(st, entry);
-      this.remember(st, entry);
       void Promise.allSettled(sends);
       if (this.d.lease.fenced()) throw new FsError('UNAVAILABLE', `pg ${st.pg}: lease not confirmed`);
       return false;
     }
-    const stages = this.d.stages;
-    stages?.entry(kind);
-    const startMs = stages?.now() ?? 0;
-    let localDoneMs = 0;
-    const [local, ...remote] = await Promise.allSettled([
-      stages
-        ? this.logs.write(st, entry).then(() => {
-            stages.done('log_write', startMs);
-            localDoneMs = stages.now();
-          })
-        : this.logs.write(st, entry),
-      ...others.map((b) => this.send(st, b, entry)),
-    ]);
-    if (stages && others.length > 0 && localDoneMs > 0) stages.done('replicas_after_local', localDoneMs);
-    if (local!.status === 'rejected') {
-      // The entry may be on replicas but not here: this copy cannot lead any more.
-      this.d.log.error('local log write failed; giving up the PG', {
-        pg: st.pg,
-        err: String(local!.reason),
-      });
-      st.role = 'replica';
-      st.ready = false;
-      throw new FsError('UNAVAILABLE', `pg ${st.pg}: local write failed`);
-    }
-    this.remember(st, entry);
+    const remote = await Promise.allSettled(sends);
+    if (this.d.stages && others.length > 0) this.d.stages.done('replicas_after_local', sent.localDoneMs);
     const failed = others.filter((_b, i) => remote[i]!.status === 'rejected');
     if (failed.length > 0) {
       for (const b of failed) {
@@ -127,7 +192,7 @@ export class Replication {
         this.d.log.warn('replica did not take an entry; dropping it from the in-sync set', {
           pg: st.pg,
           brick: b,
-          seq: seq.toString(),
+          seq: entry.seq.toString(),
           err: String(r.reason),
         });
       }
@@ -153,6 +218,25 @@ export class Replication {
     if (st.isr.length < this.d.volume.minInsync)
       throw new FsError('NOT_ENOUGH_REPLICAS', `pg ${st.pg} has ${st.isr.length} in-sync copies`);
     return failed.length === 0;
+  }
+
+  /** The live stream of `st`'s entries to `brick` (one per PG copy and replica). */
+  private sender(st: PgState, brick: string): ReplicaSender {
+    let bySt = this.senders.get(st);
+    if (!bySt) {
+      bySt = new Map();
+      this.senders.set(st, bySt);
+    }
+    let s = bySt.get(brick);
+    if (!s) {
+      s = new ReplicaSender({
+        send: (entries) => this.sendBatch(st, brick, entries),
+        batchEntriesMax: this.d.knobs.replicateInflightMax,
+        batchBytesMax: this.d.knobs.replicateBatchBytesMax,
+      });
+      bySt.set(brick, s);
+    }
+    return s;
   }
 
   /** Mutations and reads are served only by a ready primary whose lease holds. */
@@ -200,55 +284,67 @@ export class Replication {
     st.recentRequestIds[slot] = e.requestId;
   }
 
-  /** Sends one entry; a replica that reports a gap first gets the entries it lacks. */
-  private async send(st: PgState, brick: string, e: LogEntry): Promise<void> {
+  /**
+   * Sends live entries (that follow each other) to one replica; a replica
+   * that reports a gap first gets the entries it lacks from this log.
+   * Resolves to the replica's last sequence.
+   */
+  private async sendBatch(st: PgState, brick: string, entries: LogEntry[]): Promise<bigint> {
     const startMs = this.d.stages?.now() ?? 0;
-    const r = await this.replicateLive(st, brick, e);
-    this.d.stages?.done('replica_round_trip', startMs);
+    const first = entries[0]!.seq;
+    const last = entries[entries.length - 1]!.seq;
+    // The epoch the primary appended them at (not st.epoch, which a newer
+    // map may have moved on): a replica that promised a successor refuses them.
+    const epoch = entries[entries.length - 1]!.epoch;
+    const r = await this.replicateLive(st, brick, epoch, entries);
     if (!r.gap) {
-      assert(r.lastSeq >= e.seq, `replica ${brick} of pg ${st.pg} acknowledged ${r.lastSeq} for ${e.seq}`);
+      this.d.stages?.done('replica_round_trip', startMs);
+      assert(r.lastSeq >= last, `replica ${brick} of pg ${st.pg} acknowledged ${r.lastSeq} for ${last}`);
       st.ackedSeq.set(brick, r.lastSeq);
-      return;
+      return r.lastSeq;
     }
-    // Entries before e are on this primary's log (written or being written by
-    // this same append): fill from there, then resend.
+    // Entries before these are on this primary's log (written, or being
+    // written by the append that made the first of them): fill from there, then resend.
     let next = r.lastSeq + 1n;
     if (next < st.firstSeq) throw new FsError('LOG_GAP', `replica ${brick} is behind the log of pg ${st.pg}`);
-    while (next < e.seq) {
+    while (next < first) {
       const batch = await this.readForCatchUp(
         st,
         next,
-        Math.min(this.d.knobs.catchUpBatchEntries, Number(e.seq - next)),
+        Math.min(this.d.knobs.catchUpBatchEntries, Number(first - next)),
       );
       if (batch.length === 0) break;
-      const rr = await this.d.transport.replicate(brick, st.pg, st.epoch, batch, true);
+      const rr = await this.d.transport.replicate(brick, st.pg, epoch, batch, true);
       if (rr.gap)
         throw new FsError('LOG_GAP', `replica ${brick} of pg ${st.pg} reports a gap during catch-up`);
       next = rr.lastSeq + 1n;
     }
-    const last = await this.replicateLive(st, brick, e);
-    if (last.gap || last.lastSeq < e.seq)
-      throw new FsError('LOG_GAP', `replica ${brick} still misses ${e.seq}`);
-    st.ackedSeq.set(brick, last.lastSeq);
+    const again = await this.replicateLive(st, brick, epoch, entries);
+    if (again.gap || again.lastSeq < last)
+      throw new FsError('LOG_GAP', `replica ${brick} still misses ${last}`);
+    st.ackedSeq.set(brick, again.lastSeq);
+    return again.lastSeq;
   }
 
   /**
-   * Sends a new entry. A replica without the source of a CLONE (not holding
-   * the source's PG, or its copy differs) refuses it having changed nothing;
-   * it then gets the block's bytes as a SYNC, read from this brick, whose
-   * block already is the clone (the append queue keeps it so until every
-   * replica answered).
+   * Sends new entries. A replica without the source of a CLONE (not holding
+   * the source's PG, or its copy differs) refuses it having changed nothing
+   * (an entry with a CLONE always goes alone); it then gets the block's
+   * bytes as a SYNC, read from this brick, whose block already is the clone
+   * (the append queue keeps it so until every replica answered).
    */
   private async replicateLive(
     st: PgState,
     brick: string,
-    e: LogEntry,
+    epoch: number,
+    entries: LogEntry[],
   ): Promise<{ lastSeq: bigint; gap: boolean }> {
     try {
-      return await this.d.transport.replicate(brick, st.pg, st.epoch, [e], false);
+      return await this.d.transport.replicate(brick, st.pg, epoch, entries, false);
     } catch (err) {
-      if (!(err instanceof FsError && err.code === 'NO_CLONE_SOURCE')) throw err;
+      if (!(err instanceof FsError && err.code === 'NO_CLONE_SOURCE') || entries.length !== 1) throw err;
     }
+    const e = entries[0]!;
     const blocks = await Promise.all(
       e.blocks.map(async (op): Promise<BlockOp> => {
         if (op.kind !== 'CLONE') return op;
@@ -265,7 +361,7 @@ export class Replication {
         };
       }),
     );
-    return this.d.transport.replicate(brick, st.pg, st.epoch, [{ ...e, blocks }], false);
+    return this.d.transport.replicate(brick, st.pg, epoch, [{ ...e, blocks }], false);
   }
 
   /**
@@ -352,7 +448,7 @@ export class Replication {
    * the append queue: nothing is appended meanwhile.
    */
   async becomePrimary(st: PgState, onReconciled: () => Promise<void>): Promise<void> {
-    await st.appendQueue.run(async () => {
+    await st.hold(async () => {
       if (st.role !== 'primary' || st.ready) return;
       const epoch = st.epoch;
       st.promisedEpoch = Math.max(st.promisedEpoch, epoch);
@@ -372,16 +468,49 @@ export class Replication {
         try {
           await this.pull(st, best.brick, best.pos.lastSeq, epoch);
         } catch (err) {
-          // Its log is longer than ours and cannot be pulled (it no longer
-          // reaches back to us): it may hold acknowledged entries we lack, so
-          // it leads and we step down, never the other way round.
-          this.d.log.warn('a replica is ahead and its log cannot be pulled: handing the PG over', {
+          const a = await this.d.placement.read(st.pg);
+          if (a.epoch > epoch) {
+            // The map moved on meanwhile (the controller changed the set): peer
+            // again at the new epoch, with the set it names.
+            this.d.log.info('placement changed during peering; peering again', {
+              pg: st.pg,
+              epoch: a.epoch,
+              isr: a.isr,
+            });
+            this.adopt(st, a);
+            return;
+          }
+          if (a.bricks[0] !== this.me || a.isr.some((b) => b !== this.me)) {
+            // Its log is longer than ours and cannot be pulled (it no longer
+            // reaches back to us, or it stopped answering): it may hold entries
+            // we lack, so it leads and we step down, never the other way round.
+            this.d.log.warn('a replica is ahead and its log cannot be pulled: handing the PG over', {
+              pg: st.pg,
+              brick: best.brick,
+              err: String(err),
+            });
+            await this.stepDown(st, best.brick);
+            return;
+          }
+          // The controller has meanwhile dropped it (and every other copy)
+          // from the in-sync set at our epoch: this copy is the only one in
+          // sync, so it holds every acknowledged entry (an entry is
+          // acknowledged only once every member has it, and a member is
+          // dropped before that). What the other log has beyond ours was never
+          // acknowledged; its copy diverges from ours and is backfilled when it
+          // returns (catch-up's log-matching check). Entries on their way to
+          // replicas when the old primary lost them (pipelined appends) leave
+          // such longer logs behind.
+          this.d.log.warn('a replica ahead left the in-sync set: leading with this log', {
             pg: st.pg,
             brick: best.brick,
+            seq: st.opSeq.toString(),
+            theirs: best.pos.lastSeq.toString(),
             err: String(err),
           });
-          await this.stepDown(st, best.brick);
-          return;
+          this.adopt(st, a);
+          reached.length = 0;
+          lost.length = 0;
         }
       }
       // Bring the others up to ours; a replica that cannot be is dropped.
@@ -530,7 +659,7 @@ export class Replication {
     entries: LogEntry[],
   ): Promise<{ lastSeq: bigint; gap: boolean }> {
     const startMs = this.d.stages?.now() ?? 0;
-    return st.appendQueue.run(async () => {
+    return st.hold(async () => {
       try {
         return await this.applyHeld(st, epoch, entries);
       } finally {
@@ -577,7 +706,7 @@ export class Replication {
 
   /** PgPosition: the log position, after promising `epoch`. */
   position(st: PgState, epoch: number): Promise<LogPosition> {
-    return st.appendQueue.run(async () => {
+    return st.hold(async () => {
       this.promise(st, epoch);
       return { lastSeq: st.opSeq, lastEpoch: st.lastEpoch, firstSeq: st.firstSeq };
     });
@@ -585,7 +714,7 @@ export class Replication {
 
   /** FetchLog: our entries from `fromSeq`, block ops with their current bytes. */
   fetchLog(st: PgState, epoch: number, fromSeq: bigint, max: number): Promise<LogEntry[]> {
-    return st.appendQueue.run(async () => {
+    return st.hold(async () => {
       this.promise(st, epoch);
       if (fromSeq < st.firstSeq) throw new FsError('LOG_GAP', `pg ${st.pg}: log starts at ${st.firstSeq}`);
       return this.readForCatchUp(st, fromSeq, Math.min(max, this.d.knobs.catchUpBatchEntries));
@@ -617,7 +746,7 @@ export class Replication {
    * fail their checksums), when its log is exactly at the primary's `seq`.
    */
   scrubDigest(st: PgState, epoch: number, req: ScrubDigestRequest): Promise<ScrubDigestReply> {
-    return st.appendQueue.run(async () => {
+    return st.hold(async () => {
       this.promise(st, epoch);
       // The log position decides: `backfilling` stays set on a copy whose backfill was cut
       // off even once a catch-up from the log's start made it whole (and in sync) again.
@@ -638,7 +767,7 @@ export class Replication {
 
   /** FetchBlock: this copy's block, verified against its record. */
   fetchBlock(st: PgState, epoch: number, ino: bigint, index: bigint): Promise<BlockOp> {
-    return st.appendQueue.run(async () => {
+    return st.hold(async () => {
       this.promise(st, epoch);
       return this.logs.syncOp(st.pg, ino, index);
     });
@@ -650,7 +779,7 @@ export class Replication {
    * the same record gives its bytes. True when healed.
    */
   healBlock(st: PgState, ino: bigint, index: bigint): Promise<boolean> {
-    return st.appendQueue.run(async () => (await this.healBlockHeld(st, ino, index)).from !== undefined);
+    return st.hold(async () => (await this.healBlockHeld(st, ino, index)).from !== undefined);
   }
 
   /**
@@ -708,7 +837,7 @@ export class Replication {
 
   /** Backfill, receiving side. */
   backfillStep(st: PgState, epoch: number, step: BackfillStep): Promise<void> {
-    return st.appendQueue.run(async () => {
+    return st.hold(async () => {
       this.promise(st, epoch);
       if (step.step === 'BEGIN') {
         st.backfilling = true;
@@ -858,9 +987,7 @@ export class Replication {
     // Rounds outside the queue until the rest is short.
     while (st.opSeq - next + 1n > BigInt(this.d.knobs.catchUpFinalEntries)) {
       this.checkStillPrimary(st, epoch);
-      const batch = await st.appendQueue.run(() =>
-        this.readForCatchUp(st, next, this.d.knobs.catchUpBatchEntries),
-      );
+      const batch = await st.hold(() => this.readForCatchUp(st, next, this.d.knobs.catchUpBatchEntries));
       const r = await this.d.transport.replicate(brick, st.pg, epoch, batch, true);
       if (r.gap) throw new FsError('LOG_GAP', `replica ${brick} reports a gap during catch-up`);
       // A new copy filled from a long log moves as many bytes as a backfill: paced alike.
@@ -872,7 +999,7 @@ export class Replication {
       st.ackedSeq.set(brick, r.lastSeq);
       report();
     }
-    await st.appendQueue.run(async () => {
+    await st.hold(async () => {
       this.checkStillPrimary(st, epoch);
       while (next <= st.opSeq) {
         const batch = await this.readForCatchUp(st, next, this.d.knobs.catchUpBatchEntries);
@@ -903,7 +1030,7 @@ export class Replication {
    * the entries after it makes the copy exact, whatever changed meanwhile.
    */
   private async backfill(st: PgState, brick: string, epoch: number, startedAtMs: number): Promise<bigint> {
-    const { base, baseSeq } = await st.appendQueue.run(async () => ({
+    const { base, baseSeq } = await st.hold(async () => ({
       base: st.opSeq > 0n ? await this.logs.entry(st.pg, st.opSeq) : undefined,
       baseSeq: st.opSeq,
     }));
@@ -917,7 +1044,7 @@ export class Replication {
     let copiedBytes = 0;
     for (;;) {
       this.checkStillPrimary(st, epoch);
-      const chunk = await st.appendQueue.run(async () => {
+      const chunk = await st.hold(async () => {
         const rows = await this.d.kv.range(
           after
             ? { gt: after, lt: end, limit: this.d.knobs.backfillChunkKeys }

@@ -225,7 +225,7 @@ export class Scrubber {
         if (!this.stillPrimary(st, epoch)) return out;
         const at: Buffer = from;
         const tries = attempt;
-        const r = await st.appendQueue.run(() => this.scrubRange(st, epoch, at, seg.to, out, tries));
+        const r = await st.hold(() => this.scrubRange(st, epoch, at, seg.to, out, tries));
         await this.pace(r.bytes);
         if (r.retry) {
           // A replica did not answer: the range again shortly, with the queue let go meanwhile.

@@ -46,7 +46,12 @@ export interface Trio {
   writeBlock(ino: bigint, index: bigint, data: Buffer): Promise<number>;
 }
 
-export async function trio(knobs: Partial<BrickKnobs> = {}): Promise<Trio> {
+/** Test hooks: runs before a replica applies a Replicate (may wait, or throw to fail it). */
+export interface TrioHooks {
+  beforeReplicate?: (id: Id, pg: number, entries: readonly { seq: bigint }[]) => Promise<void>;
+}
+
+export async function trio(knobs: Partial<BrickKnobs> = {}, hooks: TrioHooks = {}): Promise<Trio> {
   await initHashing();
   const log = createLogger('trio', () => {});
   const kvs = { A: new MemoryKv(), B: new MemoryKv(), C: new MemoryKv() };
@@ -67,6 +72,7 @@ export async function trio(knobs: Partial<BrickKnobs> = {}): Promise<Trio> {
   const transport: ReplicaTransport = {
     replicate: async (id, pg, epoch, entries) => {
       const { b, st } = at(id, pg);
+      await hooks.beforeReplicate?.(id as Id, pg, entries);
       return b.repl.applyReplicated(st, epoch, entries);
     },
     position: async (id, pg, epoch) => {

@@ -106,6 +106,9 @@ function plan(seed: number, runMs: number) {
     backfillChunkKeys: r.pick([8, 64, 1024]),
     backfillChunkBytes: r.pick([64 * 1024, 1024 * 1024]),
     seqReserveBatch: r.pick([8, 4096]),
+    // Pipelined appends: one at a time, a few, and the default depth.
+    replicateInflightMax: Math.min(Math.floor(opLogRetain / 2), r.pick([1, 4, 32])),
+    replicateBatchBytesMax: r.pick([64 * 1024, 8 * 1024 * 1024]),
   });
   const coordKnobs: Partial<CoordinatorKnobs> = {
     leaseTtlMs: 2000,
@@ -186,7 +189,22 @@ function plan(seed: number, runMs: number) {
       maxConcurrent: m.pick([1, 2, 8]),
     });
   }
-  return { bricks, knobs, coordKnobs, controllerKnobs, retryKnobs, net, volume, workload, faults, moves };
+  // Clients: more of them put several ops of one PG on their way to its
+  // replicas at once (pipelined appends). Their own stream, as above.
+  const clientCount = new SimRandom(seed, 5).pick([3, 3, 6, 10]);
+  return {
+    bricks,
+    knobs,
+    coordKnobs,
+    controllerKnobs,
+    retryKnobs,
+    net,
+    volume,
+    workload,
+    faults,
+    moves,
+    clientCount,
+  };
 }
 
 /**
@@ -329,7 +347,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     for (const b of nodes.values()) await startBrick(b);
     await coord.createVolume(p.volume);
     const clients = Array.from(
-      { length: 3 },
+      { length: p.clientCount },
       (_v, i) =>
         new SimClient(
           `c${i}`,
