@@ -40,6 +40,8 @@ export class BrickApi {
   private readonly unsynced = new Set<number>();
   /** Inodes named by mutations in flight (isChanging), with how many. */
   private readonly changing = new Map<bigint, number>();
+  /** Called when a change naming the inode is sent (changeStarts). */
+  private readonly changeWaiters = new Map<bigint, Set<() => void>>();
   /** The client's metrics (mount -o metrics_listen=): every call's latency and result, cache hits. */
   metrics: ClientMetrics | undefined;
 
@@ -80,7 +82,14 @@ export class BrickApi {
     this.unsynced.add(pg);
     const held = inodesNamed(body);
     this.onMutate?.(held);
-    for (const ino of held) this.changing.set(ino, (this.changing.get(ino) ?? 0) + 1);
+    for (const ino of held) {
+      this.changing.set(ino, (this.changing.get(ino) ?? 0) + 1);
+      const waiters = this.changeWaiters.get(ino);
+      if (waiters) {
+        this.changeWaiters.delete(ino);
+        for (const w of waiters) w();
+      }
+    }
     return this.observed(
       method,
       this.router.call<Rep>(pg, method, body, {
@@ -106,6 +115,29 @@ export class BrickApi {
    */
   isChanging(ino: bigint): boolean {
     return this.changing.has(ino);
+  }
+
+  /**
+   * Resolves when a change of ours naming `ino` is next sent (then the
+   * kernel holds that inode's lock, as isChanging says); `cancel` stops
+   * waiting.
+   */
+  changeStarts(ino: bigint): { started: Promise<void>; cancel: () => void } {
+    let wake!: () => void;
+    const started = new Promise<void>((resolve) => (wake = resolve));
+    let set = this.changeWaiters.get(ino);
+    if (!set) {
+      set = new Set();
+      this.changeWaiters.set(ino, set);
+    }
+    set.add(wake);
+    const cancel = () => {
+      const s = this.changeWaiters.get(ino);
+      if (!s) return;
+      s.delete(wake);
+      if (s.size === 0) this.changeWaiters.delete(ino);
+    };
+    return { started, cancel };
   }
 
   private observed<Rep>(method: string, call: Promise<Rep>): Promise<Rep> {
