@@ -1218,6 +1218,46 @@ if mode == 'unlink':
 print(json.dumps({'n': n, 'seconds': s}))
 `;
 
+/**
+ * W forked processes create n empty files at once, n / W each in a
+ * directory of its own (in one directory the kernel would run them one at a
+ * time: a create holds the directory's lock): what concurrent calls cost
+ * (a parallel build's outputs), where the single-process rows measure one
+ * call's latency.
+ */
+const PY_PARALLEL_CREATE = `
+import json, os, sys, time
+d, n, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.mkdir(d)
+for k in range(w):
+    os.mkdir(os.path.join(d, 'd%d' % k))
+each = n // w
+flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+r, wr = os.pipe()
+pids = []
+for k in range(w):
+    pid = os.fork()
+    if pid == 0:
+        os.close(wr)
+        os.read(r, 1)
+        sub = os.path.join(d, 'd%d' % k)
+        for i in range(each):
+            os.close(os.open(os.path.join(sub, 'f%07d' % i), flags, 0o644))
+        os._exit(0)
+    pids.append(pid)
+os.close(r)
+t = time.perf_counter()
+os.write(wr, b'x' * w)
+bad = 0
+for pid in pids:
+    if os.waitpid(pid, 0)[1] != 0:
+        bad += 1
+s = time.perf_counter() - t
+if bad:
+    sys.exit('%d creators failed' % bad)
+print(json.dumps({'n': each * w, 'seconds': s}))
+`;
+
 async function fileOps(ctx, mode, dir, n) {
   const r = await runOk('python3', ['-c', PY_FILES, mode, dir, String(n)], { timeoutMs: ctx.timeoutMs });
   const j = JSON.parse(r.stdout.trim().split('\n').pop());
@@ -1325,6 +1365,20 @@ const WORKLOADS = [
     label: 'unlink files',
     unit: 'ops/s',
     run: (ctx, t) => fileOps(ctx, 'unlink', t.filesDir, ctx.o.files),
+  },
+  {
+    id: 'create_parallel',
+    label: 'create empty files, 8 processes (a dir each)',
+    unit: 'ops/s',
+    async run(ctx, t) {
+      const dir = join(t.dir, 'pcreate');
+      const r = await runOk('python3', ['-c', PY_PARALLEL_CREATE, dir, String(ctx.o.files), '8'], {
+        timeoutMs: ctx.timeoutMs,
+      });
+      const j = JSON.parse(r.stdout.trim().split('\n').pop());
+      rmSync(dir, { recursive: true, force: true });
+      return { value: j.n / j.seconds, detail: { files: j.n, seconds: j.seconds, processes: 8 } };
+    },
   },
   {
     id: 'tar_extract',
@@ -1608,6 +1662,7 @@ const ISSUE11_ROWS = [
   { id: 'stat_cold', min: 0.5 },
   { id: 'rename', min: 0.5 },
   { id: 'unlink', min: 0.5 },
+  { id: 'create_parallel' },
   { id: 'tar_extract', max: 4 },
   { id: 'rm_rf', max: 2 },
   { id: 'rand_write_1j', min: 0.3 },
