@@ -16,16 +16,13 @@
 import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { optionReader } from './cli-option.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { startCluster } = await import(join(REPO, 'test/dist/src/cluster.js'));
 const { callUnary } = await import(join(REPO, 'packages/proto/dist/src/index.js'));
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const opt = optionReader();
 const changes = Number(opt('--changes', '50'));
 const sessionCounts = opt('--sessions', '1,2,8').split(',').map(Number);
 const TTL = 'attr_ttl_ms=60000,entry_ttl_ms=60000';

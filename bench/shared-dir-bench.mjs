@@ -22,11 +22,7 @@ import { fileURLToPath } from 'node:url';
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { startCluster } = await import(join(REPO, 'test/dist/src/cluster.js'));
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const opt = optionReader();
 const mountCount = Number(opt('--mounts', '4'));
 const files = Number(opt('--files', '500'));
 const inflights = opt('--inflight', '1,32').split(',').map(Number);
@@ -34,6 +30,7 @@ const rounds = Number(opt('--rounds', '2'));
 
 const PY = `
 import os, sys, time
+import { optionReader } from './cli-option.mjs';
 d, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 sys.stdin.read(1)
