@@ -12,6 +12,7 @@
  * Needs the packages built (npx tsc -b).
  */
 import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { optionReader } from './cli-option.mjs';
 

@@ -17,7 +17,9 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { optionReader } from './cli-option.mjs';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { startCluster } = await import(join(REPO, 'test/dist/src/cluster.js'));
@@ -30,7 +32,6 @@ const rounds = Number(opt('--rounds', '2'));
 
 const PY = `
 import os, sys, time
-import { optionReader } from './cli-option.mjs';
 d, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 sys.stdin.read(1)
