@@ -429,6 +429,38 @@ t.test('orphan reclaim removes inode, inline data, xattrs and mark', async (t) =
   t.same(await f.keysOf(l.inode.ino), [], 'symlink target removed too');
 });
 
+t.test('reclaim reads the xattr keys only of an inode that may have some', async (t) => {
+  const f = await Fixture.make();
+  // Counted: one set and removed again leaves the count at 0 and no key.
+  const file = await f.create(ROOT, 'g');
+  await f.run((tx) => f.engine.setxattr(tx, root, file, b('user.a'), b('1'), 0));
+  await f.run((tx) => f.engine.removexattr(tx, root, file, b('user.a')));
+  await f.run((tx) => f.engine.unlink(tx, root, ROOT, b('g')));
+  const scans: bigint[] = [];
+  const counting = (tx: Parameters<Parameters<typeof f.run>[0]>[0]) =>
+    new Proxy(tx, {
+      get: (o, k) =>
+        k === 'listXattrNames'
+          ? (ino: bigint) => (scans.push(ino), o.listXattrNames(ino))
+          : (o as unknown as Record<string | symbol, unknown>)[k as string],
+    });
+  await f.run((tx) => f.engine.reclaim(counting(tx), file));
+  t.same(await f.keysOf(file), [], 'nothing left');
+  t.same(scans, [], 'no range read of its xattrs (count 0)');
+  // Made before the count (no `xattrs` in its record): its keys are found by a scan.
+  const old = await f.create(ROOT, 'h');
+  await f.run((tx) => f.engine.setxattr(tx, root, old, b('user.b'), b('2'), 0));
+  await f.run(async (tx) => {
+    const rec = (await tx.getInode(old))!;
+    delete rec.xattrs;
+    tx.putInode(rec);
+  });
+  await f.run((tx) => f.engine.unlink(tx, root, ROOT, b('h')));
+  await f.run((tx) => f.engine.reclaim(counting(tx), old));
+  t.same(await f.keysOf(old), [], 'its xattr went with it');
+  t.same(scans, [old], 'scanned');
+});
+
 t.test('readdir: permission, paging, parent, eof', async (t) => {
   const f = await Fixture.make();
   const d = await f.mkdir(ROOT, 'd');
