@@ -55,6 +55,8 @@ export interface BrickKnobs {
    * LevelDB batch. Only with group commit (groupCommitMs > 0).
    */
   kvJournal: boolean;
+  /** LevelDB point reads on the main thread (store/leveldb-kv.ts `get`); off: through the thread pool. */
+  kvSyncReads: boolean;
   /**
    * Aligned block writes of 64 KiB or more bypass the page cache (O_DIRECT,
    * store/direct-io.ts); off, or on a filesystem that refuses it: buffered.
@@ -107,6 +109,7 @@ export const brickDefaults: BrickKnobs = {
   leaseFenceMarginMs: 600,
   groupCommitMs: 10,
   kvJournal: true,
+  kvSyncReads: true,
   directIo: true,
   scrubChunkKeys: 1024,
   scrubChunkBytes: 4 * 1024 * 1024,
@@ -123,7 +126,10 @@ export const brickDefaults: BrickKnobs = {
 
 export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   const bad: string[] = [];
-  const positive = (name: Exclude<keyof BrickKnobs, 'kvJournal' | 'directIo'>, max: number) => {
+  const positive = (
+    name: Exclude<keyof BrickKnobs, 'kvJournal' | 'kvSyncReads' | 'directIo'>,
+    max: number,
+  ) => {
     const v = k[name];
     if (!Number.isInteger(v) || v < 1 || v > max) bad.push(`${name} ${v} must be 1..${max}`);
   };
@@ -160,6 +166,8 @@ export function validateBrickKnobs(k: BrickKnobs): BrickKnobs {
   if (!Number.isInteger(k.groupCommitMs) || k.groupCommitMs < 0 || k.groupCommitMs > 1000)
     bad.push(`groupCommitMs ${k.groupCommitMs} must be 0..1000`);
   if (typeof k.kvJournal !== 'boolean') bad.push(`kvJournal ${String(k.kvJournal)} must be true or false`);
+  if (typeof k.kvSyncReads !== 'boolean')
+    bad.push(`kvSyncReads ${String(k.kvSyncReads)} must be true or false`);
   if (typeof k.directIo !== 'boolean') bad.push(`directIo ${String(k.directIo)} must be true or false`);
   if (k.leaseFenceMarginMs * 2 > k.leaseTtlMs) bad.push('leaseFenceMarginMs must be <= leaseTtlMs / 2');
   if (k.catchUpFinalEntries > k.opLogRetain) bad.push('catchUpFinalEntries must be <= opLogRetain');

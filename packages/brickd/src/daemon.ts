@@ -228,7 +228,7 @@ export class BrickDaemon {
       await this.coord.start();
       const { identity, created } = await this.checkedIdentity(this.coord);
       this.identity = identity;
-      const level = new LevelKv(join(this.o.dataDir, 'meta'));
+      const level = new LevelKv(join(this.o.dataDir, 'meta'), { syncReads: this.knobs.kvSyncReads });
       this.kv = new CachedKv(
         this.knobs.kvJournal && this.knobs.groupCommitMs > 0
           ? // Batches wait for the group commit's sync, which takes them all in one LevelDB batch.

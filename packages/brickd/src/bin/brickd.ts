@@ -144,6 +144,10 @@ const program = new Command('brickd')
   )
   .option('--no-direct-io', 'write every block through the page cache (no O_DIRECT; for comparison)')
   .option(
+    '--no-kv-sync-reads',
+    "read LevelDB through libuv's thread pool, not on the main thread (for comparison)",
+  )
+  .option(
     '--replicate-inflight-max <n>',
     'entries of a PG sent to its replicas and not yet acknowledged; 1: one at a time (for comparison)',
     intArg('--replicate-inflight-max', 1, 512),
@@ -257,6 +261,7 @@ const program = new Command('brickd')
         ...(opts.groupCommitMs !== undefined ? { groupCommitMs: opts.groupCommitMs } : {}),
         ...(opts.kvJournal === false ? { kvJournal: false } : {}),
         ...(opts.directIo === false ? { directIo: false } : {}),
+        ...(opts.kvSyncReads === false ? { kvSyncReads: false } : {}),
         ...(opts.replicateInflightMax !== undefined
           ? { replicateInflightMax: opts.replicateInflightMax }
           : {}),

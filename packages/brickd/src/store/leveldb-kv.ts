@@ -26,6 +26,11 @@ export interface LevelKvOptions {
   maxFileSize: number;
   blockSize: number;
   compression: boolean;
+  /**
+   * Point reads (get, getMany) call LevelDB on the main thread (getSync)
+   * instead of a trip through libuv's thread pool. See `get`.
+   */
+  syncReads: boolean;
 }
 
 export const levelKvDefaults: Readonly<LevelKvOptions> = {
@@ -35,9 +40,18 @@ export const levelKvDefaults: Readonly<LevelKvOptions> = {
   maxFileSize: 4 * 1024 * 1024,
   blockSize: 4096,
   compression: true,
+  syncReads: true,
 };
 
 type Db = Level<Buffer, Buffer>;
+
+/** classic-level's implementation of a batch: ops with Buffer keys and values, no encodings. */
+interface DirectBatch {
+  _batch(
+    ops: ({ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer })[],
+    options: { sync: boolean },
+  ): Promise<void>;
+}
 
 /**
  * KvStore over LevelDB (`level`, i.e. classic-level in Node). Keys and values
@@ -56,9 +70,10 @@ export class LevelKv implements KvStore {
   async open(): Promise<void> {
     if (this.db) return;
     this.opening ??= (async () => {
+      // eslint-disable-next-line @typescript-eslint/no-unused-vars
+      const { syncReads, ...tuning } = { ...levelKvDefaults, ...this.options };
       const db = new Level<Buffer, Buffer>(this.location, {
-        ...levelKvDefaults,
-        ...this.options,
+        ...tuning,
         keyEncoding: 'buffer',
         valueEncoding: 'buffer',
         createIfMissing: true,
@@ -89,13 +104,32 @@ export class LevelKv implements KvStore {
     return this.db;
   }
 
+  /**
+   * A point read. By default on the main thread: the engine reads a few
+   * keys per op (a create looks its new name up, which is never there, so
+   * no cache in front of LevelDB answers it), and each asynchronous get is a
+   * trip through libuv's thread pool with two thread wakeups, on the
+   * critical path of the op. A synchronous get is LevelDB's memtable, block
+   * cache and bloom filters, and at worst one 4 KiB block read that the page
+   * cache almost always holds (a brick's tables are small next to its RAM).
+   * Measured on 20,000 gets of missing keys: 30 µs and 16 µs of CPU each
+   * through the pool, 0.35 µs and 0.2-0.4 µs of CPU with getSync.
+   */
   async get(key: Buffer): Promise<Buffer | undefined> {
-    return (await this.live().get(key)) ?? undefined;
+    const db = this.live();
+    if (this.syncReads) return db.getSync(key) ?? undefined;
+    return (await db.get(key)) ?? undefined;
   }
 
   async getMany(keys: Buffer[]): Promise<(Buffer | undefined)[]> {
     if (keys.length === 0) return [];
-    return (await this.live().getMany(keys)).map((v) => v ?? undefined);
+    const db = this.live();
+    if (this.syncReads) return keys.map((k) => db.getSync(k) ?? undefined);
+    return (await db.getMany(keys)).map((v) => v ?? undefined);
+  }
+
+  private get syncReads(): boolean {
+    return this.options.syncReads ?? levelKvDefaults.syncReads;
   }
 
   async range(opts: KvRangeOptions): Promise<KvEntry[]> {
@@ -123,13 +157,20 @@ export class LevelKv implements KvStore {
   async write(batch: KvWrite[], sync: boolean): Promise<void> {
     const db = this.live();
     if (batch.length === 0) return;
-    await db.batch(
-      batch.map((w) =>
-        w.value === undefined
-          ? { type: 'del' as const, key: w.key }
-          : { type: 'put' as const, key: w.key, value: w.value },
-      ),
-      { sync },
+    const ops = batch.map((w) =>
+      w.value === undefined
+        ? { type: 'del' as const, key: w.key }
+        : { type: 'put' as const, key: w.key, value: w.value },
     );
+    // abstract-level's batch() copies every op and looks its encodings up
+    // again (hooks, sublevels, events: none used here); classic-level's own
+    // _batch takes type, key and value as they are. Measured on 2,000
+    // batches of 40 puts: 529-581 ms of CPU through batch(), 174-216 direct.
+    const direct = (db as unknown as Partial<DirectBatch>)._batch;
+    if (typeof direct === 'function' && db.status === 'open') {
+      await direct.call(db, ops, { sync });
+      return;
+    }
+    await db.batch(ops, { sync });
   }
 }

@@ -95,6 +95,22 @@ const stores: Record<string, (t: Test) => Promise<Fixture>> = {
     t.teardown(() => kv.close());
     return { kv };
   },
+  // Point reads through the thread pool (the default reads on the main thread: getSync).
+  'leveldb, pooled reads': async (t) => {
+    const dir = join(await tempDir(t), 'db');
+    let kv = new LevelKv(dir, { syncReads: false });
+    await kv.open();
+    t.teardown(() => kv.close());
+    return {
+      kv,
+      reopen: async () => {
+        await kv.close();
+        kv = new LevelKv(dir, { syncReads: false });
+        await kv.open();
+        return kv;
+      },
+    };
+  },
   leveldb: async (t) => {
     const dir = join(await tempDir(t), 'db');
     let kv = new LevelKv(dir);
