@@ -138,6 +138,7 @@ const USAGE = `usage: node bench/fuse-bench.mjs [options]
   --client-options O  extra -o options of every dunixfs client (e.g. attr_ttl_ms=1000,entry_ttl_ms=1000)
   --brick-args A      extra arguments of every brickd, space separated (e.g. --no-kv-journal)
   --brick-node-args A  node options of every brickd, space separated (e.g. --heapsnapshot-signal=SIGTTIN)
+  --client-node-args A  node options of every dunixfs client, space separated (e.g. --cpu-prof)
   --tls               also run every dunixfs volume with mutual TLS (a CA and certificates
                       made by dunixctl in the target's scratch dir), beside the same volume
                       without: columns dunixfs-rN-tls and ratio rN-tls/rN in one run`;
@@ -173,6 +174,7 @@ function parseArgs(argv) {
     clientOptions: undefined,
     brickArgs: [],
     brickNodeArgs: [],
+    clientNodeArgs: [],
   };
   const int = (flag, v, min) => {
     const n = Number(v);
@@ -279,6 +281,9 @@ function parseArgs(argv) {
         break;
       case '--brick-node-args':
         o.brickNodeArgs = next().split(' ').filter(Boolean);
+        break;
+      case '--client-node-args':
+        o.clientNodeArgs = next().split(' ').filter(Boolean);
         break;
       case '--rebalance':
         o.rebalance = true;
@@ -713,6 +718,7 @@ function dunixfsTarget(
     clientOptions,
     brickArgs = [],
     brickNodeArgs = [],
+    clientNodeArgs = [],
   } = {},
 ) {
   const VOLUME = 'bench';
@@ -885,6 +891,7 @@ function dunixfsTarget(
         'client',
         process.execPath,
         [
+          ...clientNodeArgs,
           DUNIX_BINS.client,
           // etcd runs plain HTTP on loopback here (never on the data path): said explicitly, since
           // with tls_dir a HOST:PORT endpoint means https.
@@ -1058,6 +1065,7 @@ function addDunixfsTargets(o) {
       clientOptions: o.clientOptions,
       brickArgs: o.brickArgs,
       brickNodeArgs: o.brickNodeArgs,
+      clientNodeArgs: o.clientNodeArgs,
     };
     TARGETS.push(dunixfsTarget(n, common));
     if (o.tls) TARGETS.push(dunixfsTarget(n, { ...common, tls: true }));
