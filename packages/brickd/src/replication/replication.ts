@@ -370,6 +370,11 @@ export class Replication {
    * applying the entries in order ends in the primary's current state.
    */
   private async readForCatchUp(st: PgState, fromSeq: bigint, max: number): Promise<LogEntry[]> {
+    // The log is trimmed opLogRetain entries back whatever a copy outside the
+    // in-sync set still needs: a copy that fell that far behind (appends went
+    // on during its backfill) is backfilled again, not an invariant broken.
+    if (fromSeq < st.firstSeq)
+      throw new FsError('LOG_GAP', `pg ${st.pg}: the log starts at ${st.firstSeq}, after ${fromSeq}`);
     const entries = await this.logs.entries(st.pg, fromSeq, max);
     const out: LogEntry[] = [];
     let bytes = 0;
