@@ -42,6 +42,27 @@ async function tempDir(t: Test): Promise<string> {
   return dir;
 }
 
+/**
+ * A store made by `make` in a fresh directory, closed at the test's end,
+ * and reopened on the same data (made again) when the suite asks.
+ */
+async function reopenable(t: Test, make: (dir: string) => KvStore): Promise<Fixture> {
+  const dir = await tempDir(t);
+  let kv = make(dir);
+  await kv.open();
+  // Registered after tempDir's teardown, so it runs first (tap runs teardowns in reverse).
+  t.teardown(() => kv.close());
+  return {
+    kv,
+    reopen: async () => {
+      await kv.close();
+      kv = make(dir);
+      await kv.open();
+      return kv;
+    },
+  };
+}
+
 const stores: Record<string, (t: Test) => Promise<Fixture>> = {
   memory: async () => {
     const kv = new MemoryKv();
@@ -49,40 +70,11 @@ const stores: Record<string, (t: Test) => Promise<Fixture>> = {
     return { kv };
   },
   // The brick's read cache over LevelDB, with a cache small enough to evict constantly.
-  'cached leveldb': async (t) => {
-    const dir = join(await tempDir(t), 'db');
-    let kv = new CachedKv(new LevelKv(dir), { entriesMax: 7, bytesMax: 200 });
-    await kv.open();
-    t.teardown(() => kv.close());
-    return {
-      kv,
-      reopen: async () => {
-        await kv.close();
-        kv = new CachedKv(new LevelKv(dir), { entriesMax: 7, bytesMax: 200 });
-        await kv.open();
-        return kv;
-      },
-    };
-  },
+  'cached leveldb': (t) =>
+    reopenable(t, (dir) => new CachedKv(new LevelKv(join(dir, 'db')), { entriesMax: 7, bytesMax: 200 })),
   // Unsynced writes journaled and flushed behind the caller, over LevelDB.
-  'journal leveldb': async (t) => {
-    const dir = await tempDir(t);
-    const open = async () => {
-      const kv = new JournalKv(new LevelKv(join(dir, 'db')), join(dir, 'journal'));
-      await kv.open();
-      return kv;
-    };
-    let kv = await open();
-    t.teardown(() => kv.close());
-    return {
-      kv,
-      reopen: async () => {
-        await kv.close();
-        kv = await open();
-        return kv;
-      },
-    };
-  },
+  'journal leveldb': (t) =>
+    reopenable(t, (dir) => new JournalKv(new LevelKv(join(dir, 'db')), join(dir, 'journal'))),
   // The same over a store whose writes lag (1-3 ms), so most reads meet unflushed
   // writes, and a 5-key overlay limit, so writers wait for the flush too.
   'journal slow store': async (t) => {
@@ -96,37 +88,8 @@ const stores: Record<string, (t: Test) => Promise<Fixture>> = {
     return { kv };
   },
   // Point reads through the thread pool (the default reads on the main thread: getSync).
-  'leveldb, pooled reads': async (t) => {
-    const dir = join(await tempDir(t), 'db');
-    let kv = new LevelKv(dir, { syncReads: false });
-    await kv.open();
-    t.teardown(() => kv.close());
-    return {
-      kv,
-      reopen: async () => {
-        await kv.close();
-        kv = new LevelKv(dir, { syncReads: false });
-        await kv.open();
-        return kv;
-      },
-    };
-  },
-  leveldb: async (t) => {
-    const dir = join(await tempDir(t), 'db');
-    let kv = new LevelKv(dir);
-    await kv.open();
-    // Registered after tempDir's teardown, so it runs first (tap runs teardowns in reverse).
-    t.teardown(() => kv.close());
-    return {
-      kv,
-      reopen: async () => {
-        await kv.close();
-        kv = new LevelKv(dir);
-        await kv.open();
-        return kv;
-      },
-    };
-  },
+  'leveldb, pooled reads': (t) => reopenable(t, (dir) => new LevelKv(join(dir, 'db'), { syncReads: false })),
+  leveldb: (t) => reopenable(t, (dir) => new LevelKv(join(dir, 'db'))),
 };
 
 /** A store whose writes complete 1-3 ms late (a deterministic cycle), reads at once. */
