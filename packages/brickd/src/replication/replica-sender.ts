@@ -46,15 +46,8 @@ function goesAlone(e: LogEntry): boolean {
 export class ReplicaSender {
   private queued: Queued[] = [];
   private busy = false;
-  /** Replicate calls made, and entries they carried (a batch's size is their ratio). */
-  sends = 0;
-  entriesSent = 0;
 
   constructor(private readonly d: ReplicaSenderDeps) {}
-
-  get depth(): number {
-    return this.queued.length;
-  }
 
   /** Resolves once the replica has `e` (and everything before it); rejects when it did not take it. */
   push(e: LogEntry): Promise<void> {
@@ -87,8 +80,6 @@ export class ReplicaSender {
     try {
       while (this.queued.length > 0) {
         const batch = this.take();
-        this.sends++;
-        this.entriesSent += batch.length;
         let lastSeq: bigint;
         try {
           lastSeq = await this.d.send(batch.map((q) => q.entry));
